@@ -1,0 +1,146 @@
+//! Every exchange and queue of Showrunner, declared idempotently by each process at start.
+//! Names are fixed: deployments sharing a broker stay apart by vhost.
+
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Channel, ExchangeKind};
+
+use super::BrokerError;
+use crate::config::{AmqpSettings, QueueType};
+
+/// Direct exchange carrying commands; routing key = partition number.
+pub const COMMANDS_EXCHANGE: &str = "showrunner.commands";
+/// Topic exchange carrying every event.
+pub const EVENTS_EXCHANGE: &str = "showrunner.events";
+/// Direct exchange of the parking lot; routing key = the queue a message was parked from.
+pub const PARKED_EXCHANGE: &str = "showrunner.parked";
+pub const ACTIVITY_QUEUE: &str = "showrunner.activity";
+pub const NOTIFICATIONS_QUEUE: &str = "showrunner.notifications";
+
+/// The events the activity log records.
+pub const ACTIVITY_BINDINGS: &[&str] =
+    &["episode.*.created", "episode.*.updated", "episode.*.deleted", "job.*.*", "system.jobs.*"];
+/// The events that may produce a notification.
+pub const NOTIFICATION_BINDINGS: &[&str] =
+    &["episode.*.created", "episode.*.deleted", "user.*.command", "job.*.failed"];
+
+pub fn command_queue(partition: u16) -> String {
+    format!("{COMMANDS_EXCHANGE}.p{partition:03}")
+}
+
+pub fn parked_queue(source: &str) -> String {
+    format!("{source}.parked")
+}
+
+/// Which partition carries an episode's commands: FNV-1a of the id, so every api instance and
+/// every version agrees.
+pub fn partition_of(episode_id: uuid::Uuid, partitions: u16) -> u16 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in episode_id.as_bytes() {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    (hash % u64::from(partitions.max(1))) as u16
+}
+
+/// Declares everything; safe to call from every process at every start.
+pub async fn declare(ch: &Channel, amqp: &AmqpSettings) -> Result<(), BrokerError> {
+    let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
+    ch.exchange_declare(COMMANDS_EXCHANGE.into(), ExchangeKind::Direct, durable, FieldTable::default())
+        .await?;
+    ch.exchange_declare(EVENTS_EXCHANGE.into(), ExchangeKind::Topic, durable, FieldTable::default())
+        .await?;
+    ch.exchange_declare(PARKED_EXCHANGE.into(), ExchangeKind::Direct, durable, FieldTable::default())
+        .await?;
+
+    let mut work_queues = Vec::new();
+    for p in 0..amqp.partitions {
+        let name = command_queue(p);
+        let mut args = work_queue_args(amqp, &name);
+        // One active consumer per partition keeps the per-episode order.
+        args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+        declare_queue(ch, &name, args).await?;
+        ch.queue_bind(
+            name.as_str().into(),
+            COMMANDS_EXCHANGE.into(),
+            p.to_string().into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+        work_queues.push(name);
+    }
+    for (queue, keys) in
+        [(ACTIVITY_QUEUE, ACTIVITY_BINDINGS), (NOTIFICATIONS_QUEUE, NOTIFICATION_BINDINGS)]
+    {
+        declare_queue(ch, queue, work_queue_args(amqp, queue)).await?;
+        for key in keys {
+            ch.queue_bind(
+                queue.into(),
+                EVENTS_EXCHANGE.into(),
+                (*key).into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        }
+        work_queues.push(queue.to_string());
+    }
+    for source in &work_queues {
+        let parked = parked_queue(source);
+        let mut args = FieldTable::default();
+        if amqp.queue_type == QueueType::Quorum {
+            args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+        }
+        declare_queue(ch, &parked, args).await?;
+        ch.queue_bind(
+            parked.as_str().into(),
+            PARKED_EXCHANGE.into(),
+            source.as_str().into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Arguments of a work queue: durable type, and a delivery limit past which the broker parks a
+/// message that keeps failing (at least once, so the parked copy is never lost).
+fn work_queue_args(amqp: &AmqpSettings, name: &str) -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(PARKED_EXCHANGE.into()));
+    args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(name.into()));
+    if amqp.queue_type == QueueType::Quorum {
+        args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+        args.insert("x-delivery-limit".into(), AMQPValue::LongInt(amqp.delivery_limit));
+        args.insert(
+            "x-dead-letter-strategy".into(),
+            AMQPValue::LongString("at-least-once".into()),
+        );
+        args.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
+    }
+    args
+}
+
+async fn declare_queue(ch: &Channel, name: &str, args: FieldTable) -> Result<(), BrokerError> {
+    ch.queue_declare(name.into(), QueueDeclareOptions::durable(), args).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_spread_and_are_stable() {
+        let mut counts = [0u32; 16];
+        for i in 0..16_000u128 {
+            counts[usize::from(partition_of(uuid::Uuid::from_u128(i * 7919), 16))] += 1;
+        }
+        assert!(counts.iter().all(|c| (700..1300).contains(c)), "{counts:?}");
+        let id = uuid::Uuid::from_u128(42);
+        assert_eq!(partition_of(id, 16), partition_of(id, 16));
+        assert_eq!(partition_of(id, 1), 0);
+    }
+}

@@ -1,0 +1,257 @@
+//! Typed configuration: built-in defaults, then an optional TOML file, then `SHOWRUNNER__*`
+//! environment variables. Every key is documented where it is declared.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// The development JWT secret. Fine on a laptop; `auth.jwt_secret` must be set in production.
+pub const DEV_JWT_SECRET: &str = "showrunner-dev-secret-change-me";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub amqp: AmqpSettings,
+    pub http: HttpSettings,
+    pub auth: AuthSettings,
+    pub workers: WorkerSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// PostgreSQL URL; the database name is the deployment's own.
+    pub url: String,
+    /// Pool size of each process.
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmqpSettings {
+    /// RabbitMQ URL; its vhost keeps deployments apart.
+    pub url: String,
+    /// How many partition queues carry episode commands (per-episode order needs a fixed
+    /// number: changing it on a running system reorders in-flight commands).
+    pub partitions: u16,
+    /// `quorum` (default, replicated in a cluster) or `classic`.
+    pub queue_type: QueueType,
+    /// Unacknowledged deliveries a consumer may hold.
+    pub prefetch: u16,
+    /// Most messages one consumer applies in one database transaction.
+    pub batch_size: usize,
+    /// Redeliveries before the broker dead-letters a message to the parking lot.
+    pub delivery_limit: i32,
+    /// Seconds to wait for a publisher confirm before the publish counts as failed.
+    pub confirm_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueType {
+    Quorum,
+    Classic,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    /// Listen address of the API (port 0 picks a free port).
+    pub addr: SocketAddr,
+    /// Longest `Prefer: wait=N` honoured, in seconds.
+    pub max_wait_secs: u64,
+    /// How long a viewer counts as present after `GET /episodes/{id}`, in seconds.
+    pub presence_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// HS256 secret of the bearer tokens. Never logged.
+    pub jwt_secret: Secret,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSettings {
+    /// Seconds between heartbeats of an episode worker (partition ownership).
+    pub heartbeat_secs: u64,
+    /// A worker whose heartbeat is older than this many seconds is gone; its partitions move.
+    pub heartbeat_ttl_secs: u64,
+    /// Outbox rows older than this many seconds are published by the sweeper (a crash left them).
+    pub outbox_sweep_after_secs: u64,
+    /// Commands still pending after this many seconds are published again by the sweeper.
+    pub command_republish_after_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// `tracing` filter directive, e.g. `info,showrunner=debug`.
+    pub filter: String,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A string that never shows in `Debug` output or logs.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("configuration: {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+impl Settings {
+    /// Loads defaults, then `file` (or `SHOWRUNNER_CONFIG`) if given, then the environment.
+    pub fn load(file: Option<PathBuf>) -> Result<Self, ConfigError> {
+        Self::load_from(file, config::Environment::with_prefix("SHOWRUNNER").separator("__"))
+    }
+
+    fn load_from(
+        file: Option<PathBuf>,
+        env: config::Environment,
+    ) -> Result<Self, ConfigError> {
+        let file = file.or_else(|| std::env::var_os("SHOWRUNNER_CONFIG").map(PathBuf::from));
+        let mut builder = config::Config::builder()
+            .set_default("database.url", "postgres://postgres@127.0.0.1:5432/showrunner")?
+            .set_default("database.max_connections", 20)?
+            .set_default("amqp.url", "amqp://guest:guest@127.0.0.1:5672/%2f")?
+            .set_default("amqp.partitions", 16)?
+            .set_default("amqp.queue_type", "quorum")?
+            .set_default("amqp.prefetch", 500)?
+            .set_default("amqp.batch_size", 200)?
+            .set_default("amqp.delivery_limit", 20)?
+            .set_default("amqp.confirm_timeout_secs", 10)?
+            .set_default("http.addr", "127.0.0.1:8080")?
+            .set_default("http.max_wait_secs", 30)?
+            .set_default("http.presence_ttl_secs", 60)?
+            .set_default("auth.jwt_secret", DEV_JWT_SECRET)?
+            .set_default("workers.heartbeat_secs", 2)?
+            .set_default("workers.heartbeat_ttl_secs", 10)?
+            .set_default("workers.outbox_sweep_after_secs", 5)?
+            .set_default("workers.command_republish_after_secs", 300)?
+            .set_default("log.format", "text")?
+            .set_default("log.filter", "info")?;
+        if let Some(path) = file {
+            builder = builder.add_source(config::File::from(path).required(true));
+        }
+        let settings: Settings = builder.add_source(env).build()?.try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Defaults plus explicit overrides, ignoring the environment: for tests and benchmarks.
+    pub fn with_overrides(pairs: &[(&str, &str)]) -> Result<Self, ConfigError> {
+        let source: std::collections::HashMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env = config::Environment::with_prefix("SHOWRUNNER")
+            .separator("__")
+            .source(Some(
+                source
+                    .into_iter()
+                    .map(|(k, v)| (format!("SHOWRUNNER__{}", k.replace('.', "__").to_uppercase()), v))
+                    .collect(),
+            ));
+        Self::load_from(None, env)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| ConfigError::Invalid { key, message: message.into() };
+        if !(1..=256).contains(&self.amqp.partitions) {
+            return Err(invalid("amqp.partitions", "must be between 1 and 256"));
+        }
+        if self.amqp.prefetch == 0 {
+            return Err(invalid("amqp.prefetch", "must be at least 1"));
+        }
+        if self.amqp.batch_size == 0 || self.amqp.batch_size > usize::from(self.amqp.prefetch) {
+            return Err(invalid("amqp.batch_size", "must be between 1 and amqp.prefetch"));
+        }
+        if self.amqp.delivery_limit < 1 {
+            return Err(invalid("amqp.delivery_limit", "must be at least 1"));
+        }
+        if !self.amqp.url.starts_with("amqp://") && !self.amqp.url.starts_with("amqps://") {
+            return Err(invalid("amqp.url", "must start with amqp:// or amqps://"));
+        }
+        if !self.database.url.starts_with("postgres://")
+            && !self.database.url.starts_with("postgresql://")
+        {
+            return Err(invalid("database.url", "must start with postgres://"));
+        }
+        if self.database.max_connections < 2 {
+            return Err(invalid("database.max_connections", "must be at least 2"));
+        }
+        if self.auth.jwt_secret.expose().len() < 16 {
+            return Err(invalid("auth.jwt_secret", "must be at least 16 bytes"));
+        }
+        if self.workers.heartbeat_ttl_secs <= self.workers.heartbeat_secs {
+            return Err(invalid("workers.heartbeat_ttl_secs", "must exceed workers.heartbeat_secs"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_work_on_this_machine() {
+        let s = Settings::with_overrides(&[]).expect("defaults load");
+        assert_eq!(s.amqp.url, "amqp://guest:guest@127.0.0.1:5672/%2f");
+        assert_eq!(s.database.url, "postgres://postgres@127.0.0.1:5432/showrunner");
+        assert_eq!(s.http.addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.amqp.queue_type, QueueType::Quorum);
+    }
+
+    #[test]
+    fn overrides_reach_nested_keys() {
+        let s = Settings::with_overrides(&[("amqp.partitions", "4"), ("log.format", "json")])
+            .expect("overrides load");
+        assert_eq!(s.amqp.partitions, 4);
+        assert_eq!(s.log.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn a_bad_value_names_its_key() {
+        let err = Settings::with_overrides(&[("amqp.prefetch", "lots")]).expect_err("must fail");
+        assert!(err.to_string().contains("amqp.prefetch"), "{err}");
+        let err = Settings::with_overrides(&[("amqp.partitions", "0")]).expect_err("must fail");
+        assert!(err.to_string().contains("amqp.partitions"), "{err}");
+    }
+
+    #[test]
+    fn the_secret_is_not_printed() {
+        let s = Settings::with_overrides(&[]).expect("defaults load");
+        assert!(!format!("{s:?}").contains(DEV_JWT_SECRET));
+    }
+}

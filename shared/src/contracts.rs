@@ -1,0 +1,298 @@
+//! Message contracts: the JSON that travels on RabbitMQ, with the routing keys beside it.
+//! Commands go to the `commands` exchange; events to the `events` topic exchange inside an
+//! [`EventEnvelope`]. Field names are camelCase like the REST API.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::domain::{Categories, Description, EpisodeStatus, Title};
+
+/// Who did it: carried by every command and event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Actor {
+    pub id: Uuid,
+    pub name: String,
+}
+
+pub const COMMAND_VERSION: u32 = 1;
+
+/// A command as the API accepted it; the episode worker applies it exactly once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CommandEnvelope {
+    pub id: Uuid,
+    pub version: u32,
+    pub actor: Actor,
+    pub accepted_at: DateTime<Utc>,
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", rename_all_fields = "camelCase", deny_unknown_fields)]
+pub enum Command {
+    CreateEpisode {
+        episode_id: Uuid,
+        title: Title,
+        description: Description,
+        status: EpisodeStatus,
+        categories: Categories,
+    },
+    UpdateEpisode {
+        episode_id: Uuid,
+        changes: EpisodeChanges,
+    },
+    DeleteEpisode {
+        episode_id: Uuid,
+        permanent: bool,
+    },
+}
+
+impl Command {
+    pub fn episode_id(&self) -> Uuid {
+        match self {
+            Self::CreateEpisode { episode_id, .. }
+            | Self::UpdateEpisode { episode_id, .. }
+            | Self::DeleteEpisode { episode_id, .. } => *episode_id,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::CreateEpisode { .. } => "create_episode",
+            Self::UpdateEpisode { .. } => "update_episode",
+            Self::DeleteEpisode { .. } => "delete_episode",
+        }
+    }
+}
+
+/// The fields a PATCH sets; absent means unchanged.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EpisodeChanges {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<Title>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<Description>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<EpisodeStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub categories: Option<Categories>,
+}
+
+impl EpisodeChanges {
+    pub fn is_empty(&self) -> bool {
+        self.title.is_none()
+            && self.description.is_none()
+            && self.status.is_none()
+            && self.categories.is_none()
+    }
+}
+
+/// The episode resource, as REST answers and events carry it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Episode {
+    pub id: Uuid,
+    pub title: String,
+    pub description: String,
+    pub status: EpisodeStatus,
+    pub categories: Vec<String>,
+    pub created_by: Uuid,
+    pub updated_by: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub deleted_at: Option<DateTime<Utc>>,
+    pub version: i64,
+}
+
+pub const EVENT_VERSION: u32 = 1;
+
+/// Every event on the events exchange. `data` is one of the payloads below, named by `event`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventEnvelope {
+    pub id: Uuid,
+    pub event: String,
+    pub version: u32,
+    pub occurred_at: DateTime<Utc>,
+    pub actor: Option<Actor>,
+    pub correlation_id: Option<Uuid>,
+    pub causation_id: Option<Uuid>,
+    pub data: serde_json::Value,
+}
+
+/// An event ready to be written to an outbox: its envelope and where it goes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutgoingEvent {
+    pub routing_key: String,
+    pub envelope: EventEnvelope,
+}
+
+impl OutgoingEvent {
+    /// Builds an event with a fresh time-ordered id.
+    pub fn new<D: EventData>(
+        subject: &D::Subject,
+        data: &D,
+        actor: Option<Actor>,
+        correlation_id: Option<Uuid>,
+        occurred_at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            routing_key: D::routing_key(subject),
+            envelope: EventEnvelope {
+                id: Uuid::now_v7(),
+                event: D::NAME.to_string(),
+                version: EVENT_VERSION,
+                occurred_at,
+                actor,
+                correlation_id,
+                causation_id: correlation_id,
+                // Serializing these plain structs cannot fail.
+                data: serde_json::to_value(data).unwrap_or(serde_json::Value::Null),
+            },
+        }
+    }
+}
+
+/// A typed event payload: its name on the wire and its routing key.
+pub trait EventData: Serialize {
+    const NAME: &'static str;
+    type Subject: ?Sized;
+    fn routing_key(subject: &Self::Subject) -> String;
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EpisodeCreated {
+    pub episode: Episode,
+    pub created_by: Uuid,
+    pub timestamp: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EpisodeUpdated {
+    pub episode: Episode,
+    pub changed_fields: Vec<String>,
+    pub updated_by: Uuid,
+    pub timestamp: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeleteType {
+    Soft,
+    Permanent,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EpisodeDeleted {
+    pub episode_id: Uuid,
+    pub title: String,
+    pub delete_type: DeleteType,
+    pub deleted_by: Uuid,
+    pub timestamp: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CommandRejected {
+    pub command_id: Uuid,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Notification {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub kind: String,
+    pub title: String,
+    pub message: String,
+    pub resource_type: Option<String>,
+    pub resource_id: Option<Uuid>,
+    pub event_id: Uuid,
+    pub read_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationCreated {
+    pub notification: Notification,
+}
+
+macro_rules! episode_event {
+    ($ty:ty, $name:literal, $suffix:literal) => {
+        impl EventData for $ty {
+            const NAME: &'static str = $name;
+            type Subject = Uuid;
+            fn routing_key(episode_id: &Uuid) -> String {
+                format!("episode.{episode_id}.{}", $suffix)
+            }
+        }
+    };
+}
+
+episode_event!(EpisodeCreated, "episode_created", "created");
+episode_event!(EpisodeUpdated, "episode_updated", "updated");
+episode_event!(EpisodeDeleted, "episode_deleted", "deleted");
+
+impl EventData for CommandRejected {
+    const NAME: &'static str = "command_rejected";
+    type Subject = Uuid;
+    fn routing_key(user_id: &Uuid) -> String {
+        format!("user.{user_id}.command")
+    }
+}
+
+impl EventData for NotificationCreated {
+    const NAME: &'static str = "notification_created";
+    type Subject = Uuid;
+    fn routing_key(user_id: &Uuid) -> String {
+        format!("user.{user_id}.notification")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_has_a_stable_wire_format() {
+        let id = Uuid::from_u128(1);
+        let envelope = CommandEnvelope {
+            id,
+            version: COMMAND_VERSION,
+            actor: Actor { id, name: "Alice".into() },
+            accepted_at: DateTime::from_timestamp(0, 0).unwrap_or_default(),
+            command: Command::DeleteEpisode { episode_id: id, permanent: true },
+        };
+        let json = serde_json::to_string(&envelope).unwrap_or_default();
+        assert_eq!(
+            json,
+            r#"{"id":"00000000-0000-0000-0000-000000000001","version":1,"actor":{"id":"00000000-0000-0000-0000-000000000001","name":"Alice"},"acceptedAt":"1970-01-01T00:00:00Z","command":{"type":"delete_episode","episodeId":"00000000-0000-0000-0000-000000000001","permanent":true}}"#
+        );
+        let back: CommandEnvelope = serde_json::from_str(&json).expect("decodes");
+        assert_eq!(back, envelope);
+    }
+
+    #[test]
+    fn a_command_with_an_invalid_field_does_not_decode() {
+        let bad = r#"{"id":"00000000-0000-0000-0000-000000000001","version":1,"actor":{"id":"00000000-0000-0000-0000-000000000001","name":"A"},"acceptedAt":"1970-01-01T00:00:00Z","command":{"type":"update_episode","episodeId":"00000000-0000-0000-0000-000000000001","changes":{"title":""}}}"#;
+        assert!(serde_json::from_str::<CommandEnvelope>(bad).is_err());
+        let unknown = bad.replace("update_episode", "launch_rocket");
+        assert!(serde_json::from_str::<CommandEnvelope>(&unknown).is_err());
+    }
+
+    #[test]
+    fn routing_keys() {
+        let id = Uuid::from_u128(7);
+        assert_eq!(EpisodeCreated::routing_key(&id), format!("episode.{id}.created"));
+        assert_eq!(CommandRejected::routing_key(&id), format!("user.{id}.command"));
+        assert_eq!(NotificationCreated::routing_key(&id), format!("user.{id}.notification"));
+    }
+}

@@ -1,0 +1,25 @@
+//! PostgreSQL access: the pool, and a helper for the hand-written SQL that the hot paths use
+//! (multi-row statements over `UNNEST` arrays that the query builder cannot express).
+
+use std::time::Duration;
+
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr, Statement, Value};
+
+use crate::config::DatabaseSettings;
+
+pub async fn connect(settings: &DatabaseSettings, role: &str) -> Result<DatabaseConnection, DbErr> {
+    let mut options = ConnectOptions::new(settings.url.clone());
+    options
+        .max_connections(settings.max_connections)
+        .min_connections(1)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_timeout(Duration::from_secs(5))
+        .set_application_name(format!("showrunner-{role}"))
+        .sqlx_logging(false);
+    Database::connect(options).await
+}
+
+/// A PostgreSQL statement with `$n` placeholders.
+pub fn sql(text: &str, values: impl IntoIterator<Item = Value>) -> Statement {
+    Statement::from_sql_and_values(DbBackend::Postgres, text, values)
+}

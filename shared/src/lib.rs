@@ -1,0 +1,12 @@
+//! What every Showrunner process shares: configuration, domain rules, message contracts, the
+//! broker and database runtime, the outbox and the bearer tokens. No HTTP here.
+
+pub mod auth;
+pub mod broker;
+pub mod config;
+pub mod contracts;
+pub mod db;
+pub mod domain;
+pub mod outbox;
+pub mod shutdown;
+pub mod telemetry;
