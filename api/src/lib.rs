@@ -1,1 +1,64 @@
+//! Showrunner's API: REST under `/api/v1`. Writes become commands on RabbitMQ (answered 202
+//! after a publisher confirm); reads come from PostgreSQL.
 
+pub mod accept;
+pub mod error;
+pub mod extract;
+pub mod link;
+pub mod routes;
+pub mod state;
+pub mod waiters;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use showrunner_shared::config::Settings;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::ApiError;
+use crate::link::BrokerLink;
+use crate::state::AppState;
+use crate::waiters::Waiters;
+
+/// Largest accepted request body: a full episode is about 12 KiB of JSON.
+const BODY_LIMIT: usize = 256 * 1024;
+
+/// The whole HTTP surface.
+pub fn app(state: AppState) -> Router {
+    let v1 = Router::new()
+        .merge(routes::episodes::router())
+        .merge(routes::commands::router())
+        .merge(routes::activity::router())
+        .merge(routes::notifications::router())
+        .merge(routes::health::router());
+    Router::new()
+        .nest("/api/v1", v1)
+        .merge(routes::health::router())
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .method_not_allowed_fallback(|| async {
+            ApiError::MethodNotAllowed("this route does not take that method".into())
+        })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
+
+/// Connects, checks the schema, serves on `listener` until `cancel`, then drains.
+pub async fn run(settings: Arc<Settings>, listener: TcpListener, cancel: CancellationToken) -> anyhow::Result<()> {
+    let db = showrunner_shared::db::connect(&settings.database, "api").await?;
+    showrunner_migrations::ensure_current(&db).await?;
+    let broker = Arc::new(BrokerLink::default());
+    let waiters = Arc::new(Waiters::default());
+    let link = tokio::spawn(broker.clone().maintain(settings.clone(), waiters.clone(), cancel.clone()));
+    let state = AppState { settings, db, broker, waiters };
+    tracing::info!(addr = %listener.local_addr()?, "api listening");
+    let shutdown = cancel.clone();
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await?;
+    cancel.cancel();
+    let _ = link.await;
+    tracing::info!("api stopped");
+    Ok(())
+}

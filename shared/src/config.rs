@@ -131,6 +131,20 @@ pub enum ConfigError {
     Invalid { key: &'static str, message: String },
 }
 
+/// The `--config FILE` argument of a process's command line, if any.
+pub fn path_from_args() -> Option<PathBuf> {
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--config" {
+            return args.next().map(Into::into);
+        }
+        if let Some(path) = arg.strip_prefix("--config=") {
+            return Some(path.into());
+        }
+    }
+    None
+}
+
 impl Settings {
     /// Loads defaults, then `file` (or `SHOWRUNNER_CONFIG`) if given, then the environment.
     pub fn load(file: Option<PathBuf>) -> Result<Self, ConfigError> {
@@ -161,7 +175,7 @@ impl Settings {
             .set_default("workers.outbox_sweep_after_secs", 5)?
             .set_default("workers.command_republish_after_secs", 300)?
             .set_default("log.format", "text")?
-            .set_default("log.filter", "info")?;
+            .set_default("log.filter", "info,sqlx=warn,sea_orm_migration=warn")?;
         if let Some(path) = file {
             builder = builder.add_source(config::File::from(path).required(true));
         }

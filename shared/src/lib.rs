@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod broker;
+pub mod commands;
 pub mod config;
 pub mod contracts;
 pub mod db;

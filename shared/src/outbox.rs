@@ -71,16 +71,17 @@ pub async fn publish(
     if events.is_empty() {
         return Ok(());
     }
-    let properties: Vec<_> = events.iter().map(event_properties).collect();
-    publisher
-        .publish_all(events.iter().zip(properties).map(|(e, properties)| Outgoing {
+    let messages = events
+        .iter()
+        .map(|e| Outgoing {
             exchange: EVENTS_EXCHANGE,
             routing_key: &e.routing_key,
             body: e.body.as_bytes(),
-            properties,
+            properties: event_properties(e),
             mandatory: false,
-        }))
-        .await?;
+        })
+        .collect();
+    publisher.publish_all(messages).await?;
     let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
     db.execute_raw(sql("DELETE FROM outbox WHERE id = ANY($1)", [ids.into()])).await?;
     Ok(())

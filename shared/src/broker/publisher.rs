@@ -65,15 +65,12 @@ impl Publisher {
     }
 
     pub async fn publish(&self, msg: Outgoing<'_>) -> Result<(), PublishError> {
-        self.publish_all(std::iter::once(msg)).await
+        self.publish_all(vec![msg]).await
     }
 
     /// Sends every message, then waits for all their confirms: one round trip for the lot.
     /// On the channel the broker keeps them in the order given.
-    pub async fn publish_all<'a>(
-        &self,
-        msgs: impl IntoIterator<Item = Outgoing<'a>>,
-    ) -> Result<(), PublishError> {
+    pub async fn publish_all(&self, msgs: Vec<Outgoing<'_>>) -> Result<(), PublishError> {
         let timeout = self.confirm_timeout;
         let work = async {
             let mut pending = Vec::new();

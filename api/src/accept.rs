@@ -1,0 +1,244 @@
+//! Accepting a write: the command is recorded (`pending`, with its Idempotency-Key), published
+//! with a publisher confirm, and only then answered 202. With `Prefer: wait=N` the request
+//! stays open until the worker applied or rejected the command, or N seconds ran out.
+//!
+//! Idempotency: a keyed command's id is UUIDv5 of (user, key), so a retry finds the first
+//! command's row and gets the first answer; the same key with another body gets 422.
+
+use std::time::Duration;
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use chrono::{SubsecRound, Utc};
+use sea_orm::{ConnectionTrait, FromQueryResult};
+use sha2::{Digest, Sha256};
+use showrunner_shared::contracts::{Actor, COMMAND_VERSION, Command, CommandEnvelope};
+use showrunner_shared::db::sql;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::extract::User;
+use crate::state::AppState;
+
+/// Namespace of keyed command ids.
+const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x6b1f_3c8e_4d2a_4f5b_9e7c_1a2b_3c4d_5e6f);
+const IDEMPOTENCY_KEY_MAX: usize = 200;
+
+/// What the caller asked for beside the body.
+pub struct WriteOptions {
+    pub idempotency_key: Option<String>,
+    pub wait: Option<Duration>,
+}
+
+impl WriteOptions {
+    pub fn from_headers(headers: &HeaderMap, max_wait: Duration) -> Result<Self, ApiError> {
+        let idempotency_key = match headers.get("idempotency-key") {
+            None => None,
+            Some(v) => {
+                let key = v
+                    .to_str()
+                    .map_err(|_| ApiError::bad_param("Idempotency-Key", "must be visible ASCII"))?;
+                if key.is_empty() || key.len() > IDEMPOTENCY_KEY_MAX {
+                    return Err(ApiError::bad_param(
+                        "Idempotency-Key",
+                        format!("must be 1 to {IDEMPOTENCY_KEY_MAX} characters"),
+                    ));
+                }
+                Some(key.to_string())
+            }
+        };
+        Ok(Self { idempotency_key, wait: prefer_wait(headers, max_wait) })
+    }
+}
+
+/// `Prefer: wait=N` (RFC 7240), capped at `max`.
+fn prefer_wait(headers: &HeaderMap, max: Duration) -> Option<Duration> {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split([',', ';']))
+        .filter_map(|p| p.trim().strip_prefix("wait="))
+        .filter_map(|n| n.trim().parse::<u64>().ok())
+        .next()
+        .map(|secs| Duration::from_secs(secs).min(max))
+}
+
+/// How a write ended, for the route to render.
+pub enum Outcome {
+    /// Accepted, not (yet) applied: 202 with the stored first answer.
+    Accepted { command_id: Uuid, body: serde_json::Value },
+    /// Applied within the wait.
+    Applied { command_id: Uuid },
+}
+
+#[derive(FromQueryResult)]
+struct Existing {
+    request_hash: Option<String>,
+    response: Option<serde_json::Value>,
+}
+
+#[derive(FromQueryResult)]
+pub struct CommandState {
+    pub status: String,
+    pub error: Option<String>,
+    pub error_code: Option<String>,
+}
+
+/// Records, publishes and (optionally) waits for one command. `data` is the resource as it
+/// will be, for the 202 body.
+pub async fn submit(
+    state: &AppState,
+    user: &User,
+    command: Command,
+    data: serde_json::Value,
+    request_fingerprint: &[u8],
+    options: &WriteOptions,
+) -> Result<Outcome, ApiError> {
+    let hash = fingerprint(command.kind(), request_fingerprint);
+    let command_id = match &options.idempotency_key {
+        Some(key) => Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, format!("{}:{key}", user.id()).as_bytes()),
+        None => Uuid::now_v7(),
+    };
+    if options.idempotency_key.is_some()
+        && let Some(outcome) = replay(state, command_id, &hash, options).await?
+    {
+        return Ok(outcome);
+    }
+
+    let publisher = state.broker.publisher().ok_or_else(unavailable)?;
+    let envelope = CommandEnvelope {
+        id: command_id,
+        version: COMMAND_VERSION,
+        actor: Actor { id: user.id(), name: user.0.name.clone() },
+        accepted_at: Utc::now().trunc_subsecs(6),
+        command,
+    };
+    let body = serde_json::json!({ "data": data, "commandId": command_id });
+    let message = serde_json::to_value(&envelope).map_err(anyhow::Error::from)?;
+    let inserted = state
+        .db
+        .execute_raw(sql(
+            "INSERT INTO commands (id, user_id, kind, resource_type, resource_id, status, \
+             idempotency_key, request_hash, message, response, accepted_at) \
+             VALUES ($1, $2, $3, 'episode', $4, 'pending', $5, $6, $7, $8, $9) \
+             ON CONFLICT (id) DO NOTHING",
+            [
+                command_id.into(),
+                user.id().into(),
+                envelope.command.kind().into(),
+                envelope.command.episode_id().into(),
+                options.idempotency_key.clone().into(),
+                hash.clone().into(),
+                message.into(),
+                body.clone().into(),
+                envelope.accepted_at.into(),
+            ],
+        ))
+        .await?
+        .rows_affected();
+    if inserted == 0 {
+        // A concurrent request with the same key won the insert: answer as its retry.
+        return replay(state, command_id, &hash, options)
+            .await?
+            .ok_or_else(|| ApiError::Conflict("a request with this Idempotency-Key is in flight".into()));
+    }
+
+    let mut wait = options.wait.map(|_| state.waiters.register(command_id));
+    let bytes = serde_json::to_vec(&envelope).map_err(anyhow::Error::from)?;
+    if let Err(error) =
+        showrunner_shared::commands::publish(&publisher, state.settings.amqp.partitions, &envelope, &bytes, None).await
+    {
+        tracing::warn!(%error, %command_id, "command publish failed");
+        // Not confirmed, so not accepted: forget it, the client may retry.
+        state
+            .db
+            .execute_raw(sql("DELETE FROM commands WHERE id = $1 AND status = 'pending'", [command_id.into()]))
+            .await?;
+        return Err(unavailable());
+    }
+    if let (Some(wait), Some(limit)) = (wait.as_mut(), options.wait) {
+        if tokio::time::timeout(limit, wait.done()).await.is_ok() {
+            return Ok(Outcome::Applied { command_id });
+        }
+    }
+    Ok(Outcome::Accepted { command_id, body })
+}
+
+/// The first answer of a keyed command, if there is one.
+async fn replay(
+    state: &AppState,
+    command_id: Uuid,
+    hash: &str,
+    options: &WriteOptions,
+) -> Result<Option<Outcome>, ApiError> {
+    let existing = Existing::find_by_statement(sql(
+        "SELECT request_hash, response FROM commands WHERE id = $1",
+        [command_id.into()],
+    ))
+    .one(&state.db)
+    .await?;
+    let Some(existing) = existing else { return Ok(None) };
+    if existing.request_hash.as_deref() != Some(hash) {
+        return Err(ApiError::Validation {
+            detail: "this Idempotency-Key was used with a different request".into(),
+            errors: vec![showrunner_shared::domain::FieldError::new(
+                "Idempotency-Key",
+                "reused with a different request",
+            )],
+        });
+    }
+    if let Some(limit) = options.wait {
+        let mut wait = state.waiters.register(command_id);
+        if command_state(state, command_id).await?.is_some_and(|s| s.status != "pending")
+            || tokio::time::timeout(limit, wait.done()).await.is_ok()
+        {
+            return Ok(Some(Outcome::Applied { command_id }));
+        }
+    }
+    let body = existing.response.unwrap_or_else(|| serde_json::json!({ "commandId": command_id }));
+    Ok(Some(Outcome::Accepted { command_id, body }))
+}
+
+pub async fn command_state(state: &AppState, command_id: Uuid) -> Result<Option<CommandState>, ApiError> {
+    Ok(CommandState::find_by_statement(sql(
+        "SELECT status, error, error_code FROM commands WHERE id = $1",
+        [command_id.into()],
+    ))
+    .one(&state.db)
+    .await?)
+}
+
+/// The problem a rejected command answers with when the caller waited for it.
+pub fn rejection(state: &CommandState) -> ApiError {
+    let reason = state.error.clone().unwrap_or_else(|| "the command was rejected".into());
+    match state.error_code.as_deref() {
+        Some("not_found") => ApiError::NotFound(reason),
+        Some("gone") => ApiError::Gone(reason),
+        _ => ApiError::Conflict(reason),
+    }
+}
+
+/// The 202 answer: the stored body, `Location` of the command's status.
+pub fn accepted(command_id: Uuid, body: serde_json::Value) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut response = (StatusCode::ACCEPTED, axum::Json(body)).into_response();
+    if let Ok(location) = HeaderValue::from_str(&format!("/api/v1/commands/{command_id}")) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}
+
+fn fingerprint(kind: &str, request: &[u8]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(kind.as_bytes());
+    hasher.update([0]);
+    hasher.update(request);
+    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unavailable() -> ApiError {
+    ApiError::Unavailable {
+        detail: "the message broker is unavailable; nothing was accepted, retry later".into(),
+        retry_after_secs: 5,
+    }
+}

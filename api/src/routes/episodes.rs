@@ -1,0 +1,331 @@
+//! `/episodes`: writes become commands (see `accept`), reads come from PostgreSQL.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use chrono::{DateTime, SubsecRound, Utc};
+use sea_orm::{ConnectionTrait, FromQueryResult, Value};
+use serde::Deserialize;
+use showrunner_shared::contracts::{Command, Episode, EpisodeChanges};
+use showrunner_shared::db::sql;
+use showrunner_shared::domain::{Categories, Description, EpisodeStatus, Title};
+use uuid::Uuid;
+
+use crate::accept::{self, Outcome, WriteOptions};
+use crate::error::ApiError;
+use crate::extract::{JsonBody, PathId, QueryParams, User};
+use crate::routes::{Page, page_limit};
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/episodes", get(list).post(create))
+        .route("/episodes/{id}", get(read).patch(update).delete(delete))
+        .route("/episodes/{id}/viewers", get(viewers))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateBody {
+    title: Title,
+    #[serde(default)]
+    description: Description,
+    #[serde(default = "draft")]
+    status: EpisodeStatus,
+    #[serde(default)]
+    categories: Categories,
+}
+
+fn draft() -> EpisodeStatus {
+    EpisodeStatus::Draft
+}
+
+async fn create(
+    State(state): State<AppState>,
+    user: User,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<serde_json::Value>,
+) -> Result<Response, ApiError> {
+    let options = write_options(&state, &headers)?;
+    let fingerprint = format!("POST /episodes {body}");
+    let body: CreateBody = typed(body)?;
+    let now = Utc::now().trunc_subsecs(6);
+    let episode_id = Uuid::now_v7();
+    let episode = Episode {
+        id: episode_id,
+        title: body.title.as_str().to_string(),
+        description: body.description.as_str().to_string(),
+        status: body.status,
+        categories: body.categories.as_slice().to_vec(),
+        created_by: user.id(),
+        updated_by: user.id(),
+        created_at: now,
+        updated_at: now,
+        deleted_at: None,
+        version: 1,
+    };
+    let command = Command::CreateEpisode {
+        episode_id,
+        title: body.title,
+        description: body.description,
+        status: body.status,
+        categories: body.categories,
+    };
+    let data = serde_json::to_value(&episode).map_err(anyhow::Error::from)?;
+    let outcome = accept::submit(&state, &user, command, data, fingerprint.as_bytes(), &options).await?;
+    finish(&state, outcome, StatusCode::CREATED).await
+}
+
+async fn update(
+    State(state): State<AppState>,
+    user: User,
+    PathId(id): PathId,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<serde_json::Value>,
+) -> Result<Response, ApiError> {
+    let options = write_options(&state, &headers)?;
+    let fingerprint = format!("PATCH /episodes/{id} {body}");
+    let changes: EpisodeChanges = typed(body)?;
+    if changes.is_empty() {
+        return Err(ApiError::field("body", "at least one of title, description, status, categories is required"));
+    }
+    // The resource as it will be, if the episode is already there (a PATCH may follow a
+    // create that is not applied yet: then only the changes are known).
+    let data = match find(&state, id, false).await? {
+        Some(mut e) => {
+            apply_preview(&mut e, &changes);
+            serde_json::to_value(e).map_err(anyhow::Error::from)?
+        }
+        None => {
+            let mut v = serde_json::to_value(&changes).map_err(anyhow::Error::from)?;
+            v["id"] = serde_json::json!(id);
+            v
+        }
+    };
+    let command = Command::UpdateEpisode { episode_id: id, changes };
+    let outcome = accept::submit(&state, &user, command, data, fingerprint.as_bytes(), &options).await?;
+    finish(&state, outcome, StatusCode::OK).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteQuery {
+    #[serde(default)]
+    permanent: bool,
+}
+
+async fn delete(
+    State(state): State<AppState>,
+    user: User,
+    PathId(id): PathId,
+    headers: HeaderMap,
+    QueryParams(query): QueryParams<DeleteQuery>,
+) -> Result<Response, ApiError> {
+    if query.permanent && !user.is_admin() {
+        return Err(ApiError::Forbidden("only admins delete permanently".into()));
+    }
+    let options = write_options(&state, &headers)?;
+    let fingerprint = format!("DELETE /episodes/{id}?permanent={}", query.permanent);
+    let data = serde_json::json!({ "id": id, "deleteType": if query.permanent { "permanent" } else { "soft" } });
+    let command = Command::DeleteEpisode { episode_id: id, permanent: query.permanent };
+    let outcome = accept::submit(&state, &user, command, data, fingerprint.as_bytes(), &options).await?;
+    match outcome {
+        Outcome::Applied { command_id } if query.permanent => {
+            check_applied(&state, command_id).await?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        other => finish(&state, other, StatusCode::OK).await,
+    }
+}
+
+/// Renders the outcome: 202 with the first answer, or the applied resource (or the problem
+/// that rejected it).
+async fn finish(state: &AppState, outcome: Outcome, applied_status: StatusCode) -> Result<Response, ApiError> {
+    match outcome {
+        Outcome::Accepted { command_id, body } => Ok(accept::accepted(command_id, body)),
+        Outcome::Applied { command_id } => {
+            let resource_id = check_applied(state, command_id).await?;
+            let episode = find(state, resource_id, true).await?.ok_or_else(|| ApiError::NotFound(format!("episode {resource_id} does not exist")))?;
+            let body = serde_json::json!({ "data": episode, "commandId": command_id });
+            Ok((applied_status, axum::Json(body)).into_response())
+        }
+    }
+}
+
+/// The command's resource id if it was applied; its problem if it was rejected.
+async fn check_applied(state: &AppState, command_id: Uuid) -> Result<Uuid, ApiError> {
+    #[derive(FromQueryResult)]
+    struct Row {
+        status: String,
+        error: Option<String>,
+        error_code: Option<String>,
+        resource_id: Uuid,
+    }
+    let row = Row::find_by_statement(sql(
+        "SELECT status, error, error_code, resource_id FROM commands WHERE id = $1",
+        [command_id.into()],
+    ))
+    .one(&state.db)
+    .await?
+    .ok_or_else(|| anyhow::anyhow!("command {command_id} vanished"))?;
+    if row.status == "rejected" {
+        return Err(accept::rejection(&accept::CommandState { status: row.status, error: row.error, error_code: row.error_code }));
+    }
+    Ok(row.resource_id)
+}
+
+fn write_options(state: &AppState, headers: &HeaderMap) -> Result<WriteOptions, ApiError> {
+    WriteOptions::from_headers(headers, std::time::Duration::from_secs(state.settings.http.max_wait_secs))
+}
+
+fn typed<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    crate::extract::parse_json(value.to_string().as_bytes())
+}
+
+fn apply_preview(e: &mut Episode, c: &EpisodeChanges) {
+    if let Some(t) = &c.title {
+        e.title = t.as_str().to_string();
+    }
+    if let Some(d) = &c.description {
+        e.description = d.as_str().to_string();
+    }
+    if let Some(s) = c.status {
+        e.status = s;
+    }
+    if let Some(cs) = &c.categories {
+        e.categories = cs.as_slice().to_vec();
+    }
+}
+
+#[derive(FromQueryResult)]
+struct EpisodeRow {
+    id: Uuid,
+    title: String,
+    description: String,
+    status: String,
+    categories: Vec<String>,
+    created_by: Uuid,
+    updated_by: Uuid,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    deleted_at: Option<DateTime<Utc>>,
+    version: i64,
+}
+
+impl EpisodeRow {
+    fn into_episode(self) -> Episode {
+        Episode {
+            id: self.id,
+            title: self.title,
+            description: self.description,
+            // The table's CHECK constraint admits only known statuses.
+            status: EpisodeStatus::parse(&self.status).unwrap_or(EpisodeStatus::Draft),
+            categories: self.categories,
+            created_by: self.created_by,
+            updated_by: self.updated_by,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            deleted_at: self.deleted_at,
+            version: self.version,
+        }
+    }
+}
+
+/// The episode; soft-deleted ones only when `include_deleted`.
+async fn find(state: &AppState, id: Uuid, include_deleted: bool) -> Result<Option<Episode>, ApiError> {
+    let row = EpisodeRow::find_by_statement(sql(
+        "SELECT * FROM episodes WHERE id = $1 AND ($2 OR deleted_at IS NULL)",
+        [id.into(), include_deleted.into()],
+    ))
+    .one(&state.db)
+    .await?;
+    Ok(row.map(EpisodeRow::into_episode))
+}
+
+#[derive(FromQueryResult, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Viewer {
+    user_id: Uuid,
+    user_name: String,
+}
+
+async fn read(State(state): State<AppState>, user: User, PathId(id): PathId) -> Result<Response, ApiError> {
+    let episode = find(&state, id, false).await?.ok_or_else(|| ApiError::NotFound(format!("episode {id} does not exist")))?;
+    state
+        .db
+        .execute_raw(sql(
+            "INSERT INTO user_presence (episode_id, user_id, user_name, last_seen) VALUES ($1, $2, $3, now()) \
+             ON CONFLICT (episode_id, user_id) DO UPDATE SET last_seen = now(), user_name = EXCLUDED.user_name",
+            [id.into(), user.id().into(), user.0.name.clone().into()],
+        ))
+        .await?;
+    let viewers = current_viewers(&state, id).await?;
+    Ok(axum::Json(serde_json::json!({ "data": episode, "viewers": viewers })).into_response())
+}
+
+async fn viewers(State(state): State<AppState>, _user: User, PathId(id): PathId) -> Result<Response, ApiError> {
+    if find(&state, id, false).await?.is_none() {
+        return Err(ApiError::NotFound(format!("episode {id} does not exist")));
+    }
+    let viewers = current_viewers(&state, id).await?;
+    Ok(axum::Json(serde_json::json!({ "data": viewers })).into_response())
+}
+
+async fn current_viewers(state: &AppState, id: Uuid) -> Result<Vec<Viewer>, ApiError> {
+    Ok(Viewer::find_by_statement(sql(
+        "SELECT user_id, user_name FROM user_presence \
+         WHERE episode_id = $1 AND last_seen > now() - make_interval(secs => $2) ORDER BY last_seen, user_id",
+        [id.into(), (state.settings.http.presence_ttl_secs as f64).into()],
+    ))
+    .all(&state.db)
+    .await?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    status: Option<String>,
+    category: Option<String>,
+    q: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    _user: User,
+    QueryParams(query): QueryParams<ListQuery>,
+) -> Result<Response, ApiError> {
+    let limit = page_limit(query.limit)?;
+    let status = match query.status.as_deref() {
+        None => None,
+        Some(s) => Some(EpisodeStatus::parse(s).ok_or_else(|| {
+            ApiError::bad_param("status", "must be one of draft, in_production, published, archived")
+        })?),
+    };
+    let cursor = crate::routes::parse_cursor(query.cursor.as_deref())?;
+    let pattern = query.q.as_deref().map(|q| {
+        format!("%{}%", q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"))
+    });
+    let rows = EpisodeRow::find_by_statement(sql(
+        "SELECT * FROM episodes WHERE deleted_at IS NULL \
+         AND ($1::text IS NULL OR status = $1) \
+         AND ($2::text IS NULL OR categories @> ARRAY[$2::text]) \
+         AND ($3::text IS NULL OR title ILIKE $3) \
+         AND ($4::uuid IS NULL OR id < $4) \
+         ORDER BY id DESC LIMIT $5",
+        [
+            status.map(|s| s.as_str().to_string()).into(),
+            query.category.into(),
+            pattern.into(),
+            cursor.into(),
+            Value::from(i64::from(limit) + 1),
+        ],
+    ))
+    .all(&state.db)
+    .await?;
+    let page = Page::from_rows(rows.into_iter().map(EpisodeRow::into_episode).collect(), limit, |e| e.id);
+    Ok(axum::Json(page).into_response())
+}

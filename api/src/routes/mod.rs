@@ -1,0 +1,48 @@
+//! One module per resource, each with its `router()`; shared paging helpers.
+
+pub mod activity;
+pub mod commands;
+pub mod episodes;
+pub mod health;
+pub mod notifications;
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+
+pub const PAGE_DEFAULT: u32 = 20;
+pub const PAGE_MAX: u32 = 100;
+
+/// A page of a list, newest first; `nextCursor` is absent on the last page.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Page<T> {
+    pub data: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// `rows` were fetched with `limit + 1` to learn whether another page exists.
+    pub fn from_rows(mut rows: Vec<T>, limit: u32, id: impl Fn(&T) -> Uuid) -> Self {
+        let more = rows.len() > limit as usize;
+        rows.truncate(limit as usize);
+        let next_cursor = if more { rows.last().map(|r| id(r).to_string()) } else { None };
+        Self { data: rows, next_cursor }
+    }
+}
+
+pub fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
+    match limit {
+        None => Ok(PAGE_DEFAULT),
+        Some(n) if (1..=PAGE_MAX).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::bad_param("limit", format!("must be between 1 and {PAGE_MAX}"))),
+    }
+}
+
+/// Cursors are the last id of the previous page (ids are time-ordered UUIDv7).
+pub fn parse_cursor(cursor: Option<&str>) -> Result<Option<Uuid>, ApiError> {
+    cursor
+        .map(|c| Uuid::parse_str(c).map_err(|_| ApiError::bad_param("cursor", "is not a cursor this API issued")))
+        .transpose()
+}

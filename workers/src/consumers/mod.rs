@@ -1,0 +1,5 @@
+//! One module per consumer; each is a [`crate::runtime::BatchHandler`].
+
+pub mod activity;
+pub mod episode;
+pub mod notification;

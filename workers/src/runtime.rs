@@ -1,0 +1,213 @@
+//! The consume loop, written once for every consumer: take a batch, decode it (parking what does
+//! not decode), apply it in one transaction through a [`BatchHandler`], publish the events the
+//! transaction wrote to the outbox, then ack the batch with one frame.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use lapin::Channel;
+use lapin::message::Delivery;
+use lapin::options::{BasicConsumeOptions, BasicQosOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use sea_orm::{DatabaseConnection, DbErr};
+use serde::de::DeserializeOwned;
+use showrunner_shared::broker::{Publisher, ack_through, next_batch};
+use showrunner_shared::config::Settings;
+use showrunner_shared::outbox::{self, StoredEvent};
+use tokio_util::sync::CancellationToken;
+
+/// What a handler needs: the database, a confirm-mode publisher and the configuration.
+#[derive(Clone)]
+pub struct Context {
+    pub db: DatabaseConnection,
+    pub publisher: Publisher,
+    pub settings: Arc<Settings>,
+}
+
+/// A decoded message with what the handler may need from its delivery.
+#[derive(Debug)]
+pub struct Incoming<T> {
+    pub routing_key: String,
+    pub traceparent: Option<String>,
+    pub body: T,
+}
+
+/// A consumer: applies a batch of messages in one transaction and returns the events that
+/// transaction wrote to the outbox (the runtime publishes them after the commit).
+pub trait BatchHandler: Send + Sync + 'static {
+    type Message: DeserializeOwned + Send + Sync;
+
+    fn handle(
+        &self,
+        ctx: &Context,
+        batch: &[&Incoming<Self::Message>],
+    ) -> impl Future<Output = anyhow::Result<Vec<StoredEvent>>> + Send;
+}
+
+/// Why a consume loop stopped other than by shutdown: the caller reconnects.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumeError {
+    #[error("consumer ended: its channel or connection closed")]
+    Ended,
+    #[error("broker error: {0}")]
+    Amqp(#[from] lapin::Error),
+    #[error("cannot park a message: {0}")]
+    Park(#[from] showrunner_shared::broker::PublishError),
+}
+
+/// Attempts on a whole batch before it is split into single messages, and attempts on a
+/// single message before it is parked. Connection errors are retried without limit.
+const BATCH_ATTEMPTS: usize = 5;
+const SINGLE_ATTEMPTS: usize = 5;
+
+/// Consumes `queue` on `channel` until `cancel` fires (then returns `Ok`) or the consumer
+/// ends (then returns the error, for the caller to reconnect).
+pub async fn consume<H: BatchHandler>(
+    ctx: &Context,
+    channel: &Channel,
+    queue: &str,
+    consumer_tag: &str,
+    handler: &H,
+    cancel: &CancellationToken,
+) -> Result<(), ConsumeError> {
+    let amqp = &ctx.settings.amqp;
+    channel.basic_qos(amqp.prefetch, BasicQosOptions::default()).await?;
+    let mut consumer = channel
+        .basic_consume(
+            queue.into(),
+            consumer_tag.into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    loop {
+        let batch = tokio::select! {
+            biased;
+            () = cancel.cancelled() => return Ok(()),
+            batch = next_batch(&mut consumer, amqp.batch_size) => batch,
+        };
+        let batch = match batch {
+            None => return Err(ConsumeError::Ended),
+            Some(Err(e)) => return Err(e.into()),
+            Some(Ok(batch)) => batch,
+        };
+        process_batch(ctx, queue, handler, &batch, cancel).await?;
+        if let Some(last) = batch.last() {
+            match ack_through(last).await {
+                Ok(true) => {}
+                Ok(false) => tracing::warn!(queue, "ack not sent, channel closed: the batch will be redelivered"),
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+}
+
+async fn process_batch<H: BatchHandler>(
+    ctx: &Context,
+    queue: &str,
+    handler: &H,
+    batch: &[Delivery],
+    cancel: &CancellationToken,
+) -> Result<(), ConsumeError> {
+    let mut decoded = Vec::with_capacity(batch.len());
+    for delivery in batch {
+        match decode::<H::Message>(delivery) {
+            Ok(message) => decoded.push((delivery, message)),
+            Err(reason) => {
+                tracing::warn!(queue, %reason, "undecodable message parked");
+                ctx.publisher.park(queue, delivery, &reason).await?;
+            }
+        }
+    }
+    if decoded.is_empty() {
+        return Ok(());
+    }
+    let messages: Vec<_> = decoded.iter().map(|(_, m)| m).collect();
+    let events = match apply_with_retry(ctx, handler, &messages, BATCH_ATTEMPTS, cancel).await {
+        Some(Ok(events)) => events,
+        Some(Err(error)) if messages.len() > 1 => {
+            tracing::warn!(queue, %error, "batch keeps failing, applying its messages one by one");
+            let mut events = Vec::new();
+            for (delivery, message) in &decoded {
+                match apply_with_retry(ctx, handler, &[message], SINGLE_ATTEMPTS, cancel).await {
+                    Some(Ok(mut e)) => events.append(&mut e),
+                    Some(Err(error)) => {
+                        tracing::error!(queue, %error, "message keeps failing, parked");
+                        ctx.publisher.park(queue, delivery, &format!("handler failed: {error}")).await?;
+                    }
+                    None => return Err(ConsumeError::Ended),
+                }
+            }
+            events
+        }
+        Some(Err(error)) => {
+            tracing::error!(queue, %error, "message keeps failing, parked");
+            ctx.publisher.park(queue, decoded[0].0, &format!("handler failed: {error}")).await?;
+            Vec::new()
+        }
+        // Shut down mid-retry: nothing is acked, the broker redelivers the batch.
+        None => return Err(ConsumeError::Ended),
+    };
+    if let Err(error) = outbox::publish(&ctx.db, &ctx.publisher, &events).await {
+        // The events are committed in the outbox: the sweeper publishes them later.
+        tracing::warn!(queue, %error, count = events.len(), "outbox publish failed, left to the sweeper");
+    }
+    Ok(())
+}
+
+/// Runs the handler until it succeeds, retrying with exponential backoff. Connection errors
+/// are retried for as long as it takes; other errors `attempts` times. `None` on shutdown.
+async fn apply_with_retry<H: BatchHandler>(
+    ctx: &Context,
+    handler: &H,
+    messages: &[&Incoming<H::Message>],
+    attempts: usize,
+    cancel: &CancellationToken,
+) -> Option<anyhow::Result<Vec<StoredEvent>>> {
+    let mut delays = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times()
+        .build();
+    let mut failures = 0;
+    loop {
+        match handler.handle(ctx, messages).await {
+            Ok(events) => return Some(Ok(events)),
+            Err(error) => {
+                let transient = is_connection_error(&error);
+                failures += usize::from(!transient);
+                if failures >= attempts {
+                    return Some(Err(error));
+                }
+                let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                tracing::warn!(%error, transient, ?delay, "applying failed, retrying");
+                tokio::select! {
+                    () = cancel.cancelled() => return None,
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+fn decode<T: DeserializeOwned>(delivery: &Delivery) -> Result<Incoming<T>, String> {
+    let body = serde_json::from_slice(&delivery.data).map_err(|e| format!("undecodable: {e}"))?;
+    let traceparent = delivery.properties.headers().as_ref().and_then(|h| {
+        match h.inner().get("traceparent")? {
+            AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok().map(str::to_string),
+            AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
+            _ => None,
+        }
+    });
+    Ok(Incoming { routing_key: delivery.routing_key.to_string(), traceparent, body })
+}
+
+/// Lost or unreachable database: worth retrying for as long as it takes.
+fn is_connection_error(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        matches!(cause.downcast_ref::<DbErr>(), Some(DbErr::ConnectionAcquire(_) | DbErr::Conn(_)))
+    })
+}

@@ -1,0 +1,126 @@
+//! Connecting a worker: database schema check, then a broker connection with its topology and
+//! a confirm-mode publisher, retried with exponential backoff until it works or shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use lapin::Connection;
+use sea_orm::{ConnectionTrait, DatabaseConnection, FromQueryResult};
+use showrunner_shared::broker::{self, Publisher, topology};
+use showrunner_shared::config::Settings;
+use showrunner_shared::contracts::CommandEnvelope;
+use showrunner_shared::db::sql;
+use showrunner_shared::outbox;
+use tokio_util::sync::CancellationToken;
+
+use crate::runtime::Context;
+
+/// Connects to PostgreSQL and checks the schema. A schema older than this build is fatal.
+pub async fn database(settings: &Settings, role: &str) -> anyhow::Result<DatabaseConnection> {
+    let db = showrunner_shared::db::connect(&settings.database, role).await?;
+    showrunner_migrations::ensure_current(&db).await?;
+    Ok(db)
+}
+
+/// A live broker connection and the context handlers run with. `None` on shutdown.
+pub async fn connect(
+    settings: &Arc<Settings>,
+    db: &DatabaseConnection,
+    role: &str,
+    cancel: &CancellationToken,
+) -> Option<(Connection, Context)> {
+    let mut delays = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(10))
+        .with_jitter()
+        .without_max_times()
+        .build();
+    loop {
+        match try_connect(settings, db, role).await {
+            Ok(session) => return Some(session),
+            Err(error) => {
+                let delay = delays.next().unwrap_or(Duration::from_secs(10));
+                tracing::warn!(%error, ?delay, "RabbitMQ unavailable, retrying");
+                tokio::select! {
+                    () = cancel.cancelled() => return None,
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn try_connect(
+    settings: &Arc<Settings>,
+    db: &DatabaseConnection,
+    role: &str,
+) -> anyhow::Result<(Connection, Context)> {
+    let conn = broker::connect(&settings.amqp.url, role).await?;
+    let channel = conn.create_channel().await?;
+    topology::declare(&channel, &settings.amqp).await?;
+    let _ = channel.close(200, "topology declared".into()).await;
+    let publisher =
+        Publisher::open(&conn, Duration::from_secs(settings.amqp.confirm_timeout_secs)).await?;
+    tracing::info!(role, "connected to RabbitMQ");
+    Ok((conn, Context { db: db.clone(), publisher, settings: settings.clone() }))
+}
+
+/// Publishes what crashes left behind: outbox rows past their age, and accepted commands still
+/// pending long after their publish (the api died between recording and publishing them).
+pub async fn sweep(ctx: &Context) {
+    let workers = &ctx.settings.workers;
+    match outbox::sweep(&ctx.db, &ctx.publisher, Duration::from_secs(workers.outbox_sweep_after_secs), 500).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(count = n, "sweeper published outbox rows"),
+        Err(error) => tracing::warn!(%error, "outbox sweep failed"),
+    }
+    match republish_pending(ctx).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(count = n, "sweeper republished pending commands"),
+        Err(error) => tracing::warn!(%error, "command sweep failed"),
+    }
+}
+
+#[derive(FromQueryResult)]
+struct PendingCommand {
+    message: serde_json::Value,
+    traceparent: Option<String>,
+}
+
+async fn republish_pending(ctx: &Context) -> anyhow::Result<usize> {
+    use sea_orm::TransactionTrait;
+    let txn = ctx.db.begin().await?;
+    let rows = PendingCommand::find_by_statement(sql(
+        "SELECT message, message->>'traceparent' AS traceparent FROM commands \
+         WHERE status = 'pending' AND message IS NOT NULL \
+         AND COALESCE(republished_at, accepted_at) < now() - make_interval(secs => $1) \
+         ORDER BY accepted_at LIMIT 100 FOR UPDATE SKIP LOCKED",
+        [(ctx.settings.workers.command_republish_after_secs as f64).into()],
+    ))
+    .all(&txn)
+    .await?;
+    let mut ids = Vec::new();
+    for row in &rows {
+        let envelope: CommandEnvelope = serde_json::from_value(row.message.clone())?;
+        let body = serde_json::to_vec(&envelope)?;
+        showrunner_shared::commands::publish(
+            &ctx.publisher,
+            ctx.settings.amqp.partitions,
+            &envelope,
+            &body,
+            row.traceparent.as_deref(),
+        )
+        .await?;
+        ids.push(envelope.id);
+    }
+    if !ids.is_empty() {
+        txn.execute_raw(sql(
+            "UPDATE commands SET republished_at = now() WHERE id = ANY($1)",
+            [ids.clone().into()],
+        ))
+        .await?;
+    }
+    txn.commit().await?;
+    Ok(ids.len())
+}
