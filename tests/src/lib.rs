@@ -1,1 +1,274 @@
+//! `TestApp`: a whole Showrunner stack for one test or benchmark, in this process, against the
+//! real RabbitMQ and PostgreSQL, isolated by its own database and its own vhost, both removed
+//! when the app is stopped or dropped. Helpers wait for conditions with a deadline.
 
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, FromQueryResult, Statement};
+use showrunner_shared::auth::{self, Claims, Role};
+use showrunner_shared::config::Settings;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub const PG_SERVER: &str = "postgres://postgres@127.0.0.1:5432";
+pub const AMQP_SERVER: &str = "amqp://guest:guest@127.0.0.1:5672";
+pub const MANAGEMENT: &str = "http://127.0.0.1:15672";
+pub const TEST_SECRET: &str = "test-secret-test-secret-test-secret";
+
+/// How a test wants its stack.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub partitions: u16,
+    pub episode_workers: usize,
+    pub activity_workers: usize,
+    pub notification_workers: usize,
+    pub extra: Vec<(String, String)>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { partitions: 4, episode_workers: 1, activity_workers: 1, notification_workers: 1, extra: Vec::new() }
+    }
+}
+
+pub struct TestApp {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub settings: Arc<Settings>,
+    pub db: DatabaseConnection,
+    pub http: reqwest::Client,
+    cancel: CancellationToken,
+    roles: JoinSet<anyhow::Result<()>>,
+    episode_workers: Vec<CancellationToken>,
+    cleaned: bool,
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(Options::default()).await
+    }
+
+    pub async fn spawn_with(options: Options) -> Self {
+        match Self::try_spawn(options).await {
+            Ok(app) => app,
+            Err(error) => panic!("cannot start a test stack: {error:#}"),
+        }
+    }
+
+    async fn try_spawn(options: Options) -> anyhow::Result<Self> {
+        let name = format!("sr_test_{}", Uuid::now_v7().simple());
+        create_database(&name).await?;
+        create_vhost(&name).await?;
+        let database_url = format!("{PG_SERVER}/{name}");
+        let amqp_url = format!("{AMQP_SERVER}/{name}");
+        let partitions = options.partitions.to_string();
+        let mut pairs: Vec<(&str, &str)> = vec![
+            ("database.url", &database_url),
+            ("database.max_connections", "10"),
+            ("amqp.url", &amqp_url),
+            ("amqp.partitions", &partitions),
+            ("http.addr", "127.0.0.1:0"),
+            ("auth.jwt_secret", TEST_SECRET),
+            ("workers.heartbeat_secs", "1"),
+            ("workers.heartbeat_ttl_secs", "4"),
+        ];
+        pairs.extend(options.extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let settings = Arc::new(Settings::with_overrides(&pairs)?);
+        showrunner_migrations::migrate(&settings.database.url).await?;
+        let db = Database::connect(&settings.database.url).await?;
+
+        let cancel = CancellationToken::new();
+        let mut roles = JoinSet::new();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        roles.spawn(showrunner_api::run(settings.clone(), listener, cancel.child_token()));
+        let mut episode_workers = Vec::new();
+        for _ in 0..options.episode_workers {
+            let token = cancel.child_token();
+            episode_workers.push(token.clone());
+            roles.spawn(showrunner_workers::run_episode_worker(settings.clone(), token));
+        }
+        for _ in 0..options.activity_workers {
+            roles.spawn(showrunner_workers::run_activity_worker(settings.clone(), cancel.child_token()));
+        }
+        for _ in 0..options.notification_workers {
+            roles.spawn(showrunner_workers::run_notification_worker(settings.clone(), cancel.child_token()));
+        }
+        let app = Self {
+            name,
+            addr,
+            settings,
+            db,
+            http: reqwest::Client::new(),
+            cancel,
+            roles,
+            episode_workers,
+            cleaned: false,
+        };
+        let url = app.url("/ready");
+        let http = app.http.clone();
+        wait_until("the api is ready", Duration::from_secs(20), || {
+            let (http, url) = (http.clone(), url.clone());
+            async move { http.get(&url).send().await.is_ok_and(|r| r.status().is_success()) }
+        })
+        .await;
+        Ok(app)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn api(&self, path: &str) -> String {
+        self.url(&format!("/api/v1{path}"))
+    }
+
+    /// A bearer token for `name` (a stable id per name) with `role`.
+    pub fn token(&self, name: &str, role: Role) -> String {
+        auth::encode(&claims(name, role), TEST_SECRET.as_bytes())
+    }
+
+    pub fn user_id(name: &str) -> Uuid {
+        claims(name, Role::Member).sub
+    }
+
+    /// A lapin connection to this app's vhost, for tests that talk to the broker directly.
+    pub async fn amqp(&self) -> lapin::Connection {
+        showrunner_shared::broker::connect(&self.settings.amqp.url, "test")
+            .await
+            .unwrap_or_else(|e| panic!("connect to the test vhost: {e}"))
+    }
+
+    /// Stops the `index`th episode worker (it drains and leaves).
+    pub fn stop_episode_worker(&self, index: usize) {
+        if let Some(token) = self.episode_workers.get(index) {
+            token.cancel();
+        }
+    }
+
+    /// Runs `query` and returns the first column of the first row as i64.
+    pub async fn count(&self, query: &str) -> i64 {
+        #[derive(FromQueryResult)]
+        struct Count {
+            n: i64,
+        }
+        let sql = format!("SELECT ({query})::bigint AS n");
+        Count::find_by_statement(Statement::from_string(DbBackend::Postgres, sql))
+            .one(&self.db)
+            .await
+            .ok()
+            .flatten()
+            .map_or(-1, |c| c.n)
+    }
+
+    /// Stops every role, then removes the database and the vhost.
+    pub async fn stop(mut self) {
+        self.cancel.cancel();
+        while let Some(result) = self.roles.join_next().await {
+            if let Ok(Err(error)) = result {
+                eprintln!("a role ended with an error: {error:#}");
+            }
+        }
+        let _ = self.db.clone().close().await;
+        cleanup(&self.name).await;
+        self.cleaned = true;
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if self.cleaned {
+            return;
+        }
+        // A test that panicked: stop the roles and clean up from a thread of our own, since
+        // Drop cannot await.
+        self.cancel.cancel();
+        self.roles.abort_all();
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                rt.block_on(cleanup(&name));
+            }
+        })
+        .join();
+    }
+}
+
+fn claims(name: &str, role: Role) -> Claims {
+    Claims {
+        sub: Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("showrunner-test-user:{name}").as_bytes()),
+        name: name.to_string(),
+        email: format!("{name}@example.com"),
+        role,
+        exp: chrono::Utc::now().timestamp() + 3600,
+    }
+}
+
+async fn create_database(name: &str) -> anyhow::Result<()> {
+    let admin = Database::connect(format!("{PG_SERVER}/postgres")).await.context("connect to PostgreSQL")?;
+    admin.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await?;
+    admin.close().await?;
+    Ok(())
+}
+
+async fn create_vhost(name: &str) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let put = |path: String, body: serde_json::Value| {
+        http.put(format!("{MANAGEMENT}/api/{path}")).basic_auth("guest", Some("guest")).json(&body).send()
+    };
+    put(format!("vhosts/{name}"), serde_json::json!({})).await.context("RabbitMQ management API (enable rabbitmq_management)")?.error_for_status()?;
+    put(
+        format!("permissions/{name}/guest"),
+        serde_json::json!({"configure": ".*", "write": ".*", "read": ".*"}),
+    )
+    .await?
+    .error_for_status()?;
+    Ok(())
+}
+
+async fn cleanup(name: &str) {
+    let http = reqwest::Client::new();
+    let _ = http.delete(format!("{MANAGEMENT}/api/vhosts/{name}")).basic_auth("guest", Some("guest")).send().await;
+    if let Ok(admin) = Database::connect(format!("{PG_SERVER}/postgres")).await {
+        let _ = admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await;
+        let _ = admin.close().await;
+    }
+}
+
+/// Polls `condition` until it holds; panics with `what` after `deadline`.
+pub async fn wait_until<F, Fut>(what: &str, deadline: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(10);
+    loop {
+        if condition().await {
+            return;
+        }
+        if start.elapsed() > deadline {
+            panic!("timed out after {deadline:?} waiting for {what}");
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+}
+
+/// Queue details from the management API (`messages`, `consumers`, `single_active_consumer_tag`...).
+pub async fn queue_info(vhost: &str, queue: &str) -> Option<serde_json::Value> {
+    reqwest::Client::new()
+        .get(format!("{MANAGEMENT}/api/queues/{vhost}/{queue}"))
+        .basic_auth("guest", Some("guest"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+}

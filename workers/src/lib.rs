@@ -24,7 +24,8 @@ pub async fn run_episode_worker(settings: Arc<Settings>, cancel: CancellationTok
     const ROLE: &str = "episode-worker";
     let db = session::database(&settings, ROLE).await?;
     let me = Uuid::now_v7();
-    let label = process_label(ROLE);
+    // The worker id in the label tells apart two workers of one process (tests, `showrunner up`).
+    let label = format!("{}/{me}", process_label(ROLE));
     tracing::info!(worker_id = %me, %label, "episode worker starting");
     while let Some((conn, ctx)) = session::connect(&settings, &db, ROLE, &cancel).await {
         let conn = Arc::new(conn);
