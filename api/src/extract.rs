@@ -101,8 +101,19 @@ fn json_error(path: String, inner: serde_json::Error) -> ApiError {
             ApiError::bad_param("body", format!("not valid JSON: {inner}"))
         }
         _ => {
-            let field = if path == "." { "body".to_string() } else { path };
-            ApiError::field(&field, strip_position(&inner.to_string()))
+            let message = strip_position(&inner.to_string());
+            // serde reports a missing field at its parent's path; name the field itself.
+            let missing = message
+                .strip_prefix("missing field `")
+                .and_then(|rest| rest.split('`').next())
+                .map(str::to_string);
+            let field = match (path.as_str(), missing) {
+                (".", Some(name)) => name,
+                (parent, Some(name)) => format!("{parent}.{name}"),
+                (".", None) => "body".to_string(),
+                (_, None) => path,
+            };
+            ApiError::field(&field, message)
         }
     }
 }

@@ -1,1 +1,7 @@
+//! Integration tests against the real RabbitMQ and PostgreSQL. Each test starts its own stack
+//! (own database, own vhost), so they run in parallel and leave nothing behind.
 
+mod bad_input;
+mod broker;
+mod episodes;
+mod support;

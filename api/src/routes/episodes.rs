@@ -181,6 +181,10 @@ fn write_options(state: &AppState, headers: &HeaderMap) -> Result<WriteOptions, 
 }
 
 fn typed<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    // serde would also read a struct from an array of its fields; the API speaks objects only.
+    if !value.is_object() {
+        return Err(ApiError::field("body", "must be a JSON object"));
+    }
     crate::extract::parse_json(value.to_string().as_bytes())
 }
 
