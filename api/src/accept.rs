@@ -46,7 +46,10 @@ impl WriteOptions {
                 Some(key.to_string())
             }
         };
-        Ok(Self { idempotency_key, wait: prefer_wait(headers, max_wait) })
+        Ok(Self {
+            idempotency_key,
+            wait: prefer_wait(headers, max_wait),
+        })
     }
 }
 
@@ -66,7 +69,10 @@ fn prefer_wait(headers: &HeaderMap, max: Duration) -> Option<Duration> {
 /// How a write ended, for the route to render.
 pub enum Outcome {
     /// Accepted, not (yet) applied: 202 with the stored first answer.
-    Accepted { command_id: Uuid, body: serde_json::Value },
+    Accepted {
+        command_id: Uuid,
+        body: serde_json::Value,
+    },
     /// Applied within the wait.
     Applied { command_id: Uuid },
 }
@@ -96,7 +102,10 @@ pub async fn submit(
 ) -> Result<Outcome, ApiError> {
     let hash = fingerprint(command.kind(), request_fingerprint);
     let command_id = match &options.idempotency_key {
-        Some(key) => Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, format!("{}:{key}", user.id()).as_bytes()),
+        Some(key) => Uuid::new_v5(
+            &IDEMPOTENCY_NAMESPACE,
+            format!("{}:{key}", user.id()).as_bytes(),
+        ),
         None => Uuid::now_v7(),
     };
     if options.idempotency_key.is_some()
@@ -109,7 +118,10 @@ pub async fn submit(
     let envelope = CommandEnvelope {
         id: command_id,
         version: COMMAND_VERSION,
-        actor: Actor { id: user.id(), name: user.0.name.clone() },
+        actor: Actor {
+            id: user.id(),
+            name: user.0.name.clone(),
+        },
         accepted_at: Utc::now().trunc_subsecs(6),
         command,
     };
@@ -140,26 +152,37 @@ pub async fn submit(
         // A concurrent request with the same key won the insert: answer as its retry.
         return replay(state, command_id, &hash, options)
             .await?
-            .ok_or_else(|| ApiError::Conflict("a request with this Idempotency-Key is in flight".into()));
+            .ok_or_else(|| {
+                ApiError::Conflict("a request with this Idempotency-Key is in flight".into())
+            });
     }
 
     let mut wait = options.wait.map(|_| state.waiters.register(command_id));
     let bytes = serde_json::to_vec(&envelope).map_err(anyhow::Error::from)?;
-    if let Err(error) =
-        showrunner_shared::commands::publish(&publisher, state.settings.amqp.partitions, &envelope, &bytes, None).await
+    if let Err(error) = showrunner_shared::commands::publish(
+        &publisher,
+        state.settings.amqp.partitions,
+        &envelope,
+        &bytes,
+        None,
+    )
+    .await
     {
         tracing::warn!(%error, %command_id, "command publish failed");
         // Not confirmed, so not accepted: forget it, the client may retry.
         state
             .db
-            .execute_raw(sql("DELETE FROM commands WHERE id = $1 AND status = 'pending'", [command_id.into()]))
+            .execute_raw(sql(
+                "DELETE FROM commands WHERE id = $1 AND status = 'pending'",
+                [command_id.into()],
+            ))
             .await?;
         return Err(unavailable());
     }
-    if let (Some(wait), Some(limit)) = (wait.as_mut(), options.wait) {
-        if tokio::time::timeout(limit, wait.done()).await.is_ok() {
-            return Ok(Outcome::Applied { command_id });
-        }
+    if let (Some(wait), Some(limit)) = (wait.as_mut(), options.wait)
+        && tokio::time::timeout(limit, wait.done()).await.is_ok()
+    {
+        return Ok(Outcome::Applied { command_id });
     }
     Ok(Outcome::Accepted { command_id, body })
 }
@@ -177,7 +200,9 @@ async fn replay(
     ))
     .one(&state.db)
     .await?;
-    let Some(existing) = existing else { return Ok(None) };
+    let Some(existing) = existing else {
+        return Ok(None);
+    };
     if existing.request_hash.as_deref() != Some(hash) {
         return Err(ApiError::Validation {
             detail: "this Idempotency-Key was used with a different request".into(),
@@ -189,17 +214,24 @@ async fn replay(
     }
     if let Some(limit) = options.wait {
         let mut wait = state.waiters.register(command_id);
-        if command_state(state, command_id).await?.is_some_and(|s| s.status != "pending")
+        if command_state(state, command_id)
+            .await?
+            .is_some_and(|s| s.status != "pending")
             || tokio::time::timeout(limit, wait.done()).await.is_ok()
         {
             return Ok(Some(Outcome::Applied { command_id }));
         }
     }
-    let body = existing.response.unwrap_or_else(|| serde_json::json!({ "commandId": command_id }));
+    let body = existing
+        .response
+        .unwrap_or_else(|| serde_json::json!({ "commandId": command_id }));
     Ok(Some(Outcome::Accepted { command_id, body }))
 }
 
-pub async fn command_state(state: &AppState, command_id: Uuid) -> Result<Option<CommandState>, ApiError> {
+pub async fn command_state(
+    state: &AppState,
+    command_id: Uuid,
+) -> Result<Option<CommandState>, ApiError> {
     Ok(CommandState::find_by_statement(sql(
         "SELECT status, error, error_code FROM commands WHERE id = $1",
         [command_id.into()],
@@ -210,7 +242,10 @@ pub async fn command_state(state: &AppState, command_id: Uuid) -> Result<Option<
 
 /// The problem a rejected command answers with when the caller waited for it.
 pub fn rejection(state: &CommandState) -> ApiError {
-    let reason = state.error.clone().unwrap_or_else(|| "the command was rejected".into());
+    let reason = state
+        .error
+        .clone()
+        .unwrap_or_else(|| "the command was rejected".into());
     match state.error_code.as_deref() {
         Some("not_found") => ApiError::NotFound(reason),
         Some("gone") => ApiError::Gone(reason),
@@ -233,7 +268,11 @@ fn fingerprint(kind: &str, request: &[u8]) -> String {
     hasher.update(kind.as_bytes());
     hasher.update([0]);
     hasher.update(request);
-    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn unavailable() -> ApiError {

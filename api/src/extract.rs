@@ -41,10 +41,19 @@ where
         let token = header
             .to_str()
             .ok()
-            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
-            .ok_or_else(|| ApiError::Unauthorized("the Authorization header must be `Bearer <token>`".into()))?;
-        let claims = auth::decode(token.trim(), state.settings.auth.jwt_secret.expose().as_bytes(), chrono::Utc::now().timestamp())
-            .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
+            .ok_or_else(|| {
+                ApiError::Unauthorized("the Authorization header must be `Bearer <token>`".into())
+            })?;
+        let claims = auth::decode(
+            token.trim(),
+            state.settings.auth.jwt_secret.expose().as_bytes(),
+            chrono::Utc::now().timestamp(),
+        )
+        .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
         Ok(User(claims))
     }
 }
@@ -72,7 +81,9 @@ where
             })
             .unwrap_or(false);
         if !is_json {
-            return Err(ApiError::UnsupportedMediaType("the body must be application/json".into()));
+            return Err(ApiError::UnsupportedMediaType(
+                "the body must be application/json".into(),
+            ));
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
@@ -143,7 +154,11 @@ where
             .map(QueryParams)
             .map_err(|e| {
                 let path = e.path().to_string();
-                let field = if path == "." { "query".to_string() } else { path };
+                let field = if path == "." {
+                    "query".to_string()
+                } else {
+                    path
+                };
                 ApiError::bad_param(&field, e.into_inner().to_string())
             })
     }

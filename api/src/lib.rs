@@ -45,13 +45,26 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Connects, checks the schema, serves on `listener` until `cancel`, then drains.
-pub async fn run(settings: Arc<Settings>, listener: TcpListener, cancel: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    settings: Arc<Settings>,
+    listener: TcpListener,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
     let db = showrunner_shared::db::connect(&settings.database, "api").await?;
     showrunner_migrations::ensure_current(&db).await?;
     let broker = Arc::new(BrokerLink::default());
     let waiters = Arc::new(Waiters::default());
-    let link = tokio::spawn(broker.clone().maintain(settings.clone(), waiters.clone(), cancel.clone()));
-    let state = AppState { settings, db, broker, waiters };
+    let link = tokio::spawn(broker.clone().maintain(
+        settings.clone(),
+        waiters.clone(),
+        cancel.clone(),
+    ));
+    let state = AppState {
+        settings,
+        db,
+        broker,
+        waiters,
+    };
     tracing::info!(addr = %listener.local_addr()?, "api listening");
     let shutdown = cancel.clone();
     axum::serve(listener, app(state))

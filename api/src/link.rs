@@ -34,7 +34,12 @@ impl BrokerLink {
     }
 
     /// Keeps the link up until `cancel`.
-    pub async fn maintain(self: Arc<Self>, settings: Arc<Settings>, waiters: Arc<Waiters>, cancel: CancellationToken) {
+    pub async fn maintain(
+        self: Arc<Self>,
+        settings: Arc<Settings>,
+        waiters: Arc<Waiters>,
+        cancel: CancellationToken,
+    ) {
         let mut delays = backoff();
         loop {
             match self.session(&settings, &waiters, &cancel).await {
@@ -53,12 +58,20 @@ impl BrokerLink {
     }
 
     /// One connection's life: `Ok` on shutdown, `Err` when the connection is lost.
-    async fn session(&self, settings: &Settings, waiters: &Waiters, cancel: &CancellationToken) -> anyhow::Result<()> {
+    async fn session(
+        &self,
+        settings: &Settings,
+        waiters: &Waiters,
+        cancel: &CancellationToken,
+    ) -> anyhow::Result<()> {
         let conn = broker::connect(&settings.amqp.url, "api").await?;
         let channel = conn.create_channel().await?;
         topology::declare(&channel, &settings.amqp).await?;
-        let publisher =
-            Publisher::open(&conn, Duration::from_secs(settings.amqp.confirm_timeout_secs)).await?;
+        let publisher = Publisher::open(
+            &conn,
+            Duration::from_secs(settings.amqp.confirm_timeout_secs),
+        )
+        .await?;
 
         // An exclusive, auto-deleted queue of this instance's own, so every api instance
         // sees every event it needs.
@@ -66,20 +79,33 @@ impl BrokerLink {
         channel
             .queue_declare(
                 queue.as_str().into(),
-                QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() },
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
                 FieldTable::default(),
             )
             .await?;
         for key in ["episode.#", "user.*.command"] {
             channel
-                .queue_bind(queue.as_str().into(), topology::EVENTS_EXCHANGE.into(), key.into(), QueueBindOptions::default(), FieldTable::default())
+                .queue_bind(
+                    queue.as_str().into(),
+                    topology::EVENTS_EXCHANGE.into(),
+                    key.into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
                 .await?;
         }
         let mut consumer = channel
             .basic_consume(
                 queue.as_str().into(),
                 broker::process_label("api").into(),
-                BasicConsumeOptions { no_ack: true, ..Default::default() },
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
                 FieldTable::default(),
             )
             .await?;

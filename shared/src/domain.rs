@@ -18,8 +18,12 @@ pub enum EpisodeStatus {
 }
 
 impl EpisodeStatus {
-    pub const ALL: [EpisodeStatus; 4] =
-        [Self::Draft, Self::InProduction, Self::Published, Self::Archived];
+    pub const ALL: [EpisodeStatus; 4] = [
+        Self::Draft,
+        Self::InProduction,
+        Self::Published,
+        Self::Archived,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -44,7 +48,10 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { field: field.into(), message: message.into() }
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -60,7 +67,9 @@ impl TryFrom<String> for Title {
         if value.trim().is_empty() {
             Err("must not be empty".into())
         } else if chars > TITLE_MAX {
-            Err(format!("must be at most {TITLE_MAX} characters (got {chars})"))
+            Err(format!(
+                "must be at most {TITLE_MAX} characters (got {chars})"
+            ))
         } else {
             Ok(Self(value))
         }
@@ -89,7 +98,9 @@ impl TryFrom<String> for Description {
     fn try_from(value: String) -> Result<Self, Self::Error> {
         let chars = value.chars().count();
         if chars > DESCRIPTION_MAX {
-            Err(format!("must be at most {DESCRIPTION_MAX} characters (got {chars})"))
+            Err(format!(
+                "must be at most {DESCRIPTION_MAX} characters (got {chars})"
+            ))
         } else {
             Ok(Self(value))
         }
@@ -117,13 +128,18 @@ impl TryFrom<Vec<String>> for Categories {
     type Error = String;
     fn try_from(values: Vec<String>) -> Result<Self, Self::Error> {
         if values.len() > CATEGORIES_MAX {
-            return Err(format!("at most {CATEGORIES_MAX} categories (got {})", values.len()));
+            return Err(format!(
+                "at most {CATEGORIES_MAX} categories (got {})",
+                values.len()
+            ));
         }
         let mut seen = std::collections::HashSet::new();
         for (i, c) in values.iter().enumerate() {
             let chars = c.chars().count();
             if c.trim().is_empty() || chars > CATEGORY_MAX {
-                return Err(format!("category {i} must be 1 to {CATEGORY_MAX} characters"));
+                return Err(format!(
+                    "category {i} must be 1 to {CATEGORY_MAX} characters"
+                ));
             }
             if !seen.insert(c.as_str()) {
                 return Err(format!("category {i} ({c:?}) is repeated"));

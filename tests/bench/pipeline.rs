@@ -24,8 +24,9 @@ use anyhow::{Context as _, bail};
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
-    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Confirmation, ExchangeKind};
@@ -81,14 +82,27 @@ impl Poster {
         }
         let body = serde_json::json!({ "title": format!("Bench {i}"), "categories": ["bench"] });
         let sent = Instant::now();
-        let response = self.http.post(&*self.url).bearer_auth(&*self.token).json(&body).send().await?;
+        let response = self
+            .http
+            .post(&*self.url)
+            .bearer_auth(&*self.token)
+            .json(&body)
+            .send()
+            .await?;
         let answered = Instant::now();
         let status = response.status();
         if status != reqwest::StatusCode::ACCEPTED {
-            bail!("POST /episodes answered {status}: {}", response.text().await.unwrap_or_default());
+            bail!(
+                "POST /episodes answered {status}: {}",
+                response.text().await.unwrap_or_default()
+            );
         }
         let accepted: Accepted = response.json().await.context("the 202 body")?;
-        Ok(Sent { sent, answered, command_id: accepted.command_id })
+        Ok(Sent {
+            sent,
+            answered,
+            command_id: accepted.command_id,
+        })
     }
 }
 
@@ -104,7 +118,10 @@ fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(error) => {
             eprintln!("bench-pipeline: cannot start tokio: {error}");
@@ -112,7 +129,11 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let app = TestApp::spawn_with(Options { partitions: 16, ..Default::default() }).await;
+        let app = TestApp::spawn_with(Options {
+            partitions: 16,
+            ..Default::default()
+        })
+        .await;
         let mut failures = Vec::new();
         if let Err(error) = run(&app, &args, &mut failures).await {
             failures.push(format!("{error:#}"));
@@ -121,23 +142,35 @@ fn main() -> ExitCode {
         for failure in &failures {
             eprintln!("FAILED: {failure}");
         }
-        if failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+        if failures.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }
     })
 }
 
 fn parse_args() -> anyhow::Result<Args> {
     let usage = "usage: bench-pipeline [--n 20000] [--rate 1000] [--concurrency 64]";
-    let mut args = Args { n: 20_000, rate: 1000, concurrency: 64 };
+    let mut args = Args {
+        n: 20_000,
+        rate: 1000,
+        concurrency: 64,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let (name, value) = match flag.split_once('=') {
             Some((name, value)) => (name.to_string(), value.to_string()),
             None => {
-                let value = it.next().with_context(|| format!("{flag} needs a value; {usage}"))?;
+                let value = it
+                    .next()
+                    .with_context(|| format!("{flag} needs a value; {usage}"))?;
                 (flag, value)
             }
         };
-        let number: usize = value.parse().with_context(|| format!("{name} {value}: not a number"))?;
+        let number: usize = value
+            .parse()
+            .with_context(|| format!("{name} {value}: not a number"))?;
         match name.as_str() {
             "--n" => args.n = number,
             "--rate" => args.rate = number,
@@ -154,7 +187,9 @@ fn parse_args() -> anyhow::Result<Args> {
 async fn run(app: &TestApp, args: &Args, failures: &mut Vec<String>) -> anyhow::Result<()> {
     let n = args.n;
     let seen: Seen = Arc::default();
-    let _events = watch_events(app, seen.clone()).await.context("the event consumer")?;
+    let _events = watch_events(app, seen.clone())
+        .await
+        .context("the event consumer")?;
     let poster = Poster {
         http: reqwest::Client::new(),
         url: app.api("/episodes").into(),
@@ -182,7 +217,14 @@ async fn run(app: &TestApp, args: &Args, failures: &mut Vec<String>) -> anyhow::
     while let Some(r) = clients.join_next().await {
         results.extend(r?);
     }
-    let full = settle(format!("full speed (c={})", args.concurrency), start, results, &seen, failures).await;
+    let full = settle(
+        format!("full speed (c={})", args.concurrency),
+        start,
+        results,
+        &seen,
+        failures,
+    )
+    .await;
 
     // Fixed rate, open loop: request i leaves at start + i/rate, whatever the earlier ones do.
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
@@ -203,7 +245,14 @@ async fn run(app: &TestApp, args: &Args, failures: &mut Vec<String>) -> anyhow::
     for request in requests {
         results.push(request.await?);
     }
-    let fixed = settle(format!("fixed {}/s", args.rate), start, results, &seen, failures).await;
+    let fixed = settle(
+        format!("fixed {}/s", args.rate),
+        start,
+        results,
+        &seen,
+        failures,
+    )
+    .await;
 
     // Nothing lost: every command applied once and recorded once by the activity worker.
     let expected = i64::try_from(2 * n)?;
@@ -228,7 +277,14 @@ async fn run(app: &TestApp, args: &Args, failures: &mut Vec<String>) -> anyhow::
     println!("\nShowrunner pipeline benchmark  (N={n}, {date}, {cores} cores)");
     println!(
         "{:<20}{:>11}{:>11}{:>9}{:>9}{:>9}{:>13}{:>13}",
-        "phase", "accepted/s", "applied/s", "p50 ms", "p99 ms", "max ms", "POST p50 ms", "POST p99 ms"
+        "phase",
+        "accepted/s",
+        "applied/s",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "POST p50 ms",
+        "POST p99 ms"
     );
     for p in [&full, &fixed] {
         let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
@@ -244,13 +300,20 @@ async fn run(app: &TestApp, args: &Args, failures: &mut Vec<String>) -> anyhow::
             ms(&p.post_us, 0.99),
         );
     }
-    println!("{:<20}{raw_round_trip:>11.0}   msg/s round trip (publish with confirms {raw_publish:.0} msg/s)", "raw lapin ceiling");
+    println!(
+        "{:<20}{raw_round_trip:>11.0}   msg/s round trip (publish with confirms {raw_publish:.0} msg/s)",
+        "raw lapin ceiling"
+    );
     println!("(latency = event received - 202 received; POST = request sent -> 202 received)");
     let mark = |ok: bool| if ok { "PASS" } else { "MISS" };
     let share = full.applied_s / raw_round_trip;
     let p99 = fixed.latency_us.value_at_quantile(0.99) as f64 / 1000.0;
     println!("targets:");
-    println!("  applied >= 2500/s                 {:>6.0}/s            {}", full.applied_s, mark(full.applied_s >= 2500.0));
+    println!(
+        "  applied >= 2500/s                 {:>6.0}/s            {}",
+        full.applied_s,
+        mark(full.applied_s >= 2500.0)
+    );
     println!(
         "  applied >= 1/3 of raw ceiling     {:.0}/{:.0} = {:.1}%   {}",
         full.applied_s,
@@ -258,7 +321,11 @@ async fn run(app: &TestApp, args: &Args, failures: &mut Vec<String>) -> anyhow::
         share * 100.0,
         mark(share >= 1.0 / 3.0)
     );
-    println!("  p99 <= 100 ms at {}/s            {p99:>6.1} ms           {}", args.rate, mark(p99 <= 100.0));
+    println!(
+        "  p99 <= 100 ms at {}/s            {p99:>6.1} ms           {}",
+        args.rate,
+        mark(p99 <= 100.0)
+    );
     let check = |count: i64| if count == expected { "OK" } else { "WRONG" };
     println!(
         "verification: episodes {episodes}/{expected} {}; activity_log {activity}/{expected} {}",
@@ -278,19 +345,47 @@ async fn watch_events(app: &TestApp, seen: Seen) -> anyhow::Result<lapin::Connec
     }
     let conn = app.amqp().await;
     let ch = conn.create_channel().await?;
-    let topic = ExchangeDeclareOptions { durable: true, ..Default::default() };
-    ch.exchange_declare(EVENTS_EXCHANGE.into(), ExchangeKind::Topic, topic, FieldTable::default()).await?;
-    let private = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
-    let queue = ch.queue_declare("".into(), private, FieldTable::default()).await?;
-    let name = queue.name().clone();
-    ch.queue_bind(name.clone(), EVENTS_EXCHANGE.into(), "episode.*.created".into(), QueueBindOptions::default(), FieldTable::default())
+    let topic = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch.exchange_declare(
+        EVENTS_EXCHANGE.into(),
+        ExchangeKind::Topic,
+        topic,
+        FieldTable::default(),
+    )
+    .await?;
+    let private = QueueDeclareOptions {
+        exclusive: true,
+        auto_delete: true,
+        ..Default::default()
+    };
+    let queue = ch
+        .queue_declare("".into(), private, FieldTable::default())
         .await?;
-    let no_ack = BasicConsumeOptions { no_ack: true, ..Default::default() };
-    let mut consumer = ch.basic_consume(name, "bench-events".into(), no_ack, FieldTable::default()).await?;
+    let name = queue.name().clone();
+    ch.queue_bind(
+        name.clone(),
+        EVENTS_EXCHANGE.into(),
+        "episode.*.created".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
+    let no_ack = BasicConsumeOptions {
+        no_ack: true,
+        ..Default::default()
+    };
+    let mut consumer = ch
+        .basic_consume(name, "bench-events".into(), no_ack, FieldTable::default())
+        .await?;
     tokio::spawn(async move {
         while let Some(Ok(delivery)) = consumer.next().await {
             let at = Instant::now();
-            if let Ok(Envelope { correlation_id: Some(id) }) = serde_json::from_slice(&delivery.data)
+            if let Ok(Envelope {
+                correlation_id: Some(id),
+            }) = serde_json::from_slice(&delivery.data)
                 && let Ok(mut seen) = seen.lock()
             {
                 seen.entry(id).or_insert(at);
@@ -318,7 +413,10 @@ async fn settle(
         }
     }
     if let Some(first) = errors.first() {
-        failures.push(format!("{name}: {} of {total} posts failed, first: {first}", errors.len()));
+        failures.push(format!(
+            "{name}: {} of {total} posts failed, first: {first}",
+            errors.len()
+        ));
     }
     let mut waiting: Vec<Uuid> = sent.iter().map(|s| s.command_id).collect();
     let deadline = Instant::now() + DEADLINE;
@@ -332,9 +430,13 @@ async fn settle(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     if !waiting.is_empty() {
-        failures.push(format!("{name}: {} events missing after {DEADLINE:?}", waiting.len()));
+        failures.push(format!(
+            "{name}: {} events missing after {DEADLINE:?}",
+            waiting.len()
+        ));
     }
-    let new_hist = || Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds");
+    let new_hist =
+        || Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds");
     let (mut latency_us, mut post_us) = (new_hist(), new_hist());
     let (mut last_answer, mut last_event, mut applied) = (start, start, 0usize);
     let seen = seen.lock().map(|s| s.clone()).unwrap_or_default();
@@ -344,11 +446,20 @@ async fn settle(
         if let Some(&event) = seen.get(&s.command_id) {
             applied += 1;
             last_event = last_event.max(event);
-            latency_us.saturating_record(event.saturating_duration_since(s.answered).as_micros() as u64);
+            latency_us
+                .saturating_record(event.saturating_duration_since(s.answered).as_micros() as u64);
         }
     }
-    let rate = |count: usize, end: Instant| count as f64 / end.duration_since(start).as_secs_f64().max(1e-9);
-    Phase { name, accepted_s: rate(sent.len(), last_answer), applied_s: rate(applied, last_event), latency_us, post_us }
+    let rate = |count: usize, end: Instant| {
+        count as f64 / end.duration_since(start).as_secs_f64().max(1e-9)
+    };
+    Phase {
+        name,
+        accepted_s: rate(sent.len(), last_answer),
+        applied_s: rate(applied, last_event),
+        latency_us,
+        post_us,
+    }
 }
 
 /// N persistent 200-byte messages through a quorum queue: msg/s of the round trip (first
@@ -358,12 +469,24 @@ async fn raw_ceiling(app: &TestApp, n: usize) -> anyhow::Result<(f64, f64)> {
     let publisher = conn.create_channel().await?;
     let receiver = conn.create_channel().await?;
     let mut args = FieldTable::default();
-    args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
-    publisher.queue_declare(RAW_QUEUE.into(), QueueDeclareOptions::durable(), args).await?;
-    publisher.confirm_select(ConfirmSelectOptions::default()).await?;
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    publisher
+        .queue_declare(RAW_QUEUE.into(), QueueDeclareOptions::durable(), args)
+        .await?;
+    publisher
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
     receiver.basic_qos(500, BasicQosOptions::default()).await?;
     let mut consumer = receiver
-        .basic_consume(RAW_QUEUE.into(), "bench-raw".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .basic_consume(
+            RAW_QUEUE.into(),
+            "bench-raw".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
         .await?;
     let consume = tokio::spawn(async move {
         let mut got = 0;
@@ -372,11 +495,17 @@ async fn raw_ceiling(app: &TestApp, n: usize) -> anyhow::Result<(f64, f64)> {
             got += 1;
             if got == n {
                 let last = Instant::now();
-                delivery.acker.ack(BasicAckOptions { multiple: true }).await?;
+                delivery
+                    .acker
+                    .ack(BasicAckOptions { multiple: true })
+                    .await?;
                 return Ok(last);
             }
             if got % 50 == 0 {
-                delivery.acker.ack(BasicAckOptions { multiple: true }).await?;
+                delivery
+                    .acker
+                    .ack(BasicAckOptions { multiple: true })
+                    .await?;
             }
         }
         bail!("the raw consumer ended after {got} of {n} messages")
@@ -397,15 +526,32 @@ async fn raw_ceiling(app: &TestApp, n: usize) -> anyhow::Result<(f64, f64)> {
             confirmed(oldest.await?)?;
         }
         let options = BasicPublishOptions::default();
-        pending.push_back(publisher.basic_publish("".into(), RAW_QUEUE.into(), options, &payload, properties.clone()).await?);
+        pending.push_back(
+            publisher
+                .basic_publish(
+                    "".into(),
+                    RAW_QUEUE.into(),
+                    options,
+                    &payload,
+                    properties.clone(),
+                )
+                .await?,
+        );
     }
     while let Some(oldest) = pending.pop_front() {
         confirmed(oldest.await?)?;
     }
     let published = start.elapsed();
-    let last = tokio::time::timeout(DEADLINE, consume).await.context("the raw consumer timed out")???;
-    publisher.queue_delete(RAW_QUEUE.into(), QueueDeleteOptions::default()).await?;
+    let last = tokio::time::timeout(DEADLINE, consume)
+        .await
+        .context("the raw consumer timed out")???;
+    publisher
+        .queue_delete(RAW_QUEUE.into(), QueueDeleteOptions::default())
+        .await?;
     let _ = conn.close(200, "bench done".into()).await;
     let secs = |d: Duration| d.as_secs_f64().max(1e-9);
-    Ok((n as f64 / secs(last.duration_since(start)), n as f64 / secs(published)))
+    Ok((
+        n as f64 / secs(last.duration_since(start)),
+        n as f64 / secs(published),
+    ))
 }

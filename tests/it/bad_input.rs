@@ -7,14 +7,25 @@ use showrunner_tests::TestApp;
 
 use crate::support::send;
 
-async fn problem(app: &TestApp, request: reqwest::RequestBuilder) -> (StatusCode, serde_json::Value) {
+async fn problem(
+    app: &TestApp,
+    request: reqwest::RequestBuilder,
+) -> (StatusCode, serde_json::Value) {
     let response = request.send().await.expect("sent");
     let status = response.status();
-    let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
     let body: serde_json::Value = response.json().await.unwrap_or_default();
     assert_eq!(content_type, "application/problem+json", "{status} {body}");
     assert_eq!(body["status"], status.as_u16(), "{body}");
-    assert!(body["type"].is_string() && body["title"].is_string() && body["detail"].is_string(), "{body}");
+    assert!(
+        body["type"].is_string() && body["title"].is_string() && body["detail"].is_string(),
+        "{body}"
+    );
     let _ = app;
     (status, body)
 }
@@ -27,14 +38,38 @@ async fn missing_forged_and_expired_tokens_get_401() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, _) = problem(&app, app.http.get(&url).bearer_auth("not-a-jwt")).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let claims = Claims { sub: uuid::Uuid::now_v7(), name: "mallory".into(), email: String::new(), role: Role::Admin, exp: chrono::Utc::now().timestamp() + 60 };
+    let claims = Claims {
+        sub: uuid::Uuid::now_v7(),
+        name: "mallory".into(),
+        email: String::new(),
+        role: Role::Admin,
+        exp: chrono::Utc::now().timestamp() + 60,
+    };
     let forged = auth::encode(&claims, b"some-other-secret-entirely");
-    let (status, _) = problem(&app, app.http.post(&url).bearer_auth(&forged).json(&json!({"title": "x"}))).await;
+    let (status, _) = problem(
+        &app,
+        app.http
+            .post(&url)
+            .bearer_auth(&forged)
+            .json(&json!({"title": "x"})),
+    )
+    .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let expired = auth::encode(&Claims { exp: chrono::Utc::now().timestamp() - 1, ..claims }, showrunner_tests::TEST_SECRET.as_bytes());
+    let expired = auth::encode(
+        &Claims {
+            exp: chrono::Utc::now().timestamp() - 1,
+            ..claims
+        },
+        showrunner_tests::TEST_SECRET.as_bytes(),
+    );
     let (status, body) = problem(&app, app.http.get(&url).bearer_auth(&expired)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert!(body["detail"].as_str().unwrap_or_default().contains("expired"));
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("expired")
+    );
     assert_eq!(app.count("SELECT count(*) FROM commands").await, 0);
     app.stop().await;
 }
@@ -43,15 +78,29 @@ async fn missing_forged_and_expired_tokens_get_401() {
 async fn invalid_bodies_are_refused_and_name_the_field() {
     let app = TestApp::spawn().await;
     let alice = app.token("alice", Role::Member);
-    let post = |body: serde_json::Value| app.http.post(app.api("/episodes")).bearer_auth(&alice).json(&body);
+    let post = |body: serde_json::Value| {
+        app.http
+            .post(app.api("/episodes"))
+            .bearer_auth(&alice)
+            .json(&body)
+    };
     let cases = [
         (json!({"title": 5}), "title"),
         (json!({"title": ""}), "title"),
         (json!({"title": "   "}), "title"),
         (json!({"title": "x".repeat(201)}), "title"),
-        (json!({"title": "ok", "description": "x".repeat(10_001)}), "description"),
-        (json!({"title": "ok", "categories": (0..21).map(|i| format!("c{i}")).collect::<Vec<_>>()}), "categories"),
-        (json!({"title": "ok", "categories": ["x".repeat(51)]}), "categories"),
+        (
+            json!({"title": "ok", "description": "x".repeat(10_001)}),
+            "description",
+        ),
+        (
+            json!({"title": "ok", "categories": (0..21).map(|i| format!("c{i}")).collect::<Vec<_>>()}),
+            "categories",
+        ),
+        (
+            json!({"title": "ok", "categories": ["x".repeat(51)]}),
+            "categories",
+        ),
         (json!({"title": "ok", "status": "live"}), "status"),
         (json!({"title": "ok", "owner": "me"}), "owner"),
         (json!({}), "title"),
@@ -59,9 +108,15 @@ async fn invalid_bodies_are_refused_and_name_the_field() {
     ];
     for (body, field) in cases {
         let (status, problem_body) = problem(&app, post(body.clone())).await;
-        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body} -> {problem_body}");
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body} -> {problem_body}"
+        );
         assert!(
-            problem_body["errors"].as_array().is_some_and(|e| e.iter().any(|e| e["field"].as_str().is_some_and(|f| f.starts_with(field)))),
+            problem_body["errors"].as_array().is_some_and(|e| e
+                .iter()
+                .any(|e| e["field"].as_str().is_some_and(|f| f.starts_with(field)))),
             "{body} -> {problem_body}"
         );
     }
@@ -70,28 +125,131 @@ async fn invalid_bodies_are_refused_and_name_the_field() {
     assert_eq!(status, StatusCode::ACCEPTED);
 
     let raw = |body: &'static str, content_type: &'static str| {
-        app.http.post(app.api("/episodes")).bearer_auth(&alice).header("content-type", content_type).body(body)
+        app.http
+            .post(app.api("/episodes"))
+            .bearer_auth(&alice)
+            .header("content-type", content_type)
+            .body(body)
     };
-    assert_eq!(problem(&app, raw("{\"title\": ", "application/json")).await.0, StatusCode::BAD_REQUEST);
-    assert_eq!(problem(&app, raw("{\"title\": \"a\"} trailing", "application/json")).await.0, StatusCode::BAD_REQUEST);
-    assert_eq!(problem(&app, raw("{\"title\": \"a\"}", "text/plain")).await.0, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(
+        problem(&app, raw("{\"title\": ", "application/json"))
+            .await
+            .0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        problem(&app, raw("{\"title\": \"a\"} trailing", "application/json"))
+            .await
+            .0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        problem(&app, raw("{\"title\": \"a\"}", "text/plain"))
+            .await
+            .0,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
     let huge = format!("{{\"title\": \"{}\"}}", "x".repeat(300_000));
-    let (status, _) = problem(&app, app.http.post(app.api("/episodes")).bearer_auth(&alice).header("content-type", "application/json").body(huge)).await;
+    let (status, _) = problem(
+        &app,
+        app.http
+            .post(app.api("/episodes"))
+            .bearer_auth(&alice)
+            .header("content-type", "application/json")
+            .body(huge),
+    )
+    .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
-    let (status, _) = problem(&app, app.http.post(app.api("/episodes")).bearer_auth(&alice).header("Idempotency-Key", "k".repeat(201)).json(&json!({"title": "x"}))).await;
+    let (status, _) = problem(
+        &app,
+        app.http
+            .post(app.api("/episodes"))
+            .bearer_auth(&alice)
+            .header("Idempotency-Key", "k".repeat(201))
+            .json(&json!({"title": "x"})),
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 
     // PATCH: invalid ids, empty changes, unknown fields.
     let id = uuid::Uuid::now_v7();
-    let patch = |path: String, body: serde_json::Value| app.http.patch(app.api(&path)).bearer_auth(&alice).json(&body);
-    assert_eq!(problem(&app, patch("/episodes/not-a-uuid".into(), json!({"title": "x"}))).await.0, StatusCode::BAD_REQUEST);
-    assert_eq!(problem(&app, patch(format!("/episodes/{id}"), json!({}))).await.0, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(problem(&app, patch(format!("/episodes/{id}"), json!({"title": null, "version": 3}))).await.0, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(problem(&app, app.http.get(app.api("/episodes/123")).bearer_auth(&alice)).await.0, StatusCode::BAD_REQUEST);
-    assert_eq!(problem(&app, app.http.delete(app.api(&format!("/episodes/{id}?permanent=maybe"))).bearer_auth(&alice)).await.0, StatusCode::BAD_REQUEST);
-    assert_eq!(problem(&app, app.http.get(app.api("/commands/nope")).bearer_auth(&alice)).await.0, StatusCode::BAD_REQUEST);
-    assert_eq!(problem(&app, app.http.get(app.api("/no/such/route")).bearer_auth(&alice)).await.0, StatusCode::NOT_FOUND);
-    assert_eq!(problem(&app, app.http.put(app.api("/episodes")).bearer_auth(&alice)).await.0, StatusCode::METHOD_NOT_ALLOWED);
+    let patch = |path: String, body: serde_json::Value| {
+        app.http
+            .patch(app.api(&path))
+            .bearer_auth(&alice)
+            .json(&body)
+    };
+    assert_eq!(
+        problem(
+            &app,
+            patch("/episodes/not-a-uuid".into(), json!({"title": "x"}))
+        )
+        .await
+        .0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        problem(&app, patch(format!("/episodes/{id}"), json!({})))
+            .await
+            .0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(
+        problem(
+            &app,
+            patch(
+                format!("/episodes/{id}"),
+                json!({"title": null, "version": 3})
+            )
+        )
+        .await
+        .0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(
+        problem(
+            &app,
+            app.http.get(app.api("/episodes/123")).bearer_auth(&alice)
+        )
+        .await
+        .0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        problem(
+            &app,
+            app.http
+                .delete(app.api(&format!("/episodes/{id}?permanent=maybe")))
+                .bearer_auth(&alice)
+        )
+        .await
+        .0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        problem(
+            &app,
+            app.http.get(app.api("/commands/nope")).bearer_auth(&alice)
+        )
+        .await
+        .0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        problem(
+            &app,
+            app.http.get(app.api("/no/such/route")).bearer_auth(&alice)
+        )
+        .await
+        .0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        problem(&app, app.http.put(app.api("/episodes")).bearer_auth(&alice))
+            .await
+            .0,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
 
     // Only the one valid request above became a command.
     assert_eq!(app.count("SELECT count(*) FROM commands").await, 1);

@@ -12,18 +12,35 @@ async fn create_then_read_with_prefer_wait() {
     let app = TestApp::spawn().await;
     let alice = app.token("alice", Role::Member);
 
-    let (status, body) = create_episode(&app, &alice, json!({"title": "Pilot", "categories": ["drama"]}), true).await;
+    let (status, body) = create_episode(
+        &app,
+        &alice,
+        json!({"title": "Pilot", "categories": ["drama"]}),
+        true,
+    )
+    .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let id = str_of(&body["data"], "id").to_string();
     assert_eq!(body["data"]["title"], "Pilot");
     assert_eq!(body["data"]["status"], "draft");
     assert_eq!(body["data"]["version"], 1);
-    assert_eq!(body["data"]["createdBy"], TestApp::user_id("alice").to_string());
+    assert_eq!(
+        body["data"]["createdBy"],
+        TestApp::user_id("alice").to_string()
+    );
 
-    let (status, read) = send(app.http.get(app.api(&format!("/episodes/{id}"))).bearer_auth(&alice)).await;
+    let (status, read) = send(
+        app.http
+            .get(app.api(&format!("/episodes/{id}")))
+            .bearer_auth(&alice),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(read["data"], body["data"]);
-    assert_eq!(read["viewers"], json!([{"userId": TestApp::user_id("alice"), "userName": "alice"}]));
+    assert_eq!(
+        read["viewers"],
+        json!([{"userId": TestApp::user_id("alice"), "userName": "alice"}])
+    );
 
     let command = settled_command(&app, &alice, str_of(&body, "commandId")).await;
     assert_eq!(command["status"], "applied");
@@ -35,15 +52,37 @@ async fn create_then_read_with_prefer_wait() {
 async fn without_wait_the_answer_is_202_and_the_command_applies() {
     let app = TestApp::spawn().await;
     let alice = app.token("alice", Role::Member);
-    let response = app.http.post(app.api("/episodes")).bearer_auth(&alice).json(&json!({"title": "Later"})).send().await.expect("sent");
+    let response = app
+        .http
+        .post(app.api("/episodes"))
+        .bearer_auth(&alice)
+        .json(&json!({"title": "Later"}))
+        .send()
+        .await
+        .expect("sent");
     assert_eq!(response.status(), StatusCode::ACCEPTED);
-    let location = response.headers().get("location").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let location = response
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let body: serde_json::Value = response.json().await.expect("json");
     let command_id = str_of(&body, "commandId");
-    assert_eq!(location.as_deref(), Some(format!("/api/v1/commands/{command_id}").as_str()));
-    assert_eq!(settled_command(&app, &alice, command_id).await["status"], "applied");
+    assert_eq!(
+        location.as_deref(),
+        Some(format!("/api/v1/commands/{command_id}").as_str())
+    );
+    assert_eq!(
+        settled_command(&app, &alice, command_id).await["status"],
+        "applied"
+    );
     let id = str_of(&body["data"], "id");
-    let (status, _) = send(app.http.get(app.api(&format!("/episodes/{id}"))).bearer_auth(&alice)).await;
+    let (status, _) = send(
+        app.http
+            .get(app.api(&format!("/episodes/{id}")))
+            .bearer_auth(&alice),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     app.stop().await;
 }
@@ -52,7 +91,13 @@ async fn without_wait_the_answer_is_202_and_the_command_applies() {
 async fn update_reports_changed_fields() {
     let app = TestApp::spawn().await;
     let alice = app.token("alice", Role::Member);
-    let (_, created) = create_episode(&app, &alice, json!({"title": "Pilot", "description": "d"}), true).await;
+    let (_, created) = create_episode(
+        &app,
+        &alice,
+        json!({"title": "Pilot", "description": "d"}),
+        true,
+    )
+    .await;
     let id = str_of(&created["data"], "id").to_string();
 
     let (status, updated) = send(
@@ -60,7 +105,9 @@ async fn update_reports_changed_fields() {
             .patch(app.api(&format!("/episodes/{id}")))
             .bearer_auth(&alice)
             .header("Prefer", "wait=10")
-            .json(&json!({"title": "Pilot, revised", "description": "d", "status": "in_production"})),
+            .json(
+                &json!({"title": "Pilot, revised", "description": "d", "status": "in_production"}),
+            ),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{updated}");
@@ -70,10 +117,16 @@ async fn update_reports_changed_fields() {
 
     // The event names only what really changed: the description was sent unchanged.
     let update = wait_for("the update in the activity log", DEADLINE, || {
-        let request = app.http.get(app.api(&format!("/activity?resourceId={id}"))).bearer_auth(&alice);
+        let request = app
+            .http
+            .get(app.api(&format!("/activity?resourceId={id}")))
+            .bearer_auth(&alice);
         async move {
             let (_, body) = send(request).await;
-            body["data"].as_array().and_then(|rows| rows.iter().find(|r| r["event"] == "episode_updated")).cloned()
+            body["data"]
+                .as_array()
+                .and_then(|rows| rows.iter().find(|r| r["event"] == "episode_updated"))
+                .cloned()
         }
     })
     .await;
@@ -89,24 +142,68 @@ async fn soft_delete_hides_and_only_admins_delete_permanently() {
     let root = app.token("root", Role::Admin);
     let (_, a) = create_episode(&app, &alice, json!({"title": "Soft"}), true).await;
     let (_, b) = create_episode(&app, &alice, json!({"title": "Hard"}), true).await;
-    let (soft, hard) = (str_of(&a["data"], "id").to_string(), str_of(&b["data"], "id").to_string());
+    let (soft, hard) = (
+        str_of(&a["data"], "id").to_string(),
+        str_of(&b["data"], "id").to_string(),
+    );
 
-    let (status, body) = send(app.http.delete(app.api(&format!("/episodes/{soft}"))).bearer_auth(&alice).header("Prefer", "wait=10")).await;
+    let (status, body) = send(
+        app.http
+            .delete(app.api(&format!("/episodes/{soft}")))
+            .bearer_auth(&alice)
+            .header("Prefer", "wait=10"),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body["data"]["deletedAt"].is_string());
-    let (status, _) = send(app.http.get(app.api(&format!("/episodes/{soft}"))).bearer_auth(&alice)).await;
+    let (status, _) = send(
+        app.http
+            .get(app.api(&format!("/episodes/{soft}")))
+            .bearer_auth(&alice),
+    )
+    .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_eq!(app.count(&format!("SELECT count(*) FROM episodes WHERE id = '{soft}' AND deleted_at IS NOT NULL")).await, 1);
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM episodes WHERE id = '{soft}' AND deleted_at IS NOT NULL"
+        ))
+        .await,
+        1
+    );
 
-    let (status, body) = send(app.http.delete(app.api(&format!("/episodes/{hard}?permanent=true"))).bearer_auth(&alice)).await;
+    let (status, body) = send(
+        app.http
+            .delete(app.api(&format!("/episodes/{hard}?permanent=true")))
+            .bearer_auth(&alice),
+    )
+    .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(body["status"], 403);
-    let (status, _) = send(app.http.delete(app.api(&format!("/episodes/{hard}?permanent=true"))).bearer_auth(&root).header("Prefer", "wait=10")).await;
+    let (status, _) = send(
+        app.http
+            .delete(app.api(&format!("/episodes/{hard}?permanent=true")))
+            .bearer_auth(&root)
+            .header("Prefer", "wait=10"),
+    )
+    .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    assert_eq!(app.count(&format!("SELECT count(*) FROM episodes WHERE id = '{hard}'")).await, 0);
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM episodes WHERE id = '{hard}'"
+        ))
+        .await,
+        0
+    );
 
     // An update of the soft-deleted episode is rejected, with the reason.
-    let (status, body) = send(app.http.patch(app.api(&format!("/episodes/{soft}"))).bearer_auth(&alice).header("Prefer", "wait=10").json(&json!({"title": "Back"}))).await;
+    let (status, body) = send(
+        app.http
+            .patch(app.api(&format!("/episodes/{soft}")))
+            .bearer_auth(&alice)
+            .header("Prefer", "wait=10")
+            .json(&json!({"title": "Back"})),
+    )
+    .await;
     assert_eq!(status, StatusCode::GONE, "{body}");
     app.stop().await;
 }
@@ -118,29 +215,58 @@ async fn list_filters_and_pages_newest_first() {
     let mut ids = Vec::new();
     for i in 0..7 {
         let status = if i % 2 == 0 { "draft" } else { "published" };
-        let categories = if i < 3 { json!(["news"]) } else { json!(["drama", "long"]) };
+        let categories = if i < 3 {
+            json!(["news"])
+        } else {
+            json!(["drama", "long"])
+        };
         let (s, body) = create_episode(&app, &alice, json!({"title": format!("Episode {i} 100%"), "status": status, "categories": categories}), true).await;
         assert_eq!(s, StatusCode::CREATED, "{body}");
         ids.push(str_of(&body["data"], "id").to_string());
     }
-    let list = |query: &str| send(app.http.get(app.api(&format!("/episodes?{query}"))).bearer_auth(&alice));
+    let list = |query: &str| {
+        send(
+            app.http
+                .get(app.api(&format!("/episodes?{query}")))
+                .bearer_auth(&alice),
+        )
+    };
     let titles = |body: &serde_json::Value| -> Vec<String> {
-        body["data"].as_array().map(|a| a.iter().map(|e| e["title"].as_str().unwrap_or_default().to_string()).collect()).unwrap_or_default()
+        body["data"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|e| e["title"].as_str().unwrap_or_default().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
     };
 
     let (_, page1) = list("limit=3").await;
-    assert_eq!(titles(&page1), ["Episode 6 100%", "Episode 5 100%", "Episode 4 100%"]);
+    assert_eq!(
+        titles(&page1),
+        ["Episode 6 100%", "Episode 5 100%", "Episode 4 100%"]
+    );
     let cursor = str_of(&page1, "nextCursor").to_string();
     let (_, page2) = list(&format!("limit=3&cursor={cursor}")).await;
-    assert_eq!(titles(&page2), ["Episode 3 100%", "Episode 2 100%", "Episode 1 100%"]);
+    assert_eq!(
+        titles(&page2),
+        ["Episode 3 100%", "Episode 2 100%", "Episode 1 100%"]
+    );
     let (_, page3) = list(&format!("limit=3&cursor={}", str_of(&page2, "nextCursor"))).await;
     assert_eq!(titles(&page3), ["Episode 0 100%"]);
     assert!(page3["nextCursor"].is_null());
 
     let (_, published) = list("status=published").await;
-    assert_eq!(titles(&published), ["Episode 5 100%", "Episode 3 100%", "Episode 1 100%"]);
+    assert_eq!(
+        titles(&published),
+        ["Episode 5 100%", "Episode 3 100%", "Episode 1 100%"]
+    );
     let (_, news) = list("category=news").await;
-    assert_eq!(titles(&news), ["Episode 2 100%", "Episode 1 100%", "Episode 0 100%"]);
+    assert_eq!(
+        titles(&news),
+        ["Episode 2 100%", "Episode 1 100%", "Episode 0 100%"]
+    );
     let (_, search) = list("q=episode%204").await;
     assert_eq!(titles(&search), ["Episode 4 100%"]);
     // `%` in the search is a character, not a wildcard.
@@ -163,7 +289,13 @@ async fn an_idempotent_retry_returns_the_first_answer_and_publishes_nothing() {
     let app = TestApp::spawn().await;
     let alice = app.token("alice", Role::Member);
     let post = |body: serde_json::Value, key: &str| {
-        send(app.http.post(app.api("/episodes")).bearer_auth(&alice).header("Idempotency-Key", key).json(&body))
+        send(
+            app.http
+                .post(app.api("/episodes"))
+                .bearer_auth(&alice)
+                .header("Idempotency-Key", key)
+                .json(&body),
+        )
     };
     let (s1, first) = post(json!({"title": "Once"}), "key-1").await;
     let (s2, second) = post(json!({"title": "Once"}), "key-1").await;
@@ -176,12 +308,22 @@ async fn an_idempotent_retry_returns_the_first_answer_and_publishes_nothing() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     // Another user's identical key is another command.
     let bob = app.token("bob", Role::Member);
-    let (status, bobs) = send(app.http.post(app.api("/episodes")).bearer_auth(&bob).header("Idempotency-Key", "key-1").json(&json!({"title": "Once"}))).await;
+    let (status, bobs) = send(
+        app.http
+            .post(app.api("/episodes"))
+            .bearer_auth(&bob)
+            .header("Idempotency-Key", "key-1")
+            .json(&json!({"title": "Once"})),
+    )
+    .await;
     assert_eq!(status, StatusCode::ACCEPTED);
     assert_ne!(bobs["commandId"], first["commandId"]);
     settled_command(&app, &bob, str_of(&bobs, "commandId")).await;
 
-    wait_until("two activity rows", DEADLINE, || async { app.count("SELECT count(*) FROM activity_log").await == 2 }).await;
+    wait_until("two activity rows", DEADLINE, || async {
+        app.count("SELECT count(*) FROM activity_log").await == 2
+    })
+    .await;
     assert_eq!(app.count("SELECT count(*) FROM episodes").await, 2);
     assert_eq!(app.count("SELECT count(*) FROM commands").await, 2);
     app.stop().await;
@@ -192,7 +334,14 @@ async fn update_of_a_missing_episode_is_rejected_and_the_actor_told() {
     let app = TestApp::spawn().await;
     let alice = app.token("alice", Role::Member);
     let missing = uuid::Uuid::now_v7();
-    let response = app.http.patch(app.api(&format!("/episodes/{missing}"))).bearer_auth(&alice).json(&json!({"title": "Ghost"})).send().await.expect("sent");
+    let response = app
+        .http
+        .patch(app.api(&format!("/episodes/{missing}")))
+        .bearer_auth(&alice)
+        .json(&json!({"title": "Ghost"}))
+        .send()
+        .await
+        .expect("sent");
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     let body: serde_json::Value = response.json().await.expect("json");
     let command = settled_command(&app, &alice, str_of(&body, "commandId")).await;
@@ -200,19 +349,38 @@ async fn update_of_a_missing_episode_is_rejected_and_the_actor_told() {
     assert!(str_of(&command, "error").contains("does not exist"));
 
     // Waiting on it answers with the problem.
-    let (status, problem) = send(app.http.patch(app.api(&format!("/episodes/{missing}"))).bearer_auth(&alice).header("Prefer", "wait=10").json(&json!({"title": "Ghost"}))).await;
+    let (status, problem) = send(
+        app.http
+            .patch(app.api(&format!("/episodes/{missing}")))
+            .bearer_auth(&alice)
+            .header("Prefer", "wait=10")
+            .json(&json!({"title": "Ghost"})),
+    )
+    .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
 
     wait_until("two rejection notifications", DEADLINE, || async {
-        app.count("SELECT count(*) FROM notifications WHERE kind = 'command_rejected'").await == 2
+        app.count("SELECT count(*) FROM notifications WHERE kind = 'command_rejected'")
+            .await
+            == 2
     })
     .await;
-    let (_, notes) = send(app.http.get(app.api("/notifications?unread=true")).bearer_auth(&alice)).await;
+    let (_, notes) = send(
+        app.http
+            .get(app.api("/notifications?unread=true"))
+            .bearer_auth(&alice),
+    )
+    .await;
     assert_eq!(notes["data"].as_array().map(Vec::len), Some(2));
     assert_eq!(app.count("SELECT count(*) FROM episodes").await, 0);
     // Nobody else sees the command.
     let bob = app.token("bob", Role::Member);
-    let (status, _) = send(app.http.get(app.api(&format!("/commands/{}", str_of(&body, "commandId")))).bearer_auth(&bob)).await;
+    let (status, _) = send(
+        app.http
+            .get(app.api(&format!("/commands/{}", str_of(&body, "commandId"))))
+            .bearer_auth(&bob),
+    )
+    .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     app.stop().await;
 }
@@ -223,35 +391,99 @@ async fn every_change_leaves_one_activity_row_and_the_right_notifications() {
     let alice = app.token("alice", Role::Member);
     let (_, created) = create_episode(&app, &alice, json!({"title": "Tracked"}), true).await;
     let id = str_of(&created["data"], "id").to_string();
-    let patch = |title: &str| send(app.http.patch(app.api(&format!("/episodes/{id}"))).bearer_auth(&alice).header("Prefer", "wait=10").json(&json!({"title": title})));
+    let patch = |title: &str| {
+        send(
+            app.http
+                .patch(app.api(&format!("/episodes/{id}")))
+                .bearer_auth(&alice)
+                .header("Prefer", "wait=10")
+                .json(&json!({"title": title})),
+        )
+    };
     assert_eq!(patch("Tracked 2").await.0, StatusCode::OK);
     assert_eq!(patch("Tracked 3").await.0, StatusCode::OK);
-    let (status, _) = send(app.http.delete(app.api(&format!("/episodes/{id}"))).bearer_auth(&alice).header("Prefer", "wait=10")).await;
+    let (status, _) = send(
+        app.http
+            .delete(app.api(&format!("/episodes/{id}")))
+            .bearer_auth(&alice)
+            .header("Prefer", "wait=10"),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
 
-    wait_until("four activity rows", DEADLINE, || async { app.count("SELECT count(*) FROM activity_log").await == 4 }).await;
-    wait_until("two notifications", DEADLINE, || async { app.count("SELECT count(*) FROM notifications").await == 2 }).await;
-    let (_, activity) = send(app.http.get(app.api(&format!("/activity?resourceType=episode&resourceId={id}"))).bearer_auth(&alice)).await;
-    let events: Vec<&str> = activity["data"].as_array().map(|a| a.iter().filter_map(|r| r["event"].as_str()).collect()).unwrap_or_default();
-    assert_eq!(events, ["episode_deleted", "episode_updated", "episode_updated", "episode_created"]);
+    wait_until("four activity rows", DEADLINE, || async {
+        app.count("SELECT count(*) FROM activity_log").await == 4
+    })
+    .await;
+    wait_until("two notifications", DEADLINE, || async {
+        app.count("SELECT count(*) FROM notifications").await == 2
+    })
+    .await;
+    let (_, activity) = send(
+        app.http
+            .get(app.api(&format!("/activity?resourceType=episode&resourceId={id}")))
+            .bearer_auth(&alice),
+    )
+    .await;
+    let events: Vec<&str> = activity["data"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|r| r["event"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        events,
+        [
+            "episode_deleted",
+            "episode_updated",
+            "episode_updated",
+            "episode_created"
+        ]
+    );
 
     let (_, notes) = send(app.http.get(app.api("/notifications")).bearer_auth(&alice)).await;
-    let kinds: Vec<&str> = notes["data"].as_array().map(|a| a.iter().filter_map(|n| n["kind"].as_str()).collect()).unwrap_or_default();
+    let kinds: Vec<&str> = notes["data"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|n| n["kind"].as_str()).collect())
+        .unwrap_or_default();
     assert_eq!(kinds, ["episode_deleted", "episode_created"]);
-    let (_, count) = send(app.http.get(app.api("/notifications/unread-count")).bearer_auth(&alice)).await;
+    let (_, count) = send(
+        app.http
+            .get(app.api("/notifications/unread-count"))
+            .bearer_auth(&alice),
+    )
+    .await;
     assert_eq!(count["count"], 2);
     let first = str_of(&notes["data"][0], "id").to_string();
-    let (status, _) = send(app.http.post(app.api(&format!("/notifications/{first}/read"))).bearer_auth(&alice)).await;
+    let (status, _) = send(
+        app.http
+            .post(app.api(&format!("/notifications/{first}/read")))
+            .bearer_auth(&alice),
+    )
+    .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (_, count) = send(app.http.get(app.api("/notifications/unread-count")).bearer_auth(&alice)).await;
+    let (_, count) = send(
+        app.http
+            .get(app.api("/notifications/unread-count"))
+            .bearer_auth(&alice),
+    )
+    .await;
     assert_eq!(count["count"], 1);
     // Bob cannot mark Alice's notification, nor see it.
     let bob = app.token("bob", Role::Member);
-    let (status, _) = send(app.http.post(app.api(&format!("/notifications/{first}/read"))).bearer_auth(&bob)).await;
+    let (status, _) = send(
+        app.http
+            .post(app.api(&format!("/notifications/{first}/read")))
+            .bearer_auth(&bob),
+    )
+    .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (_, bobs) = send(app.http.get(app.api("/notifications")).bearer_auth(&bob)).await;
     assert_eq!(bobs["data"], json!([]));
-    let (_, all) = send(app.http.post(app.api("/notifications/read-all")).bearer_auth(&alice)).await;
+    let (_, all) = send(
+        app.http
+            .post(app.api("/notifications/read-all"))
+            .bearer_auth(&alice),
+    )
+    .await;
     assert_eq!(all["count"], 1);
     app.stop().await;
 }

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, FromQueryResult, Statement};
+use sea_orm::{
+    ConnectionTrait, Database, DatabaseConnection, DbBackend, FromQueryResult, Statement,
+};
 use showrunner_shared::auth::{self, Claims, Role};
 use showrunner_shared::config::Settings;
 use tokio::task::JoinSet;
@@ -32,7 +34,13 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { partitions: 4, episode_workers: 1, activity_workers: 1, notification_workers: 1, extra: Vec::new() }
+        Self {
+            partitions: 4,
+            episode_workers: 1,
+            activity_workers: 1,
+            notification_workers: 1,
+            extra: Vec::new(),
+        }
     }
 }
 
@@ -86,18 +94,31 @@ impl TestApp {
         let mut roles = JoinSet::new();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        roles.spawn(showrunner_api::run(settings.clone(), listener, cancel.child_token()));
+        roles.spawn(showrunner_api::run(
+            settings.clone(),
+            listener,
+            cancel.child_token(),
+        ));
         let mut episode_workers = Vec::new();
         for _ in 0..options.episode_workers {
             let token = cancel.child_token();
             episode_workers.push(token.clone());
-            roles.spawn(showrunner_workers::run_episode_worker(settings.clone(), token));
+            roles.spawn(showrunner_workers::run_episode_worker(
+                settings.clone(),
+                token,
+            ));
         }
         for _ in 0..options.activity_workers {
-            roles.spawn(showrunner_workers::run_activity_worker(settings.clone(), cancel.child_token()));
+            roles.spawn(showrunner_workers::run_activity_worker(
+                settings.clone(),
+                cancel.child_token(),
+            ));
         }
         for _ in 0..options.notification_workers {
-            roles.spawn(showrunner_workers::run_notification_worker(settings.clone(), cancel.child_token()));
+            roles.spawn(showrunner_workers::run_notification_worker(
+                settings.clone(),
+                cancel.child_token(),
+            ));
         }
         let app = Self {
             name,
@@ -114,7 +135,12 @@ impl TestApp {
         let http = app.http.clone();
         wait_until("the api is ready", Duration::from_secs(20), || {
             let (http, url) = (http.clone(), url.clone());
-            async move { http.get(&url).send().await.is_ok_and(|r| r.status().is_success()) }
+            async move {
+                http.get(&url)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            }
         })
         .await;
         Ok(app)
@@ -191,7 +217,10 @@ impl Drop for TestApp {
         self.roles.abort_all();
         let name = self.name.clone();
         let _ = std::thread::spawn(move || {
-            if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 rt.block_on(cleanup(&name));
             }
         })
@@ -201,7 +230,10 @@ impl Drop for TestApp {
 
 fn claims(name: &str, role: Role) -> Claims {
     Claims {
-        sub: Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("showrunner-test-user:{name}").as_bytes()),
+        sub: Uuid::new_v5(
+            &Uuid::NAMESPACE_OID,
+            format!("showrunner-test-user:{name}").as_bytes(),
+        ),
         name: name.to_string(),
         email: format!("{name}@example.com"),
         role,
@@ -210,8 +242,12 @@ fn claims(name: &str, role: Role) -> Claims {
 }
 
 async fn create_database(name: &str) -> anyhow::Result<()> {
-    let admin = Database::connect(format!("{PG_SERVER}/postgres")).await.context("connect to PostgreSQL")?;
-    admin.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await?;
+    let admin = Database::connect(format!("{PG_SERVER}/postgres"))
+        .await
+        .context("connect to PostgreSQL")?;
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+        .await?;
     admin.close().await?;
     Ok(())
 }
@@ -219,9 +255,15 @@ async fn create_database(name: &str) -> anyhow::Result<()> {
 async fn create_vhost(name: &str) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     let put = |path: String, body: serde_json::Value| {
-        http.put(format!("{MANAGEMENT}/api/{path}")).basic_auth("guest", Some("guest")).json(&body).send()
+        http.put(format!("{MANAGEMENT}/api/{path}"))
+            .basic_auth("guest", Some("guest"))
+            .json(&body)
+            .send()
     };
-    put(format!("vhosts/{name}"), serde_json::json!({})).await.context("RabbitMQ management API (enable rabbitmq_management)")?.error_for_status()?;
+    put(format!("vhosts/{name}"), serde_json::json!({}))
+        .await
+        .context("RabbitMQ management API (enable rabbitmq_management)")?
+        .error_for_status()?;
     put(
         format!("permissions/{name}/guest"),
         serde_json::json!({"configure": ".*", "write": ".*", "read": ".*"}),
@@ -233,9 +275,15 @@ async fn create_vhost(name: &str) -> anyhow::Result<()> {
 
 async fn cleanup(name: &str) {
     let http = reqwest::Client::new();
-    let _ = http.delete(format!("{MANAGEMENT}/api/vhosts/{name}")).basic_auth("guest", Some("guest")).send().await;
+    let _ = http
+        .delete(format!("{MANAGEMENT}/api/vhosts/{name}"))
+        .basic_auth("guest", Some("guest"))
+        .send()
+        .await;
     if let Ok(admin) = Database::connect(format!("{PG_SERVER}/postgres")).await {
-        let _ = admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await;
+        let _ = admin
+            .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+            .await;
         let _ = admin.close().await;
     }
 }

@@ -16,11 +16,16 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::consumers::{activity::ActivityLog, episode::EpisodeCommands, notification::Notifications};
+use crate::consumers::{
+    activity::ActivityLog, episode::EpisodeCommands, notification::Notifications,
+};
 use crate::runtime::{BatchHandler, ConsumeError, Context, consume};
 
 /// Runs the episode worker until `cancel`: applies commands from the partitions it owns.
-pub async fn run_episode_worker(settings: Arc<Settings>, cancel: CancellationToken) -> anyhow::Result<()> {
+pub async fn run_episode_worker(
+    settings: Arc<Settings>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
     const ROLE: &str = "episode-worker";
     let db = session::database(&settings, ROLE).await?;
     let me = Uuid::now_v7();
@@ -94,7 +99,13 @@ async fn supervise_partitions(
                 continue;
             }
             let token = cancel.child_token();
-            let handle = tokio::spawn(run_partition(ctx.clone(), conn.clone(), p, label.to_string(), token.clone()));
+            let handle = tokio::spawn(run_partition(
+                ctx.clone(),
+                conn.clone(),
+                p,
+                label.to_string(),
+                token.clone(),
+            ));
             running.insert(p, (token, handle));
         }
         session::sweep(ctx).await;
@@ -115,7 +126,15 @@ async fn run_partition(
     let queue = topology::command_queue(partition);
     let channel = conn.create_channel().await?;
     tracing::info!(partition, "consuming partition");
-    let result = consume(&ctx, &channel, &queue, &format!("{label}/p{partition:03}"), &EpisodeCommands, &cancel).await;
+    let result = consume(
+        &ctx,
+        &channel,
+        &queue,
+        &format!("{label}/p{partition:03}"),
+        &EpisodeCommands,
+        &cancel,
+    )
+    .await;
     if let Err(error) = &result {
         tracing::warn!(partition, %error, "partition consumer stopped");
     }
@@ -127,13 +146,33 @@ async fn run_partition(
 }
 
 /// Runs the activity worker until `cancel`.
-pub async fn run_activity_worker(settings: Arc<Settings>, cancel: CancellationToken) -> anyhow::Result<()> {
-    run_queue_worker(settings, cancel, "activity-worker", topology::ACTIVITY_QUEUE, ActivityLog).await
+pub async fn run_activity_worker(
+    settings: Arc<Settings>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    run_queue_worker(
+        settings,
+        cancel,
+        "activity-worker",
+        topology::ACTIVITY_QUEUE,
+        ActivityLog,
+    )
+    .await
 }
 
 /// Runs the notification worker until `cancel`.
-pub async fn run_notification_worker(settings: Arc<Settings>, cancel: CancellationToken) -> anyhow::Result<()> {
-    run_queue_worker(settings, cancel, "notification-worker", topology::NOTIFICATIONS_QUEUE, Notifications).await
+pub async fn run_notification_worker(
+    settings: Arc<Settings>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    run_queue_worker(
+        settings,
+        cancel,
+        "notification-worker",
+        topology::NOTIFICATIONS_QUEUE,
+        Notifications,
+    )
+    .await
 }
 
 /// A role that consumes one queue (competing consumers: run as many as needed).
@@ -193,7 +232,9 @@ where
         }
     };
     showrunner_shared::telemetry::init(&settings.log);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         let cancel = showrunner_shared::shutdown::on_signal();
         if let Err(error) = run(settings, cancel).await {

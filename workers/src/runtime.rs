@@ -73,7 +73,9 @@ pub async fn consume<H: BatchHandler>(
     cancel: &CancellationToken,
 ) -> Result<(), ConsumeError> {
     let amqp = &ctx.settings.amqp;
-    channel.basic_qos(amqp.prefetch, BasicQosOptions::default()).await?;
+    channel
+        .basic_qos(amqp.prefetch, BasicQosOptions::default())
+        .await?;
     let mut consumer = channel
         .basic_consume(
             queue.into(),
@@ -97,7 +99,10 @@ pub async fn consume<H: BatchHandler>(
         if let Some(last) = batch.last() {
             match ack_through(last).await {
                 Ok(true) => {}
-                Ok(false) => tracing::warn!(queue, "ack not sent, channel closed: the batch will be redelivered"),
+                Ok(false) => tracing::warn!(
+                    queue,
+                    "ack not sent, channel closed: the batch will be redelivered"
+                ),
                 Err(error) => return Err(error.into()),
             }
         }
@@ -135,7 +140,9 @@ async fn process_batch<H: BatchHandler>(
                     Some(Ok(mut e)) => events.append(&mut e),
                     Some(Err(error)) => {
                         tracing::error!(queue, %error, "message keeps failing, parked");
-                        ctx.publisher.park(queue, delivery, &format!("handler failed: {error}")).await?;
+                        ctx.publisher
+                            .park(queue, delivery, &format!("handler failed: {error}"))
+                            .await?;
                     }
                     None => return Err(ConsumeError::Ended),
                 }
@@ -144,7 +151,9 @@ async fn process_batch<H: BatchHandler>(
         }
         Some(Err(error)) => {
             tracing::error!(queue, %error, "message keeps failing, parked");
-            ctx.publisher.park(queue, decoded[0].0, &format!("handler failed: {error}")).await?;
+            ctx.publisher
+                .park(queue, decoded[0].0, &format!("handler failed: {error}"))
+                .await?;
             Vec::new()
         }
         // Shut down mid-retry: nothing is acked, the broker redelivers the batch.
@@ -202,12 +211,19 @@ fn decode<T: DeserializeOwned>(delivery: &Delivery) -> Result<Incoming<T>, Strin
             _ => None,
         }
     });
-    Ok(Incoming { routing_key: delivery.routing_key.to_string(), traceparent, body })
+    Ok(Incoming {
+        routing_key: delivery.routing_key.to_string(),
+        traceparent,
+        body,
+    })
 }
 
 /// Lost or unreachable database: worth retrying for as long as it takes.
 fn is_connection_error(error: &anyhow::Error) -> bool {
     error.chain().any(|cause| {
-        matches!(cause.downcast_ref::<DbErr>(), Some(DbErr::ConnectionAcquire(_) | DbErr::Conn(_)))
+        matches!(
+            cause.downcast_ref::<DbErr>(),
+            Some(DbErr::ConnectionAcquire(_) | DbErr::Conn(_))
+        )
     })
 }

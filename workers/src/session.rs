@@ -60,17 +60,34 @@ async fn try_connect(
     let channel = conn.create_channel().await?;
     topology::declare(&channel, &settings.amqp).await?;
     let _ = channel.close(200, "topology declared".into()).await;
-    let publisher =
-        Publisher::open(&conn, Duration::from_secs(settings.amqp.confirm_timeout_secs)).await?;
+    let publisher = Publisher::open(
+        &conn,
+        Duration::from_secs(settings.amqp.confirm_timeout_secs),
+    )
+    .await?;
     tracing::info!(role, "connected to RabbitMQ");
-    Ok((conn, Context { db: db.clone(), publisher, settings: settings.clone() }))
+    Ok((
+        conn,
+        Context {
+            db: db.clone(),
+            publisher,
+            settings: settings.clone(),
+        },
+    ))
 }
 
 /// Publishes what crashes left behind: outbox rows past their age, and accepted commands still
 /// pending long after their publish (the api died between recording and publishing them).
 pub async fn sweep(ctx: &Context) {
     let workers = &ctx.settings.workers;
-    match outbox::sweep(&ctx.db, &ctx.publisher, Duration::from_secs(workers.outbox_sweep_after_secs), 500).await {
+    match outbox::sweep(
+        &ctx.db,
+        &ctx.publisher,
+        Duration::from_secs(workers.outbox_sweep_after_secs),
+        500,
+    )
+    .await
+    {
         Ok(0) => {}
         Ok(n) => tracing::info!(count = n, "sweeper published outbox rows"),
         Err(error) => tracing::warn!(%error, "outbox sweep failed"),

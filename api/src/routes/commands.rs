@@ -34,7 +34,11 @@ struct CommandView {
     user_id: Uuid,
 }
 
-async fn read(State(state): State<AppState>, user: User, PathId(id): PathId) -> Result<Json<CommandView>, ApiError> {
+async fn read(
+    State(state): State<AppState>,
+    user: User,
+    PathId(id): PathId,
+) -> Result<Json<CommandView>, ApiError> {
     let view = CommandView::find_by_statement(sql(
         "SELECT id, kind, status, error, resource_type, resource_id, accepted_at, completed_at, user_id \
          FROM commands WHERE id = $1",

@@ -74,7 +74,15 @@ async fn create(
         categories: body.categories,
     };
     let data = serde_json::to_value(&episode).map_err(anyhow::Error::from)?;
-    let outcome = accept::submit(&state, &user, command, data, fingerprint.as_bytes(), &options).await?;
+    let outcome = accept::submit(
+        &state,
+        &user,
+        command,
+        data,
+        fingerprint.as_bytes(),
+        &options,
+    )
+    .await?;
     finish(&state, outcome, StatusCode::CREATED).await
 }
 
@@ -89,7 +97,10 @@ async fn update(
     let fingerprint = format!("PATCH /episodes/{id} {body}");
     let changes: EpisodeChanges = typed(body)?;
     if changes.is_empty() {
-        return Err(ApiError::field("body", "at least one of title, description, status, categories is required"));
+        return Err(ApiError::field(
+            "body",
+            "at least one of title, description, status, categories is required",
+        ));
     }
     // The resource as it will be, if the episode is already there (a PATCH may follow a
     // create that is not applied yet: then only the changes are known).
@@ -104,8 +115,19 @@ async fn update(
             v
         }
     };
-    let command = Command::UpdateEpisode { episode_id: id, changes };
-    let outcome = accept::submit(&state, &user, command, data, fingerprint.as_bytes(), &options).await?;
+    let command = Command::UpdateEpisode {
+        episode_id: id,
+        changes,
+    };
+    let outcome = accept::submit(
+        &state,
+        &user,
+        command,
+        data,
+        fingerprint.as_bytes(),
+        &options,
+    )
+    .await?;
     finish(&state, outcome, StatusCode::OK).await
 }
 
@@ -129,8 +151,19 @@ async fn delete(
     let options = write_options(&state, &headers)?;
     let fingerprint = format!("DELETE /episodes/{id}?permanent={}", query.permanent);
     let data = serde_json::json!({ "id": id, "deleteType": if query.permanent { "permanent" } else { "soft" } });
-    let command = Command::DeleteEpisode { episode_id: id, permanent: query.permanent };
-    let outcome = accept::submit(&state, &user, command, data, fingerprint.as_bytes(), &options).await?;
+    let command = Command::DeleteEpisode {
+        episode_id: id,
+        permanent: query.permanent,
+    };
+    let outcome = accept::submit(
+        &state,
+        &user,
+        command,
+        data,
+        fingerprint.as_bytes(),
+        &options,
+    )
+    .await?;
     match outcome {
         Outcome::Applied { command_id } if query.permanent => {
             check_applied(&state, command_id).await?;
@@ -142,12 +175,18 @@ async fn delete(
 
 /// Renders the outcome: 202 with the first answer, or the applied resource (or the problem
 /// that rejected it).
-async fn finish(state: &AppState, outcome: Outcome, applied_status: StatusCode) -> Result<Response, ApiError> {
+async fn finish(
+    state: &AppState,
+    outcome: Outcome,
+    applied_status: StatusCode,
+) -> Result<Response, ApiError> {
     match outcome {
         Outcome::Accepted { command_id, body } => Ok(accept::accepted(command_id, body)),
         Outcome::Applied { command_id } => {
             let resource_id = check_applied(state, command_id).await?;
-            let episode = find(state, resource_id, true).await?.ok_or_else(|| ApiError::NotFound(format!("episode {resource_id} does not exist")))?;
+            let episode = find(state, resource_id, true).await?.ok_or_else(|| {
+                ApiError::NotFound(format!("episode {resource_id} does not exist"))
+            })?;
             let body = serde_json::json!({ "data": episode, "commandId": command_id });
             Ok((applied_status, axum::Json(body)).into_response())
         }
@@ -171,13 +210,20 @@ async fn check_applied(state: &AppState, command_id: Uuid) -> Result<Uuid, ApiEr
     .await?
     .ok_or_else(|| anyhow::anyhow!("command {command_id} vanished"))?;
     if row.status == "rejected" {
-        return Err(accept::rejection(&accept::CommandState { status: row.status, error: row.error, error_code: row.error_code }));
+        return Err(accept::rejection(&accept::CommandState {
+            status: row.status,
+            error: row.error,
+            error_code: row.error_code,
+        }));
     }
     Ok(row.resource_id)
 }
 
 fn write_options(state: &AppState, headers: &HeaderMap) -> Result<WriteOptions, ApiError> {
-    WriteOptions::from_headers(headers, std::time::Duration::from_secs(state.settings.http.max_wait_secs))
+    WriteOptions::from_headers(
+        headers,
+        std::time::Duration::from_secs(state.settings.http.max_wait_secs),
+    )
 }
 
 fn typed<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
@@ -238,7 +284,11 @@ impl EpisodeRow {
 }
 
 /// The episode; soft-deleted ones only when `include_deleted`.
-async fn find(state: &AppState, id: Uuid, include_deleted: bool) -> Result<Option<Episode>, ApiError> {
+async fn find(
+    state: &AppState,
+    id: Uuid,
+    include_deleted: bool,
+) -> Result<Option<Episode>, ApiError> {
     let row = EpisodeRow::find_by_statement(sql(
         "SELECT * FROM episodes WHERE id = $1 AND ($2 OR deleted_at IS NULL)",
         [id.into(), include_deleted.into()],
@@ -255,8 +305,14 @@ struct Viewer {
     user_name: String,
 }
 
-async fn read(State(state): State<AppState>, user: User, PathId(id): PathId) -> Result<Response, ApiError> {
-    let episode = find(&state, id, false).await?.ok_or_else(|| ApiError::NotFound(format!("episode {id} does not exist")))?;
+async fn read(
+    State(state): State<AppState>,
+    user: User,
+    PathId(id): PathId,
+) -> Result<Response, ApiError> {
+    let episode = find(&state, id, false)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("episode {id} does not exist")))?;
     state
         .db
         .execute_raw(sql(
@@ -269,7 +325,11 @@ async fn read(State(state): State<AppState>, user: User, PathId(id): PathId) -> 
     Ok(axum::Json(serde_json::json!({ "data": episode, "viewers": viewers })).into_response())
 }
 
-async fn viewers(State(state): State<AppState>, _user: User, PathId(id): PathId) -> Result<Response, ApiError> {
+async fn viewers(
+    State(state): State<AppState>,
+    _user: User,
+    PathId(id): PathId,
+) -> Result<Response, ApiError> {
     if find(&state, id, false).await?.is_none() {
         return Err(ApiError::NotFound(format!("episode {id} does not exist")));
     }
@@ -306,12 +366,20 @@ async fn list(
     let status = match query.status.as_deref() {
         None => None,
         Some(s) => Some(EpisodeStatus::parse(s).ok_or_else(|| {
-            ApiError::bad_param("status", "must be one of draft, in_production, published, archived")
+            ApiError::bad_param(
+                "status",
+                "must be one of draft, in_production, published, archived",
+            )
         })?),
     };
     let cursor = crate::routes::parse_cursor(query.cursor.as_deref())?;
     let pattern = query.q.as_deref().map(|q| {
-        format!("%{}%", q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"))
+        format!(
+            "%{}%",
+            q.replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        )
     });
     let rows = EpisodeRow::find_by_statement(sql(
         "SELECT * FROM episodes WHERE deleted_at IS NULL \
@@ -330,6 +398,10 @@ async fn list(
     ))
     .all(&state.db)
     .await?;
-    let page = Page::from_rows(rows.into_iter().map(EpisodeRow::into_episode).collect(), limit, |e| e.id);
+    let page = Page::from_rows(
+        rows.into_iter().map(EpisodeRow::into_episode).collect(),
+        limit,
+        |e| e.id,
+    );
     Ok(axum::Json(page).into_response())
 }

@@ -81,7 +81,11 @@ async fn unread_count(State(state): State<AppState>, user: User) -> Result<Json<
     Ok(Json(Count { count }))
 }
 
-async fn read_one(State(state): State<AppState>, user: User, PathId(id): PathId) -> Result<StatusCode, ApiError> {
+async fn read_one(
+    State(state): State<AppState>,
+    user: User,
+    PathId(id): PathId,
+) -> Result<StatusCode, ApiError> {
     let found = state
         .db
         .execute_raw(sql(
@@ -91,7 +95,9 @@ async fn read_one(State(state): State<AppState>, user: User, PathId(id): PathId)
         .await?
         .rows_affected();
     if found == 0 {
-        return Err(ApiError::NotFound(format!("notification {id} does not exist")));
+        return Err(ApiError::NotFound(format!(
+            "notification {id} does not exist"
+        )));
     }
     Ok(StatusCode::NO_CONTENT)
 }
@@ -105,5 +111,7 @@ async fn read_all(State(state): State<AppState>, user: User) -> Result<Json<Coun
         ))
         .await?
         .rows_affected();
-    Ok(Json(Count { count: updated as i64 }))
+    Ok(Json(Count {
+        count: updated as i64,
+    }))
 }

@@ -9,7 +9,10 @@ use lapin::options::BasicAckOptions;
 pub type Batch = Vec<Delivery>;
 
 /// `None` when the consumer ended (cancelled, or its channel closed).
-pub async fn next_batch(consumer: &mut Consumer, max: usize) -> Option<Result<Batch, lapin::Error>> {
+pub async fn next_batch(
+    consumer: &mut Consumer,
+    max: usize,
+) -> Option<Result<Batch, lapin::Error>> {
     let first = match consumer.next().await? {
         Ok(d) => d,
         Err(e) => return Some(Err(e)),

@@ -6,7 +6,9 @@ mod publisher;
 pub mod topology;
 
 pub use consume::{Batch, ack_through, next_batch};
-pub use publisher::{Outgoing, PublishError, Publisher, json_properties as publisher_json_properties};
+pub use publisher::{
+    Outgoing, PublishError, Publisher, json_properties as publisher_json_properties,
+};
 
 use lapin::{Connection, ConnectionProperties};
 
@@ -31,7 +33,9 @@ pub fn process_label(role: &str) -> String {
 /// Opens a connection named after the process's role.
 pub async fn connect(url: &str, role: &str) -> Result<Connection, BrokerError> {
     let props = ConnectionProperties::default().with_connection_name(process_label(role).into());
-    Connection::connect(url, props).await.map_err(BrokerError::Connect)
+    Connection::connect(url, props)
+        .await
+        .map_err(BrokerError::Connect)
 }
 
 /// A short string for names built from configuration or input; never panics.

@@ -42,7 +42,9 @@ impl BatchHandler for ActivityLog {
             occurred.push(e.occurred_at);
         }
         // Arrays cannot hold SQL NULL through the driver here, so absent ids travel as nil.
-        let nil = |v: Vec<Option<Uuid>>| -> Vec<Uuid> { v.into_iter().map(|u| u.unwrap_or_default()).collect() };
+        let nil = |v: Vec<Option<Uuid>>| -> Vec<Uuid> {
+            v.into_iter().map(|u| u.unwrap_or_default()).collect()
+        };
         let txn = ctx.db.begin().await?;
         txn.execute_raw(sql(
             "INSERT INTO activity_log (id, event, resource_type, resource_id, actor_id, actor_name, \
@@ -87,7 +89,10 @@ mod tests {
     #[test]
     fn resources_come_from_the_routing_key() {
         let id = Uuid::from_u128(5);
-        assert_eq!(resource_of(&format!("episode.{id}.created")), ("episode".into(), Some(id)));
+        assert_eq!(
+            resource_of(&format!("episode.{id}.created")),
+            ("episode".into(), Some(id))
+        );
         assert_eq!(resource_of("system.jobs.started"), ("system".into(), None));
         assert_eq!(resource_of(""), (String::new(), None));
     }

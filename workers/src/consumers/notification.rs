@@ -4,7 +4,9 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{FromQueryResult, TransactionTrait};
-use showrunner_shared::contracts::{EventEnvelope, Notification, NotificationCreated, OutgoingEvent};
+use showrunner_shared::contracts::{
+    EventEnvelope, Notification, NotificationCreated, OutgoingEvent,
+};
 use showrunner_shared::db::sql;
 use showrunner_shared::outbox::{self, StoredEvent};
 use uuid::Uuid;
@@ -27,7 +29,10 @@ struct Draft {
 /// What, if anything, an event tells whom.
 fn draft_for(event: &EventEnvelope, routing_key: &str) -> Option<Draft> {
     let str_at = |path: &[&str]| {
-        path.iter().try_fold(&event.data, |v, k| v.get(k)).and_then(|v| v.as_str()).map(str::to_string)
+        path.iter()
+            .try_fold(&event.data, |v, k| v.get(k))
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
     };
     let uuid_at = |path: &[&str]| str_at(path).and_then(|s| Uuid::parse_str(&s).ok());
     let actor = event.actor.as_ref()?;
@@ -57,7 +62,10 @@ fn draft_for(event: &EventEnvelope, routing_key: &str) -> Option<Draft> {
         }
         "command_rejected" => {
             // user.<id>.command: the owner of the routing key is the one to tell.
-            let user_id = routing_key.split('.').nth(1).and_then(|s| Uuid::parse_str(s).ok())?;
+            let user_id = routing_key
+                .split('.')
+                .nth(1)
+                .and_then(|s| Uuid::parse_str(s).ok())?;
             Some(Draft {
                 user_id,
                 kind: "command_rejected",
@@ -126,7 +134,9 @@ impl BatchHandler for Notifications {
             return Ok(Vec::new());
         }
         let ids: Vec<Uuid> = drafts.iter().map(|_| Uuid::now_v7()).collect();
-        let column = |f: &dyn Fn(&Draft) -> String| -> Vec<String> { drafts.iter().map(|(_, _, d)| f(d)).collect() };
+        let column = |f: &dyn Fn(&Draft) -> String| -> Vec<String> {
+            drafts.iter().map(|(_, _, d)| f(d)).collect()
+        };
         let txn = ctx.db.begin().await?;
         let rows = NotificationRow::find_by_statement(sql(
             "INSERT INTO notifications (id, user_id, event_id, kind, title, message, resource_type, \
@@ -159,7 +169,9 @@ impl BatchHandler for Notifications {
                 let notification = Notification::from(row);
                 let event = OutgoingEvent::new(
                     &notification.user_id,
-                    &NotificationCreated { notification: notification.clone() },
+                    &NotificationCreated {
+                        notification: notification.clone(),
+                    },
                     None,
                     correlation,
                     now,
@@ -184,7 +196,10 @@ mod tests {
             event: name.into(),
             version: 1,
             occurred_at: Utc::now(),
-            actor: Some(Actor { id: Uuid::from_u128(1), name: "Alice".into() }),
+            actor: Some(Actor {
+                id: Uuid::from_u128(1),
+                name: "Alice".into(),
+            }),
             correlation_id: None,
             causation_id: None,
             data,
@@ -194,11 +209,23 @@ mod tests {
     #[test]
     fn creation_and_deletion_notify_the_actor_and_updates_do_not() {
         let id = Uuid::from_u128(9);
-        let created = event("episode_created", serde_json::json!({"episode": {"id": id, "title": "Pilot"}}));
+        let created = event(
+            "episode_created",
+            serde_json::json!({"episode": {"id": id, "title": "Pilot"}}),
+        );
         let draft = draft_for(&created, "episode.x.created").expect("a notification");
-        assert_eq!((draft.user_id, draft.kind, draft.resource_id), (Uuid::from_u128(1), "episode_created", id));
-        let deleted = event("episode_deleted", serde_json::json!({"episodeId": id, "title": "Pilot", "deleteType": "soft"}));
-        assert_eq!(draft_for(&deleted, "").map(|d| d.kind), Some("episode_deleted"));
+        assert_eq!(
+            (draft.user_id, draft.kind, draft.resource_id),
+            (Uuid::from_u128(1), "episode_created", id)
+        );
+        let deleted = event(
+            "episode_deleted",
+            serde_json::json!({"episodeId": id, "title": "Pilot", "deleteType": "soft"}),
+        );
+        assert_eq!(
+            draft_for(&deleted, "").map(|d| d.kind),
+            Some("episode_deleted")
+        );
         let updated = event("episode_updated", serde_json::json!({}));
         assert_eq!(draft_for(&updated, ""), None);
     }
@@ -206,7 +233,10 @@ mod tests {
     #[test]
     fn a_rejection_notifies_the_user_of_the_routing_key() {
         let user = Uuid::from_u128(3);
-        let rejected = event("command_rejected", serde_json::json!({"commandId": Uuid::from_u128(4), "reason": "nope"}));
+        let rejected = event(
+            "command_rejected",
+            serde_json::json!({"commandId": Uuid::from_u128(4), "reason": "nope"}),
+        );
         let draft = draft_for(&rejected, &format!("user.{user}.command")).expect("a notification");
         assert_eq!((draft.user_id, draft.message.as_str()), (user, "nope"));
     }
