@@ -252,7 +252,42 @@ async fn create_database(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The management API answers, or is made to: on a fresh machine the plugin is off, and the
+/// tests enable it once (that needs the rights `rabbitmq-plugins` needs, as in CI).
+async fn ensure_management() -> anyhow::Result<()> {
+    static READY: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    READY
+        .get_or_try_init(|| async {
+            let http = reqwest::Client::new();
+            let up = || async {
+                http.get(format!("{MANAGEMENT}/api/overview"))
+                    .basic_auth("guest", Some("guest"))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            };
+            if up().await {
+                return Ok(());
+            }
+            let status = tokio::process::Command::new("rabbitmq-plugins")
+                .args(["enable", "--quiet", "rabbitmq_management"])
+                .status()
+                .await
+                .context("the RabbitMQ management API is down and rabbitmq-plugins cannot run")?;
+            anyhow::ensure!(status.success(), "rabbitmq-plugins enable rabbitmq_management failed");
+            let start = Instant::now();
+            while !up().await {
+                anyhow::ensure!(start.elapsed() < Duration::from_secs(60), "the management API did not come up");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Ok(())
+        })
+        .await
+        .map(|_| ())
+}
+
 async fn create_vhost(name: &str) -> anyhow::Result<()> {
+    ensure_management().await?;
     let http = reqwest::Client::new();
     let put = |path: String, body: serde_json::Value| {
         http.put(format!("{MANAGEMENT}/api/{path}"))
