@@ -4,4 +4,5 @@
 mod bad_input;
 mod broker;
 mod episodes;
+mod resilience;
 mod support;

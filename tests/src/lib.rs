@@ -274,10 +274,16 @@ async fn ensure_management() -> anyhow::Result<()> {
                 .status()
                 .await
                 .context("the RabbitMQ management API is down and rabbitmq-plugins cannot run")?;
-            anyhow::ensure!(status.success(), "rabbitmq-plugins enable rabbitmq_management failed");
+            anyhow::ensure!(
+                status.success(),
+                "rabbitmq-plugins enable rabbitmq_management failed"
+            );
             let start = Instant::now();
             while !up().await {
-                anyhow::ensure!(start.elapsed() < Duration::from_secs(60), "the management API did not come up");
+                anyhow::ensure!(
+                    start.elapsed() < Duration::from_secs(60),
+                    "the management API did not come up"
+                );
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
             Ok(())
