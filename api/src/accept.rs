@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use chrono::{SubsecRound, Utc};
+use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, FromQueryResult};
 use sha2::{Digest, Sha256};
 use showrunner_shared::contracts::{Actor, COMMAND_VERSION, Command, CommandEnvelope};
@@ -97,6 +97,7 @@ pub async fn submit(
     user: &User,
     command: Command,
     data: serde_json::Value,
+    accepted_at: DateTime<Utc>,
     request_fingerprint: &[u8],
     options: &WriteOptions,
 ) -> Result<Outcome, ApiError> {
@@ -122,7 +123,7 @@ pub async fn submit(
             id: user.id(),
             name: user.0.name.clone(),
         },
-        accepted_at: Utc::now().trunc_subsecs(6),
+        accepted_at,
         command,
     };
     let body = serde_json::json!({ "data": data, "commandId": command_id });

@@ -8,6 +8,9 @@ pub const DESCRIPTION_MAX: usize = 10_000;
 pub const CATEGORIES_MAX: usize = 20;
 pub const CATEGORY_MAX: usize = 50;
 
+/// PostgreSQL text cannot hold U+0000, so no field may.
+const NUL: &str = "must not contain the NUL character";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EpisodeStatus {
@@ -66,6 +69,8 @@ impl TryFrom<String> for Title {
         let chars = value.chars().count();
         if value.trim().is_empty() {
             Err("must not be empty".into())
+        } else if value.contains('\0') {
+            Err(NUL.into())
         } else if chars > TITLE_MAX {
             Err(format!(
                 "must be at most {TITLE_MAX} characters (got {chars})"
@@ -97,7 +102,9 @@ impl TryFrom<String> for Description {
     type Error = String;
     fn try_from(value: String) -> Result<Self, Self::Error> {
         let chars = value.chars().count();
-        if chars > DESCRIPTION_MAX {
+        if value.contains('\0') {
+            Err(NUL.into())
+        } else if chars > DESCRIPTION_MAX {
             Err(format!(
                 "must be at most {DESCRIPTION_MAX} characters (got {chars})"
             ))
@@ -136,6 +143,9 @@ impl TryFrom<Vec<String>> for Categories {
         let mut seen = std::collections::HashSet::new();
         for (i, c) in values.iter().enumerate() {
             let chars = c.chars().count();
+            if c.contains('\0') {
+                return Err(format!("category {i}: {NUL}"));
+            }
             if c.trim().is_empty() || chars > CATEGORY_MAX {
                 return Err(format!(
                     "category {i} must be 1 to {CATEGORY_MAX} characters"
@@ -176,6 +186,7 @@ mod tests {
         check::<Title, _>("x".repeat(201), false);
         check::<Title, _>(String::new(), false);
         check::<Title, _>("   ".to_string(), false);
+        check::<Title, _>("a\0b".to_string(), false);
     }
 
     #[test]
@@ -193,6 +204,8 @@ mod tests {
         check::<Categories, _>(vec!["x".repeat(50)], true);
         check::<Categories, _>(vec!["x".repeat(51)], false);
         check::<Categories, _>(vec![String::new()], false);
+        check::<Categories, _>(vec!["\0".into()], false);
+        check::<Description, _>("\0".to_string(), false);
         check::<Categories, _>(vec!["a".into(), "a".into()], false);
     }
 

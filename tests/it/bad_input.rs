@@ -103,6 +103,11 @@ async fn invalid_bodies_are_refused_and_name_the_field() {
         ),
         (json!({"title": "ok", "status": "live"}), "status"),
         (json!({"title": "ok", "owner": "me"}), "owner"),
+        (json!({"title": "nul \u{0} inside"}), "title"),
+        (
+            json!({"title": "ok", "categories": ["a\u{0}"]}),
+            "categories",
+        ),
         (json!({}), "title"),
         (json!(["title"]), "body"),
     ];

@@ -2,7 +2,7 @@
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono::{DateTime, SubsecRound, Utc};
@@ -38,6 +38,10 @@ struct CreateBody {
     categories: Categories,
 }
 
+fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
 fn draft() -> EpisodeStatus {
     EpisodeStatus::Draft
 }
@@ -51,7 +55,7 @@ async fn create(
     let options = write_options(&state, &headers)?;
     let fingerprint = format!("POST /episodes {body}");
     let body: CreateBody = typed(body)?;
-    let now = Utc::now().trunc_subsecs(6);
+    let now = now();
     let episode_id = Uuid::now_v7();
     let episode = Episode {
         id: episode_id,
@@ -79,6 +83,7 @@ async fn create(
         &user,
         command,
         data,
+        now,
         fingerprint.as_bytes(),
         &options,
     )
@@ -124,6 +129,7 @@ async fn update(
         &user,
         command,
         data,
+        now(),
         fingerprint.as_bytes(),
         &options,
     )
@@ -160,6 +166,7 @@ async fn delete(
         &user,
         command,
         data,
+        now(),
         fingerprint.as_bytes(),
         &options,
     )
@@ -188,7 +195,14 @@ async fn finish(
                 ApiError::NotFound(format!("episode {resource_id} does not exist"))
             })?;
             let body = serde_json::json!({ "data": episode, "commandId": command_id });
-            Ok((applied_status, axum::Json(body)).into_response())
+            let mut response = (applied_status, axum::Json(body)).into_response();
+            if applied_status == StatusCode::CREATED
+                && let Ok(location) =
+                    HeaderValue::from_str(&format!("/api/v1/episodes/{resource_id}"))
+            {
+                response.headers_mut().insert(header::LOCATION, location);
+            }
+            Ok(response)
         }
     }
 }

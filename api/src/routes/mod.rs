@@ -14,7 +14,7 @@ use crate::error::ApiError;
 pub const PAGE_DEFAULT: u32 = 20;
 pub const PAGE_MAX: u32 = 100;
 
-/// A page of a list, newest first; `nextCursor` is absent on the last page.
+/// A page of a list, newest first; `nextCursor` is null on the last page.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Page<T> {
