@@ -11,3 +11,4 @@ pub mod domain;
 pub mod outbox;
 pub mod shutdown;
 pub mod telemetry;
+pub mod topics;
