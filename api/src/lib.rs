@@ -5,6 +5,7 @@ pub mod accept;
 pub mod error;
 pub mod extract;
 pub mod link;
+pub mod relay;
 pub mod routes;
 pub mod state;
 pub mod waiters;
@@ -19,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::ApiError;
 use crate::link::BrokerLink;
+use crate::relay::hub::Hub;
 use crate::state::AppState;
 use crate::waiters::Waiters;
 
@@ -32,6 +34,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::commands::router())
         .merge(routes::activity::router())
         .merge(routes::notifications::router())
+        .merge(relay::router())
         .merge(routes::health::router());
     Router::new()
         .nest("/api/v1", v1)
@@ -54,9 +57,11 @@ pub async fn run(
     showrunner_migrations::ensure_current(&db).await?;
     let broker = Arc::new(BrokerLink::default());
     let waiters = Arc::new(Waiters::default());
+    let hub = Arc::new(Hub::default());
     let link = tokio::spawn(broker.clone().maintain(
         settings.clone(),
         waiters.clone(),
+        hub.clone(),
         cancel.clone(),
     ));
     let state = AppState {
@@ -64,7 +69,13 @@ pub async fn run(
         db,
         broker,
         waiters,
+        hub,
+        shutdown: cancel.clone(),
     };
+    let expiry = tokio::spawn(relay::presence::expire_forever(
+        state.clone(),
+        cancel.clone(),
+    ));
     tracing::info!(addr = %listener.local_addr()?, "api listening");
     let shutdown = cancel.clone();
     axum::serve(listener, app(state))
@@ -72,6 +83,7 @@ pub async fn run(
         .await?;
     cancel.cancel();
     let _ = link.await;
+    let _ = expiry.await;
     tracing::info!("api stopped");
     Ok(())
 }

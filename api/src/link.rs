@@ -9,12 +9,14 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::StreamExt;
 use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use showrunner_shared::broker::{self, Publisher, topology};
 use showrunner_shared::config::Settings;
 use showrunner_shared::contracts::EventEnvelope;
 use tokio_util::sync::CancellationToken;
 
+use crate::relay::frame_text;
+use crate::relay::hub::{Frame, Hub};
 use crate::waiters::Waiters;
 
 #[derive(Default)]
@@ -38,11 +40,12 @@ impl BrokerLink {
         self: Arc<Self>,
         settings: Arc<Settings>,
         waiters: Arc<Waiters>,
+        hub: Arc<Hub>,
         cancel: CancellationToken,
     ) {
         let mut delays = backoff();
         loop {
-            match self.session(&settings, &waiters, &cancel).await {
+            match self.session(&settings, &waiters, &hub, &cancel).await {
                 Ok(()) => return,
                 Err(error) => {
                     self.set(None);
@@ -62,6 +65,7 @@ impl BrokerLink {
         &self,
         settings: &Settings,
         waiters: &Waiters,
+        hub: &Hub,
         cancel: &CancellationToken,
     ) -> anyhow::Result<()> {
         let conn = broker::connect(&settings.amqp.url, "api").await?;
@@ -72,67 +76,122 @@ impl BrokerLink {
             Duration::from_secs(settings.amqp.confirm_timeout_secs),
         )
         .await?;
-
-        // An exclusive, auto-deleted queue of this instance's own, so every api instance
-        // sees every event it needs.
-        let queue = format!("showrunner.api.{}", uuid::Uuid::now_v7());
-        channel
-            .queue_declare(
-                queue.as_str().into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
-        for key in ["episode.#", "user.*.command"] {
-            channel
-                .queue_bind(
-                    queue.as_str().into(),
-                    topology::EVENTS_EXCHANGE.into(),
-                    key.into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
-        }
-        let mut consumer = channel
-            .basic_consume(
-                queue.as_str().into(),
-                broker::process_label("api").into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
+        // Exclusive, auto-deleted queues of this instance's own: raw events wake waiting
+        // requests as soon as they are published; sequenced events feed the WebSocket relay.
+        let instance = uuid::Uuid::now_v7();
+        let mut wakeups = own_queue(
+            &channel,
+            &format!("showrunner.api.{instance}"),
+            topology::EVENTS_EXCHANGE,
+            &["episode.#", "user.*.command"],
+        )
+        .await?;
+        let mut live = own_queue(
+            &channel,
+            &format!("showrunner.relay.{instance}"),
+            topology::LIVE_EXCHANGE,
+            &["#"],
+        )
+        .await?;
         self.set(Some(publisher));
         tracing::info!("RabbitMQ link up");
         loop {
-            let delivery = tokio::select! {
+            tokio::select! {
                 () = cancel.cancelled() => {
                     self.set(None);
                     let _ = conn.close(200, "api shutting down".into()).await;
                     return Ok(());
                 }
-                delivery = consumer.next() => delivery,
-            };
-            match delivery {
-                Some(Ok(delivery)) => {
+                delivery = wakeups.next() => {
+                    let delivery = ended(delivery)?;
                     if let Ok(event) = serde_json::from_slice::<EventEnvelope>(&delivery.data)
                         && let Some(command_id) = event.correlation_id
                     {
                         waiters.wake(command_id);
                     }
                 }
-                Some(Err(error)) => return Err(error.into()),
-                None => anyhow::bail!("event consumer ended"),
+                delivery = live.next() => {
+                    let delivery = ended(delivery)?;
+                    if let Some(frame) = live_frame(&delivery) {
+                        hub.dispatch(&frame);
+                    }
+                }
             }
         }
     }
+}
+
+fn ended(
+    delivery: Option<lapin::Result<lapin::message::Delivery>>,
+) -> anyhow::Result<lapin::message::Delivery> {
+    match delivery {
+        Some(Ok(d)) => Ok(d),
+        Some(Err(error)) => Err(error.into()),
+        None => anyhow::bail!("event consumer ended"),
+    }
+}
+
+async fn own_queue(
+    channel: &lapin::Channel,
+    queue: &str,
+    exchange: &str,
+    keys: &[&str],
+) -> anyhow::Result<lapin::Consumer> {
+    // Consumer tags are unique per channel: role, host, pid and which queue.
+    let purpose = queue.split('.').nth(1).unwrap_or("queue");
+    let tag = format!("{}/{purpose}", broker::process_label("api"));
+    let options = QueueDeclareOptions {
+        exclusive: true,
+        auto_delete: true,
+        ..Default::default()
+    };
+    channel
+        .queue_declare(queue.into(), options, FieldTable::default())
+        .await?;
+    for key in keys {
+        channel
+            .queue_bind(
+                queue.into(),
+                exchange.into(),
+                (*key).into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    let options = BasicConsumeOptions {
+        no_ack: true,
+        ..Default::default()
+    };
+    Ok(channel
+        .basic_consume(
+            queue.into(),
+            tag.as_str().into(),
+            options,
+            FieldTable::default(),
+        )
+        .await?)
+}
+
+/// A sequenced event as the relay hands it out.
+fn live_frame(delivery: &lapin::message::Delivery) -> Option<Frame> {
+    let headers = delivery.properties.headers().as_ref()?;
+    let seq = match headers.inner().get("x-seq")? {
+        AMQPValue::LongLongInt(n) => *n,
+        AMQPValue::LongInt(n) => i64::from(*n),
+        _ => return None,
+    };
+    let traceparent = match headers.inner().get("traceparent") {
+        Some(AMQPValue::LongString(s)) => std::str::from_utf8(s.as_bytes()).ok(),
+        _ => None,
+    };
+    let topic = delivery.routing_key.as_str();
+    let text = frame_text(topic, &delivery.data, traceparent)?;
+    Some(Frame {
+        seq,
+        topic: topic.into(),
+        text: text.into(),
+    })
 }
 
 fn backoff() -> impl Iterator<Item = Duration> {

@@ -6,6 +6,7 @@ use sea_orm::DatabaseConnection;
 use showrunner_shared::config::Settings;
 
 use crate::link::BrokerLink;
+use crate::relay::hub::Hub;
 use crate::waiters::Waiters;
 
 #[derive(Clone)]
@@ -14,4 +15,7 @@ pub struct AppState {
     pub db: DatabaseConnection,
     pub broker: Arc<BrokerLink>,
     pub waiters: Arc<Waiters>,
+    pub hub: Arc<Hub>,
+    /// Cancelled when the process shuts down: WebSocket sessions close on it.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }

@@ -17,7 +17,25 @@ pub struct Settings {
     pub http: HttpSettings,
     pub auth: AuthSettings,
     pub workers: WorkerSettings,
+    pub realtime: RealtimeSettings,
     pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RealtimeSettings {
+    /// How long the event log keeps events for `resume`, in seconds.
+    pub event_log_retention_secs: u64,
+    /// Frames queued for one WebSocket client; a client that falls further behind is closed.
+    pub send_buffer: usize,
+    /// Seconds between server pings; a client silent for three of them is closed.
+    pub heartbeat_secs: u64,
+    /// Largest WebSocket message a client may send, in bytes.
+    pub max_frame_bytes: usize,
+    /// Most patterns one connection may subscribe to.
+    pub max_subscriptions: usize,
+    /// Most events one `resume` replays; further behind, the client must reload.
+    pub max_replay: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -177,6 +195,12 @@ impl Settings {
             .set_default("workers.heartbeat_ttl_secs", 10)?
             .set_default("workers.outbox_sweep_after_secs", 5)?
             .set_default("workers.command_republish_after_secs", 300)?
+            .set_default("realtime.event_log_retention_secs", 86_400)?
+            .set_default("realtime.send_buffer", 1024)?
+            .set_default("realtime.heartbeat_secs", 15)?
+            .set_default("realtime.max_frame_bytes", 65_536)?
+            .set_default("realtime.max_subscriptions", 100)?
+            .set_default("realtime.max_replay", 10_000)?
             .set_default("log.format", "text")?
             .set_default("log.filter", "info,sqlx=warn,sea_orm_migration=warn")?;
         if let Some(path) = file {
@@ -242,6 +266,12 @@ impl Settings {
         }
         if self.auth.jwt_secret.expose().len() < 16 {
             return Err(invalid("auth.jwt_secret", "must be at least 16 bytes"));
+        }
+        if self.realtime.send_buffer == 0 {
+            return Err(invalid("realtime.send_buffer", "must be at least 1"));
+        }
+        if self.realtime.heartbeat_secs == 0 {
+            return Err(invalid("realtime.heartbeat_secs", "must be at least 1"));
         }
         if self.workers.heartbeat_ttl_secs <= self.workers.heartbeat_secs {
             return Err(invalid(

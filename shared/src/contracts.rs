@@ -230,6 +230,32 @@ pub struct NotificationCreated {
     pub notification: Notification,
 }
 
+/// Someone who is looking at an episode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Viewer {
+    pub user_id: Uuid,
+    pub user_name: String,
+}
+
+/// `viewer_joined` and `viewer_left` carry the same fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Presence {
+    pub episode_id: Uuid,
+    pub user_id: Uuid,
+    pub user_name: String,
+    pub viewers: Vec<Viewer>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct ViewerJoined(pub Presence);
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct ViewerLeft(pub Presence);
+
 macro_rules! episode_event {
     ($ty:ty, $name:literal, $suffix:literal) => {
         impl EventData for $ty {
@@ -245,6 +271,8 @@ macro_rules! episode_event {
 episode_event!(EpisodeCreated, "episode_created", "created");
 episode_event!(EpisodeUpdated, "episode_updated", "updated");
 episode_event!(EpisodeDeleted, "episode_deleted", "deleted");
+episode_event!(ViewerJoined, "viewer_joined", "presence");
+episode_event!(ViewerLeft, "viewer_left", "presence");
 
 impl EventData for CommandRejected {
     const NAME: &'static str = "command_rejected";

@@ -27,8 +27,14 @@ pub fn validate(pattern: &str) -> Result<(), PatternError> {
     if words.len() > WORDS_MAX {
         return Err(PatternError::TooManyWords);
     }
-    let plain = |w: &str| w.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if words.iter().all(|w| *w == "*" || *w == "#" || (!w.is_empty() && plain(w))) {
+    let plain = |w: &str| {
+        w.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    };
+    if words
+        .iter()
+        .all(|w| *w == "*" || *w == "#" || (!w.is_empty() && plain(w)))
+    {
         Ok(())
     } else {
         Err(PatternError::Word)
@@ -60,7 +66,10 @@ struct Node<K> {
 
 impl<K> Default for Node<K> {
     fn default() -> Self {
-        Self { children: HashMap::new(), here: HashSet::new() }
+        Self {
+            children: HashMap::new(),
+            here: HashSet::new(),
+        }
     }
 }
 
@@ -73,7 +82,9 @@ pub struct TopicIndex<K> {
 
 impl<K> Default for TopicIndex<K> {
     fn default() -> Self {
-        Self { root: Node::default() }
+        Self {
+            root: Node::default(),
+        }
     }
 }
 
@@ -179,8 +190,12 @@ mod tests {
             index.insert(pattern, i);
         }
         for (_, topic, _) in CASES {
-            let expected: HashSet<usize> =
-                CASES.iter().enumerate().filter(|(_, (p, _, _))| matches(p, topic)).map(|(i, _)| i).collect();
+            let expected: HashSet<usize> = CASES
+                .iter()
+                .enumerate()
+                .filter(|(_, (p, _, _))| matches(p, topic))
+                .map(|(i, _)| i)
+                .collect();
             assert_eq!(index.matching(topic), expected, "{topic}");
         }
     }
@@ -206,6 +221,9 @@ mod tests {
         assert_eq!(validate("a..b"), Err(PatternError::Word));
         assert_eq!(validate("a.b*"), Err(PatternError::Word));
         assert_eq!(validate("a.b."), Err(PatternError::Word));
-        assert_eq!(validate(&["a"; 17].join(".")), Err(PatternError::TooManyWords));
+        assert_eq!(
+            validate(&["a"; 17].join(".")),
+            Err(PatternError::TooManyWords)
+        );
     }
 }

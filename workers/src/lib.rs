@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::consumers::event_log::EventLog;
 use crate::consumers::{
     activity::ActivityLog, episode::EpisodeCommands, notification::Notifications,
 };
@@ -145,19 +146,29 @@ async fn run_partition(
     result
 }
 
-/// Runs the activity worker until `cancel`.
+/// Runs the activity worker until `cancel`: the activity log, and the event log sequencer
+/// (whose single active consumer makes one activity worker at a time the writer).
 pub async fn run_activity_worker(
     settings: Arc<Settings>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    run_queue_worker(
-        settings,
-        cancel,
-        "activity-worker",
-        topology::ACTIVITY_QUEUE,
-        ActivityLog,
-    )
-    .await
+    tokio::try_join!(
+        run_queue_worker(
+            settings.clone(),
+            cancel.clone(),
+            "activity-worker",
+            topology::ACTIVITY_QUEUE,
+            ActivityLog,
+        ),
+        run_queue_worker(
+            settings,
+            cancel,
+            "activity-worker",
+            topology::EVENT_LOG_QUEUE,
+            EventLog,
+        ),
+    )?;
+    Ok(())
 }
 
 /// Runs the notification worker until `cancel`.

@@ -6,9 +6,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono::{DateTime, SubsecRound, Utc};
-use sea_orm::{ConnectionTrait, FromQueryResult, Value};
+use sea_orm::{FromQueryResult, Value};
 use serde::Deserialize;
-use showrunner_shared::contracts::{Command, Episode, EpisodeChanges};
+use showrunner_shared::contracts::{Actor, Command, Episode, EpisodeChanges};
 use showrunner_shared::db::sql;
 use showrunner_shared::domain::{Categories, Description, EpisodeStatus, Title};
 use uuid::Uuid;
@@ -16,6 +16,7 @@ use uuid::Uuid;
 use crate::accept::{self, Outcome, WriteOptions};
 use crate::error::ApiError;
 use crate::extract::{JsonBody, PathId, QueryParams, User};
+use crate::relay::presence;
 use crate::routes::{Page, page_limit};
 use crate::state::AppState;
 
@@ -312,13 +313,6 @@ async fn find(
     Ok(row.map(EpisodeRow::into_episode))
 }
 
-#[derive(FromQueryResult, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Viewer {
-    user_id: Uuid,
-    user_name: String,
-}
-
 async fn read(
     State(state): State<AppState>,
     user: User,
@@ -327,15 +321,12 @@ async fn read(
     let episode = find(&state, id, false)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("episode {id} does not exist")))?;
-    state
-        .db
-        .execute_raw(sql(
-            "INSERT INTO user_presence (episode_id, user_id, user_name, last_seen) VALUES ($1, $2, $3, now()) \
-             ON CONFLICT (episode_id, user_id) DO UPDATE SET last_seen = now(), user_name = EXCLUDED.user_name",
-            [id.into(), user.id().into(), user.0.name.clone().into()],
-        ))
-        .await?;
-    let viewers = current_viewers(&state, id).await?;
+    let actor = Actor {
+        id: user.id(),
+        name: user.0.name.clone(),
+    };
+    presence::join(&state, id, &actor, presence::HTTP_SESSION).await?;
+    let viewers = presence::viewers(&state, id).await?;
     Ok(axum::Json(serde_json::json!({ "data": episode, "viewers": viewers })).into_response())
 }
 
@@ -347,18 +338,8 @@ async fn viewers(
     if find(&state, id, false).await?.is_none() {
         return Err(ApiError::NotFound(format!("episode {id} does not exist")));
     }
-    let viewers = current_viewers(&state, id).await?;
+    let viewers = presence::viewers(&state, id).await?;
     Ok(axum::Json(serde_json::json!({ "data": viewers })).into_response())
-}
-
-async fn current_viewers(state: &AppState, id: Uuid) -> Result<Vec<Viewer>, ApiError> {
-    Ok(Viewer::find_by_statement(sql(
-        "SELECT user_id, user_name FROM user_presence \
-         WHERE episode_id = $1 AND last_seen > now() - make_interval(secs => $2) ORDER BY last_seen, user_id",
-        [id.into(), (state.settings.http.presence_ttl_secs as f64).into()],
-    ))
-    .all(&state.db)
-    .await?)
 }
 
 #[derive(Deserialize)]

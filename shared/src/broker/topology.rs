@@ -14,6 +14,10 @@ pub const COMMANDS_EXCHANGE: &str = "showrunner.commands";
 pub const EVENTS_EXCHANGE: &str = "showrunner.events";
 /// Direct exchange of the parking lot; routing key = the queue a message was parked from.
 pub const PARKED_EXCHANGE: &str = "showrunner.parked";
+/// Topic exchange of the sequenced events (header `x-seq`), which the WebSocket relays consume.
+pub const LIVE_EXCHANGE: &str = "showrunner.live";
+/// Every event, for the sequencer that writes the event log (single active consumer).
+pub const EVENT_LOG_QUEUE: &str = "showrunner.eventlog";
 pub const ACTIVITY_QUEUE: &str = "showrunner.activity";
 pub const NOTIFICATIONS_QUEUE: &str = "showrunner.notifications";
 
@@ -58,27 +62,15 @@ pub async fn declare(ch: &Channel, amqp: &AmqpSettings) -> Result<(), BrokerErro
         durable: true,
         ..Default::default()
     };
-    ch.exchange_declare(
-        COMMANDS_EXCHANGE.into(),
-        ExchangeKind::Direct,
-        durable,
-        FieldTable::default(),
-    )
-    .await?;
-    ch.exchange_declare(
-        EVENTS_EXCHANGE.into(),
-        ExchangeKind::Topic,
-        durable,
-        FieldTable::default(),
-    )
-    .await?;
-    ch.exchange_declare(
-        PARKED_EXCHANGE.into(),
-        ExchangeKind::Direct,
-        durable,
-        FieldTable::default(),
-    )
-    .await?;
+    for (exchange, kind) in [
+        (COMMANDS_EXCHANGE, ExchangeKind::Direct),
+        (EVENTS_EXCHANGE, ExchangeKind::Topic),
+        (PARKED_EXCHANGE, ExchangeKind::Direct),
+        (LIVE_EXCHANGE, ExchangeKind::Topic),
+    ] {
+        ch.exchange_declare(exchange.into(), kind, durable, FieldTable::default())
+            .await?;
+    }
 
     let mut work_queues = Vec::new();
     for p in 0..amqp.partitions {
@@ -100,8 +92,14 @@ pub async fn declare(ch: &Channel, amqp: &AmqpSettings) -> Result<(), BrokerErro
     for (queue, keys) in [
         (ACTIVITY_QUEUE, ACTIVITY_BINDINGS),
         (NOTIFICATIONS_QUEUE, NOTIFICATION_BINDINGS),
+        (EVENT_LOG_QUEUE, &["#"][..]),
     ] {
-        declare_queue(ch, queue, work_queue_args(amqp, queue)).await?;
+        let mut args = work_queue_args(amqp, queue);
+        if queue == EVENT_LOG_QUEUE {
+            // One writer at a time gives the log its single order.
+            args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+        }
+        declare_queue(ch, queue, args).await?;
         for key in keys {
             ch.queue_bind(
                 queue.into(),

@@ -2,4 +2,5 @@
 
 pub mod activity;
 pub mod episode;
+pub mod event_log;
 pub mod notification;

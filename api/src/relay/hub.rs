@@ -1,0 +1,243 @@
+//! The fan-out: which connected client wants which topic. One broker consumer per api instance
+//! feeds [`Hub::dispatch`], which finds the subscribers through a topic trie and hands each a
+//! shared, already-serialized frame through its bounded queue. A full queue closes that client;
+//! nobody else waits for it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+use showrunner_shared::topics::TopicIndex;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub type ClientId = u64;
+
+/// One event on its way to a client: its place in the event log and its frame.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub seq: i64,
+    pub topic: Arc<str>,
+    pub text: Arc<str>,
+}
+
+struct Client {
+    user: Uuid,
+    patterns: Vec<String>,
+    queue: mpsc::Sender<Frame>,
+    /// Cancelled when the client fell behind: its session closes it.
+    overflow: CancellationToken,
+}
+
+#[derive(Default)]
+struct Inner {
+    index: TopicIndex<ClientId>,
+    clients: HashMap<ClientId, Client>,
+}
+
+#[derive(Default)]
+pub struct Hub {
+    inner: RwLock<Inner>,
+    next: AtomicU64,
+    pub delivered: AtomicU64,
+    pub overflowed: AtomicU64,
+    connections: AtomicUsize,
+}
+
+/// What a session gets when it registers.
+pub struct Registration {
+    pub id: ClientId,
+    pub frames: mpsc::Receiver<Frame>,
+    pub overflow: CancellationToken,
+}
+
+impl Hub {
+    pub fn register(&self, user: Uuid, buffer: usize) -> Registration {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (queue, frames) = mpsc::channel(buffer);
+        let overflow = CancellationToken::new();
+        let client = Client {
+            user,
+            patterns: Vec::new(),
+            queue,
+            overflow: overflow.clone(),
+        };
+        self.write().clients.insert(id, client);
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        Registration {
+            id,
+            frames,
+            overflow,
+        }
+    }
+
+    pub fn unregister(&self, id: ClientId) {
+        let mut inner = self.write();
+        if let Some(client) = inner.clients.remove(&id) {
+            for pattern in &client.patterns {
+                inner.index.remove(pattern, id);
+            }
+            self.connections.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Adds a pattern; `false` if the client already has it.
+    pub fn subscribe(&self, id: ClientId, pattern: &str) -> bool {
+        let mut inner = self.write();
+        let Some(client) = inner.clients.get_mut(&id) else {
+            return false;
+        };
+        if client.patterns.iter().any(|p| p == pattern) {
+            return false;
+        }
+        client.patterns.push(pattern.to_string());
+        inner.index.insert(pattern, id);
+        true
+    }
+
+    /// Removes a pattern; `false` if the client did not have it.
+    pub fn unsubscribe(&self, id: ClientId, pattern: &str) -> bool {
+        let mut inner = self.write();
+        let Some(client) = inner.clients.get_mut(&id) else {
+            return false;
+        };
+        let before = client.patterns.len();
+        client.patterns.retain(|p| p != pattern);
+        if client.patterns.len() == before {
+            return false;
+        }
+        inner.index.remove(pattern, id);
+        true
+    }
+
+    pub fn patterns(&self, id: ClientId) -> Vec<String> {
+        self.read()
+            .clients
+            .get(&id)
+            .map(|c| c.patterns.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    /// Hands `frame` to every client whose patterns match and who may see it.
+    pub fn dispatch(&self, frame: &Frame) {
+        let inner = self.read();
+        for id in inner.index.matching(&frame.topic) {
+            let Some(client) = inner.clients.get(&id) else {
+                continue;
+            };
+            if !may_see(client.user, &frame.topic) {
+                continue;
+            }
+            match client.queue.try_send(frame.clone()) {
+                Ok(()) => {
+                    self.delivered.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    if !client.overflow.is_cancelled() {
+                        self.overflowed.fetch_add(1, Ordering::Relaxed);
+                        client.overflow.cancel();
+                    }
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// `user.<id>.…` topics are their owner's alone; everything else is for every member.
+pub fn may_see(user: Uuid, topic: &str) -> bool {
+    let mut words = topic.split('.');
+    match (words.next(), words.next()) {
+        (Some("user"), Some(owner)) => Uuid::parse_str(owner).is_ok_and(|o| o == user),
+        _ => true,
+    }
+}
+
+/// May this user subscribe to `pattern`? Only a `user.` pattern naming someone else is refused;
+/// wildcards that could reach other users' topics are filtered at delivery by [`may_see`].
+pub fn may_subscribe(user: Uuid, pattern: &str) -> bool {
+    let mut words = pattern.split('.');
+    match (words.next(), words.next()) {
+        (Some("user"), Some(owner)) => Uuid::parse_str(owner).is_ok_and(|o| o == user),
+        _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(topic: &str, seq: i64) -> Frame {
+        Frame {
+            seq,
+            topic: topic.into(),
+            text: format!("{{\"seq\":{seq}}}").into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn events_reach_matching_clients_only() {
+        let hub = Hub::default();
+        let (alice, bob) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let mut a = hub.register(alice, 8);
+        let mut b = hub.register(bob, 8);
+        hub.subscribe(a.id, "episode.*.created");
+        hub.subscribe(b.id, "job.#");
+        hub.subscribe(b.id, "#");
+        hub.dispatch(&frame("episode.9.created", 1));
+        hub.dispatch(&frame(&format!("user.{alice}.notification"), 2));
+        assert_eq!(a.frames.try_recv().map(|f| f.seq).ok(), Some(1));
+        assert!(a.frames.try_recv().is_err());
+        // Bob's `#` reaches the episode but not Alice's own topic.
+        assert_eq!(b.frames.try_recv().map(|f| f.seq).ok(), Some(1));
+        assert!(b.frames.try_recv().is_err());
+        hub.unregister(a.id);
+        hub.unregister(b.id);
+        assert_eq!(hub.connections(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_marks_only_that_client() {
+        let hub = Hub::default();
+        let slow = hub.register(Uuid::from_u128(1), 2);
+        let mut fast = hub.register(Uuid::from_u128(2), 2);
+        hub.subscribe(slow.id, "#");
+        hub.subscribe(fast.id, "#");
+        for seq in 0..3 {
+            hub.dispatch(&frame("episode.1.updated", seq));
+            while fast.frames.try_recv().is_ok() {}
+        }
+        assert!(slow.overflow.is_cancelled());
+        assert!(!fast.overflow.is_cancelled());
+    }
+
+    #[test]
+    fn user_topics_belong_to_their_owner() {
+        let me = Uuid::from_u128(7);
+        assert!(may_subscribe(me, &format!("user.{me}.#")));
+        assert!(!may_subscribe(
+            me,
+            &format!("user.{}.#", Uuid::from_u128(8))
+        ));
+        assert!(!may_subscribe(me, "user.*.notification"));
+        assert!(may_subscribe(me, "*.*.notification"));
+        assert!(!may_see(
+            me,
+            &format!("user.{}.notification", Uuid::from_u128(8))
+        ));
+        assert!(may_see(me, "episode.1.created"));
+    }
+}

@@ -1,0 +1,75 @@
+//! The WebSocket relay: `GET /api/v1/ws`. Every api instance consumes the live exchange through
+//! one exclusive queue bound to everything (`#`) and fans the events out to its own clients;
+//! binding per subscription was not worth it here, since the relay needs every episode and user
+//! event anyway and one queue keeps the broker's work constant as clients come and go.
+
+pub mod hub;
+pub mod presence;
+pub mod socket;
+
+use axum::Router;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use serde::Deserialize;
+use showrunner_shared::auth;
+
+use crate::error::ApiError;
+use crate::extract::User;
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/ws", any(upgrade))
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
+async fn upgrade(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<TokenQuery>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let from_header = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim().to_string());
+    let token = from_header.or(query.token).ok_or_else(|| {
+        ApiError::Unauthorized("a bearer token is required (header or ?token=)".into())
+    })?;
+    let secret = state.settings.auth.jwt_secret.expose().as_bytes();
+    let claims = auth::decode(&token, secret, chrono::Utc::now().timestamp())
+        .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
+    let max = state.settings.realtime.max_frame_bytes;
+    Ok(ws
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| socket::run(socket, state, User(claims)))
+        .into_response())
+}
+
+/// The client frame of an event, built once per event for all its recipients.
+pub fn frame_text(topic: &str, body: &[u8], traceparent: Option<&str>) -> Option<String> {
+    let envelope: showrunner_shared::contracts::EventEnvelope =
+        serde_json::from_slice(body).ok()?;
+    // traceparent = version-traceid-spanid-flags
+    let trace_id = traceparent.and_then(|t| t.split('-').nth(1));
+    Some(
+        serde_json::json!({
+            "op": "event",
+            "id": envelope.id,
+            "topic": topic,
+            "event": envelope.event,
+            "data": envelope.data,
+            "traceId": trace_id,
+        })
+        .to_string(),
+    )
+}

@@ -1,0 +1,334 @@
+//! One WebSocket connection: its subscriptions, its heartbeat, resume from the event log, and
+//! presence for the episodes it watches. Frames are JSON text: see the contract's WebSocket
+//! section.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::stream::SplitSink;
+use futures_util::{SinkExt, StreamExt};
+use sea_orm::FromQueryResult;
+use serde::Deserialize;
+use showrunner_shared::contracts::Actor;
+use showrunner_shared::db::sql;
+use showrunner_shared::topics;
+use uuid::Uuid;
+
+use super::hub::{ClientId, may_see, may_subscribe};
+use super::{frame_text, presence};
+use crate::extract::User;
+use crate::state::AppState;
+
+/// Close code sent to a client whose send buffer overflowed.
+pub const CLOSE_TOO_SLOW: u16 = 4008;
+const CLOSE_GOING_AWAY: u16 = 1001;
+
+#[derive(Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
+enum Request {
+    Subscribe {
+        topics: Vec<String>,
+    },
+    Unsubscribe {
+        topics: Vec<String>,
+    },
+    Resume {
+        #[serde(rename = "lastEventId")]
+        last_event_id: Uuid,
+        #[serde(default)]
+        topics: Vec<String>,
+    },
+    Ping,
+}
+
+struct Session {
+    state: AppState,
+    id: ClientId,
+    user: Actor,
+    /// The socket's presence session key.
+    session: String,
+    /// Seq of the last event sent: later frames at or below it were already delivered.
+    last_seq: i64,
+    /// Seq of the first live event sent, if any: a resume replays only what came before it.
+    first_live: Option<i64>,
+    watching: BTreeSet<Uuid>,
+}
+
+type Sink = SplitSink<WebSocket, Message>;
+
+pub async fn run(socket: WebSocket, state: AppState, user: User) {
+    let settings = state.settings.realtime.clone();
+    let mut registration = state.hub.register(user.id(), settings.send_buffer);
+    let mut session = Session {
+        id: registration.id,
+        user: Actor {
+            id: user.id(),
+            name: user.0.name.clone(),
+        },
+        session: Uuid::now_v7().to_string(),
+        last_seq: 0,
+        first_live: None,
+        watching: BTreeSet::new(),
+        state: state.clone(),
+    };
+    state
+        .hub
+        .subscribe(session.id, &format!("user.{}.#", user.id()));
+    let (mut sink, mut stream) = socket.split();
+    let heartbeat = Duration::from_secs(settings.heartbeat_secs);
+    let mut tick = tokio::time::interval(heartbeat);
+    tick.tick().await;
+    let mut last_heard = Instant::now();
+    let shutdown = state.shutdown.clone();
+
+    let close = loop {
+        tokio::select! {
+            biased;
+            () = registration.overflow.cancelled() => {
+                break Some((CLOSE_TOO_SLOW, "send buffer overflow: the client reads too slowly"));
+            }
+            () = shutdown.cancelled() => break Some((CLOSE_GOING_AWAY, "server shutting down")),
+            frame = registration.frames.recv() => {
+                let Some(frame) = frame else { break None };
+                if frame.seq > session.last_seq {
+                    session.last_seq = frame.seq;
+                    session.first_live.get_or_insert(frame.seq);
+                    if send(&mut sink, &frame.text).await.is_err() {
+                        break None;
+                    }
+                }
+            }
+            message = stream.next() => {
+                last_heard = Instant::now();
+                let reply = match message {
+                    Some(Ok(Message::Text(text))) => session.handle(&text, &mut sink).await,
+                    Some(Ok(Message::Binary(_))) => Some(error("unsupported", "frames are JSON text")),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => None,
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break None,
+                };
+                if let Some(reply) = reply
+                    && send(&mut sink, &reply).await.is_err()
+                {
+                    break None;
+                }
+            }
+            _ = tick.tick() => {
+                if last_heard.elapsed() > heartbeat * 3 {
+                    break Some((CLOSE_GOING_AWAY, "no pong: connection presumed dead"));
+                }
+                let watching: Vec<Uuid> = session.watching.iter().copied().collect();
+                presence::refresh(&state, &watching, session.user.id, &session.session).await;
+                if sink.send(Message::Ping(Default::default())).await.is_err() {
+                    break None;
+                }
+            }
+        }
+    };
+    if let Some((code, reason)) = close {
+        // A client that does not read may never take the close frame: give it a moment only.
+        let frame = Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        }));
+        let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(frame)).await;
+    }
+    state.hub.unregister(session.id);
+    for episode in std::mem::take(&mut session.watching) {
+        presence::leave(&state, episode, session.user.id, &session.session).await;
+    }
+}
+
+async fn send(sink: &mut Sink, text: &str) -> Result<(), axum::Error> {
+    sink.send(Message::Text(Utf8Bytes::from(text))).await
+}
+
+fn error(code: &str, message: &str) -> String {
+    serde_json::json!({ "op": "error", "code": code, "message": message }).to_string()
+}
+
+impl Session {
+    async fn handle(&mut self, text: &str, sink: &mut Sink) -> Option<String> {
+        let request = match serde_json::from_str::<Request>(text) {
+            Ok(r) => r,
+            Err(e) => {
+                return Some(error(
+                    "bad_request",
+                    &format!("not a request this server knows: {e}"),
+                ));
+            }
+        };
+        match request {
+            Request::Ping => Some(serde_json::json!({ "op": "pong" }).to_string()),
+            Request::Subscribe { topics } => Some(self.subscribe(&topics).await),
+            Request::Unsubscribe { topics } => {
+                for pattern in &topics {
+                    if self.state.hub.unsubscribe(self.id, pattern)
+                        && let Some(episode) = watched_episode(pattern)
+                        && !self.watches_elsewhere(episode)
+                        && self.watching.remove(&episode)
+                    {
+                        presence::leave(&self.state, episode, self.user.id, &self.session).await;
+                    }
+                }
+                Some(serde_json::json!({ "op": "unsubscribed", "topics": topics }).to_string())
+            }
+            Request::Resume {
+                last_event_id,
+                topics,
+            } => {
+                if !topics.is_empty() {
+                    let reply = self.subscribe(&topics).await;
+                    if reply.contains("\"error\"") {
+                        return Some(reply);
+                    }
+                    if send(sink, &reply).await.is_err() {
+                        return None;
+                    }
+                }
+                self.resume(last_event_id, sink).await
+            }
+        }
+    }
+
+    async fn subscribe(&mut self, patterns: &[String]) -> String {
+        let max = self.state.settings.realtime.max_subscriptions;
+        for pattern in patterns {
+            if let Err(e) = topics::validate(pattern) {
+                return error("invalid_topic", &format!("{pattern:?}: {e}"));
+            }
+            if !may_subscribe(self.user.id, pattern) {
+                return error(
+                    "forbidden",
+                    &format!("{pattern:?} names another user's topics"),
+                );
+            }
+        }
+        if self.state.hub.patterns(self.id).len() + patterns.len() > max {
+            return error(
+                "too_many_subscriptions",
+                &format!("at most {max} per connection"),
+            );
+        }
+        for pattern in patterns {
+            self.state.hub.subscribe(self.id, pattern);
+            if let Some(episode) = watched_episode(pattern)
+                && self.watching.insert(episode)
+                && let Err(e) =
+                    presence::join(&self.state, episode, &self.user, &self.session).await
+            {
+                tracing::warn!(error = %e, "presence join failed");
+            }
+        }
+        serde_json::json!({ "op": "subscribed", "topics": patterns }).to_string()
+    }
+
+    fn watches_elsewhere(&self, episode: Uuid) -> bool {
+        self.state
+            .hub
+            .patterns(self.id)
+            .iter()
+            .any(|p| watched_episode(p) == Some(episode))
+    }
+
+    /// Sends, in order, the events after `last_event_id` that this client may see and that
+    /// live delivery has not sent yet; `None` when all went well.
+    async fn resume(&mut self, last_event_id: Uuid, sink: &mut Sink) -> Option<String> {
+        #[derive(FromQueryResult)]
+        struct Logged {
+            seq: i64,
+            routing_key: String,
+            body: String,
+            traceparent: Option<String>,
+        }
+        #[derive(FromQueryResult)]
+        struct Seq {
+            seq: i64,
+        }
+        let db = &self.state.db;
+        let found = Seq::find_by_statement(sql(
+            "SELECT seq FROM event_log WHERE id = $1",
+            [last_event_id.into()],
+        ))
+        .one(db)
+        .await;
+        let from = match found {
+            Ok(Some(s)) => s.seq,
+            Ok(None) => {
+                return Some(error(
+                    "resume_unavailable",
+                    "that event is unknown or older than the event log keeps: reload instead",
+                ));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "resume lookup failed");
+                return Some(error("unavailable", "cannot resume now, try again"));
+            }
+        };
+        let max = self.state.settings.realtime.max_replay;
+        // Live delivery has covered everything from its first event on.
+        let until = self.first_live.unwrap_or(i64::MAX);
+        let rows = Logged::find_by_statement(sql(
+            "SELECT seq, routing_key, body, traceparent FROM event_log \
+             WHERE seq > $1 AND seq < $2 ORDER BY seq LIMIT $3",
+            [from.into(), until.into(), ((max + 1) as i64).into()],
+        ))
+        .all(db)
+        .await;
+        let rows = match rows {
+            Ok(rows) if rows.len() as u64 > max => {
+                return Some(error(
+                    "resume_too_far",
+                    "too many events were missed: reload instead",
+                ));
+            }
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(error = %e, "resume query failed");
+                return Some(error("unavailable", "cannot resume now, try again"));
+            }
+        };
+        let replayed_through = rows.last().map_or(from, |r| r.seq);
+        let patterns = self.state.hub.patterns(self.id);
+        for row in rows {
+            let wanted = patterns
+                .iter()
+                .any(|p| topics::matches(p, &row.routing_key));
+            if !wanted || !may_see(self.user.id, &row.routing_key) {
+                continue;
+            }
+            let Some(text) = frame_text(
+                &row.routing_key,
+                row.body.as_bytes(),
+                row.traceparent.as_deref(),
+            ) else {
+                continue;
+            };
+            if send(sink, &text).await.is_err() {
+                return None;
+            }
+        }
+        // Live frames queued meanwhile at or below what the query covered are duplicates.
+        self.last_seq = self.last_seq.max(replayed_through);
+        Some(serde_json::json!({ "op": "resumed", "lastEventId": last_event_id }).to_string())
+    }
+}
+
+/// `episode.<id>.#` makes its subscriber a viewer of that episode.
+fn watched_episode(pattern: &str) -> Option<Uuid> {
+    let rest = pattern.strip_prefix("episode.")?.strip_suffix(".#")?;
+    Uuid::parse_str(rest).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_whole_episode_pattern_makes_a_viewer() {
+        let id = Uuid::from_u128(5);
+        assert_eq!(watched_episode(&format!("episode.{id}.#")), Some(id));
+        assert_eq!(watched_episode(&format!("episode.{id}.created")), None);
+        assert_eq!(watched_episode("episode.*.#"), None);
+    }
+}
