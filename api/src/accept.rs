@@ -46,10 +46,7 @@ impl WriteOptions {
                 Some(key.to_string())
             }
         };
-        Ok(Self {
-            idempotency_key,
-            wait: prefer_wait(headers, max_wait),
-        })
+        Ok(Self { idempotency_key, wait: prefer_wait(headers, max_wait) })
     }
 }
 
@@ -69,10 +66,7 @@ fn prefer_wait(headers: &HeaderMap, max: Duration) -> Option<Duration> {
 /// How a write ended, for the route to render.
 pub enum Outcome {
     /// Accepted, not (yet) applied: 202 with the stored first answer.
-    Accepted {
-        command_id: Uuid,
-        body: serde_json::Value,
-    },
+    Accepted { command_id: Uuid, body: serde_json::Value },
     /// Applied within the wait.
     Applied { command_id: Uuid },
 }
@@ -103,10 +97,9 @@ pub async fn submit(
 ) -> Result<Outcome, ApiError> {
     let hash = fingerprint(command.kind(), request_fingerprint);
     let command_id = match &options.idempotency_key {
-        Some(key) => Uuid::new_v5(
-            &IDEMPOTENCY_NAMESPACE,
-            format!("{}:{key}", user.id()).as_bytes(),
-        ),
+        Some(key) => {
+            Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, format!("{}:{key}", user.id()).as_bytes())
+        }
         None => Uuid::now_v7(),
     };
     if options.idempotency_key.is_some()
@@ -119,10 +112,7 @@ pub async fn submit(
     let envelope = CommandEnvelope {
         id: command_id,
         version: COMMAND_VERSION,
-        actor: Actor {
-            id: user.id(),
-            name: user.0.name.clone(),
-        },
+        actor: Actor { id: user.id(), name: user.0.name.clone() },
         accepted_at,
         command,
     };
@@ -151,11 +141,9 @@ pub async fn submit(
         .rows_affected();
     if inserted == 0 {
         // A concurrent request with the same key won the insert: answer as its retry.
-        return replay(state, command_id, &hash, options)
-            .await?
-            .ok_or_else(|| {
-                ApiError::Conflict("a request with this Idempotency-Key is in flight".into())
-            });
+        return replay(state, command_id, &hash, options).await?.ok_or_else(|| {
+            ApiError::Conflict("a request with this Idempotency-Key is in flight".into())
+        });
     }
 
     let mut wait = options.wait.map(|_| state.waiters.register(command_id));
@@ -215,17 +203,13 @@ async fn replay(
     }
     if let Some(limit) = options.wait {
         let mut wait = state.waiters.register(command_id);
-        if command_state(state, command_id)
-            .await?
-            .is_some_and(|s| s.status != "pending")
+        if command_state(state, command_id).await?.is_some_and(|s| s.status != "pending")
             || tokio::time::timeout(limit, wait.done()).await.is_ok()
         {
             return Ok(Some(Outcome::Applied { command_id }));
         }
     }
-    let body = existing
-        .response
-        .unwrap_or_else(|| serde_json::json!({ "commandId": command_id }));
+    let body = existing.response.unwrap_or_else(|| serde_json::json!({ "commandId": command_id }));
     Ok(Some(Outcome::Accepted { command_id, body }))
 }
 
@@ -243,10 +227,7 @@ pub async fn command_state(
 
 /// The problem a rejected command answers with when the caller waited for it.
 pub fn rejection(state: &CommandState) -> ApiError {
-    let reason = state
-        .error
-        .clone()
-        .unwrap_or_else(|| "the command was rejected".into());
+    let reason = state.error.clone().unwrap_or_else(|| "the command was rejected".into());
     match state.error_code.as_deref() {
         Some("not_found") => ApiError::NotFound(reason),
         Some("gone") => ApiError::Gone(reason),
@@ -269,11 +250,7 @@ fn fingerprint(kind: &str, request: &[u8]) -> String {
     hasher.update(kind.as_bytes());
     hasher.update([0]);
     hasher.update(request);
-    hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn unavailable() -> ApiError {

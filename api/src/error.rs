@@ -15,15 +15,9 @@ pub enum ApiError {
     #[error("{0}")]
     NotFound(String),
     #[error("{detail}")]
-    BadRequest {
-        detail: String,
-        errors: Vec<FieldError>,
-    },
+    BadRequest { detail: String, errors: Vec<FieldError> },
     #[error("{detail}")]
-    Validation {
-        detail: String,
-        errors: Vec<FieldError>,
-    },
+    Validation { detail: String, errors: Vec<FieldError> },
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -35,10 +29,7 @@ pub enum ApiError {
     #[error("{0}")]
     MethodNotAllowed(String),
     #[error("{detail}")]
-    Unavailable {
-        detail: String,
-        retry_after_secs: u64,
-    },
+    Unavailable { detail: String, retry_after_secs: u64 },
     #[error("internal error: {0:#}")]
     Internal(#[from] anyhow::Error),
 }
@@ -66,11 +57,9 @@ impl ApiError {
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not Found"),
             Self::BadRequest { .. } => (StatusCode::BAD_REQUEST, "bad-request", "Bad Request"),
-            Self::Validation { .. } => (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "validation",
-                "Validation Failed",
-            ),
+            Self::Validation { .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "validation", "Validation Failed")
+            }
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
             Self::Gone(_) => (StatusCode::GONE, "gone", "Gone"),
             Self::UnsupportedMediaType(_) => (
@@ -78,26 +67,18 @@ impl ApiError {
                 "unsupported-media-type",
                 "Unsupported Media Type",
             ),
-            Self::PayloadTooLarge(_) => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload-too-large",
-                "Payload Too Large",
-            ),
-            Self::MethodNotAllowed(_) => (
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method-not-allowed",
-                "Method Not Allowed",
-            ),
-            Self::Unavailable { .. } => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "Service Unavailable",
-            ),
-            Self::Internal(_) => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "Internal Server Error",
-            ),
+            Self::PayloadTooLarge(_) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload Too Large")
+            }
+            Self::MethodNotAllowed(_) => {
+                (StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method Not Allowed")
+            }
+            Self::Unavailable { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service Unavailable")
+            }
+            Self::Internal(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal Server Error")
+            }
         }
     }
 }
@@ -144,17 +125,12 @@ impl IntoResponse for ApiError {
         };
         let mut response = (status, serde_json::to_vec(&body).unwrap_or_default()).into_response();
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         match &self {
             Self::Unauthorized(_) => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            Self::Unavailable {
-                retry_after_secs, ..
-            } => {
+            Self::Unavailable { retry_after_secs, .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
             _ => {}

@@ -41,10 +41,7 @@ where
         let token = header
             .to_str()
             .ok()
-            .and_then(|h| {
-                h.strip_prefix("Bearer ")
-                    .or_else(|| h.strip_prefix("bearer "))
-            })
+            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
             .ok_or_else(|| {
                 ApiError::Unauthorized("the Authorization header must be `Bearer <token>`".into())
             })?;
@@ -81,9 +78,7 @@ where
             })
             .unwrap_or(false);
         if !is_json {
-            return Err(ApiError::UnsupportedMediaType(
-                "the body must be application/json".into(),
-            ));
+            return Err(ApiError::UnsupportedMediaType("the body must be application/json".into()));
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
@@ -150,23 +145,14 @@ where
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
         let query = parts.uri.query().unwrap_or_default();
         if query.to_ascii_lowercase().contains("%00") {
-            return Err(ApiError::bad_param(
-                "query",
-                "must not contain the NUL character",
-            ));
+            return Err(ApiError::bad_param("query", "must not contain the NUL character"));
         }
         let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
-        serde_path_to_error::deserialize(de)
-            .map(QueryParams)
-            .map_err(|e| {
-                let path = e.path().to_string();
-                let field = if path == "." {
-                    "query".to_string()
-                } else {
-                    path
-                };
-                ApiError::bad_param(&field, e.into_inner().to_string())
-            })
+        serde_path_to_error::deserialize(de).map(QueryParams).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." { "query".to_string() } else { path };
+            ApiError::bad_param(&field, e.into_inner().to_string())
+        })
     }
 }
 

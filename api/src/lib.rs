@@ -64,18 +64,8 @@ pub async fn run(
         hub.clone(),
         cancel.clone(),
     ));
-    let state = AppState {
-        settings,
-        db,
-        broker,
-        waiters,
-        hub,
-        shutdown: cancel.clone(),
-    };
-    let expiry = tokio::spawn(relay::presence::expire_forever(
-        state.clone(),
-        cancel.clone(),
-    ));
+    let state = AppState { settings, db, broker, waiters, hub, shutdown: cancel.clone() };
+    let expiry = tokio::spawn(relay::presence::expire_forever(state.clone(), cancel.clone()));
     tracing::info!(addr = %listener.local_addr()?, "api listening");
     let shutdown = cancel.clone();
     axum::serve(listener, app(state))

@@ -71,11 +71,8 @@ impl BrokerLink {
         let conn = broker::connect(&settings.amqp.url, "api").await?;
         let channel = conn.create_channel().await?;
         topology::declare(&channel, &settings.amqp).await?;
-        let publisher = Publisher::open(
-            &conn,
-            Duration::from_secs(settings.amqp.confirm_timeout_secs),
-        )
-        .await?;
+        let publisher =
+            Publisher::open(&conn, Duration::from_secs(settings.amqp.confirm_timeout_secs)).await?;
         // Exclusive, auto-deleted queues of this instance's own: raw events wake waiting
         // requests as soon as they are published; sequenced events feed the WebSocket relay.
         let instance = uuid::Uuid::now_v7();
@@ -140,14 +137,8 @@ async fn own_queue(
     // Consumer tags are unique per channel: role, host, pid and which queue.
     let purpose = queue.split('.').nth(1).unwrap_or("queue");
     let tag = format!("{}/{purpose}", broker::process_label("api"));
-    let options = QueueDeclareOptions {
-        exclusive: true,
-        auto_delete: true,
-        ..Default::default()
-    };
-    channel
-        .queue_declare(queue.into(), options, FieldTable::default())
-        .await?;
+    let options = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
+    channel.queue_declare(queue.into(), options, FieldTable::default()).await?;
     for key in keys {
         channel
             .queue_bind(
@@ -159,17 +150,9 @@ async fn own_queue(
             )
             .await?;
     }
-    let options = BasicConsumeOptions {
-        no_ack: true,
-        ..Default::default()
-    };
+    let options = BasicConsumeOptions { no_ack: true, ..Default::default() };
     Ok(channel
-        .basic_consume(
-            queue.into(),
-            tag.as_str().into(),
-            options,
-            FieldTable::default(),
-        )
+        .basic_consume(queue.into(), tag.as_str().into(), options, FieldTable::default())
         .await?)
 }
 
@@ -187,11 +170,7 @@ fn live_frame(delivery: &lapin::message::Delivery) -> Option<Frame> {
     };
     let topic = delivery.routing_key.as_str();
     let text = frame_text(topic, &delivery.data, traceparent)?;
-    Some(Frame {
-        seq,
-        topic: topic.into(),
-        text: text.into(),
-    })
+    Some(Frame { seq, topic: topic.into(), text: text.into() })
 }
 
 fn backoff() -> impl Iterator<Item = Duration> {

@@ -13,9 +13,7 @@ fn main() -> anyhow::Result<()> {
         }
     };
     showrunner_shared::telemetry::init(&settings.log);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(settings.http.addr).await?;
         let cancel = showrunner_shared::shutdown::on_signal();

@@ -23,15 +23,10 @@ impl Waiters {
     /// Registers interest in `command_id`; call before publishing so no event is missed.
     pub fn register(self: &Arc<Self>, command_id: Uuid) -> Wait {
         let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
-        let (sender, count) = waiting
-            .entry(command_id)
-            .or_insert_with(|| (watch::channel(false).0, 0));
+        let (sender, count) =
+            waiting.entry(command_id).or_insert_with(|| (watch::channel(false).0, 0));
         *count += 1;
-        Wait {
-            waiters: self.clone(),
-            command_id,
-            receiver: sender.subscribe(),
-        }
+        Wait { waiters: self.clone(), command_id, receiver: sender.subscribe() }
     }
 
     pub fn wake(&self, command_id: Uuid) {
@@ -59,11 +54,7 @@ impl Wait {
 
 impl Drop for Wait {
     fn drop(&mut self) {
-        let mut waiting = self
-            .waiters
-            .waiting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut waiting = self.waiters.waiting.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((_, count)) = waiting.get_mut(&self.command_id) {
             *count -= 1;
             if *count == 0 {

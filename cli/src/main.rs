@@ -52,23 +52,10 @@ async fn up(settings: Arc<Settings>) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(settings.http.addr).await?;
     let addr = listener.local_addr()?;
     let mut roles = tokio::task::JoinSet::new();
-    roles.spawn(showrunner_api::run(
-        settings.clone(),
-        listener,
-        cancel.clone(),
-    ));
-    roles.spawn(showrunner_workers::run_episode_worker(
-        settings.clone(),
-        cancel.clone(),
-    ));
-    roles.spawn(showrunner_workers::run_activity_worker(
-        settings.clone(),
-        cancel.clone(),
-    ));
-    roles.spawn(showrunner_workers::run_notification_worker(
-        settings.clone(),
-        cancel.clone(),
-    ));
+    roles.spawn(showrunner_api::run(settings.clone(), listener, cancel.clone()));
+    roles.spawn(showrunner_workers::run_episode_worker(settings.clone(), cancel.clone()));
+    roles.spawn(showrunner_workers::run_activity_worker(settings.clone(), cancel.clone()));
+    roles.spawn(showrunner_workers::run_notification_worker(settings.clone(), cancel.clone()));
     println!("Showrunner is up:");
     println!("  REST API     http://{addr}/api/v1  (OpenAPI: http://{addr}/api/v1/openapi.json)");
     println!("  health       http://{addr}/health  ready: http://{addr}/ready");
@@ -81,10 +68,7 @@ async fn up(settings: Arc<Settings>) -> anyhow::Result<()> {
     while let Some(done) = roles.join_next().await {
         let result = done.map_err(anyhow::Error::from).and_then(|r| r);
         if let Err(error) = result {
-            tracing::error!(
-                error = format!("{error:#}"),
-                "a role failed, stopping the others"
-            );
+            tracing::error!(error = format!("{error:#}"), "a role failed, stopping the others");
             failure.get_or_insert(error);
             cancel.cancel();
         }
@@ -100,11 +84,7 @@ fn token(settings: &Settings, args: &[String]) -> Result<String, String> {
     let mut hours: i64 = 24;
     let mut it = args.iter();
     while let Some(flag) = it.next() {
-        let mut value = || {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{flag} needs a value"))
-        };
+        let mut value = || it.next().cloned().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
             "--user" => user = Some(value()?),
             "--name" => name = Some(value()?),
@@ -117,9 +97,7 @@ fn token(settings: &Settings, args: &[String]) -> Result<String, String> {
                 }
             }
             "--hours" => {
-                hours = value()?
-                    .parse()
-                    .map_err(|_| "--hours takes a whole number".to_string())?
+                hours = value()?.parse().map_err(|_| "--hours takes a whole number".to_string())?
             }
             "--config" => {
                 value()?;
@@ -135,19 +113,13 @@ fn token(settings: &Settings, args: &[String]) -> Result<String, String> {
         role,
         exp: chrono_now() + hours * 3600,
     };
-    Ok(auth::encode(
-        &claims,
-        settings.auth.jwt_secret.expose().as_bytes(),
-    ))
+    Ok(auth::encode(&claims, settings.auth.jwt_secret.expose().as_bytes()))
 }
 
 /// A stable id per user name, or the name itself when it is a UUID.
 fn user_id(user: &str) -> Uuid {
     Uuid::parse_str(user).unwrap_or_else(|_| {
-        Uuid::new_v5(
-            &Uuid::NAMESPACE_OID,
-            format!("showrunner-user:{user}").as_bytes(),
-        )
+        Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("showrunner-user:{user}").as_bytes())
     })
 }
 

@@ -36,16 +36,11 @@ pub async fn migrate(url: &str) -> Result<(), DbErr> {
     create_database_if_missing(url).await?;
     // One connection, so the session lock and the migrations share a session.
     let mut options = ConnectOptions::new(url.to_string());
-    options
-        .max_connections(1)
-        .min_connections(1)
-        .sqlx_logging(false);
+    options.max_connections(1).min_connections(1).sqlx_logging(false);
     let db = Database::connect(options).await?;
-    db.execute_unprepared(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
-        .await?;
+    db.execute_unprepared(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})")).await?;
     let result = Migrator::up(&db, None).await;
-    db.execute_unprepared(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"))
-        .await?;
+    db.execute_unprepared(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})")).await?;
     db.close().await?;
     result
 }
@@ -55,10 +50,7 @@ pub async fn ensure_current(db: &DatabaseConnection) -> Result<(), SchemaError> 
     let pending = Migrator::get_pending_migrations_read_only(db).await?;
     match pending.first() {
         None => Ok(()),
-        Some(first) => Err(SchemaError::Outdated(
-            pending.len(),
-            first.name().to_string(),
-        )),
+        Some(first) => Err(SchemaError::Outdated(pending.len(), first.name().to_string())),
     }
 }
 
@@ -87,9 +79,7 @@ async fn create_database_if_missing(url: &str) -> Result<(), DbErr> {
         .is_some();
     if !exists {
         // Two processes racing here: the loser's "already exists" is harmless.
-        let _ = admin
-            .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
-            .await;
+        let _ = admin.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await;
     }
     admin.close().await
 }

@@ -33,10 +33,7 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared("DROP TABLE IF EXISTS event_log")
-            .await?;
+        manager.get_connection().execute_unprepared("DROP TABLE IF EXISTS event_log").await?;
         Ok(())
     }
 }

@@ -62,24 +62,17 @@ pub fn decode(token: &str, secret: &[u8], now_unix: i64) -> Result<Claims, Token
     else {
         return Err(TokenError::Malformed);
     };
-    let header_json = URL_SAFE_NO_PAD
-        .decode(header)
-        .map_err(|_| TokenError::Malformed)?;
+    let header_json = URL_SAFE_NO_PAD.decode(header).map_err(|_| TokenError::Malformed)?;
     let header: serde_json::Value =
         serde_json::from_slice(&header_json).map_err(|_| TokenError::Malformed)?;
     if header.get("alg").and_then(|a| a.as_str()) != Some("HS256") {
         return Err(TokenError::Algorithm);
     }
-    let signature = URL_SAFE_NO_PAD
-        .decode(signature)
-        .map_err(|_| TokenError::Malformed)?;
+    let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| TokenError::Malformed)?;
     let mut mac = mac(secret);
     mac.update(header_and_payload(token).as_bytes());
-    mac.verify_slice(&signature)
-        .map_err(|_| TokenError::Signature)?;
-    let payload = URL_SAFE_NO_PAD
-        .decode(payload)
-        .map_err(|_| TokenError::Malformed)?;
+    mac.verify_slice(&signature).map_err(|_| TokenError::Signature)?;
+    let payload = URL_SAFE_NO_PAD.decode(payload).map_err(|_| TokenError::Malformed)?;
     let claims: Claims = serde_json::from_slice(&payload).map_err(|_| TokenError::Claims)?;
     if claims.exp <= now_unix {
         return Err(TokenError::Expired);
@@ -119,23 +112,14 @@ mod tests {
     #[test]
     fn a_token_round_trips() {
         let token = encode(&claims(2_000), b"secret-secret-secret");
-        assert_eq!(
-            decode(&token, b"secret-secret-secret", 1_000),
-            Ok(claims(2_000))
-        );
+        assert_eq!(decode(&token, b"secret-secret-secret", 1_000), Ok(claims(2_000)));
     }
 
     #[test]
     fn forged_expired_and_malformed_tokens_are_refused() {
         let token = encode(&claims(2_000), b"secret-secret-secret");
-        assert_eq!(
-            decode(&token, b"another-secret-here", 1_000),
-            Err(TokenError::Signature)
-        );
-        assert_eq!(
-            decode(&token, b"secret-secret-secret", 2_000),
-            Err(TokenError::Expired)
-        );
+        assert_eq!(decode(&token, b"another-secret-here", 1_000), Err(TokenError::Signature));
+        assert_eq!(decode(&token, b"secret-secret-secret", 2_000), Err(TokenError::Expired));
         assert_eq!(decode("a.b", b"x", 0), Err(TokenError::Malformed));
         assert_eq!(decode("", b"x", 0), Err(TokenError::Malformed));
         // A token that claims "none" must not pass however its signature looks.

@@ -166,19 +166,13 @@ pub fn path_from_args() -> Option<PathBuf> {
 impl Settings {
     /// Loads defaults, then `file` (or `SHOWRUNNER_CONFIG`) if given, then the environment.
     pub fn load(file: Option<PathBuf>) -> Result<Self, ConfigError> {
-        Self::load_from(
-            file,
-            config::Environment::with_prefix("SHOWRUNNER").separator("__"),
-        )
+        Self::load_from(file, config::Environment::with_prefix("SHOWRUNNER").separator("__"))
     }
 
     fn load_from(file: Option<PathBuf>, env: config::Environment) -> Result<Self, ConfigError> {
         let file = file.or_else(|| std::env::var_os("SHOWRUNNER_CONFIG").map(PathBuf::from));
         let mut builder = config::Config::builder()
-            .set_default(
-                "database.url",
-                "postgres://postgres@127.0.0.1:5432/showrunner",
-            )?
+            .set_default("database.url", "postgres://postgres@127.0.0.1:5432/showrunner")?
             .set_default("database.max_connections", 20)?
             .set_default("amqp.url", "amqp://guest:guest@127.0.0.1:5672/%2f")?
             .set_default("amqp.partitions", 16)?
@@ -213,31 +207,19 @@ impl Settings {
 
     /// Defaults plus explicit overrides, ignoring the environment: for tests and benchmarks.
     pub fn with_overrides(pairs: &[(&str, &str)]) -> Result<Self, ConfigError> {
-        let source: std::collections::HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let env = config::Environment::with_prefix("SHOWRUNNER")
-            .separator("__")
-            .source(Some(
-                source
-                    .into_iter()
-                    .map(|(k, v)| {
-                        (
-                            format!("SHOWRUNNER__{}", k.replace('.', "__").to_uppercase()),
-                            v,
-                        )
-                    })
-                    .collect(),
-            ));
+        let source: std::collections::HashMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env = config::Environment::with_prefix("SHOWRUNNER").separator("__").source(Some(
+            source
+                .into_iter()
+                .map(|(k, v)| (format!("SHOWRUNNER__{}", k.replace('.', "__").to_uppercase()), v))
+                .collect(),
+        ));
         Self::load_from(None, env)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key, message: &str| ConfigError::Invalid {
-            key,
-            message: message.into(),
-        };
+        let invalid = |key, message: &str| ConfigError::Invalid { key, message: message.into() };
         if !(1..=256).contains(&self.amqp.partitions) {
             return Err(invalid("amqp.partitions", "must be between 1 and 256"));
         }
@@ -245,10 +227,7 @@ impl Settings {
             return Err(invalid("amqp.prefetch", "must be at least 1"));
         }
         if self.amqp.batch_size == 0 || self.amqp.batch_size > usize::from(self.amqp.prefetch) {
-            return Err(invalid(
-                "amqp.batch_size",
-                "must be between 1 and amqp.prefetch",
-            ));
+            return Err(invalid("amqp.batch_size", "must be between 1 and amqp.prefetch"));
         }
         if self.amqp.delivery_limit < 1 {
             return Err(invalid("amqp.delivery_limit", "must be at least 1"));
@@ -291,10 +270,7 @@ mod tests {
     fn defaults_work_on_this_machine() {
         let s = Settings::with_overrides(&[]).expect("defaults load");
         assert_eq!(s.amqp.url, "amqp://guest:guest@127.0.0.1:5672/%2f");
-        assert_eq!(
-            s.database.url,
-            "postgres://postgres@127.0.0.1:5432/showrunner"
-        );
+        assert_eq!(s.database.url, "postgres://postgres@127.0.0.1:5432/showrunner");
         assert_eq!(s.http.addr.to_string(), "127.0.0.1:8080");
         assert_eq!(s.amqp.queue_type, QueueType::Quorum);
     }

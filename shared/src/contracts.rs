@@ -300,15 +300,9 @@ mod tests {
         let envelope = CommandEnvelope {
             id,
             version: COMMAND_VERSION,
-            actor: Actor {
-                id,
-                name: "Alice".into(),
-            },
+            actor: Actor { id, name: "Alice".into() },
             accepted_at: DateTime::from_timestamp(0, 0).unwrap_or_default(),
-            command: Command::DeleteEpisode {
-                episode_id: id,
-                permanent: true,
-            },
+            command: Command::DeleteEpisode { episode_id: id, permanent: true },
         };
         let json = serde_json::to_string(&envelope).unwrap_or_default();
         assert_eq!(
@@ -330,17 +324,8 @@ mod tests {
     #[test]
     fn routing_keys() {
         let id = Uuid::from_u128(7);
-        assert_eq!(
-            EpisodeCreated::routing_key(&id),
-            format!("episode.{id}.created")
-        );
-        assert_eq!(
-            CommandRejected::routing_key(&id),
-            format!("user.{id}.command")
-        );
-        assert_eq!(
-            NotificationCreated::routing_key(&id),
-            format!("user.{id}.notification")
-        );
+        assert_eq!(EpisodeCreated::routing_key(&id), format!("episode.{id}.created"));
+        assert_eq!(CommandRejected::routing_key(&id), format!("user.{id}.command"));
+        assert_eq!(NotificationCreated::routing_key(&id), format!("user.{id}.notification"));
     }
 }

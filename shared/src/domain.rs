@@ -21,12 +21,8 @@ pub enum EpisodeStatus {
 }
 
 impl EpisodeStatus {
-    pub const ALL: [EpisodeStatus; 4] = [
-        Self::Draft,
-        Self::InProduction,
-        Self::Published,
-        Self::Archived,
-    ];
+    pub const ALL: [EpisodeStatus; 4] =
+        [Self::Draft, Self::InProduction, Self::Published, Self::Archived];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -51,10 +47,7 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
+        Self { field: field.into(), message: message.into() }
     }
 }
 
@@ -72,9 +65,7 @@ impl TryFrom<String> for Title {
         } else if value.contains('\0') {
             Err(NUL.into())
         } else if chars > TITLE_MAX {
-            Err(format!(
-                "must be at most {TITLE_MAX} characters (got {chars})"
-            ))
+            Err(format!("must be at most {TITLE_MAX} characters (got {chars})"))
         } else {
             Ok(Self(value))
         }
@@ -105,9 +96,7 @@ impl TryFrom<String> for Description {
         if value.contains('\0') {
             Err(NUL.into())
         } else if chars > DESCRIPTION_MAX {
-            Err(format!(
-                "must be at most {DESCRIPTION_MAX} characters (got {chars})"
-            ))
+            Err(format!("must be at most {DESCRIPTION_MAX} characters (got {chars})"))
         } else {
             Ok(Self(value))
         }
@@ -135,10 +124,7 @@ impl TryFrom<Vec<String>> for Categories {
     type Error = String;
     fn try_from(values: Vec<String>) -> Result<Self, Self::Error> {
         if values.len() > CATEGORIES_MAX {
-            return Err(format!(
-                "at most {CATEGORIES_MAX} categories (got {})",
-                values.len()
-            ));
+            return Err(format!("at most {CATEGORIES_MAX} categories (got {})", values.len()));
         }
         let mut seen = std::collections::HashSet::new();
         for (i, c) in values.iter().enumerate() {
@@ -147,9 +133,7 @@ impl TryFrom<Vec<String>> for Categories {
                 return Err(format!("category {i}: {NUL}"));
             }
             if c.trim().is_empty() || chars > CATEGORY_MAX {
-                return Err(format!(
-                    "category {i} must be 1 to {CATEGORY_MAX} characters"
-                ));
+                return Err(format!("category {i} must be 1 to {CATEGORY_MAX} characters"));
             }
             if !seen.insert(c.as_str()) {
                 return Err(format!("category {i} ({c:?}) is repeated"));

@@ -49,10 +49,8 @@ pub async fn insert(conn: &impl ConnectionTrait, events: &[StoredEvent]) -> Resu
     let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
     let keys: Vec<String> = events.iter().map(|e| e.routing_key.clone()).collect();
     let bodies: Vec<String> = events.iter().map(|e| e.body.clone()).collect();
-    let traces: Vec<String> = events
-        .iter()
-        .map(|e| e.traceparent.clone().unwrap_or_default())
-        .collect();
+    let traces: Vec<String> =
+        events.iter().map(|e| e.traceparent.clone().unwrap_or_default()).collect();
     conn.execute_raw(sql(
         "INSERT INTO outbox (id, routing_key, body, traceparent) \
          SELECT id, key, body, NULLIF(trace, '') \
@@ -85,18 +83,15 @@ pub async fn publish(
         .collect();
     publisher.publish_all(messages).await?;
     let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
-    db.execute_raw(sql("DELETE FROM outbox WHERE id = ANY($1)", [ids.into()]))
-        .await?;
+    db.execute_raw(sql("DELETE FROM outbox WHERE id = ANY($1)", [ids.into()])).await?;
     Ok(())
 }
 
 fn event_properties(e: &StoredEvent) -> lapin::BasicProperties {
     let mut headers = lapin::types::FieldTable::default();
     if let Some(tp) = &e.traceparent {
-        headers.insert(
-            "traceparent".into(),
-            lapin::types::AMQPValue::LongString(tp.as_str().into()),
-        );
+        headers
+            .insert("traceparent".into(), lapin::types::AMQPValue::LongString(tp.as_str().into()));
     }
     crate::broker::publisher_json_properties(&e.id.to_string(), "event", headers)
 }

@@ -27,14 +27,8 @@ pub fn validate(pattern: &str) -> Result<(), PatternError> {
     if words.len() > WORDS_MAX {
         return Err(PatternError::TooManyWords);
     }
-    let plain = |w: &str| {
-        w.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    };
-    if words
-        .iter()
-        .all(|w| *w == "*" || *w == "#" || (!w.is_empty() && plain(w)))
-    {
+    let plain = |w: &str| w.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if words.iter().all(|w| *w == "*" || *w == "#" || (!w.is_empty() && plain(w))) {
         Ok(())
     } else {
         Err(PatternError::Word)
@@ -66,10 +60,7 @@ struct Node<K> {
 
 impl<K> Default for Node<K> {
     fn default() -> Self {
-        Self {
-            children: HashMap::new(),
-            here: HashSet::new(),
-        }
+        Self { children: HashMap::new(), here: HashSet::new() }
     }
 }
 
@@ -82,9 +73,7 @@ pub struct TopicIndex<K> {
 
 impl<K> Default for TopicIndex<K> {
     fn default() -> Self {
-        Self {
-            root: Node::default(),
-        }
+        Self { root: Node::default() }
     }
 }
 
@@ -221,9 +210,6 @@ mod tests {
         assert_eq!(validate("a..b"), Err(PatternError::Word));
         assert_eq!(validate("a.b*"), Err(PatternError::Word));
         assert_eq!(validate("a.b."), Err(PatternError::Word));
-        assert_eq!(
-            validate(&["a"; 17].join(".")),
-            Err(PatternError::TooManyWords)
-        );
+        assert_eq!(validate(&["a"; 17].join(".")), Err(PatternError::TooManyWords));
     }
 }

@@ -26,10 +26,7 @@ async fn publish_raw(app: &TestApp, channel: &lapin::Channel, partition: u16, bo
         .basic_publish(
             COMMANDS_EXCHANGE.into(),
             partition.to_string().into(),
-            BasicPublishOptions {
-                mandatory: true,
-                ..Default::default()
-            },
+            BasicPublishOptions { mandatory: true, ..Default::default() },
             body,
             BasicProperties::default().with_delivery_mode(2),
         )
@@ -42,10 +39,7 @@ fn command(id: Uuid, command: Command) -> CommandEnvelope {
     CommandEnvelope {
         id,
         version: COMMAND_VERSION,
-        actor: Actor {
-            id: TestApp::user_id("alice"),
-            name: "alice".into(),
-        },
+        actor: Actor { id: TestApp::user_id("alice"), name: "alice".into() },
         accepted_at: chrono::Utc::now(),
         command,
     }
@@ -54,10 +48,7 @@ fn command(id: Uuid, command: Command) -> CommandEnvelope {
 fn create(episode_id: Uuid) -> Command {
     Command::CreateEpisode {
         episode_id,
-        title: "From the broker"
-            .to_string()
-            .try_into()
-            .unwrap_or_else(|_| unreachable!()),
+        title: "From the broker".to_string().try_into().unwrap_or_else(|_| unreachable!()),
         description: Default::default(),
         status: showrunner_shared::domain::EpisodeStatus::Draft,
         categories: Default::default(),
@@ -69,10 +60,7 @@ async fn a_duplicate_delivery_changes_nothing() {
     let app = TestApp::spawn().await;
     let conn = app.amqp().await;
     let channel = conn.create_channel().await.expect("channel");
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .expect("confirms");
+    channel.confirm_select(ConfirmSelectOptions::default()).await.expect("confirms");
     let episode = Uuid::now_v7();
     let partition = partition_of(episode, app.settings.amqp.partitions);
     let created = serde_json::to_vec(&command(Uuid::now_v7(), create(episode))).expect("json");
@@ -82,12 +70,7 @@ async fn a_duplicate_delivery_changes_nothing() {
     let marker = Command::UpdateEpisode {
         episode_id: episode,
         changes: EpisodeChanges {
-            title: Some(
-                "Marked"
-                    .to_string()
-                    .try_into()
-                    .unwrap_or_else(|_| unreachable!()),
-            ),
+            title: Some("Marked".to_string().try_into().unwrap_or_else(|_| unreachable!())),
             ..Default::default()
         },
     };
@@ -107,25 +90,14 @@ async fn a_duplicate_delivery_changes_nothing() {
             == 1
     })
     .await;
-    assert_eq!(
-        app.count(&format!(
-            "SELECT version FROM episodes WHERE id = '{episode}'"
-        ))
-        .await,
-        2
-    );
+    assert_eq!(app.count(&format!("SELECT version FROM episodes WHERE id = '{episode}'")).await, 2);
     wait_until("two activity rows", DEADLINE, || async {
         app.count("SELECT count(*) FROM activity_log").await == 2
     })
     .await;
+    assert_eq!(app.count("SELECT count(*) FROM commands WHERE status = 'applied'").await, 2);
     assert_eq!(
-        app.count("SELECT count(*) FROM commands WHERE status = 'applied'")
-            .await,
-        2
-    );
-    assert_eq!(
-        app.count("SELECT count(*) FROM activity_log WHERE event = 'episode_created'")
-            .await,
+        app.count("SELECT count(*) FROM activity_log WHERE event = 'episode_created'").await,
         1
     );
     wait_until("one creation notification", DEADLINE, || async {
@@ -142,32 +114,17 @@ async fn undecodable_commands_are_parked_with_their_reason_and_the_worker_goes_o
     let app = TestApp::spawn().await;
     let conn = app.amqp().await;
     let channel = conn.create_channel().await.expect("channel");
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .expect("confirms");
+    channel.confirm_select(ConfirmSelectOptions::default()).await.expect("confirms");
     let partitions = app.settings.amqp.partitions;
     let episode = std::iter::repeat_with(Uuid::now_v7)
         .find(|id| partition_of(*id, partitions) == 0)
         .unwrap_or_default();
 
-    publish_raw(
-        &app,
-        &channel,
-        0,
-        br#"{"id":"x","command":{"type":"launch_rocket"}}"#,
-    )
-    .await;
+    publish_raw(&app, &channel, 0, br#"{"id":"x","command":{"type":"launch_rocket"}}"#).await;
     publish_raw(&app, &channel, 0, &[0xff, 0xfe, 0x00]).await;
     let mut unknown = serde_json::to_value(command(Uuid::now_v7(), create(episode))).expect("json");
     unknown["command"]["type"] = json!("launch_rocket");
-    publish_raw(
-        &app,
-        &channel,
-        0,
-        &serde_json::to_vec(&unknown).expect("json"),
-    )
-    .await;
+    publish_raw(&app, &channel, 0, &serde_json::to_vec(&unknown).expect("json")).await;
     publish_raw(
         &app,
         &channel,
@@ -177,11 +134,7 @@ async fn undecodable_commands_are_parked_with_their_reason_and_the_worker_goes_o
     .await;
 
     wait_until("the valid command behind the poison", DEADLINE, || async {
-        app.count(&format!(
-            "SELECT count(*) FROM episodes WHERE id = '{episode}'"
-        ))
-        .await
-            == 1
+        app.count(&format!("SELECT count(*) FROM episodes WHERE id = '{episode}'")).await == 1
     })
     .await;
     let parked = parked_queue(&command_queue(0));
@@ -192,23 +145,17 @@ async fn undecodable_commands_are_parked_with_their_reason_and_the_worker_goes_o
             .await
             .expect("get")
             .expect("a parked message");
-        let reason = message
-            .delivery
-            .properties
-            .headers()
-            .as_ref()
-            .and_then(|h| match h.inner().get("x-parked-reason") {
+        let reason = message.delivery.properties.headers().as_ref().and_then(|h| {
+            match h.inner().get("x-parked-reason") {
                 Some(lapin::types::AMQPValue::LongString(s)) => {
                     Some(String::from_utf8_lossy(s.as_bytes()).into_owned())
                 }
                 _ => None,
-            });
+            }
+        });
         reasons.push(reason.unwrap_or_default());
     }
-    assert!(
-        reasons.iter().all(|r| r.contains("undecodable")),
-        "{reasons:?}"
-    );
+    assert!(reasons.iter().all(|r| r.contains("undecodable")), "{reasons:?}");
     assert!(
         channel
             .basic_get(parked.as_str().into(), BasicGetOptions { no_ack: true })
@@ -239,9 +186,7 @@ async fn active_consumers(vhost: &str) -> HashMap<String, String> {
         .flatten()
         .filter(|c| {
             c["active"] == true
-                && c["queue"]["name"]
-                    .as_str()
-                    .is_some_and(|q| q.starts_with(COMMANDS_EXCHANGE))
+                && c["queue"]["name"].as_str().is_some_and(|q| q.starts_with(COMMANDS_EXCHANGE))
         })
         .filter_map(|c| {
             let tag = c["consumer_tag"].as_str()?;
@@ -253,24 +198,17 @@ async fn active_consumers(vhost: &str) -> HashMap<String, String> {
 
 #[tokio::test]
 async fn order_holds_per_episode_with_two_workers_each_taking_half() {
-    let app = TestApp::spawn_with(Options {
-        partitions: 16,
-        episode_workers: 2,
-        ..Default::default()
+    let app =
+        TestApp::spawn_with(Options { partitions: 16, episode_workers: 2, ..Default::default() })
+            .await;
+    wait_until("both workers to own 8 partitions each", DEADLINE, || async {
+        let owners = active_consumers(&app.name).await;
+        let mut per_worker: HashMap<&String, usize> = HashMap::new();
+        for worker in owners.values() {
+            *per_worker.entry(worker).or_default() += 1;
+        }
+        owners.len() == 16 && per_worker.len() == 2 && per_worker.values().all(|n| *n == 8)
     })
-    .await;
-    wait_until(
-        "both workers to own 8 partitions each",
-        DEADLINE,
-        || async {
-            let owners = active_consumers(&app.name).await;
-            let mut per_worker: HashMap<&String, usize> = HashMap::new();
-            for worker in owners.values() {
-                *per_worker.entry(worker).or_default() += 1;
-            }
-            owners.len() == 16 && per_worker.len() == 2 && per_worker.values().all(|n| *n == 8)
-        },
-    )
     .await;
 
     let alice = app.token("alice", Role::Member);
@@ -297,28 +235,18 @@ async fn order_holds_per_episode_with_two_workers_each_taking_half() {
                 .await;
                 assert_eq!(status, StatusCode::ACCEPTED);
             }
-            let (status, _) = send(
-                app.http
-                    .delete(app.api(&format!("/episodes/{id}")))
-                    .bearer_auth(alice),
-            )
-            .await;
+            let (status, _) =
+                send(app.http.delete(app.api(&format!("/episodes/{id}"))).bearer_auth(alice)).await;
             assert_eq!(status, StatusCode::ACCEPTED);
             id
         }
     });
     let ids = join_all(runs).await;
     wait_until("every command applied", DEADLINE, || async {
-        app.count("SELECT count(*) FROM commands WHERE status <> 'pending'")
-            .await
-            == 4 * episodes
+        app.count("SELECT count(*) FROM commands WHERE status <> 'pending'").await == 4 * episodes
     })
     .await;
-    assert_eq!(
-        app.count("SELECT count(*) FROM commands WHERE status = 'rejected'")
-            .await,
-        0
-    );
+    assert_eq!(app.count("SELECT count(*) FROM commands WHERE status = 'rejected'").await, 0);
     assert_eq!(app.count("SELECT count(*) FROM episodes WHERE deleted_at IS NOT NULL AND version = 4 AND title LIKE '% v3'").await, episodes);
     wait_until("every event in the activity log", DEADLINE, || async {
         app.count("SELECT count(*) FROM activity_log").await == 4 * episodes

@@ -12,29 +12,18 @@ async fn create_then_read_with_prefer_wait() {
     let app = TestApp::spawn().await;
     let alice = app.token("alice", Role::Member);
 
-    let (status, body) = create_episode(
-        &app,
-        &alice,
-        json!({"title": "Pilot", "categories": ["drama"]}),
-        true,
-    )
-    .await;
+    let (status, body) =
+        create_episode(&app, &alice, json!({"title": "Pilot", "categories": ["drama"]}), true)
+            .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let id = str_of(&body["data"], "id").to_string();
     assert_eq!(body["data"]["title"], "Pilot");
     assert_eq!(body["data"]["status"], "draft");
     assert_eq!(body["data"]["version"], 1);
-    assert_eq!(
-        body["data"]["createdBy"],
-        TestApp::user_id("alice").to_string()
-    );
+    assert_eq!(body["data"]["createdBy"], TestApp::user_id("alice").to_string());
 
-    let (status, read) = send(
-        app.http
-            .get(app.api(&format!("/episodes/{id}")))
-            .bearer_auth(&alice),
-    )
-    .await;
+    let (status, read) =
+        send(app.http.get(app.api(&format!("/episodes/{id}"))).bearer_auth(&alice)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(read["data"], body["data"]);
     assert_eq!(
@@ -61,28 +50,15 @@ async fn without_wait_the_answer_is_202_and_the_command_applies() {
         .await
         .expect("sent");
     assert_eq!(response.status(), StatusCode::ACCEPTED);
-    let location = response
-        .headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let location =
+        response.headers().get("location").and_then(|v| v.to_str().ok()).map(str::to_string);
     let body: serde_json::Value = response.json().await.expect("json");
     let command_id = str_of(&body, "commandId");
-    assert_eq!(
-        location.as_deref(),
-        Some(format!("/api/v1/commands/{command_id}").as_str())
-    );
-    assert_eq!(
-        settled_command(&app, &alice, command_id).await["status"],
-        "applied"
-    );
+    assert_eq!(location.as_deref(), Some(format!("/api/v1/commands/{command_id}").as_str()));
+    assert_eq!(settled_command(&app, &alice, command_id).await["status"], "applied");
     let id = str_of(&body["data"], "id");
-    let (status, _) = send(
-        app.http
-            .get(app.api(&format!("/episodes/{id}")))
-            .bearer_auth(&alice),
-    )
-    .await;
+    let (status, _) =
+        send(app.http.get(app.api(&format!("/episodes/{id}"))).bearer_auth(&alice)).await;
     assert_eq!(status, StatusCode::OK);
     app.stop().await;
 }
@@ -91,13 +67,8 @@ async fn without_wait_the_answer_is_202_and_the_command_applies() {
 async fn update_reports_changed_fields() {
     let app = TestApp::spawn().await;
     let alice = app.token("alice", Role::Member);
-    let (_, created) = create_episode(
-        &app,
-        &alice,
-        json!({"title": "Pilot", "description": "d"}),
-        true,
-    )
-    .await;
+    let (_, created) =
+        create_episode(&app, &alice, json!({"title": "Pilot", "description": "d"}), true).await;
     let id = str_of(&created["data"], "id").to_string();
 
     let (status, updated) = send(
@@ -117,10 +88,8 @@ async fn update_reports_changed_fields() {
 
     // The event names only what really changed: the description was sent unchanged.
     let update = wait_for("the update in the activity log", DEADLINE, || {
-        let request = app
-            .http
-            .get(app.api(&format!("/activity?resourceId={id}")))
-            .bearer_auth(&alice);
+        let request =
+            app.http.get(app.api(&format!("/activity?resourceId={id}"))).bearer_auth(&alice);
         async move {
             let (_, body) = send(request).await;
             body["data"]
@@ -142,10 +111,7 @@ async fn soft_delete_hides_and_only_admins_delete_permanently() {
     let root = app.token("root", Role::Admin);
     let (_, a) = create_episode(&app, &alice, json!({"title": "Soft"}), true).await;
     let (_, b) = create_episode(&app, &alice, json!({"title": "Hard"}), true).await;
-    let (soft, hard) = (
-        str_of(&a["data"], "id").to_string(),
-        str_of(&b["data"], "id").to_string(),
-    );
+    let (soft, hard) = (str_of(&a["data"], "id").to_string(), str_of(&b["data"], "id").to_string());
 
     let (status, body) = send(
         app.http
@@ -156,12 +122,8 @@ async fn soft_delete_hides_and_only_admins_delete_permanently() {
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body["data"]["deletedAt"].is_string());
-    let (status, _) = send(
-        app.http
-            .get(app.api(&format!("/episodes/{soft}")))
-            .bearer_auth(&alice),
-    )
-    .await;
+    let (status, _) =
+        send(app.http.get(app.api(&format!("/episodes/{soft}"))).bearer_auth(&alice)).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(
         app.count(&format!(
@@ -172,9 +134,7 @@ async fn soft_delete_hides_and_only_admins_delete_permanently() {
     );
 
     let (status, body) = send(
-        app.http
-            .delete(app.api(&format!("/episodes/{hard}?permanent=true")))
-            .bearer_auth(&alice),
+        app.http.delete(app.api(&format!("/episodes/{hard}?permanent=true"))).bearer_auth(&alice),
     )
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
@@ -187,13 +147,7 @@ async fn soft_delete_hides_and_only_admins_delete_permanently() {
     )
     .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    assert_eq!(
-        app.count(&format!(
-            "SELECT count(*) FROM episodes WHERE id = '{hard}'"
-        ))
-        .await,
-        0
-    );
+    assert_eq!(app.count(&format!("SELECT count(*) FROM episodes WHERE id = '{hard}'")).await, 0);
 
     // An update of the soft-deleted episode is rejected, with the reason.
     let (status, body) = send(
@@ -215,58 +169,36 @@ async fn list_filters_and_pages_newest_first() {
     let mut ids = Vec::new();
     for i in 0..7 {
         let status = if i % 2 == 0 { "draft" } else { "published" };
-        let categories = if i < 3 {
-            json!(["news"])
-        } else {
-            json!(["drama", "long"])
-        };
+        let categories = if i < 3 { json!(["news"]) } else { json!(["drama", "long"]) };
         let (s, body) = create_episode(&app, &alice, json!({"title": format!("Episode {i} 100%"), "status": status, "categories": categories}), true).await;
         assert_eq!(s, StatusCode::CREATED, "{body}");
         ids.push(str_of(&body["data"], "id").to_string());
     }
     let list = |query: &str| {
-        send(
-            app.http
-                .get(app.api(&format!("/episodes?{query}")))
-                .bearer_auth(&alice),
-        )
+        send(app.http.get(app.api(&format!("/episodes?{query}"))).bearer_auth(&alice))
     };
     let titles = |body: &serde_json::Value| -> Vec<String> {
         body["data"]
             .as_array()
             .map(|a| {
-                a.iter()
-                    .map(|e| e["title"].as_str().unwrap_or_default().to_string())
-                    .collect()
+                a.iter().map(|e| e["title"].as_str().unwrap_or_default().to_string()).collect()
             })
             .unwrap_or_default()
     };
 
     let (_, page1) = list("limit=3").await;
-    assert_eq!(
-        titles(&page1),
-        ["Episode 6 100%", "Episode 5 100%", "Episode 4 100%"]
-    );
+    assert_eq!(titles(&page1), ["Episode 6 100%", "Episode 5 100%", "Episode 4 100%"]);
     let cursor = str_of(&page1, "nextCursor").to_string();
     let (_, page2) = list(&format!("limit=3&cursor={cursor}")).await;
-    assert_eq!(
-        titles(&page2),
-        ["Episode 3 100%", "Episode 2 100%", "Episode 1 100%"]
-    );
+    assert_eq!(titles(&page2), ["Episode 3 100%", "Episode 2 100%", "Episode 1 100%"]);
     let (_, page3) = list(&format!("limit=3&cursor={}", str_of(&page2, "nextCursor"))).await;
     assert_eq!(titles(&page3), ["Episode 0 100%"]);
     assert!(page3["nextCursor"].is_null());
 
     let (_, published) = list("status=published").await;
-    assert_eq!(
-        titles(&published),
-        ["Episode 5 100%", "Episode 3 100%", "Episode 1 100%"]
-    );
+    assert_eq!(titles(&published), ["Episode 5 100%", "Episode 3 100%", "Episode 1 100%"]);
     let (_, news) = list("category=news").await;
-    assert_eq!(
-        titles(&news),
-        ["Episode 2 100%", "Episode 1 100%", "Episode 0 100%"]
-    );
+    assert_eq!(titles(&news), ["Episode 2 100%", "Episode 1 100%", "Episode 0 100%"]);
     let (_, search) = list("q=episode%204").await;
     assert_eq!(titles(&search), ["Episode 4 100%"]);
     // `%` in the search is a character, not a wildcard.
@@ -360,17 +292,11 @@ async fn update_of_a_missing_episode_is_rejected_and_the_actor_told() {
     assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
 
     wait_until("two rejection notifications", DEADLINE, || async {
-        app.count("SELECT count(*) FROM notifications WHERE kind = 'command_rejected'")
-            .await
-            == 2
+        app.count("SELECT count(*) FROM notifications WHERE kind = 'command_rejected'").await == 2
     })
     .await;
-    let (_, notes) = send(
-        app.http
-            .get(app.api("/notifications?unread=true"))
-            .bearer_auth(&alice),
-    )
-    .await;
+    let (_, notes) =
+        send(app.http.get(app.api("/notifications?unread=true")).bearer_auth(&alice)).await;
     assert_eq!(notes["data"].as_array().map(Vec::len), Some(2));
     assert_eq!(app.count("SELECT count(*) FROM episodes").await, 0);
     // Nobody else sees the command.
@@ -431,12 +357,7 @@ async fn every_change_leaves_one_activity_row_and_the_right_notifications() {
         .unwrap_or_default();
     assert_eq!(
         events,
-        [
-            "episode_deleted",
-            "episode_updated",
-            "episode_updated",
-            "episode_created"
-        ]
+        ["episode_deleted", "episode_updated", "episode_updated", "episode_created"]
     );
 
     let (_, notes) = send(app.http.get(app.api("/notifications")).bearer_auth(&alice)).await;
@@ -445,45 +366,27 @@ async fn every_change_leaves_one_activity_row_and_the_right_notifications() {
         .map(|a| a.iter().filter_map(|n| n["kind"].as_str()).collect())
         .unwrap_or_default();
     assert_eq!(kinds, ["episode_deleted", "episode_created"]);
-    let (_, count) = send(
-        app.http
-            .get(app.api("/notifications/unread-count"))
-            .bearer_auth(&alice),
-    )
-    .await;
+    let (_, count) =
+        send(app.http.get(app.api("/notifications/unread-count")).bearer_auth(&alice)).await;
     assert_eq!(count["count"], 2);
     let first = str_of(&notes["data"][0], "id").to_string();
-    let (status, _) = send(
-        app.http
-            .post(app.api(&format!("/notifications/{first}/read")))
-            .bearer_auth(&alice),
-    )
-    .await;
+    let (status, _) =
+        send(app.http.post(app.api(&format!("/notifications/{first}/read"))).bearer_auth(&alice))
+            .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (_, count) = send(
-        app.http
-            .get(app.api("/notifications/unread-count"))
-            .bearer_auth(&alice),
-    )
-    .await;
+    let (_, count) =
+        send(app.http.get(app.api("/notifications/unread-count")).bearer_auth(&alice)).await;
     assert_eq!(count["count"], 1);
     // Bob cannot mark Alice's notification, nor see it.
     let bob = app.token("bob", Role::Member);
-    let (status, _) = send(
-        app.http
-            .post(app.api(&format!("/notifications/{first}/read")))
-            .bearer_auth(&bob),
-    )
-    .await;
+    let (status, _) =
+        send(app.http.post(app.api(&format!("/notifications/{first}/read"))).bearer_auth(&bob))
+            .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (_, bobs) = send(app.http.get(app.api("/notifications")).bearer_auth(&bob)).await;
     assert_eq!(bobs["data"], json!([]));
-    let (_, all) = send(
-        app.http
-            .post(app.api("/notifications/read-all"))
-            .bearer_auth(&alice),
-    )
-    .await;
+    let (_, all) =
+        send(app.http.post(app.api("/notifications/read-all")).bearer_auth(&alice)).await;
     assert_eq!(all["count"], 1);
     app.stop().await;
 }

@@ -4,5 +4,6 @@
 mod bad_input;
 mod broker;
 mod episodes;
+mod realtime;
 mod resilience;
 mod support;

@@ -11,26 +11,16 @@ use crate::support::{DEADLINE, send};
 #[tokio::test]
 async fn a_process_refuses_a_database_without_the_current_schema() {
     let name = format!("sr_test_{}", uuid::Uuid::now_v7().simple());
-    let admin = sea_orm::Database::connect(format!("{PG_SERVER}/postgres"))
-        .await
-        .expect("connect");
+    let admin = sea_orm::Database::connect(format!("{PG_SERVER}/postgres")).await.expect("connect");
     use sea_orm::ConnectionTrait;
-    admin
-        .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
-        .await
-        .expect("create");
+    admin.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await.expect("create");
     let url = format!("{PG_SERVER}/{name}");
     let settings =
         std::sync::Arc::new(Settings::with_overrides(&[("database.url", &url)]).expect("settings"));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let result = showrunner_api::run(
-        settings.clone(),
-        listener,
-        tokio_util::sync::CancellationToken::new(),
-    )
-    .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let result =
+        showrunner_api::run(settings.clone(), listener, tokio_util::sync::CancellationToken::new())
+            .await;
     let worker = showrunner_workers::run_episode_worker(
         settings,
         tokio_util::sync::CancellationToken::new(),

@@ -10,10 +10,7 @@ pub const DEADLINE: Duration = Duration::from_secs(20);
 
 /// Sends a request and returns status and JSON body (`Value::Null` when there is none).
 pub async fn send(request: RequestBuilder) -> (StatusCode, Value) {
-    let response = request
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("request failed: {e}"));
+    let response = request.send().await.unwrap_or_else(|e| panic!("request failed: {e}"));
     let status = response.status();
     let bytes = response.bytes().await.unwrap_or_default();
     let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
@@ -26,11 +23,7 @@ pub async fn create_episode(
     body: Value,
     wait: bool,
 ) -> (StatusCode, Value) {
-    let mut request = app
-        .http
-        .post(app.api("/episodes"))
-        .bearer_auth(token)
-        .json(&body);
+    let mut request = app.http.post(app.api("/episodes")).bearer_auth(token).json(&body);
     if wait {
         request = request.header("Prefer", "wait=10");
     }
@@ -40,10 +33,7 @@ pub async fn create_episode(
 /// The command's status once it is no longer pending.
 pub async fn settled_command(app: &TestApp, token: &str, command_id: &str) -> Value {
     showrunner_tests::wait_for("the command to settle", DEADLINE, || {
-        let request = app
-            .http
-            .get(app.api(&format!("/commands/{command_id}")))
-            .bearer_auth(token);
+        let request = app.http.get(app.api(&format!("/commands/{command_id}"))).bearer_auth(token);
         async move {
             let (status, body) = send(request).await;
             (status == StatusCode::OK && body["status"] != "pending").then_some(body)
@@ -53,7 +43,5 @@ pub async fn settled_command(app: &TestApp, token: &str, command_id: &str) -> Va
 }
 
 pub fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
-    v[key]
-        .as_str()
-        .unwrap_or_else(|| panic!("{key} missing in {v}"))
+    v[key].as_str().unwrap_or_else(|| panic!("{key} missing in {v}"))
 }

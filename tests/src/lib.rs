@@ -26,6 +26,7 @@ pub const TEST_SECRET: &str = "test-secret-test-secret-test-secret";
 #[derive(Debug, Clone)]
 pub struct Options {
     pub partitions: u16,
+    pub api_instances: usize,
     pub episode_workers: usize,
     pub activity_workers: usize,
     pub notification_workers: usize,
@@ -36,6 +37,7 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             partitions: 4,
+            api_instances: 1,
             episode_workers: 1,
             activity_workers: 1,
             notification_workers: 1,
@@ -47,6 +49,8 @@ impl Default for Options {
 pub struct TestApp {
     pub name: String,
     pub addr: SocketAddr,
+    /// Every api instance's address (the first is `addr`).
+    pub addrs: Vec<SocketAddr>,
     pub settings: Arc<Settings>,
     pub db: DatabaseConnection,
     pub http: reqwest::Client,
@@ -92,21 +96,18 @@ impl TestApp {
 
         let cancel = CancellationToken::new();
         let mut roles = JoinSet::new();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        roles.spawn(showrunner_api::run(
-            settings.clone(),
-            listener,
-            cancel.child_token(),
-        ));
+        let mut addrs = Vec::new();
+        for _ in 0..options.api_instances.max(1) {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            addrs.push(listener.local_addr()?);
+            roles.spawn(showrunner_api::run(settings.clone(), listener, cancel.child_token()));
+        }
+        let addr = addrs[0];
         let mut episode_workers = Vec::new();
         for _ in 0..options.episode_workers {
             let token = cancel.child_token();
             episode_workers.push(token.clone());
-            roles.spawn(showrunner_workers::run_episode_worker(
-                settings.clone(),
-                token,
-            ));
+            roles.spawn(showrunner_workers::run_episode_worker(settings.clone(), token));
         }
         for _ in 0..options.activity_workers {
             roles.spawn(showrunner_workers::run_activity_worker(
@@ -123,6 +124,7 @@ impl TestApp {
         let app = Self {
             name,
             addr,
+            addrs: addrs.clone(),
             settings,
             db,
             http: reqwest::Client::new(),
@@ -131,23 +133,25 @@ impl TestApp {
             episode_workers,
             cleaned: false,
         };
-        let url = app.url("/ready");
-        let http = app.http.clone();
-        wait_until("the api is ready", Duration::from_secs(20), || {
-            let (http, url) = (http.clone(), url.clone());
-            async move {
-                http.get(&url)
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success())
-            }
-        })
-        .await;
+        for addr in &addrs {
+            let url = format!("http://{addr}/ready");
+            let http = app.http.clone();
+            wait_until("the api is ready", Duration::from_secs(20), || {
+                let (http, url) = (http.clone(), url.clone());
+                async move { http.get(&url).send().await.is_ok_and(|r| r.status().is_success()) }
+            })
+            .await;
+        }
         Ok(app)
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// The WebSocket URL of api instance `instance`, with the token in the query.
+    pub fn ws_url(&self, instance: usize, token: &str) -> String {
+        format!("ws://{}/api/v1/ws?token={token}", self.addrs[instance])
     }
 
     pub fn api(&self, path: &str) -> String {
@@ -217,10 +221,7 @@ impl Drop for TestApp {
         self.roles.abort_all();
         let name = self.name.clone();
         let _ = std::thread::spawn(move || {
-            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 rt.block_on(cleanup(&name));
             }
         })
@@ -230,10 +231,7 @@ impl Drop for TestApp {
 
 fn claims(name: &str, role: Role) -> Claims {
     Claims {
-        sub: Uuid::new_v5(
-            &Uuid::NAMESPACE_OID,
-            format!("showrunner-test-user:{name}").as_bytes(),
-        ),
+        sub: Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("showrunner-test-user:{name}").as_bytes()),
         name: name.to_string(),
         email: format!("{name}@example.com"),
         role,
@@ -245,9 +243,7 @@ async fn create_database(name: &str) -> anyhow::Result<()> {
     let admin = Database::connect(format!("{PG_SERVER}/postgres"))
         .await
         .context("connect to PostgreSQL")?;
-    admin
-        .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
-        .await?;
+    admin.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await?;
     admin.close().await?;
     Ok(())
 }
@@ -274,10 +270,7 @@ async fn ensure_management() -> anyhow::Result<()> {
                 .status()
                 .await
                 .context("the RabbitMQ management API is down and rabbitmq-plugins cannot run")?;
-            anyhow::ensure!(
-                status.success(),
-                "rabbitmq-plugins enable rabbitmq_management failed"
-            );
+            anyhow::ensure!(status.success(), "rabbitmq-plugins enable rabbitmq_management failed");
             let start = Instant::now();
             while !up().await {
                 anyhow::ensure!(

@@ -160,13 +160,7 @@ pub async fn run_activity_worker(
             topology::ACTIVITY_QUEUE,
             ActivityLog,
         ),
-        run_queue_worker(
-            settings,
-            cancel,
-            "activity-worker",
-            topology::EVENT_LOG_QUEUE,
-            EventLog,
-        ),
+        run_queue_worker(settings, cancel, "activity-worker", topology::EVENT_LOG_QUEUE, EventLog,),
     )?;
     Ok(())
 }
@@ -243,9 +237,7 @@ where
         }
     };
     showrunner_shared::telemetry::init(&settings.log);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let cancel = showrunner_shared::shutdown::on_signal();
         if let Err(error) = run(settings, cancel).await {

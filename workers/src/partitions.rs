@@ -43,11 +43,7 @@ pub fn assignment(workers: &[Uuid], partitions: u16) -> Vec<Uuid> {
 
 fn score(worker: Uuid, partition: u16) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in worker
-        .as_bytes()
-        .iter()
-        .chain(partition.to_be_bytes().iter())
-    {
+    for byte in worker.as_bytes().iter().chain(partition.to_be_bytes().iter()) {
         hash ^= u64::from(*byte);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
@@ -61,11 +57,7 @@ fn score(worker: Uuid, partition: u16) -> u64 {
 
 /// The partitions `me` owns among `live` workers.
 pub fn owned(me: Uuid, live: &[Uuid], partitions: u16) -> Vec<u16> {
-    (0u16..)
-        .zip(assignment(live, partitions))
-        .filter(|(_, w)| *w == me)
-        .map(|(p, _)| p)
-        .collect()
+    (0u16..).zip(assignment(live, partitions)).filter(|(_, w)| *w == me).map(|(p, _)| p).collect()
 }
 
 pub async fn heartbeat(db: &DatabaseConnection, me: Uuid, label: &str) -> Result<(), DbErr> {
@@ -96,11 +88,7 @@ pub async fn live_workers(db: &DatabaseConnection, ttl_secs: u64) -> Result<Vec<
 
 /// Leaves at shutdown so the others take the partitions over at once.
 pub async fn leave(db: &DatabaseConnection, me: Uuid) -> Result<(), DbErr> {
-    db.execute_raw(sql(
-        "DELETE FROM worker_heartbeats WHERE worker_id = $1",
-        [me.into()],
-    ))
-    .await?;
+    db.execute_raw(sql("DELETE FROM worker_heartbeats WHERE worker_id = $1", [me.into()])).await?;
     Ok(())
 }
 
@@ -120,37 +108,24 @@ mod tests {
             for n in 1..=5u128 {
                 let workers: Vec<Uuid> =
                     (0..n).map(|i| Uuid::from_u128(seed * 10 + i + 1)).collect();
-                let shares: Vec<usize> = workers
-                    .iter()
-                    .map(|w| owned(*w, &workers, 16).len())
-                    .collect();
+                let shares: Vec<usize> =
+                    workers.iter().map(|w| owned(*w, &workers, 16).len()).collect();
                 assert_eq!(shares.iter().sum::<usize>(), 16);
                 let (min, max) = (shares.iter().min(), shares.iter().max());
-                assert!(
-                    max.zip(min).is_some_and(|(a, b)| a - b <= 1),
-                    "seed {seed}: {shares:?}"
-                );
+                assert!(max.zip(min).is_some_and(|(a, b)| a - b <= 1), "seed {seed}: {shares:?}");
             }
         }
     }
 
     #[test]
     fn every_worker_computes_the_same_assignment_in_any_order() {
-        let (a, b, c) = (
-            Uuid::from_u128(11),
-            Uuid::from_u128(22),
-            Uuid::from_u128(33),
-        );
+        let (a, b, c) = (Uuid::from_u128(11), Uuid::from_u128(22), Uuid::from_u128(33));
         assert_eq!(assignment(&[a, b, c], 16), assignment(&[c, a, b], 16));
     }
 
     #[test]
     fn a_third_worker_moves_few_partitions() {
-        let (a, b, c) = (
-            Uuid::from_u128(11),
-            Uuid::from_u128(22),
-            Uuid::from_u128(33),
-        );
+        let (a, b, c) = (Uuid::from_u128(11), Uuid::from_u128(22), Uuid::from_u128(33));
         let before = assignment(&[a, b], 64);
         let after = assignment(&[a, b, c], 64);
         let moved = before.iter().zip(&after).filter(|(x, y)| x != y).count();

@@ -73,9 +73,7 @@ pub async fn consume<H: BatchHandler>(
     cancel: &CancellationToken,
 ) -> Result<(), ConsumeError> {
     let amqp = &ctx.settings.amqp;
-    channel
-        .basic_qos(amqp.prefetch, BasicQosOptions::default())
-        .await?;
+    channel.basic_qos(amqp.prefetch, BasicQosOptions::default()).await?;
     let mut consumer = channel
         .basic_consume(
             queue.into(),
@@ -151,9 +149,7 @@ async fn process_batch<H: BatchHandler>(
         }
         Some(Err(error)) => {
             tracing::error!(queue, %error, "message keeps failing, parked");
-            ctx.publisher
-                .park(queue, decoded[0].0, &format!("handler failed: {error}"))
-                .await?;
+            ctx.publisher.park(queue, decoded[0].0, &format!("handler failed: {error}")).await?;
             Vec::new()
         }
         // Shut down mid-retry: nothing is acked, the broker redelivers the batch.
@@ -211,19 +207,12 @@ fn decode<T: DeserializeOwned>(delivery: &Delivery) -> Result<Incoming<T>, Strin
             _ => None,
         }
     });
-    Ok(Incoming {
-        routing_key: delivery.routing_key.to_string(),
-        traceparent,
-        body,
-    })
+    Ok(Incoming { routing_key: delivery.routing_key.to_string(), traceparent, body })
 }
 
 /// Lost or unreachable database: worth retrying for as long as it takes.
 fn is_connection_error(error: &anyhow::Error) -> bool {
     error.chain().any(|cause| {
-        matches!(
-            cause.downcast_ref::<DbErr>(),
-            Some(DbErr::ConnectionAcquire(_) | DbErr::Conn(_))
-        )
+        matches!(cause.downcast_ref::<DbErr>(), Some(DbErr::ConnectionAcquire(_) | DbErr::Conn(_)))
     })
 }

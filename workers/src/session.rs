@@ -60,20 +60,10 @@ async fn try_connect(
     let channel = conn.create_channel().await?;
     topology::declare(&channel, &settings.amqp).await?;
     let _ = channel.close(200, "topology declared".into()).await;
-    let publisher = Publisher::open(
-        &conn,
-        Duration::from_secs(settings.amqp.confirm_timeout_secs),
-    )
-    .await?;
+    let publisher =
+        Publisher::open(&conn, Duration::from_secs(settings.amqp.confirm_timeout_secs)).await?;
     tracing::info!(role, "connected to RabbitMQ");
-    Ok((
-        conn,
-        Context {
-            db: db.clone(),
-            publisher,
-            settings: settings.clone(),
-        },
-    ))
+    Ok((conn, Context { db: db.clone(), publisher, settings: settings.clone() }))
 }
 
 /// Publishes what crashes left behind: outbox rows past their age, and accepted commands still

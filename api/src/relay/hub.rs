@@ -57,19 +57,10 @@ impl Hub {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (queue, frames) = mpsc::channel(buffer);
         let overflow = CancellationToken::new();
-        let client = Client {
-            user,
-            patterns: Vec::new(),
-            queue,
-            overflow: overflow.clone(),
-        };
+        let client = Client { user, patterns: Vec::new(), queue, overflow: overflow.clone() };
         self.write().clients.insert(id, client);
         self.connections.fetch_add(1, Ordering::Relaxed);
-        Registration {
-            id,
-            frames,
-            overflow,
-        }
+        Registration { id, frames, overflow }
     }
 
     pub fn unregister(&self, id: ClientId) {
@@ -112,11 +103,7 @@ impl Hub {
     }
 
     pub fn patterns(&self, id: ClientId) -> Vec<String> {
-        self.read()
-            .clients
-            .get(&id)
-            .map(|c| c.patterns.clone())
-            .unwrap_or_default()
+        self.read().clients.get(&id).map(|c| c.patterns.clone()).unwrap_or_default()
     }
 
     pub fn connections(&self) -> usize {
@@ -181,11 +168,7 @@ mod tests {
     use super::*;
 
     fn frame(topic: &str, seq: i64) -> Frame {
-        Frame {
-            seq,
-            topic: topic.into(),
-            text: format!("{{\"seq\":{seq}}}").into(),
-        }
+        Frame { seq, topic: topic.into(), text: format!("{{\"seq\":{seq}}}").into() }
     }
 
     #[tokio::test]
@@ -228,16 +211,10 @@ mod tests {
     fn user_topics_belong_to_their_owner() {
         let me = Uuid::from_u128(7);
         assert!(may_subscribe(me, &format!("user.{me}.#")));
-        assert!(!may_subscribe(
-            me,
-            &format!("user.{}.#", Uuid::from_u128(8))
-        ));
+        assert!(!may_subscribe(me, &format!("user.{}.#", Uuid::from_u128(8))));
         assert!(!may_subscribe(me, "user.*.notification"));
         assert!(may_subscribe(me, "*.*.notification"));
-        assert!(!may_see(
-            me,
-            &format!("user.{}.notification", Uuid::from_u128(8))
-        ));
+        assert!(!may_see(me, &format!("user.{}.notification", Uuid::from_u128(8))));
         assert!(may_see(me, "episode.1.created"));
     }
 }

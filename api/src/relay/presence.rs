@@ -40,13 +40,7 @@ pub async fn viewers(state: &AppState, episode_id: Uuid) -> Result<Vec<Viewer>, 
     ))
     .all(&state.db)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| Viewer {
-            user_id: r.user_id,
-            user_name: r.user_name,
-        })
-        .collect())
+    Ok(rows.into_iter().map(|r| Viewer { user_id: r.user_id, user_name: r.user_name }).collect())
 }
 
 /// Records (or refreshes) a session; announces the user if it is their first live session.
@@ -137,16 +131,10 @@ async fn remove(state: &AppState, delete: &str, values: Vec<sea_orm::Value>) {
          FROM gone g",
         ttl = ttl(state)
     );
-    match Gone::find_by_statement(sql(&query, values))
-        .all(&state.db)
-        .await
-    {
+    match Gone::find_by_statement(sql(&query, values)).all(&state.db).await {
         Ok(rows) => {
             for row in rows.into_iter().filter(|r| r.last) {
-                let actor = Actor {
-                    id: row.user_id,
-                    name: row.user_name,
-                };
+                let actor = Actor { id: row.user_id, name: row.user_name };
                 announce(state, row.episode_id, &actor, false).await;
             }
         }
@@ -167,29 +155,12 @@ async fn announce(state: &AppState, episode_id: Uuid, user: &Actor, joined: bool
             return;
         }
     };
-    let presence = Presence {
-        episode_id,
-        user_id: user.id,
-        user_name: user.name.clone(),
-        viewers,
-    };
+    let presence = Presence { episode_id, user_id: user.id, user_name: user.name.clone(), viewers };
     let now = Utc::now();
     let event = if joined {
-        OutgoingEvent::new(
-            &episode_id,
-            &ViewerJoined(presence),
-            Some(user.clone()),
-            None,
-            now,
-        )
+        OutgoingEvent::new(&episode_id, &ViewerJoined(presence), Some(user.clone()), None, now)
     } else {
-        OutgoingEvent::new(
-            &episode_id,
-            &ViewerLeft(presence),
-            Some(user.clone()),
-            None,
-            now,
-        )
+        OutgoingEvent::new(&episode_id, &ViewerLeft(presence), Some(user.clone()), None, now)
     };
     debug_assert_eq!(event.routing_key, ViewerJoined::routing_key(&episode_id));
     let body = serde_json::to_vec(&event.envelope).unwrap_or_default();

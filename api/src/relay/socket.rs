@@ -62,19 +62,14 @@ pub async fn run(socket: WebSocket, state: AppState, user: User) {
     let mut registration = state.hub.register(user.id(), settings.send_buffer);
     let mut session = Session {
         id: registration.id,
-        user: Actor {
-            id: user.id(),
-            name: user.0.name.clone(),
-        },
+        user: Actor { id: user.id(), name: user.0.name.clone() },
         session: Uuid::now_v7().to_string(),
         last_seq: 0,
         first_live: None,
         watching: BTreeSet::new(),
         state: state.clone(),
     };
-    state
-        .hub
-        .subscribe(session.id, &format!("user.{}.#", user.id()));
+    state.hub.subscribe(session.id, &format!("user.{}.#", user.id()));
     let (mut sink, mut stream) = socket.split();
     let heartbeat = Duration::from_secs(settings.heartbeat_secs);
     let mut tick = tokio::time::interval(heartbeat);
@@ -94,8 +89,12 @@ pub async fn run(socket: WebSocket, state: AppState, user: User) {
                 if frame.seq > session.last_seq {
                     session.last_seq = frame.seq;
                     session.first_live.get_or_insert(frame.seq);
-                    if send(&mut sink, &frame.text).await.is_err() {
-                        break None;
+                    // A client that does not read blocks this send: its overflow ends the wait.
+                    tokio::select! {
+                        sent = send(&mut sink, &frame.text) => if sent.is_err() { break None },
+                        () = registration.overflow.cancelled() => {
+                            break Some((CLOSE_TOO_SLOW, "send buffer overflow: the client reads too slowly"));
+                        }
                     }
                 }
             }
@@ -127,10 +126,7 @@ pub async fn run(socket: WebSocket, state: AppState, user: User) {
     };
     if let Some((code, reason)) = close {
         // A client that does not read may never take the close frame: give it a moment only.
-        let frame = Message::Close(Some(CloseFrame {
-            code,
-            reason: reason.into(),
-        }));
+        let frame = Message::Close(Some(CloseFrame { code, reason: reason.into() }));
         let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(frame)).await;
     }
     state.hub.unregister(session.id);
@@ -173,10 +169,7 @@ impl Session {
                 }
                 Some(serde_json::json!({ "op": "unsubscribed", "topics": topics }).to_string())
             }
-            Request::Resume {
-                last_event_id,
-                topics,
-            } => {
+            Request::Resume { last_event_id, topics } => {
                 if !topics.is_empty() {
                     let reply = self.subscribe(&topics).await;
                     if reply.contains("\"error\"") {
@@ -198,17 +191,11 @@ impl Session {
                 return error("invalid_topic", &format!("{pattern:?}: {e}"));
             }
             if !may_subscribe(self.user.id, pattern) {
-                return error(
-                    "forbidden",
-                    &format!("{pattern:?} names another user's topics"),
-                );
+                return error("forbidden", &format!("{pattern:?} names another user's topics"));
             }
         }
         if self.state.hub.patterns(self.id).len() + patterns.len() > max {
-            return error(
-                "too_many_subscriptions",
-                &format!("at most {max} per connection"),
-            );
+            return error("too_many_subscriptions", &format!("at most {max} per connection"));
         }
         for pattern in patterns {
             self.state.hub.subscribe(self.id, pattern);
@@ -224,11 +211,7 @@ impl Session {
     }
 
     fn watches_elsewhere(&self, episode: Uuid) -> bool {
-        self.state
-            .hub
-            .patterns(self.id)
-            .iter()
-            .any(|p| watched_episode(p) == Some(episode))
+        self.state.hub.patterns(self.id).iter().any(|p| watched_episode(p) == Some(episode))
     }
 
     /// Sends, in order, the events after `last_event_id` that this client may see and that
@@ -291,17 +274,13 @@ impl Session {
         let replayed_through = rows.last().map_or(from, |r| r.seq);
         let patterns = self.state.hub.patterns(self.id);
         for row in rows {
-            let wanted = patterns
-                .iter()
-                .any(|p| topics::matches(p, &row.routing_key));
+            let wanted = patterns.iter().any(|p| topics::matches(p, &row.routing_key));
             if !wanted || !may_see(self.user.id, &row.routing_key) {
                 continue;
             }
-            let Some(text) = frame_text(
-                &row.routing_key,
-                row.body.as_bytes(),
-                row.traceparent.as_deref(),
-            ) else {
+            let Some(text) =
+                frame_text(&row.routing_key, row.body.as_bytes(), row.traceparent.as_deref())
+            else {
                 continue;
             };
             if send(sink, &text).await.is_err() {

@@ -48,9 +48,7 @@ async fn list(
     QueryParams(query): QueryParams<ActivityQuery>,
 ) -> Result<Json<Page<ActivityView>>, ApiError> {
     if query.actor_id.is_some_and(|a| a != user.id()) && !user.is_admin() {
-        return Err(ApiError::Forbidden(
-            "only admins list another user's activity".into(),
-        ));
+        return Err(ApiError::Forbidden("only admins list another user's activity".into()));
     }
     let limit = page_limit(query.limit)?;
     let cursor = parse_cursor(query.cursor.as_deref())?;

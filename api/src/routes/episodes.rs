@@ -79,16 +79,8 @@ async fn create(
         categories: body.categories,
     };
     let data = serde_json::to_value(&episode).map_err(anyhow::Error::from)?;
-    let outcome = accept::submit(
-        &state,
-        &user,
-        command,
-        data,
-        now,
-        fingerprint.as_bytes(),
-        &options,
-    )
-    .await?;
+    let outcome =
+        accept::submit(&state, &user, command, data, now, fingerprint.as_bytes(), &options).await?;
     finish(&state, outcome, StatusCode::CREATED).await
 }
 
@@ -121,20 +113,10 @@ async fn update(
             v
         }
     };
-    let command = Command::UpdateEpisode {
-        episode_id: id,
-        changes,
-    };
-    let outcome = accept::submit(
-        &state,
-        &user,
-        command,
-        data,
-        now(),
-        fingerprint.as_bytes(),
-        &options,
-    )
-    .await?;
+    let command = Command::UpdateEpisode { episode_id: id, changes };
+    let outcome =
+        accept::submit(&state, &user, command, data, now(), fingerprint.as_bytes(), &options)
+            .await?;
     finish(&state, outcome, StatusCode::OK).await
 }
 
@@ -158,20 +140,10 @@ async fn delete(
     let options = write_options(&state, &headers)?;
     let fingerprint = format!("DELETE /episodes/{id}?permanent={}", query.permanent);
     let data = serde_json::json!({ "id": id, "deleteType": if query.permanent { "permanent" } else { "soft" } });
-    let command = Command::DeleteEpisode {
-        episode_id: id,
-        permanent: query.permanent,
-    };
-    let outcome = accept::submit(
-        &state,
-        &user,
-        command,
-        data,
-        now(),
-        fingerprint.as_bytes(),
-        &options,
-    )
-    .await?;
+    let command = Command::DeleteEpisode { episode_id: id, permanent: query.permanent };
+    let outcome =
+        accept::submit(&state, &user, command, data, now(), fingerprint.as_bytes(), &options)
+            .await?;
     match outcome {
         Outcome::Applied { command_id } if query.permanent => {
             check_applied(&state, command_id).await?;
@@ -321,10 +293,7 @@ async fn read(
     let episode = find(&state, id, false)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("episode {id} does not exist")))?;
-    let actor = Actor {
-        id: user.id(),
-        name: user.0.name.clone(),
-    };
+    let actor = Actor { id: user.id(), name: user.0.name.clone() };
     presence::join(&state, id, &actor, presence::HTTP_SESSION).await?;
     let viewers = presence::viewers(&state, id).await?;
     Ok(axum::Json(serde_json::json!({ "data": episode, "viewers": viewers })).into_response())
@@ -368,14 +337,10 @@ async fn list(
         })?),
     };
     let cursor = crate::routes::parse_cursor(query.cursor.as_deref())?;
-    let pattern = query.q.as_deref().map(|q| {
-        format!(
-            "%{}%",
-            q.replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_")
-        )
-    });
+    let pattern = query
+        .q
+        .as_deref()
+        .map(|q| format!("%{}%", q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")));
     let rows = EpisodeRow::find_by_statement(sql(
         "SELECT * FROM episodes WHERE deleted_at IS NULL \
          AND ($1::text IS NULL OR status = $1) \
@@ -393,10 +358,7 @@ async fn list(
     ))
     .all(&state.db)
     .await?;
-    let page = Page::from_rows(
-        rows.into_iter().map(EpisodeRow::into_episode).collect(),
-        limit,
-        |e| e.id,
-    );
+    let page =
+        Page::from_rows(rows.into_iter().map(EpisodeRow::into_episode).collect(), limit, |e| e.id);
     Ok(axum::Json(page).into_response())
 }

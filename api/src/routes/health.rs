@@ -13,10 +13,7 @@ pub const OPENAPI: &str = include_str!("../../openapi.json");
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route(
-            "/health",
-            get(|| async { Json(serde_json::json!({ "status": "ok" })) }),
-        )
+        .route("/health", get(|| async { Json(serde_json::json!({ "status": "ok" })) }))
         .route("/ready", get(ready))
         .route(
             "/openapi.json",
@@ -27,14 +24,6 @@ pub fn router() -> Router<AppState> {
 async fn ready(State(state): State<AppState>) -> Response {
     let database = state.db.ping().await.is_ok();
     let broker = state.broker.publisher().is_some();
-    let status = if database && broker {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (
-        status,
-        Json(serde_json::json!({ "database": database, "broker": broker })),
-    )
-        .into_response()
+    let status = if database && broker { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(serde_json::json!({ "database": database, "broker": broker }))).into_response()
 }

@@ -27,15 +27,8 @@ impl<T> Page<T> {
     pub fn from_rows(mut rows: Vec<T>, limit: u32, id: impl Fn(&T) -> Uuid) -> Self {
         let more = rows.len() > limit as usize;
         rows.truncate(limit as usize);
-        let next_cursor = if more {
-            rows.last().map(|r| id(r).to_string())
-        } else {
-            None
-        };
-        Self {
-            data: rows,
-            next_cursor,
-        }
+        let next_cursor = if more { rows.last().map(|r| id(r).to_string()) } else { None };
+        Self { data: rows, next_cursor }
     }
 }
 
@@ -43,10 +36,7 @@ pub fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
     match limit {
         None => Ok(PAGE_DEFAULT),
         Some(n) if (1..=PAGE_MAX).contains(&n) => Ok(n),
-        Some(_) => Err(ApiError::bad_param(
-            "limit",
-            format!("must be between 1 and {PAGE_MAX}"),
-        )),
+        Some(_) => Err(ApiError::bad_param("limit", format!("must be between 1 and {PAGE_MAX}"))),
     }
 }
 

@@ -95,9 +95,7 @@ async fn read_one(
         .await?
         .rows_affected();
     if found == 0 {
-        return Err(ApiError::NotFound(format!(
-            "notification {id} does not exist"
-        )));
+        return Err(ApiError::NotFound(format!("notification {id} does not exist")));
     }
     Ok(StatusCode::NO_CONTENT)
 }
@@ -111,7 +109,5 @@ async fn read_all(State(state): State<AppState>, user: User) -> Result<Json<Coun
         ))
         .await?
         .rows_affected();
-    Ok(Json(Count {
-        count: updated as i64,
-    }))
+    Ok(Json(Count { count: updated as i64 }))
 }

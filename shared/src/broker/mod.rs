@@ -33,9 +33,7 @@ pub fn process_label(role: &str) -> String {
 /// Opens a connection named after the process's role.
 pub async fn connect(url: &str, role: &str) -> Result<Connection, BrokerError> {
     let props = ConnectionProperties::default().with_connection_name(process_label(role).into());
-    Connection::connect(url, props)
-        .await
-        .map_err(BrokerError::Connect)
+    Connection::connect(url, props).await.map_err(BrokerError::Connect)
 }
 
 /// A short string for names built from configuration or input; never panics.

@@ -18,10 +18,7 @@ pub enum PublishError {
     #[error("the broker refused the message (nack)")]
     Nacked,
     #[error("no queue is bound for {exchange}/{routing_key}")]
-    Unroutable {
-        exchange: String,
-        routing_key: String,
-    },
+    Unroutable { exchange: String, routing_key: String },
     #[error("no publisher confirm within {0:?}")]
     Timeout(Duration),
     #[error("publisher confirms are off on this channel")]
@@ -59,13 +56,8 @@ pub struct Publisher {
 impl Publisher {
     pub async fn open(conn: &Connection, confirm_timeout: Duration) -> Result<Self, BrokerError> {
         let channel = conn.create_channel().await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
-        Ok(Self {
-            channel,
-            confirm_timeout,
-        })
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        Ok(Self { channel, confirm_timeout })
     }
 
     pub fn is_open(&self) -> bool {
@@ -88,10 +80,7 @@ impl Publisher {
                     .basic_publish(
                         ShortString::from(msg.exchange),
                         ShortString::from(msg.routing_key),
-                        BasicPublishOptions {
-                            mandatory: msg.mandatory,
-                            ..Default::default()
-                        },
+                        BasicPublishOptions { mandatory: msg.mandatory, ..Default::default() },
                         msg.body,
                         msg.properties,
                     )
@@ -120,9 +109,7 @@ impl Publisher {
             }
             result
         };
-        tokio::time::timeout(timeout, work)
-            .await
-            .map_err(|_| PublishError::Timeout(timeout))?
+        tokio::time::timeout(timeout, work).await.map_err(|_| PublishError::Timeout(timeout))?
     }
 
     /// Moves a message that cannot be processed to the parking lot of `source_queue`, with the
@@ -134,19 +121,9 @@ impl Publisher {
         reason: &str,
     ) -> Result<(), PublishError> {
         let mut headers = original.properties.headers().clone().unwrap_or_default();
-        headers.insert(
-            "x-parked-reason".into(),
-            AMQPValue::LongString(reason.into()),
-        );
-        headers.insert(
-            "x-parked-from".into(),
-            AMQPValue::LongString(source_queue.into()),
-        );
-        let properties = original
-            .properties
-            .clone()
-            .with_headers(headers)
-            .with_delivery_mode(2);
+        headers.insert("x-parked-reason".into(), AMQPValue::LongString(reason.into()));
+        headers.insert("x-parked-from".into(), AMQPValue::LongString(source_queue.into()));
+        let properties = original.properties.clone().with_headers(headers).with_delivery_mode(2);
         self.publish(Outgoing {
             exchange: PARKED_EXCHANGE,
             routing_key: source_queue,

@@ -22,20 +22,11 @@ pub const ACTIVITY_QUEUE: &str = "showrunner.activity";
 pub const NOTIFICATIONS_QUEUE: &str = "showrunner.notifications";
 
 /// The events the activity log records.
-pub const ACTIVITY_BINDINGS: &[&str] = &[
-    "episode.*.created",
-    "episode.*.updated",
-    "episode.*.deleted",
-    "job.*.*",
-    "system.jobs.*",
-];
+pub const ACTIVITY_BINDINGS: &[&str] =
+    &["episode.*.created", "episode.*.updated", "episode.*.deleted", "job.*.*", "system.jobs.*"];
 /// The events that may produce a notification.
-pub const NOTIFICATION_BINDINGS: &[&str] = &[
-    "episode.*.created",
-    "episode.*.deleted",
-    "user.*.command",
-    "job.*.failed",
-];
+pub const NOTIFICATION_BINDINGS: &[&str] =
+    &["episode.*.created", "episode.*.deleted", "user.*.command", "job.*.failed"];
 
 pub fn command_queue(partition: u16) -> String {
     format!("{COMMANDS_EXCHANGE}.p{partition:03}")
@@ -58,18 +49,14 @@ pub fn partition_of(episode_id: uuid::Uuid, partitions: u16) -> u16 {
 
 /// Declares everything; safe to call from every process at every start.
 pub async fn declare(ch: &Channel, amqp: &AmqpSettings) -> Result<(), BrokerError> {
-    let durable = ExchangeDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
+    let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
     for (exchange, kind) in [
         (COMMANDS_EXCHANGE, ExchangeKind::Direct),
         (EVENTS_EXCHANGE, ExchangeKind::Topic),
         (PARKED_EXCHANGE, ExchangeKind::Direct),
         (LIVE_EXCHANGE, ExchangeKind::Topic),
     ] {
-        ch.exchange_declare(exchange.into(), kind, durable, FieldTable::default())
-            .await?;
+        ch.exchange_declare(exchange.into(), kind, durable, FieldTable::default()).await?;
     }
 
     let mut work_queues = Vec::new();
@@ -116,10 +103,7 @@ pub async fn declare(ch: &Channel, amqp: &AmqpSettings) -> Result<(), BrokerErro
         let parked = parked_queue(source);
         let mut args = FieldTable::default();
         if amqp.queue_type == QueueType::Quorum {
-            args.insert(
-                "x-queue-type".into(),
-                AMQPValue::LongString("quorum".into()),
-            );
+            args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
         }
         declare_queue(ch, &parked, args).await?;
         ch.queue_bind(
@@ -138,38 +122,19 @@ pub async fn declare(ch: &Channel, amqp: &AmqpSettings) -> Result<(), BrokerErro
 /// message that keeps failing (at least once, so the parked copy is never lost).
 fn work_queue_args(amqp: &AmqpSettings, name: &str) -> FieldTable {
     let mut args = FieldTable::default();
-    args.insert(
-        "x-dead-letter-exchange".into(),
-        AMQPValue::LongString(PARKED_EXCHANGE.into()),
-    );
-    args.insert(
-        "x-dead-letter-routing-key".into(),
-        AMQPValue::LongString(name.into()),
-    );
+    args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(PARKED_EXCHANGE.into()));
+    args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(name.into()));
     if amqp.queue_type == QueueType::Quorum {
-        args.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString("quorum".into()),
-        );
-        args.insert(
-            "x-delivery-limit".into(),
-            AMQPValue::LongInt(amqp.delivery_limit),
-        );
-        args.insert(
-            "x-dead-letter-strategy".into(),
-            AMQPValue::LongString("at-least-once".into()),
-        );
-        args.insert(
-            "x-overflow".into(),
-            AMQPValue::LongString("reject-publish".into()),
-        );
+        args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+        args.insert("x-delivery-limit".into(), AMQPValue::LongInt(amqp.delivery_limit));
+        args.insert("x-dead-letter-strategy".into(), AMQPValue::LongString("at-least-once".into()));
+        args.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
     }
     args
 }
 
 async fn declare_queue(ch: &Channel, name: &str, args: FieldTable) -> Result<(), BrokerError> {
-    ch.queue_declare(name.into(), QueueDeclareOptions::durable(), args)
-        .await?;
+    ch.queue_declare(name.into(), QueueDeclareOptions::durable(), args).await?;
     Ok(())
 }
 

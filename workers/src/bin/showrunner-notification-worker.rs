@@ -1,8 +1,5 @@
 //! `showrunner-notification-worker`: see `showrunner_workers::run_notification_worker`.
 
 fn main() -> anyhow::Result<()> {
-    showrunner_workers::main_for(
-        "notification-worker",
-        showrunner_workers::run_notification_worker,
-    )
+    showrunner_workers::main_for("notification-worker", showrunner_workers::run_notification_worker)
 }

@@ -89,10 +89,7 @@ mod tests {
     #[test]
     fn resources_come_from_the_routing_key() {
         let id = Uuid::from_u128(5);
-        assert_eq!(
-            resource_of(&format!("episode.{id}.created")),
-            ("episode".into(), Some(id))
-        );
+        assert_eq!(resource_of(&format!("episode.{id}.created")), ("episode".into(), Some(id)));
         assert_eq!(resource_of("system.jobs.started"), ("system".into(), None));
         assert_eq!(resource_of(""), (String::new(), None));
     }

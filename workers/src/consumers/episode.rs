@@ -47,19 +47,13 @@ impl BatchHandler for EpisodeCommands {
                 Ok(event) => event.clone(),
                 Err(rejection) => OutgoingEvent::new(
                     &envelope.actor.id,
-                    &CommandRejected {
-                        command_id: envelope.id,
-                        reason: rejection.reason.clone(),
-                    },
+                    &CommandRejected { command_id: envelope.id, reason: rejection.reason.clone() },
                     Some(envelope.actor.clone()),
                     Some(envelope.id),
                     now,
                 ),
             };
-            events.push(StoredEvent::from_outgoing(
-                &event,
-                incoming.traceparent.clone(),
-            ));
+            events.push(StoredEvent::from_outgoing(&event, incoming.traceparent.clone()));
             outcomes.push((envelope, outcome.err()));
         }
 
@@ -98,18 +92,9 @@ fn apply(
     let actor = envelope.actor.clone();
     let event = |e: OutgoingEvent| Ok(e);
     match &envelope.command {
-        Command::CreateEpisode {
-            episode_id,
-            title,
-            description,
-            status,
-            categories,
-        } => {
+        Command::CreateEpisode { episode_id, title, description, status, categories } => {
             if state.is_some() {
-                return Err(reject(
-                    "conflict",
-                    format!("episode {episode_id} already exists"),
-                ));
+                return Err(reject("conflict", format!("episode {episode_id} already exists")));
             }
             let created_at = envelope.accepted_at.trunc_subsecs(6);
             let episode = Episode {
@@ -126,23 +111,10 @@ fn apply(
                 version: 1,
             };
             *state = Some(episode.clone());
-            let data = EpisodeCreated {
-                episode,
-                created_by: actor.id,
-                timestamp: now,
-            };
-            event(OutgoingEvent::new(
-                episode_id,
-                &data,
-                Some(actor),
-                Some(envelope.id),
-                now,
-            ))
+            let data = EpisodeCreated { episode, created_by: actor.id, timestamp: now };
+            event(OutgoingEvent::new(episode_id, &data, Some(actor), Some(envelope.id), now))
         }
-        Command::UpdateEpisode {
-            episode_id,
-            changes,
-        } => {
+        Command::UpdateEpisode { episode_id, changes } => {
             let episode = live(state, *episode_id)?;
             let changed_fields = apply_changes(episode, changes);
             if !changed_fields.is_empty() {
@@ -156,18 +128,9 @@ fn apply(
                 updated_by: actor.id,
                 timestamp: now,
             };
-            event(OutgoingEvent::new(
-                episode_id,
-                &data,
-                Some(actor),
-                Some(envelope.id),
-                now,
-            ))
+            event(OutgoingEvent::new(episode_id, &data, Some(actor), Some(envelope.id), now))
         }
-        Command::DeleteEpisode {
-            episode_id,
-            permanent,
-        } => {
+        Command::DeleteEpisode { episode_id, permanent } => {
             let title = if *permanent {
                 let episode = state.take().ok_or_else(|| missing(*episode_id))?;
                 episode.title
@@ -182,21 +145,11 @@ fn apply(
             let data = EpisodeDeleted {
                 episode_id: *episode_id,
                 title,
-                delete_type: if *permanent {
-                    DeleteType::Permanent
-                } else {
-                    DeleteType::Soft
-                },
+                delete_type: if *permanent { DeleteType::Permanent } else { DeleteType::Soft },
                 deleted_by: actor.id,
                 timestamp: now,
             };
-            event(OutgoingEvent::new(
-                episode_id,
-                &data,
-                Some(actor),
-                Some(envelope.id),
-                now,
-            ))
+            event(OutgoingEvent::new(episode_id, &data, Some(actor), Some(envelope.id), now))
         }
     }
 }
@@ -322,13 +275,7 @@ async fn load_episodes(
     let mut slots = HashMap::new();
     for row in rows {
         let episode = Episode::try_from(row)?;
-        slots.insert(
-            episode.id,
-            Slot {
-                before: Some(episode.clone()),
-                after: Some(episode),
-            },
-        );
+        slots.insert(episode.id, Slot { before: Some(episode.clone()), after: Some(episode) });
     }
     Ok(slots)
 }
@@ -366,8 +313,7 @@ async fn write_episodes(
                 .await?;
             }
             (Some(_), None) => {
-                txn.execute_raw(sql("DELETE FROM episodes WHERE id = $1", [(*id).into()]))
-                    .await?;
+                txn.execute_raw(sql("DELETE FROM episodes WHERE id = $1", [(*id).into()])).await?;
             }
             _ => {}
         }
@@ -395,26 +341,9 @@ async fn record_outcomes(
         users.push(envelope.actor.id);
         kinds.push(envelope.command.kind().to_string());
         resources.push(envelope.command.episode_id());
-        statuses.push(
-            if rejection.is_some() {
-                "rejected"
-            } else {
-                "applied"
-            }
-            .to_string(),
-        );
-        errors.push(
-            rejection
-                .as_ref()
-                .map(|r| r.reason.clone())
-                .unwrap_or_default(),
-        );
-        codes.push(
-            rejection
-                .as_ref()
-                .map(|r| r.code.to_string())
-                .unwrap_or_default(),
-        );
+        statuses.push(if rejection.is_some() { "rejected" } else { "applied" }.to_string());
+        errors.push(rejection.as_ref().map(|r| r.reason.clone()).unwrap_or_default());
+        codes.push(rejection.as_ref().map(|r| r.code.to_string()).unwrap_or_default());
     }
     txn.execute_raw(sql(
         "INSERT INTO commands (id, user_id, kind, resource_type, resource_id, status, error, \
@@ -449,10 +378,7 @@ mod tests {
         CommandEnvelope {
             id: Uuid::now_v7(),
             version: COMMAND_VERSION,
-            actor: Actor {
-                id: Uuid::from_u128(1),
-                name: "Alice".into(),
-            },
+            actor: Actor { id: Uuid::from_u128(1), name: "Alice".into() },
             accepted_at: Utc::now(),
             command,
         }
@@ -461,10 +387,7 @@ mod tests {
     fn create(id: Uuid) -> CommandEnvelope {
         envelope(Command::CreateEpisode {
             episode_id: id,
-            title: "Pilot"
-                .to_string()
-                .try_into()
-                .unwrap_or_else(|_| unreachable!()),
+            title: "Pilot".to_string().try_into().unwrap_or_else(|_| unreachable!()),
             description: Default::default(),
             status: EpisodeStatus::Draft,
             categories: Default::default(),
@@ -485,23 +408,12 @@ mod tests {
             },
         });
         let event = apply(&mut state, &update, now).expect("applies");
-        assert_eq!(
-            event.envelope.data["changedFields"],
-            serde_json::json!(["status"])
-        );
+        assert_eq!(event.envelope.data["changedFields"], serde_json::json!(["status"]));
         assert_eq!(state.as_ref().map(|e| e.version), Some(2));
-        let delete = envelope(Command::DeleteEpisode {
-            episode_id: id,
-            permanent: false,
-        });
+        let delete = envelope(Command::DeleteEpisode { episode_id: id, permanent: false });
         assert!(apply(&mut state, &delete, now).is_ok());
         assert!(state.as_ref().is_some_and(|e| e.deleted_at.is_some()));
-        assert_eq!(
-            apply(&mut state, &update, now)
-                .map(|_| ())
-                .map_err(|r| r.code),
-            Err("gone")
-        );
+        assert_eq!(apply(&mut state, &update, now).map(|_| ()).map_err(|r| r.code), Err("gone"));
     }
 
     #[test]
@@ -509,31 +421,20 @@ mod tests {
         let id = Uuid::now_v7();
         let mut state = None;
         let now = Utc::now();
-        let update = envelope(Command::UpdateEpisode {
-            episode_id: id,
-            changes: Default::default(),
-        });
+        let update =
+            envelope(Command::UpdateEpisode { episode_id: id, changes: Default::default() });
         assert_eq!(
-            apply(&mut state, &update, now)
-                .map(|_| ())
-                .map_err(|r| r.code),
+            apply(&mut state, &update, now).map(|_| ()).map_err(|r| r.code),
             Err("not_found")
         );
-        let delete = envelope(Command::DeleteEpisode {
-            episode_id: id,
-            permanent: true,
-        });
+        let delete = envelope(Command::DeleteEpisode { episode_id: id, permanent: true });
         assert_eq!(
-            apply(&mut state, &delete, now)
-                .map(|_| ())
-                .map_err(|r| r.code),
+            apply(&mut state, &delete, now).map(|_| ()).map_err(|r| r.code),
             Err("not_found")
         );
         assert!(apply(&mut state, &create(id), now).is_ok());
         assert_eq!(
-            apply(&mut state, &create(id), now)
-                .map(|_| ())
-                .map_err(|r| r.code),
+            apply(&mut state, &create(id), now).map(|_| ()).map_err(|r| r.code),
             Err("conflict")
         );
     }

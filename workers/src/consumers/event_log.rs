@@ -50,21 +50,9 @@ impl BatchHandler for EventLog {
              ON CONFLICT (id) DO UPDATE SET id = EXCLUDED.id \
              RETURNING seq, id",
             [
-                events
-                    .iter()
-                    .map(|(m, _)| m.body.id)
-                    .collect::<Vec<_>>()
-                    .into(),
-                events
-                    .iter()
-                    .map(|(m, _)| m.routing_key.clone())
-                    .collect::<Vec<_>>()
-                    .into(),
-                events
-                    .iter()
-                    .map(|(_, b)| b.clone())
-                    .collect::<Vec<_>>()
-                    .into(),
+                events.iter().map(|(m, _)| m.body.id).collect::<Vec<_>>().into(),
+                events.iter().map(|(m, _)| m.routing_key.clone()).collect::<Vec<_>>().into(),
+                events.iter().map(|(_, b)| b.clone()).collect::<Vec<_>>().into(),
                 events
                     .iter()
                     .map(|(m, _)| m.traceparent.clone().unwrap_or_default())
@@ -85,10 +73,7 @@ impl BatchHandler for EventLog {
             let mut headers = FieldTable::default();
             headers.insert("x-seq".into(), AMQPValue::LongLongInt(row.seq));
             if let Some(tp) = &incoming.traceparent {
-                headers.insert(
-                    "traceparent".into(),
-                    AMQPValue::LongString(tp.as_str().into()),
-                );
+                headers.insert("traceparent".into(), AMQPValue::LongString(tp.as_str().into()));
             }
             messages.push(Outgoing {
                 exchange: LIVE_EXCHANGE,

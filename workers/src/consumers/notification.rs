@@ -62,10 +62,7 @@ fn draft_for(event: &EventEnvelope, routing_key: &str) -> Option<Draft> {
         }
         "command_rejected" => {
             // user.<id>.command: the owner of the routing key is the one to tell.
-            let user_id = routing_key
-                .split('.')
-                .nth(1)
-                .and_then(|s| Uuid::parse_str(s).ok())?;
+            let user_id = routing_key.split('.').nth(1).and_then(|s| Uuid::parse_str(s).ok())?;
             Some(Draft {
                 user_id,
                 kind: "command_rejected",
@@ -169,9 +166,7 @@ impl BatchHandler for Notifications {
                 let notification = Notification::from(row);
                 let event = OutgoingEvent::new(
                     &notification.user_id,
-                    &NotificationCreated {
-                        notification: notification.clone(),
-                    },
+                    &NotificationCreated { notification: notification.clone() },
                     None,
                     correlation,
                     now,
@@ -196,10 +191,7 @@ mod tests {
             event: name.into(),
             version: 1,
             occurred_at: Utc::now(),
-            actor: Some(Actor {
-                id: Uuid::from_u128(1),
-                name: "Alice".into(),
-            }),
+            actor: Some(Actor { id: Uuid::from_u128(1), name: "Alice".into() }),
             correlation_id: None,
             causation_id: None,
             data,
@@ -209,10 +201,8 @@ mod tests {
     #[test]
     fn creation_and_deletion_notify_the_actor_and_updates_do_not() {
         let id = Uuid::from_u128(9);
-        let created = event(
-            "episode_created",
-            serde_json::json!({"episode": {"id": id, "title": "Pilot"}}),
-        );
+        let created =
+            event("episode_created", serde_json::json!({"episode": {"id": id, "title": "Pilot"}}));
         let draft = draft_for(&created, "episode.x.created").expect("a notification");
         assert_eq!(
             (draft.user_id, draft.kind, draft.resource_id),
@@ -222,10 +212,7 @@ mod tests {
             "episode_deleted",
             serde_json::json!({"episodeId": id, "title": "Pilot", "deleteType": "soft"}),
         );
-        assert_eq!(
-            draft_for(&deleted, "").map(|d| d.kind),
-            Some("episode_deleted")
-        );
+        assert_eq!(draft_for(&deleted, "").map(|d| d.kind), Some("episode_deleted"));
         let updated = event("episode_updated", serde_json::json!({}));
         assert_eq!(draft_for(&updated, ""), None);
     }

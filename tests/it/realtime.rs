@@ -1,0 +1,368 @@
+//! The WebSocket relay with a real client against running api instances and workers.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use showrunner_shared::auth::Role;
+use showrunner_tests::{Options, TestApp};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::{DEADLINE, create_episode, send, str_of};
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(app: &TestApp, instance: usize, token: &str) -> Socket {
+    let (socket, _) =
+        tokio_tungstenite::connect_async(app.ws_url(instance, token)).await.expect("websocket");
+    socket
+}
+
+async fn say(socket: &mut Socket, frame: Value) {
+    socket.send(Message::Text(frame.to_string().into())).await.expect("send");
+}
+
+/// The next JSON text frame; panics at the deadline or when the socket ends.
+async fn next(socket: &mut Socket) -> Value {
+    loop {
+        let message = tokio::time::timeout(DEADLINE, socket.next())
+            .await
+            .expect("a frame before the deadline");
+        match message {
+            Some(Ok(Message::Text(text))) => {
+                return serde_json::from_str(&text).expect("JSON frame");
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            other => panic!("socket ended: {other:?}"),
+        }
+    }
+}
+
+/// The next frame that satisfies `wanted`, returning the frames skipped on the way.
+async fn next_where(socket: &mut Socket, wanted: impl Fn(&Value) -> bool) -> (Value, Vec<Value>) {
+    let mut skipped = Vec::new();
+    loop {
+        let frame = next(socket).await;
+        if wanted(&frame) {
+            return (frame, skipped);
+        }
+        skipped.push(frame);
+    }
+}
+
+async fn subscribe(socket: &mut Socket, topics: &[&str]) {
+    say(socket, json!({"op": "subscribe", "topics": topics})).await;
+    let (reply, _) = next_where(socket, |f| f["op"] != "event").await;
+    assert_eq!(reply["op"], "subscribed", "{reply}");
+}
+
+fn is_event(name: &str) -> impl Fn(&Value) -> bool + '_ {
+    move |f: &Value| f["op"] == "event" && f["event"] == name
+}
+
+#[tokio::test]
+async fn a_created_episode_reaches_its_subscribers_and_no_one_else() {
+    let app = TestApp::spawn().await;
+    let alice = app.token("alice", Role::Member);
+    let mut creations = connect(&app, 0, &alice).await;
+    let mut jobs = connect(&app, 0, &app.token("bob", Role::Member)).await;
+    subscribe(&mut creations, &["episode.*.created"]).await;
+    subscribe(&mut jobs, &["job.#", "episode.*.updated"]).await;
+
+    let (_, created) = create_episode(&app, &alice, json!({"title": "Live"}), true).await;
+    let id = str_of(&created["data"], "id").to_string();
+    let frame = next(&mut creations).await;
+    assert_eq!(frame["event"], "episode_created");
+    assert_eq!(frame["topic"], format!("episode.{id}.created"));
+    assert_eq!(frame["data"]["episode"]["title"], "Live");
+    assert!(frame["id"].is_string());
+
+    // Bob's first event is the update: the creation, which came first, never reached him.
+    let (status, _) = send(
+        app.http
+            .patch(app.api(&format!("/episodes/{id}")))
+            .bearer_auth(&alice)
+            .json(&json!({"title": "Live 2"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (update, skipped) = next_where(&mut jobs, |f| f["op"] == "event").await;
+    assert_eq!(update["event"], "episode_updated", "{skipped:?}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn notifications_are_their_owners_alone() {
+    let app = TestApp::spawn().await;
+    let (alice, bob) = (app.token("alice", Role::Member), app.token("bob", Role::Member));
+    let mut alices = connect(&app, 0, &alice).await;
+    let mut bobs = connect(&app, 0, &bob).await;
+    let alice_id = TestApp::user_id("alice");
+    say(&mut bobs, json!({"op": "subscribe", "topics": [format!("user.{alice_id}.#")]})).await;
+    let refused = next(&mut bobs).await;
+    assert_eq!(
+        (refused["op"].as_str(), refused["code"].as_str()),
+        (Some("error"), Some("forbidden"))
+    );
+    subscribe(&mut bobs, &["#"]).await;
+
+    create_episode(&app, &alice, json!({"title": "Mine"}), true).await;
+    // Alice is subscribed to her own topics without asking.
+    let (note, _) = next_where(&mut alices, is_event("notification_created")).await;
+    assert_eq!(note["topic"], format!("user.{alice_id}.notification"));
+    // A later event: had Bob been sent Alice's notification, it would come before this one.
+    let (_, marker) = create_episode(&app, &bob, json!({"title": "Marker"}), true).await;
+    let marker_id = str_of(&marker["data"], "id").to_string();
+    let (_, before) = next_where(&mut bobs, |f| {
+        f["event"] == "episode_created" && f["data"]["episode"]["id"] == marker_id.as_str()
+    })
+    .await;
+    assert!(
+        before.iter().all(|f| !f["topic"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with(&format!("user.{alice_id}"))),
+        "{before:?}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn presence_joins_leaves_and_expires() {
+    let app = TestApp::spawn_with(Options {
+        extra: vec![
+            ("http.presence_ttl_secs".into(), "3".into()),
+            ("realtime.heartbeat_secs".into(), "1".into()),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let alice = app.token("alice", Role::Member);
+    let (_, created) = create_episode(&app, &alice, json!({"title": "Watched"}), true).await;
+    let id = str_of(&created["data"], "id").to_string();
+    let watch = format!("episode.{id}.#");
+    let mut alices = connect(&app, 0, &alice).await;
+    subscribe(&mut alices, &[&watch]).await;
+
+    let mut bobs = connect(&app, 0, &app.token("bob", Role::Member)).await;
+    subscribe(&mut bobs, &[&watch]).await;
+    let (joined, _) = next_where(&mut alices, |f| {
+        f["event"] == "viewer_joined" && f["data"]["userName"] == "bob"
+    })
+    .await;
+    let names: Vec<&str> = joined["data"]["viewers"]
+        .as_array()
+        .map(|v| v.iter().filter_map(|v| v["userName"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(names, ["alice", "bob"]);
+    let (_, read) =
+        send(app.http.get(app.api(&format!("/episodes/{id}/viewers"))).bearer_auth(&alice)).await;
+    assert_eq!(read["data"].as_array().map(Vec::len), Some(2));
+
+    drop(bobs);
+    let (left, _) =
+        next_where(&mut alices, |f| f["event"] == "viewer_left" && f["data"]["userName"] == "bob")
+            .await;
+    assert_eq!(left["data"]["viewers"].as_array().map(Vec::len), Some(1));
+
+    // A reader of GET /episodes/{id} is a viewer until the TTL passes without a new read.
+    let carol = app.token("carol", Role::Member);
+    let (_, read) =
+        send(app.http.get(app.api(&format!("/episodes/{id}"))).bearer_auth(&carol)).await;
+    assert_eq!(read["viewers"].as_array().map(Vec::len), Some(2));
+    next_where(&mut alices, |f| f["event"] == "viewer_joined" && f["data"]["userName"] == "carol")
+        .await;
+    next_where(&mut alices, |f| f["event"] == "viewer_left" && f["data"]["userName"] == "carol")
+        .await;
+    // Alice, whose socket keeps refreshing, is still there.
+    let (_, read) =
+        send(app.http.get(app.api(&format!("/episodes/{id}/viewers"))).bearer_auth(&alice)).await;
+    assert_eq!(read["data"], json!([{"userId": TestApp::user_id("alice"), "userName": "alice"}]));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn two_api_instances_both_deliver() {
+    let app = TestApp::spawn_with(Options { api_instances: 2, ..Default::default() }).await;
+    let alice = app.token("alice", Role::Member);
+    let mut first = connect(&app, 0, &alice).await;
+    let mut second = connect(&app, 1, &alice).await;
+    subscribe(&mut first, &["episode.*.created"]).await;
+    subscribe(&mut second, &["episode.*.created"]).await;
+    let (_, created) = create_episode(&app, &alice, json!({"title": "Everywhere"}), false).await;
+    let id = str_of(&created["data"], "id");
+    for socket in [&mut first, &mut second] {
+        let frame = next(socket).await;
+        assert_eq!(frame["data"]["episode"]["id"], id);
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn resume_after_a_disconnect_during_a_burst_loses_nothing_and_repeats_nothing() {
+    let app = TestApp::spawn().await;
+    let alice = app.token("alice", Role::Member);
+    // Bob watches Alice's burst: his own topics stay quiet, so every frame is a creation.
+    let bob = app.token("bob", Role::Member);
+    let mut socket = connect(&app, 0, &bob).await;
+    subscribe(&mut socket, &["episode.*.created"]).await;
+    let total = 60;
+    let burst = {
+        let (app_http, url, token) = (app.http.clone(), app.api("/episodes"), alice.clone());
+        tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0..total {
+                let response = app_http
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .json(&json!({"title": format!("Burst {i}")}))
+                    .send()
+                    .await
+                    .expect("sent");
+                let body: Value = response.json().await.expect("json");
+                ids.push(body["data"]["id"].as_str().unwrap_or_default().to_string());
+            }
+            ids
+        })
+    };
+    let mut seen = Vec::new();
+    let mut last_event_id = String::new();
+    while seen.len() < 10 {
+        let frame = next(&mut socket).await;
+        seen.push(frame["data"]["episode"]["id"].as_str().unwrap_or_default().to_string());
+        last_event_id = str_of(&frame, "id").to_string();
+    }
+    drop(socket); // mid-burst
+
+    let mut socket = connect(&app, 0, &bob).await;
+    say(
+        &mut socket,
+        json!({"op": "resume", "lastEventId": last_event_id, "topics": ["episode.*.created"]}),
+    )
+    .await;
+    let expected: Vec<String> = burst.await.expect("burst");
+    let wanted: HashSet<String> = expected.iter().cloned().collect();
+    while !wanted.iter().all(|id| seen.contains(id)) {
+        assert!(seen.len() < 2 * total, "far too many frames: {seen:?}");
+        let frame = next(&mut socket).await;
+        match frame["op"].as_str() {
+            Some("event") => {
+                seen.push(frame["data"]["episode"]["id"].as_str().unwrap_or_default().to_string())
+            }
+            Some("subscribed" | "resumed") => {}
+            _ => panic!("unexpected frame {frame}"),
+        }
+    }
+    // One more event proves nothing else was queued behind: no duplicate arrives first.
+    let (_, marker) = create_episode(&app, &alice, json!({"title": "After"}), false).await;
+    let (after, _) = next_where(&mut socket, |f| f["op"] == "event").await;
+    assert_eq!(after["data"]["episode"]["id"], marker["data"]["id"], "a duplicate came first: {after}");
+    assert_eq!(seen.iter().collect::<HashSet<_>>().len(), total, "duplicates in {seen:?}");
+    // In the order they were created, which is the order they were applied (one partition
+    // per episode, but each episode has one command here, so compare as sets and by log order).
+    assert_eq!(seen.iter().collect::<HashSet<_>>(), expected.iter().collect::<HashSet<_>>());
+
+    // An unknown id is refused with a reason.
+    say(&mut socket, json!({"op": "resume", "lastEventId": uuid::Uuid::now_v7()})).await;
+    let refused = next(&mut socket).await;
+    assert_eq!(refused["code"], "resume_unavailable", "{refused}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_is_closed_while_a_fast_one_keeps_up() {
+    let app = TestApp::spawn_with(Options {
+        extra: vec![("realtime.send_buffer".into(), "64".into())],
+        ..Default::default()
+    })
+    .await;
+    let alice = app.token("alice", Role::Member);
+    let bob = app.token("bob", Role::Member);
+    // A tiny receive buffer, so the network holds little of what the server sends it.
+    let tcp = tokio::net::TcpSocket::new_v4().expect("socket");
+    tcp.set_recv_buffer_size(4096).expect("rcvbuf");
+    let stream = tcp.connect(app.addr).await.expect("connect");
+    let (mut slow, _) = tokio_tungstenite::client_async(
+        app.ws_url(0, &bob),
+        tokio_tungstenite::MaybeTlsStream::Plain(stream),
+    )
+    .await
+    .expect("websocket");
+    let mut fast = connect(&app, 0, &bob).await;
+    subscribe(&mut slow, &["episode.*.created"]).await;
+    subscribe(&mut fast, &["episode.*.created"]).await;
+    let total = 400;
+    let description = "x".repeat(10_000);
+    let reader = tokio::spawn(async move {
+        for _ in 0..total {
+            let frame = next(&mut fast).await;
+            assert_eq!(frame["event"], "episode_created");
+        }
+    });
+    let creates = (0..total).map(|i| {
+        let (app, alice, description) = (&app, &alice, &description);
+        async move {
+            let body = json!({"title": format!("Big {i}"), "description": description});
+            let (status, _) = create_episode(app, alice, body, false).await;
+            assert_eq!(status, StatusCode::ACCEPTED);
+        }
+    });
+    futures_util::stream::iter(creates).buffer_unordered(8).collect::<Vec<()>>().await;
+    tokio::time::timeout(Duration::from_secs(60), reader)
+        .await
+        .expect("the fast client kept up")
+        .expect("reader");
+
+    // The slow client now reads: what the network buffered, then the end, well short of all.
+    let mut received = 0;
+    let mut close_code = None;
+    let give_up = tokio::time::Instant::now() + DEADLINE;
+    while let Ok(Some(message)) = tokio::time::timeout_at(give_up, slow.next()).await {
+        match message {
+            Ok(Message::Text(_)) => received += 1,
+            Ok(Message::Close(frame)) => {
+                close_code = frame.map(|f| u16::from(f.code));
+                break;
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    assert!(received < total, "the slow client got everything ({received})");
+    if let Some(code) = close_code {
+        assert_eq!(code, 4008);
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_frames_get_error_frames_and_the_connection_lives() {
+    let app = TestApp::spawn().await;
+    let mut socket = connect(&app, 0, &app.token("alice", Role::Member)).await;
+    for bad in [
+        json!("nonsense"),
+        json!({"op": "dance"}),
+        json!({"op": "subscribe", "topics": ["a..b"]}),
+        json!({"op": "resume", "lastEventId": "x"}),
+    ] {
+        say(&mut socket, bad.clone()).await;
+        let reply = next(&mut socket).await;
+        assert_eq!(reply["op"], "error", "{bad} -> {reply}");
+    }
+    socket.send(Message::Text("{not json".into())).await.expect("send");
+    assert_eq!(next(&mut socket).await["op"], "error");
+    socket.send(Message::Binary(vec![1, 2, 3].into())).await.expect("send");
+    assert_eq!(next(&mut socket).await["code"], "unsupported");
+    say(&mut socket, json!({"op": "ping"})).await;
+    assert_eq!(next(&mut socket).await["op"], "pong");
+
+    // No token, or a forged one: no socket.
+    assert!(
+        tokio_tungstenite::connect_async(format!("ws://{}/api/v1/ws", app.addr)).await.is_err()
+    );
+    assert!(tokio_tungstenite::connect_async(app.ws_url(0, "forged.token.here")).await.is_err());
+    app.stop().await;
+}
