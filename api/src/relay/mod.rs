@@ -48,7 +48,12 @@ async fn upgrade(
     let claims = auth::decode(&token, secret, chrono::Utc::now().timestamp())
         .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
     let max = state.settings.realtime.max_frame_bytes;
+    // Small per-socket buffers: tungstenite's defaults (128 KiB to read) would make ten
+    // thousand idle connections cost a gigabyte; a client's frames are small.
     Ok(ws
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(max.max(1 << 20))
         .max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| socket::run(socket, state, User(claims)))
