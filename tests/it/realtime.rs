@@ -198,6 +198,21 @@ async fn two_api_instances_both_deliver() {
         let frame = next(socket).await;
         assert_eq!(frame["data"]["episode"]["id"], id);
     }
+
+    // Presence spans instances: Bob watches through the second, Alice through the first.
+    let watch = format!("episode.{id}.#");
+    subscribe(&mut first, &[&watch]).await;
+    let mut bobs = connect(&app, 1, &app.token("bob", Role::Member)).await;
+    subscribe(&mut bobs, &[&watch]).await;
+    let (joined, _) =
+        next_where(&mut first, |f| f["event"] == "viewer_joined" && f["data"]["userName"] == "bob")
+            .await;
+    assert_eq!(joined["data"]["viewers"].as_array().map(Vec::len), Some(2));
+    drop(bobs);
+    let (left, _) =
+        next_where(&mut first, |f| f["event"] == "viewer_left" && f["data"]["userName"] == "bob")
+            .await;
+    assert_eq!(left["data"]["viewers"].as_array().map(Vec::len), Some(1));
     app.stop().await;
 }
 
@@ -259,7 +274,10 @@ async fn resume_after_a_disconnect_during_a_burst_loses_nothing_and_repeats_noth
     // One more event proves nothing else was queued behind: no duplicate arrives first.
     let (_, marker) = create_episode(&app, &alice, json!({"title": "After"}), false).await;
     let (after, _) = next_where(&mut socket, |f| f["op"] == "event").await;
-    assert_eq!(after["data"]["episode"]["id"], marker["data"]["id"], "a duplicate came first: {after}");
+    assert_eq!(
+        after["data"]["episode"]["id"], marker["data"]["id"],
+        "a duplicate came first: {after}"
+    );
     assert_eq!(seen.iter().collect::<HashSet<_>>().len(), total, "duplicates in {seen:?}");
     // In the order they were created, which is the order they were applied (one partition
     // per episode, but each episode has one command here, so compare as sets and by log order).
