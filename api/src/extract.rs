@@ -34,25 +34,33 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let state = AppState::from_ref(state);
-        let header = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or_else(|| ApiError::Unauthorized("a bearer token is required".into()))?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
-            .ok_or_else(|| {
-                ApiError::Unauthorized("the Authorization header must be `Bearer <token>`".into())
-            })?;
-        let claims = auth::decode(
-            token.trim(),
-            state.settings.auth.jwt_secret.expose().as_bytes(),
-            chrono::Utc::now().timestamp(),
-        )
-        .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
-        Ok(User(claims))
+        if !parts.headers.contains_key(header::AUTHORIZATION) {
+            return Err(ApiError::Unauthorized("a bearer token is required".into()));
+        }
+        let token = bearer(&parts.headers).ok_or_else(|| {
+            ApiError::Unauthorized("the Authorization header must be `Bearer <token>`".into())
+        })?;
+        authenticate(&state, token)
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` header (the scheme in any case).
+pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .split_once(' ')
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+}
+
+/// The caller a token names, if it is valid now.
+pub fn authenticate(state: &AppState, token: &str) -> Result<User, ApiError> {
+    let secret = state.settings.auth.jwt_secret.expose().as_bytes();
+    auth::decode(token, secret, chrono::Utc::now().timestamp())
+        .map(User)
+        .map_err(|e| ApiError::Unauthorized(e.to_string()))
 }
 
 /// A JSON body decoded into `T`: 415 without a JSON content type, 400 when it is not JSON,

@@ -9,6 +9,7 @@ pub mod contracts;
 pub mod db;
 pub mod domain;
 pub mod outbox;
+pub mod process;
 pub mod shutdown;
 pub mod telemetry;
 pub mod topics;

@@ -221,29 +221,3 @@ async fn sweep_forever(ctx: Context, cancel: CancellationToken) {
         }
     }
 }
-
-/// The whole `main` of a worker binary: configuration (one clear line and exit 2 when it is
-/// wrong), logging, the runtime, and shutdown on SIGTERM or SIGINT.
-pub fn main_for<F, Fut>(role: &str, run: F) -> anyhow::Result<()>
-where
-    F: FnOnce(Arc<Settings>, CancellationToken) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<()>>,
-{
-    let settings = match Settings::load(showrunner_shared::config::path_from_args()) {
-        Ok(s) => Arc::new(s),
-        Err(error) => {
-            eprintln!("showrunner-{role}: {error}");
-            std::process::exit(2);
-        }
-    };
-    showrunner_shared::telemetry::init(&settings.log);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(async move {
-        let cancel = showrunner_shared::shutdown::on_signal();
-        if let Err(error) = run(settings, cancel).await {
-            eprintln!("showrunner-{role}: {error:#}");
-            std::process::exit(1);
-        }
-        Ok(())
-    })
-}

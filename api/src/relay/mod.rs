@@ -14,10 +14,9 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use serde::Deserialize;
-use showrunner_shared::auth;
 
 use crate::error::ApiError;
-use crate::extract::User;
+use crate::extract::{authenticate, bearer};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -35,18 +34,10 @@ async fn upgrade(
     Query(query): Query<TokenQuery>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let from_header = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim().to_string());
-    let token = from_header.or(query.token).ok_or_else(|| {
+    let token = bearer(&headers).map(str::to_string).or(query.token).ok_or_else(|| {
         ApiError::Unauthorized("a bearer token is required (header or ?token=)".into())
     })?;
-    let secret = state.settings.auth.jwt_secret.expose().as_bytes();
-    let claims = auth::decode(&token, secret, chrono::Utc::now().timestamp())
-        .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
+    let user = authenticate(&state, &token)?;
     let max = state.settings.realtime.max_frame_bytes;
     // Small per-socket buffers: tungstenite's defaults (128 KiB to read) would make ten
     // thousand idle connections cost a gigabyte; a client's frames are small.
@@ -56,7 +47,7 @@ async fn upgrade(
         .max_write_buffer_size(max.max(1 << 20))
         .max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| socket::run(socket, state, User(claims)))
+        .on_upgrade(move |socket| socket::run(socket, state, user))
         .into_response())
 }
 

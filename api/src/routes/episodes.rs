@@ -9,7 +9,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::{FromQueryResult, Value};
 use serde::Deserialize;
 use showrunner_shared::contracts::{Actor, Command, Episode, EpisodeChanges};
-use showrunner_shared::db::sql;
+use showrunner_shared::db::{EpisodeRow, sql};
 use showrunner_shared::domain::{Categories, Description, EpisodeStatus, Title};
 use uuid::Uuid;
 
@@ -236,40 +236,6 @@ fn apply_preview(e: &mut Episode, c: &EpisodeChanges) {
     }
 }
 
-#[derive(FromQueryResult)]
-struct EpisodeRow {
-    id: Uuid,
-    title: String,
-    description: String,
-    status: String,
-    categories: Vec<String>,
-    created_by: Uuid,
-    updated_by: Uuid,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    deleted_at: Option<DateTime<Utc>>,
-    version: i64,
-}
-
-impl EpisodeRow {
-    fn into_episode(self) -> Episode {
-        Episode {
-            id: self.id,
-            title: self.title,
-            description: self.description,
-            // The table's CHECK constraint admits only known statuses.
-            status: EpisodeStatus::parse(&self.status).unwrap_or(EpisodeStatus::Draft),
-            categories: self.categories,
-            created_by: self.created_by,
-            updated_by: self.updated_by,
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-            deleted_at: self.deleted_at,
-            version: self.version,
-        }
-    }
-}
-
 /// The episode; soft-deleted ones only when `include_deleted`.
 async fn find(
     state: &AppState,
@@ -282,7 +248,7 @@ async fn find(
     ))
     .one(&state.db)
     .await?;
-    Ok(row.map(EpisodeRow::into_episode))
+    Ok(row.map(Episode::try_from).transpose()?)
 }
 
 async fn read(
@@ -358,7 +324,10 @@ async fn list(
     ))
     .all(&state.db)
     .await?;
-    let page =
-        Page::from_rows(rows.into_iter().map(EpisodeRow::into_episode).collect(), limit, |e| e.id);
+    let page = Page::from_rows(
+        rows.into_iter().map(Episode::try_from).collect::<Result<_, _>>()?,
+        limit,
+        |e| e.id,
+    );
     Ok(axum::Json(page).into_response())
 }

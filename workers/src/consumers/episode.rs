@@ -10,8 +10,7 @@ use showrunner_shared::contracts::{
     Command, CommandEnvelope, CommandRejected, DeleteType, Episode, EpisodeChanges, EpisodeCreated,
     EpisodeDeleted, EpisodeUpdated, OutgoingEvent,
 };
-use showrunner_shared::db::sql;
-use showrunner_shared::domain::EpisodeStatus;
+use showrunner_shared::db::{EpisodeRow, sql};
 use showrunner_shared::outbox::{self, StoredEvent};
 use uuid::Uuid;
 
@@ -219,43 +218,6 @@ async fn already_handled(
     Ok(rows.into_iter().map(|r| r.id).collect())
 }
 
-/// An `episodes` row.
-#[derive(Debug, FromQueryResult)]
-pub struct EpisodeRow {
-    pub id: Uuid,
-    pub title: String,
-    pub description: String,
-    pub status: String,
-    pub categories: Vec<String>,
-    pub created_by: Uuid,
-    pub updated_by: Uuid,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    pub deleted_at: Option<DateTime<Utc>>,
-    pub version: i64,
-}
-
-impl TryFrom<EpisodeRow> for Episode {
-    type Error = DbErr;
-    fn try_from(r: EpisodeRow) -> Result<Self, DbErr> {
-        let status = EpisodeStatus::parse(&r.status)
-            .ok_or_else(|| DbErr::Custom(format!("unknown episode status {:?}", r.status)))?;
-        Ok(Episode {
-            id: r.id,
-            title: r.title,
-            description: r.description,
-            status,
-            categories: r.categories,
-            created_by: r.created_by,
-            updated_by: r.updated_by,
-            created_at: r.created_at,
-            updated_at: r.updated_at,
-            deleted_at: r.deleted_at,
-            version: r.version,
-        })
-    }
-}
-
 async fn load_episodes(
     txn: &impl ConnectionTrait,
     batch: &[&Incoming<CommandEnvelope>],
@@ -373,6 +335,7 @@ async fn record_outcomes(
 mod tests {
     use super::*;
     use showrunner_shared::contracts::{Actor, COMMAND_VERSION};
+    use showrunner_shared::domain::EpisodeStatus;
 
     fn envelope(command: Command) -> CommandEnvelope {
         CommandEnvelope {
