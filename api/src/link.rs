@@ -16,7 +16,7 @@ use showrunner_shared::contracts::EventEnvelope;
 use tokio_util::sync::CancellationToken;
 
 use crate::relay::frame_text;
-use crate::relay::hub::{Frame, Hub};
+use crate::relay::hub::{Frame, FrameData, Hub};
 use crate::waiters::Waiters;
 
 #[derive(Default)]
@@ -170,7 +170,7 @@ fn live_frame(delivery: &lapin::message::Delivery) -> Option<Frame> {
     };
     let topic = delivery.routing_key.as_str();
     let text = frame_text(topic, &delivery.data, traceparent)?;
-    Some(Frame { seq, topic: topic.into(), text: text.into() })
+    Some(Arc::new(FrameData { seq, topic: topic.to_string(), text: text.into() }))
 }
 
 fn backoff() -> impl Iterator<Item = Duration> {

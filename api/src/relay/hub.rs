@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
+use axum::extract::ws::Utf8Bytes;
 use showrunner_shared::topics::TopicIndex;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -14,13 +15,16 @@ use uuid::Uuid;
 
 pub type ClientId = u64;
 
-/// One event on its way to a client: its place in the event log and its frame.
-#[derive(Debug, Clone)]
-pub struct Frame {
+/// One event on its way to clients: its place in the event log and its frame, serialized once
+/// and shared (the queues carry a pointer, the socket sends the same bytes to everyone).
+#[derive(Debug)]
+pub struct FrameData {
     pub seq: i64,
-    pub topic: Arc<str>,
-    pub text: Arc<str>,
+    pub topic: String,
+    pub text: Utf8Bytes,
 }
+
+pub type Frame = Arc<FrameData>;
 
 struct Client {
     user: Uuid,
@@ -168,7 +172,7 @@ mod tests {
     use super::*;
 
     fn frame(topic: &str, seq: i64) -> Frame {
-        Frame { seq, topic: topic.into(), text: format!("{{\"seq\":{seq}}}").into() }
+        Arc::new(FrameData { seq, topic: topic.into(), text: format!("{{\"seq\":{seq}}}").into() })
     }
 
     #[tokio::test]

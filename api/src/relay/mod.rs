@@ -40,9 +40,10 @@ async fn upgrade(
     let user = authenticate(&state, &token)?;
     let max = state.settings.realtime.max_frame_bytes;
     // Small per-socket buffers: tungstenite's defaults (128 KiB to read) would make ten
-    // thousand idle connections cost a gigabyte; a client's frames are small.
+    // thousand idle connections cost a gigabyte; a client's frames are small (a larger one
+    // still arrives, the buffer is only the read chunk).
     Ok(ws
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(1024)
         .write_buffer_size(0)
         .max_write_buffer_size(max.max(1 << 20))
         .max_message_size(max)

@@ -91,7 +91,7 @@ pub async fn run(socket: WebSocket, state: AppState, user: User) {
                     session.first_live.get_or_insert(frame.seq);
                     // A client that does not read blocks this send: its overflow ends the wait.
                     tokio::select! {
-                        sent = send(&mut sink, &frame.text) => if sent.is_err() { break None },
+                        sent = sink.send(Message::Text(frame.text.clone())) => if sent.is_err() { break None },
                         () = registration.overflow.cancelled() => {
                             break Some((CLOSE_TOO_SLOW, "send buffer overflow: the client reads too slowly"));
                         }
@@ -101,7 +101,9 @@ pub async fn run(socket: WebSocket, state: AppState, user: User) {
             message = stream.next() => {
                 last_heard = Instant::now();
                 let reply = match message {
-                    Some(Ok(Message::Text(text))) => session.handle(&text, &mut sink).await,
+                    // Boxed: the rare, large request futures (resume, presence) stay out of
+                    // every idle connection's task.
+                    Some(Ok(Message::Text(text))) => Box::pin(session.handle(&text, &mut sink)).await,
                     Some(Ok(Message::Binary(_))) => Some(error("unsupported", "frames are JSON text")),
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => None,
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break None,
@@ -117,7 +119,7 @@ pub async fn run(socket: WebSocket, state: AppState, user: User) {
                     break Some((CLOSE_GOING_AWAY, "no pong: connection presumed dead"));
                 }
                 let watching: Vec<Uuid> = session.watching.iter().copied().collect();
-                presence::refresh(&state, &watching, session.user.id, &session.session).await;
+                Box::pin(presence::refresh(&state, &watching, session.user.id, &session.session)).await;
                 if sink.send(Message::Ping(Default::default())).await.is_err() {
                     break None;
                 }
@@ -131,7 +133,7 @@ pub async fn run(socket: WebSocket, state: AppState, user: User) {
     }
     state.hub.unregister(session.id);
     for episode in std::mem::take(&mut session.watching) {
-        presence::leave(&state, episode, session.user.id, &session.session).await;
+        Box::pin(presence::leave(&state, episode, session.user.id, &session.session)).await;
     }
 }
 

@@ -25,7 +25,9 @@ def stat(path):
     r = s.rfind(")")
     comm = s[s.find("(") + 1:r]
     f = s[r + 2:].split()
-    return comm, int(f[11]) + int(f[12])
+    # (command, utime + stime, start time): the start time tells a reused pid apart (a kernel
+    # worker's comm changes as it works, so the comm cannot).
+    return comm, int(f[11]) + int(f[12]), int(f[19])
 
 
 def snapshot():
@@ -59,13 +61,13 @@ while True:
     cur = snapshot()
     dt = cur[0] - prev[0]
     cpu, thr = {}, {}
-    for pid, (comm, ticks) in cur[1].items():
+    for pid, (comm, ticks, start) in cur[1].items():
         before = prev[1].get(pid)
-        d = ticks - (before[1] if before and before[0] == comm else 0)
+        d = ticks - (before[1] if before and before[2] == start else 0)
         if d > 0:
             g = group(comm)
             cpu[g] = cpu.get(g, 0) + d / HZ / dt * 100
-    for tid, (comm, ticks) in cur[2].items():
+    for tid, (comm, ticks, _) in cur[2].items():
         before = prev[2].get(tid)
         d = ticks - (before[1] if before else 0)
         if d > 0:

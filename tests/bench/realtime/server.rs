@@ -192,8 +192,13 @@ async fn main() -> anyhow::Result<()> {
     let bridge = Arc::new(Bridge { channel, confirms, counters: counters.clone() });
 
     // Sanity: one event must come back through the relay before we say READY.
-    check_relay(&app, &ws_url, &bridge).await.context("relay self-check")?;
+    check_relay(&ws_url, &bridge).await.context("relay self-check")?;
 
+    // Per-connection footprint hint: every WebSocket session is one task holding this future.
+    eprintln!(
+        "bench-realtime: size of one session future (relay::socket::run): {} bytes",
+        returned_size(showrunner_api::relay::socket::run)
+    );
     let pid = std::process::id();
     let text = format!(
         "WS_URL={ws_url}\nINGEST=127.0.0.1:{ingest_port}\nPID={pid}\nDB_VHOST={}\nREADY\n",
@@ -255,12 +260,19 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `size_of` the value `f` returns (for an async fn: its future), without calling it.
+fn returned_size<F, A, B, C, R>(_: F) -> usize
+where
+    F: FnOnce(A, B, C) -> R,
+{
+    std::mem::size_of::<R>()
+}
+
 /// Subscribes one client to `selfcheck`, publishes one event through the bridge, and waits for
 /// its frame (the path: events exchange -> sequencer -> event_log -> live exchange -> relay).
-async fn check_relay(app: &TestApp, ws_url: &str, bridge: &Bridge) -> anyhow::Result<()> {
+async fn check_relay(ws_url: &str, bridge: &Bridge) -> anyhow::Result<()> {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
-    let _ = app;
     let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await?;
     ws.send(Message::text(r#"{"op":"subscribe","topics":["selfcheck"]}"#)).await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
