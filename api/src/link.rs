@@ -45,10 +45,15 @@ impl BrokerLink {
     ) {
         let mut delays = backoff();
         loop {
+            let started = std::time::Instant::now();
             match self.session(&settings, &waiters, &hub, &cancel).await {
                 Ok(()) => return,
                 Err(error) => {
                     self.set(None);
+                    if started.elapsed() > Duration::from_secs(30) {
+                        // It had been up a while: a new outage starts from the short delays.
+                        delays = backoff();
+                    }
                     let delay = delays.next().unwrap_or(Duration::from_secs(10));
                     tracing::warn!(%error, ?delay, "RabbitMQ link down, reconnecting");
                     tokio::select! {
@@ -90,10 +95,17 @@ impl BrokerLink {
             &["#"],
         )
         .await?;
-        self.set(Some(publisher));
+        self.set(Some(publisher.clone()));
         tracing::info!("RabbitMQ link up");
+        let mut health = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
+                _ = health.tick() => {
+                    // A channel the broker closed leaves the connection up: start over.
+                    if !publisher.is_open() || !conn.status().connected() {
+                        anyhow::bail!("publisher channel or connection closed");
+                    }
+                }
                 () = cancel.cancelled() => {
                     self.set(None);
                     let _ = conn.close(200, "api shutting down".into()).await;
