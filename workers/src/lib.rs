@@ -10,9 +10,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::{FutureExt, StreamExt};
+use lapin::options::{BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use showrunner_shared::broker::ack_through;
 use showrunner_shared::broker::{process_label, topology};
 use showrunner_shared::config::Settings;
-use tokio::task::JoinHandle;
+use tokio_stream::StreamMap;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -20,7 +24,7 @@ use crate::consumers::event_log::EventLog;
 use crate::consumers::{
     activity::ActivityLog, episode::EpisodeCommands, notification::Notifications,
 };
-use crate::runtime::{BatchHandler, ConsumeError, Context, consume};
+use crate::runtime::{BatchHandler, Context, consume, process_batch};
 
 /// Runs the episode worker until `cancel`: applies commands from the partitions it owns.
 pub async fn run_episode_worker(
@@ -34,7 +38,6 @@ pub async fn run_episode_worker(
     let label = format!("{}/{me}", process_label(ROLE));
     tracing::info!(worker_id = %me, %label, "episode worker starting");
     while let Some((conn, ctx)) = session::connect(&settings, &db, ROLE, &cancel).await {
-        let conn = Arc::new(conn);
         supervise_partitions(&ctx, &conn, me, &label, &cancel).await;
         let _ = conn.close(200, "shutting down".into()).await;
         if cancel.is_cancelled() {
@@ -48,102 +51,161 @@ pub async fn run_episode_worker(
     Ok(())
 }
 
-type PartitionTask = (CancellationToken, JoinHandle<Result<(), ConsumeError>>);
+/// The partitions this worker consumes: one channel each (closing it hands the partition's
+/// unacked deliveries back in order, and single active consumer over to the next owner), all
+/// read by one loop, so one transaction applies a batch taken from every partition at once.
+struct Partitions {
+    streams: StreamMap<u16, lapin::Consumer>,
+    channels: HashMap<u16, lapin::Channel>,
+}
 
-/// Heartbeats, follows partition ownership and sweeps, until shutdown or a lost connection.
+impl Partitions {
+    async fn take(
+        &mut self,
+        ctx: &Context,
+        conn: &lapin::Connection,
+        p: u16,
+        label: &str,
+    ) -> Result<(), lapin::Error> {
+        let channel = conn.create_channel().await?;
+        channel.basic_qos(ctx.settings.amqp.prefetch, BasicQosOptions::default()).await?;
+        let consumer = channel
+            .basic_consume(
+                topology::command_queue(p).as_str().into(),
+                format!("{label}/p{p:03}").as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        self.streams.insert(p, consumer);
+        self.channels.insert(p, channel);
+        tracing::info!(partition = p, "consuming partition");
+        Ok(())
+    }
+
+    async fn release(&mut self, p: u16) {
+        self.streams.remove(&p);
+        if let Some(channel) = self.channels.remove(&p) {
+            let _ = channel.close(200, "partition released".into()).await;
+            tracing::info!(partition = p, "released partition");
+        }
+    }
+}
+
+/// Heartbeats, follows partition ownership, sweeps, and applies commands, until shutdown or a
+/// lost connection.
 async fn supervise_partitions(
     ctx: &Context,
-    conn: &Arc<lapin::Connection>,
+    conn: &lapin::Connection,
     me: Uuid,
     label: &str,
     cancel: &CancellationToken,
 ) {
     let workers = &ctx.settings.workers;
-    let mut running: HashMap<u16, PartitionTask> = HashMap::new();
+    let mut held = Partitions { streams: StreamMap::new(), channels: HashMap::new() };
     let mut tick = tokio::time::interval(Duration::from_secs(workers.heartbeat_secs));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
+        let first = tokio::select! {
+            biased;
             () = cancel.cancelled() => break,
-            _ = tick.tick() => {}
-        }
-        if !conn.status().connected() {
-            tracing::warn!("RabbitMQ connection lost, reconnecting");
-            break;
-        }
-        let live = match partitions::heartbeat(&ctx.db, me, label).await {
-            Ok(()) => partitions::live_workers(&ctx.db, workers.heartbeat_ttl_secs).await,
-            Err(e) => Err(e),
-        };
-        let wanted = match live {
-            Ok(mut live) => {
-                if !live.contains(&me) {
-                    live.push(me);
+            _ = tick.tick() => {
+                if !conn.status().connected() {
+                    tracing::warn!("RabbitMQ connection lost, reconnecting");
+                    break;
                 }
-                partitions::owned(me, &live, ctx.settings.amqp.partitions)
-            }
-            Err(error) => {
-                // Without the database nothing can be applied anyway; keep what we hold.
-                tracing::warn!(%error, "heartbeat failed");
-                running.keys().copied().collect()
-            }
-        };
-        running.retain(|p, (token, handle)| {
-            let keep = wanted.contains(p) && !handle.is_finished();
-            if !keep {
-                token.cancel();
-            }
-            keep
-        });
-        for p in wanted {
-            if running.contains_key(&p) {
+                follow_ownership(ctx, conn, me, label, &mut held).await;
+                session::sweep(ctx).await;
                 continue;
             }
-            let token = cancel.child_token();
-            let handle = tokio::spawn(run_partition(
-                ctx.clone(),
-                conn.clone(),
-                p,
-                label.to_string(),
-                token.clone(),
-            ));
-            running.insert(p, (token, handle));
+            Some(first) = held.streams.next(), if !held.streams.is_empty() => first,
+        };
+        let (mut batch, mut from) = (Vec::new(), Vec::new());
+        match first {
+            (p, Ok(d)) => {
+                batch.push(d);
+                from.push(p);
+            }
+            (_, Err(error)) => {
+                tracing::warn!(%error, "partition consumer failed, reconnecting");
+                break;
+            }
         }
-        session::sweep(ctx).await;
+        while batch.len() < ctx.settings.amqp.batch_size {
+            match held.streams.next().now_or_never() {
+                Some(Some((p, Ok(d)))) => {
+                    batch.push(d);
+                    from.push(p);
+                }
+                _ => break,
+            }
+        }
+        let queue_of = |d: &lapin::message::Delivery| {
+            d.routing_key
+                .as_str()
+                .parse()
+                .map_or_else(|_| "unknown".into(), topology::command_queue)
+        };
+        if let Err(error) =
+            process_batch(ctx, "episode commands", &queue_of, &EpisodeCommands, &batch, cancel)
+                .await
+        {
+            tracing::warn!(%error, "applying a batch failed, reconnecting");
+            break;
+        }
+        // Per channel, the batch holds its deliveries in order: ack each through its last.
+        let mut last: HashMap<u16, &lapin::message::Delivery> = HashMap::new();
+        for (p, d) in from.iter().zip(&batch) {
+            last.insert(*p, d);
+        }
+        for d in last.values() {
+            if let Ok(false) | Err(_) = ack_through(d).await {
+                tracing::warn!("ack not sent, channel closed: those commands will be redelivered");
+            }
+        }
     }
-    for (_, (token, handle)) in running.drain() {
-        token.cancel();
-        let _ = handle.await;
+    let partitions: Vec<u16> = held.channels.keys().copied().collect();
+    for p in partitions {
+        held.release(p).await;
     }
 }
 
-async fn run_partition(
-    ctx: Context,
-    conn: Arc<lapin::Connection>,
-    partition: u16,
-    label: String,
-    cancel: CancellationToken,
-) -> Result<(), ConsumeError> {
-    let queue = topology::command_queue(partition);
-    let channel = conn.create_channel().await?;
-    tracing::info!(partition, "consuming partition");
-    let result = consume(
-        &ctx,
-        &channel,
-        &queue,
-        &format!("{label}/p{partition:03}"),
-        &EpisodeCommands,
-        &cancel,
-    )
-    .await;
-    if let Err(error) = &result {
-        tracing::warn!(partition, %error, "partition consumer stopped");
+async fn follow_ownership(
+    ctx: &Context,
+    conn: &lapin::Connection,
+    me: Uuid,
+    label: &str,
+    held: &mut Partitions,
+) {
+    let workers = &ctx.settings.workers;
+    let live = match partitions::heartbeat(&ctx.db, me, label).await {
+        Ok(()) => partitions::live_workers(&ctx.db, workers.heartbeat_ttl_secs).await,
+        Err(e) => Err(e),
+    };
+    let wanted = match live {
+        Ok(mut live) => {
+            if !live.contains(&me) {
+                live.push(me);
+            }
+            partitions::owned(me, &live, ctx.settings.amqp.partitions)
+        }
+        Err(error) => {
+            // Without the database nothing can be applied anyway; keep what we hold.
+            tracing::warn!(%error, "heartbeat failed");
+            return;
+        }
+    };
+    let lost: Vec<u16> = held.channels.keys().copied().filter(|p| !wanted.contains(p)).collect();
+    for p in lost {
+        held.release(p).await;
     }
-    // Closing the channel hands unacked deliveries back, and single active consumer over to
-    // the partition's next owner.
-    let _ = channel.close(200, "partition released".into()).await;
-    tracing::info!(partition, "released partition");
-    result
+    for p in wanted {
+        if !held.channels.contains_key(&p)
+            && let Err(error) = held.take(ctx, conn, p, label).await
+        {
+            tracing::warn!(partition = p, %error, "cannot consume partition");
+        }
+    }
 }
 
 /// Runs the activity worker until `cancel`: the activity log, and the event log sequencer

@@ -93,7 +93,7 @@ pub async fn consume<H: BatchHandler>(
             Some(Err(e)) => return Err(e.into()),
             Some(Ok(batch)) => batch,
         };
-        process_batch(ctx, queue, handler, &batch, cancel).await?;
+        process_batch(ctx, queue, &|_| queue.to_string(), handler, &batch, cancel).await?;
         if let Some(last) = batch.last() {
             match ack_through(last).await {
                 Ok(true) => {}
@@ -107,9 +107,15 @@ pub async fn consume<H: BatchHandler>(
     }
 }
 
-async fn process_batch<H: BatchHandler>(
+/// Where a delivery came from, for parking it.
+pub type QueueOf<'a> = &'a (dyn Fn(&Delivery) -> String + Sync);
+
+/// Decodes a batch (parking what does not decode), applies it, publishes its outbox events.
+/// `queue` names the batch in logs; `queue_of` names each delivery's queue.
+pub async fn process_batch<H: BatchHandler>(
     ctx: &Context,
     queue: &str,
+    queue_of: QueueOf<'_>,
     handler: &H,
     batch: &[Delivery],
     cancel: &CancellationToken,
@@ -120,7 +126,7 @@ async fn process_batch<H: BatchHandler>(
             Ok(message) => decoded.push((delivery, message)),
             Err(reason) => {
                 tracing::warn!(queue, %reason, "undecodable message parked");
-                ctx.publisher.park(queue, delivery, &reason).await?;
+                ctx.publisher.park(&queue_of(delivery), delivery, &reason).await?;
             }
         }
     }
@@ -139,7 +145,11 @@ async fn process_batch<H: BatchHandler>(
                     Some(Err(error)) => {
                         tracing::error!(queue, %error, "message keeps failing, parked");
                         ctx.publisher
-                            .park(queue, delivery, &format!("handler failed: {error}"))
+                            .park(
+                                &queue_of(delivery),
+                                delivery,
+                                &format!("handler failed: {error}"),
+                            )
                             .await?;
                     }
                     None => return Err(ConsumeError::Ended),
@@ -149,7 +159,10 @@ async fn process_batch<H: BatchHandler>(
         }
         Some(Err(error)) => {
             tracing::error!(queue, %error, "message keeps failing, parked");
-            ctx.publisher.park(queue, decoded[0].0, &format!("handler failed: {error}")).await?;
+            let delivery = decoded[0].0;
+            ctx.publisher
+                .park(&queue_of(delivery), delivery, &format!("handler failed: {error}"))
+                .await?;
             Vec::new()
         }
         // Shut down mid-retry: nothing is acked, the broker redelivers the batch.

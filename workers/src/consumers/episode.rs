@@ -27,6 +27,9 @@ impl BatchHandler for EpisodeCommands {
         batch: &[&Incoming<CommandEnvelope>],
     ) -> anyhow::Result<Vec<StoredEvent>> {
         let txn = ctx.db.begin().await?;
+        // Every lookup here is by primary key. On a young table without statistics the planner
+        // picks (and caches) sequential scans, which made each batch read the whole table.
+        txn.execute_unprepared("SET LOCAL enable_seqscan = off").await?;
         let handled = already_handled(&txn, batch).await?;
         let mut episodes = load_episodes(&txn, batch).await?;
         let now = Utc::now().trunc_subsecs(6);
