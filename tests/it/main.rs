@@ -4,5 +4,6 @@
 mod bad_input;
 mod broker;
 mod episodes;
+mod jobs;
 mod resilience;
 mod support;
