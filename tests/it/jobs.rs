@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use lapin::BasicProperties;
 use lapin::options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
 use reqwest::StatusCode;
-use sea_orm::{DbBackend, FromQueryResult, Statement};
+use sea_orm::{ConnectionTrait, DbBackend, FromQueryResult, Statement, TransactionTrait};
 use serde_json::{Value, json};
 use showrunner_shared::auth::Role;
 use showrunner_shared::broker::topology::{JOBS_EXCHANGE, JOBS_KEY, JOBS_QUEUE, parked_queue};
@@ -596,5 +596,65 @@ async fn a_worker_killed_mid_job_loses_nothing() {
         events.iter().filter(|(e, _)| e == "job_completed").count(),
         1
     );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_that_arrives_before_its_row_commits_waits_for_the_commit() {
+    // What a replay or a retry does: lock the row, give it a new dispatch id, publish the
+    // request, commit. The worker may get the request before the commit; it must wait for it.
+    let app = spawn(&Switch::default()).await;
+    let job_id = uuid::Uuid::now_v7();
+    let (old, new) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    app.db
+        .execute_unprepared(&format!(
+            "INSERT INTO jobs (id, type, payload, status, attempts, max_attempts, created_by, dispatch_id) \
+             VALUES ('{job_id}', 'test.flaky', '{{\"failures\": 0}}', 'failed', 1, 1, '{}', '{old}')",
+            TestApp::user_id("alice")
+        ))
+        .await
+        .expect("insert");
+    let txn = app.db.begin().await.expect("begin");
+    txn.execute_unprepared(&format!(
+        "UPDATE jobs SET status = 'queued', attempts = 0, dispatch_id = '{new}' WHERE id = '{job_id}'"
+    ))
+    .await
+    .expect("update");
+    let conn = app.amqp().await;
+    let channel = conn.create_channel().await.expect("channel");
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirms");
+    let request = json!({"jobId": job_id, "dispatchId": new, "notBefore": null});
+    let confirm = channel
+        .basic_publish(
+            JOBS_EXCHANGE.into(),
+            JOBS_KEY.into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            &serde_json::to_vec(&request).expect("json"),
+            BasicProperties::default().with_delivery_mode(2),
+        )
+        .await
+        .expect("publish");
+    assert!(confirm.await.expect("confirm").is_ack());
+    wait_until("the worker to wait for the row lock", DEADLINE, || async {
+        app.count(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .await
+            >= 1
+    })
+    .await;
+    txn.commit().await.expect("commit");
+    let alice = app.token("alice", Role::Member);
+    let done = job_with_status(&app, &alice, &job_id.to_string(), "succeeded").await;
+    assert_eq!(done["attempts"], 1);
+    drop(channel);
+    let _ = conn.close(200, "done".into()).await;
     app.stop().await;
 }

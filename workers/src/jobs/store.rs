@@ -57,6 +57,7 @@ struct RowState {
     status: String,
     dispatch_id: Option<Uuid>,
     locked_until: Option<DateTime<Utc>>,
+    lease_expired: bool,
 }
 
 /// Claims the attempt `request` stands for. A running job whose lease expired (its worker
@@ -67,49 +68,50 @@ pub async fn claim(
     lease: Duration,
 ) -> Result<Claim, DbErr> {
     let txn = db.begin().await?;
-    let claimed = ClaimedJob::find_by_statement(sql(
-        "UPDATE jobs SET status = 'running', attempts = attempts + 1, \
-         locked_until = now() + make_interval(secs => $3), next_attempt_at = NULL, updated_at = now() \
-         WHERE id = $1 AND dispatch_id = $2 \
-         AND (status IN ('queued', 'retrying') OR (status = 'running' AND locked_until < now())) \
-         RETURNING id, type AS job_type, payload, attempts, max_attempts, dispatch_id, created_by, created_by_name",
-        [
-            request.job_id.into(),
-            request.dispatch_id.into(),
-            lease.as_secs_f64().into(),
-        ],
-    ))
-    .one(&txn)
-    .await?;
-    if let Some(job) = claimed {
-        let events = vec![job.event(&JobStarted {
-            job_id: job.id,
-            attempt: job.attempts,
-            timestamp: Utc::now(),
-        })];
-        outbox::insert(&txn, &events).await?;
-        txn.commit().await?;
-        return Ok(Claim::Run(job, events));
-    }
+    // Lock by id alone first. Whoever publishes a new dispatch (a retry, a replay) holds the
+    // row locked until its publish is confirmed and committed; a guarded UPDATE would judge
+    // the old row version and skip the new request, this waits for the commit and sees it.
     let state = RowState::find_by_statement(sql(
-        "SELECT status, dispatch_id, locked_until FROM jobs WHERE id = $1",
+        "SELECT status, dispatch_id, locked_until, \
+         COALESCE(locked_until < now(), true) AS lease_expired \
+         FROM jobs WHERE id = $1 FOR UPDATE",
         [request.job_id.into()],
     ))
     .one(&txn)
     .await?;
-    txn.commit().await?;
-    Ok(match state {
-        None => Claim::Skip("no such job".into()),
+    let state = match state {
+        None => return Ok(Claim::Skip("no such job".into())),
         Some(s) if s.dispatch_id != Some(request.dispatch_id) => {
-            Claim::Skip(format!("stale copy (job is {})", s.status))
+            return Ok(Claim::Skip(format!("stale copy (job is {})", s.status)));
         }
-        Some(RowState {
-            status,
-            locked_until: Some(until),
-            ..
-        }) if status == "running" => Claim::Held(until),
-        Some(s) => Claim::Skip(format!("job is {}", s.status)),
-    })
+        Some(s) => s,
+    };
+    let runnable = matches!(state.status.as_str(), "queued" | "retrying")
+        || (state.status == "running" && state.lease_expired);
+    if !runnable {
+        return Ok(match (state.status.as_str(), state.locked_until) {
+            ("running", Some(until)) => Claim::Held(until),
+            (status, _) => Claim::Skip(format!("job is {status}")),
+        });
+    }
+    let job = ClaimedJob::find_by_statement(sql(
+        "UPDATE jobs SET status = 'running', attempts = attempts + 1, \
+         locked_until = now() + make_interval(secs => $2), next_attempt_at = NULL, updated_at = now() \
+         WHERE id = $1 \
+         RETURNING id, type AS job_type, payload, attempts, max_attempts, dispatch_id, created_by, created_by_name",
+        [request.job_id.into(), lease.as_secs_f64().into()],
+    ))
+    .one(&txn)
+    .await?
+    .ok_or_else(|| DbErr::RecordNotFound(format!("job {} vanished", request.job_id)))?;
+    let events = vec![job.event(&JobStarted {
+        job_id: job.id,
+        attempt: job.attempts,
+        timestamp: Utc::now(),
+    })];
+    outbox::insert(&txn, &events).await?;
+    txn.commit().await?;
+    Ok(Claim::Run(job, events))
 }
 
 /// Where an attempt leads.
