@@ -206,11 +206,7 @@ pub async fn run_job_worker_with(
         };
         announce(&ctx, &tag).await;
         let sweeper = tokio::spawn(sweep_forever(ctx.clone(), cancel.child_token()));
-        let runner = jobs::consumer::Runner {
-            ctx,
-            registry: registry.clone(),
-            http: http.clone(),
-        };
+        let runner = jobs::consumer::Runner::new(ctx, registry.clone(), http.clone());
         let result = jobs::consumer::consume(&runner, &channel, &tag, &cancel).await;
         sweeper.abort();
         let _ = channel.close(200, "stopping".into()).await;

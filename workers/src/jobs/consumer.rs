@@ -22,6 +22,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::committer::Committer;
 use super::schedule::{RetryPolicy, retries_left};
 use super::store::{self, Claim, ClaimedJob, Outcome};
 use super::{JobContext, JobError, Registry};
@@ -39,6 +40,20 @@ pub struct Runner {
     pub ctx: Context,
     pub registry: Registry,
     pub http: reqwest::Client,
+    pub committer: Committer,
+}
+
+impl Runner {
+    pub fn new(ctx: Context, registry: Registry, http: reqwest::Client) -> Self {
+        let lease = Duration::from_secs(ctx.settings.jobs.timeout_secs) + LEASE_GRACE;
+        let committer = Committer::start(ctx.db.clone(), ctx.publisher.clone(), lease);
+        Self {
+            ctx,
+            registry,
+            http,
+            committer,
+        }
+    }
 }
 
 /// Consumes the jobs queue until `cancel` (then lets in-flight jobs finish) or until the
@@ -151,12 +166,8 @@ async fn process(runner: &Runner, delivery: &Delivery) -> anyhow::Result<()> {
         jobs::publish(&ctx.publisher, &request, now).await?;
         return Ok(());
     }
-    let lease = Duration::from_secs(ctx.settings.jobs.timeout_secs) + LEASE_GRACE;
-    let job = match store::claim(&ctx.db, &request, lease).await? {
-        Claim::Run(job, events) => {
-            publish_events(runner, &events).await;
-            job
-        }
+    let job = match runner.committer.claim(request.clone()).await? {
+        Claim::Run(job) => job,
         Claim::Held(until) => {
             let mut later = request.clone();
             later.not_before = Some(until + chrono::Duration::milliseconds(50));
@@ -170,7 +181,14 @@ async fn process(runner: &Runner, delivery: &Delivery) -> anyhow::Result<()> {
         }
     };
     let outcome = match run(runner, &job).await {
-        Ok(result) => Outcome::Succeeded(result),
+        Ok(result) => {
+            if runner.committer.succeed(job.clone(), result).await? {
+                tracing::debug!(job_id = %job.id, job_type = %job.job_type, attempt = job.attempts, "job succeeded");
+            } else {
+                tracing::warn!(job_id = %job.id, "attempt outlived its lease; its outcome is dropped");
+            }
+            return Ok(());
+        }
         Err(error) if error.is_retryable() && retries_left(job.attempts, job.max_attempts) => {
             let policy = RetryPolicy::from_settings(&ctx.settings.jobs);
             let delay = policy.delay_after(job.attempts.max(1) as u32, fastrand::f64());
@@ -216,7 +234,7 @@ async fn run(runner: &Runner, job: &ClaimedJob) -> Result<serde_json::Value, Job
     }
 }
 
-/// Records the outcome; the retry or the parked copy is confirmed by the broker before the
+/// Records a failed attempt; the retry or the parked copy is confirmed by the broker before the
 /// row's transaction commits (and so before the ack).
 async fn record(
     runner: &Runner,
@@ -230,9 +248,6 @@ async fn record(
         return Ok(());
     };
     match outcome {
-        Outcome::Succeeded(_) => {
-            tracing::info!(job_id = %job.id, job_type = %job.job_type, attempt = job.attempts, "job succeeded");
-        }
         Outcome::Retrying { next, delay, error } => {
             // The row stays locked by `txn` until the retry is confirmed, so a retry that comes
             // back at once waits for the commit and finds the new dispatch id.

@@ -2,6 +2,7 @@
 //! job row's transitions in PostgreSQL, and the consume loop that runs jobs with bounded
 //! concurrency and schedules retries through the broker's delay tiers.
 
+pub mod committer;
 pub mod consumer;
 pub mod episode_export;
 pub mod schedule;

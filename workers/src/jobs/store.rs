@@ -44,8 +44,8 @@ impl ClaimedJob {
 /// What a job request found.
 #[derive(Debug)]
 pub enum Claim {
-    /// Run it; `events` (job_started) are committed and wait to be published.
-    Run(ClaimedJob, Vec<StoredEvent>),
+    /// Run it (its `job_started` is committed in the outbox).
+    Run(ClaimedJob),
     /// Another worker holds the attempt until then (this copy is a redelivery): look again later.
     Held(DateTime<Utc>),
     /// Nothing to do: the job finished, was cancelled, or this copy is stale.
@@ -54,70 +54,157 @@ pub enum Claim {
 
 #[derive(FromQueryResult)]
 struct RowState {
+    id: Uuid,
     status: String,
     dispatch_id: Option<Uuid>,
     locked_until: Option<DateTime<Utc>>,
     lease_expired: bool,
 }
 
-/// Claims the attempt `request` stands for. A running job whose lease expired (its worker
-/// died) may be claimed again by the same copy, redelivered.
-pub async fn claim(
+/// Claims the attempts `requests` stand for, in one transaction (the job worker groups the
+/// requests of its concurrent jobs). A running job whose lease expired (its worker died) may
+/// be claimed again by the same copy, redelivered. One answer per request, in order.
+pub async fn claim_many(
     db: &DatabaseConnection,
-    request: &JobRequest,
+    requests: &[JobRequest],
     lease: Duration,
-) -> Result<Claim, DbErr> {
+) -> Result<(Vec<Claim>, Vec<StoredEvent>), DbErr> {
     let txn = db.begin().await?;
-    // Lock by id alone first. Whoever publishes a new dispatch (a retry, a replay) holds the
-    // row locked until its publish is confirmed and committed; a guarded UPDATE would judge
-    // the old row version and skip the new request, this waits for the commit and sees it.
-    let state = RowState::find_by_statement(sql(
-        "SELECT status, dispatch_id, locked_until, \
+    let ids: Vec<Uuid> = requests.iter().map(|r| r.job_id).collect();
+    // Lock by id alone first (in id order, so two workers never deadlock). Whoever publishes a
+    // new dispatch (a retry, a replay) holds the row locked until its publish is confirmed and
+    // committed; a guarded UPDATE would judge the old row version and skip the new request,
+    // this waits for the commit and sees it.
+    let states = RowState::find_by_statement(sql(
+        "SELECT id, status, dispatch_id, locked_until, \
          COALESCE(locked_until < now(), true) AS lease_expired \
-         FROM jobs WHERE id = $1 FOR UPDATE",
-        [request.job_id.into()],
+         FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        [ids.into()],
     ))
-    .one(&txn)
+    .all(&txn)
     .await?;
-    let state = match state {
-        None => return Ok(Claim::Skip("no such job".into())),
-        Some(s) if s.dispatch_id != Some(request.dispatch_id) => {
-            return Ok(Claim::Skip(format!("stale copy (job is {})", s.status)));
-        }
-        Some(s) => s,
-    };
-    let runnable = matches!(state.status.as_str(), "queued" | "retrying")
-        || (state.status == "running" && state.lease_expired);
-    if !runnable {
-        return Ok(match (state.status.as_str(), state.locked_until) {
-            ("running", Some(until)) => Claim::Held(until),
-            (status, _) => Claim::Skip(format!("job is {status}")),
-        });
+    let mut answers: Vec<Option<Claim>> = Vec::with_capacity(requests.len());
+    let mut runnable: Vec<Uuid> = Vec::new();
+    for request in requests {
+        let state = states.iter().find(|s| s.id == request.job_id);
+        let answer = match state {
+            None => Some(Claim::Skip("no such job".into())),
+            Some(s) if s.dispatch_id != Some(request.dispatch_id) => {
+                Some(Claim::Skip(format!("stale copy (job is {})", s.status)))
+            }
+            // A duplicate of a request already claimed in this batch.
+            Some(_) if runnable.contains(&request.job_id) => {
+                Some(Claim::Skip("duplicate copy".into()))
+            }
+            Some(s)
+                if matches!(s.status.as_str(), "queued" | "retrying")
+                    || (s.status == "running" && s.lease_expired) =>
+            {
+                runnable.push(request.job_id);
+                None
+            }
+            Some(s) => Some(match (s.status.as_str(), s.locked_until) {
+                ("running", Some(until)) => Claim::Held(until),
+                (status, _) => Claim::Skip(format!("job is {status}")),
+            }),
+        };
+        answers.push(answer);
     }
-    let job = ClaimedJob::find_by_statement(sql(
-        "UPDATE jobs SET status = 'running', attempts = attempts + 1, \
-         locked_until = now() + make_interval(secs => $2), next_attempt_at = NULL, updated_at = now() \
-         WHERE id = $1 \
-         RETURNING id, type AS job_type, payload, attempts, max_attempts, dispatch_id, created_by, created_by_name",
-        [request.job_id.into(), lease.as_secs_f64().into()],
-    ))
-    .one(&txn)
-    .await?
-    .ok_or_else(|| DbErr::RecordNotFound(format!("job {} vanished", request.job_id)))?;
-    let events = vec![job.event(&JobStarted {
-        job_id: job.id,
-        attempt: job.attempts,
-        timestamp: Utc::now(),
-    })];
+    let claimed = if runnable.is_empty() {
+        Vec::new()
+    } else {
+        ClaimedJob::find_by_statement(sql(
+            "UPDATE jobs SET status = 'running', attempts = attempts + 1, \
+             locked_until = now() + make_interval(secs => $2), next_attempt_at = NULL, \
+             updated_at = now() WHERE id = ANY($1) \
+             RETURNING id, type AS job_type, payload, attempts, max_attempts, dispatch_id, \
+             created_by, created_by_name",
+            [runnable.into(), lease.as_secs_f64().into()],
+        ))
+        .all(&txn)
+        .await?
+    };
+    let now = Utc::now();
+    let events: Vec<StoredEvent> = claimed
+        .iter()
+        .map(|job| {
+            job.event(&JobStarted {
+                job_id: job.id,
+                attempt: job.attempts,
+                timestamp: now,
+            })
+        })
+        .collect();
     outbox::insert(&txn, &events).await?;
     txn.commit().await?;
-    Ok(Claim::Run(job, events))
+    let claims = requests
+        .iter()
+        .zip(answers)
+        .map(|(request, answer)| {
+            answer.unwrap_or_else(|| {
+                claimed
+                    .iter()
+                    .find(|j| j.id == request.job_id)
+                    .map_or_else(|| Claim::Skip("vanished".into()), |j| Claim::Run(j.clone()))
+            })
+        })
+        .collect();
+    Ok((claims, events))
 }
 
-/// Where an attempt leads.
+/// Records the success of several attempts in one transaction, with their `job_completed`
+/// events. One flag per job: false when the attempt was no longer this worker's.
+pub async fn succeed_many(
+    db: &DatabaseConnection,
+    done: &[(ClaimedJob, serde_json::Value)],
+) -> Result<(Vec<bool>, Vec<StoredEvent>), DbErr> {
+    #[derive(FromQueryResult)]
+    struct Updated {
+        id: Uuid,
+    }
+    let txn = db.begin().await?;
+    let updated = Updated::find_by_statement(sql(
+        "UPDATE jobs AS j SET status = 'succeeded', result = t.result::jsonb, last_error = NULL, \
+         locked_until = NULL, completed_at = now(), updated_at = now() \
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::text[]) AS t(id, dispatch, result) \
+         WHERE j.id = t.id AND j.dispatch_id = t.dispatch AND j.status = 'running' \
+         RETURNING j.id",
+        [
+            done.iter().map(|(j, _)| j.id).collect::<Vec<_>>().into(),
+            done.iter()
+                .map(|(j, _)| j.dispatch_id)
+                .collect::<Vec<_>>()
+                .into(),
+            done.iter()
+                .map(|(_, r)| r.to_string())
+                .collect::<Vec<_>>()
+                .into(),
+        ],
+    ))
+    .all(&txn)
+    .await?;
+    let now = Utc::now();
+    let mut flags = Vec::with_capacity(done.len());
+    let mut events = Vec::new();
+    for (job, result) in done {
+        let ok = updated.iter().any(|u| u.id == job.id);
+        if ok {
+            events.push(job.event(&JobCompleted {
+                job_id: job.id,
+                results: result.clone(),
+                timestamp: now,
+            }));
+        }
+        flags.push(ok);
+    }
+    outbox::insert(&txn, &events).await?;
+    txn.commit().await?;
+    Ok((flags, events))
+}
+
+/// Where a failed attempt leads.
 #[derive(Debug)]
 pub enum Outcome {
-    Succeeded(serde_json::Value),
     Retrying {
         next: JobRequest,
         delay: Duration,
@@ -126,7 +213,7 @@ pub enum Outcome {
     Failed(String),
 }
 
-/// Records the outcome of `job`'s attempt in an open transaction, with its event in the
+/// Records the outcome of `job`'s failed attempt in an open transaction, with its event in the
 /// outbox. The caller publishes what must be durable first (the delayed retry, the parked
 /// copy), then commits. `None`: the attempt is no longer this worker's (its lease expired and
 /// another worker took the job), so nothing is recorded.
@@ -138,19 +225,6 @@ pub async fn finish(
     let txn = db.begin().await?;
     let now = Utc::now();
     let (statement, event) = match outcome {
-        Outcome::Succeeded(result) => (
-            sql(
-                "UPDATE jobs SET status = 'succeeded', result = $3, last_error = NULL, \
-                 locked_until = NULL, completed_at = now(), updated_at = now() \
-                 WHERE id = $1 AND dispatch_id = $2 AND status = 'running'",
-                [job.id.into(), job.dispatch_id.into(), result.clone().into()],
-            ),
-            job.event(&JobCompleted {
-                job_id: job.id,
-                results: result.clone(),
-                timestamp: now,
-            }),
-        ),
         Outcome::Retrying { next, delay, error } => (
             sql(
                 "UPDATE jobs SET status = 'retrying', dispatch_id = $3, last_error = $4, \
