@@ -13,7 +13,7 @@
 //!     cargo run --release -p showrunner-tests --bin bench-jobs
 //!
 //! Environment: `BENCH_N` (20000), `BENCH_RUNS` (3), `BENCH_SCENARIOS` (`plain,retry`),
-//! `BENCH_WORKERS` (2), `BENCH_IN_FLIGHT` (32), `BENCH_PREFETCH` (256), `BENCH_DB_POOL` (16).
+//! `BENCH_WORKERS` (2), `BENCH_IN_FLIGHT` (128), `BENCH_PREFETCH` (256), `BENCH_DB_POOL` (16).
 //! `bench-jobs --worker` is one job worker process with the benchmark job type (the driver
 //! starts it; configured like any worker through `SHOWRUNNER__*`).
 
@@ -209,7 +209,7 @@ async fn one_run(
             .env("SHOWRUNNER__JOBS__MAX_DELAY_MS", "1000")
             .env(
                 "SHOWRUNNER__JOBS__MAX_IN_FLIGHT",
-                env_or("BENCH_IN_FLIGHT", 32).to_string(),
+                env_or("BENCH_IN_FLIGHT", 128).to_string(),
             )
             .env(
                 "SHOWRUNNER__JOBS__PREFETCH",

@@ -192,7 +192,9 @@ pub async fn run_job_worker_with(
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     const ROLE: &str = "job-worker";
-    let db = session::database(&settings, ROLE).await?;
+    // No ping per acquire: it would double the round trips of the short job statements; a
+    // connection broken by a restart fails one request, which comes back through a delay tier.
+    let db = session::database_with(&settings, ROLE, false).await?;
     let tag = format!("{}/{}", process_label(ROLE), Uuid::now_v7());
     let http = jobs::webhook::client()?;
     tracing::info!(types = ?registry.types(), "job worker starting");

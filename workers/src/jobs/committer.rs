@@ -41,19 +41,20 @@ impl Committer {
     pub fn start(db: DatabaseConnection, publisher: Publisher, lease: Duration) -> Self {
         let (claims, claim_rx) = mpsc::channel(BATCH_MAX);
         let (successes, success_rx) = mpsc::channel(BATCH_MAX);
-        let (db2, publisher2) = (db.clone(), publisher.clone());
+        let (events, events_rx) = mpsc::unbounded_channel();
+        tokio::spawn(publish_events(events_rx, db.clone(), publisher));
         tokio::spawn(run(
             claim_rx,
             db.clone(),
-            publisher.clone(),
+            events.clone(),
             move |db, batch: Vec<JobRequest>| -> BatchFuture<Claim> {
                 Box::pin(async move { store::claim_many(&db, &batch, lease).await })
             },
         ));
         tokio::spawn(run(
             success_rx,
-            db2,
-            publisher2,
+            db,
+            events,
             |db, batch: Vec<(ClaimedJob, serde_json::Value)>| -> BatchFuture<bool> {
                 Box::pin(async move { store::succeed_many(&db, &batch).await })
             },
@@ -86,15 +87,32 @@ async fn ask<I, O>(queue: &mpsc::Sender<(I, Reply<O>)>, item: I) -> Result<O, Co
         .map_err(CommitError::Db)
 }
 
+/// Publishes committed events as they come, many per confirmed batch, then deletes them from
+/// the outbox; runs apart from the writers so a confirm round trip never delays a commit.
+async fn publish_events(
+    mut rx: mpsc::UnboundedReceiver<Vec<StoredEvent>>,
+    db: DatabaseConnection,
+    publisher: Publisher,
+) {
+    let mut batches = Vec::new();
+    while rx.recv_many(&mut batches, 64).await > 0 {
+        let events: Vec<StoredEvent> = batches.drain(..).flatten().collect();
+        if let Err(error) = outbox::publish(&db, &publisher, &events).await {
+            // Committed in the outbox: the sweeper publishes them.
+            tracing::warn!(%error, count = events.len(), "outbox publish failed, left to the sweeper");
+        }
+    }
+}
+
 type BatchFuture<O> =
     Pin<Box<dyn Future<Output = Result<(Vec<O>, Vec<StoredEvent>), DbErr>> + Send>>;
 
 /// Takes what is queued (at least one, at most `BATCH_MAX`), writes it in one transaction,
-/// answers every sender, then publishes the batch's events.
+/// answers every sender, and hands the batch's committed events to the outbox publisher.
 async fn run<I: Send + 'static, O: Send + 'static>(
     mut rx: mpsc::Receiver<(I, Reply<O>)>,
     db: DatabaseConnection,
-    publisher: Publisher,
+    events_out: mpsc::UnboundedSender<Vec<StoredEvent>>,
     write: impl Fn(DatabaseConnection, Vec<I>) -> BatchFuture<O> + Send + 'static,
 ) {
     let mut pending = Vec::with_capacity(BATCH_MAX);
@@ -105,10 +123,8 @@ async fn run<I: Send + 'static, O: Send + 'static>(
                 for (reply, answer) in replies.into_iter().zip(answers) {
                     let _ = reply.send(Ok(answer));
                 }
-                if let Err(error) = outbox::publish(&db, &publisher, &events).await {
-                    // Committed in the outbox: the sweeper publishes them.
-                    tracing::warn!(%error, count = events.len(), "outbox publish failed, left to the sweeper");
-                }
+                // If the publisher is gone the events stay in the outbox for the sweeper.
+                let _ = events_out.send(events);
             }
             Err(error) => {
                 tracing::warn!(%error, "job batch write failed");
