@@ -658,3 +658,60 @@ async fn a_request_that_arrives_before_its_row_commits_waits_for_the_commit() {
     let _ = conn.close(200, "done".into()).await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_episode_export_writes_the_episode_and_its_history() {
+    let dir = std::env::temp_dir().join(format!("sr-export-{}", uuid::Uuid::now_v7().simple()));
+    let dir_str = dir.display().to_string();
+    let app = spawn_with(
+        &Switch::default(),
+        1,
+        &[("jobs.export_dir", dir_str.as_str())],
+    )
+    .await;
+    let alice = app.token("alice", Role::Member);
+    let (status, created) = crate::support::create_episode(
+        &app,
+        &alice,
+        json!({"title": "Pilot", "categories": ["drama"]}),
+        true,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let episode_id = str_of(&created["data"], "id").to_string();
+    wait_until("the creation in the activity log", DEADLINE, || async {
+        app.count(&format!(
+            "SELECT count(*) FROM activity_log WHERE resource_id = '{episode_id}'"
+        ))
+        .await
+            == 1
+    })
+    .await;
+
+    let job_row = submit(
+        &app,
+        &alice,
+        json!({"type": "episode.export", "payload": {"episodeId": episode_id}, "episodeId": episode_id}),
+    )
+    .await;
+    let done = job_with_status(&app, &alice, str_of(&job_row, "id"), "succeeded").await;
+    assert_eq!(done["result"]["activityCount"], 1);
+    let path = dir.join(format!("episode-{episode_id}.json"));
+    assert_eq!(done["result"]["path"], path.display().to_string());
+    let document: Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("the export file")).expect("json");
+    assert_eq!(document["episode"]["title"], "Pilot");
+    assert_eq!(document["activity"][0]["event"], "episode_created");
+
+    // A missing episode fails at once: no retry can make it exist.
+    let missing = submit(
+        &app,
+        &alice,
+        json!({"type": "episode.export", "payload": {"episodeId": uuid::Uuid::now_v7()}}),
+    )
+    .await;
+    let failed = job_with_status(&app, &alice, str_of(&missing, "id"), "failed").await;
+    assert_eq!(failed["attempts"], 1);
+    let _ = std::fs::remove_dir_all(&dir);
+    app.stop().await;
+}
