@@ -13,7 +13,9 @@
 //!     cargo run --release -p showrunner-tests --bin bench-jobs
 //!
 //! Environment: `BENCH_N` (20000), `BENCH_RUNS` (3), `BENCH_SCENARIOS` (`plain,retry`),
-//! `BENCH_WORKERS` (2), `BENCH_IN_FLIGHT` (128), `BENCH_PREFETCH` (256), `BENCH_DB_POOL` (16).
+//! `BENCH_WORKERS` (2), `BENCH_IN_FLIGHT` (128), `BENCH_PREFETCH` (256), `BENCH_DB_POOL` (16);
+//! to see what costs what: `BENCH_ACTIVITY_WORKERS=0` (events published, no activity log
+//! written) and `BENCH_QUEUE_TYPE=classic` (classic instead of quorum queues).
 //! `bench-jobs --worker` is one job worker process with the benchmark job type (the driver
 //! starts it; configured like any worker through `SHOWRUNNER__*`).
 
@@ -128,9 +130,13 @@ async fn drive() -> anyhow::Result<()> {
     let runs: usize = env_or("BENCH_RUNS", 3);
     let workers: usize = env_or("BENCH_WORKERS", 2);
     let scenarios = std::env::var("BENCH_SCENARIOS").unwrap_or_else(|_| "plain,retry".into());
+    let queue_type = std::env::var("BENCH_QUEUE_TYPE").unwrap_or_else(|_| "quorum".into());
+    let activity_workers: usize = env_or("BENCH_ACTIVITY_WORKERS", 1);
     let app = TestApp::spawn_with(Options {
         episode_workers: 0,
         job_workers: 0,
+        activity_workers,
+        extra: vec![("amqp.queue_type".into(), queue_type)],
         ..Options::default()
     })
     .await;
@@ -244,13 +250,17 @@ async fn one_run(
     )
     .await?;
     let events = 2 * n64 + if fail_once { 2 * (n64 / 10) } else { 0 };
-    let activity = wait_count(
-        app,
-        "SELECT count(*) FROM activity_log WHERE resource_type = 'job'",
-        events,
-        t0,
-    )
-    .await?;
+    let activity = if records_activity() {
+        wait_count(
+            app,
+            "SELECT count(*) FROM activity_log WHERE resource_type = 'job'",
+            events,
+            t0,
+        )
+        .await?
+    } else {
+        status
+    };
     let cpu_after = cpu_snapshot(&pids);
     let cpu = cpu_used(&cpu_before, &cpu_after, &pids);
     children.stop();
@@ -267,6 +277,11 @@ async fn one_run(
         retried,
         cpu,
     })
+}
+
+/// Whether this run records activity (`BENCH_ACTIVITY_WORKERS=0` measures without it).
+fn records_activity() -> bool {
+    env_or("BENCH_ACTIVITY_WORKERS", 1usize) > 0
 }
 
 /// Records the job rows and publishes their requests with confirms, 1,000 at a time: what

@@ -212,6 +212,13 @@ impl TestApp {
                 "SHOWRUNNER__AMQP__PARTITIONS".into(),
                 self.settings.amqp.partitions.to_string(),
             ),
+            (
+                "SHOWRUNNER__AMQP__QUEUE_TYPE".into(),
+                match self.settings.amqp.queue_type {
+                    showrunner_shared::config::QueueType::Quorum => "quorum".into(),
+                    showrunner_shared::config::QueueType::Classic => "classic".into(),
+                },
+            ),
             ("SHOWRUNNER__AUTH__JWT_SECRET".into(), TEST_SECRET.into()),
             (
                 "SHOWRUNNER__JOBS__TIMEOUT_SECS".into(),
