@@ -715,3 +715,28 @@ async fn an_episode_export_writes_the_episode_and_its_history() {
     let _ = std::fs::remove_dir_all(&dir);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_job_whose_request_was_never_published_is_swept_and_runs() {
+    // What the api leaves behind if it dies between recording a job and publishing it.
+    let app = spawn_with(
+        &Switch::default(),
+        1,
+        &[("workers.command_republish_after_secs", "1")],
+    )
+    .await;
+    let job_id = uuid::Uuid::now_v7();
+    app.db
+        .execute_unprepared(&format!(
+            "INSERT INTO jobs (id, type, payload, status, max_attempts, created_by, dispatch_id) \
+             VALUES ('{job_id}', 'test.flaky', '{{\"failures\": 0}}', 'queued', 3, '{}', '{}')",
+            TestApp::user_id("alice"),
+            uuid::Uuid::now_v7()
+        ))
+        .await
+        .expect("insert");
+    let alice = app.token("alice", Role::Member);
+    let done = job_with_status(&app, &alice, &job_id.to_string(), "succeeded").await;
+    assert_eq!(done["attempts"], 1);
+    app.stop().await;
+}

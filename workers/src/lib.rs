@@ -207,7 +207,7 @@ pub async fn run_job_worker_with(
             }
         };
         announce(&ctx, &tag).await;
-        let sweeper = tokio::spawn(sweep_forever(ctx.clone(), cancel.child_token()));
+        let sweeper = tokio::spawn(sweep_jobs_forever(ctx.clone(), cancel.child_token()));
         let runner = jobs::consumer::Runner::new(ctx, registry.clone(), http.clone());
         let result = jobs::consumer::consume(&runner, &channel, &tag, &cancel).await;
         sweeper.abort();
@@ -220,6 +220,35 @@ pub async fn run_job_worker_with(
     }
     tracing::info!("job worker stopped");
     Ok(())
+}
+
+/// The job worker's sweeper: the outbox and pending commands like every worker, plus job
+/// requests that seem lost (see `jobs::store::stranded`), every second.
+async fn sweep_jobs_forever(ctx: Context, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        session::sweep(&ctx).await;
+        match republish_stranded(&ctx).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(count = n, "sweeper republished stranded job requests"),
+            Err(error) => tracing::warn!(%error, "job sweep failed"),
+        }
+    }
+}
+
+async fn republish_stranded(ctx: &Context) -> anyhow::Result<usize> {
+    let after = Duration::from_secs(ctx.settings.workers.command_republish_after_secs);
+    let (txn, requests) = jobs::store::stranded(&ctx.db, after, 100).await?;
+    let now = chrono::Utc::now();
+    for request in &requests {
+        showrunner_shared::jobs::publish(&ctx.publisher, request, now).await?;
+    }
+    txn.commit().await?;
+    Ok(requests.len())
 }
 
 /// `job_processor_started`, through the outbox like every event.

@@ -268,3 +268,48 @@ pub async fn finish(
     outbox::insert(&txn, &events).await?;
     Ok(Some((txn, events)))
 }
+
+/// Jobs whose request seems lost: `queued` or `retrying` and due for longer than `after`, or
+/// `running` with a lease expired that long ago. Their requests are published again (with the
+/// row's dispatch id, so a copy that was not lost after all is skipped as a duplicate) and
+/// their `updated_at` is touched, so each is republished at most once per `after`.
+/// The api dying between recording a job and publishing it is what leaves such a row.
+pub async fn stranded(
+    db: &DatabaseConnection,
+    after: Duration,
+    limit: u64,
+) -> Result<(DatabaseTransaction, Vec<JobRequest>), DbErr> {
+    #[derive(FromQueryResult)]
+    struct Row {
+        id: Uuid,
+        dispatch_id: Uuid,
+    }
+    let txn = db.begin().await?;
+    let rows = Row::find_by_statement(sql(
+        "SELECT id, dispatch_id FROM jobs \
+         WHERE dispatch_id IS NOT NULL AND updated_at < now() - make_interval(secs => $1) AND ( \
+           (status = 'queued') \
+           OR (status = 'retrying' AND next_attempt_at < now() - make_interval(secs => $1)) \
+           OR (status = 'running' AND locked_until < now() - make_interval(secs => $1))) \
+         ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+        [after.as_secs_f64().into(), (limit as i64).into()],
+    ))
+    .all(&txn)
+    .await?;
+    if !rows.is_empty() {
+        txn.execute_raw(sql(
+            "UPDATE jobs SET updated_at = now() WHERE id = ANY($1)",
+            [rows.iter().map(|r| r.id).collect::<Vec<_>>().into()],
+        ))
+        .await?;
+    }
+    let requests = rows
+        .into_iter()
+        .map(|r| JobRequest {
+            job_id: r.id,
+            dispatch_id: r.dispatch_id,
+            not_before: None,
+        })
+        .collect();
+    Ok((txn, requests))
+}
