@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
-# Showrunner: one image for every role (api, migrate, the three workers, the operator command).
+# Showrunner: one image for every role (api, migrate, the four workers, the operator command).
 # The role is chosen by the command: `showrunner-api` (default), `showrunner-migrate`,
-# `showrunner-episode-worker`, `showrunner-activity-worker`, `showrunner-notification-worker`.
+# `showrunner-episode-worker`, `showrunner-activity-worker`, `showrunner-notification-worker`,
+# `showrunner-job-worker`.
 
 FROM rust:1.95-bookworm AS builder
 WORKDIR /src
@@ -17,6 +18,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
        target/release/showrunner-episode-worker \
        target/release/showrunner-activity-worker \
        target/release/showrunner-notification-worker \
+       target/release/showrunner-job-worker \
        /out/
 
 FROM debian:bookworm-slim AS runtime
@@ -32,6 +34,7 @@ COPY --from=builder /out/showrunner-migrate /usr/local/bin/showrunner-migrate
 COPY --from=builder /out/showrunner-episode-worker /usr/local/bin/showrunner-episode-worker
 COPY --from=builder /out/showrunner-activity-worker /usr/local/bin/showrunner-activity-worker
 COPY --from=builder /out/showrunner-notification-worker /usr/local/bin/showrunner-notification-worker
+COPY --from=builder /out/showrunner-job-worker /usr/local/bin/showrunner-job-worker
 USER showrunner:showrunner
 ENV SHOWRUNNER__HTTP__ADDR=0.0.0.0:8080
 EXPOSE 8080

@@ -32,6 +32,7 @@ pub fn app(state: AppState) -> Router {
     let v1 = Router::new()
         .merge(routes::episodes::router())
         .merge(routes::commands::router())
+        .merge(routes::jobs::router())
         .merge(routes::activity::router())
         .merge(routes::notifications::router())
         .merge(relay::router())

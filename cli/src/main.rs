@@ -56,6 +56,7 @@ async fn up(settings: Arc<Settings>) -> anyhow::Result<()> {
     roles.spawn(showrunner_workers::run_episode_worker(settings.clone(), cancel.clone()));
     roles.spawn(showrunner_workers::run_activity_worker(settings.clone(), cancel.clone()));
     roles.spawn(showrunner_workers::run_notification_worker(settings.clone(), cancel.clone()));
+    roles.spawn(showrunner_workers::run_job_worker(settings.clone(), cancel.clone()));
     println!("Showrunner is up:");
     println!("  REST API     http://{addr}/api/v1  (OpenAPI: http://{addr}/api/v1/openapi.json)");
     println!("  health       http://{addr}/health  ready: http://{addr}/ready");

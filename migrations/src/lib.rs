@@ -4,6 +4,7 @@ use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
 
 mod m20261125_000001_initial;
+mod m20261125_000002_jobs;
 mod m20261125_000003_event_log;
 
 pub struct Migrator;
@@ -13,6 +14,7 @@ impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         vec![
             Box::new(m20261125_000001_initial::Migration),
+            Box::new(m20261125_000002_jobs::Migration),
             Box::new(m20261125_000003_event_log::Migration),
         ]
     }

@@ -18,6 +18,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub workers: WorkerSettings,
     pub realtime: RealtimeSettings,
+    pub jobs: JobSettings,
     pub log: LogSettings,
 }
 
@@ -103,6 +104,28 @@ pub struct WorkerSettings {
     pub outbox_sweep_after_secs: u64,
     /// Commands still pending after this many seconds are published again by the sweeper.
     pub command_republish_after_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSettings {
+    /// Delay before the second attempt of a failed job, in milliseconds.
+    pub initial_delay_ms: u64,
+    /// Each further delay is the previous one times this factor (at least 1).
+    pub backoff_factor: f64,
+    /// No delay between attempts exceeds this, in milliseconds.
+    pub max_delay_ms: u64,
+    /// Attempts of a job that does not say `maxAttempts` (including the first).
+    pub max_attempts: u32,
+    /// Unacknowledged job deliveries a job worker may hold.
+    pub prefetch: u16,
+    /// Jobs one job worker runs at the same time.
+    pub max_in_flight: usize,
+    /// Longest run of one attempt, in seconds. At most 1500: a job holds its delivery while it
+    /// runs, and RabbitMQ closes the channel of a delivery unacked for 30 minutes.
+    pub timeout_secs: u64,
+    /// Directory where `episode.export` writes its JSON documents.
+    pub export_dir: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -195,6 +218,14 @@ impl Settings {
             .set_default("realtime.max_frame_bytes", 65_536)?
             .set_default("realtime.max_subscriptions", 100)?
             .set_default("realtime.max_replay", 10_000)?
+            .set_default("jobs.initial_delay_ms", 1000)?
+            .set_default("jobs.backoff_factor", 2.0)?
+            .set_default("jobs.max_delay_ms", 300_000)?
+            .set_default("jobs.max_attempts", 5)?
+            .set_default("jobs.prefetch", 64)?
+            .set_default("jobs.max_in_flight", 32)?
+            .set_default("jobs.timeout_secs", 300)?
+            .set_default("jobs.export_dir", "exports")?
             .set_default("log.format", "text")?
             .set_default("log.filter", "info,sqlx=warn,sea_orm_migration=warn")?;
         if let Some(path) = file {
@@ -258,9 +289,40 @@ impl Settings {
                 "must exceed workers.heartbeat_secs",
             ));
         }
+        let jobs = &self.jobs;
+        if jobs.initial_delay_ms == 0 {
+            return Err(invalid("jobs.initial_delay_ms", "must be at least 1"));
+        }
+        if !(jobs.backoff_factor.is_finite() && jobs.backoff_factor >= 1.0) {
+            return Err(invalid("jobs.backoff_factor", "must be a number >= 1"));
+        }
+        if jobs.max_delay_ms < jobs.initial_delay_ms {
+            return Err(invalid("jobs.max_delay_ms", "must be at least jobs.initial_delay_ms"));
+        }
+        if !(1..=MAX_JOB_ATTEMPTS).contains(&jobs.max_attempts) {
+            return Err(invalid("jobs.max_attempts", "must be between 1 and 100"));
+        }
+        if jobs.prefetch == 0 {
+            return Err(invalid("jobs.prefetch", "must be at least 1"));
+        }
+        if jobs.max_in_flight == 0 {
+            return Err(invalid("jobs.max_in_flight", "must be at least 1"));
+        }
+        if !(1..=1500).contains(&jobs.timeout_secs) {
+            return Err(invalid(
+                "jobs.timeout_secs",
+                "must be between 1 and 1500 (RabbitMQ's consumer timeout is 30 minutes)",
+            ));
+        }
+        if jobs.export_dir.as_os_str().is_empty() {
+            return Err(invalid("jobs.export_dir", "must not be empty"));
+        }
         Ok(())
     }
 }
+
+/// The most attempts a job may have (`maxAttempts` of `POST /jobs` and `jobs.max_attempts`).
+pub const MAX_JOB_ATTEMPTS: u32 = 100;
 
 #[cfg(test)]
 mod tests {
@@ -289,6 +351,21 @@ mod tests {
         assert!(err.to_string().contains("amqp.prefetch"), "{err}");
         let err = Settings::with_overrides(&[("amqp.partitions", "0")]).expect_err("must fail");
         assert!(err.to_string().contains("amqp.partitions"), "{err}");
+    }
+
+    #[test]
+    fn job_settings_are_checked() {
+        let s = Settings::with_overrides(&[]).expect("defaults load");
+        assert_eq!((s.jobs.max_attempts, s.jobs.timeout_secs), (5, 300));
+        for (key, value) in [
+            ("jobs.backoff_factor", "0.5"),
+            ("jobs.timeout_secs", "3600"),
+            ("jobs.max_delay_ms", "10"),
+            ("jobs.max_in_flight", "0"),
+        ] {
+            let err = Settings::with_overrides(&[(key, value)]).expect_err("must fail");
+            assert!(err.to_string().contains(key), "{err}");
+        }
     }
 
     #[test]

@@ -290,6 +290,90 @@ impl EventData for NotificationCreated {
     }
 }
 
+/// The message on the jobs queue: "run this job's next attempt". The job row is the truth
+/// (payload, attempts, status); the message only says which copy may run and from when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JobRequest {
+    pub job_id: Uuid,
+    /// Must equal the row's `dispatch_id`, or this copy is stale and is skipped.
+    pub dispatch_id: Uuid,
+    /// Not to run before this instant (a delayed retry travelling through the delay tiers).
+    pub not_before: Option<DateTime<Utc>>,
+}
+
+/// `system.jobs.started`: a job worker is up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobProcessorStarted {
+    pub instance: String,
+    pub prefetch: u16,
+    pub max_concurrent: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobStarted {
+    pub job_id: Uuid,
+    pub attempt: i32,
+    pub timestamp: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobCompleted {
+    pub job_id: Uuid,
+    pub results: serde_json::Value,
+    pub timestamp: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobRetry {
+    pub job_id: Uuid,
+    /// Attempts made so far (the failed one included).
+    pub retry_count: i32,
+    /// Milliseconds until the next attempt.
+    pub delay: u64,
+    pub error: String,
+    pub timestamp: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobFailed {
+    pub job_id: Uuid,
+    pub error: String,
+    /// Always true: no further attempt will run (the seed's field).
+    pub retries_exhausted: bool,
+    pub timestamp: DateTime<Utc>,
+}
+
+impl EventData for JobProcessorStarted {
+    const NAME: &'static str = "job_processor_started";
+    type Subject = ();
+    fn routing_key((): &()) -> String {
+        "system.jobs.started".into()
+    }
+}
+
+macro_rules! job_event {
+    ($ty:ty, $name:literal, $suffix:literal) => {
+        impl EventData for $ty {
+            const NAME: &'static str = $name;
+            type Subject = Uuid;
+            fn routing_key(job_id: &Uuid) -> String {
+                format!("job.{job_id}.{}", $suffix)
+            }
+        }
+    };
+}
+
+job_event!(JobStarted, "job_started", "started");
+job_event!(JobCompleted, "job_completed", "completed");
+job_event!(JobRetry, "job_retry", "retry");
+job_event!(JobFailed, "job_failed", "failed");
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,5 +411,35 @@ mod tests {
         assert_eq!(EpisodeCreated::routing_key(&id), format!("episode.{id}.created"));
         assert_eq!(CommandRejected::routing_key(&id), format!("user.{id}.command"));
         assert_eq!(NotificationCreated::routing_key(&id), format!("user.{id}.notification"));
+        assert_eq!(JobRetry::routing_key(&id), format!("job.{id}.retry"));
+        assert_eq!(JobProcessorStarted::routing_key(&()), "system.jobs.started");
+    }
+
+    #[test]
+    fn job_events_keep_the_seed_field_names() {
+        let at = DateTime::from_timestamp(0, 0).unwrap_or_default();
+        let id = Uuid::from_u128(1);
+        let retry = JobRetry {
+            job_id: id,
+            retry_count: 2,
+            delay: 400,
+            error: "boom".into(),
+            timestamp: at,
+        };
+        assert_eq!(
+            serde_json::to_string(&retry).unwrap_or_default(),
+            r#"{"jobId":"00000000-0000-0000-0000-000000000001","retryCount":2,"delay":400,"error":"boom","timestamp":"1970-01-01T00:00:00Z"}"#
+        );
+        let failed =
+            JobFailed { job_id: id, error: "boom".into(), retries_exhausted: true, timestamp: at };
+        assert_eq!(
+            serde_json::to_string(&failed).unwrap_or_default(),
+            r#"{"jobId":"00000000-0000-0000-0000-000000000001","error":"boom","retriesExhausted":true,"timestamp":"1970-01-01T00:00:00Z"}"#
+        );
+        let started = JobProcessorStarted { instance: "w".into(), prefetch: 8, max_concurrent: 4 };
+        assert_eq!(
+            serde_json::to_string(&started).unwrap_or_default(),
+            r#"{"instance":"w","prefetch":8,"maxConcurrent":4}"#
+        );
     }
 }

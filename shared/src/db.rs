@@ -16,6 +16,17 @@ use crate::domain::EpisodeStatus;
 use crate::config::DatabaseSettings;
 
 pub async fn connect(settings: &DatabaseSettings, role: &str) -> Result<DatabaseConnection, DbErr> {
+    connect_with(settings, role, true).await
+}
+
+/// [`connect`], choosing whether the pool pings a connection each time it hands one out.
+/// Without the ping (the job worker, whose statements are short and many) a connection broken
+/// by a database restart fails one statement instead, which the caller must retry.
+pub async fn connect_with(
+    settings: &DatabaseSettings,
+    role: &str,
+    ping_on_acquire: bool,
+) -> Result<DatabaseConnection, DbErr> {
     let mut options = ConnectOptions::new(settings.url.clone());
     options
         .max_connections(settings.max_connections)
@@ -23,6 +34,7 @@ pub async fn connect(settings: &DatabaseSettings, role: &str) -> Result<Database
         .acquire_timeout(Duration::from_secs(5))
         .connect_timeout(Duration::from_secs(5))
         .set_application_name(format!("showrunner-{role}"))
+        .test_before_acquire(ping_on_acquire)
         .sqlx_logging(false);
     Database::connect(options).await
 }

@@ -8,6 +8,7 @@ pub mod config;
 pub mod contracts;
 pub mod db;
 pub mod domain;
+pub mod jobs;
 pub mod outbox;
 pub mod process;
 pub mod shutdown;

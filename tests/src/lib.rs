@@ -13,6 +13,7 @@ use sea_orm::{
 };
 use showrunner_shared::auth::{self, Claims, Role};
 use showrunner_shared::config::Settings;
+use showrunner_workers::jobs::Registry;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -30,6 +31,10 @@ pub struct Options {
     pub episode_workers: usize,
     pub activity_workers: usize,
     pub notification_workers: usize,
+    /// Job workers started with the stack (more with [`TestApp::start_job_worker`]).
+    pub job_workers: usize,
+    /// The job types the job workers run: the built-in ones unless a test adds its own.
+    pub job_registry: Registry,
     pub extra: Vec<(String, String)>,
 }
 
@@ -41,6 +46,8 @@ impl Default for Options {
             episode_workers: 1,
             activity_workers: 1,
             notification_workers: 1,
+            job_workers: 0,
+            job_registry: Registry::builtin(),
             extra: Vec::new(),
         }
     }
@@ -57,8 +64,11 @@ pub struct TestApp {
     cancel: CancellationToken,
     roles: JoinSet<anyhow::Result<()>>,
     episode_workers: Vec<CancellationToken>,
+    job_registry: Registry,
     cleaned: bool,
 }
+
+pub mod job_handlers;
 
 impl TestApp {
     pub async fn spawn() -> Self {
@@ -121,6 +131,13 @@ impl TestApp {
                 cancel.child_token(),
             ));
         }
+        for _ in 0..options.job_workers {
+            roles.spawn(showrunner_workers::run_job_worker_with(
+                settings.clone(),
+                options.job_registry.clone(),
+                cancel.child_token(),
+            ));
+        }
         let app = Self {
             name,
             addr,
@@ -131,6 +148,7 @@ impl TestApp {
             cancel,
             roles,
             episode_workers,
+            job_registry: options.job_registry,
             cleaned: false,
         };
         for addr in &addrs {
@@ -172,6 +190,38 @@ impl TestApp {
         showrunner_shared::broker::connect(&self.settings.amqp.url, "test")
             .await
             .unwrap_or_else(|e| panic!("connect to the test vhost: {e}"))
+    }
+
+    /// Starts one more job worker in this process, with the stack's job types.
+    pub fn start_job_worker(&mut self) {
+        self.roles.spawn(showrunner_workers::run_job_worker_with(
+            self.settings.clone(),
+            self.job_registry.clone(),
+            self.cancel.child_token(),
+        ));
+    }
+
+    /// The `SHOWRUNNER__*` variables that point a separate process at this stack.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("SHOWRUNNER__DATABASE__URL".into(), self.settings.database.url.clone()),
+            ("SHOWRUNNER__AMQP__URL".into(), self.settings.amqp.url.clone()),
+            ("SHOWRUNNER__AMQP__PARTITIONS".into(), self.settings.amqp.partitions.to_string()),
+            (
+                "SHOWRUNNER__AMQP__QUEUE_TYPE".into(),
+                match self.settings.amqp.queue_type {
+                    showrunner_shared::config::QueueType::Quorum => "quorum".into(),
+                    showrunner_shared::config::QueueType::Classic => "classic".into(),
+                },
+            ),
+            ("SHOWRUNNER__AUTH__JWT_SECRET".into(), TEST_SECRET.into()),
+            ("SHOWRUNNER__JOBS__TIMEOUT_SECS".into(), self.settings.jobs.timeout_secs.to_string()),
+            (
+                "SHOWRUNNER__JOBS__INITIAL_DELAY_MS".into(),
+                self.settings.jobs.initial_delay_ms.to_string(),
+            ),
+            ("SHOWRUNNER__JOBS__MAX_DELAY_MS".into(), self.settings.jobs.max_delay_ms.to_string()),
+        ]
     }
 
     /// Stops the `index`th episode worker (it drains and leaves).

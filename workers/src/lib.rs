@@ -2,6 +2,7 @@
 //! entry points the binaries call.
 
 pub mod consumers;
+pub mod jobs;
 pub mod partitions;
 pub mod runtime;
 pub mod session;
@@ -240,6 +241,109 @@ pub async fn run_notification_worker(
         Notifications,
     )
     .await
+}
+
+/// Runs the job worker with the built-in job types until `cancel`.
+pub async fn run_job_worker(
+    settings: Arc<Settings>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    run_job_worker_with(settings, jobs::Registry::builtin(), cancel).await
+}
+
+/// Runs a job worker with the job types of `registry` until `cancel` (competing consumers on
+/// the jobs queue: run as many as needed).
+pub async fn run_job_worker_with(
+    settings: Arc<Settings>,
+    registry: jobs::Registry,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    const ROLE: &str = "job-worker";
+    // No ping per acquire: it would double the round trips of the short job statements; a
+    // connection broken by a restart fails one request, which comes back through a delay tier.
+    let db = session::database_with(&settings, ROLE, false).await?;
+    let tag = format!("{}/{}", process_label(ROLE), Uuid::now_v7());
+    let http = jobs::webhook::client()?;
+    tracing::info!(types = ?registry.types(), "job worker starting");
+    while let Some((conn, ctx)) = session::connect(&settings, &db, ROLE, &cancel).await {
+        let channel = match conn.create_channel().await {
+            Ok(c) => c,
+            Err(error) => {
+                tracing::warn!(%error, "cannot open a channel, reconnecting");
+                continue;
+            }
+        };
+        announce(&ctx, &tag).await;
+        let sweeper = tokio::spawn(sweep_jobs_forever(ctx.clone(), cancel.child_token()));
+        let runner = jobs::consumer::Runner::new(ctx, registry.clone(), http.clone());
+        let result = jobs::consumer::consume(&runner, &channel, &tag, &cancel).await;
+        sweeper.abort();
+        let _ = channel.close(200, "stopping".into()).await;
+        let _ = conn.close(200, "stopping".into()).await;
+        match result {
+            Ok(()) => break,
+            Err(error) => tracing::warn!(%error, "job consumer stopped, reconnecting"),
+        }
+    }
+    tracing::info!("job worker stopped");
+    Ok(())
+}
+
+/// The job worker's sweeper: the outbox and pending commands like every worker, plus job
+/// requests that seem lost (see `jobs::store::stranded`), every second.
+async fn sweep_jobs_forever(ctx: Context, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        session::sweep(&ctx).await;
+        match republish_stranded(&ctx).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(count = n, "sweeper republished stranded job requests"),
+            Err(error) => tracing::warn!(%error, "job sweep failed"),
+        }
+    }
+}
+
+async fn republish_stranded(ctx: &Context) -> anyhow::Result<usize> {
+    let after = Duration::from_secs(ctx.settings.workers.command_republish_after_secs);
+    let (txn, requests) = jobs::store::stranded(&ctx.db, after, 100).await?;
+    let now = chrono::Utc::now();
+    for request in &requests {
+        showrunner_shared::jobs::publish(&ctx.publisher, request, now).await?;
+    }
+    txn.commit().await?;
+    Ok(requests.len())
+}
+
+/// `job_processor_started`, through the outbox like every event.
+async fn announce(ctx: &Context, instance: &str) {
+    use showrunner_shared::contracts::{JobProcessorStarted, OutgoingEvent};
+    use showrunner_shared::outbox::{self, StoredEvent};
+    let jobs = &ctx.settings.jobs;
+    let event = OutgoingEvent::new(
+        &(),
+        &JobProcessorStarted {
+            instance: instance.to_string(),
+            prefetch: jobs.prefetch,
+            max_concurrent: jobs.max_in_flight,
+        },
+        None,
+        None,
+        chrono::Utc::now(),
+    );
+    let events = [StoredEvent::from_outgoing(&event, None)];
+    let result = match outbox::insert(&ctx.db, &events).await {
+        Ok(()) => {
+            outbox::publish(&ctx.db, &ctx.publisher, &events).await.map_err(anyhow::Error::from)
+        }
+        Err(e) => Err(e.into()),
+    };
+    if let Err(error) = result {
+        tracing::warn!(%error, "could not announce the job worker; the sweeper may publish it later");
+    }
 }
 
 /// A role that consumes one queue (competing consumers: run as many as needed).

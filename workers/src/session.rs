@@ -18,7 +18,16 @@ use crate::runtime::Context;
 
 /// Connects to PostgreSQL and checks the schema. A schema older than this build is fatal.
 pub async fn database(settings: &Settings, role: &str) -> anyhow::Result<DatabaseConnection> {
-    let db = showrunner_shared::db::connect(&settings.database, role).await?;
+    database_with(settings, role, true).await
+}
+
+/// [`database`], choosing whether the pool pings connections as it hands them out.
+pub async fn database_with(
+    settings: &Settings,
+    role: &str,
+    ping_on_acquire: bool,
+) -> anyhow::Result<DatabaseConnection> {
+    let db = showrunner_shared::db::connect_with(&settings.database, role, ping_on_acquire).await?;
     showrunner_migrations::ensure_current(&db).await?;
     Ok(db)
 }

@@ -4,6 +4,7 @@ pub mod activity;
 pub mod commands;
 pub mod episodes;
 pub mod health;
+pub mod jobs;
 pub mod notifications;
 
 use serde::Serialize;

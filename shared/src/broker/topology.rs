@@ -19,6 +19,19 @@ pub const LIVE_EXCHANGE: &str = "showrunner.live";
 /// Every event, for the sequencer that writes the event log (single active consumer).
 pub const EVENT_LOG_QUEUE: &str = "showrunner.eventlog";
 pub const ACTIVITY_QUEUE: &str = "showrunner.activity";
+/// Direct exchange of job requests; its one queue is [`JOBS_QUEUE`] (routing key [`JOBS_KEY`]).
+pub const JOBS_EXCHANGE: &str = "showrunner.jobs";
+pub const JOBS_QUEUE: &str = "showrunner.jobs";
+pub const JOBS_KEY: &str = "run";
+/// Direct exchange of the delay tiers; routing key = the tier queue's name.
+pub const JOBS_DELAY_EXCHANGE: &str = "showrunner.jobs.delay";
+/// TTL of each delay tier queue, in milliseconds: powers of two from 25 ms to ~55 min. A delay
+/// travels through the largest tier not longer than what remains (at most one hop per binary
+/// digit), so every queue holds messages of one TTL and nothing waits behind a longer one.
+pub const JOB_DELAY_TIERS_MS: [u64; 18] = [
+    25, 50, 100, 200, 400, 800, 1_600, 3_200, 6_400, 12_800, 25_600, 51_200, 102_400, 204_800,
+    409_600, 819_200, 1_638_400, 3_276_800,
+];
 pub const NOTIFICATIONS_QUEUE: &str = "showrunner.notifications";
 
 /// The events the activity log records.
@@ -30,6 +43,16 @@ pub const NOTIFICATION_BINDINGS: &[&str] =
 
 pub fn command_queue(partition: u16) -> String {
     format!("{COMMANDS_EXCHANGE}.p{partition:03}")
+}
+
+pub fn job_delay_queue(ttl_ms: u64) -> String {
+    format!("{JOBS_DELAY_EXCHANGE}.{ttl_ms}ms")
+}
+
+/// The tier a message with `remaining_ms` still to wait goes to: the longest not above it.
+/// `None` when less than the shortest tier remains (run now).
+pub fn job_delay_tier(remaining_ms: u64) -> Option<u64> {
+    JOB_DELAY_TIERS_MS.iter().rev().find(|ttl| **ttl <= remaining_ms).copied()
 }
 
 pub fn parked_queue(source: &str) -> String {
@@ -99,6 +122,8 @@ pub async fn declare(ch: &Channel, amqp: &AmqpSettings) -> Result<(), BrokerErro
         }
         work_queues.push(queue.to_string());
     }
+    declare_jobs(ch, amqp).await?;
+    work_queues.push(JOBS_QUEUE.to_string());
     for source in &work_queues {
         let parked = parked_queue(source);
         let mut args = FieldTable::default();
@@ -115,6 +140,50 @@ pub async fn declare(ch: &Channel, amqp: &AmqpSettings) -> Result<(), BrokerErro
         )
         .await?;
     }
+    Ok(())
+}
+
+/// The job topology: the jobs exchange and queue, and the delay tiers that dead-letter back to it.
+async fn declare_jobs(ch: &Channel, amqp: &AmqpSettings) -> Result<(), BrokerError> {
+    let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
+    for exchange in [JOBS_EXCHANGE, JOBS_DELAY_EXCHANGE] {
+        ch.exchange_declare(exchange.into(), ExchangeKind::Direct, durable, FieldTable::default())
+            .await?;
+    }
+    declare_queue(ch, JOBS_QUEUE, work_queue_args(amqp, JOBS_QUEUE)).await?;
+    bind(ch, JOBS_QUEUE, JOBS_EXCHANGE, JOBS_KEY).await?;
+    for ttl in JOB_DELAY_TIERS_MS {
+        let name = job_delay_queue(ttl);
+        // Expired messages go back to the jobs exchange. The worker republishes (never
+        // rejects) into a tier, so no dead-letter cycle without a rejection ever forms.
+        let mut args = FieldTable::default();
+        args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(JOBS_EXCHANGE.into()));
+        args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(JOBS_KEY.into()));
+        args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl as i64));
+        if amqp.queue_type == QueueType::Quorum {
+            args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+            // At-least-once dead-lettering needs both: a delayed retry is never dropped.
+            args.insert(
+                "x-dead-letter-strategy".into(),
+                AMQPValue::LongString("at-least-once".into()),
+            );
+            args.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
+        }
+        declare_queue(ch, &name, args).await?;
+        bind(ch, &name, JOBS_DELAY_EXCHANGE, &name).await?;
+    }
+    Ok(())
+}
+
+async fn bind(ch: &Channel, queue: &str, exchange: &str, key: &str) -> Result<(), BrokerError> {
+    ch.queue_bind(
+        queue.into(),
+        exchange.into(),
+        key.into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
     Ok(())
 }
 
@@ -152,5 +221,22 @@ mod tests {
         let id = uuid::Uuid::from_u128(42);
         assert_eq!(partition_of(id, 16), partition_of(id, 16));
         assert_eq!(partition_of(id, 1), 0);
+    }
+
+    #[test]
+    fn a_delay_takes_the_longest_tier_that_fits() {
+        for (remaining, tier) in [
+            (0, None),
+            (24, None),
+            (25, Some(25)),
+            (99, Some(50)),
+            (100, Some(100)),
+            (1_000, Some(800)),
+            (300_000, Some(204_800)),
+            (u64::MAX, Some(3_276_800)),
+        ] {
+            assert_eq!(job_delay_tier(remaining), tier, "{remaining} ms");
+        }
+        assert!(JOB_DELAY_TIERS_MS.windows(2).all(|w| w[1] == 2 * w[0]));
     }
 }

@@ -177,7 +177,7 @@ async fn main() -> anyhow::Result<()> {
         episode_workers: 0,
         activity_workers: 1,
         notification_workers: 0,
-        extra: Vec::new(),
+        ..Default::default()
     })
     .await;
     let token = app.token("bench-realtime", Role::Member);

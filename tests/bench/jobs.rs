@@ -1,0 +1,404 @@
+//! `bench-jobs`: Showrunner's side of the job benchmark, mirroring `../shared/peers/jobs/`
+//! (Dramatiq and Celery): N jobs (20,000) are enqueued while no job worker runs, then 2 job
+//! worker processes start; each job is one committed `INSERT INTO peer_done ... ON CONFLICT DO
+//! NOTHING`. Scenario `retry`: every tenth job fails its first attempt and succeeds on its retry
+//! (delays 100 ms to 1 s, like Dramatiq's). Unlike the peers, every job also keeps its row's
+//! status, its events (through the outbox, to the events exchange) and its activity log rows,
+//! as in production: the activity and notification workers run in this process.
+//!
+//! `wall_jobs_s` = N / (worker start -> last peer_done row), the peers' figure. Also printed:
+//! when every job row said `succeeded` and when the activity log held every job event, and
+//! the CPU seconds each party used (job workers, RabbitMQ, PostgreSQL, this process).
+//!
+//!     cargo run --release -p showrunner-tests --bin bench-jobs
+//!
+//! Environment: `BENCH_N` (20000), `BENCH_RUNS` (3), `BENCH_SCENARIOS` (`plain,retry`),
+//! `BENCH_WORKERS` (2), `BENCH_IN_FLIGHT` (128), `BENCH_PREFETCH` (256), `BENCH_DB_POOL` (16);
+//! to see what costs what: `BENCH_ACTIVITY_WORKERS=0` (events published, no activity log
+//! written) and `BENCH_QUEUE_TYPE=classic` (classic instead of quorum queues).
+//! `bench-jobs --worker` is one job worker process with the benchmark job type (the driver
+//! starts it; configured like any worker through `SHOWRUNNER__*`).
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use sea_orm::{ConnectionTrait, DbBackend, FromQueryResult, Statement};
+use serde::Deserialize;
+use showrunner_shared::broker::topology::{JOBS_EXCHANGE, JOBS_KEY};
+use showrunner_shared::broker::{Outgoing, Publisher, publisher_json_properties};
+use showrunner_shared::contracts::JobRequest;
+use showrunner_shared::db::sql;
+use showrunner_tests::{Options, TestApp};
+use showrunner_workers::jobs::{JobContext, JobError, JobHandler, Registry};
+use uuid::Uuid;
+
+/// `bench.insert`: the peers' job body.
+struct BenchInsert;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BenchPayload {
+    run_id: Uuid,
+    job_id: i32,
+    fail_once: bool,
+}
+
+impl JobHandler for BenchInsert {
+    const TYPE: &'static str = "bench.insert";
+    type Payload = BenchPayload;
+
+    async fn run(&self, ctx: &JobContext, p: BenchPayload) -> Result<serde_json::Value, JobError> {
+        let attempt = ctx.attempt - 1; // the peers count retries from 0
+        if p.fail_once && attempt == 0 && p.job_id % 10 == 0 {
+            return Err(JobError::retryable(anyhow::anyhow!("job {} fails once", p.job_id)));
+        }
+        ctx.db
+            .execute_raw(sql(
+                "INSERT INTO peer_done (run_id, job_id, attempt) VALUES ($1, $2, $3) \
+                 ON CONFLICT DO NOTHING",
+                [p.run_id.into(), p.job_id.into(), attempt.into()],
+            ))
+            .await
+            .map_err(JobError::retryable)?;
+        Ok(serde_json::Value::Null)
+    }
+}
+
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS peer_done (
+  run_id  uuid NOT NULL,
+  job_id  int  NOT NULL,
+  attempt int  NOT NULL,
+  done_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+  PRIMARY KEY (run_id, job_id)
+)";
+
+fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
+    std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn main() -> ExitCode {
+    if std::env::args().any(|a| a == "--worker") {
+        let registry = Registry::builtin().with(BenchInsert);
+        showrunner_shared::process::main("bench-jobs --worker", move |settings, cancel| {
+            showrunner_workers::run_job_worker_with(settings, registry, cancel)
+        });
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(error) => {
+            eprintln!("bench-jobs: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(drive()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("bench-jobs: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+struct RunResult {
+    enqueue: Duration,
+    wall: Duration,
+    status: Duration,
+    activity: Duration,
+    retried: i64,
+    cpu: HashMap<&'static str, f64>,
+}
+
+async fn drive() -> anyhow::Result<()> {
+    let n: usize = env_or("BENCH_N", 20_000);
+    let runs: usize = env_or("BENCH_RUNS", 3);
+    let workers: usize = env_or("BENCH_WORKERS", 2);
+    let scenarios = std::env::var("BENCH_SCENARIOS").unwrap_or_else(|_| "plain,retry".into());
+    let queue_type = std::env::var("BENCH_QUEUE_TYPE").unwrap_or_else(|_| "quorum".into());
+    let activity_workers: usize = env_or("BENCH_ACTIVITY_WORKERS", 1);
+    let app = TestApp::spawn_with(Options {
+        episode_workers: 0,
+        job_workers: 0,
+        activity_workers,
+        extra: vec![("amqp.queue_type".into(), queue_type)],
+        ..Options::default()
+    })
+    .await;
+    app.db.execute_unprepared(SCHEMA).await?;
+    let conn = app.amqp().await;
+    let publisher = Publisher::open(&conn, Duration::from_secs(30)).await?;
+    for scenario in scenarios.split(',') {
+        let fail_once = scenario == "retry";
+        let mut results = Vec::new();
+        for run in 1..=runs {
+            let r = one_run(&app, &publisher, n, workers, fail_once).await?;
+            println!(
+                "showrunner procs={workers} scenario={scenario} run={run} n={n} enqueue_jobs_s={:.0} \
+                 wall_jobs_s={:.0} (wall {:.2}s from worker start) status_jobs_s={:.0} \
+                 activity_jobs_s={:.0} retried={} cpu_s: {}",
+                n as f64 / r.enqueue.as_secs_f64(),
+                n as f64 / r.wall.as_secs_f64(),
+                r.wall.as_secs_f64(),
+                n as f64 / r.status.as_secs_f64(),
+                n as f64 / r.activity.as_secs_f64(),
+                r.retried,
+                cpu_line(&r.cpu, r.activity),
+            );
+            results.push(r);
+        }
+        let median = |f: &dyn Fn(&RunResult) -> Duration| {
+            let mut v: Vec<f64> = results.iter().map(|r| f(r).as_secs_f64()).collect();
+            v.sort_by(f64::total_cmp);
+            (v[v.len() / 2], v[0], v[v.len() - 1])
+        };
+        let (wall, wall_min, wall_max) = median(&|r| r.wall);
+        let (status, _, _) = median(&|r| r.status);
+        let (activity, _, _) = median(&|r| r.activity);
+        println!(
+            "MEDIAN showrunner procs={workers} scenario={scenario} runs={runs} n={n} \
+             wall_jobs_s={:.0} [min {:.0} max {:.0}] status_jobs_s={:.0} activity_jobs_s={:.0}",
+            n as f64 / wall,
+            n as f64 / wall_max,
+            n as f64 / wall_min,
+            n as f64 / status,
+            n as f64 / activity,
+        );
+    }
+    let _ = conn.close(200, "done".into()).await;
+    app.stop().await;
+    Ok(())
+}
+
+async fn one_run(
+    app: &TestApp,
+    publisher: &Publisher,
+    n: usize,
+    workers: usize,
+    fail_once: bool,
+) -> anyhow::Result<RunResult> {
+    app.db
+        .execute_unprepared("TRUNCATE peer_done, jobs, activity_log, notifications, outbox")
+        .await?;
+    let run_id = Uuid::now_v7();
+    let start = Instant::now();
+    enqueue(app, publisher, run_id, n, fail_once).await?;
+    let enqueue = start.elapsed();
+
+    let logs = std::env::temp_dir().join("showrunner-bench-logs");
+    std::fs::create_dir_all(&logs)?;
+    let exe = std::env::current_exe()?;
+    let mut children = Workers(Vec::new());
+    let cpu_before = cpu_snapshot(&[]);
+    let t0 = Instant::now();
+    for i in 0..workers {
+        let log = std::fs::File::create(logs.join(format!("job-worker-{i}.log")))?;
+        let child = std::process::Command::new(&exe)
+            .arg("--worker")
+            .envs(app.env())
+            .env("SHOWRUNNER__JOBS__INITIAL_DELAY_MS", "100")
+            .env("SHOWRUNNER__JOBS__MAX_DELAY_MS", "1000")
+            .env("SHOWRUNNER__JOBS__MAX_IN_FLIGHT", env_or("BENCH_IN_FLIGHT", 128).to_string())
+            .env("SHOWRUNNER__JOBS__PREFETCH", env_or("BENCH_PREFETCH", 256).to_string())
+            .env("SHOWRUNNER__DATABASE__MAX_CONNECTIONS", env_or("BENCH_DB_POOL", 16).to_string())
+            .env("SHOWRUNNER__LOG__FILTER", "warn")
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("start a job worker process")?;
+        children.0.push(child);
+    }
+    let pids: Vec<u32> = children.0.iter().map(std::process::Child::id).collect();
+    let n64 = n as i64;
+    let run = run_id.to_string();
+    let wall =
+        wait_count(app, &format!("SELECT count(*) FROM peer_done WHERE run_id = '{run}'"), n64, t0)
+            .await?;
+    let status =
+        wait_count(app, "SELECT count(*) FROM jobs WHERE status = 'succeeded'", n64, t0).await?;
+    let events = 2 * n64 + if fail_once { 2 * (n64 / 10) } else { 0 };
+    let activity = if records_activity() {
+        wait_count(app, "SELECT count(*) FROM activity_log WHERE resource_type = 'job'", events, t0)
+            .await?
+    } else {
+        status
+    };
+    let cpu_after = cpu_snapshot(&pids);
+    let cpu = cpu_used(&cpu_before, &cpu_after, &pids);
+    children.stop();
+    let retried = app
+        .count(&format!("SELECT count(*) FROM peer_done WHERE run_id = '{run}' AND attempt > 0"))
+        .await;
+    Ok(RunResult { enqueue, wall, status, activity, retried, cpu })
+}
+
+/// Whether this run records activity (`BENCH_ACTIVITY_WORKERS=0` measures without it).
+fn records_activity() -> bool {
+    env_or("BENCH_ACTIVITY_WORKERS", 1usize) > 0
+}
+
+/// Records the job rows and publishes their requests with confirms, 1,000 at a time: what
+/// `POST /jobs` does per job, without HTTP (the peers enqueue from Python the same way).
+async fn enqueue(
+    app: &TestApp,
+    publisher: &Publisher,
+    run_id: Uuid,
+    n: usize,
+    fail_once: bool,
+) -> anyhow::Result<()> {
+    let creator = TestApp::user_id("bench");
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1_000) {
+        let ids: Vec<Uuid> = chunk.iter().map(|_| Uuid::now_v7()).collect();
+        let dispatches: Vec<Uuid> = chunk.iter().map(|_| Uuid::now_v7()).collect();
+        let payloads: Vec<String> = chunk
+            .iter()
+            .map(|i| {
+                serde_json::json!({"runId": run_id, "jobId": i, "failOnce": fail_once}).to_string()
+            })
+            .collect();
+        app.db
+            .execute_raw(sql(
+                "INSERT INTO jobs (id, type, payload, status, max_attempts, created_by, \
+                 created_by_name, dispatch_id) \
+                 SELECT id, 'bench.insert', payload::jsonb, 'queued', 3, $4, 'bench', dispatch \
+                 FROM UNNEST($1::uuid[], $2::uuid[], $3::text[]) AS t(id, dispatch, payload)",
+                [ids.clone().into(), dispatches.clone().into(), payloads.into(), creator.into()],
+            ))
+            .await?;
+        let bodies: Vec<(String, Vec<u8>)> = ids
+            .iter()
+            .zip(&dispatches)
+            .map(|(id, dispatch)| {
+                let request = JobRequest { job_id: *id, dispatch_id: *dispatch, not_before: None };
+                (dispatch.to_string(), serde_json::to_vec(&request).unwrap_or_default())
+            })
+            .collect();
+        let messages = bodies
+            .iter()
+            .map(|(message_id, body)| Outgoing {
+                exchange: JOBS_EXCHANGE,
+                routing_key: JOBS_KEY,
+                body,
+                properties: publisher_json_properties(message_id, "job", Default::default()),
+                mandatory: true,
+            })
+            .collect();
+        publisher.publish_all(messages).await?;
+    }
+    Ok(())
+}
+
+/// The job worker processes of one run; stopped (SIGTERM, then wait) when dropped, so a
+/// failing run leaves none behind.
+struct Workers(Vec<std::process::Child>);
+
+impl Workers {
+    fn stop(&mut self) {
+        for child in &self.0 {
+            // SIGTERM: the worker drains and exits 0.
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+        }
+        for mut child in self.0.drain(..) {
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[derive(FromQueryResult)]
+struct Count {
+    n: i64,
+}
+
+async fn wait_count(
+    app: &TestApp,
+    query: &str,
+    want: i64,
+    since: Instant,
+) -> anyhow::Result<Duration> {
+    let deadline = Duration::from_secs(600);
+    let statement = format!("SELECT ({query})::bigint AS n");
+    loop {
+        let n = Count::find_by_statement(Statement::from_string(
+            DbBackend::Postgres,
+            statement.clone(),
+        ))
+        .one(&app.db)
+        .await?
+        .map_or(0, |c| c.n);
+        if n >= want {
+            return Ok(since.elapsed());
+        }
+        anyhow::ensure!(since.elapsed() < deadline, "only {n}/{want} after {deadline:?}: {query}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// CPU seconds (user + system) of every process, grouped: the job workers, RabbitMQ (`beam.smp`),
+/// PostgreSQL (`postgres`), and this process (api, activity and notification workers).
+fn cpu_snapshot(workers: &[u32]) -> HashMap<u32, (&'static str, f64)> {
+    let me = std::process::id();
+    let mut out = HashMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let comm = head.split_once('(').map_or("", |(_, c)| c);
+        let group = if workers.contains(&pid) {
+            "job_workers"
+        } else if pid == me {
+            "bench_process"
+        } else if comm == "beam.smp" {
+            "rabbitmq"
+        } else if comm == "postgres" {
+            "postgres"
+        } else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // After the command: state is field 0, utime 11, stime 12 (in clock ticks, 100 per second).
+        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        out.insert(pid, (group, (ticks(11) + ticks(12)) / 100.0));
+    }
+    out
+}
+
+fn cpu_used(
+    before: &HashMap<u32, (&'static str, f64)>,
+    after: &HashMap<u32, (&'static str, f64)>,
+    _workers: &[u32],
+) -> HashMap<&'static str, f64> {
+    let mut used = HashMap::new();
+    for (pid, (group, seconds)) in after {
+        let earlier = before.get(pid).map_or(0.0, |(_, s)| *s);
+        *used.entry(*group).or_insert(0.0) += seconds - earlier;
+    }
+    used
+}
+
+fn cpu_line(cpu: &HashMap<&'static str, f64>, over: Duration) -> String {
+    let capacity = 2.0 * over.as_secs_f64();
+    let mut groups: Vec<_> = cpu.iter().collect();
+    groups.sort_by(|a, b| b.1.total_cmp(a.1));
+    let mut parts: Vec<String> = groups.iter().map(|(g, s)| format!("{g}={s:.1}")).collect();
+    let total: f64 = cpu.values().sum();
+    parts.push(format!("total={total:.1} of {capacity:.1} (2 cores x {:.1}s)", over.as_secs_f64()));
+    parts.join(" ")
+}

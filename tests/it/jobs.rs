@@ -1,0 +1,574 @@
+//! Jobs through RabbitMQ: success with its events in order, retries with growing delays,
+//! parking and replay, permanent failures, cancellation during a retry, poison on the jobs
+//! queue, and a worker killed with SIGKILL in the middle of a job.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use lapin::BasicProperties;
+use lapin::options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
+use reqwest::StatusCode;
+use sea_orm::{ConnectionTrait, DbBackend, FromQueryResult, Statement, TransactionTrait};
+use serde_json::{Value, json};
+use showrunner_shared::auth::Role;
+use showrunner_shared::broker::topology::{JOBS_EXCHANGE, JOBS_KEY, JOBS_QUEUE, parked_queue};
+use showrunner_tests::job_handlers::{self, Switch};
+use showrunner_tests::{Options, TestApp, wait_for, wait_until};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::{DEADLINE, send, str_of};
+
+/// A stack with one job worker running the test job types, and short retry delays.
+async fn spawn(switch: &Switch) -> TestApp {
+    spawn_with(switch, 1, &[]).await
+}
+
+async fn spawn_with(switch: &Switch, job_workers: usize, extra: &[(&str, &str)]) -> TestApp {
+    let mut pairs = vec![
+        ("jobs.initial_delay_ms", "150"),
+        ("jobs.backoff_factor", "2"),
+        ("jobs.max_delay_ms", "2000"),
+        ("jobs.timeout_secs", "10"),
+    ];
+    pairs.extend_from_slice(extra);
+    TestApp::spawn_with(Options {
+        job_workers,
+        job_registry: job_handlers::registry(switch),
+        extra: pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        ..Options::default()
+    })
+    .await
+}
+
+async fn submit(app: &TestApp, token: &str, body: Value) -> Value {
+    let (status, body) = send(app.http.post(app.api("/jobs")).bearer_auth(token).json(&body)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["data"]["status"], "queued", "{body}");
+    body["data"].clone()
+}
+
+async fn job(app: &TestApp, token: &str, id: &str) -> Value {
+    let (status, body) =
+        send(app.http.get(app.api(&format!("/jobs/{id}"))).bearer_auth(token)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["data"].clone()
+}
+
+/// The job once its status is `status`; on timeout the panic shows the job as it last was.
+async fn job_with_status(app: &TestApp, token: &str, id: &str, status: &str) -> Value {
+    let start = std::time::Instant::now();
+    loop {
+        let j = job(app, token, id).await;
+        if j["status"] == status {
+            return j;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "job {id} did not become {status} within {DEADLINE:?}: {j}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[derive(FromQueryResult)]
+struct Logged {
+    event: String,
+    data: Value,
+}
+
+/// The job's events as the activity log recorded them, in the order they happened.
+async fn events_of(app: &TestApp, id: &str) -> Vec<(String, Value)> {
+    Logged::find_by_statement(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT event, data FROM activity_log WHERE resource_type = 'job' AND resource_id = $1::uuid ORDER BY id",
+        [id.into()],
+    ))
+    .all(&app.db)
+    .await
+    .unwrap_or_default()
+    .into_iter()
+    .map(|l| (l.event, l.data))
+    .collect()
+}
+
+async fn wait_events(app: &TestApp, id: &str, last: &str, count: usize) -> Vec<(String, Value)> {
+    wait_for(&format!("{count} events ending with {last}"), DEADLINE, || async {
+        let events = events_of(app, id).await;
+        (events.len() >= count && events.last().is_some_and(|(e, _)| e == last)).then_some(events)
+    })
+    .await
+}
+
+fn names(events: &[(String, Value)]) -> Vec<&str> {
+    events.iter().map(|(e, _)| e.as_str()).collect()
+}
+
+/// A loopback HTTP server answering each request with the next status of `script` (the last
+/// one repeats). `hold_first` keeps the first request unanswered for that long.
+async fn hook_server(script: Vec<u16>) -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            let status = script.get(n).or(script.last()).copied().unwrap_or(200);
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                // Read the head and the body (Content-Length) before answering.
+                loop {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                    let text = String::from_utf8_lossy(&request).to_string();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let length = text
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .and_then(|v| v.trim().parse::<usize>().ok())
+                            })
+                            .unwrap_or(0);
+                        if request.len() >= end + 4 + length {
+                            break;
+                        }
+                    }
+                }
+                let answer = format!(
+                    "HTTP/1.1 {status} Scripted\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                );
+                let _ = socket.write_all(answer.as_bytes()).await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    (url, hits)
+}
+
+#[tokio::test]
+async fn a_webhook_job_succeeds_with_its_events_in_order() {
+    let app = spawn(&Switch::default()).await;
+    let alice = app.token("alice", Role::Member);
+    let (url, hits) = hook_server(vec![200]).await;
+
+    let created = submit(
+        &app,
+        &alice,
+        json!({"type": "webhook", "payload": {"url": url, "body": {"hello": "world"}}}),
+    )
+    .await;
+    let id = str_of(&created, "id").to_string();
+    assert_eq!(created["maxAttempts"], 5);
+    let done = job_with_status(&app, &alice, &id, "succeeded").await;
+    assert_eq!(done["attempts"], 1);
+    assert_eq!(done["result"], json!({"status": 200}));
+    assert_eq!(done["lastError"], Value::Null);
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+
+    let events = wait_events(&app, &id, "job_completed", 2).await;
+    assert_eq!(names(&events), ["job_started", "job_completed"]);
+    assert_eq!(events[0].1["attempt"], 1);
+    assert_eq!(events[0].1["jobId"], id.as_str());
+    assert_eq!(events[1].1["results"], json!({"status": 200}));
+    let actor = app
+        .count(&format!(
+            "SELECT count(*) FROM activity_log WHERE resource_id = '{id}' AND actor_id = '{}'",
+            TestApp::user_id("alice")
+        ))
+        .await;
+    assert_eq!(actor, 2, "the creator is the actor of the job's events");
+    wait_until("job_processor_started in the activity log", DEADLINE, || async {
+        app.count("SELECT count(*) FROM activity_log WHERE event = 'job_processor_started'").await
+            == 1
+    })
+    .await;
+
+    // Another member does not see it; the list shows it to its creator.
+    let bob = app.token("bob", Role::Member);
+    let (status, _) = send(app.http.get(app.api(&format!("/jobs/{id}"))).bearer_auth(&bob)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, list) =
+        send(app.http.get(app.api("/jobs?status=succeeded&type=webhook")).bearer_auth(&alice))
+            .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["data"][0]["id"], id.as_str());
+    let (_, empty) = send(app.http.get(app.api("/jobs")).bearer_auth(&bob)).await;
+    assert_eq!(empty["data"], json!([]));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_job_failing_twice_retries_with_growing_delays_then_completes() {
+    let app = spawn(&Switch::default()).await;
+    let alice = app.token("alice", Role::Member);
+    let created =
+        submit(&app, &alice, json!({"type": "test.flaky", "payload": {"failures": 2}})).await;
+    let id = str_of(&created, "id").to_string();
+
+    let done = job_with_status(&app, &alice, &id, "succeeded").await;
+    assert_eq!(done["attempts"], 3);
+    assert_eq!(done["result"], json!({"attempt": 3}));
+    let events = wait_events(&app, &id, "job_completed", 6).await;
+    assert_eq!(
+        names(&events),
+        ["job_started", "job_retry", "job_started", "job_retry", "job_started", "job_completed"]
+    );
+    let (first, second) = (&events[1].1, &events[3].1);
+    assert_eq!((first["retryCount"].clone(), second["retryCount"].clone()), (json!(1), json!(2)));
+    let (d1, d2) = (first["delay"].as_u64().unwrap_or(0), second["delay"].as_u64().unwrap_or(0));
+    // 150 ms and 300 ms, each +-20 %.
+    assert!((120..=180).contains(&d1) && (240..=360).contains(&d2), "{d1} {d2}");
+    assert_eq!(first["error"], "attempt 1 fails");
+    assert_eq!(events[4].1["attempt"], 3);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_webhook_retries_a_5xx_and_fails_at_once_on_a_4xx() {
+    let app = spawn(&Switch::default()).await;
+    let alice = app.token("alice", Role::Member);
+    let (flaky_url, flaky_hits) = hook_server(vec![500, 200]).await;
+    let (bad_url, bad_hits) = hook_server(vec![400]).await;
+
+    let flaky =
+        submit(&app, &alice, json!({"type": "webhook", "payload": {"url": flaky_url}})).await;
+    let bad = submit(&app, &alice, json!({"type": "webhook", "payload": {"url": bad_url}})).await;
+    let flaky = job_with_status(&app, &alice, str_of(&flaky, "id"), "succeeded").await;
+    assert_eq!(flaky["attempts"], 2);
+    assert_eq!(flaky_hits.load(Ordering::SeqCst), 2);
+    let bad = job_with_status(&app, &alice, str_of(&bad, "id"), "failed").await;
+    assert_eq!(bad["attempts"], 1);
+    assert!(str_of(&bad, "lastError").contains("400"), "{bad}");
+    assert_eq!(bad_hits.load(Ordering::SeqCst), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_job_that_keeps_failing_is_parked_notified_and_replayed() {
+    let switch = Switch::default();
+    switch.0.store(true, Ordering::SeqCst);
+    let app = spawn(&switch).await;
+    let alice = app.token("alice", Role::Member);
+    let admin = app.token("root", Role::Admin);
+    let created =
+        submit(&app, &alice, json!({"type": "test.switch", "payload": {}, "maxAttempts": 3})).await;
+    let id = str_of(&created, "id").to_string();
+
+    let failed = job_with_status(&app, &alice, &id, "failed").await;
+    assert_eq!(failed["attempts"], 3);
+    assert_eq!(failed["lastError"], "switched to fail");
+    let events = wait_events(&app, &id, "job_failed", 6).await;
+    assert_eq!(
+        names(&events),
+        ["job_started", "job_retry", "job_started", "job_retry", "job_started", "job_failed"]
+    );
+    assert_eq!(events[5].1["retriesExhausted"], true);
+    assert_eq!(events[5].1["error"], "switched to fail");
+
+    // The creator is told.
+    let notification = wait_for("the failure notification", DEADLINE, || async {
+        let (_, body) = send(app.http.get(app.api("/notifications")).bearer_auth(&alice)).await;
+        body["data"].as_array().and_then(|n| n.iter().find(|n| n["kind"] == "job_failed").cloned())
+    })
+    .await;
+    assert_eq!(notification["resourceId"], id.as_str());
+
+    // The job is in the parking lot, with its reason.
+    let conn = app.amqp().await;
+    let channel = conn.create_channel().await.expect("channel");
+    let parked = channel
+        .basic_get(parked_queue(JOBS_QUEUE).as_str().into(), BasicGetOptions { no_ack: true })
+        .await
+        .expect("get")
+        .expect("the failed job is parked");
+    let request: Value = serde_json::from_slice(&parked.delivery.data).expect("json");
+    assert_eq!(request["jobId"], id.as_str());
+
+    // Members may not replay; an admin may, and it runs again from attempt 1.
+    let (status, _) =
+        send(app.http.post(app.api(&format!("/jobs/{id}/retry"))).bearer_auth(&alice)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    switch.0.store(false, Ordering::SeqCst);
+    let (status, body) =
+        send(app.http.post(app.api(&format!("/jobs/{id}/retry"))).bearer_auth(&admin)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["data"]["attempts"], 0);
+    let replayed = job_with_status(&app, &alice, &id, "succeeded").await;
+    assert_eq!(replayed["attempts"], 1);
+    assert_eq!(replayed["lastError"], Value::Null);
+    // Only a failed job can be replayed.
+    let (status, _) =
+        send(app.http.post(app.api(&format!("/jobs/{id}/retry"))).bearer_auth(&admin)).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    drop(channel);
+    let _ = conn.close(200, "done".into()).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_permanent_error_fails_the_job_at_once() {
+    let app = spawn(&Switch::default()).await;
+    let alice = app.token("alice", Role::Member);
+    let created =
+        submit(&app, &alice, json!({"type": "test.permanent", "payload": null, "maxAttempts": 5}))
+            .await;
+    let id = str_of(&created, "id").to_string();
+    let failed = job_with_status(&app, &alice, &id, "failed").await;
+    assert_eq!(failed["attempts"], 1);
+    let events = wait_events(&app, &id, "job_failed", 2).await;
+    assert_eq!(names(&events), ["job_started", "job_failed"]);
+
+    // An unknown job type fails the same way.
+    let unknown = submit(&app, &alice, json!({"type": "no.such.type", "payload": {}})).await;
+    let unknown = job_with_status(&app, &alice, str_of(&unknown, "id"), "failed").await;
+    assert!(str_of(&unknown, "lastError").contains("no handler"), "{unknown}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_job_cancelled_during_its_retry_never_runs_again() {
+    let app = spawn_with(&Switch::default(), 1, &[("jobs.initial_delay_ms", "800")]).await;
+    let alice = app.token("alice", Role::Member);
+    let created =
+        submit(&app, &alice, json!({"type": "test.flaky", "payload": {"failures": 5}})).await;
+    let id = str_of(&created, "id").to_string();
+    let retrying = job_with_status(&app, &alice, &id, "retrying").await;
+    assert!(retrying["nextAttemptAt"].is_string(), "{retrying}");
+
+    let (status, body) =
+        send(app.http.post(app.api(&format!("/jobs/{id}/cancel"))).bearer_auth(&alice)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["status"], "cancelled");
+
+    // The delayed copy comes back (after about 0.8 s) and is skipped. Another job submitted
+    // afterwards with the same delays completes its retry, which shows the delay has passed.
+    let witness =
+        submit(&app, &alice, json!({"type": "test.flaky", "payload": {"failures": 1}})).await;
+    job_with_status(&app, &alice, str_of(&witness, "id"), "succeeded").await;
+    let cancelled = job(&app, &alice, &id).await;
+    assert_eq!(cancelled["status"], "cancelled");
+    assert_eq!(cancelled["attempts"], 1);
+    assert_eq!(names(&events_of(&app, &id).await), ["job_started", "job_retry"]);
+
+    let (status, _) =
+        send(app.http.post(app.api(&format!("/jobs/{id}/cancel"))).bearer_auth(&alice)).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_poison_job_request_is_parked_and_the_worker_goes_on() {
+    let app = spawn(&Switch::default()).await;
+    let alice = app.token("alice", Role::Member);
+    let conn = app.amqp().await;
+    let channel = conn.create_channel().await.expect("channel");
+    channel.confirm_select(ConfirmSelectOptions::default()).await.expect("confirms");
+    let confirm = channel
+        .basic_publish(
+            JOBS_EXCHANGE.into(),
+            JOBS_KEY.into(),
+            BasicPublishOptions { mandatory: true, ..Default::default() },
+            b"{\"jobId\": 42}",
+            BasicProperties::default().with_delivery_mode(2),
+        )
+        .await
+        .expect("publish");
+    assert!(confirm.await.expect("confirm").is_ack());
+
+    let created =
+        submit(&app, &alice, json!({"type": "test.flaky", "payload": {"failures": 0}})).await;
+    job_with_status(&app, &alice, str_of(&created, "id"), "succeeded").await;
+    let parked = wait_for("the poison in the parking lot", DEADLINE, || async {
+        channel
+            .basic_get(parked_queue(JOBS_QUEUE).as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .ok()
+            .flatten()
+    })
+    .await;
+    assert_eq!(parked.delivery.data, b"{\"jobId\": 42}");
+    drop(channel);
+    let _ = conn.close(200, "done".into()).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn bad_job_requests_are_refused() {
+    let app = spawn_with(&Switch::default(), 0, &[]).await;
+    let alice = app.token("alice", Role::Member);
+    for (body, field) in [
+        (json!({"type": "", "payload": {}}), "type"),
+        (json!({"type": "Bad Type", "payload": {}}), "type"),
+        (json!({"type": "webhook", "payload": {}, "maxAttempts": 0}), "maxAttempts"),
+        (json!({"type": "webhook"}), "payload"),
+    ] {
+        let (status, problem) =
+            send(app.http.post(app.api("/jobs")).bearer_auth(&alice).json(&body)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body} -> {problem}");
+        assert_eq!(problem["errors"][0]["field"], field, "{problem}");
+    }
+    let (status, _) = send(app.http.get(app.api("/jobs?status=done")).bearer_auth(&alice)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(app.count("SELECT count(*) FROM jobs").await, 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_job_loses_nothing() {
+    // No in-process job worker: a separate process takes the job and is killed with SIGKILL.
+    let mut app = spawn_with(&Switch::default(), 0, &[("jobs.timeout_secs", "3")]).await;
+    let alice = app.token("alice", Role::Member);
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_it-job-worker"))
+        .envs(app.env())
+        .env("SHOWRUNNER__LOG__FILTER", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the job worker process");
+
+    let created =
+        submit(&app, &alice, json!({"type": "test.sleep", "payload": {"firstAttemptMs": 60000}}))
+            .await;
+    let id = str_of(&created, "id").to_string();
+    job_with_status(&app, &alice, &id, "running").await;
+    child.start_kill().expect("SIGKILL");
+    let status = child.wait().await.expect("the worker exits");
+    assert!(!status.success(), "killed, not exited: {status:?}");
+
+    // A new worker gets the redelivered request, waits out the dead worker's lease, and runs it.
+    app.start_job_worker();
+    let done = job_with_status(&app, &alice, &id, "succeeded").await;
+    assert_eq!(done["attempts"], 2);
+    assert_eq!(done["result"], json!({"attempt": 2}));
+    let events = wait_events(&app, &id, "job_completed", 3).await;
+    assert_eq!(events.iter().filter(|(e, _)| e == "job_completed").count(), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_that_arrives_before_its_row_commits_waits_for_the_commit() {
+    // What a replay or a retry does: lock the row, give it a new dispatch id, publish the
+    // request, commit. The worker may get the request before the commit; it must wait for it.
+    let app = spawn(&Switch::default()).await;
+    let job_id = uuid::Uuid::now_v7();
+    let (old, new) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    app.db
+        .execute_unprepared(&format!(
+            "INSERT INTO jobs (id, type, payload, status, attempts, max_attempts, created_by, dispatch_id) \
+             VALUES ('{job_id}', 'test.flaky', '{{\"failures\": 0}}', 'failed', 1, 1, '{}', '{old}')",
+            TestApp::user_id("alice")
+        ))
+        .await
+        .expect("insert");
+    let txn = app.db.begin().await.expect("begin");
+    txn.execute_unprepared(&format!(
+        "UPDATE jobs SET status = 'queued', attempts = 0, dispatch_id = '{new}' WHERE id = '{job_id}'"
+    ))
+    .await
+    .expect("update");
+    let conn = app.amqp().await;
+    let channel = conn.create_channel().await.expect("channel");
+    channel.confirm_select(ConfirmSelectOptions::default()).await.expect("confirms");
+    let request = json!({"jobId": job_id, "dispatchId": new, "notBefore": null});
+    let confirm = channel
+        .basic_publish(
+            JOBS_EXCHANGE.into(),
+            JOBS_KEY.into(),
+            BasicPublishOptions { mandatory: true, ..Default::default() },
+            &serde_json::to_vec(&request).expect("json"),
+            BasicProperties::default().with_delivery_mode(2),
+        )
+        .await
+        .expect("publish");
+    assert!(confirm.await.expect("confirm").is_ack());
+    wait_until("the worker to wait for the row lock", DEADLINE, || async {
+        app.count(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .await
+            >= 1
+    })
+    .await;
+    txn.commit().await.expect("commit");
+    let alice = app.token("alice", Role::Member);
+    let done = job_with_status(&app, &alice, &job_id.to_string(), "succeeded").await;
+    assert_eq!(done["attempts"], 1);
+    drop(channel);
+    let _ = conn.close(200, "done".into()).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_episode_export_writes_the_episode_and_its_history() {
+    let dir = std::env::temp_dir().join(format!("sr-export-{}", uuid::Uuid::now_v7().simple()));
+    let dir_str = dir.display().to_string();
+    let app = spawn_with(&Switch::default(), 1, &[("jobs.export_dir", dir_str.as_str())]).await;
+    let alice = app.token("alice", Role::Member);
+    let (status, created) = crate::support::create_episode(
+        &app,
+        &alice,
+        json!({"title": "Pilot", "categories": ["drama"]}),
+        true,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let episode_id = str_of(&created["data"], "id").to_string();
+    wait_until("the creation in the activity log", DEADLINE, || async {
+        app.count(&format!("SELECT count(*) FROM activity_log WHERE resource_id = '{episode_id}'"))
+            .await
+            == 1
+    })
+    .await;
+
+    let job_row = submit(
+        &app,
+        &alice,
+        json!({"type": "episode.export", "payload": {"episodeId": episode_id}, "episodeId": episode_id}),
+    )
+    .await;
+    let done = job_with_status(&app, &alice, str_of(&job_row, "id"), "succeeded").await;
+    assert_eq!(done["result"]["activityCount"], 1);
+    let path = dir.join(format!("episode-{episode_id}.json"));
+    assert_eq!(done["result"]["path"], path.display().to_string());
+    let document: Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("the export file")).expect("json");
+    assert_eq!(document["episode"]["title"], "Pilot");
+    assert_eq!(document["activity"][0]["event"], "episode_created");
+
+    // A missing episode fails at once: no retry can make it exist.
+    let missing = submit(
+        &app,
+        &alice,
+        json!({"type": "episode.export", "payload": {"episodeId": uuid::Uuid::now_v7()}}),
+    )
+    .await;
+    let failed = job_with_status(&app, &alice, str_of(&missing, "id"), "failed").await;
+    assert_eq!(failed["attempts"], 1);
+    let _ = std::fs::remove_dir_all(&dir);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_job_whose_request_was_never_published_is_swept_and_runs() {
+    // What the api leaves behind if it dies between recording a job and publishing it.
+    let app =
+        spawn_with(&Switch::default(), 1, &[("workers.command_republish_after_secs", "1")]).await;
+    let job_id = uuid::Uuid::now_v7();
+    app.db
+        .execute_unprepared(&format!(
+            "INSERT INTO jobs (id, type, payload, status, max_attempts, created_by, dispatch_id) \
+             VALUES ('{job_id}', 'test.flaky', '{{\"failures\": 0}}', 'queued', 3, '{}', '{}')",
+            TestApp::user_id("alice"),
+            uuid::Uuid::now_v7()
+        ))
+        .await
+        .expect("insert");
+    let alice = app.token("alice", Role::Member);
+    let done = job_with_status(&app, &alice, &job_id.to_string(), "succeeded").await;
+    assert_eq!(done["attempts"], 1);
+    app.stop().await;
+}

@@ -1,0 +1,93 @@
+//! Job types that exist only for tests (and the job benchmark's separate processes): they fail
+//! on demand, hang, or sleep, so the worker's retry, parking and recovery can be shown.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::anyhow;
+use serde::Deserialize;
+use showrunner_workers::jobs::{JobContext, JobError, JobHandler, Registry};
+
+/// `test.flaky`: fails (retryably) on its first `failures` attempts, then succeeds.
+pub struct Flaky;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FlakyPayload {
+    pub failures: i32,
+}
+
+impl JobHandler for Flaky {
+    const TYPE: &'static str = "test.flaky";
+    type Payload = FlakyPayload;
+
+    async fn run(&self, ctx: &JobContext, p: FlakyPayload) -> Result<serde_json::Value, JobError> {
+        if ctx.attempt <= p.failures {
+            return Err(JobError::retryable(anyhow!("attempt {} fails", ctx.attempt)));
+        }
+        Ok(serde_json::json!({ "attempt": ctx.attempt }))
+    }
+}
+
+/// `test.switch`: fails retryably while its switch is on (the test turns it off to replay).
+#[derive(Clone, Default)]
+pub struct Switch(pub Arc<AtomicBool>);
+
+impl JobHandler for Switch {
+    const TYPE: &'static str = "test.switch";
+    type Payload = serde_json::Value;
+
+    async fn run(
+        &self,
+        ctx: &JobContext,
+        _: serde_json::Value,
+    ) -> Result<serde_json::Value, JobError> {
+        if self.0.load(Ordering::SeqCst) {
+            return Err(JobError::retryable(anyhow!("switched to fail")));
+        }
+        Ok(serde_json::json!({ "attempt": ctx.attempt }))
+    }
+}
+
+/// `test.permanent`: a failure no retry can fix.
+pub struct Permanent;
+
+impl JobHandler for Permanent {
+    const TYPE: &'static str = "test.permanent";
+    type Payload = serde_json::Value;
+
+    async fn run(
+        &self,
+        _: &JobContext,
+        _: serde_json::Value,
+    ) -> Result<serde_json::Value, JobError> {
+        Err(JobError::permanent(anyhow!("the payload can never work")))
+    }
+}
+
+/// `test.sleep`: the first attempt sleeps `firstAttemptMs`, later ones return at once.
+pub struct Sleep;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SleepPayload {
+    pub first_attempt_ms: u64,
+}
+
+impl JobHandler for Sleep {
+    const TYPE: &'static str = "test.sleep";
+    type Payload = SleepPayload;
+
+    async fn run(&self, ctx: &JobContext, p: SleepPayload) -> Result<serde_json::Value, JobError> {
+        if ctx.attempt == 1 {
+            tokio::time::sleep(Duration::from_millis(p.first_attempt_ms)).await;
+        }
+        Ok(serde_json::json!({ "attempt": ctx.attempt }))
+    }
+}
+
+/// The built-in job types plus every test type above.
+pub fn registry(switch: &Switch) -> Registry {
+    Registry::builtin().with(Flaky).with(switch.clone()).with(Permanent).with(Sleep)
+}

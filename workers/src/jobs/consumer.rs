@@ -1,0 +1,252 @@
+//! The job consume loop. Each delivery is one job request, handled in its own task (at most
+//! `jobs.max_in_flight` at once, `jobs.prefetch` held): claim the attempt in PostgreSQL, run the
+//! handler under `jobs.timeout_secs`, record the outcome, and ack only once what comes next
+//! is durable: the retry confirmed in a delay tier, or the job confirmed in the parking lot.
+//! The delivery is held while the job runs, so a worker that dies loses nothing: the broker
+//! hands the job to another worker, which waits out the dead worker's lease and runs it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures_util::StreamExt;
+use lapin::Channel;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use showrunner_shared::broker::topology::JOBS_QUEUE;
+use showrunner_shared::contracts::JobRequest;
+use showrunner_shared::{jobs, outbox};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::committer::Committer;
+use super::schedule::{RetryPolicy, retries_left};
+use super::store::{self, Claim, ClaimedJob, Outcome};
+use super::{JobContext, JobError, Registry};
+use crate::runtime::{ConsumeError, Context};
+
+/// How long past its timeout a claimed attempt stays reserved: a redelivered copy waits this
+/// out before it may run the job again (the first worker is dead or has given up by then).
+pub const LEASE_GRACE: Duration = Duration::from_secs(2);
+/// When the database or the broker fails mid-way, the request comes back after this long.
+const RECHECK: Duration = Duration::from_millis(1_600);
+
+/// What every job task shares.
+#[derive(Clone)]
+pub struct Runner {
+    pub ctx: Context,
+    pub registry: Registry,
+    pub http: reqwest::Client,
+    pub committer: Committer,
+}
+
+impl Runner {
+    pub fn new(ctx: Context, registry: Registry, http: reqwest::Client) -> Self {
+        let lease = Duration::from_secs(ctx.settings.jobs.timeout_secs) + LEASE_GRACE;
+        let committer = Committer::start(ctx.db.clone(), ctx.publisher.clone(), lease);
+        Self { ctx, registry, http, committer }
+    }
+}
+
+/// Consumes the jobs queue until `cancel` (then lets in-flight jobs finish) or until the
+/// consumer ends (the caller reconnects).
+pub async fn consume(
+    runner: &Runner,
+    channel: &Channel,
+    consumer_tag: &str,
+    cancel: &CancellationToken,
+) -> Result<(), ConsumeError> {
+    let jobs = &runner.ctx.settings.jobs;
+    channel.basic_qos(jobs.prefetch, BasicQosOptions::default()).await?;
+    let mut consumer = channel
+        .basic_consume(
+            JOBS_QUEUE.into(),
+            consumer_tag.into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let slots = Arc::new(Semaphore::new(jobs.max_in_flight));
+    let mut tasks = JoinSet::new();
+    let result = loop {
+        while tasks.try_join_next().is_some() {}
+        let permit = tokio::select! {
+            biased;
+            () = cancel.cancelled() => break Ok(()),
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break Ok(()),
+            },
+        };
+        let delivery = tokio::select! {
+            biased;
+            () = cancel.cancelled() => break Ok(()),
+            next = consumer.next() => next,
+        };
+        match delivery {
+            None => break Err(ConsumeError::Ended),
+            Some(Err(error)) => break Err(error.into()),
+            Some(Ok(delivery)) => {
+                let runner = runner.clone();
+                tasks.spawn(async move {
+                    handle(&runner, delivery).await;
+                    drop(permit);
+                });
+            }
+        }
+    };
+    // Drain: jobs already running finish and ack; unstarted deliveries go back on close.
+    while tasks.join_next().await.is_some() {}
+    result
+}
+
+async fn handle(runner: &Runner, delivery: Delivery) {
+    let acked = match process(runner, &delivery).await {
+        Ok(()) => delivery.ack(BasicAckOptions::default()).await,
+        Err(error) => {
+            tracing::warn!(%error, "job request failed, trying again later");
+            match requeue_later(runner, &delivery).await {
+                Ok(()) => delivery.ack(BasicAckOptions::default()).await,
+                // Neither the database nor the broker took it: hand it back.
+                Err(_) => delivery.nack(BasicNackOptions { requeue: true, multiple: false }).await,
+            }
+        }
+    };
+    match acked {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!("ack not sent, channel closed: the request will be redelivered")
+        }
+        Err(error) => tracing::warn!(%error, "ack failed: the request will be redelivered"),
+    }
+}
+
+/// Sends the same request through the delay tiers, to be looked at again in a moment.
+async fn requeue_later(runner: &Runner, delivery: &Delivery) -> anyhow::Result<()> {
+    let mut request: JobRequest = serde_json::from_slice(&delivery.data)?;
+    request.not_before = Some(Utc::now() + RECHECK);
+    jobs::publish(&runner.ctx.publisher, &request, Utc::now()).await?;
+    Ok(())
+}
+
+/// Everything but the ack. `Ok`: the delivery may be acked.
+async fn process(runner: &Runner, delivery: &Delivery) -> anyhow::Result<()> {
+    let ctx = &runner.ctx;
+    let request: JobRequest = match serde_json::from_slice(&delivery.data) {
+        Ok(r) => r,
+        Err(error) => {
+            let reason = format!("undecodable job request: {error}");
+            tracing::warn!(queue = JOBS_QUEUE, %reason, "poison message parked");
+            ctx.publisher.park(JOBS_QUEUE, delivery, &reason).await?;
+            return Ok(());
+        }
+    };
+    let now = Utc::now();
+    if showrunner_shared::broker::topology::job_delay_tier(jobs::remaining_ms(&request, now))
+        .is_some()
+    {
+        // A delayed retry on its way: send it through the next tier.
+        jobs::publish(&ctx.publisher, &request, now).await?;
+        return Ok(());
+    }
+    let job = match runner.committer.claim(request.clone()).await? {
+        Claim::Run(job) => job,
+        Claim::Held(until) => {
+            let mut later = request.clone();
+            later.not_before = Some(until + chrono::Duration::milliseconds(50));
+            tracing::info!(job_id = %request.job_id, %until, "job held by another worker, looking again after its lease");
+            jobs::publish(&ctx.publisher, &later, Utc::now()).await?;
+            return Ok(());
+        }
+        Claim::Skip(reason) => {
+            tracing::debug!(job_id = %request.job_id, %reason, "job request skipped");
+            return Ok(());
+        }
+    };
+    let outcome = match run(runner, &job).await {
+        Ok(result) => {
+            if runner.committer.succeed(job.clone(), result).await? {
+                tracing::debug!(job_id = %job.id, job_type = %job.job_type, attempt = job.attempts, "job succeeded");
+            } else {
+                tracing::warn!(job_id = %job.id, "attempt outlived its lease; its outcome is dropped");
+            }
+            return Ok(());
+        }
+        Err(error) if error.is_retryable() && retries_left(job.attempts, job.max_attempts) => {
+            let policy = RetryPolicy::from_settings(&ctx.settings.jobs);
+            let delay = policy.delay_after(job.attempts.max(1) as u32, fastrand::f64());
+            let next = JobRequest {
+                job_id: job.id,
+                dispatch_id: Uuid::now_v7(),
+                not_before: Some(Utc::now() + delay),
+            };
+            Outcome::Retrying { next, delay, error: error.to_string() }
+        }
+        Err(error) => Outcome::Failed(error.to_string()),
+    };
+    record(runner, &job, &outcome, delivery).await
+}
+
+/// Runs the handler in a task of its own (a panic fails the attempt, not the worker) under
+/// the configured timeout.
+async fn run(runner: &Runner, job: &ClaimedJob) -> Result<serde_json::Value, JobError> {
+    let ctx = JobContext {
+        job_id: job.id,
+        attempt: job.attempts,
+        db: runner.ctx.db.clone(),
+        settings: runner.ctx.settings.clone(),
+        http: runner.http.clone(),
+    };
+    let timeout = Duration::from_secs(runner.ctx.settings.jobs.timeout_secs);
+    let mut task = tokio::spawn(runner.registry.run(&job.job_type, ctx, job.payload.clone()));
+    match tokio::time::timeout(timeout, &mut task).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(join_error)) => {
+            Err(JobError::permanent(anyhow::anyhow!("the handler panicked: {join_error}")))
+        }
+        Err(_) => {
+            task.abort();
+            Err(JobError::retryable(anyhow::anyhow!("timed out after {timeout:?}")))
+        }
+    }
+}
+
+/// Records a failed attempt; the retry or the parked copy is confirmed by the broker before the
+/// row's transaction commits (and so before the ack).
+async fn record(
+    runner: &Runner,
+    job: &ClaimedJob,
+    outcome: &Outcome,
+    delivery: &Delivery,
+) -> anyhow::Result<()> {
+    let ctx = &runner.ctx;
+    let Some((txn, events)) = store::finish(&ctx.db, job, outcome).await? else {
+        tracing::warn!(job_id = %job.id, "attempt outlived its lease; its outcome is dropped");
+        return Ok(());
+    };
+    match outcome {
+        Outcome::Retrying { next, delay, error } => {
+            // The row stays locked by `txn` until the retry is confirmed, so a retry that comes
+            // back at once waits for the commit and finds the new dispatch id.
+            jobs::publish(&ctx.publisher, next, Utc::now()).await?;
+            tracing::info!(job_id = %job.id, attempt = job.attempts, ?delay, %error, "job failed, retry scheduled");
+        }
+        Outcome::Failed(error) => {
+            ctx.publisher.park(JOBS_QUEUE, delivery, &format!("job failed: {error}")).await?;
+            tracing::warn!(job_id = %job.id, attempt = job.attempts, %error, "job failed for good, parked");
+        }
+    }
+    txn.commit().await?;
+    publish_events(runner, &events).await;
+    Ok(())
+}
+
+async fn publish_events(runner: &Runner, events: &[outbox::StoredEvent]) {
+    if let Err(error) = outbox::publish(&runner.ctx.db, &runner.ctx.publisher, events).await {
+        // Committed in the outbox: the sweeper publishes them.
+        tracing::warn!(%error, "outbox publish failed, left to the sweeper");
+    }
+}

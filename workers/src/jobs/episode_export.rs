@@ -1,0 +1,103 @@
+//! `episode.export`: writes an episode and its activity history as one JSON document,
+//! `<jobs.export_dir>/episode-<id>.json`. Written to a temporary file and renamed, so a reader
+//! never sees half a document and a repeated attempt simply replaces it.
+
+use anyhow::anyhow;
+use chrono::{DateTime, Utc};
+use sea_orm::FromQueryResult;
+use serde::{Deserialize, Serialize};
+use showrunner_shared::db::sql;
+use uuid::Uuid;
+
+use super::{JobContext, JobError, JobHandler};
+
+pub struct EpisodeExport;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExportPayload {
+    pub episode_id: Uuid,
+}
+
+#[derive(FromQueryResult, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EpisodeRow {
+    id: Uuid,
+    title: String,
+    description: String,
+    status: String,
+    categories: Vec<String>,
+    created_by: Uuid,
+    updated_by: Uuid,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    deleted_at: Option<DateTime<Utc>>,
+    version: i64,
+}
+
+#[derive(FromQueryResult, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ActivityRow {
+    id: Uuid,
+    event: String,
+    actor_id: Option<Uuid>,
+    actor_name: Option<String>,
+    data: serde_json::Value,
+    occurred_at: DateTime<Utc>,
+}
+
+impl JobHandler for EpisodeExport {
+    const TYPE: &'static str = "episode.export";
+    type Payload = ExportPayload;
+
+    async fn run(
+        &self,
+        ctx: &JobContext,
+        payload: ExportPayload,
+    ) -> Result<serde_json::Value, JobError> {
+        let id = payload.episode_id;
+        let episode = EpisodeRow::find_by_statement(sql(
+            "SELECT id, title, description, status, categories, created_by, updated_by, \
+             created_at, updated_at, deleted_at, version FROM episodes WHERE id = $1",
+            [id.into()],
+        ))
+        .one(&ctx.db)
+        .await
+        .map_err(JobError::retryable)?
+        .ok_or_else(|| JobError::permanent(anyhow!("episode {id} does not exist")))?;
+        let activity = ActivityRow::find_by_statement(sql(
+            "SELECT id, event, actor_id, actor_name, data, occurred_at FROM activity_log \
+             WHERE resource_type = 'episode' AND resource_id = $1 ORDER BY id",
+            [id.into()],
+        ))
+        .all(&ctx.db)
+        .await
+        .map_err(JobError::retryable)?;
+        let document = serde_json::json!({
+            "episode": episode,
+            "activity": activity,
+            "exportedAt": Utc::now(),
+            "jobId": ctx.job_id,
+        });
+        let dir = &ctx.settings.jobs.export_dir;
+        let path = dir.join(format!("episode-{id}.json"));
+        let temporary = dir.join(format!(".episode-{id}.json.{}", ctx.job_id));
+        let bytes = serde_json::to_vec_pretty(&document).map_err(JobError::permanent)?;
+        let size = bytes.len();
+        let (dir_owned, target) = (dir.clone(), path.clone());
+        let written = tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&dir_owned)?;
+            std::fs::write(&temporary, &bytes)?;
+            std::fs::rename(&temporary, &target)
+        })
+        .await
+        .map_err(JobError::permanent)?;
+        written
+            .map_err(|e| JobError::retryable(anyhow!("cannot write {}: {e}", path.display())))?;
+        Ok(serde_json::json!({
+            "path": path.display().to_string(),
+            "activityCount": activity.len(),
+            "bytes": size,
+        }))
+    }
+}

@@ -1,0 +1,134 @@
+//! The job worker: a registry of job handlers (one file per handler), the retry schedule, the
+//! job row's transitions in PostgreSQL, and the consume loop that runs jobs with bounded
+//! concurrency and schedules retries through the broker's delay tiers.
+
+pub mod committer;
+pub mod consumer;
+pub mod episode_export;
+pub mod schedule;
+pub mod store;
+pub mod webhook;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use sea_orm::DatabaseConnection;
+use serde::de::DeserializeOwned;
+use showrunner_shared::config::Settings;
+use uuid::Uuid;
+
+/// Why an attempt failed, and whether another attempt could succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// Worth another attempt (a 5xx, a network error, a full disk...).
+    #[error("{0:#}")]
+    Retryable(anyhow::Error),
+    /// Will fail the same way every time (bad payload, a 4xx...): the job fails at once.
+    #[error("{0:#}")]
+    Permanent(anyhow::Error),
+}
+
+impl JobError {
+    pub fn retryable(error: impl Into<anyhow::Error>) -> Self {
+        Self::Retryable(error.into())
+    }
+    pub fn permanent(error: impl Into<anyhow::Error>) -> Self {
+        Self::Permanent(error.into())
+    }
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Retryable(_))
+    }
+}
+
+/// What a running job may use.
+#[derive(Clone)]
+pub struct JobContext {
+    pub job_id: Uuid,
+    /// 1 for the first attempt.
+    pub attempt: i32,
+    pub db: DatabaseConnection,
+    pub settings: Arc<Settings>,
+    pub http: reqwest::Client,
+}
+
+/// One job type: its name in `POST /jobs`, its payload, and what running it means.
+pub trait JobHandler: Send + Sync + 'static {
+    const TYPE: &'static str;
+    type Payload: DeserializeOwned + Send;
+
+    /// The result is stored in the job row and sent in `job_completed`.
+    fn run(
+        &self,
+        ctx: &JobContext,
+        payload: Self::Payload,
+    ) -> impl Future<Output = Result<serde_json::Value, JobError>> + Send;
+}
+
+type BoxedRun = Pin<Box<dyn Future<Output = Result<serde_json::Value, JobError>> + Send>>;
+
+/// A handler with its payload type erased, so handlers of different types share a registry.
+trait ErasedHandler: Send + Sync {
+    fn run_json(self: Arc<Self>, ctx: JobContext, payload: serde_json::Value) -> BoxedRun;
+}
+
+impl<H: JobHandler> ErasedHandler for H {
+    fn run_json(self: Arc<Self>, ctx: JobContext, payload: serde_json::Value) -> BoxedRun {
+        Box::pin(async move {
+            let payload: H::Payload = serde_json::from_value(payload).map_err(|e| {
+                JobError::permanent(anyhow::anyhow!("invalid payload for {}: {e}", H::TYPE))
+            })?;
+            self.run(&ctx, payload).await
+        })
+    }
+}
+
+/// Every job type a worker runs, by name.
+#[derive(Clone, Default)]
+pub struct Registry {
+    handlers: HashMap<&'static str, Arc<dyn ErasedHandler>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut types: Vec<_> = self.handlers.keys().collect();
+        types.sort();
+        f.debug_struct("Registry").field("types", &types).finish()
+    }
+}
+
+impl Registry {
+    /// The job types every deployment has.
+    pub fn builtin() -> Self {
+        Self::default().with(webhook::Webhook).with(episode_export::EpisodeExport)
+    }
+
+    /// Adds (or replaces) the handler of `H::TYPE`.
+    pub fn with<H: JobHandler>(mut self, handler: H) -> Self {
+        self.handlers.insert(H::TYPE, Arc::new(handler));
+        self
+    }
+
+    pub fn types(&self) -> Vec<&'static str> {
+        let mut types: Vec<_> = self.handlers.keys().copied().collect();
+        types.sort_unstable();
+        types
+    }
+
+    /// Runs the handler of `job_type`; an unknown type is a permanent failure.
+    pub(crate) fn run(
+        &self,
+        job_type: &str,
+        ctx: JobContext,
+        payload: serde_json::Value,
+    ) -> BoxedRun {
+        match self.handlers.get(job_type) {
+            Some(handler) => handler.clone().run_json(ctx, payload),
+            None => {
+                let message = format!("no handler for job type {job_type:?}");
+                Box::pin(async move { Err(JobError::permanent(anyhow::anyhow!(message))) })
+            }
+        }
+    }
+}

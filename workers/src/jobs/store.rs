@@ -1,0 +1,292 @@
+//! The job row's transitions. Each one is a guarded `UPDATE` (the job id, the dispatch id of
+//! the message being handled, the status it must have) plus the event it causes, written to
+//! the outbox in the same transaction: the row and the events never disagree.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, FromQueryResult,
+    TransactionTrait,
+};
+use showrunner_shared::contracts::{
+    Actor, EventData, JobCompleted, JobFailed, JobRequest, JobRetry, JobStarted, OutgoingEvent,
+};
+use showrunner_shared::db::sql;
+use showrunner_shared::outbox::{self, StoredEvent};
+use uuid::Uuid;
+
+/// A job whose attempt this worker now holds.
+#[derive(Debug, Clone, FromQueryResult)]
+pub struct ClaimedJob {
+    pub id: Uuid,
+    pub job_type: String,
+    pub payload: serde_json::Value,
+    /// The attempt being run (1 for the first).
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub dispatch_id: Uuid,
+    pub created_by: Uuid,
+    pub created_by_name: String,
+}
+
+impl ClaimedJob {
+    fn event<D: EventData<Subject = Uuid>>(&self, data: &D) -> StoredEvent {
+        let actor = Actor { id: self.created_by, name: self.created_by_name.clone() };
+        let event = OutgoingEvent::new(&self.id, data, Some(actor), Some(self.id), Utc::now());
+        StoredEvent::from_outgoing(&event, None)
+    }
+}
+
+/// What a job request found.
+#[derive(Debug)]
+pub enum Claim {
+    /// Run it (its `job_started` is committed in the outbox).
+    Run(ClaimedJob),
+    /// Another worker holds the attempt until then (this copy is a redelivery): look again later.
+    Held(DateTime<Utc>),
+    /// Nothing to do: the job finished, was cancelled, or this copy is stale.
+    Skip(String),
+}
+
+#[derive(FromQueryResult)]
+struct RowState {
+    id: Uuid,
+    status: String,
+    dispatch_id: Option<Uuid>,
+    locked_until: Option<DateTime<Utc>>,
+    lease_expired: bool,
+}
+
+/// Claims the attempts `requests` stand for, in one transaction (the job worker groups the
+/// requests of its concurrent jobs). A running job whose lease expired (its worker died) may
+/// be claimed again by the same copy, redelivered. One answer per request, in order.
+pub async fn claim_many(
+    db: &DatabaseConnection,
+    requests: &[JobRequest],
+    lease: Duration,
+) -> Result<(Vec<Claim>, Vec<StoredEvent>), DbErr> {
+    let txn = db.begin().await?;
+    let ids: Vec<Uuid> = requests.iter().map(|r| r.job_id).collect();
+    // Lock by id alone first (in id order, so two workers never deadlock). Whoever publishes a
+    // new dispatch (a retry, a replay) holds the row locked until its publish is confirmed and
+    // committed; a guarded UPDATE would judge the old row version and skip the new request,
+    // this waits for the commit and sees it.
+    let states = RowState::find_by_statement(sql(
+        "SELECT id, status, dispatch_id, locked_until, \
+         COALESCE(locked_until < now(), true) AS lease_expired \
+         FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        [ids.into()],
+    ))
+    .all(&txn)
+    .await?;
+    let mut answers: Vec<Option<Claim>> = Vec::with_capacity(requests.len());
+    let mut runnable: Vec<Uuid> = Vec::new();
+    for request in requests {
+        let state = states.iter().find(|s| s.id == request.job_id);
+        let answer = match state {
+            None => Some(Claim::Skip("no such job".into())),
+            Some(s) if s.dispatch_id != Some(request.dispatch_id) => {
+                Some(Claim::Skip(format!("stale copy (job is {})", s.status)))
+            }
+            // A duplicate of a request already claimed in this batch.
+            Some(_) if runnable.contains(&request.job_id) => {
+                Some(Claim::Skip("duplicate copy".into()))
+            }
+            Some(s)
+                if matches!(s.status.as_str(), "queued" | "retrying")
+                    || (s.status == "running" && s.lease_expired) =>
+            {
+                runnable.push(request.job_id);
+                None
+            }
+            Some(s) => Some(match (s.status.as_str(), s.locked_until) {
+                ("running", Some(until)) => Claim::Held(until),
+                (status, _) => Claim::Skip(format!("job is {status}")),
+            }),
+        };
+        answers.push(answer);
+    }
+    let claimed = if runnable.is_empty() {
+        Vec::new()
+    } else {
+        ClaimedJob::find_by_statement(sql(
+            "UPDATE jobs SET status = 'running', attempts = attempts + 1, \
+             locked_until = now() + make_interval(secs => $2), next_attempt_at = NULL, \
+             updated_at = now() WHERE id = ANY($1) \
+             RETURNING id, type AS job_type, payload, attempts, max_attempts, dispatch_id, \
+             created_by, created_by_name",
+            [runnable.into(), lease.as_secs_f64().into()],
+        ))
+        .all(&txn)
+        .await?
+    };
+    let now = Utc::now();
+    let events: Vec<StoredEvent> = claimed
+        .iter()
+        .map(|job| job.event(&JobStarted { job_id: job.id, attempt: job.attempts, timestamp: now }))
+        .collect();
+    outbox::insert(&txn, &events).await?;
+    txn.commit().await?;
+    let claims = requests
+        .iter()
+        .zip(answers)
+        .map(|(request, answer)| {
+            answer.unwrap_or_else(|| {
+                claimed
+                    .iter()
+                    .find(|j| j.id == request.job_id)
+                    .map_or_else(|| Claim::Skip("vanished".into()), |j| Claim::Run(j.clone()))
+            })
+        })
+        .collect();
+    Ok((claims, events))
+}
+
+/// Records the success of several attempts in one transaction, with their `job_completed`
+/// events. One flag per job: false when the attempt was no longer this worker's.
+pub async fn succeed_many(
+    db: &DatabaseConnection,
+    done: &[(ClaimedJob, serde_json::Value)],
+) -> Result<(Vec<bool>, Vec<StoredEvent>), DbErr> {
+    #[derive(FromQueryResult)]
+    struct Updated {
+        id: Uuid,
+    }
+    let txn = db.begin().await?;
+    let updated = Updated::find_by_statement(sql(
+        "UPDATE jobs AS j SET status = 'succeeded', result = t.result::jsonb, last_error = NULL, \
+         locked_until = NULL, completed_at = now(), updated_at = now() \
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::text[]) AS t(id, dispatch, result) \
+         WHERE j.id = t.id AND j.dispatch_id = t.dispatch AND j.status = 'running' \
+         RETURNING j.id",
+        [
+            done.iter().map(|(j, _)| j.id).collect::<Vec<_>>().into(),
+            done.iter().map(|(j, _)| j.dispatch_id).collect::<Vec<_>>().into(),
+            done.iter().map(|(_, r)| r.to_string()).collect::<Vec<_>>().into(),
+        ],
+    ))
+    .all(&txn)
+    .await?;
+    let now = Utc::now();
+    let mut flags = Vec::with_capacity(done.len());
+    let mut events = Vec::new();
+    for (job, result) in done {
+        let ok = updated.iter().any(|u| u.id == job.id);
+        if ok {
+            events.push(job.event(&JobCompleted {
+                job_id: job.id,
+                results: result.clone(),
+                timestamp: now,
+            }));
+        }
+        flags.push(ok);
+    }
+    outbox::insert(&txn, &events).await?;
+    txn.commit().await?;
+    Ok((flags, events))
+}
+
+/// Where a failed attempt leads.
+#[derive(Debug)]
+pub enum Outcome {
+    Retrying { next: JobRequest, delay: Duration, error: String },
+    Failed(String),
+}
+
+/// Records the outcome of `job`'s failed attempt in an open transaction, with its event in the
+/// outbox. The caller publishes what must be durable first (the delayed retry, the parked
+/// copy), then commits. `None`: the attempt is no longer this worker's (its lease expired and
+/// another worker took the job), so nothing is recorded.
+pub async fn finish(
+    db: &DatabaseConnection,
+    job: &ClaimedJob,
+    outcome: &Outcome,
+) -> Result<Option<(DatabaseTransaction, Vec<StoredEvent>)>, DbErr> {
+    let txn = db.begin().await?;
+    let now = Utc::now();
+    let (statement, event) = match outcome {
+        Outcome::Retrying { next, delay, error } => (
+            sql(
+                "UPDATE jobs SET status = 'retrying', dispatch_id = $3, last_error = $4, \
+                 next_attempt_at = $5, locked_until = NULL, updated_at = now() \
+                 WHERE id = $1 AND dispatch_id = $2 AND status = 'running'",
+                [
+                    job.id.into(),
+                    job.dispatch_id.into(),
+                    next.dispatch_id.into(),
+                    error.clone().into(),
+                    next.not_before.into(),
+                ],
+            ),
+            job.event(&JobRetry {
+                job_id: job.id,
+                retry_count: job.attempts,
+                delay: delay.as_millis() as u64,
+                error: error.clone(),
+                timestamp: now,
+            }),
+        ),
+        Outcome::Failed(error) => (
+            sql(
+                "UPDATE jobs SET status = 'failed', last_error = $3, locked_until = NULL, \
+                 completed_at = now(), updated_at = now() \
+                 WHERE id = $1 AND dispatch_id = $2 AND status = 'running'",
+                [job.id.into(), job.dispatch_id.into(), error.clone().into()],
+            ),
+            job.event(&JobFailed {
+                job_id: job.id,
+                error: error.clone(),
+                retries_exhausted: true,
+                timestamp: now,
+            }),
+        ),
+    };
+    if txn.execute_raw(statement).await?.rows_affected() == 0 {
+        return Ok(None);
+    }
+    let events = vec![event];
+    outbox::insert(&txn, &events).await?;
+    Ok(Some((txn, events)))
+}
+
+/// Jobs whose request seems lost: `queued` or `retrying` and due for longer than `after`, or
+/// `running` with a lease expired that long ago. Their requests are published again (with the
+/// row's dispatch id, so a copy that was not lost after all is skipped as a duplicate) and
+/// their `updated_at` is touched, so each is republished at most once per `after`.
+/// The api dying between recording a job and publishing it is what leaves such a row.
+pub async fn stranded(
+    db: &DatabaseConnection,
+    after: Duration,
+    limit: u64,
+) -> Result<(DatabaseTransaction, Vec<JobRequest>), DbErr> {
+    #[derive(FromQueryResult)]
+    struct Row {
+        id: Uuid,
+        dispatch_id: Uuid,
+    }
+    let txn = db.begin().await?;
+    let rows = Row::find_by_statement(sql(
+        "SELECT id, dispatch_id FROM jobs \
+         WHERE dispatch_id IS NOT NULL AND updated_at < now() - make_interval(secs => $1) AND ( \
+           (status = 'queued') \
+           OR (status = 'retrying' AND next_attempt_at < now() - make_interval(secs => $1)) \
+           OR (status = 'running' AND locked_until < now() - make_interval(secs => $1))) \
+         ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+        [after.as_secs_f64().into(), (limit as i64).into()],
+    ))
+    .all(&txn)
+    .await?;
+    if !rows.is_empty() {
+        txn.execute_raw(sql(
+            "UPDATE jobs SET updated_at = now() WHERE id = ANY($1)",
+            [rows.iter().map(|r| r.id).collect::<Vec<_>>().into()],
+        ))
+        .await?;
+    }
+    let requests = rows
+        .into_iter()
+        .map(|r| JobRequest { job_id: r.id, dispatch_id: r.dispatch_id, not_before: None })
+        .collect();
+    Ok((txn, requests))
+}
