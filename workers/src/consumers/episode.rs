@@ -245,43 +245,62 @@ async fn load_episodes(
     Ok(slots)
 }
 
+/// Writes the batch's episodes: one multi-row upsert for the new and changed, one delete for
+/// the permanently deleted.
 async fn write_episodes(
     txn: &impl ConnectionTrait,
     slots: &HashMap<Uuid, Slot>,
 ) -> Result<(), DbErr> {
-    for (id, slot) in slots {
-        match (&slot.before, &slot.after) {
-            (_, Some(e)) if slot.before.as_ref() != Some(e) => {
-                txn.execute_raw(sql(
-                    "INSERT INTO episodes (id, title, description, status, categories, created_by, \
-                     updated_by, created_at, updated_at, deleted_at, version) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-                     ON CONFLICT (id) DO UPDATE SET title = EXCLUDED.title, \
-                     description = EXCLUDED.description, status = EXCLUDED.status, \
-                     categories = EXCLUDED.categories, updated_by = EXCLUDED.updated_by, \
-                     updated_at = EXCLUDED.updated_at, deleted_at = EXCLUDED.deleted_at, \
-                     version = EXCLUDED.version",
-                    [
-                        e.id.into(),
-                        e.title.clone().into(),
-                        e.description.clone().into(),
-                        e.status.as_str().into(),
-                        e.categories.clone().into(),
-                        e.created_by.into(),
-                        e.updated_by.into(),
-                        e.created_at.into(),
-                        e.updated_at.into(),
-                        e.deleted_at.into(),
-                        e.version.into(),
-                    ],
-                ))
-                .await?;
-            }
-            (Some(_), None) => {
-                txn.execute_raw(sql("DELETE FROM episodes WHERE id = $1", [(*id).into()])).await?;
-            }
-            _ => {}
-        }
+    let changed: Vec<&Episode> = slots
+        .values()
+        .filter_map(|slot| slot.after.as_ref().filter(|e| slot.before.as_ref() != Some(*e)))
+        .collect();
+    let deleted: Vec<Uuid> = slots
+        .iter()
+        .filter(|(_, s)| s.before.is_some() && s.after.is_none())
+        .map(|(id, _)| *id)
+        .collect();
+    if !changed.is_empty() {
+        let column = |f: &dyn Fn(&Episode) -> String| -> Vec<String> {
+            changed.iter().map(|e| f(e)).collect()
+        };
+        // Arrays of arrays do not unnest row by row, so categories travel as JSON text.
+        let categories =
+            column(&|e| serde_json::to_string(&e.categories).unwrap_or_else(|_| "[]".into()));
+        let deleted_at = column(&|e| e.deleted_at.map(|d| d.to_rfc3339()).unwrap_or_default());
+        txn.execute_raw(sql(
+            "INSERT INTO episodes (id, title, description, status, categories, created_by, \
+             updated_by, created_at, updated_at, deleted_at, version) \
+             SELECT id, title, description, status, \
+             ARRAY(SELECT jsonb_array_elements_text(categories::jsonb)), created_by, updated_by, \
+             created_at, updated_at, NULLIF(deleted_at, '')::timestamptz, version \
+             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::uuid[], \
+             $7::uuid[], $8::timestamptz[], $9::timestamptz[], $10::text[], $11::bigint[]) \
+             AS t(id, title, description, status, categories, created_by, updated_by, created_at, \
+             updated_at, deleted_at, version) \
+             ON CONFLICT (id) DO UPDATE SET title = EXCLUDED.title, \
+             description = EXCLUDED.description, status = EXCLUDED.status, \
+             categories = EXCLUDED.categories, updated_by = EXCLUDED.updated_by, \
+             updated_at = EXCLUDED.updated_at, deleted_at = EXCLUDED.deleted_at, \
+             version = EXCLUDED.version",
+            [
+                changed.iter().map(|e| e.id).collect::<Vec<_>>().into(),
+                column(&|e| e.title.clone()).into(),
+                column(&|e| e.description.clone()).into(),
+                column(&|e| e.status.as_str().to_string()).into(),
+                categories.into(),
+                changed.iter().map(|e| e.created_by).collect::<Vec<_>>().into(),
+                changed.iter().map(|e| e.updated_by).collect::<Vec<_>>().into(),
+                changed.iter().map(|e| e.created_at).collect::<Vec<_>>().into(),
+                changed.iter().map(|e| e.updated_at).collect::<Vec<_>>().into(),
+                deleted_at.into(),
+                changed.iter().map(|e| e.version).collect::<Vec<_>>().into(),
+            ],
+        ))
+        .await?;
+    }
+    if !deleted.is_empty() {
+        txn.execute_raw(sql("DELETE FROM episodes WHERE id = ANY($1)", [deleted.into()])).await?;
     }
     Ok(())
 }
