@@ -196,7 +196,14 @@ async fn follow_ownership(
             return;
         }
     };
-    let lost: Vec<u16> = held.channels.keys().copied().filter(|p| !wanted.contains(p)).collect();
+    // A consumer the broker cancelled has left the stream map: let its channel go too, so the
+    // partition is taken again below if it is still ours.
+    let lost: Vec<u16> = held
+        .channels
+        .keys()
+        .copied()
+        .filter(|p| !wanted.contains(p) || !held.streams.contains_key(p))
+        .collect();
     for p in lost {
         held.release(p).await;
     }
