@@ -15,7 +15,7 @@ use showrunner_shared::config::Settings;
 use showrunner_shared::contracts::EventEnvelope;
 use tokio_util::sync::CancellationToken;
 
-use crate::relay::frame_text;
+use crate::relay::frame_of;
 use crate::relay::hub::{Frame, FrameData, Hub};
 use crate::waiters::Waiters;
 
@@ -78,19 +78,11 @@ impl BrokerLink {
         topology::declare(&channel, &settings.amqp).await?;
         let publisher =
             Publisher::open(&conn, Duration::from_secs(settings.amqp.confirm_timeout_secs)).await?;
-        // Exclusive, auto-deleted queues of this instance's own: raw events wake waiting
-        // requests as soon as they are published; sequenced events feed the WebSocket relay.
-        let instance = uuid::Uuid::now_v7();
-        let mut wakeups = own_queue(
-            &channel,
-            &format!("showrunner.api.{instance}"),
-            topology::EVENTS_EXCHANGE,
-            &["episode.#", "user.*.command"],
-        )
-        .await?;
+        // One exclusive, auto-deleted queue of this instance's own: the sequenced events feed
+        // the WebSocket relay, and their `correlationId` wakes requests waiting on a command.
         let mut live = own_queue(
             &channel,
-            &format!("showrunner.relay.{instance}"),
+            &format!("showrunner.relay.{}", uuid::Uuid::now_v7()),
             topology::LIVE_EXCHANGE,
             &["#"],
         )
@@ -111,17 +103,12 @@ impl BrokerLink {
                     let _ = conn.close(200, "api shutting down".into()).await;
                     return Ok(());
                 }
-                delivery = wakeups.next() => {
-                    let delivery = ended(delivery)?;
-                    if let Ok(event) = serde_json::from_slice::<EventEnvelope>(&delivery.data)
-                        && let Some(command_id) = event.correlation_id
-                    {
-                        waiters.wake(command_id);
-                    }
-                }
                 delivery = live.next() => {
                     let delivery = ended(delivery)?;
-                    if let Some(frame) = live_frame(&delivery) {
+                    if let Some((event, frame)) = live_frame(&delivery) {
+                        if let Some(command_id) = event.correlation_id {
+                            waiters.wake(command_id);
+                        }
                         hub.dispatch(&frame);
                     }
                 }
@@ -168,8 +155,8 @@ async fn own_queue(
         .await?)
 }
 
-/// A sequenced event as the relay hands it out.
-fn live_frame(delivery: &lapin::message::Delivery) -> Option<Frame> {
+/// A sequenced event, and its frame as the relay hands it out.
+fn live_frame(delivery: &lapin::message::Delivery) -> Option<(EventEnvelope, Frame)> {
     let headers = delivery.properties.headers().as_ref()?;
     let seq = match headers.inner().get("x-seq")? {
         AMQPValue::LongLongInt(n) => *n,
@@ -180,9 +167,10 @@ fn live_frame(delivery: &lapin::message::Delivery) -> Option<Frame> {
         Some(AMQPValue::LongString(s)) => std::str::from_utf8(s.as_bytes()).ok(),
         _ => None,
     };
+    let envelope: EventEnvelope = serde_json::from_slice(&delivery.data).ok()?;
     let topic = delivery.routing_key.as_str();
-    let text = frame_text(topic, &delivery.data, traceparent)?;
-    Some(Arc::new(FrameData { seq, topic: topic.to_string(), text: text.into() }))
+    let text = frame_of(&envelope, topic, traceparent);
+    Some((envelope, Arc::new(FrameData { seq, topic: topic.to_string(), text: text.into() })))
 }
 
 fn backoff() -> impl Iterator<Item = Duration> {

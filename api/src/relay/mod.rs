@@ -14,6 +14,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use serde::Deserialize;
+use showrunner_shared::contracts::EventEnvelope;
 
 use crate::error::ApiError;
 use crate::extract::{authenticate, bearer};
@@ -54,19 +55,20 @@ async fn upgrade(
 
 /// The client frame of an event, built once per event for all its recipients.
 pub fn frame_text(topic: &str, body: &[u8], traceparent: Option<&str>) -> Option<String> {
-    let envelope: showrunner_shared::contracts::EventEnvelope =
-        serde_json::from_slice(body).ok()?;
+    let envelope: EventEnvelope = serde_json::from_slice(body).ok()?;
+    Some(frame_of(&envelope, topic, traceparent))
+}
+
+pub fn frame_of(envelope: &EventEnvelope, topic: &str, traceparent: Option<&str>) -> String {
     // traceparent = version-traceid-spanid-flags
     let trace_id = traceparent.and_then(|t| t.split('-').nth(1));
-    Some(
-        serde_json::json!({
-            "op": "event",
-            "id": envelope.id,
-            "topic": topic,
-            "event": envelope.event,
-            "data": envelope.data,
-            "traceId": trace_id,
-        })
-        .to_string(),
-    )
+    serde_json::json!({
+        "op": "event",
+        "id": envelope.id,
+        "topic": topic,
+        "event": envelope.event,
+        "data": envelope.data,
+        "traceId": trace_id,
+    })
+    .to_string()
 }
