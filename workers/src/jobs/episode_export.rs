@@ -6,7 +6,8 @@ use anyhow::anyhow;
 use chrono::{DateTime, Utc};
 use sea_orm::FromQueryResult;
 use serde::{Deserialize, Serialize};
-use showrunner_shared::db::sql;
+use showrunner_shared::contracts::Episode;
+use showrunner_shared::db::{EpisodeRow, sql};
 use uuid::Uuid;
 
 use super::{JobContext, JobError, JobHandler};
@@ -17,22 +18,6 @@ pub struct EpisodeExport;
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ExportPayload {
     pub episode_id: Uuid,
-}
-
-#[derive(FromQueryResult, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct EpisodeRow {
-    id: Uuid,
-    title: String,
-    description: String,
-    status: String,
-    categories: Vec<String>,
-    created_by: Uuid,
-    updated_by: Uuid,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    deleted_at: Option<DateTime<Utc>>,
-    version: i64,
 }
 
 #[derive(FromQueryResult, Serialize)]
@@ -56,15 +41,14 @@ impl JobHandler for EpisodeExport {
         payload: ExportPayload,
     ) -> Result<serde_json::Value, JobError> {
         let id = payload.episode_id;
-        let episode = EpisodeRow::find_by_statement(sql(
-            "SELECT id, title, description, status, categories, created_by, updated_by, \
-             created_at, updated_at, deleted_at, version FROM episodes WHERE id = $1",
-            [id.into()],
-        ))
-        .one(&ctx.db)
-        .await
-        .map_err(JobError::retryable)?
-        .ok_or_else(|| JobError::permanent(anyhow!("episode {id} does not exist")))?;
+        let episode =
+            EpisodeRow::find_by_statement(sql("SELECT * FROM episodes WHERE id = $1", [id.into()]))
+                .one(&ctx.db)
+                .await
+                .map_err(JobError::retryable)?
+                .ok_or_else(|| JobError::permanent(anyhow!("episode {id} does not exist")))?;
+        // The same resource the API serves.
+        let episode = Episode::try_from(episode).map_err(JobError::retryable)?;
         let activity = ActivityRow::find_by_statement(sql(
             "SELECT id, event, actor_id, actor_name, data, occurred_at FROM activity_log \
              WHERE resource_type = 'episode' AND resource_id = $1 ORDER BY id",
