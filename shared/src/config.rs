@@ -6,12 +6,15 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-/// The development JWT secret. Fine on a laptop; `auth.jwt_secret` must be set in production.
+/// The development JWT secret. Fine on a laptop; the `production` profile refuses it.
 pub const DEV_JWT_SECRET: &str = "showrunner-dev-secret-change-me";
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
+    /// `development` (the default, so one command starts a laptop) or `production`, which
+    /// refuses to start with the development JWT secret.
+    pub profile: Profile,
     pub database: DatabaseSettings,
     pub amqp: AmqpSettings,
     pub http: HttpSettings,
@@ -39,7 +42,8 @@ pub struct RealtimeSettings {
     pub max_replay: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// `Debug` shows the URL without its password (see [`redact_url`]).
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
     /// PostgreSQL URL; the database name is the deployment's own.
@@ -48,7 +52,8 @@ pub struct DatabaseSettings {
     pub max_connections: u32,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// `Debug` shows the URL without its password (see [`redact_url`]).
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AmqpSettings {
     /// RabbitMQ URL; its vhost keeps deployments apart.
@@ -66,6 +71,51 @@ pub struct AmqpSettings {
     pub delivery_limit: i32,
     /// Seconds to wait for a publisher confirm before the publish counts as failed.
     pub confirm_timeout_secs: u64,
+}
+
+impl std::fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &redact_url(&self.url))
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for AmqpSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AmqpSettings")
+            .field("url", &redact_url(&self.url))
+            .field("partitions", &self.partitions)
+            .field("queue_type", &self.queue_type)
+            .field("prefetch", &self.prefetch)
+            .field("batch_size", &self.batch_size)
+            .field("delivery_limit", &self.delivery_limit)
+            .field("confirm_timeout_secs", &self.confirm_timeout_secs)
+            .finish()
+    }
+}
+
+/// `url` with the password of its userinfo replaced by `***`, for logs and messages. A URL
+/// that does not parse is not shown at all, since where its password is cannot be told.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                // Only a cannot-be-a-base URL refuses a password, and it has none to hide.
+                let _ = parsed.set_password(Some("***"));
+            }
+            parsed.to_string()
+        }
+        Err(_) => "<a URL that does not parse>".to_string(),
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    Development,
+    Production,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -195,6 +245,7 @@ impl Settings {
     fn load_from(file: Option<PathBuf>, env: config::Environment) -> Result<Self, ConfigError> {
         let file = file.or_else(|| std::env::var_os("SHOWRUNNER_CONFIG").map(PathBuf::from));
         let mut builder = config::Config::builder()
+            .set_default("profile", "development")?
             .set_default("database.url", "postgres://postgres@127.0.0.1:5432/showrunner")?
             .set_default("database.max_connections", 20)?
             .set_default("amqp.url", "amqp://guest:guest@127.0.0.1:5672/%2f")?
@@ -271,11 +322,29 @@ impl Settings {
         {
             return Err(invalid("database.url", "must start with postgres://"));
         }
+        // Checked here because the drivers' messages for a URL they cannot parse quote the
+        // whole URL, password included; `url`'s errors never quote their input.
+        for (key, value) in [("amqp.url", &self.amqp.url), ("database.url", &self.database.url)] {
+            if let Err(error) = url::Url::parse(value) {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: format!("is not a valid URL: {error}"),
+                });
+            }
+        }
         if self.database.max_connections < 2 {
             return Err(invalid("database.max_connections", "must be at least 2"));
         }
         if self.auth.jwt_secret.expose().len() < 16 {
             return Err(invalid("auth.jwt_secret", "must be at least 16 bytes"));
+        }
+        if self.profile == Profile::Production && self.auth.jwt_secret.expose() == DEV_JWT_SECRET {
+            return Err(invalid(
+                "auth.jwt_secret",
+                "is the development default, which anyone can read in the source; \
+                 profile = \"production\" needs a secret of its own \
+                 (SHOWRUNNER__AUTH__JWT_SECRET)",
+            ));
         }
         if self.realtime.send_buffer == 0 {
             return Err(invalid("realtime.send_buffer", "must be at least 1"));
@@ -369,8 +438,53 @@ mod tests {
     }
 
     #[test]
+    fn production_refuses_the_development_secret() {
+        let s = Settings::with_overrides(&[]).expect("defaults load");
+        assert_eq!(s.profile, Profile::Development);
+        let err = Settings::with_overrides(&[("profile", "production")]).expect_err("must fail");
+        let line = err.to_string();
+        assert!(line.contains("auth.jwt_secret") && !line.contains('\n'), "{line}");
+        assert!(!line.contains(DEV_JWT_SECRET), "{line}");
+        let own = "a-production-secret-of-its-own";
+        let s = Settings::with_overrides(&[("profile", "production"), ("auth.jwt_secret", own)])
+            .expect("production with a secret of its own loads");
+        assert_eq!(s.profile, Profile::Production);
+        let err = Settings::with_overrides(&[("profile", "staging")]).expect_err("must fail");
+        assert!(err.to_string().contains("profile"), "{err}");
+    }
+
+    #[test]
     fn the_secret_is_not_printed() {
         let s = Settings::with_overrides(&[]).expect("defaults load");
         assert!(!format!("{s:?}").contains(DEV_JWT_SECRET));
+    }
+
+    #[test]
+    fn passwords_in_urls_are_not_printed() {
+        let s = Settings::with_overrides(&[
+            ("database.url", "postgres://app:pg-Pa55word@db.internal:5432/showrunner"),
+            ("amqp.url", "amqp://app:mq%2FPa55word@mq.internal:5672/prod"),
+        ])
+        .expect("loads");
+        let printed = format!("{s:?}");
+        for secret in ["pg-Pa55word", "mq%2FPa55word", "mq/Pa55word"] {
+            assert!(!printed.contains(secret), "{printed}");
+        }
+        assert!(printed.contains("postgres://app:***@db.internal:5432/showrunner"), "{printed}");
+        assert!(printed.contains("amqp://app:***@mq.internal:5672/prod"), "{printed}");
+        assert_eq!(redact_url("amqp://guest@localhost/%2f"), "amqp://guest@localhost/%2f");
+        assert!(!redact_url("postgres://u:secret@h:99999/db").contains("secret"));
+    }
+
+    #[test]
+    fn a_url_that_does_not_parse_is_refused_without_echoing_it() {
+        for (key, url) in [
+            ("database.url", "postgres://app:pg-Pa55word@db:99999/showrunner"),
+            ("amqp.url", "amqp://app:mq-Pa55word@mq:99999/prod"),
+        ] {
+            let err = Settings::with_overrides(&[(key, url)]).expect_err("must fail");
+            let line = err.to_string();
+            assert!(line.contains(key) && !line.contains("Pa55word"), "{line}");
+        }
     }
 }

@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# Property-based fuzzing of the REST API: schemathesis (from PyPI, pinned) generates requests
+# from the OpenAPI document the api serves and sends them to a whole stack (`showrunner up`)
+# on a fresh database and a fresh vhost, as a member and then as an admin. It fails on any
+# 5xx, any 4xx that is not application/problem+json, any answer the document does not
+# describe, and then on anything invalid that was persisted (tests/fuzz/persisted.py).
+#
+# usage: tests/fuzz/schemathesis.sh [short|long]
+#   short: a few examples per operation (about 3 minutes with a warm build; what CI runs)
+#   long:  many more examples and the stateful phase (default; 10 to 20 minutes)
+# Environment: CARGO_TARGET_DIR (default ~/.cache/showrunner/target), FUZZ_SEED (a seed to
+# replay), FUZZ_KEEP=1 (keep the database and vhost for inspection).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+
+MODE=${1:-long}
+case $MODE in
+  short) EXAMPLES=8 ADMIN_EXAMPLES=3 PHASES=examples,coverage,fuzzing ;;
+  long) EXAMPLES=200 ADMIN_EXAMPLES=50 PHASES=examples,coverage,fuzzing,stateful ;;
+  *) echo "usage: $0 [short|long]" >&2; exit 2 ;;
+esac
+
+SCHEMATHESIS_VERSION=4.32.5
+CACHE=$HOME/.cache/showrunner
+VENV=$CACHE/schemathesis-$SCHEMATHESIS_VERSION
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CACHE/target}
+PG=postgres://postgres@127.0.0.1:5432
+MANAGEMENT=http://127.0.0.1:15672
+# Not sr_test_*: CI's leftover sweep drops those, and may run while this does.
+NAME=sr_fuzz_$(date +%s)_$$
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/showrunner-fuzz.XXXXXX")
+REPORT=$CACHE/fuzz-report
+STACK_PID=
+
+log() { printf '\n== %s\n' "$*"; }
+
+cleanup() {
+  local status=$?
+  if [ -n "$STACK_PID" ] && kill -0 "$STACK_PID" 2>/dev/null; then
+    kill -TERM "$STACK_PID" 2>/dev/null || true
+    for _ in $(seq 60); do kill -0 "$STACK_PID" 2>/dev/null || break; sleep 0.5; done
+    kill -KILL "$STACK_PID" 2>/dev/null || true
+  fi
+  if [ "$status" -ne 0 ] && [ -f "$WORK/stack.log" ]; then
+    echo "-- last lines of the stack's log ($WORK/stack.log):" >&2
+    tail -n 40 "$WORK/stack.log" >&2 || true
+  fi
+  if [ "${FUZZ_KEEP:-0}" = 1 ]; then
+    echo "kept database $NAME and vhost $NAME"
+  else
+    psql "$PG/postgres" -qc "DROP DATABASE IF EXISTS \"$NAME\" WITH (FORCE)" >/dev/null 2>&1 || true
+    curl -sf -u guest:guest -X DELETE "$MANAGEMENT/api/vhosts/$NAME" >/dev/null 2>&1 || true
+    rm -rf "$WORK"
+  fi
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log "schemathesis $SCHEMATHESIS_VERSION"
+if ! "$VENV/bin/schemathesis" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+  rm -rf "$VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+"$VENV/bin/schemathesis" --version
+
+log "build"
+cargo build --locked -q -p showrunner-cli
+SHOWRUNNER=$CARGO_TARGET_DIR/debug/showrunner
+
+log "database and vhost $NAME"
+psql "$PG/postgres" -qc "CREATE DATABASE \"$NAME\""
+curl -sf -u guest:guest -X PUT -H 'content-type: application/json' -d '{}' \
+  "$MANAGEMENT/api/vhosts/$NAME" >/dev/null
+curl -sf -u guest:guest -X PUT -H 'content-type: application/json' \
+  -d '{"configure":".*","write":".*","read":".*"}' "$MANAGEMENT/api/permissions/$NAME/guest" >/dev/null
+
+export SHOWRUNNER__PROFILE=production
+export SHOWRUNNER__DATABASE__URL=$PG/$NAME
+export SHOWRUNNER__DATABASE__MAX_CONNECTIONS=10
+export SHOWRUNNER__AMQP__URL=amqp://guest:guest@127.0.0.1:5672/$NAME
+export SHOWRUNNER__AMQP__PARTITIONS=4
+export SHOWRUNNER__HTTP__ADDR=127.0.0.1:0
+SHOWRUNNER__AUTH__JWT_SECRET=fuzz-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+export SHOWRUNNER__AUTH__JWT_SECRET
+export SHOWRUNNER__JOBS__EXPORT_DIR=$WORK/exports
+export SHOWRUNNER__LOG__FILTER=warn
+
+log "start the stack"
+"$SHOWRUNNER" up >"$WORK/stack.log" 2>&1 &
+STACK_PID=$!
+BASE=
+for _ in $(seq 120); do
+  BASE=$(sed -n 's|^ *REST API *\(http://[^ ]*/api/v1\) .*|\1|p' "$WORK/stack.log" | head -n1)
+  [ -n "$BASE" ] && break
+  kill -0 "$STACK_PID" 2>/dev/null || { echo "the stack exited" >&2; exit 1; }
+  sleep 0.5
+done
+[ -n "$BASE" ] || { echo "the stack did not print its address within 60 s" >&2; exit 1; }
+ORIGIN=${BASE%/api/v1}
+for _ in $(seq 120); do
+  curl -sf "$ORIGIN/ready" >/dev/null && break
+  sleep 0.5
+done
+curl -sf "$ORIGIN/ready" >/dev/null || { echo "$ORIGIN/ready did not answer 200 within 60 s" >&2; exit 1; }
+echo "ready at $BASE"
+
+MEMBER=$("$SHOWRUNNER" token --user fuzz-member --role member)
+ADMIN=$("$SHOWRUNNER" token --user fuzz-admin --role admin)
+
+CHECKS=not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance,negative_data_rejection,ignored_auth,unsupported_method,client_errors_are_problem_json
+export SCHEMATHESIS_HOOKS=$ROOT/tests/fuzz/hooks.py
+rm -rf "$REPORT"
+fuzz() { # fuzz LABEL TOKEN EXAMPLES
+  log "schemathesis as $1 ($3 examples per operation, phases $PHASES)"
+  "$VENV/bin/schemathesis" run "$BASE/openapi.json" \
+    --url "$BASE" \
+    --header "Authorization: Bearer $2" \
+    --checks "$CHECKS" \
+    --phases "$PHASES" \
+    --max-examples "$3" \
+    --workers 4 \
+    --request-timeout 40 \
+    --generation-database none \
+    ${FUZZ_SEED:+--seed "$FUZZ_SEED"} \
+    --report junit --report-dir "$REPORT/$1" \
+    --no-color
+}
+fuzz member "$MEMBER" "$EXAMPLES"
+fuzz admin "$ADMIN" "$ADMIN_EXAMPLES"
+
+log "what was persisted"
+"$VENV/bin/python" tests/fuzz/persisted.py "$PG/$NAME" "$MANAGEMENT" "$NAME"
+
+log "the stack stops cleanly"
+kill -TERM "$STACK_PID"
+for _ in $(seq 60); do kill -0 "$STACK_PID" 2>/dev/null || break; sleep 0.5; done
+if kill -0 "$STACK_PID" 2>/dev/null; then echo "the stack did not stop within 30 s" >&2; exit 1; fi
+wait "$STACK_PID"
+STACK_PID=
+echo "fuzzing passed"
