@@ -39,7 +39,8 @@ def rows(db_url, query):
         capture_output=True,
         text=True,
     ).stdout
-    return [json.loads(line) for line in out.splitlines() if line]
+    # Not splitlines(): it also splits at U+2028 and friends, which JSON leaves unescaped.
+    return [json.loads(line) for line in out.split("\n") if line]
 
 
 def episode_problems(e):

@@ -21,9 +21,11 @@ case $MODE in
   *) echo "usage: $0 [short|long]" >&2; exit 2 ;;
 esac
 
-SCHEMATHESIS_VERSION=4.32.5
+# schemathesis and everything it pulls in, pinned (pip freeze of a working install).
+REQUIREMENTS=$ROOT/tests/fuzz/requirements.txt
+SCHEMATHESIS_VERSION=$(sed -n 's/^schemathesis==//p' "$REQUIREMENTS")
 CACHE=$HOME/.cache/showrunner
-VENV=$CACHE/schemathesis-$SCHEMATHESIS_VERSION
+VENV=$CACHE/fuzz-venv-$(sha256sum "$REQUIREMENTS" | cut -c1-12)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CACHE/target}
 PG=postgres://postgres@127.0.0.1:5432
 MANAGEMENT=http://127.0.0.1:15672
@@ -62,7 +64,7 @@ log "schemathesis $SCHEMATHESIS_VERSION"
 if ! "$VENV/bin/schemathesis" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
   rm -rf "$VENV"
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps -r "$REQUIREMENTS"
 fi
 "$VENV/bin/schemathesis" --version
 
@@ -113,6 +115,8 @@ ADMIN=$("$SHOWRUNNER" token --user fuzz-admin --role admin)
 CHECKS=not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance,negative_data_rejection,ignored_auth,unsupported_method,client_errors_are_problem_json
 export SCHEMATHESIS_HOOKS=$ROOT/tests/fuzz/hooks.py
 rm -rf "$REPORT"
+# One worker: with several, hypothesis (6.170) failed now and then describing its own
+# strategies ("AST constructor recursion depth mismatch"), a race in the tool, not the API.
 fuzz() { # fuzz LABEL TOKEN EXAMPLES
   log "schemathesis as $1 ($3 examples per operation, phases $PHASES)"
   "$VENV/bin/schemathesis" run "$BASE/openapi.json" \
@@ -121,18 +125,21 @@ fuzz() { # fuzz LABEL TOKEN EXAMPLES
     --checks "$CHECKS" \
     --phases "$PHASES" \
     --max-examples "$3" \
-    --workers 4 \
+    --workers 1 \
+    ${FUZZ_EXTRA:-} \
     --request-timeout 40 \
     --generation-database none \
     ${FUZZ_SEED:+--seed "$FUZZ_SEED"} \
     --report junit --report-dir "$REPORT/$1" \
     --no-color
 }
-fuzz member "$MEMBER" "$EXAMPLES"
-fuzz admin "$ADMIN" "$ADMIN_EXAMPLES"
+FAILED=()
+fuzz member "$MEMBER" "$EXAMPLES" || FAILED+=("schemathesis as member")
+fuzz admin "$ADMIN" "$ADMIN_EXAMPLES" || FAILED+=("schemathesis as admin")
 
 log "what was persisted"
-"$VENV/bin/python" tests/fuzz/persisted.py "$PG/$NAME" "$MANAGEMENT" "$NAME"
+"$VENV/bin/python" tests/fuzz/persisted.py "$PG/$NAME" "$MANAGEMENT" "$NAME" \
+  || FAILED+=("the persisted-data check")
 
 log "the stack stops cleanly"
 kill -TERM "$STACK_PID"
@@ -140,4 +147,8 @@ for _ in $(seq 60); do kill -0 "$STACK_PID" 2>/dev/null || break; sleep 0.5; don
 if kill -0 "$STACK_PID" 2>/dev/null; then echo "the stack did not stop within 30 s" >&2; exit 1; fi
 wait "$STACK_PID"
 STACK_PID=
+if [ ${#FAILED[@]} -gt 0 ]; then
+  printf 'fuzzing FAILED: %s\n' "${FAILED[@]}" >&2
+  exit 1
+fi
 echo "fuzzing passed"
