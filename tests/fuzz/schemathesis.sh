@@ -16,8 +16,8 @@ ROOT=$PWD
 
 MODE=${1:-long}
 case $MODE in
-  short) EXAMPLES=8 ADMIN_EXAMPLES=3 PHASES=examples,coverage,fuzzing ;;
-  long) EXAMPLES=200 ADMIN_EXAMPLES=50 PHASES=examples,coverage,fuzzing,stateful ;;
+  short) EXAMPLES=60 ADMIN_EXAMPLES=20 PHASES=examples,coverage,fuzzing,stateful ;;
+  long) EXAMPLES=500 ADMIN_EXAMPLES=100 PHASES=examples,coverage,fuzzing,stateful ;;
   *) echo "usage: $0 [short|long]" >&2; exit 2 ;;
 esac
 
@@ -119,7 +119,9 @@ rm -rf "$REPORT"
 # strategies ("AST constructor recursion depth mismatch"), a race in the tool, not the API.
 fuzz() { # fuzz LABEL TOKEN EXAMPLES
   log "schemathesis as $1 ($3 examples per operation, phases $PHASES)"
-  "$VENV/bin/schemathesis" run "$BASE/openapi.json" \
+  # Run from the cache: schemathesis keeps its state (what `st replay` reads) in ./.schemathesis.
+  mkdir -p "$CACHE/fuzz-state"
+  (cd "$CACHE/fuzz-state" && "$VENV/bin/schemathesis" run "$BASE/openapi.json" \
     --url "$BASE" \
     --header "Authorization: Bearer $2" \
     --checks "$CHECKS" \
@@ -131,7 +133,7 @@ fuzz() { # fuzz LABEL TOKEN EXAMPLES
     --generation-database none \
     ${FUZZ_SEED:+--seed "$FUZZ_SEED"} \
     --report junit --report-dir "$REPORT/$1" \
-    --no-color
+    --no-color)
 }
 FAILED=()
 fuzz member "$MEMBER" "$EXAMPLES" || FAILED+=("schemathesis as member")
