@@ -421,6 +421,21 @@ async fn bad_job_requests_are_refused() {
 }
 
 #[tokio::test]
+async fn a_payload_at_the_edge_of_f64_reads_back() {
+    // jsonb keeps -1.7976931348623157e308 as 309 plain digits; before serde_json parsed them
+    // exactly, the insert's RETURNING and every later GET /jobs answered 500.
+    let app = spawn_with(&Switch::default(), 0, &[]).await;
+    let alice = app.token("alice", Role::Member);
+    let payload = json!({"low": f64::MIN, "high": f64::MAX, "tiny": 5e-324});
+    let created = submit(&app, &alice, json!({"type": "test.none", "payload": payload})).await;
+    assert_eq!(created["payload"], payload);
+    let (status, page) = send(app.http.get(app.api("/jobs")).bearer_auth(&alice)).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["data"][0]["payload"], payload);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_worker_killed_mid_job_loses_nothing() {
     // No in-process job worker: a separate process takes the job and is killed with SIGKILL.
     let mut app = spawn_with(&Switch::default(), 0, &[("jobs.timeout_secs", "3")]).await;
