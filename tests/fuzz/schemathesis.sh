@@ -74,6 +74,18 @@ log "build"
 cargo build --locked -q -p showrunner-cli
 SHOWRUNNER=$CARGO_TARGET_DIR/debug/showrunner
 
+log "leftovers of killed fuzz runs"
+# A run killed with SIGKILL cannot clean up. Names carry their start time; no run lasts two
+# hours, so older ones are leftovers (and never another run's live stack).
+NOW=$(date +%s)
+stale() { local t=${1#sr_fuzz_}; t=${t%%_*}; [[ $t =~ ^[0-9]+$ ]] && [ $((NOW - t)) -gt 7200 ]; }
+for db in $(psql "$PG/postgres" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'sr\_fuzz\_%'"); do
+  if stale "$db"; then psql "$PG/postgres" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" && echo "dropped database $db"; fi
+done
+for vhost in $(curl -sf -u guest:guest "$MANAGEMENT/api/vhosts" | python3 -c 'import json,sys; print(" ".join(v["name"] for v in json.load(sys.stdin) if v["name"].startswith("sr_fuzz_")))'); do
+  if stale "$vhost"; then curl -sf -u guest:guest -X DELETE "$MANAGEMENT/api/vhosts/$vhost" && echo "deleted vhost $vhost"; fi
+done
+
 log "database and vhost $NAME"
 psql "$PG/postgres" -qc "CREATE DATABASE \"$NAME\""
 curl -sf -u guest:guest -X PUT -H 'content-type: application/json' -d '{}' \
