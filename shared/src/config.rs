@@ -216,10 +216,25 @@ impl std::fmt::Debug for Secret {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("configuration: {0}")]
+    #[error("configuration: {}", without_source(.0))]
     Load(#[from] config::ConfigError),
     #[error("configuration: {key}: {message}")]
     Invalid { key: &'static str, message: String },
+}
+
+/// A load error as one line, without the snippet of the file that TOML parse errors quote: the
+/// line shown could be the one holding a password.
+fn without_source(error: &config::ConfigError) -> String {
+    let text = error.to_string();
+    let is_snippet = |line: &str| {
+        let rest = line.trim_start().trim_start_matches(|c: char| c.is_ascii_digit());
+        rest.trim_start().starts_with('|')
+    };
+    let mut parts =
+        text.lines().filter(|l| !is_snippet(l)).map(str::trim).filter(|l| !l.is_empty());
+    let first = parts.next().unwrap_or_default().to_string();
+    let rest: Vec<&str> = parts.collect();
+    if rest.is_empty() { first } else { format!("{first}: {}", rest.join(" ")) }
 }
 
 /// The `--config FILE` argument of a process's command line, if any.
@@ -474,6 +489,24 @@ mod tests {
         assert!(printed.contains("amqp://app:***@mq.internal:5672/prod"), "{printed}");
         assert_eq!(redact_url("amqp://guest@localhost/%2f"), "amqp://guest@localhost/%2f");
         assert!(!redact_url("postgres://u:secret@h:99999/db").contains("secret"));
+    }
+
+    #[test]
+    fn a_broken_config_file_is_reported_without_its_contents() {
+        let path = std::env::temp_dir().join(format!("showrunner-bad-{}.toml", std::process::id()));
+        let bodies = [
+            "[database]\nurl = \"postgres://app:pg-Pa55word@db/showrunner\n",
+            "[amqp]\nurl = \"amqp://app:mq-Pa55word@mq/prod\" trailing\n",
+        ];
+        for body in bodies {
+            std::fs::write(&path, body).expect("write the file");
+            let env = config::Environment::with_prefix("SHOWRUNNER_TEST_NONE").separator("__");
+            let err = Settings::load_from(Some(path.clone()), env).expect_err("must fail");
+            let line = err.to_string();
+            assert!(!line.contains("Pa55word"), "{line}");
+            assert!(!line.contains('\n') && line.contains("line 2"), "{line}");
+        }
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]
