@@ -191,3 +191,23 @@ async fn invalid_bodies_are_refused_and_name_the_field() {
     assert_eq!(app.count("SELECT count(*) FROM commands").await, 1);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn websocket_requests_that_are_not_upgrades_get_problem_json() {
+    // Not in the OpenAPI document (the fuzzer does not reach it), so checked here: axum's own
+    // rejections were text/plain.
+    let app = TestApp::spawn().await;
+    let alice = app.token("alice", Role::Member);
+    let url = app.api("/ws");
+    let (status, _) = problem(&app, app.http.get(&url)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, body) = problem(&app, app.http.get(&url).bearer_auth(&alice)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, _) = problem(&app, app.http.get(format!("{url}?token={alice}"))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = problem(&app, app.http.post(&url).bearer_auth(&alice)).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    let (status, _) = problem(&app, app.http.get(format!("{url}?token=%00"))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    app.stop().await;
+}

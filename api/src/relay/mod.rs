@@ -8,16 +8,16 @@ pub mod presence;
 pub mod socket;
 
 use axum::Router;
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{Query, State};
-use axum::http::HeaderMap;
+use axum::extract::State;
+use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use serde::Deserialize;
 use showrunner_shared::contracts::EventEnvelope;
 
 use crate::error::ApiError;
-use crate::extract::{authenticate, bearer};
+use crate::extract::{QueryParams, authenticate, bearer};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -32,13 +32,19 @@ struct TokenQuery {
 async fn upgrade(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(query): Query<TokenQuery>,
-    ws: WebSocketUpgrade,
+    QueryParams(query): QueryParams<TokenQuery>,
+    // Taken as a Result so that a request that is no upgrade gets problem+json (axum's own
+    // rejection is text/plain), and only after the token was checked.
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let token = bearer(&headers).map(str::to_string).or(query.token).ok_or_else(|| {
         ApiError::Unauthorized("a bearer token is required (header or ?token=)".into())
     })?;
     let user = authenticate(&state, &token)?;
+    let ws = ws.map_err(|rejection| match rejection.status() {
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed(rejection.body_text()),
+        _ => ApiError::bad_param("upgrade", rejection.body_text()),
+    })?;
     let max = state.settings.realtime.max_frame_bytes;
     // Small per-socket buffers: tungstenite's defaults (128 KiB to read) would make ten
     // thousand idle connections cost a gigabyte; a client's frames are small (a larger one
