@@ -20,6 +20,9 @@ use crate::error::ApiError;
 use crate::extract::{authenticate, bearer};
 use crate::state::AppState;
 
+/// Bytes of frames kept before tungstenite writes without waiting for the flush.
+const WRITE_BUFFER: usize = 8 * 1024;
+
 pub fn router() -> Router<AppState> {
     Router::new().route("/ws", any(upgrade))
 }
@@ -42,10 +45,11 @@ async fn upgrade(
     let max = state.settings.realtime.max_frame_bytes;
     // Small per-socket buffers: tungstenite's defaults (128 KiB to read) would make ten
     // thousand idle connections cost a gigabyte; a client's frames are small (a larger one
-    // still arrives, the buffer is only the read chunk).
+    // still arrives, the buffer is only the read chunk). The write buffer holds the frames one
+    // flush coalesces (socket.rs), so it is sized for a few of them, not for the default.
     Ok(ws
         .read_buffer_size(1024)
-        .write_buffer_size(0)
+        .write_buffer_size(WRITE_BUFFER)
         .max_write_buffer_size(max.max(1 << 20))
         .max_message_size(max)
         .max_frame_size(max)
