@@ -5,6 +5,7 @@ pub mod accept;
 pub mod error;
 pub mod extract;
 pub mod link;
+pub mod recorder;
 pub mod relay;
 pub mod routes;
 pub mod state;
@@ -65,7 +66,8 @@ pub async fn run(
         hub.clone(),
         cancel.clone(),
     ));
-    let state = AppState { settings, db, broker, waiters, hub, shutdown: cancel.clone() };
+    let recorder = recorder::Recorder::start(db.clone());
+    let state = AppState { settings, db, broker, waiters, hub, recorder, shutdown: cancel.clone() };
     let expiry = tokio::spawn(relay::presence::expire_forever(state.clone(), cancel.clone()));
     tracing::info!(addr = %listener.local_addr()?, "api listening");
     let shutdown = cancel.clone();
