@@ -18,6 +18,7 @@ use showrunner_shared::contracts::EventEnvelope;
 
 use crate::error::ApiError;
 use crate::extract::{authenticate, bearer};
+use crate::relay::hub::Audience;
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -39,6 +40,14 @@ async fn upgrade(
         ApiError::Unauthorized("a bearer token is required (header or ?token=)".into())
     })?;
     let user = authenticate(&state, &token)?;
+    let per_user = state.settings.limits.max_connections_per_user;
+    // Taken before the upgrade, so a user over the limit gets an HTTP answer it can read.
+    let slot = state.hub.reserve(user.id(), per_user).ok_or_else(|| ApiError::TooManyRequests {
+        detail: format!(
+            "at most {per_user} WebSocket connections per user: close one before opening another"
+        ),
+        retry_after_secs: None,
+    })?;
     let max = state.settings.realtime.max_frame_bytes;
     // Small per-socket buffers: tungstenite's defaults (128 KiB to read) would make ten
     // thousand idle connections cost a gigabyte; a client's frames are small (a larger one
@@ -49,14 +58,19 @@ async fn upgrade(
         .max_write_buffer_size(max.max(1 << 20))
         .max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| socket::run(socket, state, user))
+        .on_upgrade(move |socket| socket::run(socket, state, user, slot))
         .into_response())
 }
 
-/// The client frame of an event, built once per event for all its recipients.
-pub fn frame_text(topic: &str, body: &[u8], traceparent: Option<&str>) -> Option<String> {
+/// The client frame of a logged event, and who may receive it.
+pub fn frame_text(
+    topic: &str,
+    body: &[u8],
+    traceparent: Option<&str>,
+) -> Option<(String, Audience)> {
     let envelope: EventEnvelope = serde_json::from_slice(body).ok()?;
-    Some(frame_of(&envelope, topic, traceparent))
+    let audience = Audience::of(topic, envelope.actor.as_ref().map(|a| a.id));
+    Some((frame_of(&envelope, topic, traceparent), audience))
 }
 
 pub fn frame_of(envelope: &EventEnvelope, topic: &str, traceparent: Option<&str>) -> String {
