@@ -177,6 +177,14 @@ async fn main() -> anyhow::Result<()> {
         episode_workers: 0,
         activity_workers: 1,
         notification_workers: 0,
+        // Every client is the one bench user: lift its connection and request limits.
+        extra: [
+            ("limits.max_connections_per_user", "1000000"),
+            ("limits.requests_per_sec", "1000000"),
+            ("limits.request_burst", "1000000"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .to_vec(),
         ..Default::default()
     })
     .await;
