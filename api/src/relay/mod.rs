@@ -9,6 +9,7 @@ pub mod socket;
 
 use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
@@ -34,12 +35,20 @@ async fn upgrade(
     State(state): State<AppState>,
     headers: HeaderMap,
     Query(query): Query<TokenQuery>,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let token = bearer(&headers).map(str::to_string).or(query.token).ok_or_else(|| {
         ApiError::Unauthorized("a bearer token is required (header or ?token=)".into())
     })?;
     let user = authenticate(&state, &token)?;
+    // Who asks comes first; then whether it is a WebSocket handshake at all.
+    let ws = ws.map_err(|rejection| {
+        if rejection.status() == axum::http::StatusCode::METHOD_NOT_ALLOWED {
+            ApiError::MethodNotAllowed(rejection.body_text())
+        } else {
+            ApiError::bad_param("upgrade", rejection.body_text())
+        }
+    })?;
     let per_user = state.settings.limits.max_connections_per_user;
     // Taken before the upgrade, so a user over the limit gets an HTTP answer it can read.
     let slot = state.hub.reserve(user.id(), per_user).ok_or_else(|| ApiError::TooManyRequests {

@@ -269,9 +269,9 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// `size_of` the value `f` returns (for an async fn: its future), without calling it.
-fn returned_size<F, A, B, C, R>(_: F) -> usize
+fn returned_size<F, A, B, C, D, R>(_: F) -> usize
 where
-    F: FnOnce(A, B, C) -> R,
+    F: FnOnce(A, B, C, D) -> R,
 {
     std::mem::size_of::<R>()
 }
