@@ -4,6 +4,7 @@
 pub mod accept;
 pub mod error;
 pub mod extract;
+pub mod limits;
 pub mod link;
 pub mod recorder;
 pub mod relay;
@@ -25,9 +26,6 @@ use crate::relay::hub::Hub;
 use crate::state::AppState;
 use crate::waiters::Waiters;
 
-/// Largest accepted request body: a full episode is about 12 KiB of JSON.
-const BODY_LIMIT: usize = 256 * 1024;
-
 /// The whole HTTP surface.
 pub fn app(state: AppState) -> Router {
     let v1 = Router::new()
@@ -37,6 +35,11 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::activity::router())
         .merge(routes::notifications::router())
         .merge(relay::router())
+        // Per-user request limits; health, readiness and the OpenAPI document stay exempt.
+        .route_layer(axum::middleware::from_fn_with_state(
+            limits::rate_state(&state),
+            limits::rate_limit,
+        ))
         .merge(routes::health::router());
     Router::new()
         .nest("/api/v1", v1)
@@ -45,7 +48,7 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::MethodNotAllowed("this route does not take that method".into())
         })
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(DefaultBodyLimit::max(state.settings.limits.max_body_bytes))
         .with_state(state)
 }
 

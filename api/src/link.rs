@@ -16,7 +16,7 @@ use showrunner_shared::contracts::EventEnvelope;
 use tokio_util::sync::CancellationToken;
 
 use crate::relay::frame_of;
-use crate::relay::hub::{Frame, FrameData, Hub};
+use crate::relay::hub::{Audience, Frame, FrameData, Hub};
 use crate::waiters::Waiters;
 
 #[derive(Default)]
@@ -170,7 +170,9 @@ fn live_frame(delivery: &lapin::message::Delivery) -> Option<(EventEnvelope, Fra
     let envelope: EventEnvelope = serde_json::from_slice(&delivery.data).ok()?;
     let topic = delivery.routing_key.as_str();
     let text = frame_of(&envelope, topic, traceparent);
-    Some((envelope, Arc::new(FrameData { seq, topic: topic.to_string(), text: text.into() })))
+    let audience = Audience::of(topic, envelope.actor.as_ref().map(|a| a.id));
+    let frame = FrameData { seq, topic: topic.to_string(), audience, text: text.into() };
+    Some((envelope, Arc::new(frame)))
 }
 
 fn backoff() -> impl Iterator<Item = Duration> {

@@ -20,6 +20,31 @@ pub struct Settings {
     pub realtime: RealtimeSettings,
     pub jobs: JobSettings,
     pub log: LogSettings,
+    pub limits: LimitSettings,
+}
+
+/// What one caller may send and hold: every limit of the API except the three that live with
+/// the feature they bound (`http.max_wait_secs`, `realtime.max_frame_bytes`,
+/// `realtime.max_subscriptions`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Largest request body, in bytes (413 above it).
+    pub max_body_bytes: usize,
+    /// Deepest nesting of arrays and objects in a JSON body.
+    pub max_json_depth: usize,
+    /// Longest string in a JSON body or a query parameter, in characters.
+    pub max_string_chars: usize,
+    /// Most items of one array (or members of one object) in a JSON body.
+    pub max_list_items: usize,
+    /// Largest `limit` of a list request.
+    pub max_page_size: u32,
+    /// WebSocket connections one user may hold open to one api instance.
+    pub max_connections_per_user: usize,
+    /// Requests per second one user may sustain on one api instance (a token bucket).
+    pub requests_per_sec: u32,
+    /// Requests one user may send at once before `requests_per_sec` applies (the bucket size).
+    pub request_burst: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -227,7 +252,15 @@ impl Settings {
             .set_default("jobs.timeout_secs", 300)?
             .set_default("jobs.export_dir", "exports")?
             .set_default("log.format", "text")?
-            .set_default("log.filter", "info,sqlx=warn,sea_orm_migration=warn")?;
+            .set_default("log.filter", "info,sqlx=warn,sea_orm_migration=warn")?
+            .set_default("limits.max_body_bytes", 262_144)?
+            .set_default("limits.max_json_depth", 32)?
+            .set_default("limits.max_string_chars", 10_000)?
+            .set_default("limits.max_list_items", 1000)?
+            .set_default("limits.max_page_size", 100)?
+            .set_default("limits.max_connections_per_user", 20)?
+            .set_default("limits.requests_per_sec", 100)?
+            .set_default("limits.request_burst", 200)?;
         if let Some(path) = file {
             builder = builder.add_source(config::File::from(path).required(true));
         }
@@ -317,9 +350,42 @@ impl Settings {
         if jobs.export_dir.as_os_str().is_empty() {
             return Err(invalid("jobs.export_dir", "must not be empty"));
         }
+        self.validate_limits()
+    }
+
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| ConfigError::Invalid { key, message: message.into() };
+        if self.http.max_wait_secs > MAX_WAIT_SECS {
+            return Err(invalid("http.max_wait_secs", "must be at most 30"));
+        }
+        let limits = &self.limits;
+        for (key, value) in [
+            ("limits.max_body_bytes", limits.max_body_bytes),
+            ("limits.max_json_depth", limits.max_json_depth),
+            ("limits.max_string_chars", limits.max_string_chars),
+            ("limits.max_list_items", limits.max_list_items),
+            ("limits.max_page_size", limits.max_page_size as usize),
+            ("limits.max_connections_per_user", limits.max_connections_per_user),
+            ("limits.requests_per_sec", limits.requests_per_sec as usize),
+            ("realtime.max_frame_bytes", self.realtime.max_frame_bytes),
+            ("realtime.max_subscriptions", self.realtime.max_subscriptions),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        if limits.request_burst < limits.requests_per_sec {
+            return Err(invalid(
+                "limits.request_burst",
+                "must be at least limits.requests_per_sec",
+            ));
+        }
         Ok(())
     }
 }
+
+/// The longest `Prefer: wait` the API may honour (`http.max_wait_secs` is at most this).
+pub const MAX_WAIT_SECS: u64 = 30;
 
 /// The most attempts a job may have (`maxAttempts` of `POST /jobs` and `jobs.max_attempts`).
 pub const MAX_JOB_ATTEMPTS: u32 = 100;
@@ -362,6 +428,21 @@ mod tests {
             ("jobs.timeout_secs", "3600"),
             ("jobs.max_delay_ms", "10"),
             ("jobs.max_in_flight", "0"),
+        ] {
+            let err = Settings::with_overrides(&[(key, value)]).expect_err("must fail");
+            assert!(err.to_string().contains(key), "{err}");
+        }
+    }
+
+    #[test]
+    fn limits_are_checked() {
+        let s = Settings::with_overrides(&[]).expect("defaults load");
+        assert_eq!((s.limits.requests_per_sec, s.limits.request_burst), (100, 200));
+        for (key, value) in [
+            ("http.max_wait_secs", "31"),
+            ("limits.max_body_bytes", "0"),
+            ("limits.request_burst", "10"),
+            ("realtime.max_subscriptions", "0"),
         ] {
             let err = Settings::with_overrides(&[(key, value)]).expect_err("must fail");
             assert!(err.to_string().contains(key), "{err}");

@@ -9,6 +9,7 @@ pub mod socket;
 
 use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
@@ -18,6 +19,7 @@ use showrunner_shared::contracts::EventEnvelope;
 
 use crate::error::ApiError;
 use crate::extract::{authenticate, bearer};
+use crate::relay::hub::Audience;
 use crate::state::AppState;
 
 /// Bytes of frames kept before tungstenite writes without waiting for the flush.
@@ -36,12 +38,28 @@ async fn upgrade(
     State(state): State<AppState>,
     headers: HeaderMap,
     Query(query): Query<TokenQuery>,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let token = bearer(&headers).map(str::to_string).or(query.token).ok_or_else(|| {
         ApiError::Unauthorized("a bearer token is required (header or ?token=)".into())
     })?;
     let user = authenticate(&state, &token)?;
+    // Who asks comes first; then whether it is a WebSocket handshake at all.
+    let ws = ws.map_err(|rejection| {
+        if rejection.status() == axum::http::StatusCode::METHOD_NOT_ALLOWED {
+            ApiError::MethodNotAllowed(rejection.body_text())
+        } else {
+            ApiError::bad_param("upgrade", rejection.body_text())
+        }
+    })?;
+    let per_user = state.settings.limits.max_connections_per_user;
+    // Taken before the upgrade, so a user over the limit gets an HTTP answer it can read.
+    let slot = state.hub.reserve(user.id(), per_user).ok_or_else(|| ApiError::TooManyRequests {
+        detail: format!(
+            "at most {per_user} WebSocket connections per user: close one before opening another"
+        ),
+        retry_after_secs: None,
+    })?;
     let max = state.settings.realtime.max_frame_bytes;
     // Small per-socket buffers: tungstenite's defaults (128 KiB to read) would make ten
     // thousand idle connections cost a gigabyte; a client's frames are small (a larger one
@@ -53,14 +71,19 @@ async fn upgrade(
         .max_write_buffer_size(max.max(1 << 20))
         .max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| socket::run(socket, state, user))
+        .on_upgrade(move |socket| socket::run(socket, state, user, slot))
         .into_response())
 }
 
-/// The client frame of an event, built once per event for all its recipients.
-pub fn frame_text(topic: &str, body: &[u8], traceparent: Option<&str>) -> Option<String> {
+/// The client frame of a logged event, and who may receive it.
+pub fn frame_text(
+    topic: &str,
+    body: &[u8],
+    traceparent: Option<&str>,
+) -> Option<(String, Audience)> {
     let envelope: EventEnvelope = serde_json::from_slice(body).ok()?;
-    Some(frame_of(&envelope, topic, traceparent))
+    let audience = Audience::of(topic, envelope.actor.as_ref().map(|a| a.id));
+    Some((frame_of(&envelope, topic, traceparent), audience))
 }
 
 pub fn frame_of(envelope: &EventEnvelope, topic: &str, traceparent: Option<&str>) -> String {

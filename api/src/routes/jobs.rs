@@ -174,7 +174,7 @@ async fn list(
     user: User,
     QueryParams(query): QueryParams<ListQuery>,
 ) -> Result<Response, ApiError> {
-    let limit = page_limit(query.limit)?;
+    let limit = page_limit(query.limit, state.settings.limits.max_page_size)?;
     if let Some(s) = &query.status
         && !STATUSES.contains(&s.as_str())
     {
