@@ -136,7 +136,8 @@ pub struct JobSettings {
     pub webhook_allow_hosts: Vec<String>,
     /// Lets webhooks reach private, loopback, link-local and other non-public addresses.
     pub webhook_allow_private: bool,
-    /// Longest a webhook request may take, redirects included, in seconds.
+    /// Longest a webhook request may take, redirects included, in seconds (`jobs.timeout_secs`
+    /// still bounds the whole attempt).
     pub webhook_timeout_secs: u64,
     /// Largest webhook response body read; a larger one fails the job.
     pub webhook_max_response_bytes: usize,
@@ -358,11 +359,8 @@ impl Settings {
         if self.amqp.max_message_bytes < 1024 {
             return Err(invalid("amqp.max_message_bytes", "must be at least 1024"));
         }
-        if !(1..=jobs.timeout_secs).contains(&jobs.webhook_timeout_secs) {
-            return Err(invalid(
-                "jobs.webhook_timeout_secs",
-                "must be between 1 and jobs.timeout_secs",
-            ));
+        if jobs.webhook_timeout_secs == 0 {
+            return Err(invalid("jobs.webhook_timeout_secs", "must be at least 1"));
         }
         if let Err(error) = crate::egress::Policy::from_settings(jobs) {
             return Err(invalid("jobs.webhook_allow_hosts", &error.to_string()));

@@ -4,6 +4,7 @@
 mod bad_input;
 mod broker;
 mod episodes;
+mod hostile;
 mod jobs;
 mod realtime;
 mod resilience;
