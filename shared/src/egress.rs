@@ -256,10 +256,8 @@ impl Policy {
     /// resolved to? Every address must pass: a name that resolves to one public and one
     /// private address is refused, since the connection could take either.
     pub fn admit(&self, host: &str, addrs: &[IpAddr]) -> Result<(), Refusal> {
-        if self.restricts_hosts()
-            && !self.name_allowed(host)
-            && !(!addrs.is_empty() && addrs.iter().all(|ip| self.listed(*ip)))
-        {
+        let all_listed = !addrs.is_empty() && addrs.iter().all(|ip| self.listed(*ip));
+        if self.restricts_hosts() && !self.name_allowed(host) && !all_listed {
             return Err(Refusal::HostNotAllowed { host: host.to_string() });
         }
         for ip in addrs {

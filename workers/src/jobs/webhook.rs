@@ -135,7 +135,7 @@ async fn resolve(policy: &Policy, url: &Url) -> Result<Vec<SocketAddr>, JobError
         return Err(JobError::retryable(anyhow!("webhook host {host} has no address")));
     }
     policy
-        .admit(&host, &addrs)
+        .admit(host, &addrs)
         .map_err(|refusal| JobError::permanent(anyhow!("webhook refused: {refusal}")))?;
     Ok(addrs.into_iter().map(|ip| SocketAddr::new(ip, port)).collect())
 }
