@@ -169,6 +169,16 @@ fn forged_events_are_refused() {
 }
 
 #[test]
+fn deep_nesting_is_refused_without_exhausting_the_stack() {
+    for body in ["[".repeat(10_000), format!("{{\"id\":{}", "{\"a\":".repeat(5_000))] {
+        let refused = decode_command(body.as_bytes(), "0").map(|_| ());
+        assert!(matches!(refused, Err(Refused::Undecodable(_))), "{refused:?}");
+        let refused = decode_event(body.as_bytes(), "t").map(|_| ());
+        assert!(matches!(refused, Err(Refused::Undecodable(_))), "{refused:?}");
+    }
+}
+
+#[test]
 fn reasons_stay_short() {
     let body = format!(
         r#"{{"id":"{}","version":1,"actor":{{"id":"{}","name":"a"}},"acceptedAt":"2026-01-01T00:00:00Z","command":{{"type":"{}"}}}}"#,
