@@ -91,6 +91,8 @@ pub struct AmqpSettings {
     pub delivery_limit: i32,
     /// Seconds to wait for a publisher confirm before the publish counts as failed.
     pub confirm_timeout_secs: u64,
+    /// Largest message body a consumer reads; a larger one is parked without being parsed.
+    pub max_message_bytes: usize,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -151,6 +153,37 @@ pub struct JobSettings {
     pub timeout_secs: u64,
     /// Directory where `episode.export` writes its JSON documents.
     pub export_dir: PathBuf,
+    /// Hosts a `webhook` may reach: names (`hooks.example.com`, `*.example.com`), addresses or
+    /// CIDR blocks (`127.0.0.1`, `10.1.0.0/16`). Empty: any host with public addresses. An
+    /// address or block listed here is reachable even when it is private or loopback.
+    /// A TOML array, or a comma-separated string in the environment.
+    #[serde(deserialize_with = "list_or_commas")]
+    pub webhook_allow_hosts: Vec<String>,
+    /// Lets webhooks reach private, loopback, link-local and other non-public addresses.
+    pub webhook_allow_private: bool,
+    /// Longest a webhook request may take, redirects included, in seconds (`jobs.timeout_secs`
+    /// still bounds the whole attempt).
+    pub webhook_timeout_secs: u64,
+    /// Largest webhook response body read; a larger one fails the job.
+    pub webhook_max_response_bytes: usize,
+    /// Redirects a webhook follows (each hop checked like the first URL).
+    pub webhook_max_redirects: u32,
+}
+
+/// A list given as a TOML array or as one comma-separated string (as environment variables
+/// carry it).
+fn list_or_commas<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        List(Vec<String>),
+        Text(String),
+    }
+    let items = match Form::deserialize(d)? {
+        Form::List(items) => items,
+        Form::Text(text) => text.split(',').map(str::to_string).collect(),
+    };
+    Ok(items.into_iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -229,6 +262,7 @@ impl Settings {
             .set_default("amqp.batch_size", 200)?
             .set_default("amqp.delivery_limit", 20)?
             .set_default("amqp.confirm_timeout_secs", 10)?
+            .set_default("amqp.max_message_bytes", 1_048_576)?
             .set_default("http.addr", "127.0.0.1:8080")?
             .set_default("http.max_wait_secs", 30)?
             .set_default("http.presence_ttl_secs", 60)?
@@ -251,6 +285,11 @@ impl Settings {
             .set_default("jobs.max_in_flight", 32)?
             .set_default("jobs.timeout_secs", 300)?
             .set_default("jobs.export_dir", "exports")?
+            .set_default("jobs.webhook_allow_hosts", "")?
+            .set_default("jobs.webhook_allow_private", false)?
+            .set_default("jobs.webhook_timeout_secs", 30)?
+            .set_default("jobs.webhook_max_response_bytes", 1_048_576)?
+            .set_default("jobs.webhook_max_redirects", 5)?
             .set_default("log.format", "text")?
             .set_default("log.filter", "info,sqlx=warn,sea_orm_migration=warn")?
             .set_default("limits.max_body_bytes", 262_144)?
@@ -350,6 +389,18 @@ impl Settings {
         if jobs.export_dir.as_os_str().is_empty() {
             return Err(invalid("jobs.export_dir", "must not be empty"));
         }
+        if self.amqp.max_message_bytes < 1024 {
+            return Err(invalid("amqp.max_message_bytes", "must be at least 1024"));
+        }
+        if jobs.webhook_timeout_secs == 0 {
+            return Err(invalid("jobs.webhook_timeout_secs", "must be at least 1"));
+        }
+        if let Err(error) = crate::egress::Policy::from_settings(jobs) {
+            return Err(invalid("jobs.webhook_allow_hosts", &error.to_string()));
+        }
+        if jobs.webhook_max_redirects > 20 {
+            return Err(invalid("jobs.webhook_max_redirects", "must be at most 20"));
+        }
         self.validate_limits()
     }
 
@@ -447,6 +498,16 @@ mod tests {
             let err = Settings::with_overrides(&[(key, value)]).expect_err("must fail");
             assert!(err.to_string().contains(key), "{err}");
         }
+    }
+
+    #[test]
+    fn webhook_hosts_come_as_a_list_or_a_comma_separated_string() {
+        let s = Settings::with_overrides(&[]).expect("defaults load");
+        assert!(s.jobs.webhook_allow_hosts.is_empty());
+        assert!(!s.jobs.webhook_allow_private);
+        let s = Settings::with_overrides(&[("jobs.webhook_allow_hosts", "127.0.0.1, ::1,")])
+            .expect("overrides load");
+        assert_eq!(s.jobs.webhook_allow_hosts, ["127.0.0.1", "::1"]);
     }
 
     #[test]

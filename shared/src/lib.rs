@@ -8,6 +8,8 @@ pub mod config;
 pub mod contracts;
 pub mod db;
 pub mod domain;
+pub mod egress;
+pub mod inbound;
 pub mod jobs;
 pub mod outbox;
 pub mod process;

@@ -12,9 +12,9 @@ use lapin::message::Delivery;
 use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use sea_orm::{DatabaseConnection, DbErr};
-use serde::de::DeserializeOwned;
 use showrunner_shared::broker::{Publisher, ack_through, next_batch};
 use showrunner_shared::config::Settings;
+use showrunner_shared::inbound::{self, Inbound, Rules};
 use showrunner_shared::outbox::{self, StoredEvent};
 use tokio_util::sync::CancellationToken;
 
@@ -37,7 +37,8 @@ pub struct Incoming<T> {
 /// A consumer: applies a batch of messages in one transaction and returns the events that
 /// transaction wrote to the outbox (the runtime publishes them after the commit).
 pub trait BatchHandler: Send + Sync + 'static {
-    type Message: DeserializeOwned + Send + Sync;
+    /// Decoded and checked by [`inbound::decode`]: what fails is parked, never handled.
+    type Message: Inbound + Send + Sync;
 
     fn handle(
         &self,
@@ -121,11 +122,14 @@ pub async fn process_batch<H: BatchHandler>(
     cancel: &CancellationToken,
 ) -> Result<(), ConsumeError> {
     let mut decoded = Vec::with_capacity(batch.len());
+    let rules = Rules::from_settings(&ctx.settings);
     for delivery in batch {
-        match decode::<H::Message>(delivery) {
+        match decode::<H::Message>(delivery, &rules) {
             Ok(message) => decoded.push((delivery, message)),
-            Err(reason) => {
-                tracing::warn!(queue, %reason, "undecodable message parked");
+            Err(refused) => {
+                // Hostile or broken input: parked with its reason, and the batch goes on.
+                let reason = refused.to_string();
+                tracing::warn!(queue, %reason, "refused message parked");
                 ctx.publisher.park(&queue_of(delivery), delivery, &reason).await?;
             }
         }
@@ -211,8 +215,9 @@ async fn apply_with_retry<H: BatchHandler>(
     }
 }
 
-fn decode<T: DeserializeOwned>(delivery: &Delivery) -> Result<Incoming<T>, String> {
-    let body = serde_json::from_slice(&delivery.data).map_err(|e| format!("undecodable: {e}"))?;
+fn decode<T: Inbound>(delivery: &Delivery, rules: &Rules) -> Result<Incoming<T>, inbound::Refused> {
+    let routing_key = delivery.routing_key.as_str();
+    let body = inbound::decode(&delivery.data, routing_key, rules, chrono::Utc::now())?;
     let traceparent = delivery.properties.headers().as_ref().and_then(|h| {
         match h.inner().get("traceparent")? {
             AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok().map(str::to_string),

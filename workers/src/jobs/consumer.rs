@@ -16,6 +16,7 @@ use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, Bas
 use lapin::types::FieldTable;
 use showrunner_shared::broker::topology::JOBS_QUEUE;
 use showrunner_shared::contracts::JobRequest;
+use showrunner_shared::inbound::{self, Rules};
 use showrunner_shared::{jobs, outbox};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -135,16 +136,19 @@ async fn requeue_later(runner: &Runner, delivery: &Delivery) -> anyhow::Result<(
 /// Everything but the ack. `Ok`: the delivery may be acked.
 async fn process(runner: &Runner, delivery: &Delivery) -> anyhow::Result<()> {
     let ctx = &runner.ctx;
-    let request: JobRequest = match serde_json::from_slice(&delivery.data) {
-        Ok(r) => r,
-        Err(error) => {
-            let reason = format!("undecodable job request: {error}");
-            tracing::warn!(queue = JOBS_QUEUE, %reason, "poison message parked");
-            ctx.publisher.park(JOBS_QUEUE, delivery, &reason).await?;
-            return Ok(());
-        }
-    };
     let now = Utc::now();
+    let rules = Rules::from_settings(&ctx.settings);
+    let request: JobRequest =
+        match inbound::decode(&delivery.data, delivery.routing_key.as_str(), &rules, now) {
+            Ok(r) => r,
+            Err(refused) => {
+                // Hostile or broken: parked with its reason; the worker goes on with the next.
+                let reason = format!("job request refused: {refused}");
+                tracing::warn!(queue = JOBS_QUEUE, %reason, "refused message parked");
+                ctx.publisher.park(JOBS_QUEUE, delivery, &reason).await?;
+                return Ok(());
+            }
+        };
     if showrunner_shared::broker::topology::job_delay_tier(jobs::remaining_ms(&request, now))
         .is_some()
     {
