@@ -117,7 +117,12 @@ pub async fn submit(
         command,
     };
     let body = serde_json::json!({ "data": data, "commandId": command_id });
-    let message = serde_json::to_value(&envelope).map_err(anyhow::Error::from)?;
+    let mut message = serde_json::to_value(&envelope).map_err(anyhow::Error::from)?;
+    // Kept beside the envelope so that a sweeper's republish continues the same trace.
+    let traceparent = crate::observe::current_traceparent();
+    if let (Some(tp), Some(fields)) = (&traceparent, message.as_object_mut()) {
+        fields.insert("traceparent".into(), tp.as_str().into());
+    }
     let inserted = state
         .db
         .execute_raw(sql(
@@ -153,7 +158,7 @@ pub async fn submit(
         state.settings.amqp.partitions,
         &envelope,
         &bytes,
-        None,
+        traceparent.as_deref(),
     )
     .await
     {

@@ -5,6 +5,7 @@ pub mod accept;
 pub mod error;
 pub mod extract;
 pub mod link;
+pub mod observe;
 pub mod relay;
 pub mod routes;
 pub mod state;
@@ -45,6 +46,7 @@ pub fn app(state: AppState) -> Router {
             ApiError::MethodNotAllowed("this route does not take that method".into())
         })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(observe::track))
         .with_state(state)
 }
 

@@ -89,6 +89,7 @@ impl BrokerLink {
         .await?;
         self.set(Some(publisher.clone()));
         tracing::info!("RabbitMQ link up");
+        showrunner_shared::metrics::BROKER_RECONNECTS.inc(&["api"]);
         let mut health = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {

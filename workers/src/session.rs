@@ -72,6 +72,7 @@ async fn try_connect(
     let publisher =
         Publisher::open(&conn, Duration::from_secs(settings.amqp.confirm_timeout_secs)).await?;
     tracing::info!(role, "connected to RabbitMQ");
+    showrunner_shared::metrics::BROKER_RECONNECTS.inc(&[role]);
     Ok((conn, Context { db: db.clone(), publisher, settings: settings.clone() }))
 }
 
@@ -130,7 +131,12 @@ async fn republish_pending(ctx: &Context) -> anyhow::Result<usize> {
     .await?;
     let mut ids = Vec::new();
     for row in &rows {
-        let envelope: CommandEnvelope = serde_json::from_value(row.message.clone())?;
+        // The api stores the request's trace beside the envelope (see `accept::submit`).
+        let mut message = row.message.clone();
+        if let Some(fields) = message.as_object_mut() {
+            fields.remove("traceparent");
+        }
+        let envelope: CommandEnvelope = serde_json::from_value(message)?;
         let body = serde_json::to_vec(&envelope)?;
         showrunner_shared::commands::publish(
             &ctx.publisher,

@@ -1,0 +1,33 @@
+//! Log spans of message handling: every line logged while a batch (or a job) is handled
+//! carries the W3C trace ids of its messages, so grepping one id finds the worker's lines of
+//! that user action beside the api's.
+
+use lapin::message::Delivery;
+use showrunner_shared::trace;
+
+/// Most trace ids one batch span lists (a batch of a busy queue holds many user actions).
+const MAX_IDS: usize = 64;
+
+/// The span of one batch: its queue, its size and the distinct trace ids of its messages
+/// (comma-separated in `trace_id`, so a search for one id matches).
+pub fn batch_span(queue: &str, batch: &[Delivery]) -> tracing::Span {
+    let mut ids: Vec<String> = Vec::new();
+    for delivery in batch {
+        if let Some(id) =
+            trace::from_amqp(&delivery.properties).and_then(|t| trace::trace_id_of(&t))
+            && !ids.contains(&id)
+            && ids.len() < MAX_IDS
+        {
+            ids.push(id);
+        }
+    }
+    tracing::info_span!("batch", queue, size = batch.len(), trace_id = %ids.join(","))
+}
+
+/// The span of one job request.
+pub fn job_span(delivery: &Delivery) -> tracing::Span {
+    let trace_id = trace::from_amqp(&delivery.properties)
+        .and_then(|t| trace::trace_id_of(&t))
+        .unwrap_or_default();
+    tracing::info_span!("job", trace_id = %trace_id)
+}
