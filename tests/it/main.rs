@@ -5,6 +5,7 @@ mod bad_input;
 mod broker;
 mod episodes;
 mod jobs;
+mod ops;
 mod realtime;
 mod resilience;
 mod support;
