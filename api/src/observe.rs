@@ -59,7 +59,7 @@ pub async fn track(request: Request, next: Next) -> Response {
 pub struct OpenSocket(());
 
 impl OpenSocket {
-    pub fn new() -> Self {
+    pub fn open() -> Self {
         metrics::WEBSOCKETS.add(&[], 1);
         Self(())
     }

@@ -223,12 +223,12 @@ async fn metrics_are_prometheus_text_and_move_when_a_command_is_applied() {
 
     let api_after = metrics_of(&api_url).await;
     assert!(sample(&api_after, posts) >= sample(&api_before, posts) + 1.0, "{api_after}");
-    let timed =
-        "showrunner_http_request_duration_seconds_count{method=\"POST\",route=\"/api/v1/episodes\"}";
+    let timed = "showrunner_http_request_duration_seconds_count{method=\"POST\",route=\"/api/v1/episodes\"}";
     assert!(sample(&api_after, timed) >= 1.0);
     // Routes are templates, never raw paths: one episode id must not become a label.
     let id = str_of(&created["data"], "id");
-    let (status, _) = send(app.http.get(app.api(&format!("/episodes/{id}"))).bearer_auth(&alice)).await;
+    let (status, _) =
+        send(app.http.get(app.api(&format!("/episodes/{id}"))).bearer_auth(&alice)).await;
     assert_eq!(status, StatusCode::OK);
     let text = metrics_of(&api_url).await;
     assert!(text.contains("route=\"/api/v1/episodes/{id}\""), "no templated route");
@@ -277,12 +277,9 @@ async fn close_connections(vhost: &str, prefix: &str) -> usize {
             continue;
         }
         let name = connection["name"].as_str().unwrap_or_default();
-        let response = management(
-            reqwest::Method::DELETE,
-            &format!("connections/{}", encode(name)),
-            None,
-        )
-        .await;
+        let response =
+            management(reqwest::Method::DELETE, &format!("connections/{}", encode(name)), None)
+                .await;
         assert!(response.status().is_success(), "close {name}: {}", response.status());
         closed += 1;
     }
@@ -532,9 +529,8 @@ async fn one_trace_id_runs_from_the_request_to_the_logs_events_and_frames() {
     // The logs: the api's request span and the workers' batch and job spans name the trace.
     let lines = wait_for("log lines of both traces", DEADLINE, || {
         let lines = capture.lines();
-        let has = |needle: &str, also: &str| {
-            lines.iter().any(|l| l.contains(needle) && l.contains(also))
-        };
+        let has =
+            |needle: &str, also: &str| lines.iter().any(|l| l.contains(needle) && l.contains(also));
         let found = has(TRACE_ID, "showrunner.commands")
             && has(TRACE_ID, "showrunner.activity")
             && has(TRACE_ID, "\"route\":\"/api/v1/episodes\"")

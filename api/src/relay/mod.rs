@@ -50,7 +50,7 @@ async fn upgrade(
         .max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| async move {
-            let _open = crate::observe::OpenSocket::new();
+            let _open = crate::observe::OpenSocket::open();
             socket::run(socket, state, user).await
         })
         .into_response())

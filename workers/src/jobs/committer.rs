@@ -20,11 +20,13 @@ use super::store::{self, Claim, ClaimedJob};
 const BATCH_MAX: usize = 256;
 
 type Reply<T> = oneshot::Sender<Result<T, String>>;
+/// A job request and its `traceparent`.
+type TracedRequest = (JobRequest, Option<String>);
 
 /// The handle job tasks use; cheap to clone.
 #[derive(Clone)]
 pub struct Committer {
-    claims: mpsc::Sender<((JobRequest, Option<String>), Reply<Claim>)>,
+    claims: mpsc::Sender<(TracedRequest, Reply<Claim>)>,
     successes: mpsc::Sender<((ClaimedJob, serde_json::Value), Reply<bool>)>,
 }
 
@@ -47,7 +49,7 @@ impl Committer {
             claim_rx,
             db.clone(),
             events.clone(),
-            move |db, batch: Vec<(JobRequest, Option<String>)>| -> BatchFuture<Claim> {
+            move |db, batch: Vec<TracedRequest>| -> BatchFuture<Claim> {
                 Box::pin(async move { store::claim_many(&db, &batch, lease).await })
             },
         ));
