@@ -235,6 +235,48 @@ async fn metrics_are_prometheus_text_and_move_when_a_command_is_applied() {
     assert!(!text.contains(id), "a raw path leaked into a label");
     assert!(text.contains("# TYPE showrunner_websocket_connections gauge"));
 
+    // The management UI tells who is who: every connection and consumer of this vhost names
+    // its role, host and pid.
+    let pid = format!("#{}", std::process::id());
+    // The management API's lists are statistics, refreshed every few seconds: wait for them.
+    let list = |path: String, field: fn(&Value) -> String| async move {
+        let items: Value =
+            management(reqwest::Method::GET, &path, None).await.json().await.unwrap_or(Value::Null);
+        items.as_array().map(|c| c.iter().map(field).collect::<Vec<String>>()).unwrap_or_default()
+    };
+    let roles_named = ["api", "episode-worker", "activity-worker", "notification-worker"];
+    let names = wait_for("every role's connection in the management API", DEADLINE, || async {
+        let names = list(format!("vhosts/{}/connections", app.name), |c| {
+            c["client_properties"]["connection_name"].as_str().unwrap_or("").to_string()
+        })
+        .await;
+        roles_named
+            .iter()
+            .all(|role| names.iter().any(|n| n.starts_with(&format!("showrunner-{role}@"))))
+            .then_some(names)
+    })
+    .await;
+    for name in &names {
+        assert!(name.starts_with("showrunner-") && name.ends_with(&pid), "{name}");
+    }
+    let suffixes = [
+        "/relay",
+        "/showrunner.activity",
+        "/showrunner.eventlog",
+        "/showrunner.notifications",
+        "/p000",
+    ];
+    let tags = wait_for("every consumer in the management API", DEADLINE, || async {
+        let tags = list(format!("consumers/{}", app.name), |c| {
+            c["consumer_tag"].as_str().unwrap_or("").to_string()
+        })
+        .await;
+        suffixes.iter().all(|s| tags.iter().any(|t| t.ends_with(s))).then_some(tags)
+    })
+    .await;
+    for tag in &tags {
+        assert!(tag.starts_with("showrunner-") && tag.contains(&format!("{pid}/")), "{tag}");
+    }
     roles.stop().await;
     app.stop().await;
 }

@@ -44,7 +44,8 @@ pub async fn run_episode_worker(
     // The worker id in the label tells apart two workers of one process (tests, `showrunner up`).
     let label = format!("{}/{me}", process_label(ROLE));
     tracing::info!(worker_id = %me, %label, "episode worker starting");
-    while let Some((conn, ctx)) = session::connect(&settings, &db, ROLE, &cancel).await {
+    let mut pacer = session::Pacer::default();
+    while let Some((conn, ctx)) = pacer.connect(&settings, &db, ROLE, &cancel).await {
         probe.connected(&conn);
         probe.consuming(true);
         supervise_partitions(&ctx, &conn, me, &label, &cancel).await;
@@ -299,7 +300,8 @@ pub async fn run_job_worker_with(
     let tag = format!("{}/{}", process_label(ROLE), Uuid::now_v7());
     let http = jobs::webhook::client()?;
     tracing::info!(types = ?registry.types(), "job worker starting");
-    while let Some((conn, ctx)) = session::connect(&settings, &db, ROLE, &cancel).await {
+    let mut pacer = session::Pacer::default();
+    while let Some((conn, ctx)) = pacer.connect(&settings, &db, ROLE, &cancel).await {
         let channel = match conn.create_channel().await {
             Ok(c) => c,
             Err(error) => {
@@ -396,7 +398,8 @@ async fn run_queue_worker<H: BatchHandler>(
     let probe = ops.probe(format!("{role}/{queue}"), &db);
     // The queue in the tag tells apart the activity worker's two consumers in the UI.
     let tag = format!("{}/{queue}", process_label(role));
-    while let Some((conn, ctx)) = session::connect(&settings, &db, role, &cancel).await {
+    let mut pacer = session::Pacer::default();
+    while let Some((conn, ctx)) = pacer.connect(&settings, &db, role, &cancel).await {
         let channel = match conn.create_channel().await {
             Ok(c) => c,
             Err(error) => {
