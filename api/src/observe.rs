@@ -45,13 +45,17 @@ pub async fn track(request: Request, next: Next) -> Response {
         route = %route,
         trace_id = %trace.trace_id()
     );
-    let mut response = TRACE.scope(trace, next.run(request)).instrument(span).await;
+    let mut response = TRACE.scope(trace, next.run(request)).instrument(span.clone()).await;
     if let Ok(value) = HeaderValue::from_str(&trace.to_string()) {
         response.headers_mut().insert("traceparent", value);
     }
     let status = response.status().as_u16().to_string();
     metrics::HTTP_REQUESTS.inc(&[&method, &route, &status]);
-    metrics::HTTP_SECONDS.observe_duration(&[&method, &route], started.elapsed());
+    let elapsed = started.elapsed();
+    metrics::HTTP_SECONDS.observe_duration(&[&method, &route], elapsed);
+    span.in_scope(
+        || tracing::debug!(status = %status, elapsed_ms = elapsed.as_millis() as u64, "answered"),
+    );
     response
 }
 

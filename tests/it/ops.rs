@@ -20,7 +20,6 @@ use showrunner_workers::ops::{Ops, scoped};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::fmt::MakeWriter;
-use tracing_subscriber::fmt::format::FmtSpan;
 
 use crate::support::{DEADLINE, send, settled_command, str_of};
 
@@ -151,7 +150,6 @@ impl Capture {
         let subscriber = tracing_subscriber::fmt()
             .json()
             .flatten_event(true)
-            .with_span_events(FmtSpan::CLOSE)
             .with_env_filter("info,showrunner_workers=debug,showrunner_api=debug")
             .with_writer(self.clone())
             .finish();
@@ -304,28 +302,37 @@ fn encode(s: &str) -> String {
         .collect()
 }
 
-/// Closes the vhost's connections whose client-side name starts with `prefix`; how many.
-async fn close_connections(vhost: &str, prefix: &str) -> usize {
+/// Closes every Showrunner connection of the vhost once the management API (whose lists are
+/// statistics, refreshed every few seconds) lists one of each of `roles`; how many it closed.
+async fn close_connections(vhost: &str, roles: &[&str]) -> Option<usize> {
     let list: Value =
         management(reqwest::Method::GET, &format!("vhosts/{vhost}/connections"), None)
             .await
             .json()
             .await
-            .expect("connections");
-    let mut closed = 0;
-    for connection in list.as_array().cloned().unwrap_or_default() {
-        let label = connection["client_properties"]["connection_name"].as_str().unwrap_or("");
-        if !label.starts_with(prefix) {
-            continue;
-        }
-        let name = connection["name"].as_str().unwrap_or_default();
+            .ok()?;
+    let connections: Vec<(String, String)> = list
+        .as_array()?
+        .iter()
+        .map(|c| {
+            let label = c["client_properties"]["connection_name"].as_str().unwrap_or("");
+            (label.to_string(), c["name"].as_str().unwrap_or("").to_string())
+        })
+        .filter(|(label, _)| label.starts_with("showrunner-"))
+        .collect();
+    let listed = |role: &&str| {
+        connections.iter().any(|(label, _)| label.starts_with(&format!("showrunner-{role}@")))
+    };
+    if !roles.iter().all(listed) {
+        return None;
+    }
+    for (_, name) in &connections {
         let response =
             management(reqwest::Method::DELETE, &format!("connections/{}", encode(name)), None)
                 .await;
         assert!(response.status().is_success(), "close {name}: {}", response.status());
-        closed += 1;
     }
-    closed
+    Some(connections.len())
 }
 
 #[tokio::test]
@@ -341,12 +348,12 @@ async fn a_worker_is_not_ready_while_its_broker_is_away_waits_idle_and_resumes()
     // reconnect until the permissions come back.
     let response = management(reqwest::Method::DELETE, &permissions, None).await;
     assert!(response.status().is_success());
-    let closed = wait_for("the workers' and api's connections to close", DEADLINE, || async {
-        let n = close_connections(&app.name, "showrunner-").await;
-        (n > 0).then_some(n)
+    let roles_named = ["api", "episode-worker", "activity-worker", "notification-worker"];
+    let closed = wait_for("the workers' and api's connections to close", DEADLINE, || {
+        close_connections(&app.name, &roles_named)
     })
     .await;
-    assert!(closed >= 2, "closed {closed}");
+    assert!(closed >= roles_named.len(), "closed {closed}");
     let body = roles.wait_ready(StatusCode::SERVICE_UNAVAILABLE).await;
     assert!(body["down"].to_string().contains("episode-worker: broker"), "{body}");
     assert_eq!(body["roles"][0]["database"], true, "{body}");

@@ -22,7 +22,6 @@ use showrunner_shared::config::Settings;
 use showrunner_shared::metrics;
 use tokio_stream::StreamMap;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::consumers::event_log::EventLog;
@@ -158,10 +157,8 @@ async fn supervise_partitions(
                 .map_or_else(|_| "unknown".into(), topology::command_queue)
         };
         let queue = topology::COMMANDS_EXCHANGE;
-        if let Err(error) = process_batch(ctx, queue, &queue_of, &EpisodeCommands, &batch, cancel)
-            .instrument(observe::batch_span(queue, &batch))
-            .await
-        {
+        let handling = process_batch(ctx, queue, &queue_of, &EpisodeCommands, &batch, cancel);
+        if let Err(error) = observe::traced(queue, &batch, handling).await {
             tracing::warn!(%error, "applying a batch failed, reconnecting");
             break;
         }

@@ -2,8 +2,11 @@
 //! carries the W3C trace ids of its messages, so grepping one id finds the worker's lines of
 //! that user action beside the api's.
 
+use std::future::Future;
+
 use lapin::message::Delivery;
 use showrunner_shared::trace;
+use tracing::Instrument;
 
 /// Most trace ids one batch span lists (a batch of a busy queue holds many user actions).
 const MAX_IDS: usize = 64;
@@ -22,6 +25,18 @@ pub fn batch_span(queue: &str, batch: &[Delivery]) -> tracing::Span {
         }
     }
     tracing::info_span!("batch", queue, size = batch.len(), trace_id = %ids.join(","))
+}
+
+/// Runs `handling` (of `batch`, from `queue`) inside its batch span, and logs at debug level
+/// that it ended, in the span too: with `showrunner_workers=debug` every batch has a line.
+pub async fn traced<T>(queue: &str, batch: &[Delivery], handling: impl Future<Output = T>) -> T {
+    let span = batch_span(queue, batch);
+    let started = std::time::Instant::now();
+    let result = handling.instrument(span.clone()).await;
+    span.in_scope(|| {
+        tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "batch handled")
+    });
+    result
 }
 
 /// The span of one job request.

@@ -18,7 +18,6 @@ use showrunner_shared::config::Settings;
 use showrunner_shared::metrics;
 use showrunner_shared::outbox::{self, StoredEvent};
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 /// What a handler needs: the database, a confirm-mode publisher and the configuration.
 #[derive(Clone)]
@@ -95,9 +94,9 @@ pub async fn consume<H: BatchHandler>(
             Some(Err(e)) => return Err(e.into()),
             Some(Ok(batch)) => batch,
         };
-        process_batch(ctx, queue, &|_| queue.to_string(), handler, &batch, cancel)
-            .instrument(crate::observe::batch_span(queue, &batch))
-            .await?;
+        let queue_of = |_: &Delivery| queue.to_string();
+        let handling = process_batch(ctx, queue, &queue_of, handler, &batch, cancel);
+        crate::observe::traced(queue, &batch, handling).await?;
         if let Some(last) = batch.last() {
             match ack_through(last).await {
                 Ok(true) => metrics::MESSAGES_ACKED.inc_by(&[queue], batch.len() as u64),
