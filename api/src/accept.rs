@@ -119,6 +119,12 @@ pub async fn submit(
     };
     let body = serde_json::json!({ "data": data, "commandId": command_id });
     let bytes = serde_json::to_vec(&envelope).map_err(anyhow::Error::from)?;
+    let mut message = serde_json::to_value(&envelope).map_err(anyhow::Error::from)?;
+    // Kept beside the envelope so that a sweeper's republish continues the same trace.
+    let traceparent = crate::observe::current_traceparent();
+    if let (Some(tp), Some(fields)) = (&traceparent, message.as_object_mut()) {
+        fields.insert("traceparent".into(), tp.as_str().into());
+    }
     let row = NewCommand {
         id: command_id,
         user_id: user.id(),
@@ -126,7 +132,7 @@ pub async fn submit(
         episode_id: envelope.command.episode_id(),
         idempotency_key: options.idempotency_key.clone(),
         request_hash: hash.clone(),
-        message: String::from_utf8_lossy(&bytes).into_owned(),
+        message: message.to_string(),
         // Only a keyed command is ever answered again from its row.
         response: options.idempotency_key.as_ref().map(|_| body.to_string()),
         accepted_at: envelope.accepted_at,
@@ -148,7 +154,7 @@ pub async fn submit(
         state.settings.amqp.partitions,
         &envelope,
         &bytes,
-        None,
+        traceparent.as_deref(),
     )
     .await
     {

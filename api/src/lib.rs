@@ -6,6 +6,7 @@ pub mod error;
 pub mod extract;
 pub mod limits;
 pub mod link;
+pub mod observe;
 pub mod recorder;
 pub mod relay;
 pub mod routes;
@@ -49,6 +50,7 @@ pub fn app(state: AppState) -> Router {
             ApiError::MethodNotAllowed("this route does not take that method".into())
         })
         .layer(DefaultBodyLimit::max(state.settings.limits.max_body_bytes))
+        .layer(axum::middleware::from_fn(observe::track))
         .with_state(state)
 }
 

@@ -100,6 +100,7 @@ impl BrokerLink {
         self.set(Some(publisher.clone()));
         tracing::info!("RabbitMQ link up");
         let rules = Rules::from_settings(settings);
+        showrunner_shared::metrics::BROKER_RECONNECTS.inc(&["api"]);
         let mut health = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {

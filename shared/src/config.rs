@@ -21,6 +21,7 @@ pub struct Settings {
     pub jobs: JobSettings,
     pub log: LogSettings,
     pub limits: LimitSettings,
+    pub ops: OpsSettings,
 }
 
 /// What one caller may send and hold: every limit of the API except the three that live with
@@ -195,6 +196,37 @@ pub struct LogSettings {
     pub filter: String,
 }
 
+/// The ops endpoints of the worker roles (`/health`, `/ready`, `/metrics`); the api serves
+/// them on `http.addr`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpsSettings {
+    /// Whether worker processes serve them at all.
+    pub enabled: bool,
+    /// Listen address; unset, each worker binary takes `127.0.0.1` and its role's port
+    /// ([`OpsSettings::addr_for`]), so the roles run side by side on one machine.
+    pub addr: Option<SocketAddr>,
+}
+
+impl OpsSettings {
+    /// The address a process running `role` listens on.
+    pub fn addr_for(&self, role: &str) -> SocketAddr {
+        self.addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], default_ops_port(role))))
+    }
+}
+
+/// Default ops port per role: one process per role on one machine never collide. `up` is
+/// `showrunner up`, which serves every worker role of its process on one port.
+pub fn default_ops_port(role: &str) -> u16 {
+    match role {
+        "episode-worker" => 9101,
+        "activity-worker" => 9102,
+        "notification-worker" => 9103,
+        "job-worker" => 9104,
+        _ => 9100,
+    }
+}
+
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -299,7 +331,8 @@ impl Settings {
             .set_default("limits.max_page_size", 100)?
             .set_default("limits.max_connections_per_user", 20)?
             .set_default("limits.requests_per_sec", 100)?
-            .set_default("limits.request_burst", 200)?;
+            .set_default("limits.request_burst", 200)?
+            .set_default("ops.enabled", true)?;
         if let Some(path) = file {
             builder = builder.add_source(config::File::from(path).required(true));
         }
@@ -508,6 +541,20 @@ mod tests {
         let s = Settings::with_overrides(&[("jobs.webhook_allow_hosts", "127.0.0.1, ::1,")])
             .expect("overrides load");
         assert_eq!(s.jobs.webhook_allow_hosts, ["127.0.0.1", "::1"]);
+    }
+
+    #[test]
+    fn ops_ports_differ_per_role_unless_set() {
+        let s = Settings::with_overrides(&[]).expect("defaults load");
+        assert!(s.ops.enabled);
+        let ports: std::collections::HashSet<u16> =
+            ["episode-worker", "activity-worker", "notification-worker", "job-worker", "up"]
+                .iter()
+                .map(|r| s.ops.addr_for(r).port())
+                .collect();
+        assert_eq!(ports.len(), 5);
+        let s = Settings::with_overrides(&[("ops.addr", "127.0.0.1:0")]).expect("loads");
+        assert_eq!(s.ops.addr_for("job-worker").to_string(), "127.0.0.1:0");
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod episodes;
 mod hostile;
 mod jobs;
 mod limits;
+mod ops;
 mod realtime;
 mod resilience;
 mod support;

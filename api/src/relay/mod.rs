@@ -71,7 +71,10 @@ async fn upgrade(
         .max_write_buffer_size(max.max(1 << 20))
         .max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| socket::run(socket, state, user, slot))
+        .on_upgrade(move |socket| async move {
+            let _open = crate::observe::OpenSocket::open();
+            socket::run(socket, state, user, slot).await
+        })
         .into_response())
 }
 
