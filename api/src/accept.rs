@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::extract::User;
+use crate::recorder::{NewCommand, RecordError};
 use crate::state::AppState;
 
 /// Namespace of keyed command ids.
@@ -117,29 +118,30 @@ pub async fn submit(
         command,
     };
     let body = serde_json::json!({ "data": data, "commandId": command_id });
-    let message = serde_json::to_value(&envelope).map_err(anyhow::Error::from)?;
-    let inserted = state
-        .db
-        .execute_raw(sql(
-            "INSERT INTO commands (id, user_id, kind, resource_type, resource_id, status, \
-             idempotency_key, request_hash, message, response, accepted_at) \
-             VALUES ($1, $2, $3, 'episode', $4, 'pending', $5, $6, $7, $8, $9) \
-             ON CONFLICT (id) DO NOTHING",
-            [
-                command_id.into(),
-                user.id().into(),
-                envelope.command.kind().into(),
-                envelope.command.episode_id().into(),
-                options.idempotency_key.clone().into(),
-                hash.clone().into(),
-                message.into(),
-                body.clone().into(),
-                envelope.accepted_at.into(),
-            ],
-        ))
-        .await?
-        .rows_affected();
-    if inserted == 0 {
+    let bytes = serde_json::to_vec(&envelope).map_err(anyhow::Error::from)?;
+    let mut message = serde_json::to_value(&envelope).map_err(anyhow::Error::from)?;
+    // Kept beside the envelope so that a sweeper's republish continues the same trace.
+    let traceparent = crate::observe::current_traceparent();
+    if let (Some(tp), Some(fields)) = (&traceparent, message.as_object_mut()) {
+        fields.insert("traceparent".into(), tp.as_str().into());
+    }
+    let row = NewCommand {
+        id: command_id,
+        user_id: user.id(),
+        kind: envelope.command.kind(),
+        episode_id: envelope.command.episode_id(),
+        idempotency_key: options.idempotency_key.clone(),
+        request_hash: hash.clone(),
+        message: message.to_string(),
+        // Only a keyed command is ever answered again from its row.
+        response: options.idempotency_key.as_ref().map(|_| body.to_string()),
+        accepted_at: envelope.accepted_at,
+    };
+    let inserted = state.recorder.insert(row).await.map_err(|e| match e {
+        RecordError::Db(e) => ApiError::from(e),
+        RecordError::Stopped => unavailable(),
+    })?;
+    if !inserted {
         // A concurrent request with the same key won the insert: answer as its retry.
         return replay(state, command_id, &hash, options).await?.ok_or_else(|| {
             ApiError::Conflict("a request with this Idempotency-Key is in flight".into())
@@ -147,13 +149,12 @@ pub async fn submit(
     }
 
     let mut wait = options.wait.map(|_| state.waiters.register(command_id));
-    let bytes = serde_json::to_vec(&envelope).map_err(anyhow::Error::from)?;
     if let Err(error) = showrunner_shared::commands::publish(
         &publisher,
         state.settings.amqp.partitions,
         &envelope,
         &bytes,
-        None,
+        traceparent.as_deref(),
     )
     .await
     {

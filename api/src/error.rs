@@ -29,6 +29,8 @@ pub enum ApiError {
     #[error("{0}")]
     MethodNotAllowed(String),
     #[error("{detail}")]
+    TooManyRequests { detail: String, retry_after_secs: Option<u64> },
+    #[error("{detail}")]
     Unavailable { detail: String, retry_after_secs: u64 },
     #[error("internal error: {0:#}")]
     Internal(#[from] anyhow::Error),
@@ -72,6 +74,9 @@ impl ApiError {
             }
             Self::MethodNotAllowed(_) => {
                 (StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method Not Allowed")
+            }
+            Self::TooManyRequests { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "too-many-requests", "Too Many Requests")
             }
             Self::Unavailable { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service Unavailable")
@@ -130,7 +135,8 @@ impl IntoResponse for ApiError {
             Self::Unauthorized(_) => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            Self::Unavailable { retry_after_secs, .. } => {
+            Self::Unavailable { retry_after_secs, .. }
+            | Self::TooManyRequests { retry_after_secs: Some(retry_after_secs), .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
             _ => {}

@@ -33,6 +33,10 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        // The rate limiter already checked the token.
+        if let Some(user) = parts.extensions.get::<User>() {
+            return Ok(user.clone());
+        }
         let state = AppState::from_ref(state);
         if !parts.headers.contains_key(header::AUTHORIZATION) {
             return Err(ApiError::Unauthorized("a bearer token is required".into()));
@@ -64,17 +68,20 @@ pub fn authenticate(state: &AppState, token: &str) -> Result<User, ApiError> {
 }
 
 /// A JSON body decoded into `T`: 415 without a JSON content type, 400 when it is not JSON,
-/// 422 naming the field when it is JSON of the wrong shape.
+/// 422 naming the field when it is JSON of the wrong shape or beyond the `[limits]` (depth,
+/// string and list lengths), 413 when it is larger than `limits.max_body_bytes`.
 pub struct JsonBody<T>(pub T);
 
 impl<S, T> FromRequest<S> for JsonBody<T>
 where
     T: DeserializeOwned,
+    AppState: FromRef<S>,
     S: Send + Sync,
 {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let limits = AppState::from_ref(state).settings.limits.clone();
         let is_json = req
             .headers()
             .get(header::CONTENT_TYPE)
@@ -90,11 +97,15 @@ where
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge("the body is too large".into())
+                ApiError::PayloadTooLarge(format!(
+                    "the body is larger than {} bytes",
+                    limits.max_body_bytes
+                ))
             } else {
                 ApiError::bad_param("body", rejection.body_text())
             }
         })?;
+        crate::limits::check_json(&bytes, &limits)?;
         parse_json(&bytes).map(JsonBody)
     }
 }
@@ -140,20 +151,28 @@ fn strip_position(message: &str) -> String {
     }
 }
 
-/// Query parameters decoded into `T`, unknown ones refused, as 400 naming the parameter.
+/// Query parameters decoded into `T`, unknown ones and ones longer than
+/// `limits.max_string_chars` refused, as 400 naming the parameter.
 pub struct QueryParams<T>(pub T);
 
 impl<S, T> FromRequestParts<S> for QueryParams<T>
 where
     T: DeserializeOwned,
+    AppState: FromRef<S>,
     S: Send + Sync,
 {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let query = parts.uri.query().unwrap_or_default();
         if query.to_ascii_lowercase().contains("%00") {
             return Err(ApiError::bad_param("query", "must not contain the NUL character"));
+        }
+        let max = AppState::from_ref(state).settings.limits.max_string_chars;
+        if let Some((name, _)) =
+            form_urlencoded::parse(query.as_bytes()).find(|(_, value)| value.chars().count() > max)
+        {
+            return Err(ApiError::bad_param(&name, format!("must be at most {max} characters")));
         }
         let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
         serde_path_to_error::deserialize(de).map(QueryParams).map_err(|e| {

@@ -4,7 +4,10 @@
 pub mod accept;
 pub mod error;
 pub mod extract;
+pub mod limits;
 pub mod link;
+pub mod observe;
+pub mod recorder;
 pub mod relay;
 pub mod routes;
 pub mod state;
@@ -24,9 +27,6 @@ use crate::relay::hub::Hub;
 use crate::state::AppState;
 use crate::waiters::Waiters;
 
-/// Largest accepted request body: a full episode is about 12 KiB of JSON.
-const BODY_LIMIT: usize = 256 * 1024;
-
 /// The whole HTTP surface.
 pub fn app(state: AppState) -> Router {
     let v1 = Router::new()
@@ -36,6 +36,11 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::activity::router())
         .merge(routes::notifications::router())
         .merge(relay::router())
+        // Per-user request limits; health, readiness and the OpenAPI document stay exempt.
+        .route_layer(axum::middleware::from_fn_with_state(
+            limits::rate_state(&state),
+            limits::rate_limit,
+        ))
         .merge(routes::health::router());
     Router::new()
         .nest("/api/v1", v1)
@@ -44,7 +49,8 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::MethodNotAllowed("this route does not take that method".into())
         })
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(DefaultBodyLimit::max(state.settings.limits.max_body_bytes))
+        .layer(axum::middleware::from_fn(observe::track))
         .with_state(state)
 }
 
@@ -65,7 +71,8 @@ pub async fn run(
         hub.clone(),
         cancel.clone(),
     ));
-    let state = AppState { settings, db, broker, waiters, hub, shutdown: cancel.clone() };
+    let recorder = recorder::Recorder::start(db.clone());
+    let state = AppState { settings, db, broker, waiters, hub, recorder, shutdown: cancel.clone() };
     let expiry = tokio::spawn(relay::presence::expire_forever(state.clone(), cancel.clone()));
     tracing::info!(addr = %listener.local_addr()?, "api listening");
     let shutdown = cancel.clone();

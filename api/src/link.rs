@@ -3,6 +3,7 @@
 //! exchange through an exclusive queue to wake `Prefer: wait` requests. While it is down,
 //! writes answer 503 and `/ready` says so.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -13,15 +14,19 @@ use lapin::types::{AMQPValue, FieldTable};
 use showrunner_shared::broker::{self, Publisher, topology};
 use showrunner_shared::config::Settings;
 use showrunner_shared::contracts::EventEnvelope;
+use showrunner_shared::inbound::{self, Rules};
 use tokio_util::sync::CancellationToken;
 
 use crate::relay::frame_of;
-use crate::relay::hub::{Frame, FrameData, Hub};
+use crate::relay::hub::{Audience, Frame, FrameData, Hub};
 use crate::waiters::Waiters;
 
 #[derive(Default)]
 pub struct BrokerLink {
     publisher: RwLock<Option<Publisher>>,
+    /// Sequenced events dropped as hostile or broken (this consumer cannot park: its queue is
+    /// its own and auto-deleted, and a relay must not stop for one bad message).
+    dropped: AtomicU64,
 }
 
 impl BrokerLink {
@@ -29,6 +34,11 @@ impl BrokerLink {
     pub fn publisher(&self) -> Option<Publisher> {
         let guard = self.publisher.read().unwrap_or_else(|p| p.into_inner());
         guard.as_ref().filter(|p| p.is_open()).cloned()
+    }
+
+    /// How many sequenced events this link dropped as hostile or broken since it started.
+    pub fn dropped_events(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     fn set(&self, publisher: Option<Publisher>) {
@@ -89,6 +99,8 @@ impl BrokerLink {
         .await?;
         self.set(Some(publisher.clone()));
         tracing::info!("RabbitMQ link up");
+        let rules = Rules::from_settings(settings);
+        showrunner_shared::metrics::BROKER_RECONNECTS.inc(&["api"]);
         let mut health = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
@@ -105,11 +117,17 @@ impl BrokerLink {
                 }
                 delivery = live.next() => {
                     let delivery = ended(delivery)?;
-                    if let Some((event, frame)) = live_frame(&delivery) {
-                        if let Some(command_id) = event.correlation_id {
-                            waiters.wake(command_id);
+                    match live_frame(&delivery, &rules) {
+                        Ok((event, frame)) => {
+                            if let Some(command_id) = event.correlation_id {
+                                waiters.wake(command_id);
+                            }
+                            hub.dispatch(&frame);
                         }
-                        hub.dispatch(&frame);
+                        Err(reason) => {
+                            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                            tracing::warn!(%reason, dropped, topic = %delivery.routing_key, "sequenced event dropped");
+                        }
                     }
                 }
             }
@@ -155,22 +173,29 @@ async fn own_queue(
         .await?)
 }
 
-/// A sequenced event, and its frame as the relay hands it out.
-fn live_frame(delivery: &lapin::message::Delivery) -> Option<(EventEnvelope, Frame)> {
-    let headers = delivery.properties.headers().as_ref()?;
-    let seq = match headers.inner().get("x-seq")? {
-        AMQPValue::LongLongInt(n) => *n,
-        AMQPValue::LongInt(n) => i64::from(*n),
-        _ => return None,
+/// A sequenced event, and its frame as the relay hands it out; or why it is dropped. The event
+/// passes the checks every worker applies (`inbound`), so a forged one reaches no client.
+fn live_frame(
+    delivery: &lapin::message::Delivery,
+    rules: &Rules,
+) -> Result<(EventEnvelope, Frame), String> {
+    let headers = delivery.properties.headers().as_ref();
+    let seq = match headers.and_then(|h| h.inner().get("x-seq")) {
+        Some(AMQPValue::LongLongInt(n)) if *n > 0 => *n,
+        Some(AMQPValue::LongInt(n)) if *n > 0 => i64::from(*n),
+        _ => return Err("no positive x-seq header".into()),
     };
-    let traceparent = match headers.inner().get("traceparent") {
+    let traceparent = match headers.and_then(|h| h.inner().get("traceparent")) {
         Some(AMQPValue::LongString(s)) => std::str::from_utf8(s.as_bytes()).ok(),
         _ => None,
     };
-    let envelope: EventEnvelope = serde_json::from_slice(&delivery.data).ok()?;
     let topic = delivery.routing_key.as_str();
+    let envelope: EventEnvelope = inbound::decode(&delivery.data, topic, rules, chrono::Utc::now())
+        .map_err(|r| r.to_string())?;
     let text = frame_of(&envelope, topic, traceparent);
-    Some((envelope, Arc::new(FrameData { seq, topic: topic.to_string(), text: text.into() })))
+    let audience = Audience::of(topic, envelope.actor.as_ref().map(|a| a.id));
+    let frame = FrameData { seq, topic: topic.to_string(), audience, text: text.into() };
+    Ok((envelope, Arc::new(frame)))
 }
 
 fn backoff() -> impl Iterator<Item = Duration> {

@@ -6,6 +6,7 @@ use sea_orm::DatabaseConnection;
 use showrunner_shared::config::Settings;
 
 use crate::link::BrokerLink;
+use crate::recorder::Recorder;
 use crate::relay::hub::Hub;
 use crate::waiters::Waiters;
 
@@ -15,6 +16,8 @@ pub struct AppState {
     pub db: DatabaseConnection,
     pub broker: Arc<BrokerLink>,
     pub waiters: Arc<Waiters>,
+    /// Writes the `commands` rows of concurrent requests together.
+    pub recorder: Recorder,
     pub hub: Arc<Hub>,
     /// Cancelled when the process shuts down: WebSocket sessions close on it.
     pub shutdown: tokio_util::sync::CancellationToken,

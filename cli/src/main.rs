@@ -53,13 +53,29 @@ async fn up(settings: Arc<Settings>) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let mut roles = tokio::task::JoinSet::new();
     roles.spawn(showrunner_api::run(settings.clone(), listener, cancel.clone()));
-    roles.spawn(showrunner_workers::run_episode_worker(settings.clone(), cancel.clone()));
-    roles.spawn(showrunner_workers::run_activity_worker(settings.clone(), cancel.clone()));
-    roles.spawn(showrunner_workers::run_notification_worker(settings.clone(), cancel.clone()));
-    roles.spawn(showrunner_workers::run_job_worker(settings.clone(), cancel.clone()));
+    // One ops server for every worker role of this process.
+    let ops = showrunner_workers::ops::Ops::new();
+    let ops_addr = settings.ops.addr_for("up");
+    let ops_listener = tokio::net::TcpListener::bind(ops_addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("ops.addr {ops_addr}: {e}"))?;
+    let ops_addr = ops_listener.local_addr()?;
+    tokio::spawn(ops.clone().serve(ops_listener, cancel.clone()));
+    use showrunner_workers::ops::scoped;
+    let (s, c) = (&settings, &cancel);
+    roles.spawn(scoped(ops.clone(), showrunner_workers::run_episode_worker(s.clone(), c.clone())));
+    roles.spawn(scoped(ops.clone(), showrunner_workers::run_activity_worker(s.clone(), c.clone())));
+    roles.spawn(scoped(
+        ops.clone(),
+        showrunner_workers::run_notification_worker(s.clone(), c.clone()),
+    ));
+    roles.spawn(scoped(ops.clone(), showrunner_workers::run_job_worker(s.clone(), c.clone())));
     println!("Showrunner is up:");
     println!("  REST API     http://{addr}/api/v1  (OpenAPI: http://{addr}/api/v1/openapi.json)");
-    println!("  health       http://{addr}/health  ready: http://{addr}/ready");
+    println!(
+        "  health       http://{addr}/health  ready: http://{addr}/ready  metrics: http://{addr}/metrics"
+    );
+    println!("  workers      http://{ops_addr}/ready  http://{ops_addr}/metrics");
     println!(
         "  RabbitMQ UI  http://127.0.0.1:15672  (guest/guest, if rabbitmq_management is enabled)"
     );

@@ -23,6 +23,32 @@ pub struct Settings {
     pub realtime: RealtimeSettings,
     pub jobs: JobSettings,
     pub log: LogSettings,
+    pub limits: LimitSettings,
+    pub ops: OpsSettings,
+}
+
+/// What one caller may send and hold: every limit of the API except the three that live with
+/// the feature they bound (`http.max_wait_secs`, `realtime.max_frame_bytes`,
+/// `realtime.max_subscriptions`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Largest request body, in bytes (413 above it).
+    pub max_body_bytes: usize,
+    /// Deepest nesting of arrays and objects in a JSON body.
+    pub max_json_depth: usize,
+    /// Longest string in a JSON body or a query parameter, in characters.
+    pub max_string_chars: usize,
+    /// Most items of one array (or members of one object) in a JSON body.
+    pub max_list_items: usize,
+    /// Largest `limit` of a list request.
+    pub max_page_size: u32,
+    /// WebSocket connections one user may hold open to one api instance.
+    pub max_connections_per_user: usize,
+    /// Requests per second one user may sustain on one api instance (a token bucket).
+    pub requests_per_sec: u32,
+    /// Requests one user may send at once before `requests_per_sec` applies (the bucket size).
+    pub request_burst: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -71,6 +97,8 @@ pub struct AmqpSettings {
     pub delivery_limit: i32,
     /// Seconds to wait for a publisher confirm before the publish counts as failed.
     pub confirm_timeout_secs: u64,
+    /// Largest message body a consumer reads; a larger one is parked without being parsed.
+    pub max_message_bytes: usize,
 }
 
 impl std::fmt::Debug for DatabaseSettings {
@@ -176,6 +204,37 @@ pub struct JobSettings {
     pub timeout_secs: u64,
     /// Directory where `episode.export` writes its JSON documents.
     pub export_dir: PathBuf,
+    /// Hosts a `webhook` may reach: names (`hooks.example.com`, `*.example.com`), addresses or
+    /// CIDR blocks (`127.0.0.1`, `10.1.0.0/16`). Empty: any host with public addresses. An
+    /// address or block listed here is reachable even when it is private or loopback.
+    /// A TOML array, or a comma-separated string in the environment.
+    #[serde(deserialize_with = "list_or_commas")]
+    pub webhook_allow_hosts: Vec<String>,
+    /// Lets webhooks reach private, loopback, link-local and other non-public addresses.
+    pub webhook_allow_private: bool,
+    /// Longest a webhook request may take, redirects included, in seconds (`jobs.timeout_secs`
+    /// still bounds the whole attempt).
+    pub webhook_timeout_secs: u64,
+    /// Largest webhook response body read; a larger one fails the job.
+    pub webhook_max_response_bytes: usize,
+    /// Redirects a webhook follows (each hop checked like the first URL).
+    pub webhook_max_redirects: u32,
+}
+
+/// A list given as a TOML array or as one comma-separated string (as environment variables
+/// carry it).
+fn list_or_commas<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        List(Vec<String>),
+        Text(String),
+    }
+    let items = match Form::deserialize(d)? {
+        Form::List(items) => items,
+        Form::Text(text) => text.split(',').map(str::to_string).collect(),
+    };
+    Ok(items.into_iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -185,6 +244,37 @@ pub struct LogSettings {
     pub format: LogFormat,
     /// `tracing` filter directive, e.g. `info,showrunner=debug`.
     pub filter: String,
+}
+
+/// The ops endpoints of the worker roles (`/health`, `/ready`, `/metrics`); the api serves
+/// them on `http.addr`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpsSettings {
+    /// Whether worker processes serve them at all.
+    pub enabled: bool,
+    /// Listen address; unset, each worker binary takes `127.0.0.1` and its role's port
+    /// ([`OpsSettings::addr_for`]), so the roles run side by side on one machine.
+    pub addr: Option<SocketAddr>,
+}
+
+impl OpsSettings {
+    /// The address a process running `role` listens on.
+    pub fn addr_for(&self, role: &str) -> SocketAddr {
+        self.addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], default_ops_port(role))))
+    }
+}
+
+/// Default ops port per role: one process per role on one machine never collide. `up` is
+/// `showrunner up`, which serves every worker role of its process on one port.
+pub fn default_ops_port(role: &str) -> u16 {
+    match role {
+        "episode-worker" => 9101,
+        "activity-worker" => 9102,
+        "notification-worker" => 9103,
+        "job-worker" => 9104,
+        _ => 9100,
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -270,6 +360,7 @@ impl Settings {
             .set_default("amqp.batch_size", 200)?
             .set_default("amqp.delivery_limit", 20)?
             .set_default("amqp.confirm_timeout_secs", 10)?
+            .set_default("amqp.max_message_bytes", 1_048_576)?
             .set_default("http.addr", "127.0.0.1:8080")?
             .set_default("http.max_wait_secs", 30)?
             .set_default("http.presence_ttl_secs", 60)?
@@ -292,8 +383,22 @@ impl Settings {
             .set_default("jobs.max_in_flight", 32)?
             .set_default("jobs.timeout_secs", 300)?
             .set_default("jobs.export_dir", "exports")?
+            .set_default("jobs.webhook_allow_hosts", "")?
+            .set_default("jobs.webhook_allow_private", false)?
+            .set_default("jobs.webhook_timeout_secs", 30)?
+            .set_default("jobs.webhook_max_response_bytes", 1_048_576)?
+            .set_default("jobs.webhook_max_redirects", 5)?
             .set_default("log.format", "text")?
-            .set_default("log.filter", "info,sqlx=warn,sea_orm_migration=warn")?;
+            .set_default("log.filter", "info,sqlx=warn,sea_orm_migration=warn")?
+            .set_default("limits.max_body_bytes", 262_144)?
+            .set_default("limits.max_json_depth", 32)?
+            .set_default("limits.max_string_chars", 10_000)?
+            .set_default("limits.max_list_items", 1000)?
+            .set_default("limits.max_page_size", 100)?
+            .set_default("limits.max_connections_per_user", 20)?
+            .set_default("limits.requests_per_sec", 100)?
+            .set_default("limits.request_burst", 200)?
+            .set_default("ops.enabled", true)?;
         if let Some(path) = file {
             builder = builder.add_source(config::File::from(path).required(true));
         }
@@ -401,9 +506,54 @@ impl Settings {
         if jobs.export_dir.as_os_str().is_empty() {
             return Err(invalid("jobs.export_dir", "must not be empty"));
         }
+        if self.amqp.max_message_bytes < 1024 {
+            return Err(invalid("amqp.max_message_bytes", "must be at least 1024"));
+        }
+        if jobs.webhook_timeout_secs == 0 {
+            return Err(invalid("jobs.webhook_timeout_secs", "must be at least 1"));
+        }
+        if let Err(error) = crate::egress::Policy::from_settings(jobs) {
+            return Err(invalid("jobs.webhook_allow_hosts", &error.to_string()));
+        }
+        if jobs.webhook_max_redirects > 20 {
+            return Err(invalid("jobs.webhook_max_redirects", "must be at most 20"));
+        }
+        self.validate_limits()
+    }
+
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| ConfigError::Invalid { key, message: message.into() };
+        if self.http.max_wait_secs > MAX_WAIT_SECS {
+            return Err(invalid("http.max_wait_secs", "must be at most 30"));
+        }
+        let limits = &self.limits;
+        for (key, value) in [
+            ("limits.max_body_bytes", limits.max_body_bytes),
+            ("limits.max_json_depth", limits.max_json_depth),
+            ("limits.max_string_chars", limits.max_string_chars),
+            ("limits.max_list_items", limits.max_list_items),
+            ("limits.max_page_size", limits.max_page_size as usize),
+            ("limits.max_connections_per_user", limits.max_connections_per_user),
+            ("limits.requests_per_sec", limits.requests_per_sec as usize),
+            ("realtime.max_frame_bytes", self.realtime.max_frame_bytes),
+            ("realtime.max_subscriptions", self.realtime.max_subscriptions),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        if limits.request_burst < limits.requests_per_sec {
+            return Err(invalid(
+                "limits.request_burst",
+                "must be at least limits.requests_per_sec",
+            ));
+        }
         Ok(())
     }
 }
+
+/// The longest `Prefer: wait` the API may honour (`http.max_wait_secs` is at most this).
+pub const MAX_WAIT_SECS: u64 = 30;
 
 /// The most attempts a job may have (`maxAttempts` of `POST /jobs` and `jobs.max_attempts`).
 pub const MAX_JOB_ATTEMPTS: u32 = 100;
@@ -466,6 +616,45 @@ mod tests {
         assert_eq!(s.profile, Profile::Production);
         let err = Settings::with_overrides(&[("profile", "staging")]).expect_err("must fail");
         assert!(err.to_string().contains("profile"), "{err}");
+    }
+
+    #[test]
+    fn limits_are_checked() {
+        let s = Settings::with_overrides(&[]).expect("defaults load");
+        assert_eq!((s.limits.requests_per_sec, s.limits.request_burst), (100, 200));
+        for (key, value) in [
+            ("http.max_wait_secs", "31"),
+            ("limits.max_body_bytes", "0"),
+            ("limits.request_burst", "10"),
+            ("realtime.max_subscriptions", "0"),
+        ] {
+            let err = Settings::with_overrides(&[(key, value)]).expect_err("must fail");
+            assert!(err.to_string().contains(key), "{err}");
+        }
+    }
+
+    #[test]
+    fn webhook_hosts_come_as_a_list_or_a_comma_separated_string() {
+        let s = Settings::with_overrides(&[]).expect("defaults load");
+        assert!(s.jobs.webhook_allow_hosts.is_empty());
+        assert!(!s.jobs.webhook_allow_private);
+        let s = Settings::with_overrides(&[("jobs.webhook_allow_hosts", "127.0.0.1, ::1,")])
+            .expect("overrides load");
+        assert_eq!(s.jobs.webhook_allow_hosts, ["127.0.0.1", "::1"]);
+    }
+
+    #[test]
+    fn ops_ports_differ_per_role_unless_set() {
+        let s = Settings::with_overrides(&[]).expect("defaults load");
+        assert!(s.ops.enabled);
+        let ports: std::collections::HashSet<u16> =
+            ["episode-worker", "activity-worker", "notification-worker", "job-worker", "up"]
+                .iter()
+                .map(|r| s.ops.addr_for(r).port())
+                .collect();
+        assert_eq!(ports.len(), 5);
+        let s = Settings::with_overrides(&[("ops.addr", "127.0.0.1:0")]).expect("loads");
+        assert_eq!(s.ops.addr_for("job-worker").to_string(), "127.0.0.1:0");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! into the delay tier that fits what remains (the worker sends them on until it is reached).
 
 use chrono::{DateTime, Utc};
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 
 use crate::broker::topology::{
     JOBS_DELAY_EXCHANGE, JOBS_EXCHANGE, JOBS_KEY, job_delay_queue, job_delay_tier,
@@ -21,6 +21,20 @@ pub async fn publish(
     request: &JobRequest,
     now: DateTime<Utc>,
 ) -> Result<(), PublishError> {
+    publish_traced(publisher, request, now, None).await
+}
+
+/// [`publish`] with a W3C `traceparent` header (the trace of the request that made the job).
+pub async fn publish_traced(
+    publisher: &Publisher,
+    request: &JobRequest,
+    now: DateTime<Utc>,
+    traceparent: Option<&str>,
+) -> Result<(), PublishError> {
+    let mut headers = FieldTable::default();
+    if let Some(tp) = traceparent {
+        headers.insert("traceparent".into(), AMQPValue::LongString(tp.into()));
+    }
     // Serializing ids and a timestamp cannot fail.
     let body = serde_json::to_vec(request).unwrap_or_default();
     let tier = job_delay_tier(remaining_ms(request, now)).map(job_delay_queue);
@@ -33,11 +47,7 @@ pub async fn publish(
             exchange,
             routing_key,
             body: &body,
-            properties: publisher_json_properties(
-                &request.dispatch_id.to_string(),
-                "job",
-                FieldTable::default(),
-            ),
+            properties: publisher_json_properties(&request.dispatch_id.to_string(), "job", headers),
             mandatory: true,
         })
         .await

@@ -140,6 +140,8 @@ impl<K: Copy + Eq + Hash> TopicIndex<K> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     const CASES: &[(&str, &str, bool)] = &[
@@ -200,6 +202,81 @@ mod tests {
         index.remove("episode.#", 2);
         index.remove("episode.*.created", 3);
         assert!(index.is_empty());
+    }
+
+    /// Words from a small alphabet, so random patterns and topics often meet.
+    fn word() -> impl Strategy<Value = String> {
+        proptest::sample::select(vec!["a", "b", "episode", "user", "7", "x-y"])
+            .prop_map(String::from)
+    }
+
+    fn pattern() -> impl Strategy<Value = String> {
+        let part = prop_oneof![3 => word(), 1 => Just("*".to_string()), 1 => Just("#".to_string())];
+        proptest::collection::vec(part, 1..6).prop_map(|w| w.join("."))
+    }
+
+    fn topic() -> impl Strategy<Value = String> {
+        proptest::collection::vec(word(), 1..7).prop_map(|w| w.join("."))
+    }
+
+    /// The plainest matcher there is: `#` tried at every length, by brute force over splits.
+    fn reference(p: &[&str], t: &[&str]) -> bool {
+        match p.split_first() {
+            None => t.is_empty(),
+            Some((&"#", rest)) => (0..=t.len()).any(|k| reference(rest, &t[k..])),
+            Some((w, rest)) => t
+                .split_first()
+                .is_some_and(|(x, more)| (*w == "*" || w == x) && reference(rest, more)),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn proptest_the_matcher_agrees_with_brute_force(p in pattern(), t in topic()) {
+            let words = |s: &str| s.split('.').map(str::to_string).collect::<Vec<_>>();
+            let (pw, tw) = (words(&p), words(&t));
+            let pw: Vec<&str> = pw.iter().map(String::as_str).collect();
+            let tw: Vec<&str> = tw.iter().map(String::as_str).collect();
+            prop_assert_eq!(matches(&p, &t), reference(&pw, &tw), "{} ~ {}", p, t);
+        }
+
+        #[test]
+        fn proptest_the_index_agrees_with_the_matcher(
+            patterns in proptest::collection::vec(pattern(), 1..20),
+            topics in proptest::collection::vec(topic(), 1..20),
+            removed in proptest::collection::vec(any::<proptest::sample::Index>(), 0..5),
+        ) {
+            let mut index = TopicIndex::default();
+            for (i, p) in patterns.iter().enumerate() {
+                prop_assert_eq!(validate(p), Ok(()));
+                index.insert(p, i);
+            }
+            let gone: HashSet<usize> = removed.iter().map(|r| r.index(patterns.len())).collect();
+            for i in &gone {
+                index.remove(&patterns[*i], *i);
+            }
+            for t in &topics {
+                let expected: HashSet<usize> = patterns
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, p)| !gone.contains(i) && matches(p, t))
+                    .map(|(i, _)| i)
+                    .collect();
+                prop_assert_eq!(index.matching(t), expected, "{}", t);
+            }
+        }
+
+        #[test]
+        fn proptest_validation_never_panics_and_accepts_only_words(s in "\\PC{0,300}") {
+            if validate(&s).is_ok() {
+                prop_assert!(s.len() <= PATTERN_MAX);
+                prop_assert!(s.split('.').all(|w| !w.is_empty()));
+                // A valid pattern is safe to index and match.
+                let mut index = TopicIndex::default();
+                index.insert(&s, 0u8);
+                let _ = index.matching(&s);
+            }
+        }
     }
 
     #[test]

@@ -89,7 +89,10 @@ fn main() -> ExitCode {
     let _ = fmt().with_env_filter(filter).try_init();
     let runtime = Builder::new_multi_thread().enable_all().build();
     runtime.expect("a tokio runtime").block_on(async move {
-        let options = Options { partitions: 16, ..Default::default() };
+        // One bench user sends thousands of requests per second: lift its rate limit.
+        let extra = [("limits.requests_per_sec", "1000000"), ("limits.request_burst", "1000000")];
+        let extra = extra.map(|(k, v)| (k.to_string(), v.to_string())).to_vec();
+        let options = Options { partitions: 16, extra, ..Default::default() };
         let app = TestApp::spawn_with(options).await;
         if let Err(error) = run(&app, args).await {
             fail(format!("{error:#}"));

@@ -262,6 +262,40 @@ async fn an_idempotent_retry_returns_the_first_answer_and_publishes_nothing() {
 }
 
 #[tokio::test]
+async fn concurrent_requests_with_one_key_make_one_command() {
+    // They race in the api (and may share one batch of its group insert): one command results.
+    let app = TestApp::spawn().await;
+    let alice = app.token("alice", Role::Member);
+    let posts = (0..16).map(|_| {
+        send(
+            app.http
+                .post(app.api("/episodes"))
+                .bearer_auth(&alice)
+                .header("Idempotency-Key", "same-key")
+                .json(&json!({"title": "Raced"})),
+        )
+    });
+    let answers = futures_util::future::join_all(posts).await;
+    let ids: std::collections::HashSet<String> = answers
+        .iter()
+        .filter(|(status, _)| *status == StatusCode::ACCEPTED)
+        .map(|(_, body)| str_of(body, "commandId").to_string())
+        .collect();
+    assert_eq!(ids.len(), 1, "one command id for one key: {answers:?}");
+    // Any other answer can only be the 409 of a request that raced the winner's publish.
+    assert!(answers.iter().all(|(s, _)| *s == StatusCode::ACCEPTED || *s == StatusCode::CONFLICT));
+    let id = ids.into_iter().next().unwrap_or_default();
+    settled_command(&app, &alice, &id).await;
+    wait_until("one activity row", DEADLINE, || async {
+        app.count("SELECT count(*) FROM activity_log").await == 1
+    })
+    .await;
+    assert_eq!(app.count("SELECT count(*) FROM episodes").await, 1);
+    assert_eq!(app.count("SELECT count(*) FROM commands").await, 1);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn update_of_a_missing_episode_is_rejected_and_the_actor_told() {
     let app = TestApp::spawn().await;
     let alice = app.token("alice", Role::Member);

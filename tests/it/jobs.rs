@@ -29,6 +29,9 @@ async fn spawn_with(switch: &Switch, job_workers: usize, extra: &[(&str, &str)])
         ("jobs.backoff_factor", "2"),
         ("jobs.max_delay_ms", "2000"),
         ("jobs.timeout_secs", "10"),
+        // The hook servers of these tests listen on loopback, which webhooks may not reach
+        // unless the configuration says so.
+        ("jobs.webhook_allow_hosts", "127.0.0.1"),
     ];
     pairs.extend_from_slice(extra);
     TestApp::spawn_with(Options {

@@ -45,3 +45,40 @@ pub async fn settled_command(app: &TestApp, token: &str, command_id: &str) -> Va
 pub fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
     v[key].as_str().unwrap_or_else(|| panic!("{key} missing in {v}"))
 }
+
+/// A WebSocket client of the relay.
+pub type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The next JSON text frame of `socket`, or the close frame's code and reason as
+/// `{"close": code, "reason": ...}`; panics at the deadline or when the socket just ends.
+pub async fn ws_next(socket: &mut Socket) -> Value {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let message = tokio::time::timeout(DEADLINE, socket.next())
+            .await
+            .unwrap_or_else(|_| panic!("no frame within {DEADLINE:?}"));
+        match message {
+            Some(Ok(Message::Text(text))) => {
+                return serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+            }
+            Some(Ok(Message::Close(frame))) => {
+                return frame.map_or(serde_json::json!({"close": null}), |f| {
+                    serde_json::json!({"close": u16::from(f.code), "reason": f.reason.as_str()})
+                });
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("socket ended: {other:?}"),
+        }
+    }
+}
+
+/// Sends one JSON text frame.
+pub async fn ws_say(socket: &mut Socket, frame: Value) {
+    use futures_util::SinkExt;
+    socket
+        .send(tokio_tungstenite::tungstenite::Message::Text(frame.to_string().into()))
+        .await
+        .unwrap_or_else(|e| panic!("send: {e}"));
+}

@@ -98,6 +98,9 @@ impl TestApp {
             ("auth.jwt_secret", TEST_SECRET),
             ("workers.heartbeat_secs", "1"),
             ("workers.heartbeat_ttl_secs", "4"),
+            // Many stacks share the test process: no worker opens an ops port of its own
+            // (tests/it/ops.rs serves one per stack through `ops::scoped`).
+            ("ops.enabled", "false"),
         ];
         pairs.extend(options.extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let settings = Arc::new(Settings::with_overrides(&pairs)?);
@@ -215,6 +218,7 @@ impl TestApp {
                 },
             ),
             ("SHOWRUNNER__AUTH__JWT_SECRET".into(), TEST_SECRET.into()),
+            ("SHOWRUNNER__OPS__ADDR".into(), "127.0.0.1:0".into()),
             ("SHOWRUNNER__JOBS__TIMEOUT_SECS".into(), self.settings.jobs.timeout_secs.to_string()),
             (
                 "SHOWRUNNER__JOBS__INITIAL_DELAY_MS".into(),

@@ -3,6 +3,8 @@
 
 pub mod consumers;
 pub mod jobs;
+mod observe;
+pub mod ops;
 pub mod partitions;
 pub mod runtime;
 pub mod session;
@@ -17,6 +19,7 @@ use lapin::types::FieldTable;
 use showrunner_shared::broker::ack_through;
 use showrunner_shared::broker::{process_label, topology};
 use showrunner_shared::config::Settings;
+use showrunner_shared::metrics;
 use tokio_stream::StreamMap;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -33,13 +36,19 @@ pub async fn run_episode_worker(
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     const ROLE: &str = "episode-worker";
+    let ops = ops::serving(&settings, ROLE, &cancel).await;
     let db = session::database(&settings, ROLE).await?;
+    let probe = ops.probe(ROLE, &db);
     let me = Uuid::now_v7();
     // The worker id in the label tells apart two workers of one process (tests, `showrunner up`).
     let label = format!("{}/{me}", process_label(ROLE));
     tracing::info!(worker_id = %me, %label, "episode worker starting");
-    while let Some((conn, ctx)) = session::connect(&settings, &db, ROLE, &cancel).await {
+    let mut pacer = session::Pacer::default();
+    while let Some((conn, ctx)) = pacer.connect(&settings, &db, ROLE, &cancel).await {
+        probe.connected(&conn);
+        probe.consuming(true);
         supervise_partitions(&ctx, &conn, me, &label, &cancel).await;
+        probe.consuming(false);
         let _ = conn.close(200, "shutting down".into()).await;
         if cancel.is_cancelled() {
             break;
@@ -147,10 +156,9 @@ async fn supervise_partitions(
                 .parse()
                 .map_or_else(|_| "unknown".into(), topology::command_queue)
         };
-        if let Err(error) =
-            process_batch(ctx, "episode commands", &queue_of, &EpisodeCommands, &batch, cancel)
-                .await
-        {
+        let queue = topology::COMMANDS_EXCHANGE;
+        let handling = process_batch(ctx, queue, &queue_of, &EpisodeCommands, &batch, cancel);
+        if let Err(error) = observe::traced(queue, &batch, handling).await {
             tracing::warn!(%error, "applying a batch failed, reconnecting");
             break;
         }
@@ -159,9 +167,13 @@ async fn supervise_partitions(
         for (p, d) in from.iter().zip(&batch) {
             last.insert(*p, d);
         }
-        for d in last.values() {
+        for (p, d) in &last {
+            let n = from.iter().filter(|q| *q == p).count() as u64;
             if let Ok(false) | Err(_) = ack_through(d).await {
+                metrics::MESSAGES_REJECTED.inc_by(&[queue], n);
                 tracing::warn!("ack not sent, channel closed: those commands will be redelivered");
+            } else {
+                metrics::MESSAGES_ACKED.inc_by(&[queue], n);
             }
         }
     }
@@ -222,16 +234,27 @@ pub async fn run_activity_worker(
     settings: Arc<Settings>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    tokio::try_join!(
-        run_queue_worker(
-            settings.clone(),
-            cancel.clone(),
-            "activity-worker",
-            topology::ACTIVITY_QUEUE,
-            ActivityLog,
-        ),
-        run_queue_worker(settings, cancel, "activity-worker", topology::EVENT_LOG_QUEUE, EventLog,),
-    )?;
+    // Both consumers report to one ops server.
+    let ops = ops::serving(&settings, "activity-worker", &cancel).await;
+    ops::scoped(ops, async {
+        tokio::try_join!(
+            run_queue_worker(
+                settings.clone(),
+                cancel.clone(),
+                "activity-worker",
+                topology::ACTIVITY_QUEUE,
+                ActivityLog,
+            ),
+            run_queue_worker(
+                settings.clone(),
+                cancel.clone(),
+                "activity-worker",
+                topology::EVENT_LOG_QUEUE,
+                EventLog,
+            ),
+        )
+    })
+    .await?;
     Ok(())
 }
 
@@ -266,13 +289,16 @@ pub async fn run_job_worker_with(
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     const ROLE: &str = "job-worker";
+    let ops = ops::serving(&settings, ROLE, &cancel).await;
     // No ping per acquire: it would double the round trips of the short job statements; a
     // connection broken by a restart fails one request, which comes back through a delay tier.
     let db = session::database_with(&settings, ROLE, false).await?;
+    let probe = ops.probe(ROLE, &db);
     let tag = format!("{}/{}", process_label(ROLE), Uuid::now_v7());
     let http = jobs::webhook::client()?;
     tracing::info!(types = ?registry.types(), "job worker starting");
-    while let Some((conn, ctx)) = session::connect(&settings, &db, ROLE, &cancel).await {
+    let mut pacer = session::Pacer::default();
+    while let Some((conn, ctx)) = pacer.connect(&settings, &db, ROLE, &cancel).await {
         let channel = match conn.create_channel().await {
             Ok(c) => c,
             Err(error) => {
@@ -283,7 +309,10 @@ pub async fn run_job_worker_with(
         announce(&ctx, &tag).await;
         let sweeper = tokio::spawn(sweep_jobs_forever(ctx.clone(), cancel.child_token()));
         let runner = jobs::consumer::Runner::new(ctx, registry.clone(), http.clone());
+        probe.connected(&conn);
+        probe.consuming(true);
         let result = jobs::consumer::consume(&runner, &channel, &tag, &cancel).await;
+        probe.consuming(false);
         sweeper.abort();
         let _ = channel.close(200, "stopping".into()).await;
         let _ = conn.close(200, "stopping".into()).await;
@@ -361,9 +390,13 @@ async fn run_queue_worker<H: BatchHandler>(
     queue: &str,
     handler: H,
 ) -> anyhow::Result<()> {
+    let ops = ops::serving(&settings, role, &cancel).await;
     let db = session::database(&settings, role).await?;
-    let tag = process_label(role);
-    while let Some((conn, ctx)) = session::connect(&settings, &db, role, &cancel).await {
+    let probe = ops.probe(format!("{role}/{queue}"), &db);
+    // The queue in the tag tells apart the activity worker's two consumers in the UI.
+    let tag = format!("{}/{queue}", process_label(role));
+    let mut pacer = session::Pacer::default();
+    while let Some((conn, ctx)) = pacer.connect(&settings, &db, role, &cancel).await {
         let channel = match conn.create_channel().await {
             Ok(c) => c,
             Err(error) => {
@@ -372,7 +405,10 @@ async fn run_queue_worker<H: BatchHandler>(
             }
         };
         let sweeper = tokio::spawn(sweep_forever(ctx.clone(), cancel.child_token()));
+        probe.connected(&conn);
+        probe.consuming(true);
         let result = consume(&ctx, &channel, queue, &tag, &handler, &cancel).await;
+        probe.consuming(false);
         sweeper.abort();
         let _ = channel.close(200, "stopping".into()).await;
         let _ = conn.close(200, "stopping".into()).await;

@@ -12,9 +12,10 @@ use lapin::message::Delivery;
 use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use sea_orm::{DatabaseConnection, DbErr};
-use serde::de::DeserializeOwned;
 use showrunner_shared::broker::{Publisher, ack_through, next_batch};
 use showrunner_shared::config::Settings;
+use showrunner_shared::inbound::{self, Inbound, Rules};
+use showrunner_shared::metrics;
 use showrunner_shared::outbox::{self, StoredEvent};
 use tokio_util::sync::CancellationToken;
 
@@ -37,7 +38,8 @@ pub struct Incoming<T> {
 /// A consumer: applies a batch of messages in one transaction and returns the events that
 /// transaction wrote to the outbox (the runtime publishes them after the commit).
 pub trait BatchHandler: Send + Sync + 'static {
-    type Message: DeserializeOwned + Send + Sync;
+    /// Decoded and checked by [`inbound::decode`]: what fails is parked, never handled.
+    type Message: Inbound + Send + Sync;
 
     fn handle(
         &self,
@@ -93,14 +95,19 @@ pub async fn consume<H: BatchHandler>(
             Some(Err(e)) => return Err(e.into()),
             Some(Ok(batch)) => batch,
         };
-        process_batch(ctx, queue, &|_| queue.to_string(), handler, &batch, cancel).await?;
+        let queue_of = |_: &Delivery| queue.to_string();
+        let handling = process_batch(ctx, queue, &queue_of, handler, &batch, cancel);
+        crate::observe::traced(queue, &batch, handling).await?;
         if let Some(last) = batch.last() {
             match ack_through(last).await {
-                Ok(true) => {}
-                Ok(false) => tracing::warn!(
-                    queue,
-                    "ack not sent, channel closed: the batch will be redelivered"
-                ),
+                Ok(true) => metrics::MESSAGES_ACKED.inc_by(&[queue], batch.len() as u64),
+                Ok(false) => {
+                    metrics::MESSAGES_REJECTED.inc_by(&[queue], batch.len() as u64);
+                    tracing::warn!(
+                        queue,
+                        "ack not sent, channel closed: the batch will be redelivered"
+                    )
+                }
                 Err(error) => return Err(error.into()),
             }
         }
@@ -120,12 +127,16 @@ pub async fn process_batch<H: BatchHandler>(
     batch: &[Delivery],
     cancel: &CancellationToken,
 ) -> Result<(), ConsumeError> {
+    metrics::MESSAGES_CONSUMED.inc_by(&[queue], batch.len() as u64);
     let mut decoded = Vec::with_capacity(batch.len());
+    let rules = Rules::from_settings(&ctx.settings);
     for delivery in batch {
-        match decode::<H::Message>(delivery) {
+        match decode::<H::Message>(delivery, &rules) {
             Ok(message) => decoded.push((delivery, message)),
-            Err(reason) => {
-                tracing::warn!(queue, %reason, "undecodable message parked");
+            Err(refused) => {
+                // Hostile or broken input: parked with its reason, and the batch goes on.
+                let reason = refused.to_string();
+                tracing::warn!(queue, %reason, "refused message parked");
                 ctx.publisher.park(&queue_of(delivery), delivery, &reason).await?;
             }
         }
@@ -134,13 +145,18 @@ pub async fn process_batch<H: BatchHandler>(
         return Ok(());
     }
     let messages: Vec<_> = decoded.iter().map(|(_, m)| m).collect();
-    let events = match apply_with_retry(ctx, handler, &messages, BATCH_ATTEMPTS, cancel).await {
+    let started = std::time::Instant::now();
+    let events = match apply_with_retry(ctx, queue, handler, &messages, BATCH_ATTEMPTS, cancel)
+        .await
+    {
         Some(Ok(events)) => events,
         Some(Err(error)) if messages.len() > 1 => {
             tracing::warn!(queue, %error, "batch keeps failing, applying its messages one by one");
             let mut events = Vec::new();
             for (delivery, message) in &decoded {
-                match apply_with_retry(ctx, handler, &[message], SINGLE_ATTEMPTS, cancel).await {
+                match apply_with_retry(ctx, queue, handler, &[message], SINGLE_ATTEMPTS, cancel)
+                    .await
+                {
                     Some(Ok(mut e)) => events.append(&mut e),
                     Some(Err(error)) => {
                         tracing::error!(queue, %error, "message keeps failing, parked");
@@ -168,6 +184,7 @@ pub async fn process_batch<H: BatchHandler>(
         // Shut down mid-retry: nothing is acked, the broker redelivers the batch.
         None => return Err(ConsumeError::Ended),
     };
+    metrics::HANDLER_SECONDS.observe_duration(&[queue], started.elapsed());
     if let Err(error) = outbox::publish(&ctx.db, &ctx.publisher, &events).await {
         // The events are committed in the outbox: the sweeper publishes them later.
         tracing::warn!(queue, %error, count = events.len(), "outbox publish failed, left to the sweeper");
@@ -179,6 +196,7 @@ pub async fn process_batch<H: BatchHandler>(
 /// are retried for as long as it takes; other errors `attempts` times. `None` on shutdown.
 async fn apply_with_retry<H: BatchHandler>(
     ctx: &Context,
+    queue: &str,
     handler: &H,
     messages: &[&Incoming<H::Message>],
     attempts: usize,
@@ -201,6 +219,7 @@ async fn apply_with_retry<H: BatchHandler>(
                     return Some(Err(error));
                 }
                 let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                metrics::MESSAGES_RETRIED.inc_by(&[queue], messages.len() as u64);
                 tracing::warn!(%error, transient, ?delay, "applying failed, retrying");
                 tokio::select! {
                     () = cancel.cancelled() => return None,
@@ -211,8 +230,9 @@ async fn apply_with_retry<H: BatchHandler>(
     }
 }
 
-fn decode<T: DeserializeOwned>(delivery: &Delivery) -> Result<Incoming<T>, String> {
-    let body = serde_json::from_slice(&delivery.data).map_err(|e| format!("undecodable: {e}"))?;
+fn decode<T: Inbound>(delivery: &Delivery, rules: &Rules) -> Result<Incoming<T>, inbound::Refused> {
+    let routing_key = delivery.routing_key.as_str();
+    let body = inbound::decode(&delivery.data, routing_key, rules, chrono::Utc::now())?;
     let traceparent = delivery.properties.headers().as_ref().and_then(|h| {
         match h.inner().get("traceparent")? {
             AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok().map(str::to_string),

@@ -32,6 +32,60 @@ pub async fn database_with(
     Ok(db)
 }
 
+/// Spaces a role's broker sessions. A session that ended soon after it began (the broker
+/// accepts connections but a channel or a consume keeps failing) is followed by a pause that
+/// doubles each time, up to 10 s; after a session that lived a while, the next connect is
+/// immediate. So a role never reconnects in a tight loop, whatever fails.
+#[derive(Default)]
+pub struct Pacer {
+    last_start: Option<std::time::Instant>,
+    delays: Option<backon::ExponentialBackoff>,
+}
+
+/// A session shorter than this counts as a failed one.
+const SHORT_SESSION: Duration = Duration::from_secs(30);
+
+impl Pacer {
+    /// [`connect`], after the pause the previous session's length calls for.
+    pub async fn connect(
+        &mut self,
+        settings: &Arc<Settings>,
+        db: &DatabaseConnection,
+        role: &str,
+        cancel: &CancellationToken,
+    ) -> Option<(Connection, Context)> {
+        if let Some(started) = self.last_start {
+            if started.elapsed() < SHORT_SESSION {
+                let delays = self.delays.get_or_insert_with(delays);
+                let delay = delays.next().unwrap_or(Duration::from_secs(10));
+                tracing::info!(
+                    role,
+                    ?delay,
+                    "the last session was short, pausing before reconnecting"
+                );
+                tokio::select! {
+                    () = cancel.cancelled() => return None,
+                    () = tokio::time::sleep(delay) => {}
+                }
+            } else {
+                self.delays = None;
+            }
+        }
+        let session = connect(settings, db, role, cancel).await;
+        self.last_start = Some(std::time::Instant::now());
+        session
+    }
+}
+
+fn delays() -> backon::ExponentialBackoff {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(10))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
 /// A live broker connection and the context handlers run with. `None` on shutdown.
 pub async fn connect(
     settings: &Arc<Settings>,
@@ -39,12 +93,7 @@ pub async fn connect(
     role: &str,
     cancel: &CancellationToken,
 ) -> Option<(Connection, Context)> {
-    let mut delays = ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(10))
-        .with_jitter()
-        .without_max_times()
-        .build();
+    let mut delays = delays();
     loop {
         match try_connect(settings, db, role).await {
             Ok(session) => return Some(session),
@@ -72,6 +121,7 @@ async fn try_connect(
     let publisher =
         Publisher::open(&conn, Duration::from_secs(settings.amqp.confirm_timeout_secs)).await?;
     tracing::info!(role, "connected to RabbitMQ");
+    showrunner_shared::metrics::BROKER_RECONNECTS.inc(&[role]);
     Ok((conn, Context { db: db.clone(), publisher, settings: settings.clone() }))
 }
 
@@ -130,7 +180,12 @@ async fn republish_pending(ctx: &Context) -> anyhow::Result<usize> {
     .await?;
     let mut ids = Vec::new();
     for row in &rows {
-        let envelope: CommandEnvelope = serde_json::from_value(row.message.clone())?;
+        // The api stores the request's trace beside the envelope (see `accept::submit`).
+        let mut message = row.message.clone();
+        if let Some(fields) = message.as_object_mut() {
+            fields.remove("traceparent");
+        }
+        let envelope: CommandEnvelope = serde_json::from_value(message)?;
         let body = serde_json::to_vec(&envelope)?;
         showrunner_shared::commands::publish(
             &ctx.publisher,

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use axum::extract::ws::Utf8Bytes;
 use showrunner_shared::topics::TopicIndex;
@@ -21,13 +21,56 @@ pub type ClientId = u64;
 pub struct FrameData {
     pub seq: i64,
     pub topic: String,
+    /// Who may receive it, decided once per event.
+    pub audience: Audience,
     pub text: Utf8Bytes,
+}
+
+/// Who may receive an event. `user.<id>.…` topics are their owner's alone (not even admins see
+/// another user's notifications); a job's events are its creator's (the event's actor) and the
+/// admins', like `GET /jobs/{id}`; `system.…` events are for admins; everything else (episodes)
+/// is for every member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    Everyone,
+    Owner(Uuid),
+    OwnerAndAdmins(Uuid),
+    Admins,
+}
+
+impl Audience {
+    /// The audience of an event on `topic` whose actor is `actor`.
+    pub fn of(topic: &str, actor: Option<Uuid>) -> Self {
+        let mut words = topic.split('.');
+        match (words.next(), words.next()) {
+            (Some("user"), Some(owner)) => Uuid::parse_str(owner).map_or(Self::Admins, Self::Owner),
+            (Some("job"), _) => actor.map_or(Self::Admins, Self::OwnerAndAdmins),
+            (Some("system"), _) => Self::Admins,
+            _ => Self::Everyone,
+        }
+    }
+
+    pub fn includes(self, viewer: Viewer) -> bool {
+        match self {
+            Self::Everyone => true,
+            Self::Owner(owner) => viewer.id == owner,
+            Self::OwnerAndAdmins(owner) => viewer.admin || viewer.id == owner,
+            Self::Admins => viewer.admin,
+        }
+    }
+}
+
+/// A connected user, as far as delivery needs to know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Viewer {
+    pub id: Uuid,
+    pub admin: bool,
 }
 
 pub type Frame = Arc<FrameData>;
 
 struct Client {
-    user: Uuid,
+    user: Viewer,
     patterns: Vec<String>,
     queue: mpsc::Sender<Frame>,
     /// Cancelled when the client fell behind: its session closes it.
@@ -47,6 +90,26 @@ pub struct Hub {
     pub delivered: AtomicU64,
     pub overflowed: AtomicU64,
     connections: AtomicUsize,
+    /// Open connections per user, for `limits.max_connections_per_user`.
+    per_user: Mutex<HashMap<Uuid, usize>>,
+}
+
+/// One of a user's connection slots, held for the life of the connection.
+pub struct Slot {
+    hub: Arc<Hub>,
+    user: Uuid,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut per_user = self.hub.per_user.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = per_user.get_mut(&self.user) {
+            *n -= 1;
+            if *n == 0 {
+                per_user.remove(&self.user);
+            }
+        }
+    }
 }
 
 /// What a session gets when it registers.
@@ -57,7 +120,18 @@ pub struct Registration {
 }
 
 impl Hub {
-    pub fn register(&self, user: Uuid, buffer: usize) -> Registration {
+    /// Takes one of `user`'s `max` connection slots; `None` when all are taken.
+    pub fn reserve(self: &Arc<Self>, user: Uuid, max: usize) -> Option<Slot> {
+        let mut per_user = self.per_user.lock().unwrap_or_else(|p| p.into_inner());
+        let open = per_user.entry(user).or_default();
+        if *open >= max {
+            return None;
+        }
+        *open += 1;
+        Some(Slot { hub: self.clone(), user })
+    }
+
+    pub fn register(&self, user: Viewer, buffer: usize) -> Registration {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (queue, frames) = mpsc::channel(buffer);
         let overflow = CancellationToken::new();
@@ -121,7 +195,7 @@ impl Hub {
             let Some(client) = inner.clients.get(&id) else {
                 continue;
             };
-            if !may_see(client.user, &frame.topic) {
+            if !frame.audience.includes(client.user) {
                 continue;
             }
             match client.queue.try_send(frame.clone()) {
@@ -148,15 +222,6 @@ impl Hub {
     }
 }
 
-/// `user.<id>.…` topics are their owner's alone; everything else is for every member.
-pub fn may_see(user: Uuid, topic: &str) -> bool {
-    let mut words = topic.split('.');
-    match (words.next(), words.next()) {
-        (Some("user"), Some(owner)) => Uuid::parse_str(owner).is_ok_and(|o| o == user),
-        _ => true,
-    }
-}
-
 /// May this user subscribe to `pattern`? Only a `user.` pattern naming someone else is refused;
 /// wildcards that could reach other users' topics are filtered at delivery by [`may_see`].
 pub fn may_subscribe(user: Uuid, pattern: &str) -> bool {
@@ -172,15 +237,28 @@ mod tests {
     use super::*;
 
     fn frame(topic: &str, seq: i64) -> Frame {
-        Arc::new(FrameData { seq, topic: topic.into(), text: format!("{{\"seq\":{seq}}}").into() })
+        framed(topic, seq, None)
+    }
+
+    fn framed(topic: &str, seq: i64, actor: Option<Uuid>) -> Frame {
+        Arc::new(FrameData {
+            seq,
+            topic: topic.into(),
+            audience: Audience::of(topic, actor),
+            text: format!("{{\"seq\":{seq}}}").into(),
+        })
+    }
+
+    fn member(id: Uuid) -> Viewer {
+        Viewer { id, admin: false }
     }
 
     #[tokio::test]
     async fn events_reach_matching_clients_only() {
         let hub = Hub::default();
         let (alice, bob) = (Uuid::from_u128(1), Uuid::from_u128(2));
-        let mut a = hub.register(alice, 8);
-        let mut b = hub.register(bob, 8);
+        let mut a = hub.register(member(alice), 8);
+        let mut b = hub.register(member(bob), 8);
         hub.subscribe(a.id, "episode.*.created");
         hub.subscribe(b.id, "job.#");
         hub.subscribe(b.id, "#");
@@ -199,8 +277,8 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_marks_only_that_client() {
         let hub = Hub::default();
-        let slow = hub.register(Uuid::from_u128(1), 2);
-        let mut fast = hub.register(Uuid::from_u128(2), 2);
+        let slow = hub.register(member(Uuid::from_u128(1)), 2);
+        let mut fast = hub.register(member(Uuid::from_u128(2)), 2);
         hub.subscribe(slow.id, "#");
         hub.subscribe(fast.id, "#");
         for seq in 0..3 {
@@ -218,7 +296,42 @@ mod tests {
         assert!(!may_subscribe(me, &format!("user.{}.#", Uuid::from_u128(8))));
         assert!(!may_subscribe(me, "user.*.notification"));
         assert!(may_subscribe(me, "*.*.notification"));
-        assert!(!may_see(me, &format!("user.{}.notification", Uuid::from_u128(8))));
-        assert!(may_see(me, "episode.1.created"));
+        let (me_member, admin) = (member(me), Viewer { id: Uuid::from_u128(9), admin: true });
+        let other = Audience::of(&format!("user.{}.notification", Uuid::from_u128(8)), None);
+        assert!(!other.includes(me_member) && !other.includes(admin));
+        assert!(Audience::of(&format!("user.{me}.command"), None).includes(me_member));
+        assert!(Audience::of("episode.1.created", None).includes(me_member));
+    }
+
+    #[test]
+    fn job_events_reach_their_creator_and_admins_system_events_admins() {
+        let (alice, bob) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let admin = Viewer { id: Uuid::from_u128(3), admin: true };
+        let job = Audience::of("job.5.completed", Some(alice));
+        assert!(job.includes(member(alice)) && job.includes(admin));
+        assert!(!job.includes(member(bob)));
+        let system = Audience::of("system.jobs.started", None);
+        assert!(system.includes(admin) && !system.includes(member(alice)));
+
+        let hub = Hub::default();
+        let mut b = hub.register(member(bob), 8);
+        hub.subscribe(b.id, "#");
+        hub.dispatch(&framed("job.5.completed", 1, Some(alice)));
+        hub.dispatch(&framed("job.6.completed", 2, Some(bob)));
+        assert_eq!(b.frames.try_recv().map(|f| f.seq).ok(), Some(2));
+        assert!(b.frames.try_recv().is_err());
+    }
+
+    #[test]
+    fn connection_slots_are_counted_per_user() {
+        let hub = Arc::new(Hub::default());
+        let (alice, bob) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let first = hub.reserve(alice, 2);
+        let second = hub.reserve(alice, 2);
+        assert!(first.is_some() && second.is_some());
+        assert!(hub.reserve(alice, 2).is_none());
+        assert!(hub.reserve(bob, 2).is_some());
+        drop(first);
+        assert!(hub.reserve(alice, 2).is_some());
     }
 }

@@ -9,8 +9,9 @@ pub mod socket;
 
 use axum::Router;
 use axum::extract::State;
-use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use serde::Deserialize;
@@ -18,7 +19,11 @@ use showrunner_shared::contracts::EventEnvelope;
 
 use crate::error::ApiError;
 use crate::extract::{QueryParams, authenticate, bearer};
+use crate::relay::hub::Audience;
 use crate::state::AppState;
+
+/// Bytes of frames kept before tungstenite writes without waiting for the flush.
+const WRITE_BUFFER: usize = 8 * 1024;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/ws", any(upgrade))
@@ -32,37 +37,57 @@ struct TokenQuery {
 async fn upgrade(
     State(state): State<AppState>,
     headers: HeaderMap,
+    // Not axum's `Query`: its rejection (`?token=a&token=b`) is text/plain.
     QueryParams(query): QueryParams<TokenQuery>,
-    // Taken as a Result so that a request that is no upgrade gets problem+json (axum's own
-    // rejection is text/plain), and only after the token was checked.
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let token = bearer(&headers).map(str::to_string).or(query.token).ok_or_else(|| {
         ApiError::Unauthorized("a bearer token is required (header or ?token=)".into())
     })?;
     let user = authenticate(&state, &token)?;
-    let ws = ws.map_err(|rejection| match rejection.status() {
-        StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed(rejection.body_text()),
-        _ => ApiError::bad_param("upgrade", rejection.body_text()),
+    // Who asks comes first; then whether it is a WebSocket handshake at all.
+    let ws = ws.map_err(|rejection| {
+        if rejection.status() == axum::http::StatusCode::METHOD_NOT_ALLOWED {
+            ApiError::MethodNotAllowed(rejection.body_text())
+        } else {
+            ApiError::bad_param("upgrade", rejection.body_text())
+        }
+    })?;
+    let per_user = state.settings.limits.max_connections_per_user;
+    // Taken before the upgrade, so a user over the limit gets an HTTP answer it can read.
+    let slot = state.hub.reserve(user.id(), per_user).ok_or_else(|| ApiError::TooManyRequests {
+        detail: format!(
+            "at most {per_user} WebSocket connections per user: close one before opening another"
+        ),
+        retry_after_secs: None,
     })?;
     let max = state.settings.realtime.max_frame_bytes;
     // Small per-socket buffers: tungstenite's defaults (128 KiB to read) would make ten
     // thousand idle connections cost a gigabyte; a client's frames are small (a larger one
-    // still arrives, the buffer is only the read chunk).
+    // still arrives, the buffer is only the read chunk). The write buffer holds the frames one
+    // flush coalesces (socket.rs), so it is sized for a few of them, not for the default.
     Ok(ws
         .read_buffer_size(1024)
-        .write_buffer_size(0)
+        .write_buffer_size(WRITE_BUFFER)
         .max_write_buffer_size(max.max(1 << 20))
         .max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| socket::run(socket, state, user))
+        .on_upgrade(move |socket| async move {
+            let _open = crate::observe::OpenSocket::open();
+            socket::run(socket, state, user, slot).await
+        })
         .into_response())
 }
 
-/// The client frame of an event, built once per event for all its recipients.
-pub fn frame_text(topic: &str, body: &[u8], traceparent: Option<&str>) -> Option<String> {
+/// The client frame of a logged event, and who may receive it.
+pub fn frame_text(
+    topic: &str,
+    body: &[u8],
+    traceparent: Option<&str>,
+) -> Option<(String, Audience)> {
     let envelope: EventEnvelope = serde_json::from_slice(body).ok()?;
-    Some(frame_of(&envelope, topic, traceparent))
+    let audience = Audience::of(topic, envelope.actor.as_ref().map(|a| a.id));
+    Some((frame_of(&envelope, topic, traceparent), audience))
 }
 
 pub fn frame_of(envelope: &EventEnvelope, topic: &str, traceparent: Option<&str>) -> String {

@@ -15,7 +15,7 @@ use showrunner_shared::db::sql;
 use showrunner_shared::topics;
 use uuid::Uuid;
 
-use super::hub::{ClientId, may_see, may_subscribe};
+use super::hub::{ClientId, Slot, Viewer, may_subscribe};
 use super::{frame_text, presence};
 use crate::extract::User;
 use crate::state::AppState;
@@ -23,6 +23,8 @@ use crate::state::AppState;
 /// Close code sent to a client whose send buffer overflowed.
 pub const CLOSE_TOO_SLOW: u16 = 4008;
 const CLOSE_GOING_AWAY: u16 = 1001;
+/// RFC 6455 "message too big": a frame over `realtime.max_frame_bytes`.
+pub const CLOSE_TOO_BIG: u16 = 1009;
 
 #[derive(Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
@@ -46,6 +48,7 @@ struct Session {
     state: AppState,
     id: ClientId,
     user: Actor,
+    viewer: Viewer,
     /// The socket's presence session key.
     session: String,
     /// Seq of the last event sent: later frames at or below it were already delivered.
@@ -57,12 +60,16 @@ struct Session {
 
 type Sink = SplitSink<WebSocket, Message>;
 
-pub async fn run(socket: WebSocket, state: AppState, user: User) {
+/// Serves one connection; `_slot` is its place in the user's connection limit, given back
+/// when the connection ends.
+pub async fn run(socket: WebSocket, state: AppState, user: User, _slot: Slot) {
     let settings = state.settings.realtime.clone();
-    let mut registration = state.hub.register(user.id(), settings.send_buffer);
+    let viewer = Viewer { id: user.id(), admin: user.is_admin() };
+    let mut registration = state.hub.register(viewer, settings.send_buffer);
     let mut session = Session {
         id: registration.id,
         user: Actor { id: user.id(), name: user.0.name.clone() },
+        viewer,
         session: Uuid::now_v7().to_string(),
         last_seq: 0,
         first_live: None,
@@ -77,24 +84,23 @@ pub async fn run(socket: WebSocket, state: AppState, user: User) {
     let mut last_heard = Instant::now();
     let shutdown = state.shutdown.clone();
 
-    let close = loop {
+    let close: Option<(u16, String)> = loop {
         tokio::select! {
             biased;
             () = registration.overflow.cancelled() => {
-                break Some((CLOSE_TOO_SLOW, "send buffer overflow: the client reads too slowly"));
+                break Some((CLOSE_TOO_SLOW, "send buffer overflow: the client reads too slowly".into()));
             }
-            () = shutdown.cancelled() => break Some((CLOSE_GOING_AWAY, "server shutting down")),
+            () = shutdown.cancelled() => break Some((CLOSE_GOING_AWAY, "server shutting down".into())),
             frame = registration.frames.recv() => {
                 let Some(frame) = frame else { break None };
-                if frame.seq > session.last_seq {
-                    session.last_seq = frame.seq;
-                    session.first_live.get_or_insert(frame.seq);
-                    // A client that does not read blocks this send: its overflow ends the wait.
-                    tokio::select! {
-                        sent = sink.send(Message::Text(frame.text.clone())) => if sent.is_err() { break None },
-                        () = registration.overflow.cancelled() => {
-                            break Some((CLOSE_TOO_SLOW, "send buffer overflow: the client reads too slowly"));
-                        }
+                // A client that does not read blocks this write: its overflow ends the wait.
+                let overflow = registration.overflow.clone();
+                tokio::select! {
+                    sent = write_queued(&mut sink, &mut registration.frames, &mut session, frame) => {
+                        if sent.is_err() { break None }
+                    }
+                    () = overflow.cancelled() => {
+                        break Some((CLOSE_TOO_SLOW, "send buffer overflow: the client reads too slowly".into()));
                     }
                 }
             }
@@ -106,6 +112,7 @@ pub async fn run(socket: WebSocket, state: AppState, user: User) {
                     Some(Ok(Message::Text(text))) => Box::pin(session.handle(&text, &mut sink)).await,
                     Some(Ok(Message::Binary(_))) => Some(error("unsupported", "frames are JSON text")),
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => None,
+                    Some(Err(e)) if too_big(&e) => break Some((CLOSE_TOO_BIG, too_big_reason(settings.max_frame_bytes))),
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break None,
                 };
                 if let Some(reply) = reply
@@ -116,7 +123,7 @@ pub async fn run(socket: WebSocket, state: AppState, user: User) {
             }
             _ = tick.tick() => {
                 if last_heard.elapsed() > heartbeat * 3 {
-                    break Some((CLOSE_GOING_AWAY, "no pong: connection presumed dead"));
+                    break Some((CLOSE_GOING_AWAY, "no pong: connection presumed dead".into()));
                 }
                 let watching: Vec<Uuid> = session.watching.iter().copied().collect();
                 Box::pin(presence::refresh(&state, &watching, session.user.id, &session.session)).await;
@@ -128,13 +135,55 @@ pub async fn run(socket: WebSocket, state: AppState, user: User) {
     };
     if let Some((code, reason)) = close {
         // A client that does not read may never take the close frame: give it a moment only.
-        let frame = Message::Close(Some(CloseFrame { code, reason: reason.into() }));
+        let frame = Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from(reason) }));
         let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(frame)).await;
     }
     state.hub.unregister(session.id);
     for episode in std::mem::take(&mut session.watching) {
         Box::pin(presence::leave(&state, episode, session.user.id, &session.session)).await;
     }
+}
+
+/// Frames written with one flush at most: bounds the write buffer a busy client keeps.
+const MAX_COALESCED: usize = 16;
+
+/// Writes `first` and whatever else is already queued for this client (up to
+/// [`MAX_COALESCED`]) with one flush: under load that is one `send` syscall for many frames
+/// instead of one each, and the kernel time per delivery is what bounds the relay.
+async fn write_queued(
+    sink: &mut Sink,
+    queue: &mut tokio::sync::mpsc::Receiver<super::hub::Frame>,
+    session: &mut Session,
+    first: super::hub::Frame,
+) -> Result<(), axum::Error> {
+    let mut next = Some(first);
+    let mut written = 0;
+    while let Some(frame) = next.take() {
+        // At or below the last seq: already delivered by a resume's replay.
+        if frame.seq > session.last_seq {
+            session.last_seq = frame.seq;
+            session.first_live.get_or_insert(frame.seq);
+            sink.feed(Message::Text(frame.text.clone())).await?;
+            written += 1;
+        }
+        if written < MAX_COALESCED {
+            next = queue.try_recv().ok();
+        }
+    }
+    if written > 0 { sink.flush().await } else { Ok(()) }
+}
+
+/// Whether a read failed because the client's frame or message is over the size limit.
+fn too_big(error: &axum::Error) -> bool {
+    use std::error::Error as _;
+    matches!(
+        error.source().and_then(|e| e.downcast_ref::<tungstenite::Error>()),
+        Some(tungstenite::Error::Capacity(_))
+    )
+}
+
+fn too_big_reason(max: usize) -> String {
+    format!("frame larger than {max} bytes")
 }
 
 async fn send(sink: &mut Sink, text: &str) -> Result<(), axum::Error> {
@@ -276,15 +325,17 @@ impl Session {
         let replayed_through = rows.last().map_or(from, |r| r.seq);
         let patterns = self.state.hub.patterns(self.id);
         for row in rows {
-            let wanted = patterns.iter().any(|p| topics::matches(p, &row.routing_key));
-            if !wanted || !may_see(self.user.id, &row.routing_key) {
+            if !patterns.iter().any(|p| topics::matches(p, &row.routing_key)) {
                 continue;
             }
-            let Some(text) =
+            let Some((text, audience)) =
                 frame_text(&row.routing_key, row.body.as_bytes(), row.traceparent.as_deref())
             else {
                 continue;
             };
+            if !audience.includes(self.viewer) {
+                continue;
+            }
             if send(sink, &text).await.is_err() {
                 return None;
             }

@@ -1,4 +1,7 @@
-//! `GET /activity`: the activity log, newest first, filtered by resource or actor.
+//! `GET /activity`: the activity log, newest first, filtered by resource or actor. Episodes are
+//! the team's: every member reads their history. Everything else (jobs, a user's own topics,
+//! the system) is its actor's: a member sees only their own rows and may not ask for another
+//! user's (`actorId`), admins see all.
 
 use axum::extract::State;
 use axum::routing::get;
@@ -50,19 +53,22 @@ async fn list(
     if query.actor_id.is_some_and(|a| a != user.id()) && !user.is_admin() {
         return Err(ApiError::Forbidden("only admins list another user's activity".into()));
     }
-    let limit = page_limit(query.limit)?;
+    let limit = page_limit(query.limit, state.settings.limits.max_page_size)?;
     let cursor = parse_cursor(query.cursor.as_deref())?;
     let rows = ActivityView::find_by_statement(sql(
         "SELECT id, event, resource_type, resource_id, actor_id, actor_name, correlation_id, data, occurred_at \
          FROM activity_log WHERE ($1::text IS NULL OR resource_type = $1) \
          AND ($2::uuid IS NULL OR resource_id = $2) AND ($3::uuid IS NULL OR actor_id = $3) \
-         AND ($4::uuid IS NULL OR id < $4) ORDER BY id DESC LIMIT $5",
+         AND ($4::uuid IS NULL OR id < $4) \
+         AND ($6 OR resource_type = 'episode' OR actor_id = $7) ORDER BY id DESC LIMIT $5",
         [
             query.resource_type.into(),
             query.resource_id.into(),
             query.actor_id.into(),
             cursor.into(),
             Value::from(i64::from(limit) + 1),
+            user.is_admin().into(),
+            user.id().into(),
         ],
     ))
     .all(&state.db)

@@ -81,7 +81,7 @@ async fn create(
     let data = serde_json::to_value(&episode).map_err(anyhow::Error::from)?;
     let outcome =
         accept::submit(&state, &user, command, data, now, fingerprint.as_bytes(), &options).await?;
-    finish(&state, outcome, StatusCode::CREATED).await
+    wait_applied(finish(&state, outcome, StatusCode::CREATED).await, &options)
 }
 
 async fn update(
@@ -117,7 +117,7 @@ async fn update(
     let outcome =
         accept::submit(&state, &user, command, data, now(), fingerprint.as_bytes(), &options)
             .await?;
-    finish(&state, outcome, StatusCode::OK).await
+    wait_applied(finish(&state, outcome, StatusCode::OK).await, &options)
 }
 
 #[derive(Deserialize)]
@@ -144,13 +144,28 @@ async fn delete(
     let outcome =
         accept::submit(&state, &user, command, data, now(), fingerprint.as_bytes(), &options)
             .await?;
-    match outcome {
+    let result = match outcome {
         Outcome::Applied { command_id } if query.permanent => {
-            check_applied(&state, command_id).await?;
-            Ok(StatusCode::NO_CONTENT.into_response())
+            check_applied(&state, command_id).await.map(|_| StatusCode::NO_CONTENT.into_response())
         }
         other => finish(&state, other, StatusCode::OK).await,
+    };
+    wait_applied(result, &options)
+}
+
+/// A request that waited says how long it was willing to (RFC 7240 `Preference-Applied`):
+/// `Prefer: wait` above `http.max_wait_secs` is cut to it.
+fn wait_applied(
+    result: Result<Response, ApiError>,
+    options: &WriteOptions,
+) -> Result<Response, ApiError> {
+    let mut response = result.unwrap_or_else(IntoResponse::into_response);
+    if let Some(wait) = options.wait
+        && let Ok(value) = HeaderValue::from_str(&format!("wait={}", wait.as_secs()))
+    {
+        response.headers_mut().insert("preference-applied", value);
     }
+    Ok(response)
 }
 
 /// Renders the outcome: 202 with the first answer, or the applied resource (or the problem
@@ -292,7 +307,7 @@ async fn list(
     _user: User,
     QueryParams(query): QueryParams<ListQuery>,
 ) -> Result<Response, ApiError> {
-    let limit = page_limit(query.limit)?;
+    let limit = page_limit(query.limit, state.settings.limits.max_page_size)?;
     let status = match query.status.as_deref() {
         None => None,
         Some(s) => Some(EpisodeStatus::parse(s).ok_or_else(|| {

@@ -15,10 +15,19 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/health", get(|| async { Json(serde_json::json!({ "status": "ok" })) }))
         .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
         .route(
             "/openapi.json",
             get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
         )
+}
+
+/// Prometheus text: the process's metrics, then the outbox backlog and the jobs by status.
+async fn metrics(State(state): State<AppState>) -> Response {
+    use showrunner_shared::metrics;
+    let mut text = metrics::encode();
+    text.push_str(&metrics::encode_database(&state.db).await);
+    ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
 }
 
 async fn ready(State(state): State<AppState>) -> Response {

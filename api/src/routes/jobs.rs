@@ -132,7 +132,15 @@ async fn create(
     .await?
     .ok_or_else(|| anyhow::anyhow!("the job insert returned no row"))?;
     // The row is committed before the publish: a worker that gets the request at once finds it.
-    if let Err(error) = showrunner_shared::jobs::publish(&publisher, &request, Utc::now()).await {
+    let traceparent = crate::observe::current_traceparent();
+    if let Err(error) = showrunner_shared::jobs::publish_traced(
+        &publisher,
+        &request,
+        Utc::now(),
+        traceparent.as_deref(),
+    )
+    .await
+    {
         tracing::warn!(%error, job_id = %job.id, "job publish failed");
         // Not confirmed, so not accepted: forget it, the client may retry.
         state
@@ -188,7 +196,7 @@ async fn list(
     user: User,
     QueryParams(query): QueryParams<ListQuery>,
 ) -> Result<Response, ApiError> {
-    let limit = page_limit(query.limit)?;
+    let limit = page_limit(query.limit, state.settings.limits.max_page_size)?;
     if let Some(s) = &query.status
         && !STATUSES.contains(&s.as_str())
     {
@@ -251,7 +259,15 @@ async fn retry(
     };
     // The row stays locked until the publish is confirmed: a worker that gets the request
     // first waits for the commit and then finds the new dispatch id.
-    if let Err(error) = showrunner_shared::jobs::publish(&publisher, &request, Utc::now()).await {
+    let traceparent = crate::observe::current_traceparent();
+    if let Err(error) = showrunner_shared::jobs::publish_traced(
+        &publisher,
+        &request,
+        Utc::now(),
+        traceparent.as_deref(),
+    )
+    .await
+    {
         tracing::warn!(%error, job_id = %id, "job retry publish failed");
         return Err(unavailable());
     }

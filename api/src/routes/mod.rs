@@ -13,7 +13,6 @@ use uuid::Uuid;
 use crate::error::ApiError;
 
 pub const PAGE_DEFAULT: u32 = 20;
-pub const PAGE_MAX: u32 = 100;
 
 /// A page of a list, newest first; `nextCursor` is null on the last page.
 #[derive(Serialize)]
@@ -33,11 +32,13 @@ impl<T> Page<T> {
     }
 }
 
-pub fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
+/// The page size: `limit`, which must be 1 to `max` (`limits.max_page_size`); a larger one is
+/// an error rather than quietly cut, so a client never mistakes a short page for the end.
+pub fn page_limit(limit: Option<u32>, max: u32) -> Result<u32, ApiError> {
     match limit {
-        None => Ok(PAGE_DEFAULT),
-        Some(n) if (1..=PAGE_MAX).contains(&n) => Ok(n),
-        Some(_) => Err(ApiError::bad_param("limit", format!("must be between 1 and {PAGE_MAX}"))),
+        None => Ok(PAGE_DEFAULT.min(max)),
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::bad_param("limit", format!("must be between 1 and {max}"))),
     }
 }
 

@@ -52,7 +52,7 @@ async fn list(
     user: User,
     QueryParams(query): QueryParams<NotificationQuery>,
 ) -> Result<Json<Page<NotificationView>>, ApiError> {
-    let limit = page_limit(query.limit)?;
+    let limit = page_limit(query.limit, state.settings.limits.max_page_size)?;
     let cursor = parse_cursor(query.cursor.as_deref())?;
     let rows = NotificationView::find_by_statement(sql(
         "SELECT id, kind, title, message, resource_type, resource_id, event_id, read_at, created_at \

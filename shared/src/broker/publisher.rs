@@ -131,6 +131,8 @@ impl Publisher {
             properties,
             mandatory: true,
         })
-        .await
+        .await?;
+        crate::metrics::MESSAGES_PARKED.inc(&[source_queue]);
+        Ok(())
     }
 }

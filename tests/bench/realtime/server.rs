@@ -177,6 +177,14 @@ async fn main() -> anyhow::Result<()> {
         episode_workers: 0,
         activity_workers: 1,
         notification_workers: 0,
+        // Every client is the one bench user: lift its connection and request limits.
+        extra: [
+            ("limits.max_connections_per_user", "1000000"),
+            ("limits.requests_per_sec", "1000000"),
+            ("limits.request_burst", "1000000"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .to_vec(),
         ..Default::default()
     })
     .await;
@@ -261,9 +269,9 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// `size_of` the value `f` returns (for an async fn: its future), without calling it.
-fn returned_size<F, A, B, C, R>(_: F) -> usize
+fn returned_size<F, A, B, C, D, R>(_: F) -> usize
 where
-    F: FnOnce(A, B, C) -> R,
+    F: FnOnce(A, B, C, D) -> R,
 {
     std::mem::size_of::<R>()
 }

@@ -55,7 +55,10 @@ impl BatchHandler for EpisodeCommands {
                     now,
                 ),
             };
-            events.push(StoredEvent::from_outgoing(&event, incoming.traceparent.clone()));
+            // The event continues the command's trace as a new span.
+            let traceparent =
+                showrunner_shared::trace::child_or_new(incoming.traceparent.as_deref());
+            events.push(StoredEvent::from_outgoing(&event, Some(traceparent)));
             outcomes.push((envelope, outcome.err()));
         }
 

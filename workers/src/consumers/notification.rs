@@ -161,7 +161,9 @@ impl BatchHandler for Notifications {
             .into_iter()
             .map(|row| {
                 let source = drafts.iter().find(|(e, _, _)| e.id == row.event_id);
-                let traceparent = source.and_then(|(_, m, _)| m.traceparent.clone());
+                let traceparent = Some(showrunner_shared::trace::child_or_new(
+                    source.and_then(|(_, m, _)| m.traceparent.as_deref()),
+                ));
                 let correlation = source.and_then(|(e, _, _)| e.correlation_id);
                 let notification = Notification::from(row);
                 let event = OutgoingEvent::new(

@@ -20,11 +20,13 @@ use super::store::{self, Claim, ClaimedJob};
 const BATCH_MAX: usize = 256;
 
 type Reply<T> = oneshot::Sender<Result<T, String>>;
+/// A job request and its `traceparent`.
+type TracedRequest = (JobRequest, Option<String>);
 
 /// The handle job tasks use; cheap to clone.
 #[derive(Clone)]
 pub struct Committer {
-    claims: mpsc::Sender<(JobRequest, Reply<Claim>)>,
+    claims: mpsc::Sender<(TracedRequest, Reply<Claim>)>,
     successes: mpsc::Sender<((ClaimedJob, serde_json::Value), Reply<bool>)>,
 }
 
@@ -47,7 +49,7 @@ impl Committer {
             claim_rx,
             db.clone(),
             events.clone(),
-            move |db, batch: Vec<JobRequest>| -> BatchFuture<Claim> {
+            move |db, batch: Vec<TracedRequest>| -> BatchFuture<Claim> {
                 Box::pin(async move { store::claim_many(&db, &batch, lease).await })
             },
         ));
@@ -62,8 +64,13 @@ impl Committer {
         Self { claims, successes }
     }
 
-    pub async fn claim(&self, request: JobRequest) -> Result<Claim, CommitError> {
-        ask(&self.claims, request).await
+    /// Claims the attempt `request` stands for; `traceparent` is the request's trace.
+    pub async fn claim(
+        &self,
+        request: JobRequest,
+        traceparent: Option<String>,
+    ) -> Result<Claim, CommitError> {
+        ask(&self.claims, (request, traceparent)).await
     }
 
     /// `false`: the attempt was no longer this worker's, nothing was recorded.

@@ -16,10 +16,12 @@ use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, Bas
 use lapin::types::FieldTable;
 use showrunner_shared::broker::topology::JOBS_QUEUE;
 use showrunner_shared::contracts::JobRequest;
-use showrunner_shared::{jobs, outbox};
+use showrunner_shared::inbound::{self, Rules};
+use showrunner_shared::{jobs, metrics, outbox, trace};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::committer::Committer;
@@ -104,6 +106,12 @@ pub async fn consume(
 }
 
 async fn handle(runner: &Runner, delivery: Delivery) {
+    let span = crate::observe::job_span(&delivery);
+    handle_traced(runner, delivery).instrument(span).await;
+}
+
+async fn handle_traced(runner: &Runner, delivery: Delivery) {
+    metrics::MESSAGES_CONSUMED.inc(&[JOBS_QUEUE]);
     let acked = match process(runner, &delivery).await {
         Ok(()) => delivery.ack(BasicAckOptions::default()).await,
         Err(error) => {
@@ -111,16 +119,25 @@ async fn handle(runner: &Runner, delivery: Delivery) {
             match requeue_later(runner, &delivery).await {
                 Ok(()) => delivery.ack(BasicAckOptions::default()).await,
                 // Neither the database nor the broker took it: hand it back.
-                Err(_) => delivery.nack(BasicNackOptions { requeue: true, multiple: false }).await,
+                Err(_) => {
+                    metrics::MESSAGES_REJECTED.inc(&[JOBS_QUEUE]);
+                    let _ =
+                        delivery.nack(BasicNackOptions { requeue: true, multiple: false }).await;
+                    return;
+                }
             }
         }
     };
     match acked {
-        Ok(true) => {}
+        Ok(true) => metrics::MESSAGES_ACKED.inc(&[JOBS_QUEUE]),
         Ok(false) => {
+            metrics::MESSAGES_REJECTED.inc(&[JOBS_QUEUE]);
             tracing::warn!("ack not sent, channel closed: the request will be redelivered")
         }
-        Err(error) => tracing::warn!(%error, "ack failed: the request will be redelivered"),
+        Err(error) => {
+            metrics::MESSAGES_REJECTED.inc(&[JOBS_QUEUE]);
+            tracing::warn!(%error, "ack failed: the request will be redelivered")
+        }
     }
 }
 
@@ -128,37 +145,45 @@ async fn handle(runner: &Runner, delivery: Delivery) {
 async fn requeue_later(runner: &Runner, delivery: &Delivery) -> anyhow::Result<()> {
     let mut request: JobRequest = serde_json::from_slice(&delivery.data)?;
     request.not_before = Some(Utc::now() + RECHECK);
-    jobs::publish(&runner.ctx.publisher, &request, Utc::now()).await?;
+    let traceparent = trace::from_amqp(&delivery.properties);
+    jobs::publish_traced(&runner.ctx.publisher, &request, Utc::now(), traceparent.as_deref())
+        .await?;
     Ok(())
 }
 
 /// Everything but the ack. `Ok`: the delivery may be acked.
 async fn process(runner: &Runner, delivery: &Delivery) -> anyhow::Result<()> {
     let ctx = &runner.ctx;
-    let request: JobRequest = match serde_json::from_slice(&delivery.data) {
-        Ok(r) => r,
-        Err(error) => {
-            let reason = format!("undecodable job request: {error}");
-            tracing::warn!(queue = JOBS_QUEUE, %reason, "poison message parked");
-            ctx.publisher.park(JOBS_QUEUE, delivery, &reason).await?;
-            return Ok(());
-        }
-    };
     let now = Utc::now();
+    let rules = Rules::from_settings(&ctx.settings);
+    let request: JobRequest =
+        match inbound::decode(&delivery.data, delivery.routing_key.as_str(), &rules, now) {
+            Ok(r) => r,
+            Err(refused) => {
+                // Hostile or broken: parked with its reason; the worker goes on with the next.
+                let reason = format!("job request refused: {refused}");
+                tracing::warn!(queue = JOBS_QUEUE, %reason, "refused message parked");
+                ctx.publisher.park(JOBS_QUEUE, delivery, &reason).await?;
+                return Ok(());
+            }
+        };
+    // The request's trace travels with every copy of it, and the job's events continue it.
+    let traceparent = trace::from_amqp(&delivery.properties);
+    let tp = traceparent.as_deref();
     if showrunner_shared::broker::topology::job_delay_tier(jobs::remaining_ms(&request, now))
         .is_some()
     {
         // A delayed retry on its way: send it through the next tier.
-        jobs::publish(&ctx.publisher, &request, now).await?;
+        jobs::publish_traced(&ctx.publisher, &request, now, tp).await?;
         return Ok(());
     }
-    let job = match runner.committer.claim(request.clone()).await? {
+    let job = match runner.committer.claim(request.clone(), traceparent.clone()).await? {
         Claim::Run(job) => job,
         Claim::Held(until) => {
             let mut later = request.clone();
             later.not_before = Some(until + chrono::Duration::milliseconds(50));
             tracing::info!(job_id = %request.job_id, %until, "job held by another worker, looking again after its lease");
-            jobs::publish(&ctx.publisher, &later, Utc::now()).await?;
+            jobs::publish_traced(&ctx.publisher, &later, Utc::now(), tp).await?;
             return Ok(());
         }
         Claim::Skip(reason) => {
@@ -166,7 +191,10 @@ async fn process(runner: &Runner, delivery: &Delivery) -> anyhow::Result<()> {
             return Ok(());
         }
     };
-    let outcome = match run(runner, &job).await {
+    let started = std::time::Instant::now();
+    let ran = run(runner, &job).await;
+    metrics::HANDLER_SECONDS.observe_duration(&[JOBS_QUEUE], started.elapsed());
+    let outcome = match ran {
         Ok(result) => {
             if runner.committer.succeed(job.clone(), result).await? {
                 tracing::debug!(job_id = %job.id, job_type = %job.job_type, attempt = job.attempts, "job succeeded");
@@ -231,7 +259,9 @@ async fn record(
         Outcome::Retrying { next, delay, error } => {
             // The row stays locked by `txn` until the retry is confirmed, so a retry that comes
             // back at once waits for the commit and finds the new dispatch id.
-            jobs::publish(&ctx.publisher, next, Utc::now()).await?;
+            jobs::publish_traced(&ctx.publisher, next, Utc::now(), job.traceparent.as_deref())
+                .await?;
+            metrics::MESSAGES_RETRIED.inc(&[JOBS_QUEUE]);
             tracing::info!(job_id = %job.id, attempt = job.attempts, ?delay, %error, "job failed, retry scheduled");
         }
         Outcome::Failed(error) => {

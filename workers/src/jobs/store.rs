@@ -28,13 +28,17 @@ pub struct ClaimedJob {
     pub dispatch_id: Uuid,
     pub created_by: Uuid,
     pub created_by_name: String,
+    /// The trace of the request being run (from its AMQP header, not the row): the job's
+    /// events continue it.
+    pub traceparent: Option<String>,
 }
 
 impl ClaimedJob {
     fn event<D: EventData<Subject = Uuid>>(&self, data: &D) -> StoredEvent {
         let actor = Actor { id: self.created_by, name: self.created_by_name.clone() };
         let event = OutgoingEvent::new(&self.id, data, Some(actor), Some(self.id), Utc::now());
-        StoredEvent::from_outgoing(&event, None)
+        let traceparent = showrunner_shared::trace::child_or_new(self.traceparent.as_deref());
+        StoredEvent::from_outgoing(&event, Some(traceparent))
     }
 }
 
@@ -60,12 +64,14 @@ struct RowState {
 
 /// Claims the attempts `requests` stand for, in one transaction (the job worker groups the
 /// requests of its concurrent jobs). A running job whose lease expired (its worker died) may
-/// be claimed again by the same copy, redelivered. One answer per request, in order.
+/// be claimed again by the same copy, redelivered. One answer per request, in order. Each
+/// request comes with its `traceparent`, which the claimed job keeps.
 pub async fn claim_many(
     db: &DatabaseConnection,
-    requests: &[JobRequest],
+    traced: &[(JobRequest, Option<String>)],
     lease: Duration,
 ) -> Result<(Vec<Claim>, Vec<StoredEvent>), DbErr> {
+    let requests: Vec<&JobRequest> = traced.iter().map(|(r, _)| r).collect();
     let txn = db.begin().await?;
     let ids: Vec<Uuid> = requests.iter().map(|r| r.job_id).collect();
     // Lock by id alone first (in id order, so two workers never deadlock). Whoever publishes a
@@ -82,7 +88,7 @@ pub async fn claim_many(
     .await?;
     let mut answers: Vec<Option<Claim>> = Vec::with_capacity(requests.len());
     let mut runnable: Vec<Uuid> = Vec::new();
-    for request in requests {
+    for request in &requests {
         let state = states.iter().find(|s| s.id == request.job_id);
         let answer = match state {
             None => Some(Claim::Skip("no such job".into())),
@@ -107,7 +113,7 @@ pub async fn claim_many(
         };
         answers.push(answer);
     }
-    let claimed = if runnable.is_empty() {
+    let mut claimed = if runnable.is_empty() {
         Vec::new()
     } else {
         ClaimedJob::find_by_statement(sql(
@@ -115,12 +121,16 @@ pub async fn claim_many(
              locked_until = now() + make_interval(secs => $2), next_attempt_at = NULL, \
              updated_at = now() WHERE id = ANY($1) \
              RETURNING id, type AS job_type, payload, attempts, max_attempts, dispatch_id, \
-             created_by, created_by_name",
+             created_by, created_by_name, NULL::text AS traceparent",
             [runnable.into(), lease.as_secs_f64().into()],
         ))
         .all(&txn)
         .await?
     };
+    for job in &mut claimed {
+        job.traceparent =
+            traced.iter().find(|(r, _)| r.job_id == job.id).and_then(|(_, t)| t.clone());
+    }
     let now = Utc::now();
     let events: Vec<StoredEvent> = claimed
         .iter()

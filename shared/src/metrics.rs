@@ -1,0 +1,395 @@
+//! Prometheus metrics of a process, in the text exposition format (version 0.0.4).
+//!
+//! A small registry written here rather than a crate: the process needs counters, gauges and
+//! histograms with a few bounded labels and a text encoder, about 200 lines with no dependency
+//! (`prometheus-client` would add its own derive macro crate, `parking_lot`, `dtoa` and `itoa`
+//! for the same). One registry per process, like Prometheus' own clients: `showrunner up` (or
+//! a test binary) runs several roles in one process and they share it. Labels are bounded by
+//! construction: queue names, route templates (never raw paths), methods, status codes.
+//! Updates happen per batch or per request; a series is a map entry behind a read lock.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use sea_orm::{DatabaseConnection, FromQueryResult};
+
+use crate::db::sql;
+
+/// Latency buckets in seconds, 1 ms to 30 s.
+pub const LATENCY_BUCKETS: &[f64] =
+    &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+type Labels = Vec<String>;
+
+fn key(values: &[&str]) -> Labels {
+    values.iter().map(|v| (*v).to_string()).collect()
+}
+
+/// A family of series of one kind, keyed by label values.
+struct Family<T> {
+    name: &'static str,
+    help: &'static str,
+    labels: &'static [&'static str],
+    series: RwLock<BTreeMap<Labels, Arc<T>>>,
+}
+
+impl<T: Default> Family<T> {
+    const fn new(name: &'static str, help: &'static str, labels: &'static [&'static str]) -> Self {
+        Self { name, help, labels, series: RwLock::new(BTreeMap::new()) }
+    }
+
+    fn get(&self, values: &[&str]) -> Arc<T> {
+        let labels = key(values);
+        if let Some(s) = self.series.read().unwrap_or_else(|p| p.into_inner()).get(&labels) {
+            return s.clone();
+        }
+        self.series.write().unwrap_or_else(|p| p.into_inner()).entry(labels).or_default().clone()
+    }
+
+    /// Series sorted by label values, so a scrape reads the same from one time to the next.
+    fn snapshot(&self) -> BTreeMap<Labels, Arc<T>> {
+        self.series.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn header(&self, out: &mut String, kind: &str) {
+        let _ = writeln!(out, "# HELP {} {}", self.name, self.help);
+        let _ = writeln!(out, "# TYPE {} {kind}", self.name);
+    }
+
+    fn label_text(&self, values: &[String], extra: Option<(&str, &str)>) -> String {
+        let mut pairs: Vec<String> = self
+            .labels
+            .iter()
+            .zip(values)
+            .map(|(name, value)| format!("{name}=\"{}\"", escape(value)))
+            .collect();
+        if let Some((name, value)) = extra {
+            pairs.push(format!("{name}=\"{value}\""));
+        }
+        if pairs.is_empty() { String::new() } else { format!("{{{}}}", pairs.join(",")) }
+    }
+}
+
+/// A monotonically increasing count.
+pub struct CounterVec(Family<AtomicU64>);
+
+impl CounterVec {
+    pub const fn new(
+        name: &'static str,
+        help: &'static str,
+        labels: &'static [&'static str],
+    ) -> Self {
+        Self(Family::new(name, help, labels))
+    }
+
+    pub fn inc_by(&self, labels: &[&str], n: u64) {
+        self.0.get(labels).fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn inc(&self, labels: &[&str]) {
+        self.inc_by(labels, 1);
+    }
+
+    /// The current value (0 for a series never touched).
+    pub fn get(&self, labels: &[&str]) -> u64 {
+        self.0.get(labels).load(Ordering::Relaxed)
+    }
+
+    fn encode(&self, out: &mut String) {
+        self.0.header(out, "counter");
+        for (labels, value) in self.0.snapshot() {
+            let _ = writeln!(
+                out,
+                "{}{} {}",
+                self.0.name,
+                self.0.label_text(&labels, None),
+                value.load(Ordering::Relaxed)
+            );
+        }
+    }
+}
+
+/// A value that goes up and down.
+pub struct GaugeVec(Family<AtomicI64>);
+
+impl GaugeVec {
+    pub const fn new(
+        name: &'static str,
+        help: &'static str,
+        labels: &'static [&'static str],
+    ) -> Self {
+        Self(Family::new(name, help, labels))
+    }
+
+    pub fn add(&self, labels: &[&str], delta: i64) {
+        self.0.get(labels).fetch_add(delta, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, labels: &[&str]) -> i64 {
+        self.0.get(labels).load(Ordering::Relaxed)
+    }
+
+    fn encode(&self, out: &mut String) {
+        self.0.header(out, "gauge");
+        for (labels, value) in self.0.snapshot() {
+            let _ = writeln!(
+                out,
+                "{}{} {}",
+                self.0.name,
+                self.0.label_text(&labels, None),
+                value.load(Ordering::Relaxed)
+            );
+        }
+    }
+}
+
+#[derive(Default)]
+struct Histogram {
+    /// Per bucket (not cumulative), the last one being +Inf; then the sum and the count.
+    state: Mutex<(Vec<u64>, f64, u64)>,
+}
+
+/// Observations counted into fixed buckets, with their sum.
+pub struct HistogramVec {
+    family: Family<Histogram>,
+    buckets: &'static [f64],
+}
+
+impl HistogramVec {
+    pub const fn new(
+        name: &'static str,
+        help: &'static str,
+        labels: &'static [&'static str],
+        buckets: &'static [f64],
+    ) -> Self {
+        Self { family: Family::new(name, help, labels), buckets }
+    }
+
+    pub fn observe(&self, labels: &[&str], value: f64) {
+        let series = self.family.get(labels);
+        let mut state = series.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.0.is_empty() {
+            state.0 = vec![0; self.buckets.len() + 1];
+        }
+        let slot = self.buckets.iter().position(|b| value <= *b).unwrap_or(self.buckets.len());
+        state.0[slot] += 1;
+        state.1 += value;
+        state.2 += 1;
+    }
+
+    pub fn observe_duration(&self, labels: &[&str], elapsed: Duration) {
+        self.observe(labels, elapsed.as_secs_f64());
+    }
+
+    /// How many observations a series holds.
+    pub fn count(&self, labels: &[&str]) -> u64 {
+        self.family.get(labels).state.lock().unwrap_or_else(|p| p.into_inner()).2
+    }
+
+    fn encode(&self, out: &mut String) {
+        let name = self.family.name;
+        self.family.header(out, "histogram");
+        for (labels, series) in self.family.snapshot() {
+            let (buckets, sum, count) =
+                series.state.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let mut cumulative = 0;
+            for (i, bound) in self.buckets.iter().enumerate() {
+                cumulative += buckets.get(i).copied().unwrap_or(0);
+                let le = format!("{bound}");
+                let labels = self.family.label_text(&labels, Some(("le", &le)));
+                let _ = writeln!(out, "{name}_bucket{labels} {cumulative}");
+            }
+            let inf = self.family.label_text(&labels, Some(("le", "+Inf")));
+            let _ = writeln!(out, "{name}_bucket{inf} {count}");
+            let plain = self.family.label_text(&labels, None);
+            let _ = writeln!(out, "{name}_sum{plain} {sum}");
+            let _ = writeln!(out, "{name}_count{plain} {count}");
+        }
+    }
+}
+
+fn escape(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+// The process's metrics. Queue labels are queue names (a fixed set per deployment).
+
+pub static MESSAGES_CONSUMED: CounterVec = CounterVec::new(
+    "showrunner_messages_consumed_total",
+    "Deliveries taken from a queue.",
+    &["queue"],
+);
+pub static MESSAGES_ACKED: CounterVec = CounterVec::new(
+    "showrunner_messages_acked_total",
+    "Deliveries acknowledged after their effect was committed (or they were parked).",
+    &["queue"],
+);
+pub static MESSAGES_REJECTED: CounterVec = CounterVec::new(
+    "showrunner_messages_rejected_total",
+    "Deliveries handed back to the broker unprocessed (nack, or an ack the closed channel could not carry).",
+    &["queue"],
+);
+pub static MESSAGES_PARKED: CounterVec = CounterVec::new(
+    "showrunner_messages_parked_total",
+    "Messages moved to a parking lot (<queue>.parked).",
+    &["queue"],
+);
+pub static MESSAGES_RETRIED: CounterVec = CounterVec::new(
+    "showrunner_messages_retried_total",
+    "Retries: a failed handler run tried again (counted per message), or a job attempt scheduled again.",
+    &["queue"],
+);
+pub static HANDLER_SECONDS: HistogramVec = HistogramVec::new(
+    "showrunner_handler_duration_seconds",
+    "Time to apply one batch (or run one job attempt), retries included.",
+    &["queue"],
+    LATENCY_BUCKETS,
+);
+pub static HTTP_REQUESTS: CounterVec = CounterVec::new(
+    "showrunner_http_requests_total",
+    "HTTP requests answered, by route template and status.",
+    &["method", "route", "status"],
+);
+pub static HTTP_SECONDS: HistogramVec = HistogramVec::new(
+    "showrunner_http_request_duration_seconds",
+    "Time to answer an HTTP request (to the response head; a WebSocket upgrade ends there).",
+    &["method", "route"],
+    LATENCY_BUCKETS,
+);
+pub static WEBSOCKETS: GaugeVec =
+    GaugeVec::new("showrunner_websocket_connections", "Open WebSocket connections.", &[]);
+pub static BROKER_RECONNECTS: CounterVec = CounterVec::new(
+    "showrunner_broker_connects_total",
+    "RabbitMQ connections opened (the first one, then one per reconnect), by role.",
+    &["role"],
+);
+
+/// The process's metrics in the text format.
+pub fn encode() -> String {
+    // Zero open sockets is a value worth showing, not a missing series.
+    WEBSOCKETS.add(&[], 0);
+    let mut out = String::with_capacity(8 * 1024);
+    for counter in [
+        &MESSAGES_CONSUMED,
+        &MESSAGES_ACKED,
+        &MESSAGES_REJECTED,
+        &MESSAGES_PARKED,
+        &MESSAGES_RETRIED,
+        &HTTP_REQUESTS,
+        &BROKER_RECONNECTS,
+    ] {
+        counter.encode(&mut out);
+    }
+    HANDLER_SECONDS.encode(&mut out);
+    HTTP_SECONDS.encode(&mut out);
+    WEBSOCKETS.encode(&mut out);
+    out
+}
+
+/// The `Content-Type` of [`encode`]'s output.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Gauges read from the database at scrape time: the outbox backlog and the jobs by status.
+/// Nothing is written if the database does not answer (the scrape still shows the rest).
+pub async fn encode_database(db: &DatabaseConnection) -> String {
+    #[derive(FromQueryResult)]
+    struct Count {
+        status: String,
+        n: i64,
+    }
+    let mut out = String::new();
+    let query = async {
+        let outbox =
+            Count::find_by_statement(sql("SELECT '' AS status, count(*) AS n FROM outbox", []))
+                .one(db)
+                .await?;
+        let jobs = Count::find_by_statement(sql(
+            "SELECT status, count(*) AS n FROM jobs GROUP BY status ORDER BY status",
+            [],
+        ))
+        .all(db)
+        .await?;
+        Ok::<_, sea_orm::DbErr>((outbox, jobs))
+    };
+    let Ok(Ok((outbox, jobs))) = tokio::time::timeout(Duration::from_secs(2), query).await else {
+        return out;
+    };
+    out.push_str(
+        "# HELP showrunner_outbox_backlog Events committed to the outbox and not yet published.\n",
+    );
+    out.push_str("# TYPE showrunner_outbox_backlog gauge\n");
+    let _ = writeln!(out, "showrunner_outbox_backlog {}", outbox.map_or(0, |c| c.n));
+    out.push_str("# HELP showrunner_jobs Jobs by status.\n# TYPE showrunner_jobs gauge\n");
+    for status in ["queued", "running", "retrying", "succeeded", "failed", "cancelled"] {
+        let n = jobs.iter().find(|c| c.status == status).map_or(0, |c| c.n);
+        let _ = writeln!(out, "showrunner_jobs{{status=\"{status}\"}} {n}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_and_gauges_encode_with_their_labels() {
+        static C: CounterVec = CounterVec::new("t_total", "help", &["queue"]);
+        static G: GaugeVec = GaugeVec::new("t_open", "open", &[]);
+        C.inc(&["b"]);
+        C.inc_by(&["a\"x"], 3);
+        G.add(&[], 2);
+        G.add(&[], -1);
+        let mut out = String::new();
+        C.encode(&mut out);
+        G.encode(&mut out);
+        assert_eq!(
+            out,
+            "# HELP t_total help\n# TYPE t_total counter\nt_total{queue=\"a\\\"x\"} 3\n\
+             t_total{queue=\"b\"} 1\n# HELP t_open open\n# TYPE t_open gauge\nt_open 1\n"
+        );
+    }
+
+    #[test]
+    fn histograms_are_cumulative_with_sum_and_count() {
+        static H: HistogramVec = HistogramVec::new("t_seconds", "h", &["q"], &[0.1, 1.0]);
+        for v in [0.05, 0.5, 0.7, 5.0] {
+            H.observe(&["x"], v);
+        }
+        let mut out = String::new();
+        H.encode(&mut out);
+        let lines: Vec<&str> = out.lines().skip(2).collect();
+        assert_eq!(
+            lines,
+            [
+                "t_seconds_bucket{q=\"x\",le=\"0.1\"} 1",
+                "t_seconds_bucket{q=\"x\",le=\"1\"} 3",
+                "t_seconds_bucket{q=\"x\",le=\"+Inf\"} 4",
+                "t_seconds_sum{q=\"x\"} 6.25",
+                "t_seconds_count{q=\"x\"} 4",
+            ]
+        );
+        assert_eq!(H.count(&["x"]), 4);
+    }
+
+    #[test]
+    fn the_process_registry_names_every_family() {
+        MESSAGES_CONSUMED.inc(&["unit"]);
+        let text = encode();
+        for name in [
+            "showrunner_messages_consumed_total",
+            "showrunner_messages_acked_total",
+            "showrunner_messages_rejected_total",
+            "showrunner_messages_parked_total",
+            "showrunner_messages_retried_total",
+            "showrunner_handler_duration_seconds",
+            "showrunner_http_requests_total",
+            "showrunner_http_request_duration_seconds",
+            "showrunner_websocket_connections",
+        ] {
+            assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing");
+        }
+    }
+}
