@@ -103,6 +103,12 @@ SHOWRUNNER__AUTH__JWT_SECRET=fuzz-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
 export SHOWRUNNER__AUTH__JWT_SECRET
 export SHOWRUNNER__JOBS__EXPORT_DIR=$WORK/exports
 export SHOWRUNNER__LOG__FILTER=warn
+# A free port for the workers' ops server, so a `showrunner up` elsewhere on the machine does
+# not collide; and the per-user rate limit out of the way (tests/it/limits.rs covers it): a
+# fuzzer that mostly hears 429 tests little else.
+export SHOWRUNNER__OPS__ADDR=127.0.0.1:0
+export SHOWRUNNER__LIMITS__REQUESTS_PER_SEC=100000
+export SHOWRUNNER__LIMITS__REQUEST_BURST=100000
 
 log "start the stack"
 "$SHOWRUNNER" up >"$WORK/stack.log" 2>&1 &
