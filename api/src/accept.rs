@@ -18,6 +18,7 @@ use uuid::Uuid;
 use crate::error::ApiError;
 use crate::extract::User;
 use crate::state::AppState;
+use crate::waiters::Wait;
 
 /// Namespace of keyed command ids.
 const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x6b1f_3c8e_4d2a_4f5b_9e7c_1a2b_3c4d_5e6f);
@@ -169,11 +170,20 @@ pub async fn submit(
         return Err(unavailable());
     }
     if let (Some(wait), Some(limit)) = (wait.as_mut(), options.wait)
-        && tokio::time::timeout(limit, wait.done()).await.is_ok()
+        && wait_for(state, limit, wait).await
     {
         return Ok(Outcome::Applied { command_id });
     }
     Ok(Outcome::Accepted { command_id, body })
+}
+
+/// Waits for the command's event; `false` when `limit` ran out first, or when the api began
+/// to shut down (the drain must not wait out a long `Prefer: wait`: 202 is still true).
+async fn wait_for(state: &AppState, limit: Duration, wait: &mut Wait) -> bool {
+    tokio::select! {
+        done = tokio::time::timeout(limit, wait.done()) => done.is_ok(),
+        () = state.shutdown.cancelled() => false,
+    }
 }
 
 /// The first answer of a keyed command, if there is one.
@@ -204,7 +214,7 @@ async fn replay(
     if let Some(limit) = options.wait {
         let mut wait = state.waiters.register(command_id);
         if command_state(state, command_id).await?.is_some_and(|s| s.status != "pending")
-            || tokio::time::timeout(limit, wait.done()).await.is_ok()
+            || wait_for(state, limit, &mut wait).await
         {
             return Ok(Some(Outcome::Applied { command_id }));
         }

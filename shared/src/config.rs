@@ -20,6 +20,15 @@ pub struct Settings {
     pub realtime: RealtimeSettings,
     pub jobs: JobSettings,
     pub log: LogSettings,
+    pub shutdown: ShutdownSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownSettings {
+    /// Seconds a process drains after SIGTERM or SIGINT before it exits anyway (below the 30 s
+    /// an orchestrator such as `docker stop` waits before it kills).
+    pub grace_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -226,6 +235,7 @@ impl Settings {
             .set_default("jobs.max_in_flight", 32)?
             .set_default("jobs.timeout_secs", 300)?
             .set_default("jobs.export_dir", "exports")?
+            .set_default("shutdown.grace_secs", 25)?
             .set_default("log.format", "text")?
             .set_default("log.filter", "info,sqlx=warn,sea_orm_migration=warn")?;
         if let Some(path) = file {
@@ -313,6 +323,9 @@ impl Settings {
                 "jobs.timeout_secs",
                 "must be between 1 and 1500 (RabbitMQ's consumer timeout is 30 minutes)",
             ));
+        }
+        if !(1..=3600).contains(&self.shutdown.grace_secs) {
+            return Err(invalid("shutdown.grace_secs", "must be between 1 and 3600"));
         }
         if jobs.export_dir.as_os_str().is_empty() {
             return Err(invalid("jobs.export_dir", "must not be empty"));
