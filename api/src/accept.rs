@@ -76,6 +76,8 @@ pub enum Outcome {
 struct Existing {
     request_hash: Option<String>,
     response: Option<serde_json::Value>,
+    status: String,
+    message: Option<serde_json::Value>,
 }
 
 #[derive(FromQueryResult)]
@@ -159,14 +161,19 @@ pub async fn submit(
     .await
     {
         tracing::warn!(%error, %command_id, "command publish failed");
-        // Not confirmed, so not accepted: forget it, the client may retry.
-        state
-            .db
-            .execute_raw(sql(
-                "DELETE FROM commands WHERE id = $1 AND status = 'pending'",
-                [command_id.into()],
-            ))
-            .await?;
+        // Not confirmed, so not accepted. Without a key, forget it. With one, keep the row: an
+        // unconfirmed publish may still have reached the queue, and the client's retry with the
+        // same key must then find this command (and publish this same message again), not
+        // start a second one with another episode id.
+        if options.idempotency_key.is_none() {
+            state
+                .db
+                .execute_raw(sql(
+                    "DELETE FROM commands WHERE id = $1 AND status = 'pending'",
+                    [command_id.into()],
+                ))
+                .await?;
+        }
         return Err(unavailable());
     }
     if let (Some(wait), Some(limit)) = (wait.as_mut(), options.wait)
@@ -194,7 +201,7 @@ async fn replay(
     options: &WriteOptions,
 ) -> Result<Option<Outcome>, ApiError> {
     let existing = Existing::find_by_statement(sql(
-        "SELECT request_hash, response FROM commands WHERE id = $1",
+        "SELECT request_hash, response, status, message FROM commands WHERE id = $1",
         [command_id.into()],
     ))
     .one(&state.db)
@@ -211,6 +218,14 @@ async fn replay(
             )],
         });
     }
+    if existing.status == "pending"
+        && let Some(message) = existing.message
+    {
+        // Still pending: its first publish may not have been confirmed (503). Publish the
+        // stored message again, so a 202 now means confirmed; a copy that did arrive is a
+        // duplicate the worker skips.
+        republish(state, message).await?;
+    }
     if let Some(limit) = options.wait {
         let mut wait = state.waiters.register(command_id);
         if command_state(state, command_id).await?.is_some_and(|s| s.status != "pending")
@@ -221,6 +236,24 @@ async fn replay(
     }
     let body = existing.response.unwrap_or_else(|| serde_json::json!({ "commandId": command_id }));
     Ok(Some(Outcome::Accepted { command_id, body }))
+}
+
+async fn republish(state: &AppState, message: serde_json::Value) -> Result<(), ApiError> {
+    let publisher = state.broker.publisher().ok_or_else(unavailable)?;
+    let envelope: CommandEnvelope = serde_json::from_value(message).map_err(anyhow::Error::from)?;
+    let bytes = serde_json::to_vec(&envelope).map_err(anyhow::Error::from)?;
+    showrunner_shared::commands::publish(
+        &publisher,
+        state.settings.amqp.partitions,
+        &envelope,
+        &bytes,
+        None,
+    )
+    .await
+    .map_err(|error| {
+        tracing::warn!(%error, command_id = %envelope.id, "command republish failed");
+        unavailable()
+    })
 }
 
 pub async fn command_state(

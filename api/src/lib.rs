@@ -66,6 +66,7 @@ pub async fn run(
     let link_cancel = CancellationToken::new();
     let link = tokio::spawn(broker.clone().maintain(
         settings.clone(),
+        db.clone(),
         waiters.clone(),
         hub.clone(),
         link_cancel.clone(),

@@ -3,6 +3,7 @@
 //! exchange through an exclusive queue to wake `Prefer: wait` requests. While it is down,
 //! writes answer 503 and `/ready` says so.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -10,9 +11,11 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::StreamExt;
 use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
+use sea_orm::{DatabaseConnection, FromQueryResult};
 use showrunner_shared::broker::{self, Publisher, topology};
 use showrunner_shared::config::Settings;
 use showrunner_shared::contracts::EventEnvelope;
+use showrunner_shared::db::sql;
 use tokio_util::sync::CancellationToken;
 
 use crate::relay::frame_of;
@@ -22,6 +25,9 @@ use crate::waiters::Waiters;
 #[derive(Default)]
 pub struct BrokerLink {
     publisher: RwLock<Option<Publisher>>,
+    /// The highest `seq` handed to the hub: after a reconnect the link reads what it missed
+    /// while its queue did not exist from the event log, so live clients see no gap.
+    last_seq: AtomicI64,
 }
 
 impl BrokerLink {
@@ -39,6 +45,7 @@ impl BrokerLink {
     pub async fn maintain(
         self: Arc<Self>,
         settings: Arc<Settings>,
+        db: DatabaseConnection,
         waiters: Arc<Waiters>,
         hub: Arc<Hub>,
         cancel: CancellationToken,
@@ -46,7 +53,7 @@ impl BrokerLink {
         let mut delays = backoff();
         loop {
             let started = std::time::Instant::now();
-            match self.session(&settings, &waiters, &hub, &cancel).await {
+            match self.session(&settings, &db, &waiters, &hub, &cancel).await {
                 Ok(()) => return,
                 Err(error) => {
                     self.set(None);
@@ -69,6 +76,7 @@ impl BrokerLink {
     async fn session(
         &self,
         settings: &Settings,
+        db: &DatabaseConnection,
         waiters: &Waiters,
         hub: &Hub,
         cancel: &CancellationToken,
@@ -87,6 +95,9 @@ impl BrokerLink {
             &["#"],
         )
         .await?;
+        // The queue is bound: everything sequenced from now on arrives on it. What was
+        // sequenced while this instance had no queue comes from the event log.
+        self.catch_up(db, waiters, hub).await?;
         self.set(Some(publisher.clone()));
         tracing::info!("RabbitMQ link up");
         let mut health = tokio::time::interval(Duration::from_secs(1));
@@ -109,11 +120,80 @@ impl BrokerLink {
                         if let Some(command_id) = event.correlation_id {
                             waiters.wake(command_id);
                         }
-                        hub.dispatch(&frame);
+                        // At or below `last_seq`: the catch-up sent it already.
+                        if self.last_seq.fetch_max(frame.seq, Ordering::Relaxed) < frame.seq {
+                            hub.dispatch(&frame);
+                        }
                     }
                 }
             }
         }
+    }
+}
+
+impl BrokerLink {
+    /// Hands the hub, in order, the events sequenced after `last_seq` (the first session only
+    /// notes where the log ends: its clients resume by themselves).
+    async fn catch_up(
+        &self,
+        db: &DatabaseConnection,
+        waiters: &Waiters,
+        hub: &Hub,
+    ) -> anyhow::Result<()> {
+        #[derive(FromQueryResult)]
+        struct Logged {
+            seq: i64,
+            routing_key: String,
+            body: String,
+            traceparent: Option<String>,
+        }
+        const PAGE: i64 = 1000;
+        let mut from = self.last_seq.load(Ordering::Relaxed);
+        if from == 0 {
+            #[derive(FromQueryResult)]
+            struct Max {
+                seq: Option<i64>,
+            }
+            let max = Max::find_by_statement(sql("SELECT max(seq) AS seq FROM event_log", []))
+                .one(db)
+                .await?;
+            self.last_seq.fetch_max(max.and_then(|m| m.seq).unwrap_or(0), Ordering::Relaxed);
+            return Ok(());
+        }
+        let mut sent = 0usize;
+        loop {
+            let rows = Logged::find_by_statement(sql(
+                "SELECT seq, routing_key, body, traceparent FROM event_log \
+                 WHERE seq > $1 ORDER BY seq LIMIT $2",
+                [from.into(), PAGE.into()],
+            ))
+            .all(db)
+            .await?;
+            let n = rows.len();
+            for row in rows {
+                from = row.seq;
+                let Ok(envelope) = serde_json::from_str::<EventEnvelope>(&row.body) else {
+                    continue;
+                };
+                if let Some(command_id) = envelope.correlation_id {
+                    waiters.wake(command_id);
+                }
+                let text = frame_of(&envelope, &row.routing_key, row.traceparent.as_deref());
+                let frame =
+                    Arc::new(FrameData { seq: row.seq, topic: row.routing_key, text: text.into() });
+                if self.last_seq.fetch_max(row.seq, Ordering::Relaxed) < row.seq {
+                    hub.dispatch(&frame);
+                    sent += 1;
+                }
+            }
+            if n < PAGE as usize {
+                break;
+            }
+        }
+        if sent > 0 {
+            tracing::info!(events = sent, "relay caught up from the event log after a reconnect");
+        }
+        Ok(())
     }
 }
 

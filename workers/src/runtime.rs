@@ -165,7 +165,8 @@ pub async fn process_batch<H: BatchHandler>(
                 .await?;
             Vec::new()
         }
-        // Shut down mid-retry: nothing is acked, the broker redelivers the batch.
+        // Shut down mid-retry, or the broker went away: nothing is acked, the broker
+        // redelivers the batch.
         None => return Err(ConsumeError::Ended),
     };
     if let Err(error) = outbox::publish(&ctx.db, &ctx.publisher, &events).await {
@@ -176,7 +177,8 @@ pub async fn process_batch<H: BatchHandler>(
 }
 
 /// Runs the handler until it succeeds, retrying with exponential backoff. Connection errors
-/// are retried for as long as it takes; other errors `attempts` times. `None` on shutdown.
+/// are retried for as long as it takes; other errors `attempts` times. `None` on shutdown or
+/// when the broker channel closed (nothing is acked then: the broker redelivers).
 async fn apply_with_retry<H: BatchHandler>(
     ctx: &Context,
     handler: &H,
@@ -195,7 +197,15 @@ async fn apply_with_retry<H: BatchHandler>(
         match handler.handle(ctx, messages).await {
             Ok(events) => return Some(Ok(events)),
             Err(error) => {
-                let transient = is_connection_error(&error);
+                if !ctx.publisher.is_open() {
+                    // The broker connection is gone: the message is not at fault and retrying
+                    // on a dead channel cannot succeed. Stop; the caller reconnects and the
+                    // broker redelivers the batch (parking it would lose an event the handler
+                    // may already have committed, such as an event log row).
+                    tracing::warn!(%error, "applying failed with the broker channel closed, reconnecting");
+                    return None;
+                }
+                let transient = is_connection_error(&error) || is_broker_error(&error);
                 failures += usize::from(!transient);
                 if failures >= attempts {
                     return Some(Err(error));
@@ -221,6 +231,17 @@ fn decode<T: DeserializeOwned>(delivery: &Delivery) -> Result<Incoming<T>, Strin
         }
     });
     Ok(Incoming { routing_key: delivery.routing_key.to_string(), traceparent, body })
+}
+
+/// A publish the broker did not confirm (but not one it could not route): the broker's trouble,
+/// not the message's, so it never counts towards parking.
+fn is_broker_error(error: &anyhow::Error) -> bool {
+    use showrunner_shared::broker::PublishError;
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<PublishError>()
+            .is_some_and(|e| !matches!(e, PublishError::Unroutable { .. }))
+    })
 }
 
 /// Lost or unreachable database: worth retrying for as long as it takes.
