@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod broker;
+mod drain;
 mod episodes;
 mod jobs;
 mod realtime;

@@ -284,6 +284,9 @@ pub async fn run_job_worker_with(
         let sweeper = tokio::spawn(sweep_jobs_forever(ctx.clone(), cancel.child_token()));
         let runner = jobs::consumer::Runner::new(ctx, registry.clone(), http.clone());
         let result = jobs::consumer::consume(&runner, &channel, &tag, &cancel).await;
+        // The finished jobs' events leave before the connection closes, not through the
+        // sweeper of another worker seconds later.
+        runner.committer.flush(Duration::from_secs(5)).await;
         sweeper.abort();
         let _ = channel.close(200, "stopping".into()).await;
         let _ = conn.close(200, "stopping".into()).await;

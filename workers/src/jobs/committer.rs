@@ -13,6 +13,7 @@ use showrunner_shared::broker::Publisher;
 use showrunner_shared::contracts::JobRequest;
 use showrunner_shared::outbox::{self, StoredEvent};
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use super::store::{self, Claim, ClaimedJob};
 
@@ -26,6 +27,8 @@ type Reply<T> = oneshot::Sender<Result<T, String>>;
 pub struct Committer {
     claims: mpsc::Sender<(JobRequest, Reply<Claim>)>,
     successes: mpsc::Sender<((ClaimedJob, serde_json::Value), Reply<bool>)>,
+    /// Cancelled once every handle is gone and the last committed events were published.
+    flushed: CancellationToken,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +45,13 @@ impl Committer {
         let (claims, claim_rx) = mpsc::channel(BATCH_MAX);
         let (successes, success_rx) = mpsc::channel(BATCH_MAX);
         let (events, events_rx) = mpsc::unbounded_channel();
-        tokio::spawn(publish_events(events_rx, db.clone(), publisher));
+        let db_for_events = db.clone();
+        let flushed = CancellationToken::new();
+        let done = flushed.clone();
+        tokio::spawn(async move {
+            publish_events(events_rx, db_for_events, publisher).await;
+            done.cancel();
+        });
         tokio::spawn(run(
             claim_rx,
             db.clone(),
@@ -59,7 +68,15 @@ impl Committer {
                 Box::pin(async move { store::succeed_many(&db, &batch).await })
             },
         ));
-        Self { claims, successes }
+        Self { claims, successes, flushed }
+    }
+
+    /// Drops this handle and waits (at most `limit`) until the events of everything committed
+    /// were published: a draining worker calls it once its job tasks are done.
+    pub async fn flush(self, limit: Duration) {
+        let flushed = self.flushed.clone();
+        drop(self);
+        let _ = tokio::time::timeout(limit, flushed.cancelled()).await;
     }
 
     pub async fn claim(&self, request: JobRequest) -> Result<Claim, CommitError> {
