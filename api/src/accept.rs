@@ -173,8 +173,14 @@ pub async fn submit(
                     [command_id.into()],
                 ))
                 .await?;
+            return Err(unavailable());
         }
-        return Err(unavailable());
+        return Err(ApiError::Unavailable {
+            detail: "the message broker did not confirm the command; retry with the same \
+                     Idempotency-Key: the command is applied at most once"
+                .into(),
+            retry_after_secs: 5,
+        });
     }
     if let (Some(wait), Some(limit)) = (wait.as_mut(), options.wait)
         && wait_for(state, limit, wait).await

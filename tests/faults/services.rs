@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 const RABBIT_BIN: &str = "/usr/lib/rabbitmq/bin";
 
 /// A free TCP port on loopback (free now; the services bind it right after).
@@ -30,9 +29,21 @@ fn run(what: &str, command: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The newest PostgreSQL server installed the Debian way (`/usr/lib/postgresql/<major>/bin`).
+fn pg_bin() -> PathBuf {
+    let newest = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .max()
+        .unwrap_or(15);
+    PathBuf::from(format!("/usr/lib/postgresql/{newest}/bin"))
+}
+
 fn as_postgres(program: &str) -> Command {
     let mut command = Command::new("runuser");
-    command.args(["-u", "postgres", "--", &format!("{PG_BIN}/{program}")]);
+    command.args(["-u", "postgres", "--"]).arg(pg_bin().join(program));
     command
 }
 
