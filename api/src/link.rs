@@ -3,7 +3,7 @@
 //! exchange through an exclusive queue to wake `Prefer: wait` requests. While it is down,
 //! writes answer 503 and `/ready` says so.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -28,6 +28,8 @@ pub struct BrokerLink {
     /// The highest `seq` handed to the hub: after a reconnect the link reads what it missed
     /// while its queue did not exist from the event log, so live clients see no gap.
     last_seq: AtomicI64,
+    /// Whether a session has noted where the log ended (only the first one does).
+    positioned: AtomicBool,
 }
 
 impl BrokerLink {
@@ -149,7 +151,7 @@ impl BrokerLink {
         }
         const PAGE: i64 = 1000;
         let mut from = self.last_seq.load(Ordering::Relaxed);
-        if from == 0 {
+        if !self.positioned.load(Ordering::Relaxed) {
             #[derive(FromQueryResult)]
             struct Max {
                 seq: Option<i64>,
@@ -158,6 +160,7 @@ impl BrokerLink {
                 .one(db)
                 .await?;
             self.last_seq.fetch_max(max.and_then(|m| m.seq).unwrap_or(0), Ordering::Relaxed);
+            self.positioned.store(true, Ordering::Relaxed);
             return Ok(());
         }
         let mut sent = 0usize;
