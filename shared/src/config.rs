@@ -382,6 +382,14 @@ mod tests {
     }
 
     #[test]
+    fn the_shutdown_grace_is_checked() {
+        let s = Settings::with_overrides(&[]).expect("defaults load");
+        assert_eq!(s.shutdown.grace_secs, 25);
+        let err = Settings::with_overrides(&[("shutdown.grace_secs", "0")]).expect_err("must fail");
+        assert!(err.to_string().contains("shutdown.grace_secs"), "{err}");
+    }
+
+    #[test]
     fn the_secret_is_not_printed() {
         let s = Settings::with_overrides(&[]).expect("defaults load");
         assert!(!format!("{s:?}").contains(DEV_JWT_SECRET));

@@ -77,3 +77,29 @@ pub async fn within_grace<T>(
         () = deadline => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn work_gets_the_grace_after_the_signal_and_no_more() {
+        let cancel = CancellationToken::new();
+        let grace = Duration::from_millis(200);
+        // Without the signal, work may take longer than the grace.
+        let slow = tokio::time::sleep(Duration::from_millis(400));
+        assert_eq!(within_grace(&cancel, grace, slow).await, Some(()));
+        // After it, the grace bounds it.
+        cancel.cancel();
+        let started = std::time::Instant::now();
+        assert_eq!(within_grace(&cancel, grace, std::future::pending::<()>()).await, None);
+        let took = started.elapsed();
+        assert!(took >= grace && took < Duration::from_secs(5), "{took:?}");
+        // Work that ends within the grace keeps its result.
+        let quick = async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            7
+        };
+        assert_eq!(within_grace(&cancel, grace, quick).await, Some(7));
+    }
+}
