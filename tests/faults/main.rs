@@ -400,6 +400,7 @@ async fn suite(args: &Args, stack: &mut Stack) -> anyhow::Result<usize> {
     log.act(format!("SIGTERM to all {} processes", stack.procs.len()));
     stack.procs.clear();
 
+    let parked = parked_jobs(&amqp_url).await;
     let violations = check(
         &db,
         &reports,
@@ -411,12 +412,30 @@ async fn suite(args: &Args, stack: &mut Stack) -> anyhow::Result<usize> {
         &log,
         &faults,
         quiet,
+        parked,
     )
     .await?;
     if violations > 0 {
         print_log_tails(&logs);
     }
     Ok(violations)
+}
+
+/// Messages in `showrunner.jobs.parked` (a passive declare: it reads, never creates).
+async fn parked_jobs(amqp_url: &str) -> Option<u32> {
+    use lapin::options::QueueDeclareOptions;
+    let queue = showrunner_shared::broker::topology::parked_queue(
+        showrunner_shared::broker::topology::JOBS_QUEUE,
+    );
+    let conn = showrunner_shared::broker::connect(amqp_url, "faults").await.ok()?;
+    let channel = conn.create_channel().await.ok()?;
+    let options = QueueDeclareOptions { passive: true, ..Default::default() };
+    let declared = channel
+        .queue_declare(queue.as_str().into(), options, lapin::types::FieldTable::default())
+        .await
+        .ok()?;
+    let _ = conn.close(200, "counted".into()).await;
+    Some(declared.message_count())
 }
 
 async fn wait_ready(api: &Api, limit: Duration) -> anyhow::Result<()> {
@@ -524,6 +543,7 @@ async fn check(
     log: &Log,
     faults: &HashMap<&str, u32>,
     quiet: bool,
+    parked: Option<u32>,
 ) -> anyhow::Result<usize> {
     let mut violations: Vec<String> = Vec::new();
     let mut counts: Vec<(String, String)> = Vec::new();
@@ -732,6 +752,14 @@ async fn check(
         match job_rows.get(id) {
             Some(s) if s == want => {}
             other => violations.push(format!("job {id}: want {want}, got {other:?}")),
+        }
+    }
+    let failed = job_status.get("failed").copied().unwrap_or(0);
+    note("failed jobs / copies in showrunner.jobs.parked", format!("{failed} / {parked:?}"));
+    match parked {
+        Some(n) if n as usize >= failed => {}
+        other => {
+            violations.push(format!("{failed} jobs failed but the parking lot holds {other:?}"))
         }
     }
     let completions = IdCount::find_by_statement(sql(
