@@ -22,6 +22,9 @@ use crate::relay::frame_of;
 use crate::relay::hub::{Frame, FrameData, Hub};
 use crate::waiters::Waiters;
 
+/// Longest connect, topology declaration, publisher and relay queue opening, together.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
+
 #[derive(Default)]
 pub struct BrokerLink {
     publisher: RwLock<Option<Publisher>>,
@@ -83,20 +86,30 @@ impl BrokerLink {
         hub: &Hub,
         cancel: &CancellationToken,
     ) -> anyhow::Result<()> {
-        let conn = broker::connect(&settings.amqp.url, "api").await?;
-        let channel = conn.create_channel().await?;
-        topology::declare(&channel, &settings.amqp).await?;
-        let publisher =
-            Publisher::open(&conn, Duration::from_secs(settings.amqp.confirm_timeout_secs)).await?;
-        // One exclusive, auto-deleted queue of this instance's own: the sequenced events feed
-        // the WebSocket relay, and their `correlationId` wakes requests waiting on a command.
-        let mut live = own_queue(
-            &channel,
-            &format!("showrunner.relay.{}", uuid::Uuid::now_v7()),
-            topology::LIVE_EXCHANGE,
-            &["#"],
-        )
-        .await?;
+        // Bounded as a whole: a node that is still starting may accept and then not answer.
+        let setup = async {
+            let conn = broker::connect(&settings.amqp.url, "api").await?;
+            let channel = conn.create_channel().await?;
+            topology::declare(&channel, &settings.amqp).await?;
+            let publisher =
+                Publisher::open(&conn, Duration::from_secs(settings.amqp.confirm_timeout_secs))
+                    .await?;
+            // One exclusive, auto-deleted queue of this instance's own: the sequenced events
+            // feed the WebSocket relay, and their `correlationId` wakes requests waiting on a
+            // command.
+            let live = own_queue(
+                &channel,
+                &format!("showrunner.relay.{}", uuid::Uuid::now_v7()),
+                topology::LIVE_EXCHANGE,
+                &["#"],
+            )
+            .await?;
+            Ok::<_, anyhow::Error>((conn, channel, publisher, live))
+        };
+        // `_channel` lives as long as the session: dropping the last handle closes a channel.
+        let (conn, _channel, publisher, mut live) = tokio::time::timeout(SETUP_TIMEOUT, setup)
+            .await
+            .map_err(|_| anyhow::anyhow!("RabbitMQ did not answer within {SETUP_TIMEOUT:?}"))??;
         // The queue is bound: everything sequenced from now on arrives on it. What was
         // sequenced while this instance had no queue comes from the event log.
         self.catch_up(db, waiters, hub).await?;
@@ -113,7 +126,7 @@ impl BrokerLink {
                 }
                 () = cancel.cancelled() => {
                     self.set(None);
-                    let _ = conn.close(200, "api shutting down".into()).await;
+                    let _ = broker::bounded(conn.close(200, "api shutting down".into())).await;
                     return Ok(());
                 }
                 delivery = live.next() => {

@@ -390,11 +390,20 @@ async fn suite(args: &Args, stack: &mut Stack) -> anyhow::Result<usize> {
         }
     }
     for p in &mut stack.procs {
-        match tokio::time::timeout(Duration::from_secs(15), p.child.wait()).await {
-            Ok(Ok(s)) if s.success() => {}
-            Ok(Ok(s)) => drain_failures.push(format!("{} #{}: {s}", p.role, p.n)),
-            _ => drain_failures
-                .push(format!("{} #{}: still running 15 s after SIGTERM", p.role, p.n)),
+        let failure = match tokio::time::timeout(Duration::from_secs(15), p.child.wait()).await {
+            Ok(Ok(s)) if s.success() => None,
+            Ok(Ok(s)) => Some(format!("{s}")),
+            _ => Some("still running 15 s after SIGTERM".to_string()),
+        };
+        if let Some(failure) = failure {
+            let file = logs.join(format!("{}-{}.log", p.role, p.n));
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(12).collect();
+            println!("== {} #{} did not drain ({failure}); the end of its log:", p.role, p.n);
+            for line in tail.iter().rev() {
+                println!("  {line}");
+            }
+            drain_failures.push(format!("{} #{}: {failure}", p.role, p.n));
         }
     }
     log.act(format!("SIGTERM to all {} processes", stack.procs.len()));

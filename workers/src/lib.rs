@@ -14,7 +14,7 @@ use std::time::Duration;
 use futures_util::{FutureExt, StreamExt};
 use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
-use showrunner_shared::broker::ack_through;
+use showrunner_shared::broker::{ack_through, bounded};
 use showrunner_shared::broker::{process_label, topology};
 use showrunner_shared::config::Settings;
 use tokio_stream::StreamMap;
@@ -40,7 +40,7 @@ pub async fn run_episode_worker(
     tracing::info!(worker_id = %me, %label, "episode worker starting");
     while let Some((conn, ctx)) = session::connect(&settings, &db, ROLE, &cancel).await {
         supervise_partitions(&ctx, &conn, me, &label, &cancel).await;
-        let _ = conn.close(200, "shutting down".into()).await;
+        let _ = bounded(conn.close(200, "shutting down".into())).await;
         if cancel.is_cancelled() {
             break;
         }
@@ -67,17 +67,22 @@ impl Partitions {
         conn: &lapin::Connection,
         p: u16,
         label: &str,
-    ) -> Result<(), lapin::Error> {
-        let channel = conn.create_channel().await?;
-        channel.basic_qos(ctx.settings.amqp.prefetch, BasicQosOptions::default()).await?;
-        let consumer = channel
-            .basic_consume(
-                topology::command_queue(p).as_str().into(),
-                format!("{label}/p{p:03}").as_str().into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+    ) -> anyhow::Result<()> {
+        let open = async {
+            let channel = conn.create_channel().await?;
+            channel.basic_qos(ctx.settings.amqp.prefetch, BasicQosOptions::default()).await?;
+            let consumer = channel
+                .basic_consume(
+                    topology::command_queue(p).as_str().into(),
+                    format!("{label}/p{p:03}").as_str().into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            Ok::<_, lapin::Error>((channel, consumer))
+        };
+        let (channel, consumer) =
+            bounded(open).await.ok_or_else(|| anyhow::anyhow!("the broker did not answer"))??;
         self.streams.insert(p, consumer);
         self.channels.insert(p, channel);
         tracing::info!(partition = p, "consuming partition");
@@ -87,7 +92,7 @@ impl Partitions {
     async fn release(&mut self, p: u16) {
         self.streams.remove(&p);
         if let Some(channel) = self.channels.remove(&p) {
-            let _ = channel.close(200, "partition released".into()).await;
+            let _ = bounded(channel.close(200, "partition released".into())).await;
             tracing::info!(partition = p, "released partition");
         }
     }
@@ -273,10 +278,14 @@ pub async fn run_job_worker_with(
     let http = jobs::webhook::client()?;
     tracing::info!(types = ?registry.types(), "job worker starting");
     while let Some((conn, ctx)) = session::connect(&settings, &db, ROLE, &cancel).await {
-        let channel = match conn.create_channel().await {
-            Ok(c) => c,
-            Err(error) => {
+        let channel = match bounded(conn.create_channel()).await {
+            Some(Ok(c)) => c,
+            Some(Err(error)) => {
                 tracing::warn!(%error, "cannot open a channel, reconnecting");
+                continue;
+            }
+            None => {
+                tracing::warn!("no answer to opening a channel, reconnecting");
                 continue;
             }
         };
@@ -288,8 +297,8 @@ pub async fn run_job_worker_with(
         // sweeper of another worker seconds later.
         runner.committer.flush(Duration::from_secs(5)).await;
         sweeper.abort();
-        let _ = channel.close(200, "stopping".into()).await;
-        let _ = conn.close(200, "stopping".into()).await;
+        let _ = bounded(channel.close(200, "stopping".into())).await;
+        let _ = bounded(conn.close(200, "stopping".into())).await;
         match result {
             Ok(()) => break,
             Err(error) => tracing::warn!(%error, "job consumer stopped, reconnecting"),
@@ -367,18 +376,22 @@ async fn run_queue_worker<H: BatchHandler>(
     let db = session::database(&settings, role).await?;
     let tag = process_label(role);
     while let Some((conn, ctx)) = session::connect(&settings, &db, role, &cancel).await {
-        let channel = match conn.create_channel().await {
-            Ok(c) => c,
-            Err(error) => {
+        let channel = match bounded(conn.create_channel()).await {
+            Some(Ok(c)) => c,
+            Some(Err(error)) => {
                 tracing::warn!(%error, "cannot open a channel, reconnecting");
+                continue;
+            }
+            None => {
+                tracing::warn!("no answer to opening a channel, reconnecting");
                 continue;
             }
         };
         let sweeper = tokio::spawn(sweep_forever(ctx.clone(), cancel.child_token()));
         let result = consume(&ctx, &channel, queue, &tag, &handler, &cancel).await;
         sweeper.abort();
-        let _ = channel.close(200, "stopping".into()).await;
-        let _ = conn.close(200, "stopping".into()).await;
+        let _ = bounded(channel.close(200, "stopping".into())).await;
+        let _ = bounded(conn.close(200, "stopping".into())).await;
         match result {
             Ok(()) => break,
             Err(error) => tracing::warn!(queue, %error, "consumer stopped, reconnecting"),

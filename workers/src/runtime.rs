@@ -73,15 +73,19 @@ pub async fn consume<H: BatchHandler>(
     cancel: &CancellationToken,
 ) -> Result<(), ConsumeError> {
     let amqp = &ctx.settings.amqp;
-    channel.basic_qos(amqp.prefetch, BasicQosOptions::default()).await?;
-    let mut consumer = channel
-        .basic_consume(
-            queue.into(),
-            consumer_tag.into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let start = async {
+        channel.basic_qos(amqp.prefetch, BasicQosOptions::default()).await?;
+        channel
+            .basic_consume(
+                queue.into(),
+                consumer_tag.into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+    };
+    let mut consumer =
+        showrunner_shared::broker::bounded(start).await.ok_or(ConsumeError::Ended)??;
     loop {
         let batch = tokio::select! {
             biased;

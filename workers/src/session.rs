@@ -32,6 +32,9 @@ pub async fn database_with(
     Ok(db)
 }
 
+/// Longest connect, topology declaration and publisher opening, together.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A live broker connection and the context handlers run with. `None` on shutdown.
 pub async fn connect(
     settings: &Arc<Settings>,
@@ -46,7 +49,13 @@ pub async fn connect(
         .without_max_times()
         .build();
     loop {
-        match try_connect(settings, db, role).await {
+        // Bounded as a whole: a node that is still starting may accept and then not answer.
+        let attempt = tokio::time::timeout(CONNECT_TIMEOUT, try_connect(settings, db, role));
+        let result = tokio::select! {
+            () = cancel.cancelled() => return None,
+            r = attempt => r.unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {CONNECT_TIMEOUT:?}"))),
+        };
+        match result {
             Ok(session) => return Some(session),
             Err(error) => {
                 let delay = delays.next().unwrap_or(Duration::from_secs(10));
@@ -68,7 +77,7 @@ async fn try_connect(
     let conn = broker::connect(&settings.amqp.url, role).await?;
     let channel = conn.create_channel().await?;
     topology::declare(&channel, &settings.amqp).await?;
-    let _ = channel.close(200, "topology declared".into()).await;
+    let _ = broker::bounded(channel.close(200, "topology declared".into())).await;
     let publisher =
         Publisher::open(&conn, Duration::from_secs(settings.amqp.confirm_timeout_secs)).await?;
     tracing::info!(role, "connected to RabbitMQ");
