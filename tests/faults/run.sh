@@ -3,8 +3,8 @@
 # starts, then runs it. Arguments go to the suite: --duration SECS (default 120), --clients N,
 # --keep (keep the temporary directory with every process's log).
 #
-#   bash tests/faults/run.sh                 # the full run, about 3.5 minutes
-#   bash tests/faults/run.sh --duration 45   # the short form CI runs, about 2 minutes
+#   bash tests/faults/run.sh                 # the full run, about 2.5 minutes
+#   bash tests/faults/run.sh --duration 45   # the short form CI runs, about 1.5 minutes
 #
 # Needs root (PostgreSQL's initdb runs as the `postgres` user through runuser), PostgreSQL's
 # server binaries in /usr/lib/postgresql/<major>/bin and RabbitMQ's in /usr/lib/rabbitmq/bin.
