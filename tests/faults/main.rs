@@ -74,7 +74,13 @@ fn main() {
         }
     };
     let mut stack = Stack { dir: dir.clone(), pg: None, rabbit: None, procs: Vec::new() };
-    let result = runtime.block_on(suite(&args, &mut stack));
+    // Interrupted (Ctrl-C, SIGTERM): the teardown below still stops the private services.
+    let result = runtime.block_on(async {
+        tokio::select! {
+            result = suite(&args, &mut stack) => result,
+            () = interrupted() => Err(anyhow::anyhow!("interrupted")),
+        }
+    });
     runtime.block_on(stack.teardown());
     if args.keep {
         println!("kept {}", dir.display());
@@ -90,6 +96,21 @@ fn main() {
         Err(error) => {
             eprintln!("faults: {error:#}");
             std::process::exit(1);
+        }
+    }
+}
+
+async fn interrupted() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
         }
     }
 }
