@@ -86,6 +86,9 @@ fn delays() -> backon::ExponentialBackoff {
         .build()
 }
 
+/// Longest connect, topology declaration and publisher opening, together.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A live broker connection and the context handlers run with. `None` on shutdown.
 pub async fn connect(
     settings: &Arc<Settings>,
@@ -95,7 +98,13 @@ pub async fn connect(
 ) -> Option<(Connection, Context)> {
     let mut delays = delays();
     loop {
-        match try_connect(settings, db, role).await {
+        // Bounded as a whole: a node that is still starting may accept and then not answer.
+        let attempt = tokio::time::timeout(CONNECT_TIMEOUT, try_connect(settings, db, role));
+        let result = tokio::select! {
+            () = cancel.cancelled() => return None,
+            r = attempt => r.unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {CONNECT_TIMEOUT:?}"))),
+        };
+        match result {
             Ok(session) => return Some(session),
             Err(error) => {
                 let delay = delays.next().unwrap_or(Duration::from_secs(10));
@@ -117,7 +126,7 @@ async fn try_connect(
     let conn = broker::connect(&settings.amqp.url, role).await?;
     let channel = conn.create_channel().await?;
     topology::declare(&channel, &settings.amqp).await?;
-    let _ = channel.close(200, "topology declared".into()).await;
+    let _ = broker::bounded(channel.close(200, "topology declared".into())).await;
     let publisher =
         Publisher::open(&conn, Duration::from_secs(settings.amqp.confirm_timeout_secs)).await?;
     tracing::info!(role, "connected to RabbitMQ");
