@@ -245,8 +245,14 @@ async fn replay(
     Ok(Some(Outcome::Accepted { command_id, body }))
 }
 
-async fn republish(state: &AppState, message: serde_json::Value) -> Result<(), ApiError> {
+async fn republish(state: &AppState, mut message: serde_json::Value) -> Result<(), ApiError> {
     let publisher = state.broker.publisher().ok_or_else(unavailable)?;
+    // The stored message carries the first request's trace beside the envelope: the copy
+    // continues that trace.
+    let traceparent = message
+        .as_object_mut()
+        .and_then(|fields| fields.remove("traceparent"))
+        .and_then(|tp| tp.as_str().map(str::to_string));
     let envelope: CommandEnvelope = serde_json::from_value(message).map_err(anyhow::Error::from)?;
     let bytes = serde_json::to_vec(&envelope).map_err(anyhow::Error::from)?;
     showrunner_shared::commands::publish(
@@ -254,7 +260,7 @@ async fn republish(state: &AppState, message: serde_json::Value) -> Result<(), A
         state.settings.amqp.partitions,
         &envelope,
         &bytes,
-        None,
+        traceparent.as_deref(),
     )
     .await
     .map_err(|error| {
