@@ -62,7 +62,11 @@ pub async fn run(
     listener: TcpListener,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    let db = showrunner_shared::db::connect(&settings.database, "api").await?;
+    let Some(db) =
+        showrunner_shared::db::connect_waiting(&settings.database, "api", true, &cancel).await?
+    else {
+        return Ok(());
+    };
     showrunner_migrations::ensure_current(&db).await?;
     let broker = Arc::new(BrokerLink::default());
     let waiters = Arc::new(Waiters::default());

@@ -37,7 +37,7 @@ pub async fn run_episode_worker(
 ) -> anyhow::Result<()> {
     const ROLE: &str = "episode-worker";
     let ops = ops::serving(&settings, ROLE, &cancel).await;
-    let db = session::database(&settings, ROLE).await?;
+    let Some(db) = session::database(&settings, ROLE, &cancel).await? else { return Ok(()) };
     let probe = ops.probe(ROLE, &db);
     let me = Uuid::now_v7();
     // The worker id in the label tells apart two workers of one process (tests, `showrunner up`).
@@ -297,7 +297,9 @@ pub async fn run_job_worker_with(
     let ops = ops::serving(&settings, ROLE, &cancel).await;
     // No ping per acquire: it would double the round trips of the short job statements; a
     // connection broken by a restart fails one request, which comes back through a delay tier.
-    let db = session::database_with(&settings, ROLE, false).await?;
+    let Some(db) = session::database_with(&settings, ROLE, false, &cancel).await? else {
+        return Ok(());
+    };
     let probe = ops.probe(ROLE, &db);
     let tag = format!("{}/{}", process_label(ROLE), Uuid::now_v7());
     let http = jobs::webhook::client()?;
@@ -403,7 +405,7 @@ async fn run_queue_worker<H: BatchHandler>(
     handler: H,
 ) -> anyhow::Result<()> {
     let ops = ops::serving(&settings, role, &cancel).await;
-    let db = session::database(&settings, role).await?;
+    let Some(db) = session::database(&settings, role, &cancel).await? else { return Ok(()) };
     let probe = ops.probe(format!("{role}/{queue}"), &db);
     // The queue in the tag tells apart the activity worker's two consumers in the UI.
     let tag = format!("{}/{queue}", process_label(role));

@@ -16,9 +16,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::runtime::Context;
 
-/// Connects to PostgreSQL and checks the schema. A schema older than this build is fatal.
-pub async fn database(settings: &Settings, role: &str) -> anyhow::Result<DatabaseConnection> {
-    database_with(settings, role, true).await
+/// Connects to PostgreSQL (waiting while it is unreachable) and checks the schema. A schema
+/// older than this build is fatal. `None` when `cancel` fires while waiting.
+pub async fn database(
+    settings: &Settings,
+    role: &str,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Option<DatabaseConnection>> {
+    database_with(settings, role, true, cancel).await
 }
 
 /// [`database`], choosing whether the pool pings connections as it hands them out.
@@ -26,10 +31,14 @@ pub async fn database_with(
     settings: &Settings,
     role: &str,
     ping_on_acquire: bool,
-) -> anyhow::Result<DatabaseConnection> {
-    let db = showrunner_shared::db::connect_with(&settings.database, role, ping_on_acquire).await?;
+    cancel: &CancellationToken,
+) -> anyhow::Result<Option<DatabaseConnection>> {
+    let db =
+        showrunner_shared::db::connect_waiting(&settings.database, role, ping_on_acquire, cancel)
+            .await?;
+    let Some(db) = db else { return Ok(None) };
     showrunner_migrations::ensure_current(&db).await?;
-    Ok(db)
+    Ok(Some(db))
 }
 
 /// Spaces a role's broker sessions. A session that ended soon after it began (the broker
