@@ -5,6 +5,9 @@
 #   - every app service (built from this repository) runs a binary the workspace builds: a
 #     `[[bin]]` of some Cargo.toml, a `src/bin/*.rs` file stem, or a package's `src/main.rs`;
 #   - the Dockerfile copies each of those binaries into the image;
+#   - the api and the migration run; every worker role (`showrunner-*-worker`) runs with
+#     `deploy.replicas` and waits for the migration to complete; every stop_grace_period
+#     exceeds the process's shutdown.grace_secs (so `docker stop` never kills a drain);
 #   - `docker compose config -q` accepts it, when the compose plugin is installed.
 # Exits non-zero naming every problem; prints `compose.yaml: ok` otherwise.
 set -euo pipefail
@@ -146,6 +149,7 @@ images_built_here = {
     s.get("image") for s in services.values() if isinstance(s, dict) and s.get("build") and s.get("image")
 }
 checked_binaries = set()
+service_binary = {}  # app service -> the binary it runs
 
 for name, service in services.items():
     where = f"services.{name}"
@@ -200,6 +204,66 @@ for name, service in services.items():
     if not dockerfile_copies(binary):
         problem(f"{where}: {origin} runs {binary!r}, but the Dockerfile does not copy it into the image")
     checked_binaries.add(binary)
+    service_binary[name] = binary
+
+# --- every role is there; workers scale with deploy.replicas and wait for the migration -------
+def seconds(value):
+    """A compose duration (`30s`, `1m30s`, `90`) in seconds, or None."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    parts = re.findall(r"(\d+(?:\.\d+)?)(h|ms|m|s|us)", str(value))
+    if not parts:
+        return None
+    unit = {"h": 3600, "m": 60, "s": 1, "ms": 0.001, "us": 0.000001}
+    return sum(float(n) * unit[u] for n, u in parts)
+
+
+def environment(service):
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(e.split("=", 1) if "=" in e else (e, "") for e in env)
+    return env
+
+
+migrate_services = {n for n, b in service_binary.items() if b == "showrunner-migrate"}
+if not migrate_services:
+    problem("no service runs showrunner-migrate (the schema migration)")
+if "showrunner-api" not in service_binary.values():
+    problem("no service runs showrunner-api")
+worker_binaries = sorted(b for b in binaries if re.fullmatch(r"showrunner-[a-z-]+-worker", b))
+for binary in worker_binaries:
+    runners = [n for n, b in service_binary.items() if b == binary]
+    if not runners:
+        problem(f"no service runs the worker role {binary}")
+    for name in runners:
+        service = services[name]
+        replicas = (service.get("deploy") or {}).get("replicas")
+        if not isinstance(replicas, int) or replicas < 1:
+            problem(f"services.{name}: a worker role needs deploy.replicas (an integer >= 1), got {replicas!r}")
+        depends = service.get("depends_on") or {}
+        if isinstance(depends, list):
+            depends = {d: {} for d in depends}
+        waits = any(
+            t in migrate_services and isinstance(spec, dict)
+            and spec.get("condition") == "service_completed_successfully"
+            for t, spec in depends.items()
+        )
+        if not waits:
+            problem(f"services.{name}: must wait for the migration (depends_on with service_completed_successfully)")
+for name, binary in service_binary.items():
+    if binary == "showrunner-migrate":
+        continue
+    service = services[name]
+    stop = seconds(service.get("stop_grace_period", "10s"))
+    raw = environment(service).get("SHOWRUNNER__SHUTDOWN__GRACE_SECS", 25)
+    try:
+        grace = float(raw)
+    except (TypeError, ValueError):
+        problem(f"services.{name}: SHOWRUNNER__SHUTDOWN__GRACE_SECS is not a number: {raw!r}")
+        continue
+    if stop is None or stop <= grace:
+        problem(f"services.{name}: stop_grace_period ({service.get('stop_grace_period', '10s')}) must exceed "
+                f"shutdown.grace_secs ({raw}), or the engine kills the process mid-drain")
 
 if default_cmd:
     binary = os.path.basename(str(default_cmd[0]))
@@ -214,7 +278,8 @@ if problems:
         print(f"  - {p}", file=sys.stderr)
     sys.exit(1)
 print(f"check-compose: {len(services)} services; app binaries {', '.join(sorted(checked_binaries))} "
-      "are built by the workspace and copied by the Dockerfile", file=sys.stderr)
+      "are built by the workspace and copied by the Dockerfile; worker roles "
+      f"{', '.join(worker_binaries)} scale with deploy.replicas", file=sys.stderr)
 PY
 
 # The compose plugin's own validation (interpolation, schema), when it is installed. It needs no

@@ -19,6 +19,7 @@ use crate::error::ApiError;
 use crate::extract::User;
 use crate::recorder::{NewCommand, RecordError};
 use crate::state::AppState;
+use crate::waiters::Wait;
 
 /// Namespace of keyed command ids.
 const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x6b1f_3c8e_4d2a_4f5b_9e7c_1a2b_3c4d_5e6f);
@@ -76,6 +77,8 @@ pub enum Outcome {
 struct Existing {
     request_hash: Option<String>,
     response: Option<serde_json::Value>,
+    status: String,
+    message: Option<serde_json::Value>,
 }
 
 #[derive(FromQueryResult)]
@@ -159,22 +162,42 @@ pub async fn submit(
     .await
     {
         tracing::warn!(%error, %command_id, "command publish failed");
-        // Not confirmed, so not accepted: forget it, the client may retry.
-        state
-            .db
-            .execute_raw(sql(
-                "DELETE FROM commands WHERE id = $1 AND status = 'pending'",
-                [command_id.into()],
-            ))
-            .await?;
-        return Err(unavailable());
+        // Not confirmed, so not accepted. Without a key, forget it. With one, keep the row: an
+        // unconfirmed publish may still have reached the queue, and the client's retry with the
+        // same key must then find this command (and publish this same message again), not
+        // start a second one with another episode id.
+        if options.idempotency_key.is_none() {
+            state
+                .db
+                .execute_raw(sql(
+                    "DELETE FROM commands WHERE id = $1 AND status = 'pending'",
+                    [command_id.into()],
+                ))
+                .await?;
+            return Err(unavailable());
+        }
+        return Err(ApiError::Unavailable {
+            detail: "the message broker did not confirm the command; retry with the same \
+                     Idempotency-Key: the command is applied at most once"
+                .into(),
+            retry_after_secs: 5,
+        });
     }
     if let (Some(wait), Some(limit)) = (wait.as_mut(), options.wait)
-        && tokio::time::timeout(limit, wait.done()).await.is_ok()
+        && wait_for(state, limit, wait).await
     {
         return Ok(Outcome::Applied { command_id });
     }
     Ok(Outcome::Accepted { command_id, body })
+}
+
+/// Waits for the command's event; `false` when `limit` ran out first, or when the api began
+/// to shut down (the drain must not wait out a long `Prefer: wait`: 202 is still true).
+async fn wait_for(state: &AppState, limit: Duration, wait: &mut Wait) -> bool {
+    tokio::select! {
+        done = tokio::time::timeout(limit, wait.done()) => done.is_ok(),
+        () = state.shutdown.cancelled() => false,
+    }
 }
 
 /// The first answer of a keyed command, if there is one.
@@ -185,7 +208,7 @@ async fn replay(
     options: &WriteOptions,
 ) -> Result<Option<Outcome>, ApiError> {
     let existing = Existing::find_by_statement(sql(
-        "SELECT request_hash, response FROM commands WHERE id = $1",
+        "SELECT request_hash, response, status, message FROM commands WHERE id = $1",
         [command_id.into()],
     ))
     .one(&state.db)
@@ -202,16 +225,48 @@ async fn replay(
             )],
         });
     }
+    if existing.status == "pending"
+        && let Some(message) = existing.message
+    {
+        // Still pending: its first publish may not have been confirmed (503). Publish the
+        // stored message again, so a 202 now means confirmed; a copy that did arrive is a
+        // duplicate the worker skips.
+        republish(state, message).await?;
+    }
     if let Some(limit) = options.wait {
         let mut wait = state.waiters.register(command_id);
         if command_state(state, command_id).await?.is_some_and(|s| s.status != "pending")
-            || tokio::time::timeout(limit, wait.done()).await.is_ok()
+            || wait_for(state, limit, &mut wait).await
         {
             return Ok(Some(Outcome::Applied { command_id }));
         }
     }
     let body = existing.response.unwrap_or_else(|| serde_json::json!({ "commandId": command_id }));
     Ok(Some(Outcome::Accepted { command_id, body }))
+}
+
+async fn republish(state: &AppState, mut message: serde_json::Value) -> Result<(), ApiError> {
+    let publisher = state.broker.publisher().ok_or_else(unavailable)?;
+    // The stored message carries the first request's trace beside the envelope: the copy
+    // continues that trace.
+    let traceparent = message
+        .as_object_mut()
+        .and_then(|fields| fields.remove("traceparent"))
+        .and_then(|tp| tp.as_str().map(str::to_string));
+    let envelope: CommandEnvelope = serde_json::from_value(message).map_err(anyhow::Error::from)?;
+    let bytes = serde_json::to_vec(&envelope).map_err(anyhow::Error::from)?;
+    showrunner_shared::commands::publish(
+        &publisher,
+        state.settings.amqp.partitions,
+        &envelope,
+        &bytes,
+        traceparent.as_deref(),
+    )
+    .await
+    .map_err(|error| {
+        tracing::warn!(%error, command_id = %envelope.id, "command republish failed");
+        unavailable()
+    })
 }
 
 pub async fn command_state(

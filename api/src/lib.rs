@@ -54,22 +54,32 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Connects, checks the schema, serves on `listener` until `cancel`, then drains.
+/// Connects, checks the schema, serves on `listener` until `cancel`, then drains: stops
+/// accepting, closes WebSockets with 1001, ends `Prefer: wait` early (202), lets requests in
+/// flight finish, and only then closes the broker link.
 pub async fn run(
     settings: Arc<Settings>,
     listener: TcpListener,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    let db = showrunner_shared::db::connect(&settings.database, "api").await?;
+    let Some(db) =
+        showrunner_shared::db::connect_waiting(&settings.database, "api", true, &cancel).await?
+    else {
+        return Ok(());
+    };
     showrunner_migrations::ensure_current(&db).await?;
     let broker = Arc::new(BrokerLink::default());
     let waiters = Arc::new(Waiters::default());
     let hub = Arc::new(Hub::default());
+    // The broker link outlives the listener: requests still in flight when the signal comes
+    // need it to publish their command.
+    let link_cancel = CancellationToken::new();
     let link = tokio::spawn(broker.clone().maintain(
         settings.clone(),
+        db.clone(),
         waiters.clone(),
         hub.clone(),
-        cancel.clone(),
+        link_cancel.clone(),
     ));
     let recorder = recorder::Recorder::start(db.clone());
     let state = AppState { settings, db, broker, waiters, hub, recorder, shutdown: cancel.clone() };
@@ -80,6 +90,7 @@ pub async fn run(
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await?;
     cancel.cancel();
+    link_cancel.cancel();
     let _ = link.await;
     let _ = expiry.await;
     tracing::info!("api stopped");

@@ -3,7 +3,7 @@
 //! exchange through an exclusive queue to wake `Prefer: wait` requests. While it is down,
 //! writes answer 503 and `/ready` says so.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -11,9 +11,11 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::StreamExt;
 use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
+use sea_orm::{DatabaseConnection, FromQueryResult};
 use showrunner_shared::broker::{self, Publisher, topology};
 use showrunner_shared::config::Settings;
 use showrunner_shared::contracts::EventEnvelope;
+use showrunner_shared::db::sql;
 use showrunner_shared::inbound::{self, Rules};
 use tokio_util::sync::CancellationToken;
 
@@ -21,12 +23,20 @@ use crate::relay::frame_of;
 use crate::relay::hub::{Audience, Frame, FrameData, Hub};
 use crate::waiters::Waiters;
 
+/// Longest connect, topology declaration, publisher and relay queue opening, together.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
+
 #[derive(Default)]
 pub struct BrokerLink {
     publisher: RwLock<Option<Publisher>>,
     /// Sequenced events dropped as hostile or broken (this consumer cannot park: its queue is
     /// its own and auto-deleted, and a relay must not stop for one bad message).
     dropped: AtomicU64,
+    /// The highest `seq` handed to the hub: after a reconnect the link reads what it missed
+    /// while its queue did not exist from the event log, so live clients see no gap.
+    last_seq: AtomicI64,
+    /// Whether a session has noted where the log ended (only the first one does).
+    positioned: AtomicBool,
 }
 
 impl BrokerLink {
@@ -49,6 +59,7 @@ impl BrokerLink {
     pub async fn maintain(
         self: Arc<Self>,
         settings: Arc<Settings>,
+        db: DatabaseConnection,
         waiters: Arc<Waiters>,
         hub: Arc<Hub>,
         cancel: CancellationToken,
@@ -56,7 +67,7 @@ impl BrokerLink {
         let mut delays = backoff();
         loop {
             let started = std::time::Instant::now();
-            match self.session(&settings, &waiters, &hub, &cancel).await {
+            match self.session(&settings, &db, &waiters, &hub, &cancel).await {
                 Ok(()) => return,
                 Err(error) => {
                     self.set(None);
@@ -79,24 +90,38 @@ impl BrokerLink {
     async fn session(
         &self,
         settings: &Settings,
+        db: &DatabaseConnection,
         waiters: &Waiters,
         hub: &Hub,
         cancel: &CancellationToken,
     ) -> anyhow::Result<()> {
-        let conn = broker::connect(&settings.amqp.url, "api").await?;
-        let channel = conn.create_channel().await?;
-        topology::declare(&channel, &settings.amqp).await?;
-        let publisher =
-            Publisher::open(&conn, Duration::from_secs(settings.amqp.confirm_timeout_secs)).await?;
-        // One exclusive, auto-deleted queue of this instance's own: the sequenced events feed
-        // the WebSocket relay, and their `correlationId` wakes requests waiting on a command.
-        let mut live = own_queue(
-            &channel,
-            &format!("showrunner.relay.{}", uuid::Uuid::now_v7()),
-            topology::LIVE_EXCHANGE,
-            &["#"],
-        )
-        .await?;
+        // Bounded as a whole: a node that is still starting may accept and then not answer.
+        let setup = async {
+            let conn = broker::connect(&settings.amqp.url, "api").await?;
+            let channel = conn.create_channel().await?;
+            topology::declare(&channel, &settings.amqp).await?;
+            let publisher =
+                Publisher::open(&conn, Duration::from_secs(settings.amqp.confirm_timeout_secs))
+                    .await?;
+            // One exclusive, auto-deleted queue of this instance's own: the sequenced events
+            // feed the WebSocket relay, and their `correlationId` wakes requests waiting on a
+            // command.
+            let live = own_queue(
+                &channel,
+                &format!("showrunner.relay.{}", uuid::Uuid::now_v7()),
+                topology::LIVE_EXCHANGE,
+                &["#"],
+            )
+            .await?;
+            Ok::<_, anyhow::Error>((conn, channel, publisher, live))
+        };
+        // `_channel` lives as long as the session: dropping the last handle closes a channel.
+        let (conn, _channel, publisher, mut live) = tokio::time::timeout(SETUP_TIMEOUT, setup)
+            .await
+            .map_err(|_| anyhow::anyhow!("RabbitMQ did not answer within {SETUP_TIMEOUT:?}"))??;
+        // The queue is bound: everything sequenced from now on arrives on it. What was
+        // sequenced while this instance had no queue comes from the event log.
+        self.catch_up(db, waiters, hub).await?;
         self.set(Some(publisher.clone()));
         tracing::info!("RabbitMQ link up");
         let rules = Rules::from_settings(settings);
@@ -112,7 +137,7 @@ impl BrokerLink {
                 }
                 () = cancel.cancelled() => {
                     self.set(None);
-                    let _ = conn.close(200, "api shutting down".into()).await;
+                    let _ = broker::bounded(conn.close(200, "api shutting down".into())).await;
                     return Ok(());
                 }
                 delivery = live.next() => {
@@ -122,7 +147,10 @@ impl BrokerLink {
                             if let Some(command_id) = event.correlation_id {
                                 waiters.wake(command_id);
                             }
-                            hub.dispatch(&frame);
+                            // At or below `last_seq`: the catch-up sent it already.
+                            if self.last_seq.fetch_max(frame.seq, Ordering::Relaxed) < frame.seq {
+                                hub.dispatch(&frame);
+                            }
                         }
                         Err(reason) => {
                             let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
@@ -132,6 +160,79 @@ impl BrokerLink {
                 }
             }
         }
+    }
+}
+
+impl BrokerLink {
+    /// Hands the hub, in order, the events sequenced after `last_seq` (the first session only
+    /// notes where the log ends: its clients resume by themselves).
+    async fn catch_up(
+        &self,
+        db: &DatabaseConnection,
+        waiters: &Waiters,
+        hub: &Hub,
+    ) -> anyhow::Result<()> {
+        #[derive(FromQueryResult)]
+        struct Logged {
+            seq: i64,
+            routing_key: String,
+            body: String,
+            traceparent: Option<String>,
+        }
+        const PAGE: i64 = 1000;
+        let mut from = self.last_seq.load(Ordering::Relaxed);
+        if !self.positioned.load(Ordering::Relaxed) {
+            #[derive(FromQueryResult)]
+            struct Max {
+                seq: Option<i64>,
+            }
+            let max = Max::find_by_statement(sql("SELECT max(seq) AS seq FROM event_log", []))
+                .one(db)
+                .await?;
+            self.last_seq.fetch_max(max.and_then(|m| m.seq).unwrap_or(0), Ordering::Relaxed);
+            self.positioned.store(true, Ordering::Relaxed);
+            return Ok(());
+        }
+        let mut sent = 0usize;
+        loop {
+            let rows = Logged::find_by_statement(sql(
+                "SELECT seq, routing_key, body, traceparent FROM event_log \
+                 WHERE seq > $1 ORDER BY seq LIMIT $2",
+                [from.into(), PAGE.into()],
+            ))
+            .all(db)
+            .await?;
+            let n = rows.len();
+            for row in rows {
+                from = row.seq;
+                let Ok(envelope) = serde_json::from_str::<EventEnvelope>(&row.body) else {
+                    continue;
+                };
+                if let Some(command_id) = envelope.correlation_id {
+                    waiters.wake(command_id);
+                }
+                let text = frame_of(&envelope, &row.routing_key, row.traceparent.as_deref());
+                let audience =
+                    Audience::of(&row.routing_key, envelope.actor.as_ref().map(|a| a.id));
+                let frame = Arc::new(FrameData {
+                    seq: row.seq,
+                    topic: row.routing_key,
+                    audience,
+                    text: text.into(),
+                });
+                if self.last_seq.fetch_max(row.seq, Ordering::Relaxed) < row.seq {
+                    hub.dispatch(&frame);
+                    sent += 1;
+                }
+            }
+            if n < PAGE as usize {
+                break;
+            }
+        }
+        if sent > 0 {
+            tracing::info!(events = sent, "relay caught up from the event log after a reconnect");
+        }
+        Ok(())
     }
 }
 

@@ -81,16 +81,29 @@ async fn up(settings: Arc<Settings>) -> anyhow::Result<()> {
     );
     println!("  a token:     showrunner token --user alice --role admin");
     println!("Ctrl-C stops everything.");
-    let mut failure = None;
-    while let Some(done) = roles.join_next().await {
-        let result = done.map_err(anyhow::Error::from).and_then(|r| r);
-        if let Err(error) = result {
-            tracing::error!(error = format!("{error:#}"), "a role failed, stopping the others");
-            failure.get_or_insert(error);
-            cancel.cancel();
+    let grace = std::time::Duration::from_secs(settings.shutdown.grace_secs);
+    let all = async {
+        let mut failure = None;
+        while let Some(done) = roles.join_next().await {
+            let result = done.map_err(anyhow::Error::from).and_then(|r| r);
+            if let Err(error) = result {
+                tracing::error!(error = format!("{error:#}"), "a role failed, stopping the others");
+                failure.get_or_insert(error);
+                cancel.cancel();
+            }
+        }
+        failure.map_or(Ok(()), Err)
+    };
+    match showrunner_shared::process::within_grace(&cancel, grace, all).await {
+        Some(result) => result,
+        None => {
+            eprintln!(
+                "showrunner: the drain did not end within {}s (shutdown.grace_secs); exiting",
+                grace.as_secs()
+            );
+            std::process::exit(showrunner_shared::process::EXIT_GRACE_EXCEEDED)
         }
     }
-    failure.map_or(Ok(()), Err)
 }
 
 fn token(settings: &Settings, args: &[String]) -> Result<String, String> {

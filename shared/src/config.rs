@@ -25,6 +25,15 @@ pub struct Settings {
     pub log: LogSettings,
     pub limits: LimitSettings,
     pub ops: OpsSettings,
+    pub shutdown: ShutdownSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownSettings {
+    /// Seconds a process drains after SIGTERM or SIGINT before it exits anyway (below the 30 s
+    /// an orchestrator such as `docker stop` waits before it kills).
+    pub grace_secs: u64,
 }
 
 /// What one caller may send and hold: every limit of the API except the three that live with
@@ -388,6 +397,7 @@ impl Settings {
             .set_default("jobs.webhook_timeout_secs", 30)?
             .set_default("jobs.webhook_max_response_bytes", 1_048_576)?
             .set_default("jobs.webhook_max_redirects", 5)?
+            .set_default("shutdown.grace_secs", 25)?
             .set_default("log.format", "text")?
             .set_default("log.filter", "info,sqlx=warn,sea_orm_migration=warn")?
             .set_default("limits.max_body_bytes", 262_144)?
@@ -502,6 +512,9 @@ impl Settings {
                 "jobs.timeout_secs",
                 "must be between 1 and 1500 (RabbitMQ's consumer timeout is 30 minutes)",
             ));
+        }
+        if !(1..=3600).contains(&self.shutdown.grace_secs) {
+            return Err(invalid("shutdown.grace_secs", "must be between 1 and 3600"));
         }
         if jobs.export_dir.as_os_str().is_empty() {
             return Err(invalid("jobs.export_dir", "must not be empty"));
@@ -655,6 +668,14 @@ mod tests {
         assert_eq!(ports.len(), 5);
         let s = Settings::with_overrides(&[("ops.addr", "127.0.0.1:0")]).expect("loads");
         assert_eq!(s.ops.addr_for("job-worker").to_string(), "127.0.0.1:0");
+    }
+
+    #[test]
+    fn the_shutdown_grace_is_checked() {
+        let s = Settings::with_overrides(&[]).expect("defaults load");
+        assert_eq!(s.shutdown.grace_secs, 25);
+        let err = Settings::with_overrides(&[("shutdown.grace_secs", "0")]).expect_err("must fail");
+        assert!(err.to_string().contains("shutdown.grace_secs"), "{err}");
     }
 
     #[test]

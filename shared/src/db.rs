@@ -3,11 +3,13 @@
 
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr, FromQueryResult, Statement,
-    Value,
+    ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr, FromQueryResult, RuntimeErr,
+    SqlxError, Statement, Value,
 };
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::contracts::Episode;
@@ -37,6 +39,54 @@ pub async fn connect_with(
         .test_before_acquire(ping_on_acquire)
         .sqlx_logging(false);
     Database::connect(options).await
+}
+
+/// Whether connecting failed because PostgreSQL is not there (yet): down, restarting, or not
+/// accepting connections. A wrong password or a missing database is not: waiting cannot fix it.
+pub fn unreachable(error: &DbErr) -> bool {
+    match error {
+        DbErr::ConnectionAcquire(_) => true,
+        DbErr::Conn(RuntimeErr::SqlxError(e)) => match e.as_ref() {
+            SqlxError::Io(_) | SqlxError::PoolTimedOut | SqlxError::Tls(_) => true,
+            // 57P: shutting down or starting up; 08: connection exceptions.
+            SqlxError::Database(db) => {
+                db.code().is_some_and(|code| code.starts_with("57P") || code.starts_with("08"))
+            }
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// [`connect_with`], waiting (exponential backoff up to 10 s) for as long as PostgreSQL is
+/// [`unreachable`], so a process started before its database waits instead of exiting.
+/// `None` when `cancel` fires first.
+pub async fn connect_waiting(
+    settings: &DatabaseSettings,
+    role: &str,
+    ping_on_acquire: bool,
+    cancel: &CancellationToken,
+) -> Result<Option<DatabaseConnection>, DbErr> {
+    let mut delays = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(10))
+        .with_jitter()
+        .without_max_times()
+        .build();
+    loop {
+        match connect_with(settings, role, ping_on_acquire).await {
+            Ok(db) => return Ok(Some(db)),
+            Err(error) if unreachable(&error) => {
+                let delay = delays.next().unwrap_or(Duration::from_secs(10));
+                tracing::warn!(role, %error, ?delay, "PostgreSQL unreachable, waiting for it");
+                tokio::select! {
+                    () = cancel.cancelled() => return Ok(None),
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+            Err(error) => return Err(error),
+        }
+    }
 }
 
 /// A PostgreSQL statement with `$n` placeholders.

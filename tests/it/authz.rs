@@ -313,7 +313,14 @@ async fn job_system_and_user_topics_reach_only_their_audience_live_and_on_resume
         })
     };
     let events = [
-        OutgoingEvent::new(&first_episode, &presence(first_episode), None, None, now),
+        // Presence events carry their viewer as the actor (the inbound checks require it).
+        OutgoingEvent::new(
+            &first_episode,
+            &presence(first_episode),
+            Some(alice.clone()),
+            None,
+            now,
+        ),
         OutgoingEvent::new(
             &job,
             &JobCompleted { job_id: job, results: json!({"secret": 1}), timestamp: now },
@@ -328,7 +335,13 @@ async fn job_system_and_user_topics_reach_only_their_audience_live_and_on_resume
             None,
             now,
         ),
-        OutgoingEvent::new(&marker_episode, &presence(marker_episode), None, None, now),
+        OutgoingEvent::new(
+            &marker_episode,
+            &presence(marker_episode),
+            Some(alice.clone()),
+            None,
+            now,
+        ),
     ];
     for event in &events {
         let body = serde_json::to_vec(&event.envelope).unwrap_or_default();

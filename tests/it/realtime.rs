@@ -293,7 +293,12 @@ async fn resume_after_a_disconnect_during_a_burst_loses_nothing_and_repeats_noth
 #[tokio::test]
 async fn a_client_that_never_reads_is_closed_while_a_fast_one_keeps_up() {
     let app = TestApp::spawn_with(Options {
-        extra: vec![("realtime.send_buffer".into(), "64".into())],
+        extra: vec![
+            ("realtime.send_buffer".into(), "64".into()),
+            // 400 writes as fast as the api takes them: over the default per-user rate.
+            ("limits.requests_per_sec".into(), "100000".into()),
+            ("limits.request_burst".into(), "100000".into()),
+        ],
         ..Default::default()
     })
     .await;

@@ -70,3 +70,32 @@ async fn without_the_broker_writes_answer_503_and_nothing_is_recorded() {
     assert_eq!(status, StatusCode::OK, "reads still work from PostgreSQL");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_process_started_before_its_database_waits_for_it() {
+    // Nothing listens on port 1: the api and a worker wait (no exit, no error) until stopped.
+    let settings = std::sync::Arc::new(
+        Settings::with_overrides(&[("database.url", "postgres://postgres@127.0.0.1:1/showrunner")])
+            .expect("settings"),
+    );
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let api = tokio::spawn(showrunner_api::run(settings.clone(), listener, cancel.clone()));
+    let worker = tokio::spawn(showrunner_workers::run_episode_worker(settings, cancel.clone()));
+    // Still waiting after several attempts (the first delays are 0.2, 0.4, 0.8 s).
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert!(!api.is_finished() && !worker.is_finished(), "a process gave up on its database");
+    cancel.cancel();
+    for task in [api, worker] {
+        let outcome = tokio::time::timeout(DEADLINE, task).await.expect("stops").expect("joins");
+        outcome.expect("a stop while waiting is a clean exit");
+    }
+
+    // A database that does not exist is a mistake, not an outage: that fails at once.
+    let missing = format!("{PG_SERVER}/sr_test_missing_{}", uuid::Uuid::now_v7().simple());
+    let settings = Settings::with_overrides(&[("database.url", &missing)]).expect("settings");
+    let never = tokio_util::sync::CancellationToken::new();
+    let error = showrunner_shared::db::connect_waiting(&settings.database, "test", true, &never);
+    let error = tokio::time::timeout(DEADLINE, error).await.expect("fails fast");
+    assert!(error.is_err(), "a missing database must not be waited for");
+}

@@ -55,8 +55,10 @@ pub type Socket =
 pub async fn ws_next(socket: &mut Socket) -> Value {
     use futures_util::StreamExt;
     use tokio_tungstenite::tungstenite::Message;
+    // One deadline for the call: the server's pings must not keep extending it.
+    let give_up = tokio::time::Instant::now() + DEADLINE;
     loop {
-        let message = tokio::time::timeout(DEADLINE, socket.next())
+        let message = tokio::time::timeout_at(give_up, socket.next())
             .await
             .unwrap_or_else(|_| panic!("no frame within {DEADLINE:?}"));
         match message {

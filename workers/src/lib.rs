@@ -16,7 +16,7 @@ use std::time::Duration;
 use futures_util::{FutureExt, StreamExt};
 use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
-use showrunner_shared::broker::ack_through;
+use showrunner_shared::broker::{ack_through, bounded};
 use showrunner_shared::broker::{process_label, topology};
 use showrunner_shared::config::Settings;
 use showrunner_shared::metrics;
@@ -37,7 +37,7 @@ pub async fn run_episode_worker(
 ) -> anyhow::Result<()> {
     const ROLE: &str = "episode-worker";
     let ops = ops::serving(&settings, ROLE, &cancel).await;
-    let db = session::database(&settings, ROLE).await?;
+    let Some(db) = session::database(&settings, ROLE, &cancel).await? else { return Ok(()) };
     let probe = ops.probe(ROLE, &db);
     let me = Uuid::now_v7();
     // The worker id in the label tells apart two workers of one process (tests, `showrunner up`).
@@ -49,7 +49,7 @@ pub async fn run_episode_worker(
         probe.consuming(true);
         supervise_partitions(&ctx, &conn, me, &label, &cancel).await;
         probe.consuming(false);
-        let _ = conn.close(200, "shutting down".into()).await;
+        let _ = bounded(conn.close(200, "shutting down".into())).await;
         if cancel.is_cancelled() {
             break;
         }
@@ -76,17 +76,22 @@ impl Partitions {
         conn: &lapin::Connection,
         p: u16,
         label: &str,
-    ) -> Result<(), lapin::Error> {
-        let channel = conn.create_channel().await?;
-        channel.basic_qos(ctx.settings.amqp.prefetch, BasicQosOptions::default()).await?;
-        let consumer = channel
-            .basic_consume(
-                topology::command_queue(p).as_str().into(),
-                format!("{label}/p{p:03}").as_str().into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+    ) -> anyhow::Result<()> {
+        let open = async {
+            let channel = conn.create_channel().await?;
+            channel.basic_qos(ctx.settings.amqp.prefetch, BasicQosOptions::default()).await?;
+            let consumer = channel
+                .basic_consume(
+                    topology::command_queue(p).as_str().into(),
+                    format!("{label}/p{p:03}").as_str().into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            Ok::<_, lapin::Error>((channel, consumer))
+        };
+        let (channel, consumer) =
+            bounded(open).await.ok_or_else(|| anyhow::anyhow!("the broker did not answer"))??;
         self.streams.insert(p, consumer);
         self.channels.insert(p, channel);
         tracing::info!(partition = p, "consuming partition");
@@ -96,7 +101,7 @@ impl Partitions {
     async fn release(&mut self, p: u16) {
         self.streams.remove(&p);
         if let Some(channel) = self.channels.remove(&p) {
-            let _ = channel.close(200, "partition released".into()).await;
+            let _ = bounded(channel.close(200, "partition released".into())).await;
             tracing::info!(partition = p, "released partition");
         }
     }
@@ -292,17 +297,23 @@ pub async fn run_job_worker_with(
     let ops = ops::serving(&settings, ROLE, &cancel).await;
     // No ping per acquire: it would double the round trips of the short job statements; a
     // connection broken by a restart fails one request, which comes back through a delay tier.
-    let db = session::database_with(&settings, ROLE, false).await?;
+    let Some(db) = session::database_with(&settings, ROLE, false, &cancel).await? else {
+        return Ok(());
+    };
     let probe = ops.probe(ROLE, &db);
     let tag = format!("{}/{}", process_label(ROLE), Uuid::now_v7());
     let http = jobs::webhook::client()?;
     tracing::info!(types = ?registry.types(), "job worker starting");
     let mut pacer = session::Pacer::default();
     while let Some((conn, ctx)) = pacer.connect(&settings, &db, ROLE, &cancel).await {
-        let channel = match conn.create_channel().await {
-            Ok(c) => c,
-            Err(error) => {
+        let channel = match bounded(conn.create_channel()).await {
+            Some(Ok(c)) => c,
+            Some(Err(error)) => {
                 tracing::warn!(%error, "cannot open a channel, reconnecting");
+                continue;
+            }
+            None => {
+                tracing::warn!("no answer to opening a channel, reconnecting");
                 continue;
             }
         };
@@ -313,9 +324,12 @@ pub async fn run_job_worker_with(
         probe.consuming(true);
         let result = jobs::consumer::consume(&runner, &channel, &tag, &cancel).await;
         probe.consuming(false);
+        // The finished jobs' events leave before the connection closes, not through the
+        // sweeper of another worker seconds later.
+        runner.committer.flush(Duration::from_secs(5)).await;
         sweeper.abort();
-        let _ = channel.close(200, "stopping".into()).await;
-        let _ = conn.close(200, "stopping".into()).await;
+        let _ = bounded(channel.close(200, "stopping".into())).await;
+        let _ = bounded(conn.close(200, "stopping".into())).await;
         match result {
             Ok(()) => break,
             Err(error) => tracing::warn!(%error, "job consumer stopped, reconnecting"),
@@ -391,16 +405,20 @@ async fn run_queue_worker<H: BatchHandler>(
     handler: H,
 ) -> anyhow::Result<()> {
     let ops = ops::serving(&settings, role, &cancel).await;
-    let db = session::database(&settings, role).await?;
+    let Some(db) = session::database(&settings, role, &cancel).await? else { return Ok(()) };
     let probe = ops.probe(format!("{role}/{queue}"), &db);
     // The queue in the tag tells apart the activity worker's two consumers in the UI.
     let tag = format!("{}/{queue}", process_label(role));
     let mut pacer = session::Pacer::default();
     while let Some((conn, ctx)) = pacer.connect(&settings, &db, role, &cancel).await {
-        let channel = match conn.create_channel().await {
-            Ok(c) => c,
-            Err(error) => {
+        let channel = match bounded(conn.create_channel()).await {
+            Some(Ok(c)) => c,
+            Some(Err(error)) => {
                 tracing::warn!(%error, "cannot open a channel, reconnecting");
+                continue;
+            }
+            None => {
+                tracing::warn!("no answer to opening a channel, reconnecting");
                 continue;
             }
         };
@@ -410,8 +428,8 @@ async fn run_queue_worker<H: BatchHandler>(
         let result = consume(&ctx, &channel, queue, &tag, &handler, &cancel).await;
         probe.consuming(false);
         sweeper.abort();
-        let _ = channel.close(200, "stopping".into()).await;
-        let _ = conn.close(200, "stopping".into()).await;
+        let _ = bounded(channel.close(200, "stopping".into())).await;
+        let _ = bounded(conn.close(200, "stopping".into())).await;
         match result {
             Ok(()) => break,
             Err(error) => tracing::warn!(queue, %error, "consumer stopped, reconnecting"),

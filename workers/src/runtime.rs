@@ -75,15 +75,19 @@ pub async fn consume<H: BatchHandler>(
     cancel: &CancellationToken,
 ) -> Result<(), ConsumeError> {
     let amqp = &ctx.settings.amqp;
-    channel.basic_qos(amqp.prefetch, BasicQosOptions::default()).await?;
-    let mut consumer = channel
-        .basic_consume(
-            queue.into(),
-            consumer_tag.into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let start = async {
+        channel.basic_qos(amqp.prefetch, BasicQosOptions::default()).await?;
+        channel
+            .basic_consume(
+                queue.into(),
+                consumer_tag.into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+    };
+    let mut consumer =
+        showrunner_shared::broker::bounded(start).await.ok_or(ConsumeError::Ended)??;
     loop {
         let batch = tokio::select! {
             biased;
@@ -181,7 +185,8 @@ pub async fn process_batch<H: BatchHandler>(
                 .await?;
             Vec::new()
         }
-        // Shut down mid-retry: nothing is acked, the broker redelivers the batch.
+        // Shut down mid-retry, or the broker went away: nothing is acked, the broker
+        // redelivers the batch.
         None => return Err(ConsumeError::Ended),
     };
     metrics::HANDLER_SECONDS.observe_duration(&[queue], started.elapsed());
@@ -193,7 +198,8 @@ pub async fn process_batch<H: BatchHandler>(
 }
 
 /// Runs the handler until it succeeds, retrying with exponential backoff. Connection errors
-/// are retried for as long as it takes; other errors `attempts` times. `None` on shutdown.
+/// are retried for as long as it takes; other errors `attempts` times. `None` on shutdown or
+/// when the broker channel closed (nothing is acked then: the broker redelivers).
 async fn apply_with_retry<H: BatchHandler>(
     ctx: &Context,
     queue: &str,
@@ -213,7 +219,15 @@ async fn apply_with_retry<H: BatchHandler>(
         match handler.handle(ctx, messages).await {
             Ok(events) => return Some(Ok(events)),
             Err(error) => {
-                let transient = is_connection_error(&error);
+                if !ctx.publisher.is_open() {
+                    // The broker connection is gone: the message is not at fault and retrying
+                    // on a dead channel cannot succeed. Stop; the caller reconnects and the
+                    // broker redelivers the batch (parking it would lose an event the handler
+                    // may already have committed, such as an event log row).
+                    tracing::warn!(%error, "applying failed with the broker channel closed, reconnecting");
+                    return None;
+                }
+                let transient = is_connection_error(&error) || is_broker_error(&error);
                 failures += usize::from(!transient);
                 if failures >= attempts {
                     return Some(Err(error));
@@ -241,6 +255,17 @@ fn decode<T: Inbound>(delivery: &Delivery, rules: &Rules) -> Result<Incoming<T>,
         }
     });
     Ok(Incoming { routing_key: delivery.routing_key.to_string(), traceparent, body })
+}
+
+/// A publish the broker did not confirm (but not one it could not route): the broker's trouble,
+/// not the message's, so it never counts towards parking.
+fn is_broker_error(error: &anyhow::Error) -> bool {
+    use showrunner_shared::broker::PublishError;
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<PublishError>()
+            .is_some_and(|e| !matches!(e, PublishError::Unroutable { .. }))
+    })
 }
 
 /// Lost or unreachable database: worth retrying for as long as it takes.

@@ -16,9 +16,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::runtime::Context;
 
-/// Connects to PostgreSQL and checks the schema. A schema older than this build is fatal.
-pub async fn database(settings: &Settings, role: &str) -> anyhow::Result<DatabaseConnection> {
-    database_with(settings, role, true).await
+/// Connects to PostgreSQL (waiting while it is unreachable) and checks the schema. A schema
+/// older than this build is fatal. `None` when `cancel` fires while waiting.
+pub async fn database(
+    settings: &Settings,
+    role: &str,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Option<DatabaseConnection>> {
+    database_with(settings, role, true, cancel).await
 }
 
 /// [`database`], choosing whether the pool pings connections as it hands them out.
@@ -26,10 +31,14 @@ pub async fn database_with(
     settings: &Settings,
     role: &str,
     ping_on_acquire: bool,
-) -> anyhow::Result<DatabaseConnection> {
-    let db = showrunner_shared::db::connect_with(&settings.database, role, ping_on_acquire).await?;
+    cancel: &CancellationToken,
+) -> anyhow::Result<Option<DatabaseConnection>> {
+    let db =
+        showrunner_shared::db::connect_waiting(&settings.database, role, ping_on_acquire, cancel)
+            .await?;
+    let Some(db) = db else { return Ok(None) };
     showrunner_migrations::ensure_current(&db).await?;
-    Ok(db)
+    Ok(Some(db))
 }
 
 /// Spaces a role's broker sessions. A session that ended soon after it began (the broker
@@ -86,6 +95,9 @@ fn delays() -> backon::ExponentialBackoff {
         .build()
 }
 
+/// Longest connect, topology declaration and publisher opening, together.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A live broker connection and the context handlers run with. `None` on shutdown.
 pub async fn connect(
     settings: &Arc<Settings>,
@@ -95,7 +107,13 @@ pub async fn connect(
 ) -> Option<(Connection, Context)> {
     let mut delays = delays();
     loop {
-        match try_connect(settings, db, role).await {
+        // Bounded as a whole: a node that is still starting may accept and then not answer.
+        let attempt = tokio::time::timeout(CONNECT_TIMEOUT, try_connect(settings, db, role));
+        let result = tokio::select! {
+            () = cancel.cancelled() => return None,
+            r = attempt => r.unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {CONNECT_TIMEOUT:?}"))),
+        };
+        match result {
             Ok(session) => return Some(session),
             Err(error) => {
                 let delay = delays.next().unwrap_or(Duration::from_secs(10));
@@ -117,7 +135,7 @@ async fn try_connect(
     let conn = broker::connect(&settings.amqp.url, role).await?;
     let channel = conn.create_channel().await?;
     topology::declare(&channel, &settings.amqp).await?;
-    let _ = channel.close(200, "topology declared".into()).await;
+    let _ = broker::bounded(channel.close(200, "topology declared".into())).await;
     let publisher =
         Publisher::open(&conn, Duration::from_secs(settings.amqp.confirm_timeout_secs)).await?;
     tracing::info!(role, "connected to RabbitMQ");

@@ -31,6 +31,13 @@ pub async fn next_batch(
 /// Acks every delivery of the channel up to and including `last` with one frame.
 /// `Ok(false)`: the channel was closed or recovered, the ack was not sent and the broker will
 /// redeliver (the consumer's idempotency makes that harmless).
+/// An ack with no answer within [`super::OP_TIMEOUT`] counts as not sent.
 pub async fn ack_through(last: &Delivery) -> Result<bool, lapin::Error> {
-    last.acker.ack(BasicAckOptions { multiple: true }).await
+    match super::bounded(last.acker.ack(BasicAckOptions { multiple: true })).await {
+        Some(result) => result,
+        None => {
+            tracing::warn!("ack got no answer, the connection is likely gone");
+            Ok(false)
+        }
+    }
 }

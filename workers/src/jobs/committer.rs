@@ -13,6 +13,7 @@ use showrunner_shared::broker::Publisher;
 use showrunner_shared::contracts::JobRequest;
 use showrunner_shared::outbox::{self, StoredEvent};
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use super::store::{self, Claim, ClaimedJob};
 
@@ -28,6 +29,8 @@ type TracedRequest = (JobRequest, Option<String>);
 pub struct Committer {
     claims: mpsc::Sender<(TracedRequest, Reply<Claim>)>,
     successes: mpsc::Sender<((ClaimedJob, serde_json::Value), Reply<bool>)>,
+    /// Cancelled once every handle is gone and the last committed events were published.
+    flushed: CancellationToken,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +47,13 @@ impl Committer {
         let (claims, claim_rx) = mpsc::channel(BATCH_MAX);
         let (successes, success_rx) = mpsc::channel(BATCH_MAX);
         let (events, events_rx) = mpsc::unbounded_channel();
-        tokio::spawn(publish_events(events_rx, db.clone(), publisher));
+        let db_for_events = db.clone();
+        let flushed = CancellationToken::new();
+        let done = flushed.clone();
+        tokio::spawn(async move {
+            publish_events(events_rx, db_for_events, publisher).await;
+            done.cancel();
+        });
         tokio::spawn(run(
             claim_rx,
             db.clone(),
@@ -61,7 +70,15 @@ impl Committer {
                 Box::pin(async move { store::succeed_many(&db, &batch).await })
             },
         ));
-        Self { claims, successes }
+        Self { claims, successes, flushed }
+    }
+
+    /// Drops this handle and waits (at most `limit`) until the events of everything committed
+    /// were published: a draining worker calls it once its job tasks are done.
+    pub async fn flush(self, limit: Duration) {
+        let flushed = self.flushed.clone();
+        drop(self);
+        let _ = tokio::time::timeout(limit, flushed.cancelled()).await;
     }
 
     /// Claims the attempt `request` stands for; `traceparent` is the request's trace.

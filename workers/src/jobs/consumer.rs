@@ -14,6 +14,7 @@ use lapin::Channel;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
+use showrunner_shared::broker::bounded;
 use showrunner_shared::broker::topology::JOBS_QUEUE;
 use showrunner_shared::contracts::JobRequest;
 use showrunner_shared::inbound::{self, Rules};
@@ -62,15 +63,18 @@ pub async fn consume(
     cancel: &CancellationToken,
 ) -> Result<(), ConsumeError> {
     let jobs = &runner.ctx.settings.jobs;
-    channel.basic_qos(jobs.prefetch, BasicQosOptions::default()).await?;
-    let mut consumer = channel
-        .basic_consume(
-            JOBS_QUEUE.into(),
-            consumer_tag.into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let start = async {
+        channel.basic_qos(jobs.prefetch, BasicQosOptions::default()).await?;
+        channel
+            .basic_consume(
+                JOBS_QUEUE.into(),
+                consumer_tag.into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+    };
+    let mut consumer = bounded(start).await.ok_or(ConsumeError::Ended)??;
     let slots = Arc::new(Semaphore::new(jobs.max_in_flight));
     let mut tasks = JoinSet::new();
     let result = loop {
@@ -112,29 +116,29 @@ async fn handle(runner: &Runner, delivery: Delivery) {
 
 async fn handle_traced(runner: &Runner, delivery: Delivery) {
     metrics::MESSAGES_CONSUMED.inc(&[JOBS_QUEUE]);
+    let ack = || bounded(delivery.ack(BasicAckOptions::default()));
     let acked = match process(runner, &delivery).await {
-        Ok(()) => delivery.ack(BasicAckOptions::default()).await,
+        Ok(()) => ack().await,
         Err(error) => {
             tracing::warn!(%error, "job request failed, trying again later");
             match requeue_later(runner, &delivery).await {
-                Ok(()) => delivery.ack(BasicAckOptions::default()).await,
+                Ok(()) => ack().await,
                 // Neither the database nor the broker took it: hand it back.
                 Err(_) => {
                     metrics::MESSAGES_REJECTED.inc(&[JOBS_QUEUE]);
-                    let _ =
-                        delivery.nack(BasicNackOptions { requeue: true, multiple: false }).await;
-                    return;
+                    bounded(delivery.nack(BasicNackOptions { requeue: true, multiple: false }))
+                        .await
                 }
             }
         }
     };
     match acked {
-        Ok(true) => metrics::MESSAGES_ACKED.inc(&[JOBS_QUEUE]),
-        Ok(false) => {
+        Some(Ok(true)) => metrics::MESSAGES_ACKED.inc(&[JOBS_QUEUE]),
+        Some(Ok(false)) | None => {
             metrics::MESSAGES_REJECTED.inc(&[JOBS_QUEUE]);
             tracing::warn!("ack not sent, channel closed: the request will be redelivered")
         }
-        Err(error) => {
+        Some(Err(error)) => {
             metrics::MESSAGES_REJECTED.inc(&[JOBS_QUEUE]);
             tracing::warn!(%error, "ack failed: the request will be redelivered")
         }

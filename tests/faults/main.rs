@@ -1,0 +1,912 @@
+//! The fault-injection suite: `cargo run -p showrunner-tests --bin faults -- --duration 120`
+//! (or `bash tests/faults/run.sh`).
+//!
+//! It starts a private PostgreSQL cluster and a private RabbitMQ node (temporary directory,
+//! ports of their own: the machine's shared services are never touched), runs every role as a
+//! process (`sr-role`, several episode and job workers), and drives a load of episode writes,
+//! jobs and a resuming WebSocket client, while it kills workers with SIGKILL and starts new
+//! ones, kills and restarts RabbitMQ and PostgreSQL, and restarts the api. Then it waits until
+//! the system is quiet and checks that every accepted command was applied exactly once, every
+//! event reached the activity log once, every notification exists once, every job finished or
+//! is parked, and the WebSocket client saw every event once. It prints what it did and what it
+//! counted, and exits 1 on any violation. Everything it started is stopped and removed, also
+//! on failure.
+
+mod load;
+mod services;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use sea_orm::{DatabaseConnection, FromQueryResult};
+use showrunner_shared::auth::Role;
+use showrunner_shared::db::sql;
+use tokio::process::{Child, Command};
+use uuid::Uuid;
+
+use crate::load::{Api, JobEnd};
+use crate::services::{Postgres, Rabbit};
+
+const SECRET: &str = "faults-secret-faults-secret-faults";
+
+struct Args {
+    duration: Duration,
+    clients: usize,
+    keep: bool,
+}
+
+fn args() -> anyhow::Result<Args> {
+    let mut out = Args { duration: Duration::from_secs(120), clients: 6, keep: false };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--duration" => {
+                out.duration = Duration::from_secs(it.next().context("--duration N")?.parse()?)
+            }
+            "--clients" => out.clients = it.next().context("--clients N")?.parse()?,
+            "--keep" => out.keep = true,
+            other => anyhow::bail!(
+                "unknown argument {other}; usage: faults [--duration SECS] [--clients N] [--keep]"
+            ),
+        }
+    }
+    Ok(out)
+}
+
+fn main() {
+    let args = match args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("faults: {e:#}");
+            std::process::exit(2);
+        }
+    };
+    let dir = std::env::temp_dir().join(format!("srfaults-{}", std::process::id()));
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("faults: {e}");
+            std::process::exit(1);
+        }
+    };
+    let mut stack = Stack { dir: dir.clone(), pg: None, rabbit: None, procs: Vec::new() };
+    // Interrupted (Ctrl-C, SIGTERM): the teardown below still stops the private services.
+    let result = runtime.block_on(async {
+        tokio::select! {
+            result = suite(&args, &mut stack) => result,
+            () = interrupted() => Err(anyhow::anyhow!("interrupted")),
+        }
+    });
+    runtime.block_on(stack.teardown());
+    if args.keep {
+        println!("kept {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    match result {
+        Ok(0) => println!("faults: PASS"),
+        Ok(n) => {
+            println!("faults: FAIL ({n} violations)");
+            std::process::exit(1);
+        }
+        Err(error) => {
+            eprintln!("faults: {error:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+async fn interrupted() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+struct Proc {
+    role: &'static str,
+    n: usize,
+    child: Child,
+}
+
+struct Stack {
+    dir: PathBuf,
+    pg: Option<Postgres>,
+    rabbit: Option<Rabbit>,
+    procs: Vec<Proc>,
+}
+
+impl Stack {
+    async fn teardown(&mut self) {
+        for p in &mut self.procs {
+            let _ = p.child.start_kill();
+        }
+        for p in &mut self.procs {
+            let _ = p.child.wait().await;
+        }
+        self.procs.clear();
+        if let Some(mut rabbit) = self.rabbit.take() {
+            tokio::task::spawn_blocking(move || rabbit.stop()).await.ok();
+        }
+        if let Some(pg) = self.pg.take() {
+            tokio::task::spawn_blocking(move || pg.stop("immediate")).await.ok();
+        }
+    }
+}
+
+/// The process environment of every role.
+struct Env {
+    vars: Vec<(String, String)>,
+    bin: PathBuf,
+    logs: PathBuf,
+    counter: usize,
+}
+
+impl Env {
+    fn spawn(&mut self, role: &'static str) -> anyhow::Result<Proc> {
+        self.counter += 1;
+        let log = std::fs::File::create(self.logs.join(format!("{role}-{}.log", self.counter)))?;
+        let child = Command::new(&self.bin)
+            .arg(role)
+            .envs(self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("start {}", self.bin.display()))?;
+        Ok(Proc { role, n: self.counter, child })
+    }
+}
+
+fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let path = exe.with_file_name(name);
+    anyhow::ensure!(
+        path.exists(),
+        "{} is missing: build it first (`cargo build -p showrunner-tests --bins`)",
+        path.display()
+    );
+    Ok(path)
+}
+
+fn token(name: &str, role: Role) -> String {
+    let claims = showrunner_shared::auth::Claims {
+        sub: Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("faults-user:{name}").as_bytes()),
+        name: name.to_string(),
+        email: format!("{name}@example.com"),
+        role,
+        exp: chrono::Utc::now().timestamp() + 24 * 3600,
+    };
+    showrunner_shared::auth::encode(&claims, SECRET.as_bytes())
+}
+
+/// What the suite did, in order.
+struct Log {
+    start: Instant,
+    actions: Vec<(Duration, String)>,
+}
+
+impl Log {
+    fn act(&mut self, what: String) {
+        let at = self.start.elapsed();
+        println!("[{:>6.1}s] {what}", at.as_secs_f64());
+        self.actions.push((at, what));
+    }
+}
+
+async fn suite(args: &Args, stack: &mut Stack) -> anyhow::Result<usize> {
+    let bin = sibling("sr-role")?;
+    std::fs::create_dir_all(&stack.dir)?;
+    // PostgreSQL runs as `postgres` and must reach its directories.
+    let _ = std::process::Command::new("chmod").arg("755").arg(&stack.dir).status();
+    let logs = stack.dir.join("logs");
+    std::fs::create_dir_all(&logs)?;
+    let mut log = Log { start: Instant::now(), actions: Vec::new() };
+
+    let dir = stack.dir.clone();
+    let pg = tokio::task::spawn_blocking(move || Postgres::create(&dir)).await??;
+    log.act(format!("private PostgreSQL up on 127.0.0.1:{}", pg.port));
+    let database_url = pg.url("showrunner");
+    stack.pg = Some(pg);
+    let dir = stack.dir.clone();
+    let rabbit = tokio::task::spawn_blocking(move || Rabbit::create(&dir)).await??;
+    log.act(format!("private RabbitMQ node up on 127.0.0.1:{}", rabbit.port));
+    let amqp_url = rabbit.url();
+    stack.rabbit = Some(rabbit);
+    showrunner_migrations::migrate(&database_url).await?;
+    log.act("migrations applied".into());
+
+    let api_port = services::free_port()?;
+    let vars: Vec<(String, String)> = [
+        ("DATABASE__URL", database_url.as_str()),
+        ("DATABASE__MAX_CONNECTIONS", "6"),
+        ("AMQP__URL", amqp_url.as_str()),
+        ("AMQP__PARTITIONS", "8"),
+        ("HTTP__ADDR", &format!("127.0.0.1:{api_port}")),
+        ("AUTH__JWT_SECRET", SECRET),
+        ("WORKERS__HEARTBEAT_SECS", "1"),
+        ("WORKERS__HEARTBEAT_TTL_SECS", "4"),
+        ("WORKERS__OUTBOX_SWEEP_AFTER_SECS", "2"),
+        ("WORKERS__COMMAND_REPUBLISH_AFTER_SECS", "5"),
+        ("JOBS__TIMEOUT_SECS", "5"),
+        ("JOBS__INITIAL_DELAY_MS", "200"),
+        ("JOBS__MAX_DELAY_MS", "2000"),
+        ("SHUTDOWN__GRACE_SECS", "10"),
+        ("LOG__FILTER", "warn,showrunner_workers=info"),
+    ]
+    .iter()
+    .map(|(k, v)| (format!("SHOWRUNNER__{k}"), v.to_string()))
+    .collect();
+    let mut env = Env { vars, bin, logs: logs.clone(), counter: 0 };
+    stack.procs.push(env.spawn("api")?);
+    for role in ["episode-worker", "episode-worker", "activity-worker", "activity-worker"] {
+        stack.procs.push(env.spawn(role)?);
+    }
+    for role in ["notification-worker", "job-worker", "job-worker"] {
+        stack.procs.push(env.spawn(role)?);
+    }
+    let base = format!("http://127.0.0.1:{api_port}/api/v1");
+    let api = Arc::new(Api::new(base.clone()));
+    wait_ready(&api, Duration::from_secs(60)).await?;
+    log.act(format!("api and 7 workers up ({} processes)", stack.procs.len()));
+
+    // The load.
+    let stop = Arc::new(AtomicBool::new(false));
+    let give_up = Arc::new(AtomicBool::new(false));
+    let mut clients = tokio::task::JoinSet::new();
+    for i in 0..args.clients {
+        clients.spawn(load::episode_client(
+            api.clone(),
+            token(&format!("writer{i}"), Role::Member),
+            stop.clone(),
+            give_up.clone(),
+        ));
+    }
+    let jobs =
+        tokio::spawn(load::job_client(api.clone(), token("jobber", Role::Member), stop.clone()));
+    let ws_base = format!("ws://127.0.0.1:{api_port}/api/v1/ws");
+    let watcher = token("watcher", Role::Admin);
+    let ws = tokio::spawn(load::ws_client(ws_base.clone(), watcher.clone(), stop.clone()));
+    log.act(format!(
+        "load started: {} episode writers, 1 job submitter, 1 WebSocket watcher",
+        args.clients
+    ));
+
+    // The faults, in rotation, until the duration is spent.
+    let mut faults: HashMap<&str, u32> = HashMap::new();
+    let mut api_sigterm_exits = Vec::new();
+    let end = Instant::now() + args.duration;
+    let mut round = 0usize;
+    while Instant::now() < end {
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        if Instant::now() >= end {
+            break;
+        }
+        match round % 6 {
+            0 | 3 => {
+                // SIGKILL a random worker, start a new one of its role.
+                let workers: Vec<usize> =
+                    (0..stack.procs.len()).filter(|&i| stack.procs[i].role != "api").collect();
+                let victim = workers[fastrand::usize(0..workers.len())];
+                let mut proc = stack.procs.swap_remove(victim);
+                let _ = proc.child.start_kill();
+                let _ = proc.child.wait().await;
+                let role = proc.role;
+                stack.procs.push(env.spawn(role)?);
+                *faults.entry("kill -9 a worker, start a new one").or_default() += 1;
+                log.act(format!("kill -9 {role} #{}; started a new {role}", proc.n));
+            }
+            1 => {
+                let rabbit = stack.rabbit.take().context("no broker")?;
+                let rabbit = tokio::task::spawn_blocking(move || -> anyhow::Result<Rabbit> {
+                    let mut rabbit = rabbit;
+                    rabbit.kill()?;
+                    std::thread::sleep(Duration::from_secs(2));
+                    rabbit.start()?;
+                    Ok(rabbit)
+                })
+                .await??;
+                stack.rabbit = Some(rabbit);
+                *faults.entry("kill -9 RabbitMQ, restart it").or_default() += 1;
+                log.act("kill -9 RabbitMQ; restarted it".into());
+            }
+            2 | 5 => {
+                // The api: SIGTERM (a drain, which must exit 0) and SIGKILL in turn.
+                let i = stack.procs.iter().position(|p| p.role == "api").context("no api")?;
+                let mut proc = stack.procs.swap_remove(i);
+                if round % 6 == 2 {
+                    let started = Instant::now();
+                    let pid = proc.child.id().context("api pid")?;
+                    let _ = std::process::Command::new("kill")
+                        .args(["-TERM", &pid.to_string()])
+                        .status();
+                    let status =
+                        tokio::time::timeout(Duration::from_secs(15), proc.child.wait()).await;
+                    let took = started.elapsed();
+                    let code = match status {
+                        Ok(Ok(s)) => s.code(),
+                        _ => {
+                            let _ = proc.child.start_kill();
+                            None
+                        }
+                    };
+                    api_sigterm_exits.push((code, took));
+                    *faults.entry("SIGTERM the api, start a new one").or_default() += 1;
+                    log.act(format!(
+                        "SIGTERM api: exit {code:?} after {:.1}s; started a new api",
+                        took.as_secs_f64()
+                    ));
+                } else {
+                    let _ = proc.child.start_kill();
+                    let _ = proc.child.wait().await;
+                    *faults.entry("kill -9 the api, start a new one").or_default() += 1;
+                    log.act("kill -9 api; started a new api".into());
+                }
+                stack.procs.push(env.spawn("api")?);
+            }
+            _ => {
+                let pg = stack.pg.take().context("no database")?;
+                let pg = tokio::task::spawn_blocking(move || -> anyhow::Result<Postgres> {
+                    pg.stop("immediate")?;
+                    std::thread::sleep(Duration::from_secs(2));
+                    pg.start()?;
+                    Ok(pg)
+                })
+                .await??;
+                stack.pg = Some(pg);
+                *faults.entry("stop PostgreSQL (immediate), restart it").or_default() += 1;
+                log.act("PostgreSQL stopped (-m immediate); restarted it".into());
+            }
+        }
+        round += 1;
+    }
+
+    // Stop the load; writes in hand get 60 s more to be accepted.
+    stop.store(true, Ordering::Relaxed);
+    log.act("load stopped; finishing the writes in hand".into());
+    let giver = {
+        let give_up = give_up.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            give_up.store(true, Ordering::Relaxed);
+        })
+    };
+    let mut reports = Vec::new();
+    while let Some(r) = clients.join_next().await {
+        reports.push(r?);
+    }
+    giver.abort();
+    let jobs = jobs.await?;
+    let mut ws = ws.await?;
+    // Every role still has a live process (a crash of one would be a finding too).
+    let mut crashed = Vec::new();
+    for p in &mut stack.procs {
+        if let Ok(Some(status)) = p.child.try_wait() {
+            crashed.push(format!("{} #{} exited on its own: {status}", p.role, p.n));
+        }
+    }
+    let db = sea_orm::Database::connect(&database_url).await?;
+    let quiet = wait_quiet(&db, &jobs, Duration::from_secs(120)).await;
+    log.act(format!("system quiet: {quiet}"));
+    load::ws_catch_up(ws_base, watcher, &mut ws, Duration::from_secs(3)).await;
+
+    // SIGTERM every process: each must drain and exit 0 within the grace.
+    let mut drain_failures = Vec::new();
+    for p in &mut stack.procs {
+        if let Some(pid) = p.child.id() {
+            let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        }
+    }
+    for p in &mut stack.procs {
+        let failure = match tokio::time::timeout(Duration::from_secs(15), p.child.wait()).await {
+            Ok(Ok(s)) if s.success() => None,
+            Ok(Ok(s)) => Some(format!("{s}")),
+            _ => Some("still running 15 s after SIGTERM".to_string()),
+        };
+        if let Some(failure) = failure {
+            let file = logs.join(format!("{}-{}.log", p.role, p.n));
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(12).collect();
+            println!("== {} #{} did not drain ({failure}); the end of its log:", p.role, p.n);
+            for line in tail.iter().rev() {
+                println!("  {line}");
+            }
+            drain_failures.push(format!("{} #{}: {failure}", p.role, p.n));
+        }
+    }
+    log.act(format!("SIGTERM to all {} processes", stack.procs.len()));
+    stack.procs.clear();
+
+    let parked = parked_jobs(&amqp_url).await;
+    let violations = check(
+        &db,
+        &reports,
+        &jobs,
+        &ws,
+        &crashed,
+        &drain_failures,
+        &api_sigterm_exits,
+        &log,
+        &faults,
+        quiet,
+        parked,
+    )
+    .await?;
+    if violations > 0 {
+        print_log_tails(&logs);
+    }
+    Ok(violations)
+}
+
+/// Messages in `showrunner.jobs.parked` (a passive declare: it reads, never creates).
+async fn parked_jobs(amqp_url: &str) -> Option<u32> {
+    use lapin::options::QueueDeclareOptions;
+    let queue = showrunner_shared::broker::topology::parked_queue(
+        showrunner_shared::broker::topology::JOBS_QUEUE,
+    );
+    let conn = showrunner_shared::broker::connect(amqp_url, "faults").await.ok()?;
+    let channel = conn.create_channel().await.ok()?;
+    let options = QueueDeclareOptions { passive: true, ..Default::default() };
+    let declared = channel
+        .queue_declare(queue.as_str().into(), options, lapin::types::FieldTable::default())
+        .await
+        .ok()?;
+    let _ = conn.close(200, "counted".into()).await;
+    Some(declared.message_count())
+}
+
+async fn wait_ready(api: &Api, limit: Duration) -> anyhow::Result<()> {
+    let url = api.base.replace("/api/v1", "/ready");
+    let start = Instant::now();
+    loop {
+        if api.http.get(&url).send().await.is_ok_and(|r| r.status().is_success()) {
+            return Ok(());
+        }
+        anyhow::ensure!(start.elapsed() < limit, "the api was not ready within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[derive(FromQueryResult)]
+struct N {
+    n: i64,
+}
+
+async fn count(db: &DatabaseConnection, query: &str) -> i64 {
+    N::find_by_statement(sql(&format!("SELECT ({query})::bigint AS n"), []))
+        .one(db)
+        .await
+        .ok()
+        .flatten()
+        .map_or(-1, |r| r.n)
+}
+
+/// Waits until nothing is pending: no pending command, an empty outbox, every job finished,
+/// and the activity log and event log no longer growing. `true` if it got there.
+async fn wait_quiet(db: &DatabaseConnection, jobs: &load::JobReport, limit: Duration) -> bool {
+    let start = Instant::now();
+    let mut last = (-1, -1);
+    let mut stable_since = Instant::now();
+    let _ = jobs;
+    while start.elapsed() < limit {
+        let pending = count(db, "SELECT count(*) FROM commands WHERE status = 'pending'").await;
+        let outbox = count(db, "SELECT count(*) FROM outbox").await;
+        let unfinished = count(
+            db,
+            "SELECT count(*) FROM jobs WHERE status NOT IN ('succeeded', 'failed', 'cancelled')",
+        )
+        .await;
+        let sizes = (
+            count(db, "SELECT count(*) FROM activity_log").await,
+            count(db, "SELECT count(*) FROM event_log").await,
+        );
+        if sizes != last {
+            last = sizes;
+            stable_since = Instant::now();
+        }
+        if pending == 0
+            && outbox == 0
+            && unfinished == 0
+            && stable_since.elapsed() > Duration::from_secs(4)
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    false
+}
+
+#[derive(FromQueryResult)]
+struct CommandRow {
+    id: Uuid,
+    status: String,
+}
+
+#[derive(FromQueryResult)]
+struct EpisodeRow {
+    id: Uuid,
+    version: i64,
+    deleted: bool,
+}
+
+#[derive(FromQueryResult)]
+struct IdCount {
+    id: Option<Uuid>,
+    label: String,
+    n: i64,
+}
+
+#[derive(FromQueryResult)]
+struct JobRow {
+    id: Uuid,
+    status: String,
+}
+
+#[derive(FromQueryResult)]
+struct Seq {
+    id: Uuid,
+    routing_key: String,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn check(
+    db: &DatabaseConnection,
+    reports: &[load::ClientReport],
+    jobs: &load::JobReport,
+    ws: &load::WsReport,
+    crashed: &[String],
+    drain_failures: &[String],
+    api_sigterm: &[(Option<i32>, Duration)],
+    log: &Log,
+    faults: &HashMap<&str, u32>,
+    quiet: bool,
+    parked: Option<u32>,
+) -> anyhow::Result<usize> {
+    let mut violations: Vec<String> = Vec::new();
+    let mut counts: Vec<(String, String)> = Vec::new();
+    let mut note = |k: &str, v: String| counts.push((k.to_string(), v));
+
+    if !quiet {
+        violations.push("the system did not become quiet within 120 s".into());
+    }
+    violations.extend(crashed.iter().cloned());
+    violations.extend(drain_failures.iter().map(|d| format!("drain at the end: {d}")));
+    for (code, took) in api_sigterm {
+        if *code != Some(0) {
+            violations.push(format!("api drain during the load: exit {code:?} after {took:?}"));
+        }
+    }
+
+    // Commands.
+    let accepted: Vec<&load::Accepted> = reports.iter().flat_map(|r| &r.accepted).collect();
+    for r in reports {
+        violations.extend(r.unexpected.iter().map(|u| format!("unexpected answer: {u}")));
+    }
+    let attempts: u64 = reports.iter().map(|r| r.attempts).sum();
+    let retries: u64 = reports.iter().map(|r| r.retries).sum();
+    let abandoned: u64 = reports.iter().map(|r| r.abandoned).sum();
+    note("episode writes sent (with retries)", attempts.to_string());
+    note("retries with the same Idempotency-Key", retries.to_string());
+    note("writes accepted (2xx)", accepted.len().to_string());
+    note("writes never accepted (gave up)", abandoned.to_string());
+    let rows: HashMap<Uuid, String> = CommandRow::find_by_statement(sql(
+        "SELECT id, status FROM commands WHERE resource_type = 'episode'",
+        [],
+    ))
+    .all(db)
+    .await?
+    .into_iter()
+    .map(|r| (r.id, r.status))
+    .collect();
+    let accepted_ids: HashSet<Uuid> = accepted.iter().map(|a| a.command_id).collect();
+    if accepted_ids.len() != accepted.len() {
+        violations.push(format!(
+            "{} accepted writes share a command id",
+            accepted.len() - accepted_ids.len()
+        ));
+    }
+    let mut by_status: HashMap<&str, usize> = HashMap::new();
+    for a in &accepted {
+        let status = rows.get(&a.command_id).map_or("missing", String::as_str);
+        *by_status.entry(status).or_default() += 1;
+        if status != "applied" {
+            violations.push(format!("accepted {} {} is {status}", a.kind, a.command_id));
+        }
+    }
+    note("accepted commands by status", format!("{by_status:?}"));
+    let extra = rows.keys().filter(|id| !accepted_ids.contains(id)).count();
+    note("commands recorded but never accepted (a write the client gave up on)", extra.to_string());
+    if extra as u64 > abandoned {
+        violations.push(format!(
+            "{extra} commands exist that no client was told were accepted (only {abandoned} writes were given up)"
+        ));
+    }
+
+    // Episodes: version = 1 + accepted updates (each changes the title) + 1 if deleted.
+    let mut expected: HashMap<Uuid, (i64, bool)> = HashMap::new();
+    for a in &accepted {
+        let e = expected.entry(a.episode_id).or_insert((0, false));
+        match a.kind {
+            "create" => e.0 += 1,
+            "update" => e.0 += 1,
+            _ => {
+                // A soft delete is a change too: it bumps the version.
+                e.0 += 1;
+                e.1 = true;
+            }
+        }
+    }
+    let episodes: HashMap<Uuid, (i64, bool)> = EpisodeRow::find_by_statement(sql(
+        "SELECT id, version, deleted_at IS NOT NULL AS deleted FROM episodes",
+        [],
+    ))
+    .all(db)
+    .await?
+    .into_iter()
+    .map(|r| (r.id, (r.version, r.deleted)))
+    .collect();
+    let mut wrong = 0;
+    for (id, want) in &expected {
+        match episodes.get(id) {
+            Some(got) if got == want => {}
+            got => {
+                wrong += 1;
+                if wrong <= 10 {
+                    violations.push(format!(
+                        "episode {id}: want (version, deleted) {want:?}, got {got:?}"
+                    ));
+                }
+            }
+        }
+    }
+    if wrong > 10 {
+        violations.push(format!("... {} more episodes in the wrong state", wrong - 10));
+    }
+    let strays = episodes.keys().filter(|id| !expected.contains_key(id)).count();
+    note(
+        "episodes (expected / stored / stray)",
+        format!("{} / {} / {strays}", expected.len(), episodes.len()),
+    );
+    if strays as u64 > abandoned {
+        violations.push(format!("{strays} episodes exist that no accepted create made"));
+    }
+
+    // Events: one per applied command, each in the activity log exactly once.
+    let per_command = IdCount::find_by_statement(sql(
+        "SELECT correlation_id AS id, 'x' AS label, count(*) AS n FROM activity_log \
+         WHERE resource_type = 'episode' AND correlation_id IS NOT NULL GROUP BY correlation_id",
+        [],
+    ))
+    .all(db)
+    .await?;
+    let per_command: HashMap<Uuid, i64> =
+        per_command.into_iter().filter_map(|r| Some((r.id?, r.n))).collect();
+    let mut missing_activity = 0;
+    for a in &accepted {
+        match per_command.get(&a.command_id).copied().unwrap_or(0) {
+            1 => {}
+            0 => missing_activity += 1,
+            n => violations.push(format!("command {} has {n} activity rows", a.command_id)),
+        }
+    }
+    if missing_activity > 0 {
+        violations.push(format!("{missing_activity} accepted commands have no activity row"));
+    }
+    let logged: Vec<Seq> =
+        Seq::find_by_statement(sql("SELECT id, routing_key FROM event_log ORDER BY seq", []))
+            .all(db)
+            .await?;
+    let activity_ids: HashSet<Uuid> = IdCount::find_by_statement(sql(
+        "SELECT id, event AS label, 1::bigint AS n FROM activity_log",
+        [],
+    ))
+    .all(db)
+    .await?
+    .into_iter()
+    .filter_map(|r| r.id)
+    .collect();
+    let recordable = logged
+        .iter()
+        .filter(|s| s.routing_key.starts_with("episode.") && !s.routing_key.ends_with(".presence"))
+        .collect::<Vec<_>>();
+    let not_recorded = recordable.iter().filter(|s| !activity_ids.contains(&s.id)).count();
+    note(
+        "episode events in the event log / in the activity log",
+        format!("{} / {}", recordable.len(), recordable.len() - not_recorded),
+    );
+    if not_recorded > 0 {
+        violations.push(format!("{not_recorded} episode events never reached the activity log"));
+    }
+
+    // Notifications: one per created and per deleted episode, one per failed job.
+    let notified = IdCount::find_by_statement(sql(
+        "SELECT resource_id AS id, kind AS label, count(*) AS n FROM notifications GROUP BY resource_id, kind",
+        [],
+    ))
+    .all(db)
+    .await?;
+    let notified: HashMap<(Uuid, String), i64> =
+        notified.into_iter().filter_map(|r| Some(((r.id?, r.label), r.n))).collect();
+    let mut want_notes: Vec<(Uuid, &str)> = Vec::new();
+    for a in &accepted {
+        match a.kind {
+            "create" => want_notes.push((a.episode_id, "episode_created")),
+            "delete" => want_notes.push((a.episode_id, "episode_deleted")),
+            _ => {}
+        }
+    }
+
+    // Jobs.
+    let job_rows: HashMap<Uuid, String> =
+        JobRow::find_by_statement(sql("SELECT id, status FROM jobs", []))
+            .all(db)
+            .await?
+            .into_iter()
+            .map(|r| (r.id, r.status))
+            .collect();
+    let mut job_status: HashMap<String, usize> = HashMap::new();
+    for status in job_rows.values() {
+        *job_status.entry(status.clone()).or_default() += 1;
+    }
+    note(
+        "jobs accepted / not accepted (answer lost)",
+        format!("{} / {}", jobs.accepted.len(), jobs.not_accepted),
+    );
+    note("jobs by status (all rows)", format!("{job_status:?}"));
+    for (id, status) in &job_rows {
+        if status != "succeeded" && status != "failed" {
+            violations.push(format!("job {id} is still {status}"));
+        }
+        if status == "failed" {
+            want_notes.push((*id, "job_failed"));
+        }
+    }
+    for (id, end) in &jobs.accepted {
+        let want = match end {
+            JobEnd::Succeeded => "succeeded",
+            JobEnd::Failed => "failed",
+        };
+        match job_rows.get(id) {
+            Some(s) if s == want => {}
+            other => violations.push(format!("job {id}: want {want}, got {other:?}")),
+        }
+    }
+    let failed = job_status.get("failed").copied().unwrap_or(0);
+    note("failed jobs / copies in showrunner.jobs.parked", format!("{failed} / {parked:?}"));
+    match parked {
+        Some(n) if n as usize >= failed => {}
+        other => {
+            violations.push(format!("{failed} jobs failed but the parking lot holds {other:?}"))
+        }
+    }
+    let completions = IdCount::find_by_statement(sql(
+        "SELECT resource_id AS id, event AS label, count(*) AS n FROM activity_log \
+         WHERE event IN ('job_completed', 'job_failed') GROUP BY resource_id, event",
+        [],
+    ))
+    .all(db)
+    .await?;
+    let completions: HashMap<(Uuid, String), i64> =
+        completions.into_iter().filter_map(|r| Some(((r.id?, r.label), r.n))).collect();
+    for (id, status) in &job_rows {
+        let event = if status == "succeeded" { "job_completed" } else { "job_failed" };
+        let n = completions.get(&(*id, event.to_string())).copied().unwrap_or(0);
+        if n != 1 {
+            violations.push(format!("job {id} ({status}) has {n} {event} activity rows"));
+        }
+    }
+    let mut bad_notes = 0;
+    for (id, kind) in &want_notes {
+        let n = notified.get(&(*id, kind.to_string())).copied().unwrap_or(0);
+        if n != 1 {
+            bad_notes += 1;
+            if bad_notes <= 10 {
+                violations.push(format!("{kind} notification for {id}: {n} rows, want 1"));
+            }
+        }
+    }
+    note(
+        "notifications expected / stored",
+        format!("{} / {}", want_notes.len(), count(db, "SELECT count(*) FROM notifications").await),
+    );
+
+    // The WebSocket client: every episode event after its first one, each once, in log order.
+    let received: HashMap<Uuid, usize> = ws.received.iter().fold(HashMap::new(), |mut m, id| {
+        *m.entry(*id).or_default() += 1;
+        m
+    });
+    let dupes = received.values().filter(|&&n| n > 1).count();
+    let watched: Vec<Uuid> = logged
+        .iter()
+        .filter(|s| {
+            s.routing_key.starts_with("episode.")
+                && (s.routing_key.ends_with(".created")
+                    || s.routing_key.ends_with(".updated")
+                    || s.routing_key.ends_with(".deleted"))
+        })
+        .map(|s| s.id)
+        .collect();
+    let first = ws.received.first().and_then(|id| watched.iter().position(|w| w == id));
+    let missed = match first {
+        Some(i) => watched[i..].iter().filter(|id| !received.contains_key(id)).count(),
+        None => watched.len(),
+    };
+    let out_of_order = {
+        let pos: HashMap<Uuid, usize> =
+            watched.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+        ws.received.windows(2).filter(|w| pos.get(&w[0]) >= pos.get(&w[1])).count()
+    };
+    note(
+        "WebSocket: connections / resumes / events seen / missed / twice / out of order",
+        format!(
+            "{} / {} / {} / {missed} / {dupes} / {out_of_order}",
+            ws.connects,
+            ws.resumes,
+            ws.received.len()
+        ),
+    );
+    if missed > 0 {
+        let first = first.unwrap_or(0);
+        let examples: Vec<String> = watched[first..]
+            .iter()
+            .filter(|id| !received.contains_key(id))
+            .take(5)
+            .map(|id| id.to_string())
+            .collect();
+        violations.push(format!("the WebSocket client missed {missed} events, e.g. {examples:?}"));
+    }
+    if dupes > 0 {
+        violations.push(format!("the WebSocket client saw {dupes} events more than once"));
+    }
+    if out_of_order > 0 {
+        violations.push(format!("the WebSocket client saw {out_of_order} events out of order"));
+    }
+    violations.extend(ws.errors.iter().map(|e| format!("WebSocket: {e}")));
+
+    // Nothing poisoned on the way.
+    note("outbox rows left", count(db, "SELECT count(*) FROM outbox").await.to_string());
+
+    println!("\n== what the suite did ({:.0} s)", log.start.elapsed().as_secs_f64());
+    let mut kinds: Vec<_> = faults.iter().collect();
+    kinds.sort();
+    for (what, n) in kinds {
+        println!("  {n:>3} × {what}");
+    }
+    let _ = &log.actions;
+    println!("\n== what it counted");
+    for (k, v) in &counts {
+        println!("  {k:<75} {v}");
+    }
+    println!("\n== violations: {}", violations.len());
+    for v in violations.iter().take(50) {
+        println!("  - {v}");
+    }
+    Ok(violations.len())
+}
+
+fn print_log_tails(logs: &Path) {
+    let Ok(entries) = std::fs::read_dir(logs) else { return };
+    let mut errors = 0;
+    for entry in entries.flatten() {
+        let Ok(text) = std::fs::read_to_string(entry.path()) else { continue };
+        for line in text.lines().filter(|l| l.contains("ERROR") || l.contains("panicked")) {
+            if errors < 30 {
+                println!("  {}: {line}", entry.file_name().to_string_lossy());
+            }
+            errors += 1;
+        }
+    }
+}
