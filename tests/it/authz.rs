@@ -12,10 +12,10 @@ use showrunner_shared::broker::{Outgoing, Publisher, publisher_json_properties};
 use showrunner_shared::contracts::{
     Actor, JobCompleted, JobProcessorStarted, OutgoingEvent, Presence, ViewerJoined,
 };
-use showrunner_tests::TestApp;
+use showrunner_tests::{TestApp, wait_until};
 use uuid::Uuid;
 
-use crate::support::{Socket, create_episode, send, str_of, ws_next, ws_say};
+use crate::support::{DEADLINE, Socket, create_episode, send, str_of, ws_next, ws_say};
 
 /// The rows `query` returns, as one JSON text: compared before and after a refused request.
 async fn snapshot(app: &TestApp, query: &str) -> String {
@@ -145,6 +145,19 @@ async fn another_users_commands_jobs_and_notifications_do_not_exist() {
     .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{job}");
     let job = str_of(&job["data"], "id").to_string();
+    // The pipeline settles first (the creation notification; the handler-less job), so the snapshots below can only differ by what a refused request did.
+    wait_until("the episode and the job settled", DEADLINE, || async {
+        app.count("SELECT count(*) FROM commands WHERE status = 'pending'").await == 0
+            && app.count("SELECT count(*) FROM notifications WHERE kind = 'episode_created'").await
+                == 1
+            // A stack with a job worker fails the job and tells Alice; one without leaves it
+            // queued. Either way it must not be moving.
+            && app.count("SELECT count(*) FROM jobs WHERE status IN ('running', 'retrying')").await
+                == 0
+            && app.count("SELECT count(*) FROM jobs WHERE status = 'failed'").await
+                == app.count("SELECT count(*) FROM notifications WHERE kind = 'job_failed'").await
+    })
+    .await;
     let note = Uuid::now_v7();
     app.db
         .execute_unprepared(&format!(
