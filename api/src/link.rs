@@ -97,6 +97,13 @@ impl BrokerLink {
     ) -> anyhow::Result<()> {
         // Bounded as a whole: a node that is still starting may accept and then not answer.
         let setup = async {
+            if !self.positioned.load(Ordering::Relaxed) {
+                // Where the log ends *before* this instance's queue exists: what is sequenced
+                // after it arrives live or through the catch-up below, so nothing falls in
+                // between (positioning after the queue existed dropped the events sequenced
+                // in between as already seen).
+                self.position(db).await?;
+            }
             let conn = broker::connect(&settings.amqp.url, "api").await?;
             let channel = conn.create_channel().await?;
             topology::declare(&channel, &settings.amqp).await?;
@@ -164,8 +171,22 @@ impl BrokerLink {
 }
 
 impl BrokerLink {
-    /// Hands the hub, in order, the events sequenced after `last_seq` (the first session only
-    /// notes where the log ends: its clients resume by themselves).
+    /// Notes where the event log ends (the first session only): this instance's clients
+    /// resume by themselves from what they saw before it started.
+    async fn position(&self, db: &DatabaseConnection) -> anyhow::Result<()> {
+        #[derive(FromQueryResult)]
+        struct Max {
+            seq: Option<i64>,
+        }
+        let max = Max::find_by_statement(sql("SELECT max(seq) AS seq FROM event_log", []))
+            .one(db)
+            .await?;
+        self.last_seq.fetch_max(max.and_then(|m| m.seq).unwrap_or(0), Ordering::Relaxed);
+        self.positioned.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Hands the hub, in order, the events sequenced after `last_seq`.
     async fn catch_up(
         &self,
         db: &DatabaseConnection,
@@ -181,18 +202,6 @@ impl BrokerLink {
         }
         const PAGE: i64 = 1000;
         let mut from = self.last_seq.load(Ordering::Relaxed);
-        if !self.positioned.load(Ordering::Relaxed) {
-            #[derive(FromQueryResult)]
-            struct Max {
-                seq: Option<i64>,
-            }
-            let max = Max::find_by_statement(sql("SELECT max(seq) AS seq FROM event_log", []))
-                .one(db)
-                .await?;
-            self.last_seq.fetch_max(max.and_then(|m| m.seq).unwrap_or(0), Ordering::Relaxed);
-            self.positioned.store(true, Ordering::Relaxed);
-            return Ok(());
-        }
         let mut sent = 0usize;
         loop {
             let rows = Logged::find_by_statement(sql(
