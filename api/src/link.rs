@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::StreamExt;
 use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
@@ -17,6 +16,7 @@ use showrunner_shared::config::Settings;
 use showrunner_shared::contracts::EventEnvelope;
 use showrunner_shared::db::sql;
 use showrunner_shared::inbound::{self, Rules};
+use showrunner_shared::retry::reconnect_delays;
 use tokio_util::sync::CancellationToken;
 
 use crate::relay::frame_of;
@@ -64,7 +64,7 @@ impl BrokerLink {
         hub: Arc<Hub>,
         cancel: CancellationToken,
     ) {
-        let mut delays = backoff();
+        let mut delays = reconnect_delays();
         loop {
             let started = std::time::Instant::now();
             match self.session(&settings, &db, &waiters, &hub, &cancel).await {
@@ -73,7 +73,7 @@ impl BrokerLink {
                     self.set(None);
                     if started.elapsed() > Duration::from_secs(30) {
                         // It had been up a while: a new outage starts from the short delays.
-                        delays = backoff();
+                        delays = reconnect_delays();
                     }
                     let delay = delays.next().unwrap_or(Duration::from_secs(10));
                     tracing::warn!(%error, ?delay, "RabbitMQ link down, reconnecting");
@@ -306,13 +306,4 @@ fn live_frame(
     let audience = Audience::of(topic, envelope.actor.as_ref().map(|a| a.id));
     let frame = FrameData { seq, topic: topic.to_string(), audience, text: text.into() };
     Ok((envelope, Arc::new(frame)))
-}
-
-fn backoff() -> impl Iterator<Item = Duration> {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(10))
-        .with_jitter()
-        .without_max_times()
-        .build()
 }

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr, FromQueryResult, RuntimeErr,
@@ -67,12 +66,7 @@ pub async fn connect_waiting(
     ping_on_acquire: bool,
     cancel: &CancellationToken,
 ) -> Result<Option<DatabaseConnection>, DbErr> {
-    let mut delays = ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(10))
-        .with_jitter()
-        .without_max_times()
-        .build();
+    let mut delays = crate::retry::reconnect_delays();
     loop {
         match connect_with(settings, role, ping_on_acquire).await {
             Ok(db) => return Ok(Some(db)),

@@ -5,8 +5,7 @@
 //! and keeps serving. Webhooks reach loopback only when the configuration allows it, also
 //! through a redirect, and a response over the cap fails the job.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use futures_util::{SinkExt, StreamExt};
 use lapin::BasicProperties;
@@ -25,11 +24,10 @@ use showrunner_shared::contracts::{
 use showrunner_shared::domain::EpisodeStatus;
 use showrunner_tests::job_handlers::{self, Switch};
 use showrunner_tests::{Options, TestApp, wait_for, wait_until};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
-use crate::support::{DEADLINE, send, str_of};
+use crate::support::{DEADLINE, send, serve, str_of};
 
 /// Small enough that a test need not push megabytes through the broker.
 const MAX_BYTES: &str = "16384";
@@ -395,51 +393,6 @@ async fn hostile_sequenced_events_are_dropped_and_the_relay_goes_on() {
     drop(channel);
     let _ = conn.close(200, "done".into()).await;
     app.stop().await;
-}
-
-/// A loopback HTTP server on `addr` answering request `n` with `answer(n)` (a whole response).
-async fn serve(
-    addr: &str,
-    answer: impl Fn(usize) -> String + Send + Sync + 'static,
-) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
-    let local = listener.local_addr().expect("addr");
-    let hits = Arc::new(AtomicUsize::new(0));
-    let counter = hits.clone();
-    let answer = Arc::new(answer);
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            let n = counter.fetch_add(1, Ordering::SeqCst);
-            let response = answer(n);
-            tokio::spawn(async move {
-                let mut request = Vec::new();
-                let mut buf = [0u8; 4096];
-                loop {
-                    match socket.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => request.extend_from_slice(&buf[..n]),
-                    }
-                    let text = String::from_utf8_lossy(&request).to_string();
-                    if let Some(end) = text.find("\r\n\r\n") {
-                        let length = text
-                            .lines()
-                            .find_map(|l| {
-                                l.to_ascii_lowercase()
-                                    .strip_prefix("content-length:")
-                                    .and_then(|v| v.trim().parse::<usize>().ok())
-                            })
-                            .unwrap_or(0);
-                        if request.len() >= end + 4 + length {
-                            break;
-                        }
-                    }
-                }
-                let _ = socket.write_all(response.as_bytes()).await;
-                let _ = socket.shutdown().await;
-            });
-        }
-    });
-    (local, hits)
 }
 
 fn ok(body: &str) -> String {

@@ -14,9 +14,8 @@ use showrunner_shared::auth::Role;
 use showrunner_shared::broker::topology::{JOBS_EXCHANGE, JOBS_KEY, JOBS_QUEUE, parked_queue};
 use showrunner_tests::job_handlers::{self, Switch};
 use showrunner_tests::{Options, TestApp, wait_for, wait_until};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::{DEADLINE, send, str_of};
+use crate::support::{DEADLINE, send, serve, str_of};
 
 /// A stack with one job worker running the test job types, and short retry delays.
 async fn spawn(switch: &Switch) -> TestApp {
@@ -107,49 +106,14 @@ fn names(events: &[(String, Value)]) -> Vec<&str> {
 }
 
 /// A loopback HTTP server answering each request with the next status of `script` (the last
-/// one repeats). `hold_first` keeps the first request unanswered for that long.
+/// one repeats).
 async fn hook_server(script: Vec<u16>) -> (String, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
-    let hits = Arc::new(AtomicUsize::new(0));
-    let counter = hits.clone();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            let n = counter.fetch_add(1, Ordering::SeqCst);
-            let status = script.get(n).or(script.last()).copied().unwrap_or(200);
-            tokio::spawn(async move {
-                let mut request = Vec::new();
-                let mut buf = [0u8; 4096];
-                // Read the head and the body (Content-Length) before answering.
-                loop {
-                    match socket.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => request.extend_from_slice(&buf[..n]),
-                    }
-                    let text = String::from_utf8_lossy(&request).to_string();
-                    if let Some(end) = text.find("\r\n\r\n") {
-                        let length = text
-                            .lines()
-                            .find_map(|l| {
-                                l.to_ascii_lowercase()
-                                    .strip_prefix("content-length:")
-                                    .and_then(|v| v.trim().parse::<usize>().ok())
-                            })
-                            .unwrap_or(0);
-                        if request.len() >= end + 4 + length {
-                            break;
-                        }
-                    }
-                }
-                let answer = format!(
-                    "HTTP/1.1 {status} Scripted\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-                );
-                let _ = socket.write_all(answer.as_bytes()).await;
-                let _ = socket.shutdown().await;
-            });
-        }
-    });
-    (url, hits)
+    let (addr, hits) = serve("127.0.0.1:0", move |n| {
+        let status = script.get(n).or(script.last()).copied().unwrap_or(200);
+        format!("HTTP/1.1 {status} Scripted\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+    })
+    .await;
+    (format!("http://{addr}/hook"), hits)
 }
 
 #[tokio::test]

@@ -1,10 +1,13 @@
 //! Small helpers shared by the tests.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use reqwest::{RequestBuilder, StatusCode};
 use serde_json::Value;
 use showrunner_tests::TestApp;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -83,4 +86,49 @@ pub async fn ws_say(socket: &mut Socket, frame: Value) {
         .send(tokio_tungstenite::tungstenite::Message::Text(frame.to_string().into()))
         .await
         .unwrap_or_else(|e| panic!("send: {e}"));
+}
+
+/// A loopback HTTP server on `addr` answering request `n` with `answer(n)` (a whole response).
+pub async fn serve(
+    addr: &str,
+    answer: impl Fn(usize) -> String + Send + Sync + 'static,
+) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
+    let local = listener.local_addr().expect("addr");
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    let answer = Arc::new(answer);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            let response = answer(n);
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                    let text = String::from_utf8_lossy(&request).to_string();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let length = text
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .and_then(|v| v.trim().parse::<usize>().ok())
+                            })
+                            .unwrap_or(0);
+                        if request.len() >= end + 4 + length {
+                            break;
+                        }
+                    }
+                }
+                let _ = socket.write_all(response.as_bytes()).await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    (local, hits)
 }

@@ -306,17 +306,7 @@ pub async fn run_job_worker_with(
     tracing::info!(types = ?registry.types(), "job worker starting");
     let mut pacer = session::Pacer::default();
     while let Some((conn, ctx)) = pacer.connect(&settings, &db, ROLE, &cancel).await {
-        let channel = match bounded(conn.create_channel()).await {
-            Some(Ok(c)) => c,
-            Some(Err(error)) => {
-                tracing::warn!(%error, "cannot open a channel, reconnecting");
-                continue;
-            }
-            None => {
-                tracing::warn!("no answer to opening a channel, reconnecting");
-                continue;
-            }
-        };
+        let Some(channel) = session::open_channel(&conn).await else { continue };
         announce(&ctx, &tag).await;
         let sweeper = tokio::spawn(sweep_jobs_forever(ctx.clone(), cancel.child_token()));
         let runner = jobs::consumer::Runner::new(ctx, registry.clone(), http.clone());
@@ -411,17 +401,7 @@ async fn run_queue_worker<H: BatchHandler>(
     let tag = format!("{}/{queue}", process_label(role));
     let mut pacer = session::Pacer::default();
     while let Some((conn, ctx)) = pacer.connect(&settings, &db, role, &cancel).await {
-        let channel = match bounded(conn.create_channel()).await {
-            Some(Ok(c)) => c,
-            Some(Err(error)) => {
-                tracing::warn!(%error, "cannot open a channel, reconnecting");
-                continue;
-            }
-            None => {
-                tracing::warn!("no answer to opening a channel, reconnecting");
-                continue;
-            }
-        };
+        let Some(channel) = session::open_channel(&conn).await else { continue };
         let sweeper = tokio::spawn(sweep_forever(ctx.clone(), cancel.child_token()));
         probe.connected(&conn);
         probe.consuming(true);

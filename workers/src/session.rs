@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use lapin::Connection;
 use sea_orm::{ConnectionTrait, DatabaseConnection, FromQueryResult};
 use showrunner_shared::broker::{self, Publisher, topology};
@@ -12,6 +11,7 @@ use showrunner_shared::config::Settings;
 use showrunner_shared::contracts::CommandEnvelope;
 use showrunner_shared::db::sql;
 use showrunner_shared::outbox;
+use showrunner_shared::retry::reconnect_delays;
 use tokio_util::sync::CancellationToken;
 
 use crate::runtime::Context;
@@ -65,7 +65,7 @@ impl Pacer {
     ) -> Option<(Connection, Context)> {
         if let Some(started) = self.last_start {
             if started.elapsed() < SHORT_SESSION {
-                let delays = self.delays.get_or_insert_with(delays);
+                let delays = self.delays.get_or_insert_with(reconnect_delays);
                 let delay = delays.next().unwrap_or(Duration::from_secs(10));
                 tracing::info!(
                     role,
@@ -86,13 +86,20 @@ impl Pacer {
     }
 }
 
-fn delays() -> backon::ExponentialBackoff {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(10))
-        .with_jitter()
-        .without_max_times()
-        .build()
+/// A channel on `conn`, or `None` (logged) when the broker refuses or does not answer: the
+/// caller starts a new session.
+pub async fn open_channel(conn: &Connection) -> Option<lapin::Channel> {
+    match broker::bounded(conn.create_channel()).await {
+        Some(Ok(channel)) => Some(channel),
+        Some(Err(error)) => {
+            tracing::warn!(%error, "cannot open a channel, reconnecting");
+            None
+        }
+        None => {
+            tracing::warn!("no answer to opening a channel, reconnecting");
+            None
+        }
+    }
 }
 
 /// Longest connect, topology declaration and publisher opening, together.
@@ -105,7 +112,7 @@ pub async fn connect(
     role: &str,
     cancel: &CancellationToken,
 ) -> Option<(Connection, Context)> {
-    let mut delays = delays();
+    let mut delays = reconnect_delays();
     loop {
         // Bounded as a whole: a node that is still starting may accept and then not answer.
         let attempt = tokio::time::timeout(CONNECT_TIMEOUT, try_connect(settings, db, role));
