@@ -125,7 +125,9 @@ fn parse_args() -> anyhow::Result<[usize; 3]> {
 
 async fn run(app: &TestApp, [n, rate, concurrency]: [usize; 3]) -> anyhow::Result<()> {
     // The bare broker round trip first, while the broker has nothing else to do.
+    let raw_start = CpuSplit::now();
     let (raw, raw_publish) = raw_ceiling(app, n).await.context("the raw lapin phase")?;
+    let raw_cpu = raw_start.since(n);
     let seen: Seen = Arc::default();
     let events = watch_events(app, seen.clone()).await?;
     let (url, http) = (app.api("/episodes").into(), reqwest::Client::new());
@@ -135,6 +137,7 @@ async fn run(app: &TestApp, [n, rate, concurrency]: [usize; 3]) -> anyhow::Resul
     // Full speed: `concurrency` clients, each posting as soon as its previous answer came.
     let next = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
+    let mut cpu = CpuSplit::now();
     let mut clients = JoinSet::new();
     for _ in 0..concurrency {
         let (next, poster) = (next.clone(), poster.clone());
@@ -150,10 +153,12 @@ async fn run(app: &TestApp, [n, rate, concurrency]: [usize; 3]) -> anyhow::Resul
     let results = clients.join_all().await.into_iter().flatten().collect();
     let name = format!("full speed (c={concurrency})");
     let (full_row, applied, _) = settle(name, start, results, &seen).await;
+    let full_cpu = cpu.since(n);
 
     // Fixed rate, open loop: request i leaves at start + i/rate, whatever the earlier ones do.
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let start = Instant::now();
+    cpu = CpuSplit::now();
     let mut requests = Vec::with_capacity(n);
     for i in 0..n {
         let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
@@ -168,6 +173,7 @@ async fn run(app: &TestApp, [n, rate, concurrency]: [usize; 3]) -> anyhow::Resul
     let results = futures_util::future::try_join_all(requests).await?;
     let name = format!("fixed {rate}/s");
     let (fixed_row, _, p99) = settle(name, start, results, &seen).await;
+    let fixed_cpu = cpu.since(n);
     let _ = events.close(200, "bench done".into()).await;
 
     // Nothing lost: every command applied once and recorded once by the activity worker.
@@ -194,6 +200,9 @@ async fn run(app: &TestApp, [n, rate, concurrency]: [usize; 3]) -> anyhow::Resul
     let raw_row = format!("{raw:>11.0}   msg/s round trip ({raw_publish:.0} msg/s publishing)");
     println!("{:<19}{raw_row}", "raw lapin ceiling");
     println!("latency = event received - 202 received; POST = request sent -> 202 received");
+    println!("CPU per command, ms (from /proc, phase start -> its last event):");
+    println!("  full speed: {full_cpu}\n  fixed rate: {fixed_cpu}");
+    println!("  raw round trip (per message): {raw_cpu}");
     let mark = |ok: bool| if ok { "PASS" } else { "MISS" };
     let (share, fast) = (applied / raw * 100.0, mark(applied >= 2500.0));
     let (third, prompt) = (mark(share >= 100.0 / 3.0), mark(p99 <= 100.0));
@@ -344,4 +353,73 @@ async fn raw_ceiling(app: &TestApp, n: usize) -> anyhow::Result<(f64, f64)> {
     tx.queue_delete(queue, Default::default()).await?;
     let _ = conn.close(200, "bench done".into()).await;
     Ok((n as f64 / (last - start).as_secs_f64(), n as f64 / published.as_secs_f64()))
+}
+
+/// CPU time used so far, in clock ticks (USER_HZ, 100 per second on Linux), by this process (the
+/// HTTP clients, the api and the workers), RabbitMQ, PostgreSQL and everything else, and the
+/// machine's busy and total ticks. Where a phase's CPU went, to know what to make cheaper.
+#[derive(Clone, Copy, Default)]
+struct CpuSplit {
+    bench: u64,
+    rabbitmq: u64,
+    postgres: u64,
+    other: u64,
+    busy: u64,
+    total: u64,
+}
+
+impl CpuSplit {
+    fn now() -> Self {
+        let mut split = CpuSplit::default();
+        let me = std::process::id().to_string();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            // The command sits in parentheses and may itself hold spaces or parentheses.
+            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+                continue;
+            };
+            let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+            let tick = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+            let ticks = tick(11) + tick(12);
+            match &stat[open + 1..close] {
+                _ if pid == me => split.bench += ticks,
+                "beam.smp" => split.rabbitmq += ticks,
+                comm if comm.starts_with("postgres") => split.postgres += ticks,
+                _ => split.other += ticks,
+            }
+        }
+        // The machine: every core's user..steal, and idle + iowait on top for the total.
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        if let Some(line) = stat.lines().next() {
+            let f: Vec<u64> =
+                line.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+            let sum = |range: std::ops::Range<usize>| f.get(range).map_or(0, |s| s.iter().sum());
+            split.busy = sum(0..3) + sum(5..8);
+            split.total = sum(0..8);
+        }
+        split
+    }
+
+    /// What was used since `self` for `commands` commands, as a printable line.
+    fn since(&self, commands: usize) -> String {
+        let now = Self::now();
+        let per = |a: u64, b: u64| a.saturating_sub(b) as f64 * 10.0 / commands.max(1) as f64;
+        let busy = now.busy.saturating_sub(self.busy) as f64;
+        let share = busy / now.total.saturating_sub(self.total).max(1) as f64 * 100.0;
+        format!(
+            "bench process (clients, api, workers) {:.2}, RabbitMQ {:.2}, PostgreSQL {:.2}, \
+             other {:.2}; machine {:.2} ({share:.0}% busy)",
+            per(now.bench, self.bench),
+            per(now.rabbitmq, self.rabbitmq),
+            per(now.postgres, self.postgres),
+            per(now.other, self.other),
+            busy * 10.0 / commands.max(1) as f64,
+        )
+    }
 }

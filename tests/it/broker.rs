@@ -266,3 +266,29 @@ async fn order_holds_per_episode_with_two_workers_each_taking_half() {
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_retired_activity_queue_is_deleted_at_declare() {
+    use lapin::options::QueueDeclareOptions;
+    use lapin::types::{AMQPValue, FieldTable};
+    use showrunner_shared::broker::topology::{self, RETIRED_ACTIVITY_QUEUE};
+
+    let app = TestApp::spawn().await;
+    let conn = app.amqp().await;
+    // As a broker from before the sequencer wrote the activity log has it: a quorum queue.
+    let channel = conn.create_channel().await.expect("channel");
+    let mut args = FieldTable::default();
+    args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    let durable = QueueDeclareOptions { durable: true, ..Default::default() };
+    channel.queue_declare(RETIRED_ACTIVITY_QUEUE.into(), durable, args).await.expect("declare");
+
+    topology::declare(&channel, &app.settings.amqp).await.expect("topology");
+    topology::declare(&channel, &app.settings.amqp).await.expect("topology, again");
+
+    let probe = conn.create_channel().await.expect("channel");
+    let passive = QueueDeclareOptions { passive: true, ..Default::default() };
+    let found = probe.queue_declare(RETIRED_ACTIVITY_QUEUE.into(), passive, FieldTable::default());
+    assert!(found.await.is_err(), "{RETIRED_ACTIVITY_QUEUE} still exists");
+    let _ = conn.close(200, "done".into()).await;
+    app.stop().await;
+}

@@ -257,13 +257,7 @@ async fn metrics_are_prometheus_text_and_move_when_a_command_is_applied() {
     for name in &names {
         assert!(name.starts_with("showrunner-") && name.ends_with(&pid), "{name}");
     }
-    let suffixes = [
-        "/relay",
-        "/showrunner.activity",
-        "/showrunner.eventlog",
-        "/showrunner.notifications",
-        "/p000",
-    ];
+    let suffixes = ["/relay", "/showrunner.eventlog", "/showrunner.notifications", "/p000"];
     let tags = wait_for("every consumer in the management API", DEADLINE, || async {
         let tags = list(format!("consumers/{}", app.name), |c| {
             c["consumer_tag"].as_str().unwrap_or("").to_string()
@@ -581,7 +575,7 @@ async fn one_trace_id_runs_from_the_request_to_the_logs_events_and_frames() {
         let has =
             |needle: &str, also: &str| lines.iter().any(|l| l.contains(needle) && l.contains(also));
         let found = has(TRACE_ID, "showrunner.commands")
-            && has(TRACE_ID, "showrunner.activity")
+            && has(TRACE_ID, "showrunner.eventlog")
             && has(TRACE_ID, "\"route\":\"/api/v1/episodes\"")
             && has(job_trace, "no handler");
         std::future::ready(found.then_some(lines))

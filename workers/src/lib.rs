@@ -25,9 +25,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::consumers::event_log::EventLog;
-use crate::consumers::{
-    activity::ActivityLog, episode::EpisodeCommands, notification::Notifications,
-};
+use crate::consumers::{episode::EpisodeCommands, notification::Notifications};
 use crate::runtime::{BatchHandler, Context, consume, process_batch};
 
 /// Runs the episode worker until `cancel`: applies commands from the partitions it owns.
@@ -233,34 +231,14 @@ async fn follow_ownership(
     }
 }
 
-/// Runs the activity worker until `cancel`: the activity log, and the event log sequencer
-/// (whose single active consumer makes one activity worker at a time the writer).
+/// Runs the activity worker until `cancel`: the event log sequencer, which writes the activity
+/// log in the same statement (single active consumer: one activity worker at a time is the
+/// writer, the others stand by).
 pub async fn run_activity_worker(
     settings: Arc<Settings>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    // Both consumers report to one ops server.
-    let ops = ops::serving(&settings, "activity-worker", &cancel).await;
-    ops::scoped(ops, async {
-        tokio::try_join!(
-            run_queue_worker(
-                settings.clone(),
-                cancel.clone(),
-                "activity-worker",
-                topology::ACTIVITY_QUEUE,
-                ActivityLog,
-            ),
-            run_queue_worker(
-                settings.clone(),
-                cancel.clone(),
-                "activity-worker",
-                topology::EVENT_LOG_QUEUE,
-                EventLog,
-            ),
-        )
-    })
-    .await?;
-    Ok(())
+    run_queue_worker(settings, cancel, "activity-worker", topology::EVENT_LOG_QUEUE, EventLog).await
 }
 
 /// Runs the notification worker until `cancel`.
@@ -397,7 +375,7 @@ async fn run_queue_worker<H: BatchHandler>(
     let ops = ops::serving(&settings, role, &cancel).await;
     let Some(db) = session::database(&settings, role, &cancel).await? else { return Ok(()) };
     let probe = ops.probe(format!("{role}/{queue}"), &db);
-    // The queue in the tag tells apart the activity worker's two consumers in the UI.
+    // The queue in the tag tells the consumer's role and queue in the management UI.
     let tag = format!("{}/{queue}", process_label(role));
     let mut pacer = session::Pacer::default();
     while let Some((conn, ctx)) = pacer.connect(&settings, &db, role, &cancel).await {

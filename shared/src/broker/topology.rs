@@ -1,7 +1,9 @@
 //! Every exchange and queue of Showrunner, declared idempotently by each process at start.
 //! Names are fixed: deployments sharing a broker stay apart by vhost.
 
-use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, ExchangeKind};
 
@@ -18,7 +20,9 @@ pub const PARKED_EXCHANGE: &str = "showrunner.parked";
 pub const LIVE_EXCHANGE: &str = "showrunner.live";
 /// Every event, for the sequencer that writes the event log (single active consumer).
 pub const EVENT_LOG_QUEUE: &str = "showrunner.eventlog";
-pub const ACTIVITY_QUEUE: &str = "showrunner.activity";
+/// The activity worker's queue before the sequencer wrote the activity log: deleted at declare,
+/// so that a broker upgraded from then does not fill it with copies nobody consumes.
+pub const RETIRED_ACTIVITY_QUEUE: &str = "showrunner.activity";
 /// Direct exchange of job requests; its one queue is [`JOBS_QUEUE`] (routing key [`JOBS_KEY`]).
 pub const JOBS_EXCHANGE: &str = "showrunner.jobs";
 pub const JOBS_QUEUE: &str = "showrunner.jobs";
@@ -34,7 +38,7 @@ pub const JOB_DELAY_TIERS_MS: [u64; 18] = [
 ];
 pub const NOTIFICATIONS_QUEUE: &str = "showrunner.notifications";
 
-/// The events the activity log records.
+/// The events the activity log records (the sequencer filters the event log's batches by them).
 pub const ACTIVITY_BINDINGS: &[&str] =
     &["episode.*.created", "episode.*.updated", "episode.*.deleted", "job.*.*", "system.jobs.*"];
 /// The events that may produce a notification.
@@ -99,11 +103,9 @@ pub async fn declare(ch: &Channel, amqp: &AmqpSettings) -> Result<(), BrokerErro
         .await?;
         work_queues.push(name);
     }
-    for (queue, keys) in [
-        (ACTIVITY_QUEUE, ACTIVITY_BINDINGS),
-        (NOTIFICATIONS_QUEUE, NOTIFICATION_BINDINGS),
-        (EVENT_LOG_QUEUE, &["#"][..]),
-    ] {
+    for (queue, keys) in
+        [(NOTIFICATIONS_QUEUE, NOTIFICATION_BINDINGS), (EVENT_LOG_QUEUE, &["#"][..])]
+    {
         let mut args = work_queue_args(amqp, queue);
         if queue == EVENT_LOG_QUEUE {
             // One writer at a time gives the log its single order.
@@ -122,6 +124,9 @@ pub async fn declare(ch: &Channel, amqp: &AmqpSettings) -> Result<(), BrokerErro
         }
         work_queues.push(queue.to_string());
     }
+    // Deleting a queue that does not exist succeeds, so this is idempotent too. Its parking lot
+    // stays: what was parked there is for an operator to read.
+    ch.queue_delete(RETIRED_ACTIVITY_QUEUE.into(), QueueDeleteOptions::default()).await?;
     declare_jobs(ch, amqp).await?;
     work_queues.push(JOBS_QUEUE.to_string());
     for source in &work_queues {

@@ -1,77 +1,91 @@
-//! The activity worker's consumer: one `activity_log` row per event, keyed by the event id, so a
-//! redelivered event adds nothing. A batch is one multi-row insert.
+//! The activity log: one `activity_log` row per recorded event, keyed by the event id, so a
+//! redelivered event adds nothing. The sequencer (`event_log.rs`) writes these rows in the same
+//! statement that gives the events their place in the event log: the activity log needs no
+//! queue of its own, which saves every event one quorum queue and a transaction.
 
-use sea_orm::{ConnectionTrait, TransactionTrait};
+use sea_orm::Value;
+use showrunner_shared::broker::topology::ACTIVITY_BINDINGS;
 use showrunner_shared::contracts::EventEnvelope;
-use showrunner_shared::db::sql;
-use showrunner_shared::outbox::StoredEvent;
+use showrunner_shared::topics;
 use uuid::Uuid;
 
-use crate::runtime::{BatchHandler, Context, Incoming};
+use crate::runtime::Incoming;
 
-pub struct ActivityLog;
+/// Whether the activity log records an event with this routing key.
+pub fn records(routing_key: &str) -> bool {
+    ACTIVITY_BINDINGS.iter().any(|pattern| topics::matches(pattern, routing_key))
+}
 
-impl BatchHandler for ActivityLog {
-    type Message = EventEnvelope;
+/// The columns of a batch of activity rows, bound as arrays.
+#[derive(Default)]
+pub struct Rows {
+    ids: Vec<Uuid>,
+    events: Vec<String>,
+    resource_types: Vec<String>,
+    resource_ids: Vec<Uuid>,
+    actor_ids: Vec<Uuid>,
+    actor_names: Vec<String>,
+    correlations: Vec<Uuid>,
+    data: Vec<String>,
+    occurred: Vec<chrono::DateTime<chrono::Utc>>,
+}
 
-    async fn handle(
-        &self,
-        ctx: &Context,
-        batch: &[&Incoming<EventEnvelope>],
-    ) -> anyhow::Result<Vec<StoredEvent>> {
-        let mut ids = Vec::new();
-        let mut events = Vec::new();
-        let mut resource_types = Vec::new();
-        let mut resource_ids = Vec::new();
-        let mut actor_ids = Vec::new();
-        let mut actor_names = Vec::new();
-        let mut correlations = Vec::new();
-        let mut data = Vec::new();
-        let mut occurred = Vec::new();
-        for incoming in batch {
-            let e = &incoming.body;
-            let (resource_type, resource_id) = resource_of(&incoming.routing_key);
-            ids.push(e.id);
-            events.push(e.event.clone());
-            resource_types.push(resource_type);
-            resource_ids.push(resource_id);
-            actor_ids.push(e.actor.as_ref().map(|a| a.id));
-            actor_names.push(e.actor.as_ref().map(|a| a.name.clone()).unwrap_or_default());
-            correlations.push(e.correlation_id);
-            data.push(e.data.to_string());
-            occurred.push(e.occurred_at);
-        }
-        // Arrays cannot hold SQL NULL through the driver here, so absent ids travel as nil.
-        let nil = |v: Vec<Option<Uuid>>| -> Vec<Uuid> {
-            v.into_iter().map(|u| u.unwrap_or_default()).collect()
-        };
-        let txn = ctx.db.begin().await?;
-        txn.execute_raw(sql(
-            "INSERT INTO activity_log (id, event, resource_type, resource_id, actor_id, actor_name, \
-             correlation_id, data, occurred_at) \
-             SELECT id, event, rtype, NULLIF(rid, '00000000-0000-0000-0000-000000000000'), \
-             NULLIF(aid, '00000000-0000-0000-0000-000000000000'), NULLIF(aname, ''), \
-             NULLIF(cid, '00000000-0000-0000-0000-000000000000'), data::jsonb, occurred \
-             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::uuid[], $6::text[], \
-             $7::uuid[], $8::text[], $9::timestamptz[]) \
-             AS t(id, event, rtype, rid, aid, aname, cid, data, occurred) \
-             ON CONFLICT (id) DO NOTHING",
-            [
-                ids.into(),
-                events.into(),
-                resource_types.into(),
-                nil(resource_ids).into(),
-                nil(actor_ids).into(),
-                actor_names.into(),
-                nil(correlations).into(),
-                data.into(),
-                occurred.into(),
-            ],
-        ))
-        .await?;
-        txn.commit().await?;
-        Ok(Vec::new())
+impl Rows {
+    /// Adds the row of `incoming` (arrays cannot hold SQL NULL through the driver here, so
+    /// absent ids travel as nil and the statement turns them back into NULL).
+    pub fn push(&mut self, incoming: &Incoming<EventEnvelope>) {
+        let e = &incoming.body;
+        let (resource_type, resource_id) = resource_of(&incoming.routing_key);
+        self.ids.push(e.id);
+        self.events.push(e.event.clone());
+        self.resource_types.push(resource_type);
+        self.resource_ids.push(resource_id.unwrap_or_default());
+        self.actor_ids.push(e.actor.as_ref().map(|a| a.id).unwrap_or_default());
+        self.actor_names.push(e.actor.as_ref().map(|a| a.name.clone()).unwrap_or_default());
+        self.correlations.push(e.correlation_id.unwrap_or_default());
+        self.data.push(e.data.to_string());
+        self.occurred.push(e.occurred_at);
     }
+
+    /// The nine array parameters, in the order [`insert`] numbers them.
+    pub fn into_values(self) -> [Value; 9] {
+        [
+            self.ids.into(),
+            self.events.into(),
+            self.resource_types.into(),
+            self.resource_ids.into(),
+            self.actor_ids.into(),
+            self.actor_names.into(),
+            self.correlations.into(),
+            self.data.into(),
+            self.occurred.into(),
+        ]
+    }
+}
+
+/// The insert of [`Rows`] whose parameters start at `$first` (to sit in a larger statement).
+pub fn insert(first: usize) -> String {
+    let p = |i: usize| format!("${}", first + i);
+    format!(
+        "INSERT INTO activity_log (id, event, resource_type, resource_id, actor_id, actor_name, \
+         correlation_id, data, occurred_at) \
+         SELECT id, event, rtype, NULLIF(rid, '00000000-0000-0000-0000-000000000000'), \
+         NULLIF(aid, '00000000-0000-0000-0000-000000000000'), NULLIF(aname, ''), \
+         NULLIF(cid, '00000000-0000-0000-0000-000000000000'), data::jsonb, occurred \
+         FROM UNNEST({}::uuid[], {}::text[], {}::text[], {}::uuid[], {}::uuid[], {}::text[], \
+         {}::uuid[], {}::text[], {}::timestamptz[]) \
+         AS t(id, event, rtype, rid, aid, aname, cid, data, occurred) \
+         ON CONFLICT (id) DO NOTHING",
+        p(0),
+        p(1),
+        p(2),
+        p(3),
+        p(4),
+        p(5),
+        p(6),
+        p(7),
+        p(8),
+    )
 }
 
 /// `episode.<id>.created` -> ("episode", Some(id)); `system.jobs.started` -> ("system", None).
@@ -92,5 +106,22 @@ mod tests {
         assert_eq!(resource_of(&format!("episode.{id}.created")), ("episode".into(), Some(id)));
         assert_eq!(resource_of("system.jobs.started"), ("system".into(), None));
         assert_eq!(resource_of(""), (String::new(), None));
+    }
+
+    #[test]
+    fn the_log_records_changes_not_notifications() {
+        let id = Uuid::from_u128(5);
+        assert!(records(&format!("episode.{id}.created")));
+        assert!(records(&format!("job.{id}.failed")));
+        assert!(records("system.jobs.started"));
+        assert!(!records(&format!("user.{id}.notification")));
+        assert!(!records(&format!("episode.{id}.presence")));
+    }
+
+    #[test]
+    fn parameters_are_numbered_from_the_first() {
+        let sql = insert(5);
+        assert!(sql.contains("UNNEST($5::uuid[]") && sql.contains("$13::timestamptz[]"));
+        assert!(!sql.contains("$4:") && !sql.contains("$14"));
     }
 }

@@ -2,6 +2,10 @@
 //! total order, then republishes it on the live exchange with an `x-seq` header for the
 //! WebSocket relays. One writer at a time (single active consumer), so `seq` order is commit
 //! order and a client that resumes from an event id misses nothing and repeats nothing.
+//!
+//! The same statement writes the activity log's rows (`activity.rs`): the sequencer sees every
+//! event already, and one statement per batch is cheaper than a queue, a consumer and a
+//! transaction of their own.
 
 use std::collections::HashSet;
 
@@ -14,6 +18,7 @@ use showrunner_shared::db::sql;
 use showrunner_shared::outbox::StoredEvent;
 use uuid::Uuid;
 
+use crate::consumers::activity;
 use crate::runtime::{BatchHandler, Context, Incoming};
 
 pub struct EventLog;
@@ -40,28 +45,36 @@ impl BatchHandler for EventLog {
                 events.push((incoming, body));
             }
         }
+        let mut recorded = activity::Rows::default();
+        for (incoming, _) in events.iter().filter(|(m, _)| activity::records(&m.routing_key)) {
+            recorded.push(incoming);
+        }
         // A redelivered event keeps its first place: the conflict returns the existing seq,
-        // and it is published again (its first publish may be what a crash cut off).
-        let mut logged = Logged::find_by_statement(sql(
-            "INSERT INTO event_log (id, routing_key, body, traceparent) \
+        // and it is published again (its first publish may be what a crash cut off). Its
+        // activity row exists already and stays as it is. One statement, so both commit or
+        // neither does.
+        let statement = format!(
+            "WITH recorded AS ({}) \
+             INSERT INTO event_log (id, routing_key, body, traceparent) \
              SELECT id, key, body, NULLIF(trace, '') \
              FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[]) \
              WITH ORDINALITY AS t(id, key, body, trace, ord) ORDER BY ord \
              ON CONFLICT (id) DO UPDATE SET id = EXCLUDED.id \
              RETURNING seq, id",
-            [
-                events.iter().map(|(m, _)| m.body.id).collect::<Vec<_>>().into(),
-                events.iter().map(|(m, _)| m.routing_key.clone()).collect::<Vec<_>>().into(),
-                events.iter().map(|(_, b)| b.clone()).collect::<Vec<_>>().into(),
-                events
-                    .iter()
-                    .map(|(m, _)| m.traceparent.clone().unwrap_or_default())
-                    .collect::<Vec<_>>()
-                    .into(),
-            ],
-        ))
-        .all(&ctx.db)
-        .await?;
+            activity::insert(5)
+        );
+        let mut values: Vec<sea_orm::Value> = vec![
+            events.iter().map(|(m, _)| m.body.id).collect::<Vec<_>>().into(),
+            events.iter().map(|(m, _)| m.routing_key.clone()).collect::<Vec<_>>().into(),
+            events.iter().map(|(_, b)| b.clone()).collect::<Vec<_>>().into(),
+            events
+                .iter()
+                .map(|(m, _)| m.traceparent.clone().unwrap_or_default())
+                .collect::<Vec<_>>()
+                .into(),
+        ];
+        values.extend(recorded.into_values());
+        let mut logged = Logged::find_by_statement(sql(&statement, values)).all(&ctx.db).await?;
         logged.sort_by_key(|l| l.seq);
 
         let mut messages = Vec::with_capacity(logged.len());
