@@ -37,7 +37,8 @@ use tokio::task::JoinSet;
 use tracing_subscriber::{EnvFilter, fmt};
 use uuid::Uuid;
 
-const USAGE: &str = "usage: bench-pipeline [--n 20000] [--rate 1000] [--concurrency 64]";
+const USAGE: &str = "usage: bench-pipeline [--n 20000] [--rate 1000] [--concurrency 64] \
+                     [--partitions 16] [--set section.key=value]...";
 const DEADLINE: Duration = Duration::from_secs(120);
 const MAX_IN_FLIGHT: usize = 2000;
 const RAW_QUEUE: &str = "bench.raw";
@@ -90,11 +91,12 @@ fn main() -> ExitCode {
     let runtime = Builder::new_multi_thread().enable_all().build();
     runtime.expect("a tokio runtime").block_on(async move {
         // One bench user sends thousands of requests per second: lift its rate limit.
-        let extra = [("limits.requests_per_sec", "1000000"), ("limits.request_burst", "1000000")];
-        let extra = extra.map(|(k, v)| (k.to_string(), v.to_string())).to_vec();
-        let options = Options { partitions: 16, extra, ..Default::default() };
+        let lifted = [("limits.requests_per_sec", "1000000"), ("limits.request_burst", "1000000")];
+        let mut extra = lifted.map(|(k, v)| (k.to_string(), v.to_string())).to_vec();
+        extra.extend(args.settings.iter().cloned());
+        let options = Options { partitions: args.partitions, extra, ..Default::default() };
         let app = TestApp::spawn_with(options).await;
-        if let Err(error) = run(&app, args).await {
+        if let Err(error) = run(&app, args.load).await {
             fail(format!("{error:#}"));
         }
         app.stop().await;
@@ -106,21 +108,41 @@ fn main() -> ExitCode {
     })
 }
 
-/// `[n, rate, concurrency]` from `--name value` pairs.
-fn parse_args() -> anyhow::Result<[usize; 3]> {
-    let mut values = [20_000, 1000, 64];
+struct Args {
+    /// `[n, rate, concurrency]`.
+    load: [usize; 3],
+    partitions: u16,
+    /// Settings of the stack under test (`--set amqp.queue_type=classic`), to compare choices.
+    settings: Vec<(String, String)>,
+}
+
+/// The options, from `--name value` pairs.
+fn parse_args() -> anyhow::Result<Args> {
+    let mut parsed = Args { load: [20_000, 1000, 64], partitions: 16, settings: Vec::new() };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
+        let Some(value) = args.next() else { bail!("{flag} needs a value") };
         let names = ["--n", "--rate", "--concurrency"];
-        let Some(slot) = names.iter().position(|f| *f == flag) else {
+        if let Some(slot) = names.iter().position(|f| *f == flag) {
+            match value.parse() {
+                Ok(v) if v > 0 => parsed.load[slot] = v,
+                _ => bail!("{flag} needs a positive number"),
+            }
+        } else if flag == "--partitions" {
+            match value.parse() {
+                Ok(v) if v > 0 => parsed.partitions = v,
+                _ => bail!("--partitions needs a positive number"),
+            }
+        } else if flag == "--set" {
+            let Some((key, value)) = value.split_once('=') else {
+                bail!("--set needs section.key=value");
+            };
+            parsed.settings.push((key.to_string(), value.to_string()));
+        } else {
             bail!("unknown option {flag}");
-        };
-        match args.next().map(|v| v.parse()) {
-            Some(Ok(v)) if v > 0 => values[slot] = v,
-            _ => bail!("{flag} needs a positive number"),
         }
     }
-    Ok(values)
+    Ok(parsed)
 }
 
 async fn run(app: &TestApp, [n, rate, concurrency]: [usize; 3]) -> anyhow::Result<()> {
