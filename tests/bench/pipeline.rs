@@ -176,6 +176,11 @@ async fn run(app: &TestApp, [n, rate, concurrency]: [usize; 3]) -> anyhow::Resul
     let name = format!("full speed (c={concurrency})");
     let (full_row, applied, _) = settle(name, start, results, &seen).await;
     let full_cpu = cpu.since(n);
+    // The full-speed phase leaves the sequencer and the notification worker behind: let them
+    // finish, or the fixed-rate phase would measure their backlog rather than its own load.
+    let drained = Instant::now();
+    drain(app, n).await;
+    let drained = drained.elapsed();
 
     // Fixed rate, open loop: request i leaves at start + i/rate, whatever the earlier ones do.
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
@@ -222,6 +227,7 @@ async fn run(app: &TestApp, [n, rate, concurrency]: [usize; 3]) -> anyhow::Resul
     let raw_row = format!("{raw:>11.0}   msg/s round trip ({raw_publish:.0} msg/s publishing)");
     println!("{:<19}{raw_row}", "raw lapin ceiling");
     println!("latency = event received - 202 received; POST = request sent -> 202 received");
+    println!("after full speed, the event log and notifications caught up in {drained:.1?}");
     println!("CPU per command, ms (from /proc, phase start -> its last event):");
     println!("  full speed: {full_cpu}\n  fixed rate: {fixed_cpu}");
     println!("  raw round trip (per message): {raw_cpu}");
@@ -309,6 +315,20 @@ async fn settle(name: String, start: Instant, posts: Posts, seen: &Seen) -> (Str
     let figures = format!("{p50:>9.1}{p99:>9.1}{max:>9.1}{post50:>8.1}/{post99:.1}");
     let row = format!("{name:<19}{accepted_s:>11.0}{applied_s:>11.0}{figures}");
     (row, applied_s, p99)
+}
+
+/// Waits (with a deadline) until the first `n` commands' events and their notifications' events
+/// are in the event log (with their activity rows): the downstream consumers have caught up.
+async fn drain(app: &TestApp, n: usize) {
+    let expected = i64::try_from(2 * n).unwrap_or(i64::MAX);
+    let deadline = Instant::now() + DEADLINE;
+    while app.count("SELECT count(*) FROM event_log").await < expected {
+        if Instant::now() > deadline {
+            fail(format!("downstream consumers still behind after {DEADLINE:?}"));
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Records a failure: the run goes on, and exits non-zero at the end.
