@@ -4,12 +4,14 @@
 #          each event serialised once with its WebSocket header, written straight into each
 #          subscriber's socket from 2 shard tasks on a 2-worker tokio runtime), proto json;
 #   ws:    the peer kit's bare Node relay (ws-relay.js on the `ws` package), proto json-sub (the
-#          peer kit's unadapted json: `{"op":"sub"}`).
+#          peer kit's unadapted json: `{"op":"sub"}`);
+#   sio:   (only if asked: TARGETS="floor ws sio") the peer kit's Socket.IO relay (server.js), proto
+#          eio, as run.sh runs it: the three side by side in one session.
 #
 #   bash tests/bench/realtime/floor.sh       # ~10 min on 2 vCPUs; prints results/floor/summary.md
 #
 # On a machine shared with other benchmarks, run it under `flock /tmp/bench.lock` (as run.sh).
-# Env: RUNS (2) server runs per system; TARGETS ("floor ws"); RATES (run.sh's list + 3500,4000,5000;
+# Env: RUNS (2) server runs per system; TARGETS ("floor ws"; or any of floor ws sio); RATES (run.sh's list + 3500,4000,5000;
 # each system stops at its first saturated step); CONNS (10000); ROOMS (100); SECS (10); WARMUP (2);
 # BCAST (30); FLOOR_ARGS ("--threads 2 --shards 2"); PEER (../shared/peers/realtime);
 # CARGO_TARGET_DIR (default <repo>/target); OUT (default tests/bench/realtime/results/floor).
@@ -43,17 +45,20 @@ cleanup() {
 trap cleanup EXIT
 mkdir -p "$OUT"
 
-if [[ " $TARGETS " == *" ws "* ]]; then
+if [[ " $TARGETS " == *" ws "* || " $TARGETS " == *" sio "* ]]; then
   echo "== peer kit -> $WORK"
-  cp "$PEER"/{package.json,package-lock.json,ws-relay.js} "$WORK/"
+  cp "$PEER"/{package.json,package-lock.json,ws-relay.js,server.js} "$WORK/"
   chmod -R u+w "$WORK"
   (cd "$WORK" && { npm ci --no-audit --no-fund --loglevel=error || npm install --no-audit --no-fund --loglevel=error; }) >/dev/null
 fi
 
 for sys in $TARGETS; do
   case $sys in
-    floor) PORT=4100; PROTO=json;     VERSION="floor ($FLOOR_ARGS)";;
-    ws)    PORT=4000; PROTO=json-sub; VERSION="node $(node --version) ws $(cd "$WORK" && node -p 'require("ws/package.json").version')";;
+    floor) PORT=4100; PROTO=json;     URL="ws://127.0.0.1:$PORT/"; VERSION="floor ($FLOOR_ARGS)";;
+    ws)    PORT=4000; PROTO=json-sub; URL="ws://127.0.0.1:$PORT/"
+           VERSION="node $(node --version) ws $(cd "$WORK" && node -p 'require("ws/package.json").version')";;
+    sio)   PORT=3000; PROTO=eio;      URL="ws://127.0.0.1:$PORT/socket.io/?EIO=4&transport=websocket"
+           VERSION="node $(node --version) socket.io $(cd "$WORK" && node -p 'require("socket.io/package.json").version')";;
     *) echo "unknown target $sys" >&2; exit 2;;
   esac
   : > "$OUT/$sys.jsonl"; : > "$OUT/$sys.txt"; : > "$OUT/$sys-cpu.jsonl"
@@ -63,14 +68,15 @@ for sys in $TARGETS; do
       # shellcheck disable=SC2086  # FLOOR_ARGS is a list of flags
       "$FLOOR" --port $PORT --ingest-port $((PORT + 1)) $FLOOR_ARGS > "$OUT/$sys-server-r$i.log" 2>&1 &
     else
-      (cd "$WORK" && exec node ws-relay.js --port $PORT --ingest-port $((PORT + 1))) > "$OUT/$sys-server-r$i.log" 2>&1 &
+      JS=ws-relay.js; [ "$sys" = sio ] && JS=server.js
+      (cd "$WORK" && exec node $JS --port $PORT --ingest-port $((PORT + 1))) > "$OUT/$sys-server-r$i.log" 2>&1 &
     fi
     SP=$!; PIDS+=("$SP")
     sleep 2
     kill -0 "$SP" 2>/dev/null || { echo "$sys relay died:" >&2; cat "$OUT/$sys-server-r$i.log" >&2; exit 1; }
     python3 "$HERE/cpusample.py" "$OUT/$sys-cpu.jsonl" "$SP" 0.5 &
     SAMPLER=$!; PIDS+=("$SAMPLER")
-    "$LOADGEN" run --proto "$PROTO" --url "ws://127.0.0.1:$PORT/" --ingest "127.0.0.1:$((PORT + 1))" --server-pid "$SP" \
+    "$LOADGEN" run --proto "$PROTO" --url "$URL" --ingest "127.0.0.1:$((PORT + 1))" --server-pid "$SP" \
       --conns "$CONNS" --rooms "$ROOMS" --rates "$RATES" --sources external \
       --warmup "$WARMUP" --secs "$SECS" --bcast "$BCAST" --label "$sys-r$i" --out "$OUT/$sys.jsonl" 2>&1 \
       | grep --line-buffered -v '^  connecting' | tee -a "$OUT/$sys.txt"

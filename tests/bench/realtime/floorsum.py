@@ -12,7 +12,7 @@ run should be repeated.
 import json, os, statistics as S, sys
 
 P99_LIMIT_MS = 100.0
-SERVER_GROUP = {"floor": "floor", "ws": "node"}
+SERVER_GROUP = {"floor": "floor", "ws": "node", "sio": "node"}
 
 
 def load(path):
