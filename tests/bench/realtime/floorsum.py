@@ -28,7 +28,9 @@ def window_samples(samples, r):
 
 
 def elsewhere(cpu, system):
-    return sum(v for k, v in cpu.items() if k not in (SERVER_GROUP.get(system, system), "loadgen"))
+    # A system named floor-<variant> (another FLOOR_ARGS run kept apart) is still the floor process.
+    server = SERVER_GROUP.get(system) or ("floor" if system.startswith("floor") else system)
+    return sum(v for k, v in cpu.items() if k not in (server, "loadgen"))
 
 
 def busy_elsewhere(samples, r, system):
