@@ -10,7 +10,8 @@
 #
 #   bash tests/bench/realtime/floor.sh       # ~10 min on 2 vCPUs; prints results/floor/summary.md
 #
-# On a machine shared with other benchmarks, run it under `flock /tmp/bench.lock` (as run.sh).
+# On a machine shared with other benchmarks, run it under `flock -o /tmp/bench.lock` (-o: the
+# relays it starts must not inherit the lock).
 # Env: RUNS (2) server runs per system; TARGETS ("floor ws"; or any of floor ws sio); RATES (run.sh's list + 3500,4000,5000;
 # each system stops at its first saturated step); CONNS (10000); ROOMS (100); SECS (10); WARMUP (2);
 # BCAST (30); FLOOR_ARGS ("--threads 2 --shards 2"); PEER (../shared/peers/realtime);
