@@ -167,10 +167,15 @@ async fn flush(c: Arc<Conn>) {
 }
 
 // ---------------- subscriber lists ----------------
-/// topic -> subscribers, one map per shard; a shard task reads only its own map.
+/// topic -> subscribers of one shard.
+type Topics = HashMap<Arc<str>, Vec<Arc<Conn>>>;
+/// An event on its way to a shard: its topic and its frame.
+type Event = (Arc<str>, Frame);
+
+/// One subscriber map per shard; a shard task reads only its own map.
 struct Hub {
-    shards: Vec<RwLock<HashMap<Arc<str>, Vec<Arc<Conn>>>>>,
-    tx: Vec<mpsc::UnboundedSender<(Arc<str>, Frame)>>,
+    shards: Vec<RwLock<Topics>>,
+    tx: Vec<mpsc::UnboundedSender<Event>>,
 }
 
 impl Hub {
@@ -208,7 +213,7 @@ impl Hub {
     }
 }
 
-async fn shard_task(hub: Arc<Hub>, i: usize, mut rx: mpsc::UnboundedReceiver<(Arc<str>, Frame)>) {
+async fn shard_task(hub: Arc<Hub>, i: usize, mut rx: mpsc::UnboundedReceiver<Event>) {
     while let Some((topic, frame)) = rx.recv().await {
         let Ok(m) = hub.shards[i].read() else { return };
         if let Some(list) = m.get(&topic) {
