@@ -5,8 +5,8 @@ usage: cpusample.py OUT.jsonl [SERVER_PID] [INTERVAL=0.5]
 
 Each line: {"t": CLOCK_MONOTONIC seconds, "dt": seconds, "cpu": {group: percent of one core},
 "threads": {thread name of SERVER_PID: percent}}. Groups: beam.smp (RabbitMQ), postgres,
-bench-realtime, loadgen, node, other. Times are CLOCK_MONOTONIC like the generator's stamps,
-so compare.py can cut them to each fan-out window.
+bench-realtime, loadgen, node, floor (floor.sh's relay), other. Times are CLOCK_MONOTONIC like
+the generator's stamps, so compare.py can cut them to each fan-out window.
 """
 import json, os, sys, time
 
@@ -14,7 +14,7 @@ out = open(sys.argv[1], "a", buffering=1)
 server = int(sys.argv[2]) if len(sys.argv) > 2 and sys.argv[2] else 0
 interval = float(sys.argv[3]) if len(sys.argv) > 3 else 0.5
 HZ = os.sysconf("SC_CLK_TCK")
-GROUPS = ("beam.smp", "postgres", "bench-realtime", "loadgen", "node")
+GROUPS = ("beam.smp", "postgres", "bench-realtime", "loadgen", "node", "floor")
 
 
 def stat(path):

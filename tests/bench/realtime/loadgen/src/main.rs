@@ -1,6 +1,6 @@
 //! WebSocket fan-out load generator (one process, many connections).
 //!
-//!   loadgen run --proto eio|json --url WSURL --ingest HOST:PORT --server-pid PID [options]
+//!   loadgen run --proto eio|json|json-sub --url WSURL --ingest HOST:PORT --server-pid PID [options]
 //!   loadgen publish --ingest HOST:PORT --rate R --secs S [--rooms 100 --size 64 --prefix t]
 //!
 //! The wire protocol of the *clients* is the only thing that differs between relays (`--proto`):
@@ -13,6 +13,8 @@
 //!         `{"op":"event","id":..,"topic":..,"event":..,"data":{"topic":..,"seq":..,"ts":..,"data":..},"traceId":..}`;
 //!         optional app-level `{"op":"ping"}` answered with `{"op":"pong"}` (WS-level pings are answered
 //!         by tungstenite).
+//!   json-sub: the peer kit's original plain JSON (`ws-relay.js`): the same as `json` but the client
+//!         subscribes with `{"op":"sub",...}`; events `{"op":"event","topic":..,"seq":..,"ts":..,"data":..}`.
 //! The *ingest* side (broker stand-in) is the same for every relay: TCP, newline-delimited JSON
 //! `{"op":"pub","topic":..,"seq":..,"ts":..,"data":..}` and `{"op":"rate",...}` (internal timer).
 //! `ts` is CLOCK_MONOTONIC in microseconds (shared by all processes on the host).
@@ -101,6 +103,8 @@ fn pct_sorted(v: &[u64], p: f64) -> u64 {
 enum Proto {
     Eio,
     Json,
+    /// The peer kit's unadapted `json` (`{"op":"sub"}`), for its bare `ws-relay.js`.
+    JsonSub,
 }
 enum In<'a> {
     Event(&'a str),
@@ -114,6 +118,7 @@ impl Proto {
         match self {
             Proto::Eio => format!("420[\"sub\",[{list}]]"),
             Proto::Json => format!("{{\"op\":\"subscribe\",\"topics\":[{list}]}}"),
+            Proto::JsonSub => format!("{{\"op\":\"sub\",\"topics\":[{list}]}}"),
         }
     }
     fn classify(self, t: &str) -> In<'_> {
@@ -130,7 +135,7 @@ impl Proto {
                     In::Other
                 }
             }
-            Proto::Json => {
+            Proto::Json | Proto::JsonSub => {
                 // Showrunner: `{"op":"event","id":..,"topic":..,"event":..,"data":{topic,seq,ts,data},
                 // "traceId":..}`; key order is the server's (serde_json may sort keys), so find `op`.
                 let op = t.find("\"op\":\"").map(|i| &t[i + 6..]).unwrap_or("");
@@ -372,6 +377,7 @@ async fn run(a: Args) -> Res<()> {
     let proto = match a.get("proto", "eio").as_str() {
         "eio" => Proto::Eio,
         "json" => Proto::Json,
+        "json-sub" => Proto::JsonSub,
         p => panic!("unknown proto {p}"),
     };
     let url = a.get("url", "ws://127.0.0.1:3000/socket.io/?EIO=4&transport=websocket");
