@@ -249,6 +249,19 @@ pub struct WsReport {
     pub resumes: u64,
     /// Error frames (`resume_unavailable`, ...) and close codes other than 1000/1001.
     pub errors: Vec<String>,
+    /// Resumes answered `unavailable` (the event log could not be read: PostgreSQL was down),
+    /// which the client retries on a new connection, as the error frame asks.
+    pub retried: u64,
+}
+
+/// What the client does with an error frame: `true` to reconnect and resume again.
+fn retry_after(frame: &Value, report: &mut WsReport) -> bool {
+    if frame["code"] == "unavailable" {
+        report.retried += 1;
+        return true;
+    }
+    report.errors.push(frame.to_string());
+    false
 }
 
 pub const WS_TOPICS: [&str; 3] = ["episode.*.created", "episode.*.updated", "episode.*.deleted"];
@@ -292,7 +305,10 @@ pub async fn ws_client(ws_base: String, token: String, stop: Arc<AtomicBool>) ->
                                 last = Some(id);
                             }
                         }
-                        Some("error") => report.errors.push(v.to_string()),
+                        Some("error") if retry_after(&v, &mut report) => {
+                            tokio::time::sleep(Duration::from_millis(300)).await;
+                            break;
+                        }
                         _ => {}
                     }
                 }
@@ -349,7 +365,10 @@ pub async fn ws_catch_up(ws_base: String, token: String, report: &mut WsReport, 
                                 report.received.push(id);
                             }
                         }
-                        Some("error") => report.errors.push(v.to_string()),
+                        Some("error") if retry_after(&v, report) => {
+                            tokio::time::sleep(Duration::from_millis(300)).await;
+                            break;
+                        }
                         _ => {}
                     }
                 }

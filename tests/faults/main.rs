@@ -850,11 +850,12 @@ async fn check(
         ws.received.windows(2).filter(|w| pos.get(&w[0]) >= pos.get(&w[1])).count()
     };
     note(
-        "WebSocket: connections / resumes / events seen / missed / twice / out of order",
+        "WebSocket: connections / resumes (retried: log unreadable) / events seen / missed / twice / out of order",
         format!(
-            "{} / {} / {} / {missed} / {dupes} / {out_of_order}",
+            "{} / {} ({}) / {} / {missed} / {dupes} / {out_of_order}",
             ws.connects,
             ws.resumes,
+            ws.retried,
             ws.received.len()
         ),
     );
