@@ -193,24 +193,11 @@ impl BrokerLink {
         waiters: &Waiters,
         hub: &Hub,
     ) -> anyhow::Result<()> {
-        #[derive(FromQueryResult)]
-        struct Logged {
-            seq: i64,
-            routing_key: String,
-            body: String,
-            traceparent: Option<String>,
-        }
         const PAGE: i64 = 1000;
         let mut from = self.last_seq.load(Ordering::Relaxed);
         let mut sent = 0usize;
         loop {
-            let rows = Logged::find_by_statement(sql(
-                "SELECT seq, routing_key, body, traceparent FROM event_log \
-                 WHERE seq > $1 ORDER BY seq LIMIT $2",
-                [from.into(), PAGE.into()],
-            ))
-            .all(db)
-            .await?;
+            let rows = crate::relay::logged_between(db, from, i64::MAX, PAGE).await?;
             let n = rows.len();
             for row in rows {
                 from = row.seq;

@@ -32,6 +32,16 @@ pub struct ClientReport {
     pub abandoned: u64,
 }
 
+impl ClientReport {
+    /// Records the accepted `kind` write on `episode_id` that `answer` (a 202 body) names.
+    fn accept(&mut self, answer: &Value, kind: &'static str, episode_id: Uuid) {
+        match uuid_at(answer, &["commandId"]) {
+            Some(command_id) => self.accepted.push(Accepted { command_id, kind, episode_id }),
+            None => self.unexpected.push(format!("{kind} answered without commandId: {answer}")),
+        }
+    }
+}
+
 pub struct Api {
     pub base: String,
     pub http: reqwest::Client,
@@ -145,16 +155,7 @@ pub async fn episode_client(
             else {
                 continue;
             };
-            match uuid_at(&answer, &["commandId"]) {
-                Some(command) => report.accepted.push(Accepted {
-                    command_id: command,
-                    kind: "update",
-                    episode_id: id,
-                }),
-                None => {
-                    report.unexpected.push(format!("update answered without commandId: {answer}"))
-                }
-            }
+            report.accept(&answer, "update", id);
         } else {
             let id = live.swap_remove(fastrand::usize(0..live.len()));
             let path = format!("/episodes/{id}");
@@ -164,16 +165,7 @@ pub async fn episode_client(
             else {
                 continue;
             };
-            match uuid_at(&answer, &["commandId"]) {
-                Some(command) => report.accepted.push(Accepted {
-                    command_id: command,
-                    kind: "delete",
-                    episode_id: id,
-                }),
-                None => {
-                    report.unexpected.push(format!("delete answered without commandId: {answer}"))
-                }
-            }
+            report.accept(&answer, "delete", id);
         }
     }
     report

@@ -76,9 +76,10 @@ fn main() {
     let mut stack = Stack { dir: dir.clone(), pg: None, rabbit: None, procs: Vec::new() };
     // Interrupted (Ctrl-C, SIGTERM): the teardown below still stops the private services.
     let result = runtime.block_on(async {
+        let interrupted = showrunner_shared::shutdown::on_signal();
         tokio::select! {
             result = suite(&args, &mut stack) => result,
-            () = interrupted() => Err(anyhow::anyhow!("interrupted")),
+            () = interrupted.cancelled() => Err(anyhow::anyhow!("interrupted")),
         }
     });
     runtime.block_on(stack.teardown());
@@ -96,21 +97,6 @@ fn main() {
         Err(error) => {
             eprintln!("faults: {error:#}");
             std::process::exit(1);
-        }
-    }
-}
-
-async fn interrupted() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
         }
     }
 }

@@ -15,7 +15,9 @@ use showrunner_shared::contracts::{
 use showrunner_tests::{TestApp, wait_until};
 use uuid::Uuid;
 
-use crate::support::{DEADLINE, Socket, create_episode, send, str_of, ws_next, ws_say};
+use crate::support::{
+    DEADLINE, Socket, create_episode, expect_problem, send, str_of, ws_next, ws_say,
+};
 
 /// The rows `query` returns, as one JSON text: compared before and after a refused request.
 async fn snapshot(app: &TestApp, query: &str) -> String {
@@ -39,21 +41,6 @@ async fn everything(app: &TestApp) -> String {
         all.push_str(&snapshot(app, &format!("SELECT * FROM {table}")).await);
     }
     all
-}
-
-async fn expect_problem(request: reqwest::RequestBuilder, status: StatusCode) -> Value {
-    let response = request.send().await.unwrap_or_else(|e| panic!("request failed: {e}"));
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
-    let got = response.status();
-    let body: Value = response.json().await.unwrap_or_default();
-    assert_eq!(got, status, "{body}");
-    assert_eq!(content_type, "application/problem+json", "{body}");
-    body
 }
 
 /// A job of `owner` recorded straight in the table, in `status`.

@@ -5,38 +5,15 @@ use serde_json::json;
 use showrunner_shared::auth::{self, Claims, Role};
 use showrunner_tests::TestApp;
 
-use crate::support::send;
-
-async fn problem(
-    app: &TestApp,
-    request: reqwest::RequestBuilder,
-) -> (StatusCode, serde_json::Value) {
-    let response = request.send().await.expect("sent");
-    let status = response.status();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
-    let body: serde_json::Value = response.json().await.unwrap_or_default();
-    assert_eq!(content_type, "application/problem+json", "{status} {body}");
-    assert_eq!(body["status"], status.as_u16(), "{body}");
-    assert!(
-        body["type"].is_string() && body["title"].is_string() && body["detail"].is_string(),
-        "{body}"
-    );
-    let _ = app;
-    (status, body)
-}
+use crate::support::{problem, send};
 
 #[tokio::test]
 async fn missing_forged_and_expired_tokens_get_401() {
     let app = TestApp::spawn().await;
     let url = app.api("/episodes");
-    let (status, _) = problem(&app, app.http.get(&url)).await;
+    let (status, _) = problem(app.http.get(&url)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, _) = problem(&app, app.http.get(&url).bearer_auth("not-a-jwt")).await;
+    let (status, _) = problem(app.http.get(&url).bearer_auth("not-a-jwt")).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let claims = Claims {
         sub: uuid::Uuid::now_v7(),
@@ -47,13 +24,13 @@ async fn missing_forged_and_expired_tokens_get_401() {
     };
     let forged = auth::encode(&claims, b"some-other-secret-entirely");
     let (status, _) =
-        problem(&app, app.http.post(&url).bearer_auth(&forged).json(&json!({"title": "x"}))).await;
+        problem(app.http.post(&url).bearer_auth(&forged).json(&json!({"title": "x"}))).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let expired = auth::encode(
         &Claims { exp: chrono::Utc::now().timestamp() - 1, ..claims },
         showrunner_tests::TEST_SECRET.as_bytes(),
     );
-    let (status, body) = problem(&app, app.http.get(&url).bearer_auth(&expired)).await;
+    let (status, body) = problem(app.http.get(&url).bearer_auth(&expired)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(body["detail"].as_str().unwrap_or_default().contains("expired"));
     assert_eq!(app.count("SELECT count(*) FROM commands").await, 0);
@@ -86,7 +63,7 @@ async fn invalid_bodies_are_refused_and_name_the_field() {
         (json!(["title"]), "body"),
     ];
     for (body, field) in cases {
-        let (status, problem_body) = problem(&app, post(body.clone())).await;
+        let (status, problem_body) = problem(post(body.clone())).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body} -> {problem_body}");
         assert!(
             problem_body["errors"].as_array().is_some_and(|e| e
@@ -106,21 +83,17 @@ async fn invalid_bodies_are_refused_and_name_the_field() {
             .header("content-type", content_type)
             .body(body)
     };
+    assert_eq!(problem(raw("{\"title\": ", "application/json")).await.0, StatusCode::BAD_REQUEST);
     assert_eq!(
-        problem(&app, raw("{\"title\": ", "application/json")).await.0,
+        problem(raw("{\"title\": \"a\"} trailing", "application/json")).await.0,
         StatusCode::BAD_REQUEST
     );
     assert_eq!(
-        problem(&app, raw("{\"title\": \"a\"} trailing", "application/json")).await.0,
-        StatusCode::BAD_REQUEST
-    );
-    assert_eq!(
-        problem(&app, raw("{\"title\": \"a\"}", "text/plain")).await.0,
+        problem(raw("{\"title\": \"a\"}", "text/plain")).await.0,
         StatusCode::UNSUPPORTED_MEDIA_TYPE
     );
     let huge = format!("{{\"title\": \"{}\"}}", "x".repeat(300_000));
     let (status, _) = problem(
-        &app,
         app.http
             .post(app.api("/episodes"))
             .bearer_auth(&alice)
@@ -130,7 +103,6 @@ async fn invalid_bodies_are_refused_and_name_the_field() {
     .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     let (status, _) = problem(
-        &app,
         app.http
             .post(app.api("/episodes"))
             .bearer_auth(&alice)
@@ -146,26 +118,23 @@ async fn invalid_bodies_are_refused_and_name_the_field() {
         app.http.patch(app.api(&path)).bearer_auth(&alice).json(&body)
     };
     assert_eq!(
-        problem(&app, patch("/episodes/not-a-uuid".into(), json!({"title": "x"}))).await.0,
+        problem(patch("/episodes/not-a-uuid".into(), json!({"title": "x"}))).await.0,
         StatusCode::BAD_REQUEST
     );
     assert_eq!(
-        problem(&app, patch(format!("/episodes/{id}"), json!({}))).await.0,
+        problem(patch(format!("/episodes/{id}"), json!({}))).await.0,
         StatusCode::UNPROCESSABLE_ENTITY
     );
     assert_eq!(
-        problem(&app, patch(format!("/episodes/{id}"), json!({"title": null, "version": 3})))
-            .await
-            .0,
+        problem(patch(format!("/episodes/{id}"), json!({"title": null, "version": 3}))).await.0,
         StatusCode::UNPROCESSABLE_ENTITY
     );
     assert_eq!(
-        problem(&app, app.http.get(app.api("/episodes/123")).bearer_auth(&alice)).await.0,
+        problem(app.http.get(app.api("/episodes/123")).bearer_auth(&alice)).await.0,
         StatusCode::BAD_REQUEST
     );
     assert_eq!(
         problem(
-            &app,
             app.http
                 .delete(app.api(&format!("/episodes/{id}?permanent=maybe")))
                 .bearer_auth(&alice)
@@ -175,15 +144,15 @@ async fn invalid_bodies_are_refused_and_name_the_field() {
         StatusCode::BAD_REQUEST
     );
     assert_eq!(
-        problem(&app, app.http.get(app.api("/commands/nope")).bearer_auth(&alice)).await.0,
+        problem(app.http.get(app.api("/commands/nope")).bearer_auth(&alice)).await.0,
         StatusCode::BAD_REQUEST
     );
     assert_eq!(
-        problem(&app, app.http.get(app.api("/no/such/route")).bearer_auth(&alice)).await.0,
+        problem(app.http.get(app.api("/no/such/route")).bearer_auth(&alice)).await.0,
         StatusCode::NOT_FOUND
     );
     assert_eq!(
-        problem(&app, app.http.put(app.api("/episodes")).bearer_auth(&alice)).await.0,
+        problem(app.http.put(app.api("/episodes")).bearer_auth(&alice)).await.0,
         StatusCode::METHOD_NOT_ALLOWED
     );
 
@@ -199,15 +168,15 @@ async fn websocket_requests_that_are_not_upgrades_get_problem_json() {
     let app = TestApp::spawn().await;
     let alice = app.token("alice", Role::Member);
     let url = app.api("/ws");
-    let (status, _) = problem(&app, app.http.get(&url)).await;
+    let (status, _) = problem(app.http.get(&url)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, body) = problem(&app, app.http.get(&url).bearer_auth(&alice)).await;
+    let (status, body) = problem(app.http.get(&url).bearer_auth(&alice)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    let (status, _) = problem(&app, app.http.get(format!("{url}?token={alice}"))).await;
+    let (status, _) = problem(app.http.get(format!("{url}?token={alice}"))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let (status, _) = problem(&app, app.http.post(&url).bearer_auth(&alice)).await;
+    let (status, _) = problem(app.http.post(&url).bearer_auth(&alice)).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
-    let (status, _) = problem(&app, app.http.get(format!("{url}?token=%00"))).await;
+    let (status, _) = problem(app.http.get(format!("{url}?token=%00"))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     app.stop().await;
 }

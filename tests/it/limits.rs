@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use showrunner_shared::auth::Role;
 use showrunner_tests::{Options, TestApp, wait_for};
 
-use crate::support::{DEADLINE, Socket, send, ws_next, ws_say};
+use crate::support::{DEADLINE, Socket, expect_problem, send, ws_next, ws_say};
 
 async fn spawn(extra: &[(&str, &str)], episode_workers: usize) -> TestApp {
     TestApp::spawn_with(Options {
@@ -17,23 +17,6 @@ async fn spawn(extra: &[(&str, &str)], episode_workers: usize) -> TestApp {
         ..Options::default()
     })
     .await
-}
-
-/// Sends `request`, expects `status` as problem+json, returns the problem.
-async fn problem(request: reqwest::RequestBuilder, status: StatusCode) -> Value {
-    let response = request.send().await.unwrap_or_else(|e| panic!("request failed: {e}"));
-    let got = response.status();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
-    let body: Value = response.json().await.unwrap_or_default();
-    assert_eq!(got, status, "{body}");
-    assert_eq!(content_type, "application/problem+json", "{body}");
-    assert_eq!(body["status"], status.as_u16(), "{body}");
-    body
 }
 
 fn field(problem: &Value) -> &str {
@@ -61,7 +44,8 @@ async fn bodies_queries_and_pages_beyond_the_limits_are_refused_naming_the_field
             .json(&json!({"type": "webhook", "payload": payload}))
     };
 
-    let p = problem(job(json!({"pad": "x".repeat(3000)})), StatusCode::PAYLOAD_TOO_LARGE).await;
+    let p =
+        expect_problem(job(json!({"pad": "x".repeat(3000)})), StatusCode::PAYLOAD_TOO_LARGE).await;
     assert!(p["detail"].as_str().is_some_and(|d| d.contains("2048")), "{p}");
 
     let mut deep = json!(1);
@@ -69,14 +53,14 @@ async fn bodies_queries_and_pages_beyond_the_limits_are_refused_naming_the_field
         deep = json!([deep]);
     }
     // The body object and eight arrays: nine levels.
-    let p = problem(job(deep), StatusCode::UNPROCESSABLE_ENTITY).await;
+    let p = expect_problem(job(deep), StatusCode::UNPROCESSABLE_ENTITY).await;
     assert_eq!(field(&p), "body", "{p}");
     assert!(p["detail"].as_str().is_some_and(|d| d.contains("deeper than 8")), "{p}");
     // Depth is measured on the raw bytes: a deeply nested body far over the limit is refused
     // the same way, without being built.
     let raw =
         format!("{{\"type\":\"webhook\",\"payload\":{}1{}}}", "[".repeat(900), "]".repeat(900));
-    let p = problem(
+    let p = expect_problem(
         app.http
             .post(app.api("/jobs"))
             .bearer_auth(&alice)
@@ -88,16 +72,17 @@ async fn bodies_queries_and_pages_beyond_the_limits_are_refused_naming_the_field
     assert_eq!(field(&p), "body", "{p}");
 
     let p =
-        problem(job(json!({"a": {"b": "x".repeat(301)}})), StatusCode::UNPROCESSABLE_ENTITY).await;
+        expect_problem(job(json!({"a": {"b": "x".repeat(301)}})), StatusCode::UNPROCESSABLE_ENTITY)
+            .await;
     assert_eq!(field(&p), "payload.a.b", "{p}");
-    let p = problem(
+    let p = expect_problem(
         job(json!({"items": (0..11).collect::<Vec<_>>()})),
         StatusCode::UNPROCESSABLE_ENTITY,
     )
     .await;
     assert_eq!(field(&p), "payload.items", "{p}");
     let categories: Vec<String> = (0..11).map(|i| format!("c{i}")).collect();
-    let p = problem(
+    let p = expect_problem(
         app.http
             .post(app.api("/episodes"))
             .bearer_auth(&alice)
@@ -108,13 +93,13 @@ async fn bodies_queries_and_pages_beyond_the_limits_are_refused_naming_the_field
     assert_eq!(field(&p), "categories", "{p}");
 
     let q = "x".repeat(301);
-    let p = problem(
+    let p = expect_problem(
         app.http.get(app.api(&format!("/episodes?q={q}"))).bearer_auth(&alice),
         StatusCode::BAD_REQUEST,
     )
     .await;
     assert_eq!(field(&p), "q", "{p}");
-    let p = problem(
+    let p = expect_problem(
         app.http.get(app.api("/episodes?limit=6")).bearer_auth(&alice),
         StatusCode::BAD_REQUEST,
     )
@@ -190,7 +175,7 @@ async fn requests_over_the_rate_get_429_with_retry_after_per_user() {
     );
     assert_eq!(body["status"], 429, "{body}");
     // A write over the rate is refused before anything is recorded.
-    problem(
+    expect_problem(
         app.http.post(app.api("/episodes")).bearer_auth(&alice).json(&json!({"title": "x"})),
         StatusCode::TOO_MANY_REQUESTS,
     )

@@ -11,6 +11,34 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
+/// Sends a request and checks that the answer is a problem+json document whose `status` is the
+/// response's and which has a `type`, `title` and `detail`; returns the status and the document.
+pub async fn problem(request: RequestBuilder) -> (StatusCode, Value) {
+    let response = request.send().await.unwrap_or_else(|e| panic!("request failed: {e}"));
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let body: Value = response.json().await.unwrap_or_default();
+    assert_eq!(content_type, "application/problem+json", "{status} {body}");
+    assert_eq!(body["status"], status.as_u16(), "{body}");
+    assert!(
+        body["type"].is_string() && body["title"].is_string() && body["detail"].is_string(),
+        "{body}"
+    );
+    (status, body)
+}
+
+/// [`problem`], answered with `status`; returns the document.
+pub async fn expect_problem(request: RequestBuilder, status: StatusCode) -> Value {
+    let (got, body) = problem(request).await;
+    assert_eq!(got, status, "{body}");
+    body
+}
+
 /// Sends a request and returns status and JSON body (`Value::Null` when there is none).
 pub async fn send(request: RequestBuilder) -> (StatusCode, Value) {
     let response = request.send().await.unwrap_or_else(|e| panic!("request failed: {e}"));

@@ -14,13 +14,41 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
+use sea_orm::{DatabaseConnection, DbErr, FromQueryResult};
 use serde::Deserialize;
 use showrunner_shared::contracts::EventEnvelope;
+use showrunner_shared::db::sql;
 
 use crate::error::ApiError;
 use crate::extract::{QueryParams, authenticate, bearer};
 use crate::relay::hub::Audience;
 use crate::state::AppState;
+
+/// One event as the event log keeps it, for those who read the log instead of the live queue
+/// (a resuming client, a relay that reconnected).
+#[derive(FromQueryResult)]
+pub struct Logged {
+    pub seq: i64,
+    pub routing_key: String,
+    pub body: String,
+    pub traceparent: Option<String>,
+}
+
+/// Up to `limit` events sequenced after `after` and before `before`, in order.
+pub async fn logged_between(
+    db: &DatabaseConnection,
+    after: i64,
+    before: i64,
+    limit: i64,
+) -> Result<Vec<Logged>, DbErr> {
+    Logged::find_by_statement(sql(
+        "SELECT seq, routing_key, body, traceparent FROM event_log \
+         WHERE seq > $1 AND seq < $2 ORDER BY seq LIMIT $3",
+        [after.into(), before.into(), limit.into()],
+    ))
+    .all(db)
+    .await
+}
 
 /// Bytes of frames kept before tungstenite writes without waiting for the flush.
 const WRITE_BUFFER: usize = 8 * 1024;

@@ -269,13 +269,6 @@ impl Session {
     /// live delivery has not sent yet; `None` when all went well.
     async fn resume(&mut self, last_event_id: Uuid, sink: &mut Sink) -> Option<String> {
         #[derive(FromQueryResult)]
-        struct Logged {
-            seq: i64,
-            routing_key: String,
-            body: String,
-            traceparent: Option<String>,
-        }
-        #[derive(FromQueryResult)]
         struct Seq {
             seq: i64,
         }
@@ -302,13 +295,8 @@ impl Session {
         let max = self.state.settings.realtime.max_replay;
         // Live delivery has covered everything from its first event on.
         let until = self.first_live.unwrap_or(i64::MAX);
-        let rows = Logged::find_by_statement(sql(
-            "SELECT seq, routing_key, body, traceparent FROM event_log \
-             WHERE seq > $1 AND seq < $2 ORDER BY seq LIMIT $3",
-            [from.into(), until.into(), ((max + 1) as i64).into()],
-        ))
-        .all(db)
-        .await;
+        let limit = i64::try_from(max.saturating_add(1)).unwrap_or(i64::MAX);
+        let rows = super::logged_between(db, from, until, limit).await;
         let rows = match rows {
             Ok(rows) if rows.len() as u64 > max => {
                 return Some(error(

@@ -65,26 +65,19 @@ impl Rows {
 
 /// The insert of [`Rows`] whose parameters start at `$first` (to sit in a larger statement).
 pub fn insert(first: usize) -> String {
-    let p = |i: usize| format!("${}", first + i);
+    const TYPES: [&str; 9] =
+        ["uuid", "text", "text", "uuid", "uuid", "text", "uuid", "text", "timestamptz"];
+    let arrays: Vec<String> =
+        TYPES.iter().enumerate().map(|(i, t)| format!("${}::{t}[]", first + i)).collect();
     format!(
         "INSERT INTO activity_log (id, event, resource_type, resource_id, actor_id, actor_name, \
          correlation_id, data, occurred_at) \
          SELECT id, event, rtype, NULLIF(rid, '00000000-0000-0000-0000-000000000000'), \
          NULLIF(aid, '00000000-0000-0000-0000-000000000000'), NULLIF(aname, ''), \
          NULLIF(cid, '00000000-0000-0000-0000-000000000000'), data::jsonb, occurred \
-         FROM UNNEST({}::uuid[], {}::text[], {}::text[], {}::uuid[], {}::uuid[], {}::text[], \
-         {}::uuid[], {}::text[], {}::timestamptz[]) \
-         AS t(id, event, rtype, rid, aid, aname, cid, data, occurred) \
+         FROM UNNEST({}) AS t(id, event, rtype, rid, aid, aname, cid, data, occurred) \
          ON CONFLICT (id) DO NOTHING",
-        p(0),
-        p(1),
-        p(2),
-        p(3),
-        p(4),
-        p(5),
-        p(6),
-        p(7),
-        p(8),
+        arrays.join(", ")
     )
 }
 

@@ -8,6 +8,7 @@
 //! transaction of their own.
 
 use std::collections::HashSet;
+use std::sync::LazyLock;
 
 use lapin::types::{AMQPValue, FieldTable};
 use sea_orm::FromQueryResult;
@@ -22,6 +23,20 @@ use crate::consumers::activity;
 use crate::runtime::{BatchHandler, Context, Incoming};
 
 pub struct EventLog;
+
+/// The batch's event log rows ($1-$4) and, in a data-modifying CTE, its activity rows ($5-$13).
+static STATEMENT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH recorded AS ({}) \
+         INSERT INTO event_log (id, routing_key, body, traceparent) \
+         SELECT id, key, body, NULLIF(trace, '') \
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[]) \
+         WITH ORDINALITY AS t(id, key, body, trace, ord) ORDER BY ord \
+         ON CONFLICT (id) DO UPDATE SET id = EXCLUDED.id \
+         RETURNING seq, id",
+        activity::insert(5)
+    )
+});
 
 #[derive(FromQueryResult)]
 struct Logged {
@@ -53,16 +68,6 @@ impl BatchHandler for EventLog {
         // and it is published again (its first publish may be what a crash cut off). Its
         // activity row exists already and stays as it is. One statement, so both commit or
         // neither does.
-        let statement = format!(
-            "WITH recorded AS ({}) \
-             INSERT INTO event_log (id, routing_key, body, traceparent) \
-             SELECT id, key, body, NULLIF(trace, '') \
-             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[]) \
-             WITH ORDINALITY AS t(id, key, body, trace, ord) ORDER BY ord \
-             ON CONFLICT (id) DO UPDATE SET id = EXCLUDED.id \
-             RETURNING seq, id",
-            activity::insert(5)
-        );
         let mut values: Vec<sea_orm::Value> = vec![
             events.iter().map(|(m, _)| m.body.id).collect::<Vec<_>>().into(),
             events.iter().map(|(m, _)| m.routing_key.clone()).collect::<Vec<_>>().into(),
@@ -74,7 +79,7 @@ impl BatchHandler for EventLog {
                 .into(),
         ];
         values.extend(recorded.into_values());
-        let mut logged = Logged::find_by_statement(sql(&statement, values)).all(&ctx.db).await?;
+        let mut logged = Logged::find_by_statement(sql(&STATEMENT, values)).all(&ctx.db).await?;
         logged.sort_by_key(|l| l.seq);
 
         let mut messages = Vec::with_capacity(logged.len());
