@@ -12,4 +12,5 @@ mod limits;
 mod ops;
 mod realtime;
 mod resilience;
+mod stray;
 mod support;

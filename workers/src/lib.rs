@@ -26,7 +26,7 @@ use uuid::Uuid;
 
 use crate::consumers::event_log::EventLog;
 use crate::consumers::{episode::EpisodeCommands, notification::Notifications};
-use crate::runtime::{BatchHandler, Context, consume, process_batch};
+use crate::runtime::{BatchHandler, Context, Source, consume, process_batch};
 
 /// Runs the episode worker until `cancel`: applies commands from the partitions it owns.
 pub async fn run_episode_worker(
@@ -153,22 +153,24 @@ async fn supervise_partitions(
                 _ => break,
             }
         }
-        let queue_of = |d: &lapin::message::Delivery| {
-            d.routing_key
-                .as_str()
-                .parse()
-                .map_or_else(|_| "unknown".into(), topology::command_queue)
-        };
+        // A delivery belongs to the partition whose queue it came from, whatever its routing key
+        // (one that came through the default exchange has the queue's name as its key): it is
+        // parked there, and its command must be of an episode of that partition.
+        let sources: Vec<Source> =
+            from.iter().map(|p| Source::new(&topology::command_queue(*p), p.to_string())).collect();
         let queue = topology::COMMANDS_EXCHANGE;
-        let handling = process_batch(ctx, queue, &queue_of, &EpisodeCommands, &batch, cancel);
+        let handling = process_batch(ctx, queue, &sources, &EpisodeCommands, &batch, cancel);
         if let Err(error) = observe::traced(queue, &batch, handling).await {
             tracing::warn!(%error, "applying a batch failed, reconnecting");
             break;
         }
-        // Per channel, the batch holds its deliveries in order: ack each through its last.
+        // Per channel, the batch holds its deliveries in order: ack each through its last one
+        // not parked by rejecting it.
         let mut last: HashMap<u16, &lapin::message::Delivery> = HashMap::new();
         for (p, d) in from.iter().zip(&batch) {
-            last.insert(*p, d);
+            if d.acker.usable() {
+                last.insert(*p, d);
+            }
         }
         for (p, d) in &last {
             let n = from.iter().filter(|q| *q == p).count() as u64;

@@ -9,10 +9,12 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use lapin::Channel;
 use lapin::message::Delivery;
-use lapin::options::{BasicConsumeOptions, BasicQosOptions};
+use lapin::options::{BasicConsumeOptions, BasicQosOptions, BasicRejectOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use sea_orm::{DatabaseConnection, DbErr};
-use showrunner_shared::broker::{Publisher, ack_through, next_batch};
+use showrunner_shared::broker::{
+    Publisher, ack_through, checked_routing_key, last_unsettled, next_batch,
+};
 use showrunner_shared::config::Settings;
 use showrunner_shared::inbound::{self, Inbound, Rules};
 use showrunner_shared::metrics;
@@ -99,10 +101,12 @@ pub async fn consume<H: BatchHandler>(
             Some(Err(e)) => return Err(e.into()),
             Some(Ok(batch)) => batch,
         };
-        let queue_of = |_: &Delivery| queue.to_string();
-        let handling = process_batch(ctx, queue, &queue_of, handler, &batch, cancel);
+        let sources: Vec<Source> =
+            batch.iter().map(|d| Source::new(queue, checked_routing_key(d, None))).collect();
+        let handling = process_batch(ctx, queue, &sources, handler, &batch, cancel);
         crate::observe::traced(queue, &batch, handling).await?;
-        if let Some(last) = batch.last() {
+        // A delivery parked by rejecting it is settled already: ack through the last one left.
+        if let Some(last) = last_unsettled(&batch) {
             match ack_through(last).await {
                 Ok(true) => metrics::MESSAGES_ACKED.inc_by(&[queue], batch.len() as u64),
                 Ok(false) => {
@@ -118,15 +122,26 @@ pub async fn consume<H: BatchHandler>(
     }
 }
 
-/// Where a delivery came from, for parking it.
-pub type QueueOf<'a> = &'a (dyn Fn(&Delivery) -> String + Sync);
+/// Where a delivery was consumed from (its parking lot is that queue's, whatever its routing
+/// key or the exchange it came through) and the routing key its checks go by.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub queue: String,
+    pub routing_key: String,
+}
+
+impl Source {
+    pub fn new(queue: &str, routing_key: String) -> Self {
+        Self { queue: queue.to_string(), routing_key }
+    }
+}
 
 /// Decodes a batch (parking what does not decode), applies it, publishes its outbox events.
-/// `queue` names the batch in logs; `queue_of` names each delivery's queue.
+/// `queue` names the batch in logs; `sources[i]` says where `batch[i]` came from.
 pub async fn process_batch<H: BatchHandler>(
     ctx: &Context,
     queue: &str,
-    queue_of: QueueOf<'_>,
+    sources: &[Source],
     handler: &H,
     batch: &[Delivery],
     cancel: &CancellationToken,
@@ -134,21 +149,21 @@ pub async fn process_batch<H: BatchHandler>(
     metrics::MESSAGES_CONSUMED.inc_by(&[queue], batch.len() as u64);
     let mut decoded = Vec::with_capacity(batch.len());
     let rules = Rules::from_settings(&ctx.settings);
-    for delivery in batch {
-        match decode::<H::Message>(delivery, &rules) {
-            Ok(message) => decoded.push((delivery, message)),
+    for (delivery, source) in batch.iter().zip(sources) {
+        match decode::<H::Message>(delivery, &source.routing_key, &rules) {
+            Ok(message) => decoded.push((delivery, source, message)),
             Err(refused) => {
                 // Hostile or broken input: parked with its reason, and the batch goes on.
                 let reason = refused.to_string();
-                tracing::warn!(queue, %reason, "refused message parked");
-                ctx.publisher.park(&queue_of(delivery), delivery, &reason).await?;
+                tracing::warn!(queue = %source.queue, %reason, "refused message parked");
+                park(ctx, &source.queue, delivery, &reason).await?;
             }
         }
     }
     if decoded.is_empty() {
         return Ok(());
     }
-    let messages: Vec<_> = decoded.iter().map(|(_, m)| m).collect();
+    let messages: Vec<_> = decoded.iter().map(|(_, _, m)| m).collect();
     let started = std::time::Instant::now();
     let events = match apply_with_retry(ctx, queue, handler, &messages, BATCH_ATTEMPTS, cancel)
         .await
@@ -157,19 +172,14 @@ pub async fn process_batch<H: BatchHandler>(
         Some(Err(error)) if messages.len() > 1 => {
             tracing::warn!(queue, %error, "batch keeps failing, applying its messages one by one");
             let mut events = Vec::new();
-            for (delivery, message) in &decoded {
+            for (delivery, source, message) in &decoded {
                 match apply_with_retry(ctx, queue, handler, &[message], SINGLE_ATTEMPTS, cancel)
                     .await
                 {
                     Some(Ok(mut e)) => events.append(&mut e),
                     Some(Err(error)) => {
                         tracing::error!(queue, %error, "message keeps failing, parked");
-                        ctx.publisher
-                            .park(
-                                &queue_of(delivery),
-                                delivery,
-                                &format!("handler failed: {error}"),
-                            )
+                        park(ctx, &source.queue, delivery, &format!("handler failed: {error}"))
                             .await?;
                     }
                     None => return Err(ConsumeError::Ended),
@@ -179,10 +189,8 @@ pub async fn process_batch<H: BatchHandler>(
         }
         Some(Err(error)) => {
             tracing::error!(queue, %error, "message keeps failing, parked");
-            let delivery = decoded[0].0;
-            ctx.publisher
-                .park(&queue_of(delivery), delivery, &format!("handler failed: {error}"))
-                .await?;
+            let (delivery, source, _) = &decoded[0];
+            park(ctx, &source.queue, delivery, &format!("handler failed: {error}")).await?;
             Vec::new()
         }
         // Shut down mid-retry, or the broker went away: nothing is acked, the broker
@@ -195,6 +203,33 @@ pub async fn process_batch<H: BatchHandler>(
         tracing::warn!(queue, %error, count = events.len(), "outbox publish failed, left to the sweeper");
     }
     Ok(())
+}
+
+/// Parks `delivery` in the parking lot of `queue`, the queue it was consumed from. When the
+/// publish fails on an open channel (the parking queue deleted, unbound or refusing), the
+/// delivery is rejected without requeue instead: the queue's dead-letter settings send it to the
+/// same parking lot (at least once, on quorum queues), and the rest of the batch goes on rather
+/// than the whole batch failing and coming back for ever. Only a dead channel is an error.
+pub async fn park(
+    ctx: &Context,
+    queue: &str,
+    delivery: &Delivery,
+    reason: &str,
+) -> Result<(), ConsumeError> {
+    let error = match ctx.publisher.park(queue, delivery, reason).await {
+        Ok(()) => return Ok(()),
+        Err(error) => error,
+    };
+    tracing::error!(queue, %error, "cannot park a message, handing it to the queue's dead-letter exchange");
+    let options = BasicRejectOptions { requeue: false };
+    match showrunner_shared::broker::bounded(delivery.acker.reject(options)).await {
+        Some(Ok(true)) => {
+            metrics::MESSAGES_PARKED.inc(&[queue]);
+            Ok(())
+        }
+        Some(Ok(false)) | None => Err(ConsumeError::Ended),
+        Some(Err(error)) => Err(error.into()),
+    }
 }
 
 /// Runs the handler until it succeeds, retrying with exponential backoff. Connection errors
@@ -244,8 +279,11 @@ async fn apply_with_retry<H: BatchHandler>(
     }
 }
 
-fn decode<T: Inbound>(delivery: &Delivery, rules: &Rules) -> Result<Incoming<T>, inbound::Refused> {
-    let routing_key = delivery.routing_key.as_str();
+fn decode<T: Inbound>(
+    delivery: &Delivery,
+    routing_key: &str,
+    rules: &Rules,
+) -> Result<Incoming<T>, inbound::Refused> {
     let body = inbound::decode(&delivery.data, routing_key, rules, chrono::Utc::now())?;
     let traceparent = delivery.properties.headers().as_ref().and_then(|h| {
         match h.inner().get("traceparent")? {
@@ -254,7 +292,7 @@ fn decode<T: Inbound>(delivery: &Delivery, rules: &Rules) -> Result<Incoming<T>,
             _ => None,
         }
     });
-    Ok(Incoming { routing_key: delivery.routing_key.to_string(), traceparent, body })
+    Ok(Incoming { routing_key: routing_key.to_string(), traceparent, body })
 }
 
 /// A publish the broker did not confirm (but not one it could not route): the broker's trouble,

@@ -5,6 +5,9 @@ use futures_util::{FutureExt, StreamExt};
 use lapin::Consumer;
 use lapin::message::Delivery;
 use lapin::options::BasicAckOptions;
+use lapin::types::AMQPValue;
+
+use super::PARKED_ROUTING_KEY;
 
 pub type Batch = Vec<Delivery>;
 
@@ -40,4 +43,35 @@ pub async fn ack_through(last: &Delivery) -> Result<bool, lapin::Error> {
             Ok(false)
         }
     }
+}
+
+/// The last delivery of `deliveries` that is still to be settled: one parked by rejecting it
+/// (its acker used) cannot end a multiple ack, since the broker answers an ack of a delivery
+/// tag it no longer holds by closing the channel (and lapin does not send it at all).
+pub fn last_unsettled<'a, I>(deliveries: I) -> Option<&'a Delivery>
+where
+    I: IntoIterator<Item = &'a Delivery>,
+    I::IntoIter: DoubleEndedIterator,
+{
+    deliveries.into_iter().rev().find(|d| d.acker.usable())
+}
+
+/// The routing key a delivery's checks go by. A message that came through the default exchange
+/// (the management UI's "Publish message" on a queue, or an operator moving a parked message
+/// back by hand) has the queue's name as its key, which says nothing about the message: the key
+/// it was parked with is used then, or else `fallback`, what the queue's own binding implies.
+pub fn checked_routing_key(delivery: &Delivery, fallback: Option<&str>) -> String {
+    if !delivery.exchange.as_str().is_empty() {
+        return delivery.routing_key.to_string();
+    }
+    let parked = delivery.properties.headers().as_ref().and_then(|h| {
+        match h.inner().get(PARKED_ROUTING_KEY)? {
+            AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok().map(str::to_string),
+            AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
+            _ => None,
+        }
+    });
+    parked
+        .or_else(|| fallback.map(str::to_string))
+        .unwrap_or_else(|| delivery.routing_key.to_string())
 }

@@ -5,9 +5,10 @@ mod consume;
 mod publisher;
 pub mod topology;
 
-pub use consume::{Batch, ack_through, next_batch};
+pub use consume::{Batch, ack_through, checked_routing_key, last_unsettled, next_batch};
 pub use publisher::{
-    Outgoing, PublishError, Publisher, json_properties as publisher_json_properties,
+    Outgoing, PARKED_ROUTING_KEY, PublishError, Publisher,
+    json_properties as publisher_json_properties,
 };
 
 use std::future::Future;

@@ -11,6 +11,9 @@ use lapin::{BasicProperties, Channel, Confirmation, Connection};
 use super::BrokerError;
 use super::topology::PARKED_EXCHANGE;
 
+/// Header of a parked copy: the routing key the message arrived with.
+pub const PARKED_ROUTING_KEY: &str = "x-parked-routing-key";
+
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     #[error("publish failed: {0}")]
@@ -123,6 +126,14 @@ impl Publisher {
         let mut headers = original.properties.headers().clone().unwrap_or_default();
         headers.insert("x-parked-reason".into(), AMQPValue::LongString(reason.into()));
         headers.insert("x-parked-from".into(), AMQPValue::LongString(source_queue.into()));
+        // Kept so that a copy moved back by hand through the default exchange (whose routing key
+        // is only the queue's name) is still checked against the key it was first sent with.
+        if !original.exchange.as_str().is_empty() {
+            headers.insert(
+                PARKED_ROUTING_KEY.into(),
+                AMQPValue::LongString(original.routing_key.as_str().into()),
+            );
+        }
         let properties = original.properties.clone().with_headers(headers).with_delivery_mode(2);
         self.publish(Outgoing {
             exchange: PARKED_EXCHANGE,

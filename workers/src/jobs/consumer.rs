@@ -15,7 +15,8 @@ use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use showrunner_shared::broker::bounded;
-use showrunner_shared::broker::topology::JOBS_QUEUE;
+use showrunner_shared::broker::checked_routing_key;
+use showrunner_shared::broker::topology::{JOBS_KEY, JOBS_QUEUE};
 use showrunner_shared::contracts::JobRequest;
 use showrunner_shared::inbound::{self, Rules};
 use showrunner_shared::{jobs, metrics, outbox, trace};
@@ -118,6 +119,8 @@ async fn handle_traced(runner: &Runner, delivery: Delivery) {
     metrics::MESSAGES_CONSUMED.inc(&[JOBS_QUEUE]);
     let ack = || bounded(delivery.ack(BasicAckOptions::default()));
     let acked = match process(runner, &delivery).await {
+        // Parked by rejecting it (its parking queue refused the copy): settled already.
+        Ok(()) if !delivery.acker.usable() && !delivery.acker.poisoned() => return,
         Ok(()) => ack().await,
         Err(error) => {
             tracing::warn!(%error, "job request failed, trying again later");
@@ -160,17 +163,19 @@ async fn process(runner: &Runner, delivery: &Delivery) -> anyhow::Result<()> {
     let ctx = &runner.ctx;
     let now = Utc::now();
     let rules = Rules::from_settings(&ctx.settings);
-    let request: JobRequest =
-        match inbound::decode(&delivery.data, delivery.routing_key.as_str(), &rules, now) {
-            Ok(r) => r,
-            Err(refused) => {
-                // Hostile or broken: parked with its reason; the worker goes on with the next.
-                let reason = format!("job request refused: {refused}");
-                tracing::warn!(queue = JOBS_QUEUE, %reason, "refused message parked");
-                ctx.publisher.park(JOBS_QUEUE, delivery, &reason).await?;
-                return Ok(());
-            }
-        };
+    // The jobs queue has one binding, so one that came through the default exchange is checked
+    // as if it had come through it.
+    let routing_key = checked_routing_key(delivery, Some(JOBS_KEY));
+    let request: JobRequest = match inbound::decode(&delivery.data, &routing_key, &rules, now) {
+        Ok(r) => r,
+        Err(refused) => {
+            // Hostile or broken: parked with its reason; the worker goes on with the next.
+            let reason = format!("job request refused: {refused}");
+            tracing::warn!(queue = JOBS_QUEUE, %reason, "refused message parked");
+            crate::runtime::park(ctx, JOBS_QUEUE, delivery, &reason).await?;
+            return Ok(());
+        }
+    };
     // The request's trace travels with every copy of it, and the job's events continue it.
     let traceparent = trace::from_amqp(&delivery.properties);
     let tp = traceparent.as_deref();
@@ -269,7 +274,8 @@ async fn record(
             tracing::info!(job_id = %job.id, attempt = job.attempts, ?delay, %error, "job failed, retry scheduled");
         }
         Outcome::Failed(error) => {
-            ctx.publisher.park(JOBS_QUEUE, delivery, &format!("job failed: {error}")).await?;
+            crate::runtime::park(ctx, JOBS_QUEUE, delivery, &format!("job failed: {error}"))
+                .await?;
             tracing::warn!(job_id = %job.id, attempt = job.attempts, %error, "job failed for good, parked");
         }
     }
