@@ -172,7 +172,7 @@ async fn undecodable_commands_are_parked_with_their_reason_and_the_worker_goes_o
 }
 
 /// The worker id inside each partition's active consumer tag, by partition queue.
-async fn active_consumers(vhost: &str) -> HashMap<String, String> {
+pub(crate) async fn active_consumers(vhost: &str) -> HashMap<String, String> {
     let consumers: serde_json::Value = match reqwest::Client::new()
         .get(format!("{MANAGEMENT}/api/consumers/{vhost}"))
         .basic_auth("guest", Some("guest"))

@@ -332,3 +332,131 @@ async fn two_workers_applying_one_unrecorded_command_at_once_apply_it_once() {
     race_one_batch(&app, false).await;
     app.stop().await;
 }
+
+/// Distinct workers among the partitions' active consumers, and how many partitions have one.
+async fn owners(app: &TestApp) -> (usize, usize) {
+    let active = crate::broker::active_consumers(&app.name).await;
+    let workers: std::collections::HashSet<&String> = active.values().collect();
+    (workers.len(), active.len())
+}
+
+#[tokio::test]
+async fn partitions_moving_under_load_apply_every_command_once_and_in_order() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    let lifted = [("limits.requests_per_sec", "100000"), ("limits.request_burst", "100000")];
+    let extra = lifted.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let app = Arc::new(TestApp::spawn_with(Options { extra, ..Default::default() }).await);
+    let partitions = usize::from(app.settings.amqp.partitions);
+    let alice = app.token("alice", Role::Member);
+    let mut episodes = Vec::new();
+    for i in 0..12 {
+        let (status, body) =
+            create_episode(&app, &alice, json!({"title": format!("E{i} r0")}), true).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        episodes.push(str_of(&body["data"], "id").to_string());
+    }
+
+    // Rounds of one update per episode: within an episode each is accepted after the last.
+    let rounds = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (app, alice, episodes) = (app.clone(), alice.clone(), episodes.clone());
+        let (rounds, stop) = (rounds.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut round = 0;
+            while !stop.load(Ordering::SeqCst) && round < 400 {
+                round += 1;
+                let updates = episodes.iter().enumerate().map(|(i, id)| {
+                    let (app, alice) = (&app, &alice);
+                    async move {
+                        let response = app
+                            .http
+                            .patch(app.api(&format!("/episodes/{id}")))
+                            .bearer_auth(alice)
+                            .json(&json!({"title": format!("E{i} r{round}")}))
+                            .send()
+                            .await
+                            .expect("update");
+                        assert_eq!(response.status(), StatusCode::ACCEPTED);
+                    }
+                });
+                futures_util::future::join_all(updates).await;
+                rounds.store(round, Ordering::SeqCst);
+            }
+            round
+        })
+    };
+    let after_more_rounds = |n: usize| {
+        let rounds = rounds.clone();
+        let target = rounds.load(Ordering::SeqCst) + n;
+        async move {
+            wait_until("more rounds accepted", DEADLINE, || async {
+                rounds.load(Ordering::SeqCst) >= target
+            })
+            .await;
+        }
+    };
+
+    after_more_rounds(3).await;
+    // A second worker joins: half the partitions move to it while commands are in flight.
+    let second = tokio_util::sync::CancellationToken::new();
+    let joined =
+        tokio::spawn(showrunner_workers::run_episode_worker(app.settings.clone(), second.clone()));
+    wait_until("two workers sharing the partitions", DEADLINE, || async {
+        owners(&app).await == (2, partitions)
+    })
+    .await;
+    after_more_rounds(5).await;
+    // The first leaves: every partition moves to the second.
+    app.stop_episode_worker(0);
+    wait_until("the second worker holding every partition", DEADLINE, || async {
+        owners(&app).await == (1, partitions)
+    })
+    .await;
+    after_more_rounds(5).await;
+    stop.store(true, Ordering::SeqCst);
+    let last = load.await.expect("load");
+    assert!(last < 400, "the load ran out before the partitions moved");
+
+    let total = i64::try_from(episodes.len() * (last + 1)).unwrap_or(i64::MAX);
+    wait_until("every command applied", DEADLINE, || async {
+        app.count("SELECT count(*) FROM commands WHERE status = 'applied'").await == total
+    })
+    .await;
+    assert_eq!(app.count("SELECT count(*) FROM commands WHERE status <> 'applied'").await, 0);
+    wait_until("every event in the log", DEADLINE, || async {
+        app.count("SELECT count(*) FROM event_log WHERE routing_key LIKE 'episode.%'").await
+            == total
+    })
+    .await;
+    for (i, id) in episodes.iter().enumerate() {
+        // Applied once each: one version per update; in order: the last accepted title won,
+        // and the log holds the titles in the order they were accepted.
+        assert_eq!(
+            app.count(&format!(
+                "SELECT count(*) FROM episodes WHERE id = '{id}' AND version = {} \
+                 AND title = 'E{i} r{last}'",
+                last + 1
+            ))
+            .await,
+            1,
+            "episode {i}"
+        );
+        let out_of_order = app
+            .count(&format!(
+                "SELECT count(*) FROM (SELECT body::jsonb -> 'data' -> 'episode' ->> 'title' AS t, \
+                 row_number() OVER (ORDER BY seq) - 1 AS n FROM event_log \
+                 WHERE routing_key LIKE 'episode.{id}.%') s WHERE t <> 'E{i} r' || n"
+            ))
+            .await;
+        assert_eq!(out_of_order, 0, "episode {i}: events out of acceptance order");
+    }
+    second.cancel();
+    let _ = joined.await;
+    match Arc::try_unwrap(app) {
+        Ok(app) => app.stop().await,
+        Err(_) => panic!("the load task still holds the app"),
+    }
+}
