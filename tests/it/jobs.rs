@@ -2,8 +2,7 @@
 //! parking and replay, permanent failures, cancellation during a retry, poison on the jobs
 //! queue, and a worker killed with SIGKILL in the middle of a job.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use lapin::BasicProperties;
 use lapin::options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
@@ -15,7 +14,7 @@ use showrunner_shared::broker::topology::{JOBS_EXCHANGE, JOBS_KEY, JOBS_QUEUE, p
 use showrunner_tests::job_handlers::{self, Switch};
 use showrunner_tests::{Options, TestApp, wait_for, wait_until};
 
-use crate::support::{DEADLINE, send, serve, str_of};
+use crate::support::{DEADLINE, Hits, send, serve, str_of};
 
 /// A stack with one job worker running the test job types, and short retry delays.
 async fn spawn(switch: &Switch) -> TestApp {
@@ -107,7 +106,7 @@ fn names(events: &[(String, Value)]) -> Vec<&str> {
 
 /// A loopback HTTP server answering each request with the next status of `script` (the last
 /// one repeats).
-async fn hook_server(script: Vec<u16>) -> (String, Arc<AtomicUsize>) {
+async fn hook_server(script: Vec<u16>) -> (String, Hits) {
     let (addr, hits) = serve("127.0.0.1:0", move |n| {
         let status = script.get(n).or(script.last()).copied().unwrap_or(200);
         format!("HTTP/1.1 {status} Scripted\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
@@ -134,7 +133,14 @@ async fn a_webhook_job_succeeds_with_its_events_in_order() {
     assert_eq!(done["attempts"], 1);
     assert_eq!(done["result"], json!({"status": 200}));
     assert_eq!(done["lastError"], Value::Null);
-    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    // What the hook received: one POST of the payload's body as JSON, keyed by the job.
+    let requests = hits.requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    let request = &requests[0];
+    assert_eq!((request.method.as_str(), request.path.as_str()), ("POST", "/hook"));
+    assert_eq!(request.header("content-type"), Some("application/json"), "{request:?}");
+    assert_eq!(request.json(), json!({"hello": "world"}), "{request:?}");
+    assert_eq!(request.header("idempotency-key"), Some(id.as_str()), "{request:?}");
 
     let events = wait_events(&app, &id, "job_completed", 2).await;
     assert_eq!(names(&events), ["job_started", "job_completed"]);
@@ -206,11 +212,11 @@ async fn a_webhook_retries_a_5xx_and_fails_at_once_on_a_4xx() {
     let bad = submit(&app, &alice, json!({"type": "webhook", "payload": {"url": bad_url}})).await;
     let flaky = job_with_status(&app, &alice, str_of(&flaky, "id"), "succeeded").await;
     assert_eq!(flaky["attempts"], 2);
-    assert_eq!(flaky_hits.load(Ordering::SeqCst), 2);
+    assert_eq!(flaky_hits.requests().len(), 2);
     let bad = job_with_status(&app, &alice, str_of(&bad, "id"), "failed").await;
     assert_eq!(bad["attempts"], 1);
     assert!(str_of(&bad, "lastError").contains("400"), "{bad}");
-    assert_eq!(bad_hits.load(Ordering::SeqCst), 1);
+    assert_eq!(bad_hits.requests().len(), 1);
     app.stop().await;
 }
 
