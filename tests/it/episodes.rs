@@ -248,7 +248,7 @@ async fn search_takes_percent_underscore_and_backslash_literally() {
 
 /// Messages waiting in the command partition queues (a passive declare counts the ready
 /// ones; with no episode worker running, that is all of them).
-async fn queued_commands(app: &TestApp) -> u32 {
+pub(crate) async fn queued_commands(app: &TestApp) -> u32 {
     use lapin::options::QueueDeclareOptions;
     let conn = app.amqp().await;
     let channel = conn.create_channel().await.expect("channel");

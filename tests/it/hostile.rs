@@ -96,11 +96,11 @@ fn assert_reasons(reasons: &[String], expected: &[&str]) {
     }
 }
 
-fn alice() -> Actor {
+pub(crate) fn alice() -> Actor {
     Actor { id: TestApp::user_id("alice"), name: "alice".into() }
 }
 
-fn create(episode_id: Uuid) -> CommandEnvelope {
+pub(crate) fn create(episode_id: Uuid) -> CommandEnvelope {
     CommandEnvelope {
         id: Uuid::now_v7(),
         version: COMMAND_VERSION,
@@ -196,7 +196,7 @@ async fn hostile_commands_are_parked_with_their_reason_and_the_worker_goes_on() 
     app.stop().await;
 }
 
-fn created_event(episode_id: Uuid) -> OutgoingEvent {
+pub(crate) fn created_event(episode_id: Uuid) -> OutgoingEvent {
     let now = chrono::Utc::now();
     let episode = Episode {
         id: episode_id,

@@ -14,7 +14,7 @@ use showrunner_shared::broker::topology::{JOBS_EXCHANGE, JOBS_KEY, JOBS_QUEUE, p
 use showrunner_tests::job_handlers::{self, Switch};
 use showrunner_tests::{Options, TestApp, wait_for, wait_until};
 
-use crate::support::{DEADLINE, Hits, send, serve, str_of};
+use crate::support::{Capture, DEADLINE, Hits, close_connections, management, send, serve, str_of};
 
 /// A stack with one job worker running the test job types, and short retry delays.
 async fn spawn(switch: &Switch) -> TestApp {
@@ -304,6 +304,9 @@ async fn a_permanent_error_fails_the_job_at_once() {
 
 #[tokio::test]
 async fn a_job_cancelled_during_its_retry_never_runs_again() {
+    // The job worker's log shows when the delayed copy comes back and what it does with it.
+    let capture = Capture::default();
+    let _logs = capture.install();
     let app = spawn_with(&Switch::default(), 1, &[("jobs.initial_delay_ms", "800")]).await;
     let alice = app.token("alice", Role::Member);
     let created =
@@ -317,19 +320,89 @@ async fn a_job_cancelled_during_its_retry_never_runs_again() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["data"]["status"], "cancelled");
 
-    // The delayed copy comes back (after about 0.8 s) and is skipped. Another job submitted
-    // afterwards with the same delays completes its retry, which shows the delay has passed.
-    let witness =
-        submit(&app, &alice, json!({"type": "test.flaky", "payload": {"failures": 1}})).await;
-    job_with_status(&app, &alice, str_of(&witness, "id"), "succeeded").await;
+    // The delayed copy itself comes back (after about 0.8 s) and is skipped.
+    let skipped =
+        wait_for("the delayed copy to come back and be skipped", DEADLINE, || {
+            let lines = capture.lines();
+            let id = id.clone();
+            async move {
+                lines.into_iter().find(|l| l.contains("job request skipped") && l.contains(&id))
+            }
+        })
+        .await;
     let cancelled = job(&app, &alice, &id).await;
-    assert_eq!(cancelled["status"], "cancelled");
+    assert_eq!(cancelled["status"], "cancelled", "{skipped}");
     assert_eq!(cancelled["attempts"], 1);
     assert_eq!(names(&events_of(&app, &id).await), ["job_started", "job_retry"]);
 
     let (status, _) =
         send(app.http.post(app.api(&format!("/jobs/{id}/cancel"))).bearer_auth(&alice)).await;
     assert_eq!(status, StatusCode::CONFLICT);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_attempt_longer_than_the_timeout_is_cut_off_and_retried() {
+    let app = spawn_with(&Switch::default(), 1, &[("jobs.timeout_secs", "1")]).await;
+    let alice = app.token("alice", Role::Member);
+    // The first attempt would sleep 30 s; the second returns at once.
+    let created =
+        submit(&app, &alice, json!({"type": "test.sleep", "payload": {"firstAttemptMs": 30000}}))
+            .await;
+    let id = str_of(&created, "id").to_string();
+    let started = std::time::Instant::now();
+    let done = job_with_status(&app, &alice, &id, "succeeded").await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(15), "{:?}", started.elapsed());
+    assert_eq!(done["attempts"], 2, "{done}");
+    assert_eq!(done["result"], json!({"attempt": 2}));
+    let events = wait_events(&app, &id, "job_completed", 4).await;
+    assert_eq!(names(&events), ["job_started", "job_retry", "job_started", "job_completed"]);
+    let error = events[1].1["error"].as_str().unwrap_or_default();
+    assert!(error.contains("timed out after 1s"), "{error}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_job_is_refused_with_503_while_the_broker_is_away_and_nothing_is_recorded() {
+    let app = spawn_with(&Switch::default(), 1, &[]).await;
+    let alice = app.token("alice", Role::Member);
+    let permissions = format!("permissions/{}/guest", app.name);
+    // The broker turns guest away and drops this vhost's connections: the api's link is down
+    // until the permissions come back.
+    let response = management(reqwest::Method::DELETE, &permissions, None).await;
+    assert!(response.status().is_success());
+    wait_for("the connections to close", DEADLINE, || close_connections(&app.name, &["api"])).await;
+    wait_until("the api to report not ready", DEADLINE, || async {
+        app.http.get(app.url("/ready")).send().await.is_ok_and(|r| r.status() == 503)
+    })
+    .await;
+    let request = json!({"type": "test.flaky", "payload": {"failures": 0}});
+    let response = app
+        .http
+        .post(app.api("/jobs"))
+        .bearer_auth(&alice)
+        .json(&request)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().contains_key("retry-after"));
+    assert_eq!(app.count("SELECT count(*) FROM jobs").await, 0, "a refused job was recorded");
+
+    let response = management(
+        reqwest::Method::PUT,
+        &permissions,
+        Some(json!({"configure": ".*", "write": ".*", "read": ".*"})),
+    )
+    .await;
+    assert!(response.status().is_success());
+    wait_until("the api to be ready again", DEADLINE, || async {
+        app.http.get(app.url("/ready")).send().await.is_ok_and(|r| r.status().is_success())
+    })
+    .await;
+    let created = submit(&app, &alice, request).await;
+    job_with_status(&app, &alice, str_of(&created, "id"), "succeeded").await;
+    assert_eq!(app.count("SELECT count(*) FROM jobs").await, 1);
     app.stop().await;
 }
 

@@ -10,6 +10,8 @@ mod hostile;
 mod jobs;
 mod limits;
 mod ops;
+mod paging;
 mod realtime;
+mod recovery;
 mod resilience;
 mod support;
