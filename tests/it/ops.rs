@@ -115,9 +115,9 @@ async fn a_worker_is_not_ready_while_its_database_is_away_and_resumes() {
     let alice = app.token("alice", Role::Member);
     // Several requests at once, so the api's pool holds several connections for the outage
     // to break.
-    let reads = futures_util::future::join_all((0..8).map(|_| {
-        send(app.http.get(app.api("/episodes?limit=1")).bearer_auth(&alice))
-    }))
+    let reads = futures_util::future::join_all(
+        (0..8).map(|_| send(app.http.get(app.api("/episodes?limit=1")).bearer_auth(&alice))),
+    )
     .await;
     assert!(reads.iter().all(|(status, _)| *status == StatusCode::OK), "{reads:?}");
     let admin = sea_orm::Database::connect(format!("{PG_SERVER}/postgres")).await.expect("admin");
@@ -151,9 +151,9 @@ async fn a_worker_is_not_ready_while_its_database_is_away_and_resumes() {
     // api's pool held several connections, all broken by the outage, and must not hand one out
     // (no 500 is let pass). The api's /ready is not waited for: its pings would use up the
     // broken connections first and hide exactly that.
-    let reads = futures_util::future::join_all((0..8).map(|_| {
-        send(app.http.get(app.api("/episodes?limit=1")).bearer_auth(&alice))
-    }))
+    let reads = futures_util::future::join_all(
+        (0..8).map(|_| send(app.http.get(app.api("/episodes?limit=1")).bearer_auth(&alice))),
+    )
     .await;
     for (n, (status, body)) in reads.iter().enumerate() {
         assert_eq!(*status, StatusCode::OK, "read {n} after the outage: {body}");
