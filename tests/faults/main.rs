@@ -6,11 +6,14 @@
 //! process (`sr-role`, several episode and job workers), and drives a load of episode writes,
 //! jobs and a resuming WebSocket client, while it kills workers with SIGKILL and starts new
 //! ones, kills and restarts RabbitMQ and PostgreSQL, and restarts the api. Then it waits until
-//! the system is quiet and checks that every accepted command was applied exactly once, every
-//! event reached the activity log once, every notification exists once, every job finished or
-//! is parked, and the WebSocket client saw every event once. It prints what it did and what it
-//! counted, and exits 1 on any violation. Everything it started is stopped and removed, also
-//! on failure.
+//! the system is quiet and checks that every accepted command was applied exactly once and in
+//! the order accepted (each episode's title is its last accepted write's, its activity rows in
+//! event log order are its commands in acceptance order), every event reached the activity log
+//! once, the notifications are exactly the expected ones, every job finished and the parking
+//! lot holds exactly the failed ones, and the WebSocket client saw every event once, in order.
+//! The faults' order and victims and the load's choices come from a seed it prints (`--seed N`
+//! repeats them). It prints what it did and what it counted, and exits 1 on any violation.
+//! Everything it started is stopped and removed, also on failure.
 
 mod load;
 mod services;
