@@ -217,7 +217,9 @@ async fn one_run(
             .await?;
     let status =
         wait_count(app, "SELECT count(*) FROM jobs WHERE status = 'succeeded'", n64, t0).await?;
-    let events = 2 * n64 + if fail_once { 2 * (n64 / 10) } else { 0 };
+    // The jobs that fail once: every tenth, by the peers' numbering from 0.
+    let failing = if fail_once { (n64 + 9) / 10 } else { 0 };
+    let events = 2 * n64 + 2 * failing;
     let activity = if records_activity() {
         wait_count(app, "SELECT count(*) FROM activity_log WHERE resource_type = 'job'", events, t0)
             .await?
@@ -230,6 +232,30 @@ async fn one_run(
     let retried = app
         .count(&format!("SELECT count(*) FROM peer_done WHERE run_id = '{run}' AND attempt > 0"))
         .await;
+    // Exact counts, not "at least": a job run twice or an event recorded twice must show.
+    let mut wrong = Vec::new();
+    let mut expect = |what: &str, got: i64, want: i64| {
+        if got != want {
+            wrong.push(format!("{what}: {got}, expected {want}"));
+        }
+    };
+    expect("jobs retried (peer_done attempt > 0)", retried, failing);
+    let attempts = app.count("SELECT sum(attempts) FROM jobs WHERE status = 'succeeded'").await;
+    expect("attempts of the succeeded jobs", attempts, n64 + failing);
+    if records_activity() {
+        for (event, want) in [
+            ("job_started", n64 + failing),
+            ("job_retry", failing),
+            ("job_completed", n64),
+            ("job_failed", 0),
+        ] {
+            let query = format!(
+                "SELECT count(*) FROM activity_log WHERE resource_type = 'job' AND event = '{event}'"
+            );
+            expect(&format!("{event} activity rows"), settled_count(app, &query).await, want);
+        }
+    }
+    anyhow::ensure!(wrong.is_empty(), "the run's counts are wrong: {}", wrong.join("; "));
     Ok(RunResult { enqueue, wall, status, activity, retried, cpu })
 }
 
@@ -316,6 +342,23 @@ impl Drop for Workers {
 #[derive(FromQueryResult)]
 struct Count {
     n: i64,
+}
+
+/// `query`'s count once it held still for a second (what comes late is counted too).
+async fn settled_count(app: &TestApp, query: &str) -> i64 {
+    let since = Instant::now();
+    let mut last = app.count(query).await;
+    let mut still_since = Instant::now();
+    while since.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = app.count(query).await;
+        if now != last {
+            (last, still_since) = (now, Instant::now());
+        } else if still_since.elapsed() >= Duration::from_secs(1) {
+            break;
+        }
+    }
+    last
 }
 
 async fn wait_count(

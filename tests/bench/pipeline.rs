@@ -212,9 +212,18 @@ async fn run(app: &TestApp, [n, rate, concurrency]: [usize; 3]) -> anyhow::Resul
         tokio::time::sleep(Duration::from_millis(200)).await;
         activity = app.count("SELECT count(*) FROM activity_log").await;
     }
-    for (what, count) in [("episodes", episodes), ("activity_log rows", activity)] {
-        if count != expected {
-            fail(format!("{what}: {count}, expected {expected}"));
+    // Every creation notifies its creator once, and that notification's event is logged too.
+    let notifications = settled_count(app, "SELECT count(*) FROM notifications", expected).await;
+    let logged = settled_count(app, "SELECT count(*) FROM event_log", 2 * expected).await;
+    let activity = settled_count(app, "SELECT count(*) FROM activity_log", activity).await;
+    for (what, count, want) in [
+        ("episodes", episodes, expected),
+        ("activity_log rows", activity, expected),
+        ("notifications", notifications, expected),
+        ("event_log rows (creations and their notifications)", logged, 2 * expected),
+    ] {
+        if count != want {
+            fail(format!("{what}: {count}, expected {want}"));
         }
     }
 
@@ -237,10 +246,14 @@ async fn run(app: &TestApp, [n, rate, concurrency]: [usize; 3]) -> anyhow::Resul
     println!("targets: applied >= 2500/s: {applied:.0}/s  {fast}");
     println!("  applied >= 1/3 of raw ceiling: {applied:.0}/{raw:.0} = {share:.1}%  {third}");
     println!("  p99 <= 100 ms at {rate}/s: {p99:.1} ms  {prompt}");
-    let check = |count: i64| if count == expected { "OK" } else { "WRONG" };
-    let (e, a) = (check(episodes), check(activity));
+    let check = |count: i64, want: i64| if count == want { "OK" } else { "WRONG" };
+    let (e, a) = (check(episodes, expected), check(activity, expected));
+    let (o, l) = (check(notifications, expected), check(logged, 2 * expected));
     print!("verification: episodes {episodes}/{expected} {e}; ");
-    println!("activity_log {activity}/{expected} {a}");
+    print!(
+        "activity_log {activity}/{expected} {a}; notifications {notifications}/{expected} {o}; "
+    );
+    println!("event_log {logged}/{} {l}", 2 * expected);
     Ok(())
 }
 
@@ -329,6 +342,24 @@ async fn drain(app: &TestApp, n: usize) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// `query`'s count once it reached `at_least` and then held still for a second (so what comes
+/// late, a duplicate included, is counted), or as it is at the deadline.
+async fn settled_count(app: &TestApp, query: &str, at_least: i64) -> i64 {
+    let deadline = Instant::now() + DEADLINE;
+    let mut last = app.count(query).await;
+    let mut still_since = Instant::now();
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = app.count(query).await;
+        if now != last {
+            (last, still_since) = (now, Instant::now());
+        } else if now >= at_least && still_since.elapsed() >= Duration::from_secs(1) {
+            break;
+        }
+    }
+    last
 }
 
 /// Records a failure: the run goes on, and exits non-zero at the end.

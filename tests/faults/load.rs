@@ -19,6 +19,8 @@ pub struct Accepted {
     pub command_id: Uuid,
     pub kind: &'static str,
     pub episode_id: Uuid,
+    /// The title the write set (a create's, an update's); `None` for a delete.
+    pub title: Option<String>,
 }
 
 #[derive(Default, Debug)]
@@ -34,9 +36,17 @@ pub struct ClientReport {
 
 impl ClientReport {
     /// Records the accepted `kind` write on `episode_id` that `answer` (a 202 body) names.
-    fn accept(&mut self, answer: &Value, kind: &'static str, episode_id: Uuid) {
+    fn accept(
+        &mut self,
+        answer: &Value,
+        kind: &'static str,
+        episode_id: Uuid,
+        title: Option<String>,
+    ) {
         match uuid_at(answer, &["commandId"]) {
-            Some(command_id) => self.accepted.push(Accepted { command_id, kind, episode_id }),
+            Some(command_id) => {
+                self.accepted.push(Accepted { command_id, kind, episode_id, title })
+            }
             None => self.unexpected.push(format!("{kind} answered without commandId: {answer}")),
         }
     }
@@ -58,6 +68,7 @@ impl Api {
 }
 
 /// Sends one write until it is accepted; `None` if `give_up` came first.
+#[allow(clippy::too_many_arguments)]
 async fn write(
     api: &Api,
     token: &str,
@@ -66,6 +77,7 @@ async fn write(
     body: Option<Value>,
     report: &mut ClientReport,
     give_up: &AtomicBool,
+    rng: &mut fastrand::Rng,
 ) -> Option<Value> {
     let key = Uuid::now_v7().to_string();
     loop {
@@ -98,25 +110,29 @@ async fn write(
             return None;
         }
         report.retries += 1;
-        tokio::time::sleep(Duration::from_millis(200 + fastrand::u64(0..400))).await;
+        tokio::time::sleep(Duration::from_millis(200 + rng.u64(0..400))).await;
     }
 }
 
 /// One user's episode traffic until `stop`; then it finishes the write in hand (until `give_up`).
+/// Its choices come from `seed`.
 pub async fn episode_client(
     api: Arc<Api>,
     token: String,
     stop: Arc<AtomicBool>,
     give_up: Arc<AtomicBool>,
+    seed: u64,
 ) -> ClientReport {
+    let mut rng = fastrand::Rng::with_seed(seed);
     let mut report = ClientReport::default();
     let mut live: Vec<Uuid> = Vec::new();
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
         n += 1;
-        let roll = fastrand::f64();
+        let roll = rng.f64();
         if live.len() < 3 || roll < 0.35 {
-            let body = json!({"title": format!("ep {n}"), "categories": ["faults"]});
+            let title = format!("ep {n}");
+            let body = json!({"title": title, "categories": ["faults"]});
             let Some(answer) = write(
                 &api,
                 &token,
@@ -125,6 +141,7 @@ pub async fn episode_client(
                 Some(body),
                 &mut report,
                 &give_up,
+                &mut rng,
             )
             .await
             else {
@@ -137,10 +154,16 @@ pub async fn episode_client(
                 continue;
             };
             live.push(id);
-            report.accepted.push(Accepted { command_id: command, kind: "create", episode_id: id });
+            report.accepted.push(Accepted {
+                command_id: command,
+                kind: "create",
+                episode_id: id,
+                title: Some(title),
+            });
         } else if roll < 0.9 {
-            let id = live[fastrand::usize(0..live.len())];
-            let body = json!({"title": format!("ep {n} updated")});
+            let id = live[rng.usize(0..live.len())];
+            let title = format!("ep {n} updated");
+            let body = json!({"title": title});
             let path = format!("/episodes/{id}");
             let Some(answer) = write(
                 &api,
@@ -150,22 +173,31 @@ pub async fn episode_client(
                 Some(body),
                 &mut report,
                 &give_up,
+                &mut rng,
             )
             .await
             else {
                 continue;
             };
-            report.accept(&answer, "update", id);
+            report.accept(&answer, "update", id, Some(title));
         } else {
-            let id = live.swap_remove(fastrand::usize(0..live.len()));
+            let id = live.swap_remove(rng.usize(0..live.len()));
             let path = format!("/episodes/{id}");
-            let Some(answer) =
-                write(&api, &token, reqwest::Method::DELETE, &path, None, &mut report, &give_up)
-                    .await
+            let Some(answer) = write(
+                &api,
+                &token,
+                reqwest::Method::DELETE,
+                &path,
+                None,
+                &mut report,
+                &give_up,
+                &mut rng,
+            )
+            .await
             else {
                 continue;
             };
-            report.accept(&answer, "delete", id);
+            report.accept(&answer, "delete", id, None);
         }
     }
     report
@@ -191,14 +223,20 @@ pub struct JobReport {
 
 /// Submits a job every `every` until `stop`: flaky ones that succeed after failures, ones that
 /// fail for good (permanently, or by running out of attempts), and slow ones.
-pub async fn job_client(api: Arc<Api>, token: String, stop: Arc<AtomicBool>) -> JobReport {
+pub async fn job_client(
+    api: Arc<Api>,
+    token: String,
+    stop: Arc<AtomicBool>,
+    seed: u64,
+) -> JobReport {
+    let mut rng = fastrand::Rng::with_seed(seed);
     let mut report = JobReport::default();
     let mut tick = tokio::time::interval(Duration::from_millis(150));
     while !stop.load(Ordering::Relaxed) {
         tick.tick().await;
-        let (body, end) = match fastrand::u8(0..10) {
+        let (body, end) = match rng.u8(0..10) {
             0..=4 => (
-                json!({"type": "test.flaky", "payload": {"failures": fastrand::u8(0..3)}, "maxAttempts": 6}),
+                json!({"type": "test.flaky", "payload": {"failures": rng.u8(0..3)}, "maxAttempts": 6}),
                 JobEnd::Succeeded,
             ),
             5 => (json!({"type": "test.permanent", "payload": {}}), JobEnd::Failed),
@@ -260,7 +298,13 @@ pub const WS_TOPICS: [&str; 3] = ["episode.*.created", "episode.*.updated", "epi
 
 /// Watches every episode event; drops its connection every few seconds (and loses it when the
 /// api restarts) and resumes from the last event it saw. Runs until `stop`.
-pub async fn ws_client(ws_base: String, token: String, stop: Arc<AtomicBool>) -> WsReport {
+pub async fn ws_client(
+    ws_base: String,
+    token: String,
+    stop: Arc<AtomicBool>,
+    seed: u64,
+) -> WsReport {
+    let mut rng = fastrand::Rng::with_seed(seed);
     let mut report = WsReport::default();
     let mut last: Option<Uuid> = None;
     while !stop.load(Ordering::Relaxed) {
@@ -280,7 +324,7 @@ pub async fn ws_client(ws_base: String, token: String, stop: Arc<AtomicBool>) ->
         if socket.send(Message::text(hello.to_string())).await.is_err() {
             continue;
         }
-        let hold = Duration::from_millis(3000 + fastrand::u64(0..5000));
+        let hold = Duration::from_millis(3000 + rng.u64(0..5000));
         let until = tokio::time::Instant::now() + hold;
         loop {
             let frame = tokio::select! {

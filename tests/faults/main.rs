@@ -6,11 +6,14 @@
 //! process (`sr-role`, several episode and job workers), and drives a load of episode writes,
 //! jobs and a resuming WebSocket client, while it kills workers with SIGKILL and starts new
 //! ones, kills and restarts RabbitMQ and PostgreSQL, and restarts the api. Then it waits until
-//! the system is quiet and checks that every accepted command was applied exactly once, every
-//! event reached the activity log once, every notification exists once, every job finished or
-//! is parked, and the WebSocket client saw every event once. It prints what it did and what it
-//! counted, and exits 1 on any violation. Everything it started is stopped and removed, also
-//! on failure.
+//! the system is quiet and checks that every accepted command was applied exactly once and in
+//! the order accepted (each episode's title is its last accepted write's, its activity rows in
+//! event log order are its commands in acceptance order), every event reached the activity log
+//! once, the notifications are exactly the expected ones, every job finished and the parking
+//! lot holds exactly the failed ones, and the WebSocket client saw every event once, in order.
+//! The faults' order and victims and the load's choices come from a seed it prints (`--seed N`
+//! repeats them). It prints what it did and what it counted, and exits 1 on any violation.
+//! Everything it started is stopped and removed, also on failure.
 
 mod load;
 mod services;
@@ -37,10 +40,18 @@ struct Args {
     duration: Duration,
     clients: usize,
     keep: bool,
+    /// Chooses the order of the faults, their victims and the load's choices; printed at the
+    /// start, so a run can be repeated with `--seed N` (the timing still differs).
+    seed: u64,
 }
 
 fn args() -> anyhow::Result<Args> {
-    let mut out = Args { duration: Duration::from_secs(120), clients: 6, keep: false };
+    let mut out = Args {
+        duration: Duration::from_secs(120),
+        clients: 6,
+        keep: false,
+        seed: fastrand::u64(..),
+    };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -49,8 +60,9 @@ fn args() -> anyhow::Result<Args> {
             }
             "--clients" => out.clients = it.next().context("--clients N")?.parse()?,
             "--keep" => out.keep = true,
+            "--seed" => out.seed = it.next().context("--seed N")?.parse()?,
             other => anyhow::bail!(
-                "unknown argument {other}; usage: faults [--duration SECS] [--clients N] [--keep]"
+                "unknown argument {other}; usage: faults [--duration SECS] [--clients N] [--seed N] [--keep]"
             ),
         }
     }
@@ -201,6 +213,8 @@ async fn suite(args: &Args, stack: &mut Stack) -> anyhow::Result<usize> {
     let logs = stack.dir.join("logs");
     std::fs::create_dir_all(&logs)?;
     let mut log = Log { start: Instant::now(), actions: Vec::new() };
+    log.act(format!("seed {} (repeat this run's choices with --seed {})", args.seed, args.seed));
+    let mut rng = fastrand::Rng::with_seed(args.seed);
 
     let dir = stack.dir.clone();
     let pg = tokio::task::spawn_blocking(move || Postgres::create(&dir)).await??;
@@ -259,34 +273,46 @@ async fn suite(args: &Args, stack: &mut Stack) -> anyhow::Result<usize> {
             token(&format!("writer{i}"), Role::Member),
             stop.clone(),
             give_up.clone(),
+            rng.u64(..),
         ));
     }
-    let jobs =
-        tokio::spawn(load::job_client(api.clone(), token("jobber", Role::Member), stop.clone()));
+    let jobs = tokio::spawn(load::job_client(
+        api.clone(),
+        token("jobber", Role::Member),
+        stop.clone(),
+        rng.u64(..),
+    ));
     let ws_base = format!("ws://127.0.0.1:{api_port}/api/v1/ws");
     let watcher = token("watcher", Role::Admin);
-    let ws = tokio::spawn(load::ws_client(ws_base.clone(), watcher.clone(), stop.clone()));
+    let ws =
+        tokio::spawn(load::ws_client(ws_base.clone(), watcher.clone(), stop.clone(), rng.u64(..)));
     log.act(format!(
         "load started: {} episode writers, 1 job submitter, 1 WebSocket watcher",
         args.clients
     ));
 
-    // The faults, in rotation, until the duration is spent.
+    // The faults until the duration is spent: every six rounds each kind once (a worker kill
+    // twice, the api's SIGTERM and SIGKILL once each), in an order the seed chooses.
     let mut faults: HashMap<&str, u32> = HashMap::new();
     let mut api_sigterm_exits = Vec::new();
     let end = Instant::now() + args.duration;
     let mut round = 0usize;
+    let mut schedule = [0usize, 1, 2, 3, 4, 5];
     while Instant::now() < end {
         tokio::time::sleep(Duration::from_secs(4)).await;
         if Instant::now() >= end {
             break;
         }
-        match round % 6 {
+        if round % 6 == 0 {
+            rng.shuffle(&mut schedule);
+        }
+        let slot = schedule[round % 6];
+        match slot {
             0 | 3 => {
                 // SIGKILL a random worker, start a new one of its role.
                 let workers: Vec<usize> =
                     (0..stack.procs.len()).filter(|&i| stack.procs[i].role != "api").collect();
-                let victim = workers[fastrand::usize(0..workers.len())];
+                let victim = workers[rng.usize(0..workers.len())];
                 let mut proc = stack.procs.swap_remove(victim);
                 let _ = proc.child.start_kill();
                 let _ = proc.child.wait().await;
@@ -313,7 +339,7 @@ async fn suite(args: &Args, stack: &mut Stack) -> anyhow::Result<usize> {
                 // The api: SIGTERM (a drain, which must exit 0) and SIGKILL in turn.
                 let i = stack.procs.iter().position(|p| p.role == "api").context("no api")?;
                 let mut proc = stack.procs.swap_remove(i);
-                if round % 6 == 2 {
+                if slot == 2 {
                     let started = Instant::now();
                     let pid = proc.child.id().context("api pid")?;
                     let _ = std::process::Command::new("kill")
@@ -417,6 +443,7 @@ async fn suite(args: &Args, stack: &mut Stack) -> anyhow::Result<usize> {
     stack.procs.clear();
 
     let parked = parked_jobs(&amqp_url).await;
+    log.act(format!("seed was {}", args.seed));
     let violations = check(
         &db,
         &reports,
@@ -437,21 +464,26 @@ async fn suite(args: &Args, stack: &mut Stack) -> anyhow::Result<usize> {
     Ok(violations)
 }
 
-/// Messages in `showrunner.jobs.parked` (a passive declare: it reads, never creates).
-async fn parked_jobs(amqp_url: &str) -> Option<u32> {
-    use lapin::options::QueueDeclareOptions;
+/// The job id of every copy in `showrunner.jobs.parked`, read off the queue (the broker is the
+/// suite's own, and this is the end of the run). `None` when the queue cannot be read.
+async fn parked_jobs(amqp_url: &str) -> Option<Vec<Uuid>> {
+    use lapin::options::BasicGetOptions;
     let queue = showrunner_shared::broker::topology::parked_queue(
         showrunner_shared::broker::topology::JOBS_QUEUE,
     );
     let conn = showrunner_shared::broker::connect(amqp_url, "faults").await.ok()?;
     let channel = conn.create_channel().await.ok()?;
-    let options = QueueDeclareOptions { passive: true, ..Default::default() };
-    let declared = channel
-        .queue_declare(queue.as_str().into(), options, lapin::types::FieldTable::default())
-        .await
-        .ok()?;
+    let mut ids = Vec::new();
+    while let Some(message) =
+        channel.basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true }).await.ok()?
+    {
+        let request: serde_json::Value =
+            serde_json::from_slice(&message.delivery.data).unwrap_or_default();
+        let id = request["jobId"].as_str().and_then(|s| Uuid::parse_str(s).ok());
+        ids.push(id.unwrap_or_default());
+    }
     let _ = conn.close(200, "counted".into()).await;
-    Some(declared.message_count())
+    Some(ids)
 }
 
 async fn wait_ready(api: &Api, limit: Duration) -> anyhow::Result<()> {
@@ -519,6 +551,7 @@ async fn wait_quiet(db: &DatabaseConnection, jobs: &load::JobReport, limit: Dura
 struct CommandRow {
     id: Uuid,
     status: String,
+    kind: String,
 }
 
 #[derive(FromQueryResult)]
@@ -526,6 +559,14 @@ struct EpisodeRow {
     id: Uuid,
     version: i64,
     deleted: bool,
+    title: String,
+}
+
+/// An episode's activity row: which command made it, in event log order.
+#[derive(FromQueryResult)]
+struct Applied {
+    episode: Uuid,
+    command: Uuid,
 }
 
 #[derive(FromQueryResult)]
@@ -559,7 +600,7 @@ async fn check(
     log: &Log,
     faults: &HashMap<&str, u32>,
     quiet: bool,
-    parked: Option<u32>,
+    parked: Option<Vec<Uuid>>,
 ) -> anyhow::Result<usize> {
     let mut violations: Vec<String> = Vec::new();
     let mut counts: Vec<(String, String)> = Vec::new();
@@ -588,15 +629,14 @@ async fn check(
     note("retries with the same Idempotency-Key", retries.to_string());
     note("writes accepted (2xx)", accepted.len().to_string());
     note("writes never accepted (gave up)", abandoned.to_string());
-    let rows: HashMap<Uuid, String> = CommandRow::find_by_statement(sql(
-        "SELECT id, status FROM commands WHERE resource_type = 'episode'",
+    let command_rows = CommandRow::find_by_statement(sql(
+        "SELECT id, status, kind FROM commands WHERE resource_type = 'episode'",
         [],
     ))
     .all(db)
-    .await?
-    .into_iter()
-    .map(|r| (r.id, r.status))
-    .collect();
+    .await?;
+    let rows: HashMap<Uuid, String> =
+        command_rows.iter().map(|r| (r.id, r.status.clone())).collect();
     let accepted_ids: HashSet<Uuid> = accepted.iter().map(|a| a.command_id).collect();
     if accepted_ids.len() != accepted.len() {
         violations.push(format!(
@@ -621,9 +661,15 @@ async fn check(
         ));
     }
 
-    // Episodes: version = 1 + accepted updates (each changes the title) + 1 if deleted.
+    // Episodes: version = 1 + accepted updates (each changes the title) + 1 if deleted, and
+    // the title is the last accepted write's (one client writes an episode, one write at a
+    // time: its list is the acceptance order).
     let mut expected: HashMap<Uuid, (i64, bool)> = HashMap::new();
+    let mut titles: HashMap<Uuid, &str> = HashMap::new();
     for a in &accepted {
+        if let Some(title) = &a.title {
+            titles.insert(a.episode_id, title);
+        }
         let e = expected.entry(a.episode_id).or_insert((0, false));
         match a.kind {
             "create" => e.0 += 1,
@@ -635,15 +681,32 @@ async fn check(
             }
         }
     }
-    let episodes: HashMap<Uuid, (i64, bool)> = EpisodeRow::find_by_statement(sql(
-        "SELECT id, version, deleted_at IS NOT NULL AS deleted FROM episodes",
+    let episode_rows = EpisodeRow::find_by_statement(sql(
+        "SELECT id, version, deleted_at IS NOT NULL AS deleted, title FROM episodes",
         [],
     ))
     .all(db)
-    .await?
-    .into_iter()
-    .map(|r| (r.id, (r.version, r.deleted)))
-    .collect();
+    .await?;
+    let episodes: HashMap<Uuid, (i64, bool)> =
+        episode_rows.iter().map(|r| (r.id, (r.version, r.deleted))).collect();
+    let mut wrong_titles = 0;
+    for row in &episode_rows {
+        if let Some(want) = titles.get(&row.id)
+            && row.title != *want
+        {
+            wrong_titles += 1;
+            if wrong_titles <= 10 {
+                violations.push(format!(
+                    "episode {}: title {:?}, but the last accepted write set {want:?}",
+                    row.id, row.title
+                ));
+            }
+        }
+    }
+    if wrong_titles > 10 {
+        violations.push(format!("... {} more episodes with the wrong title", wrong_titles - 10));
+    }
+    note("episodes whose title is not the last accepted write's", wrong_titles.to_string());
     let mut wrong = 0;
     for (id, want) in &expected {
         match episodes.get(id) {
@@ -691,6 +754,40 @@ async fn check(
     if missing_activity > 0 {
         violations.push(format!("{missing_activity} accepted commands have no activity row"));
     }
+    // Order: each episode's activity rows, by event log sequence, are its accepted commands in
+    // the order they were accepted.
+    let applied = Applied::find_by_statement(sql(
+        "SELECT a.resource_id AS episode, a.correlation_id AS command FROM activity_log a \
+         JOIN event_log e ON e.id = a.id \
+         WHERE a.resource_type = 'episode' AND a.correlation_id IS NOT NULL ORDER BY e.seq",
+        [],
+    ))
+    .all(db)
+    .await?;
+    let mut logged_order: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
+    for row in &applied {
+        logged_order.entry(row.episode).or_default().push(row.command);
+    }
+    let mut accepted_order: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
+    for a in &accepted {
+        accepted_order.entry(a.episode_id).or_default().push(a.command_id);
+    }
+    let mut misordered = 0;
+    for (episode, want) in &accepted_order {
+        let got = logged_order.get(episode).cloned().unwrap_or_default();
+        if got != *want {
+            misordered += 1;
+            if misordered <= 10 {
+                violations.push(format!(
+                    "episode {episode}: activity in log order {got:?}, accepted in order {want:?}"
+                ));
+            }
+        }
+    }
+    note(
+        "episodes whose activity (by event log seq) is not in acceptance order",
+        misordered.to_string(),
+    );
     let logged: Vec<Seq> =
         Seq::find_by_statement(sql("SELECT id, routing_key FROM event_log ORDER BY seq", []))
             .all(db)
@@ -770,13 +867,27 @@ async fn check(
             other => violations.push(format!("job {id}: want {want}, got {other:?}")),
         }
     }
-    let failed = job_status.get("failed").copied().unwrap_or(0);
-    note("failed jobs / copies in showrunner.jobs.parked", format!("{failed} / {parked:?}"));
-    match parked {
-        Some(n) if n as usize >= failed => {}
-        other => {
-            violations.push(format!("{failed} jobs failed but the parking lot holds {other:?}"))
+    // Every failed job is in the parking lot once, and nothing else is.
+    let failed: HashSet<Uuid> =
+        job_rows.iter().filter(|(_, s)| *s == "failed").map(|(id, _)| *id).collect();
+    match &parked {
+        Some(copies) => {
+            let distinct: HashSet<Uuid> = copies.iter().copied().collect();
+            note(
+                "failed jobs / copies in showrunner.jobs.parked (distinct)",
+                format!("{} / {} ({})", failed.len(), copies.len(), distinct.len()),
+            );
+            let unparked = failed.difference(&distinct).count();
+            let stray = distinct.difference(&failed).count();
+            let twice = copies.len() - distinct.len();
+            if unparked + stray + twice > 0 {
+                violations.push(format!(
+                    "parking lot: {unparked} failed jobs missing, {stray} jobs that did not fail, \
+                     {twice} copies more than once"
+                ));
+            }
         }
+        None => violations.push("showrunner.jobs.parked could not be read".into()),
     }
     let completions = IdCount::find_by_statement(sql(
         "SELECT resource_id AS id, event AS label, count(*) AS n FROM activity_log \
@@ -804,10 +915,27 @@ async fn check(
             }
         }
     }
-    note(
-        "notifications expected / stored",
-        format!("{} / {}", want_notes.len(), count(db, "SELECT count(*) FROM notifications").await),
-    );
+    // Exactly these and nothing else: plus what the commands no client was told about made
+    // (a write given up on whose command was applied after all), and a rejection's notice.
+    let unaccepted: Vec<&CommandRow> =
+        command_rows.iter().filter(|r| !accepted_ids.contains(&r.id)).collect();
+    let more = unaccepted
+        .iter()
+        .filter(|r| {
+            (r.status == "applied" && (r.kind == "create_episode" || r.kind == "delete_episode"))
+                || r.status == "rejected"
+        })
+        .count()
+        + command_rows
+            .iter()
+            .filter(|r| accepted_ids.contains(&r.id) && r.status == "rejected")
+            .count();
+    let stored = count(db, "SELECT count(*) FROM notifications").await;
+    let expected_notes = (want_notes.len() + more) as i64;
+    note("notifications expected / stored", format!("{expected_notes} / {stored}"));
+    if stored != expected_notes {
+        violations.push(format!("{stored} notifications stored, {expected_notes} expected"));
+    }
 
     // The WebSocket client: every episode event after its first one, each once, in log order.
     let received: HashMap<Uuid, usize> = ws.received.iter().fold(HashMap::new(), |mut m, id| {

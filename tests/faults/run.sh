@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The fault-injection suite (tests/faults/main.rs): builds the suite and the role processes it
 # starts, then runs it. Arguments go to the suite: --duration SECS (default 120), --clients N,
-# --keep (keep the temporary directory with every process's log).
+# --seed N (repeat a run's choice of faults, victims and load: the seed is printed at the start
+# and the end), --keep (keep the temporary directory with every process's log).
 #
 #   bash tests/faults/run.sh                 # the full run, about 2.5 minutes
 #   bash tests/faults/run.sh --duration 45   # the short form CI runs, about 1.5 minutes

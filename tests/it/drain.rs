@@ -1,6 +1,8 @@
 //! SIGTERM drains: real role processes (`sr-role`, the same `process::main` as the shipped
 //! binaries) under load get SIGTERM, must exit 0 within `shutdown.grace_secs`, and nothing
-//! they accepted is lost or applied twice.
+//! they accepted is lost or applied twice: the api, an episode worker (which also deletes its
+//! heartbeat), the activity worker (the sequencer) with the notification worker, and a job
+//! worker (one job past the grace exits 3 and runs again).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -121,7 +123,9 @@ async fn an_episode_worker_drains_on_sigterm_and_exits_0() {
     let (status, took) = terminate(&mut worker).await;
     assert!(status.success(), "exit {status:?} after {took:?}");
     assert!(took < Duration::from_secs(GRACE_SECS), "drained in {took:?}");
-    // It left its heartbeat: a new worker takes every partition at once and applies the rest.
+    // It deleted its heartbeat on the way out (the others need not wait for it to expire), so
+    // a new worker takes every partition at once and applies the rest.
+    assert_eq!(app.count("SELECT count(*) FROM worker_heartbeats").await, 0, "heartbeat left");
     let mut next = role(&app, "episode-worker", &[]);
     stop.store(true, Ordering::Relaxed);
     let mut ids = Vec::new();
@@ -131,6 +135,64 @@ async fn an_episode_worker_drains_on_sigterm_and_exits_0() {
     applied_once(&app, &ids).await;
     let (status, _) = terminate(&mut next).await;
     assert!(status.success(), "{status:?}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_activity_and_notification_workers_drain_on_sigterm_and_exit_0() {
+    let app = TestApp::spawn_with(Options {
+        activity_workers: 0,
+        notification_workers: 0,
+        ..Options::default()
+    })
+    .await;
+    let alice = app.token("alice", Role::Member);
+    let mut sequencer = role(&app, "activity-worker", &[]);
+    let mut notifier = role(&app, "notification-worker", &[]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..8)
+        .map(|_| {
+            tokio::spawn(writer(app.http.clone(), app.api(""), alice.clone(), false, stop.clone()))
+        })
+        .collect();
+    // Under load: both are writing batches when the signal comes.
+    wait_until("both workers to write under load", DEADLINE, || async {
+        app.count("SELECT count(*) FROM activity_log").await > 200
+            && app.count("SELECT count(*) FROM notifications").await > 200
+    })
+    .await;
+    let ((s1, t1), (s2, t2)) = tokio::join!(terminate(&mut sequencer), terminate(&mut notifier));
+    assert!(s1.success(), "activity worker: exit {s1:?} after {t1:?}");
+    assert!(s2.success(), "notification worker: exit {s2:?} after {t2:?}");
+    assert!(t1.max(t2) < Duration::from_secs(GRACE_SECS), "drained in {t1:?} and {t2:?}");
+    let mut sequencer = role(&app, "activity-worker", &[]);
+    let mut notifier = role(&app, "notification-worker", &[]);
+    stop.store(true, Ordering::Relaxed);
+    let mut ids = Vec::new();
+    for w in writers {
+        ids.extend(w.await.expect("writer"));
+    }
+    applied_once(&app, &ids).await;
+    // Every creation notified its creator once, and that notification's own event was
+    // sequenced once: nothing the drained workers held was lost.
+    let n = ids.len() as i64;
+    wait_until("a notification per creation and its event in the log", DEADLINE, || async {
+        app.count("SELECT count(*) FROM notifications WHERE kind = 'episode_created'").await == n
+            && app
+                .count(
+                    "SELECT count(*) FROM event_log WHERE routing_key LIKE 'user.%.notification'",
+                )
+                .await
+                == n
+    })
+    .await;
+    assert_eq!(
+        app.count("SELECT count(*) FROM event_log WHERE routing_key LIKE 'episode.%.created'")
+            .await,
+        n
+    );
+    let ((s1, _), (s2, _)) = tokio::join!(terminate(&mut sequencer), terminate(&mut notifier));
+    assert!(s1.success() && s2.success(), "{s1:?} {s2:?}");
     app.stop().await;
 }
 

@@ -5,8 +5,6 @@
 //! and keeps serving. Webhooks reach loopback only when the configuration allows it, also
 //! through a redirect, and a response over the cap fails the job.
 
-use std::sync::atomic::Ordering;
-
 use futures_util::{SinkExt, StreamExt};
 use lapin::BasicProperties;
 use lapin::options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
@@ -27,7 +25,7 @@ use showrunner_tests::{Options, TestApp, wait_for, wait_until};
 use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
-use crate::support::{DEADLINE, send, serve, str_of};
+use crate::support::{DEADLINE, Received, send, serve, str_of};
 
 /// Small enough that a test need not push megabytes through the broker.
 const MAX_BYTES: &str = "16384";
@@ -98,11 +96,11 @@ fn assert_reasons(reasons: &[String], expected: &[&str]) {
     }
 }
 
-fn alice() -> Actor {
+pub(crate) fn alice() -> Actor {
     Actor { id: TestApp::user_id("alice"), name: "alice".into() }
 }
 
-fn create(episode_id: Uuid) -> CommandEnvelope {
+pub(crate) fn create(episode_id: Uuid) -> CommandEnvelope {
     CommandEnvelope {
         id: Uuid::now_v7(),
         version: COMMAND_VERSION,
@@ -198,7 +196,7 @@ async fn hostile_commands_are_parked_with_their_reason_and_the_worker_goes_on() 
     app.stop().await;
 }
 
-fn created_event(episode_id: Uuid) -> OutgoingEvent {
+pub(crate) fn created_event(episode_id: Uuid) -> OutgoingEvent {
     let now = chrono::Utc::now();
     let episode = Episode {
         id: episode_id,
@@ -439,39 +437,76 @@ async fn a_webhook_to_loopback_is_refused_by_default() {
         let error = job["lastError"].as_str().unwrap_or_default();
         assert!(error.contains("webhook refused") && error.contains("loopback"), "{error}");
     }
-    assert_eq!(hits.load(Ordering::SeqCst), 0, "nothing reached the server");
+    assert_eq!(hits.connections(), 0, "nothing reached the server");
     app.stop().await;
+}
+
+/// The request the webhook job sent: a POST of its body as JSON.
+fn assert_posted(request: &Received) {
+    assert_eq!(request.method, "POST", "{request:?}");
+    assert_eq!(request.header("content-type"), Some("application/json"), "{request:?}");
+    assert_eq!(request.json(), json!({"n": 1}), "{request:?}");
 }
 
 #[tokio::test]
 async fn a_webhook_to_an_allowed_address_runs_and_a_redirect_out_of_it_is_refused() {
-    let app = spawn(&[("jobs.webhook_allow_hosts", "127.0.0.1")], 1).await;
+    let app =
+        spawn(&[("jobs.webhook_allow_hosts", "127.0.0.1"), ("jobs.webhook_max_redirects", "2")], 1)
+            .await;
     // The forbidden target: loopback, but not the address the configuration allows.
     let (forbidden, forbidden_hits) = serve("127.0.0.2:0", |_| ok("secret")).await;
+    // One answer per connection, and every hop is a connection of its own (`connection: close`).
     let (addr, hits) = serve("127.0.0.1:0", move |n| match n {
         0 => ok("fine"),
         1 => redirect(307, &format!("http://{forbidden}/internal")),
-        2 => redirect(302, "/moved"),
-        _ => ok("moved here"),
+        2 => redirect(307, "/after-307"),
+        4 => redirect(302, "/after-302"),
+        6 => redirect(302, "/hop1"),
+        7 => redirect(302, "/hop2"),
+        9 => redirect(302, "/hop1"),
+        10 => redirect(302, "/hop2"),
+        11 => redirect(302, "/hop3"),
+        _ => ok("landed"),
     })
     .await;
+    let url = format!("http://{addr}/hook");
 
-    let direct = webhook(&app, &format!("http://{addr}/hook")).await;
+    let direct = webhook(&app, &url).await;
     assert_eq!(direct["status"], "succeeded", "{direct}");
     assert_eq!(direct["result"], json!({"status": 200}));
+    assert_posted(&hits.requests()[0]);
 
-    let redirected = webhook(&app, &format!("http://{addr}/hook")).await;
+    let redirected = webhook(&app, &url).await;
     assert_eq!(redirected["status"], "failed", "{redirected}");
     assert_eq!(redirected["attempts"], 1, "{redirected}");
     let error = redirected["lastError"].as_str().unwrap_or_default();
     assert!(error.contains("webhook refused: 127.0.0.2"), "{error}");
-    assert_eq!(forbidden_hits.load(Ordering::SeqCst), 0, "the redirect was not followed");
+    assert_eq!(forbidden_hits.connections(), 0, "the redirect was not followed");
 
-    // A redirect within what is allowed is followed (and the POST becomes a GET on a 302).
-    let followed = webhook(&app, &format!("http://{addr}/hook")).await;
-    assert_eq!(followed["status"], "succeeded", "{followed}");
-    // Direct, the refused redirect, the 302 and where it led.
-    assert_eq!(hits.load(Ordering::SeqCst), 4);
+    // A 307 repeats the POST with its body; a 302 becomes a GET without one.
+    let after_307 = webhook(&app, &url).await;
+    assert_eq!(after_307["status"], "succeeded", "{after_307}");
+    let after_302 = webhook(&app, &url).await;
+    assert_eq!(after_302["status"], "succeeded", "{after_302}");
+    let requests = hits.requests();
+    assert_eq!(requests.len(), 6, "{requests:?}");
+    assert_eq!(requests[3].path, "/after-307");
+    assert_posted(&requests[3]);
+    assert_eq!((requests[5].method.as_str(), requests[5].path.as_str()), ("GET", "/after-302"));
+    assert!(requests[5].body.is_empty(), "{:?}", requests[5]);
+    assert_eq!(requests[5].header("content-type"), None, "{:?}", requests[5]);
+
+    // `jobs.webhook_max_redirects` (2 here): two redirects are followed, a third is not.
+    let two = webhook(&app, &url).await;
+    assert_eq!(two["status"], "succeeded", "{two}");
+    let three = webhook(&app, &url).await;
+    assert_eq!(three["status"], "failed", "{three}");
+    assert_eq!(three["attempts"], 1, "{three}");
+    let error = three["lastError"].as_str().unwrap_or_default();
+    assert!(error.contains("redirected more than 2 times"), "{error}");
+    let paths: Vec<String> = hits.requests().iter().skip(6).map(|r| r.path.clone()).collect();
+    assert_eq!(paths, ["/hook", "/hop1", "/hop2", "/hook", "/hop1", "/hop2"], "no fourth hop");
+    assert_eq!(hits.connections(), 12);
     app.stop().await;
 }
 
@@ -483,17 +518,21 @@ async fn a_webhook_may_reach_loopback_with_allow_private_and_its_response_is_cap
     )
     .await;
     let big = "y".repeat(5_000);
-    let (addr, _) =
+    let (addr, hits) =
         serve("127.0.0.1:0", move |n| if n == 0 { ok("small") } else { ok(&big) }).await;
     let small = webhook(&app, &format!("http://{addr}/hook")).await;
     assert_eq!(small["status"], "succeeded", "{small}");
     let large = webhook(&app, &format!("http://{addr}/hook")).await;
     assert_eq!(large["status"], "failed", "{large}");
+    // Failed for good on its first attempt: a retry would only read the same body again.
+    assert_eq!(large["attempts"], 1, "{large}");
+    assert_eq!(hits.connections(), 2);
     let error = large["lastError"].as_str().unwrap_or_default();
     assert!(error.contains("larger than 1024 bytes"), "{error}");
     // Even then, an unspecified address (which reaches this machine) is never a destination.
     let zero = webhook(&app, &format!("http://0.0.0.0:{}/hook", addr.port())).await;
     assert_eq!(zero["status"], "failed", "{zero}");
     assert!(zero["lastError"].as_str().unwrap_or_default().contains("never a destination"));
+    assert_eq!(hits.connections(), 2, "0.0.0.0 was not connected to");
     app.stop().await;
 }

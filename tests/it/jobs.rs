@@ -2,8 +2,7 @@
 //! parking and replay, permanent failures, cancellation during a retry, poison on the jobs
 //! queue, and a worker killed with SIGKILL in the middle of a job.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use lapin::BasicProperties;
 use lapin::options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
@@ -15,7 +14,7 @@ use showrunner_shared::broker::topology::{JOBS_EXCHANGE, JOBS_KEY, JOBS_QUEUE, p
 use showrunner_tests::job_handlers::{self, Switch};
 use showrunner_tests::{Options, TestApp, wait_for, wait_until};
 
-use crate::support::{DEADLINE, send, serve, str_of};
+use crate::support::{Capture, DEADLINE, Hits, close_connections, management, send, serve, str_of};
 
 /// A stack with one job worker running the test job types, and short retry delays.
 async fn spawn(switch: &Switch) -> TestApp {
@@ -107,7 +106,7 @@ fn names(events: &[(String, Value)]) -> Vec<&str> {
 
 /// A loopback HTTP server answering each request with the next status of `script` (the last
 /// one repeats).
-async fn hook_server(script: Vec<u16>) -> (String, Arc<AtomicUsize>) {
+async fn hook_server(script: Vec<u16>) -> (String, Hits) {
     let (addr, hits) = serve("127.0.0.1:0", move |n| {
         let status = script.get(n).or(script.last()).copied().unwrap_or(200);
         format!("HTTP/1.1 {status} Scripted\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
@@ -134,7 +133,14 @@ async fn a_webhook_job_succeeds_with_its_events_in_order() {
     assert_eq!(done["attempts"], 1);
     assert_eq!(done["result"], json!({"status": 200}));
     assert_eq!(done["lastError"], Value::Null);
-    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    // What the hook received: one POST of the payload's body as JSON, keyed by the job.
+    let requests = hits.requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    let request = &requests[0];
+    assert_eq!((request.method.as_str(), request.path.as_str()), ("POST", "/hook"));
+    assert_eq!(request.header("content-type"), Some("application/json"), "{request:?}");
+    assert_eq!(request.json(), json!({"hello": "world"}), "{request:?}");
+    assert_eq!(request.header("idempotency-key"), Some(id.as_str()), "{request:?}");
 
     let events = wait_events(&app, &id, "job_completed", 2).await;
     assert_eq!(names(&events), ["job_started", "job_completed"]);
@@ -206,11 +212,11 @@ async fn a_webhook_retries_a_5xx_and_fails_at_once_on_a_4xx() {
     let bad = submit(&app, &alice, json!({"type": "webhook", "payload": {"url": bad_url}})).await;
     let flaky = job_with_status(&app, &alice, str_of(&flaky, "id"), "succeeded").await;
     assert_eq!(flaky["attempts"], 2);
-    assert_eq!(flaky_hits.load(Ordering::SeqCst), 2);
+    assert_eq!(flaky_hits.requests().len(), 2);
     let bad = job_with_status(&app, &alice, str_of(&bad, "id"), "failed").await;
     assert_eq!(bad["attempts"], 1);
     assert!(str_of(&bad, "lastError").contains("400"), "{bad}");
-    assert_eq!(bad_hits.load(Ordering::SeqCst), 1);
+    assert_eq!(bad_hits.requests().len(), 1);
     app.stop().await;
 }
 
@@ -298,6 +304,9 @@ async fn a_permanent_error_fails_the_job_at_once() {
 
 #[tokio::test]
 async fn a_job_cancelled_during_its_retry_never_runs_again() {
+    // The job worker's log shows when the delayed copy comes back and what it does with it.
+    let capture = Capture::default();
+    let _logs = capture.install();
     let app = spawn_with(&Switch::default(), 1, &[("jobs.initial_delay_ms", "800")]).await;
     let alice = app.token("alice", Role::Member);
     let created =
@@ -311,19 +320,89 @@ async fn a_job_cancelled_during_its_retry_never_runs_again() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["data"]["status"], "cancelled");
 
-    // The delayed copy comes back (after about 0.8 s) and is skipped. Another job submitted
-    // afterwards with the same delays completes its retry, which shows the delay has passed.
-    let witness =
-        submit(&app, &alice, json!({"type": "test.flaky", "payload": {"failures": 1}})).await;
-    job_with_status(&app, &alice, str_of(&witness, "id"), "succeeded").await;
+    // The delayed copy itself comes back (after about 0.8 s) and is skipped.
+    let skipped =
+        wait_for("the delayed copy to come back and be skipped", DEADLINE, || {
+            let lines = capture.lines();
+            let id = id.clone();
+            async move {
+                lines.into_iter().find(|l| l.contains("job request skipped") && l.contains(&id))
+            }
+        })
+        .await;
     let cancelled = job(&app, &alice, &id).await;
-    assert_eq!(cancelled["status"], "cancelled");
+    assert_eq!(cancelled["status"], "cancelled", "{skipped}");
     assert_eq!(cancelled["attempts"], 1);
     assert_eq!(names(&events_of(&app, &id).await), ["job_started", "job_retry"]);
 
     let (status, _) =
         send(app.http.post(app.api(&format!("/jobs/{id}/cancel"))).bearer_auth(&alice)).await;
     assert_eq!(status, StatusCode::CONFLICT);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_attempt_longer_than_the_timeout_is_cut_off_and_retried() {
+    let app = spawn_with(&Switch::default(), 1, &[("jobs.timeout_secs", "1")]).await;
+    let alice = app.token("alice", Role::Member);
+    // The first attempt would sleep 30 s; the second returns at once.
+    let created =
+        submit(&app, &alice, json!({"type": "test.sleep", "payload": {"firstAttemptMs": 30000}}))
+            .await;
+    let id = str_of(&created, "id").to_string();
+    let started = std::time::Instant::now();
+    let done = job_with_status(&app, &alice, &id, "succeeded").await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(15), "{:?}", started.elapsed());
+    assert_eq!(done["attempts"], 2, "{done}");
+    assert_eq!(done["result"], json!({"attempt": 2}));
+    let events = wait_events(&app, &id, "job_completed", 4).await;
+    assert_eq!(names(&events), ["job_started", "job_retry", "job_started", "job_completed"]);
+    let error = events[1].1["error"].as_str().unwrap_or_default();
+    assert!(error.contains("timed out after 1s"), "{error}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_job_is_refused_with_503_while_the_broker_is_away_and_nothing_is_recorded() {
+    let app = spawn_with(&Switch::default(), 1, &[]).await;
+    let alice = app.token("alice", Role::Member);
+    let permissions = format!("permissions/{}/guest", app.name);
+    // The broker turns guest away and drops this vhost's connections: the api's link is down
+    // until the permissions come back.
+    let response = management(reqwest::Method::DELETE, &permissions, None).await;
+    assert!(response.status().is_success());
+    wait_for("the connections to close", DEADLINE, || close_connections(&app.name, &["api"])).await;
+    wait_until("the api to report not ready", DEADLINE, || async {
+        app.http.get(app.url("/ready")).send().await.is_ok_and(|r| r.status() == 503)
+    })
+    .await;
+    let request = json!({"type": "test.flaky", "payload": {"failures": 0}});
+    let response = app
+        .http
+        .post(app.api("/jobs"))
+        .bearer_auth(&alice)
+        .json(&request)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().contains_key("retry-after"));
+    assert_eq!(app.count("SELECT count(*) FROM jobs").await, 0, "a refused job was recorded");
+
+    let response = management(
+        reqwest::Method::PUT,
+        &permissions,
+        Some(json!({"configure": ".*", "write": ".*", "read": ".*"})),
+    )
+    .await;
+    assert!(response.status().is_success());
+    wait_until("the api to be ready again", DEADLINE, || async {
+        app.http.get(app.url("/ready")).send().await.is_ok_and(|r| r.status().is_success())
+    })
+    .await;
+    let created = submit(&app, &alice, request).await;
+    job_with_status(&app, &alice, str_of(&created, "id"), "succeeded").await;
+    assert_eq!(app.count("SELECT count(*) FROM jobs").await, 1);
     app.stop().await;
 }
 

@@ -1,13 +1,14 @@
 //! The WebSocket relay with a real client against running api instances and workers.
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use reqwest::StatusCode;
+use sea_orm::{DbBackend, FromQueryResult, Statement};
 use serde_json::{Value, json};
 use showrunner_shared::auth::Role;
-use showrunner_tests::{Options, TestApp};
+use showrunner_tests::{Options, TestApp, wait_for, wait_until};
+use tokio::io::AsyncReadExt;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::{DEADLINE, create_episode, send, str_of};
@@ -216,6 +217,25 @@ async fn two_api_instances_both_deliver() {
     app.stop().await;
 }
 
+#[derive(FromQueryResult)]
+struct LoggedId {
+    id: uuid::Uuid,
+}
+
+/// The ids of the events on `episode.*.created`, in event log order.
+async fn logged_creations(app: &TestApp) -> Vec<String> {
+    LoggedId::find_by_statement(Statement::from_string(
+        DbBackend::Postgres,
+        "SELECT id FROM event_log WHERE routing_key LIKE 'episode.%.created' ORDER BY seq",
+    ))
+    .all(&app.db)
+    .await
+    .unwrap_or_default()
+    .into_iter()
+    .map(|r| r.id.to_string())
+    .collect()
+}
+
 #[tokio::test]
 async fn resume_after_a_disconnect_during_a_burst_loses_nothing_and_repeats_nothing() {
     let app = TestApp::spawn().await;
@@ -228,7 +248,6 @@ async fn resume_after_a_disconnect_during_a_burst_loses_nothing_and_repeats_noth
     let burst = {
         let (app_http, url, token) = (app.http.clone(), app.api("/episodes"), alice.clone());
         tokio::spawn(async move {
-            let mut ids = Vec::new();
             for i in 0..total {
                 let response = app_http
                     .post(&url)
@@ -237,36 +256,28 @@ async fn resume_after_a_disconnect_during_a_burst_loses_nothing_and_repeats_noth
                     .send()
                     .await
                     .expect("sent");
-                let body: Value = response.json().await.expect("json");
-                ids.push(body["data"]["id"].as_str().unwrap_or_default().to_string());
+                assert_eq!(response.status(), StatusCode::ACCEPTED);
             }
-            ids
         })
     };
-    let mut seen = Vec::new();
-    let mut last_event_id = String::new();
+    // Event ids in the order they arrived, live and replayed.
+    let mut seen: Vec<String> = Vec::new();
     while seen.len() < 10 {
-        let frame = next(&mut socket).await;
-        seen.push(frame["data"]["episode"]["id"].as_str().unwrap_or_default().to_string());
-        last_event_id = str_of(&frame, "id").to_string();
+        let (frame, _) = next_where(&mut socket, |f| f["op"] == "event").await;
+        seen.push(str_of(&frame, "id").to_string());
     }
     drop(socket); // mid-burst
 
     let mut socket = connect(&app, 0, &bob).await;
-    say(
-        &mut socket,
-        json!({"op": "resume", "lastEventId": last_event_id, "topics": ["episode.*.created"]}),
-    )
-    .await;
-    let expected: Vec<String> = burst.await.expect("burst");
-    let wanted: HashSet<String> = expected.iter().cloned().collect();
-    while !wanted.iter().all(|id| seen.contains(id)) {
-        assert!(seen.len() < 2 * total, "far too many frames: {seen:?}");
+    let last = seen.last().cloned().unwrap_or_default();
+    say(&mut socket, json!({"op": "resume", "lastEventId": last, "topics": ["episode.*.created"]}))
+        .await;
+    burst.await.expect("burst");
+    // Exactly `total` events: a duplicate at the seam would take the place of the last one.
+    while seen.len() < total {
         let frame = next(&mut socket).await;
         match frame["op"].as_str() {
-            Some("event") => {
-                seen.push(frame["data"]["episode"]["id"].as_str().unwrap_or_default().to_string())
-            }
+            Some("event") => seen.push(str_of(&frame, "id").to_string()),
             Some("subscribed" | "resumed") => {}
             _ => panic!("unexpected frame {frame}"),
         }
@@ -276,12 +287,13 @@ async fn resume_after_a_disconnect_during_a_burst_loses_nothing_and_repeats_noth
     let (after, _) = next_where(&mut socket, |f| f["op"] == "event").await;
     assert_eq!(
         after["data"]["episode"]["id"], marker["data"]["id"],
-        "a duplicate came first: {after}"
+        "a frame came before the next event: {after}"
     );
-    assert_eq!(seen.iter().collect::<HashSet<_>>().len(), total, "duplicates in {seen:?}");
-    // In the order they were created, which is the order they were applied (one partition
-    // per episode, but each episode has one command here, so compare as sets and by log order).
-    assert_eq!(seen.iter().collect::<HashSet<_>>(), expected.iter().collect::<HashSet<_>>());
+    // Every creation once, in the event log's order (its `seq` is the one total order).
+    let logged = logged_creations(&app).await;
+    assert_eq!(logged.len(), total + 1, "{logged:?}");
+    assert_eq!(seen, logged[..total], "what the client saw, against the event log");
+    assert_eq!(after["id"], logged[total].as_str());
 
     // An unknown id is refused with a reason.
     say(&mut socket, json!({"op": "resume", "lastEventId": uuid::Uuid::now_v7()})).await;
@@ -291,10 +303,149 @@ async fn resume_after_a_disconnect_during_a_burst_loses_nothing_and_repeats_noth
 }
 
 #[tokio::test]
-async fn a_client_that_never_reads_is_closed_while_a_fast_one_keeps_up() {
+async fn a_resume_beyond_max_replay_is_refused_and_one_within_it_replays() {
+    // Every creation logs two events (the creation, and its creator's notification).
+    let app = TestApp::spawn_with(Options {
+        extra: vec![("realtime.max_replay".into(), "4".into())],
+        ..Default::default()
+    })
+    .await;
+    let alice = app.token("alice", Role::Member);
+    let bob = app.token("bob", Role::Member);
+    let logged = |n: i64| {
+        let app = &app;
+        async move {
+            wait_until(&format!("{n} events in the event log"), DEADLINE, || async {
+                app.count("SELECT count(*) FROM event_log").await == n
+            })
+            .await
+        }
+    };
+    create_episode(&app, &alice, json!({"title": "First"}), true).await;
+    logged(2).await;
+    let first = logged_creations(&app).await.remove(0);
+    let after_first = format!(
+        "SELECT count(*) FROM event_log WHERE seq > (SELECT seq FROM event_log WHERE id = '{first}')"
+    );
+    create_episode(&app, &alice, json!({"title": "Second"}), true).await;
+    logged(4).await;
+    // Two or three events after the first (its notification may be sequenced before it).
+    assert!(app.count(&after_first).await <= 4);
+
+    // Within the limit of four: replayed.
+    let mut socket = connect(&app, 0, &bob).await;
+    say(
+        &mut socket,
+        json!({"op": "resume", "lastEventId": first, "topics": ["episode.*.created"]}),
+    )
+    .await;
+    let (replayed, _) = next_where(&mut socket, |f| f["op"] == "event").await;
+    assert_eq!(replayed["data"]["episode"]["title"], "Second", "{replayed}");
+    let (done, skipped) = next_where(&mut socket, |f| f["op"] != "subscribed").await;
+    assert_eq!(done["op"], "resumed", "{done} after {skipped:?}");
+
+    // More than four events after it: more than the relay replays.
+    let mut n = 4;
+    while app.count(&after_first).await <= 4 {
+        create_episode(&app, &alice, json!({"title": format!("More {n}")}), true).await;
+        n += 2;
+        logged(n).await;
+    }
+    let mut socket = connect(&app, 0, &bob).await;
+    say(
+        &mut socket,
+        json!({"op": "resume", "lastEventId": first, "topics": ["episode.*.created"]}),
+    )
+    .await;
+    let (refused, skipped) = next_where(&mut socket, |f| f["op"] != "subscribed").await;
+    assert_eq!(refused["op"], "error", "{refused} after {skipped:?}");
+    assert_eq!(refused["code"], "resume_too_far", "{refused}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_event_past_the_retention_cannot_be_resumed_from() {
+    let app = TestApp::spawn_with(Options {
+        extra: vec![("realtime.event_log_retention_secs".into(), "1".into())],
+        ..Default::default()
+    })
+    .await;
+    let alice = app.token("alice", Role::Member);
+    let (_, created) = create_episode(&app, &alice, json!({"title": "Old"}), true).await;
+    let id = str_of(&created["data"], "id").to_string();
+    let event = wait_for("the creation in the event log", DEADLINE, || async {
+        logged_creations(&app).await.into_iter().next()
+    })
+    .await;
+    // The episode worker's sweeper deletes what is older than the retention.
+    wait_until("the event to leave the event log", DEADLINE, || async {
+        app.count(&format!("SELECT count(*) FROM event_log WHERE id = '{event}'")).await == 0
+    })
+    .await;
+    // The activity log keeps its own copy: retention is the event log's alone.
+    assert_eq!(
+        app.count(&format!("SELECT count(*) FROM activity_log WHERE resource_id = '{id}'")).await,
+        1
+    );
+    let mut socket = connect(&app, 0, &alice).await;
+    say(&mut socket, json!({"op": "resume", "lastEventId": event, "topics": ["episode.#"]})).await;
+    let (refused, skipped) = next_where(&mut socket, |f| f["op"] != "subscribed").await;
+    assert_eq!(refused["code"], "resume_unavailable", "{refused} after {skipped:?}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_silent_for_three_heartbeats_is_closed_and_a_reading_one_is_not() {
+    let app = TestApp::spawn_with(Options {
+        extra: vec![("realtime.heartbeat_secs".into(), "1".into())],
+        ..Default::default()
+    })
+    .await;
+    let alice = app.token("alice", Role::Member);
+    let (_, created) = create_episode(&app, &alice, json!({"title": "Watched"}), true).await;
+    let watch = format!("episode.{}.#", str_of(&created["data"], "id"));
+    let mut alices = connect(&app, 0, &alice).await;
+    subscribe(&mut alices, &[&watch]).await;
+    let mut bobs = connect(&app, 0, &app.token("bob", Role::Member)).await;
+    subscribe(&mut bobs, &[&watch]).await;
+
+    // Bob's client now neither reads nor writes, so it never answers a ping; Alice's reads,
+    // and tungstenite answers the server's pings as it does. Bob's close shows as his leave.
+    let reader = tokio::spawn(async move {
+        next_where(&mut alices, |f| f["event"] == "viewer_left" && f["data"]["userName"] == "bob")
+            .await;
+        alices
+    });
+    let mut alices = tokio::time::timeout(Duration::from_secs(15), reader)
+        .await
+        .expect("bob's silent connection closed within three heartbeats and a few seconds")
+        .expect("reader");
+    // What Bob's socket holds, read raw: tungstenite would answer the pings queued before the
+    // close, and that write fails on the closed connection before the close frame shows.
+    let mut raw = Vec::new();
+    let _ = tokio::time::timeout(DEADLINE, bobs.get_mut().read_to_end(&mut raw)).await;
+    let reason = b"no pong: connection presumed dead";
+    let mut close = vec![0x88, u8::try_from(2 + reason.len()).unwrap_or(0), 0x03, 0xe9];
+    close.extend_from_slice(reason);
+    assert!(
+        raw.windows(close.len()).any(|w| w == close.as_slice()),
+        "no close 1001 \"no pong\" in what the server sent: {}",
+        String::from_utf8_lossy(&raw)
+    );
+    // Alice's connection, answering pings all along, lives.
+    say(&mut alices, json!({"op": "ping"})).await;
+    let (pong, _) = next_where(&mut alices, |f| f["op"] != "event").await;
+    assert_eq!(pong["op"], "pong", "{pong}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_reads_too_slowly_is_closed_with_4008_while_a_fast_one_keeps_up() {
     let app = TestApp::spawn_with(Options {
         extra: vec![
             ("realtime.send_buffer".into(), "64".into()),
+            // No pings: the slow client's answer to one could meet the closed connection.
+            ("realtime.heartbeat_secs".into(), "3600".into()),
             // 400 writes as fast as the api takes them: over the default per-user rate.
             ("limits.requests_per_sec".into(), "100000".into()),
             ("limits.request_burst".into(), "100000".into()),
@@ -325,6 +476,40 @@ async fn a_client_that_never_reads_is_closed_while_a_fast_one_keeps_up() {
             assert_eq!(frame["event"], "episode_created");
         }
     });
+    // The slow client reads one frame every 250 ms while the burst lasts: far slower than the
+    // events come, so its queue overflows (the network holds a few hundred of these frames,
+    // not the 400), yet steadily enough to take the close frame the server sends then (it
+    // waits a second for it). Once the burst is over it reads the rest at full speed: the
+    // frames the network held, then the close.
+    let burst_over = tokio_util::sync::CancellationToken::new();
+    let slow_reader = {
+        let burst_over = burst_over.clone();
+        tokio::spawn(async move {
+            let mut received = 0;
+            let mut pace = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                if !burst_over.is_cancelled() {
+                    tokio::select! {
+                        _ = pace.tick() => {}
+                        () = burst_over.cancelled() => {}
+                    }
+                }
+                match tokio::time::timeout(Duration::from_secs(10), slow.next()).await {
+                    Ok(Some(Ok(Message::Text(_)))) => received += 1,
+                    Ok(Some(Ok(Message::Close(frame)))) => {
+                        return (
+                            received,
+                            frame.map(|f| (u16::from(f.code), f.reason.to_string())),
+                        );
+                    }
+                    Ok(Some(Ok(_))) => {}
+                    other => panic!(
+                        "the slow client's socket ended without a close frame after {received} frames: {other:?}"
+                    ),
+                }
+            }
+        })
+    };
     let creates = (0..total).map(|i| {
         let (app, alice, description) = (&app, &alice, &description);
         async move {
@@ -338,26 +523,15 @@ async fn a_client_that_never_reads_is_closed_while_a_fast_one_keeps_up() {
         .await
         .expect("the fast client kept up")
         .expect("reader");
-
-    // The slow client now reads: what the network buffered, then the end, well short of all.
-    let mut received = 0;
-    let mut close_code = None;
-    let give_up = tokio::time::Instant::now() + DEADLINE;
-    while let Ok(Some(message)) = tokio::time::timeout_at(give_up, slow.next()).await {
-        match message {
-            Ok(Message::Text(_)) => received += 1,
-            Ok(Message::Close(frame)) => {
-                close_code = frame.map(|f| u16::from(f.code));
-                break;
-            }
-            Ok(_) => {}
-            Err(_) => break,
-        }
-    }
+    burst_over.cancel();
+    let (received, close) = tokio::time::timeout(Duration::from_secs(60), slow_reader)
+        .await
+        .expect("the slow client's socket ends")
+        .expect("slow reader");
     assert!(received < total, "the slow client got everything ({received})");
-    if let Some(code) = close_code {
-        assert_eq!(code, 4008);
-    }
+    let (code, reason) = close.expect("a close frame with a code");
+    assert_eq!(code, 4008, "{reason}");
+    assert!(reason.contains("send buffer overflow"), "{reason}");
     app.stop().await;
 }
 

@@ -1,13 +1,18 @@
 //! Small helpers shared by the tests.
 
-use std::sync::Arc;
+use std::io::Write;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::{RequestBuilder, StatusCode};
 use serde_json::Value;
-use showrunner_tests::TestApp;
+use showrunner_tests::{MANAGEMENT, Options, TestApp, wait_for};
+use showrunner_workers::ops::{Ops, scoped};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::fmt::MakeWriter;
 
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -116,47 +121,280 @@ pub async fn ws_say(socket: &mut Socket, frame: Value) {
         .unwrap_or_else(|e| panic!("send: {e}"));
 }
 
-/// A loopback HTTP server on `addr` answering request `n` with `answer(n)` (a whole response).
+/// One request a [`serve`] server received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: String,
+    pub path: String,
+    /// Header names in lower case, in the order sent.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON (`Value::Null` when it is not).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+/// What a [`serve`] server saw: connections accepted (counted before anything is read, so a
+/// connection that never sends counts too) and the requests read on them, in order.
+#[derive(Clone, Default)]
+pub struct Hits {
+    connections: Arc<AtomicUsize>,
+    requests: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Hits {
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    pub fn requests(&self) -> Vec<Received> {
+        self.requests.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// A loopback HTTP server on `addr` answering connection `n` with `answer(n)` (a whole
+/// response; each answer closes its connection) and keeping every request it read.
 pub async fn serve(
     addr: &str,
     answer: impl Fn(usize) -> String + Send + Sync + 'static,
-) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+) -> (std::net::SocketAddr, Hits) {
     let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
     let local = listener.local_addr().expect("addr");
-    let hits = Arc::new(AtomicUsize::new(0));
-    let counter = hits.clone();
+    let hits = Hits::default();
+    let seen = hits.clone();
     let answer = Arc::new(answer);
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
-            let n = counter.fetch_add(1, Ordering::SeqCst);
+            let n = seen.connections.fetch_add(1, Ordering::SeqCst);
             let response = answer(n);
+            let requests = seen.requests.clone();
             tokio::spawn(async move {
-                let mut request = Vec::new();
-                let mut buf = [0u8; 4096];
-                loop {
-                    match socket.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => request.extend_from_slice(&buf[..n]),
-                    }
-                    let text = String::from_utf8_lossy(&request).to_string();
-                    if let Some(end) = text.find("\r\n\r\n") {
-                        let length = text
-                            .lines()
-                            .find_map(|l| {
-                                l.to_ascii_lowercase()
-                                    .strip_prefix("content-length:")
-                                    .and_then(|v| v.trim().parse::<usize>().ok())
-                            })
-                            .unwrap_or(0);
-                        if request.len() >= end + 4 + length {
-                            break;
-                        }
-                    }
-                }
+                let Some(request) = read_request(&mut socket).await else { return };
+                requests.lock().unwrap_or_else(|p| p.into_inner()).push(request);
                 let _ = socket.write_all(response.as_bytes()).await;
                 let _ = socket.shutdown().await;
             });
         }
     });
     (local, hits)
+}
+
+/// One HTTP/1.1 request with a `content-length` body (what the webhook client sends).
+async fn read_request(socket: &mut tokio::net::TcpStream) -> Option<Received> {
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match socket.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => bytes.extend_from_slice(&buf[..n]),
+        }
+        let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+        let head = String::from_utf8_lossy(&bytes[..end]).to_string();
+        let mut lines = head.split("\r\n");
+        let mut first = lines.next().unwrap_or_default().split(' ');
+        let method = first.next().unwrap_or_default().to_string();
+        let path = first.next().unwrap_or_default().to_string();
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        let length = headers
+            .iter()
+            .find(|(k, _)| k == "content-length")
+            .and_then(|(_, v)| v.parse::<usize>().ok())
+            .unwrap_or(0);
+        if bytes.len() >= end + 4 + length {
+            let body = bytes[end + 4..end + 4 + length].to_vec();
+            return Some(Received { method, path, headers, body });
+        }
+    }
+}
+
+/// Log lines captured in memory (JSON, one per line).
+#[derive(Clone, Default)]
+pub struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Capture {
+    type Writer = Capture;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+impl Capture {
+    /// Captures what this thread logs (a `#[tokio::test]` runs the whole stack on its thread).
+    pub fn install(&self) -> tracing::subscriber::DefaultGuard {
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_env_filter("info,showrunner_workers=debug,showrunner_api=debug")
+            .with_writer(self.clone())
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        let bytes = self.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        String::from_utf8_lossy(&bytes).lines().map(str::to_string).collect()
+    }
+}
+
+/// Management API call on this test's own vhost.
+pub async fn management(
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> reqwest::Response {
+    let mut request = reqwest::Client::new()
+        .request(method, format!("{MANAGEMENT}/api/{path}"))
+        .basic_auth("guest", Some("guest"));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    request.send().await.expect("management API")
+}
+
+pub fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// Closes every Showrunner connection of the vhost once the management API (whose lists are
+/// statistics, refreshed every few seconds) lists one of each of `roles`; how many it closed.
+pub async fn close_connections(vhost: &str, roles: &[&str]) -> Option<usize> {
+    let list: Value =
+        management(reqwest::Method::GET, &format!("vhosts/{vhost}/connections"), None)
+            .await
+            .json()
+            .await
+            .ok()?;
+    let connections: Vec<(String, String)> = list
+        .as_array()?
+        .iter()
+        .map(|c| {
+            let label = c["client_properties"]["connection_name"].as_str().unwrap_or("");
+            (label.to_string(), c["name"].as_str().unwrap_or("").to_string())
+        })
+        .filter(|(label, _)| label.starts_with("showrunner-"))
+        .collect();
+    let listed = |role: &&str| {
+        connections.iter().any(|(label, _)| label.starts_with(&format!("showrunner-{role}@")))
+    };
+    if !roles.iter().all(listed) {
+        return None;
+    }
+    for (_, name) in &connections {
+        let response =
+            management(reqwest::Method::DELETE, &format!("connections/{}", encode(name)), None)
+                .await;
+        assert!(response.status().is_success(), "close {name}: {}", response.status());
+    }
+    Some(connections.len())
+}
+
+/// Worker roles of this test, reporting to one ops server on a free port.
+pub struct Roles {
+    pub addr: SocketAddr,
+    cancel: CancellationToken,
+    tasks: tokio::task::JoinSet<anyhow::Result<()>>,
+}
+
+#[derive(Clone, Copy)]
+pub enum Worker {
+    Episode,
+    Activity,
+    Notification,
+    Job,
+}
+
+impl Roles {
+    pub async fn start(app: &TestApp, roles: &[Worker]) -> Self {
+        let ops = Ops::new();
+        let cancel = CancellationToken::new();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(ops.clone().serve(listener, cancel.clone()));
+        let mut tasks = tokio::task::JoinSet::new();
+        for role in roles {
+            let (s, c) = (app.settings.clone(), cancel.child_token());
+            match role {
+                Worker::Episode => {
+                    tasks.spawn(scoped(ops.clone(), showrunner_workers::run_episode_worker(s, c)))
+                }
+                Worker::Activity => {
+                    tasks.spawn(scoped(ops.clone(), showrunner_workers::run_activity_worker(s, c)))
+                }
+                Worker::Notification => tasks
+                    .spawn(scoped(ops.clone(), showrunner_workers::run_notification_worker(s, c))),
+                Worker::Job => {
+                    tasks.spawn(scoped(ops.clone(), showrunner_workers::run_job_worker(s, c)))
+                }
+            };
+        }
+        let roles = Self { addr, cancel, tasks };
+        roles.wait_ready(StatusCode::OK).await;
+        roles
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn ready(&self) -> (StatusCode, Value) {
+        send(reqwest::Client::new().get(self.url("/ready"))).await
+    }
+
+    pub async fn wait_ready(&self, wanted: StatusCode) -> Value {
+        wait_for(&format!("the workers' /ready to answer {wanted}"), DEADLINE, || async {
+            let (status, body) = self.ready().await;
+            (status == wanted).then_some(body)
+        })
+        .await
+    }
+
+    pub async fn stop(mut self) {
+        self.cancel.cancel();
+        while let Some(result) = self.tasks.join_next().await {
+            if let Ok(Err(error)) = result {
+                panic!("a worker role failed: {error:#}");
+            }
+        }
+    }
+}
+
+/// A stack whose api and (unless `keep`) workers come from `TestApp`, without the roles the
+/// test runs itself.
+pub async fn stack(episode: bool, activity: bool, notification: bool) -> TestApp {
+    TestApp::spawn_with(Options {
+        episode_workers: usize::from(episode),
+        activity_workers: usize::from(activity),
+        notification_workers: usize::from(notification),
+        ..Options::default()
+    })
+    .await
 }

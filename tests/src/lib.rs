@@ -228,6 +228,13 @@ impl TestApp {
         ]
     }
 
+    /// Starts one more episode worker in this process.
+    pub fn start_episode_worker(&mut self) {
+        let token = self.cancel.child_token();
+        self.episode_workers.push(token.clone());
+        self.roles.spawn(showrunner_workers::run_episode_worker(self.settings.clone(), token));
+    }
+
     /// Stops the `index`th episode worker (it drains and leaves).
     pub fn stop_episode_worker(&self, index: usize) {
         if let Some(token) = self.episode_workers.get(index) {

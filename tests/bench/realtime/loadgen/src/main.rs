@@ -158,6 +158,12 @@ impl Proto {
 
 // ---------------- shared counters ----------------
 struct St {
+    /// Bumped before each fan-out phase: every phase's publisher numbers its events from 0.
+    phase: AtomicU64,
+    /// Frames a client got a second time (or out of order): by topic and sequence, per client.
+    duplicates: AtomicU64,
+    /// Frames on a topic the client did not subscribe to.
+    misrouted: AtomicU64,
     connected: AtomicUsize,
     subscribed: AtomicUsize,
     closed: AtomicUsize,
@@ -188,12 +194,45 @@ fn num_after(s: &str, key: &str) -> u64 {
     }
 }
 
+/// What one client has seen: the last sequence number per topic (its room's in the current
+/// phase, and the broadcasts'), so a duplicate or a misrouted frame is told, not counted.
+struct Seen {
+    room: String,
+    phase: u64,
+    room_seq: Option<u64>,
+    all_seq: Option<u64>,
+}
+
+/// The event's topic (the first `"topic":"..."`, the frame's own).
+fn topic_of(s: &str) -> &str {
+    let Some(i) = s.find("\"topic\":\"") else { return "" };
+    let rest = &s[i + 9..];
+    rest.find('"').map(|end| &rest[..end]).unwrap_or("")
+}
+
 #[inline]
-fn on_event(st: &St, s: &str) {
+fn on_event(st: &St, seen: &mut Seen, s: &str) {
     let now = now_us();
     let lat = now.saturating_sub(num_after(s, "\"ts\":"));
     st.last_rx.store(now, Relaxed);
-    let is_all = s.find("\"topic\":\"").map(|i| s[i + 9..].starts_with("all\"")).unwrap_or(false);
+    let topic = topic_of(s);
+    let seq = num_after(s, "\"seq\":");
+    let is_all = topic == "all";
+    if !is_all && topic != seen.room {
+        st.misrouted.fetch_add(1, Relaxed);
+        return;
+    }
+    let phase = st.phase.load(Relaxed);
+    if phase != seen.phase {
+        seen.phase = phase;
+        seen.room_seq = None;
+    }
+    let last = if is_all { &mut seen.all_seq } else { &mut seen.room_seq };
+    if last.is_some_and(|l| seq <= l) {
+        st.duplicates.fetch_add(1, Relaxed);
+        return;
+    }
+    *last = Some(seq);
     if is_all {
         st.b_count.fetch_add(1, Relaxed);
         st.b_max.fetch_max(lat, Relaxed);
@@ -215,7 +254,9 @@ struct Cfg {
 
 async fn conn_task(id: usize, cfg: Arc<Cfg>, st: Arc<St>, sem: Arc<Semaphore>) {
     let mut permit = Some(sem.acquire_owned().await.unwrap());
-    let topics = vec![format!("{}{}", cfg.prefix, id % cfg.rooms), "all".to_string()];
+    let room = format!("{}{}", cfg.prefix, id % cfg.rooms);
+    let topics = vec![room.clone(), "all".to_string()];
+    let mut seen = Seen { room, phase: 0, room_seq: None, all_seq: None };
     let r: Res<_> = async {
         let tcp = TcpStream::connect(cfg.addr.as_str()).await?;
         tcp.set_nodelay(true)?;
@@ -258,7 +299,7 @@ async fn conn_task(id: usize, cfg: Arc<Cfg>, st: Arc<St>, sem: Arc<Semaphore>) {
     while let Some(m) = ws.next().await {
         match m {
             Ok(Message::Text(t)) => match cfg.proto.classify(t.as_str()) {
-                In::Event(s) => on_event(&st, s),
+                In::Event(s) => on_event(&st, &mut seen, s),
                 In::Reply(r) => {
                     if ws.send(Message::text(r)).await.is_err() {
                         break;
@@ -407,6 +448,9 @@ async fn run(a: Args) -> Res<()> {
 
     let cfg = Arc::new(Cfg { proto, url, addr, rooms, prefix: prefix.clone() });
     let st = Arc::new(St {
+        phase: AtomicU64::new(0),
+        duplicates: AtomicU64::new(0),
+        misrouted: AtomicU64::new(0),
         connected: AtomicUsize::new(0),
         subscribed: AtomicUsize::new(0),
         closed: AtomicUsize::new(0),
@@ -483,6 +527,7 @@ async fn run(a: Args) -> Res<()> {
         for &rate in &rates {
             let total_secs = warm + secs + 1;
             st.events.store(0, Relaxed);
+            st.phase.fetch_add(1, Relaxed);
             let mut child = None;
             if src == "internal" {
                 ing.write_all(
@@ -538,6 +583,11 @@ async fn run(a: Args) -> Res<()> {
             let scpu = (s1 - s0) as f64 / hz / win * 100.0;
             let gcpu = (g1 - g0) as f64 / hz / win * 100.0;
             let pcpu = (p1 - p0) as f64 / hz / win * 100.0;
+            // Fresh frames only (duplicates and misrouted ones are not counted), so more than
+            // expected cannot happen (with every room the same size); it would be a bug here.
+            if n_ok == conns && conns % rooms == 0 {
+                assert!(total_rx <= expected, "counted {total_rx} deliveries, only {expected} possible");
+            }
             let saturated = p99 > 1_000_000 || dps < 0.95 * target || drain_ms > 1000.0 || total_rx < expected;
             println!(
                 "[{label}] fanout src={src:8} rate={rate:6} ev/s target={target:8.0}/s delivered={dps:9.0}/s lat ms p50={:.2} p90={:.2} p99={:.2} p99.9={:.2} max={:.2} | server CPU {scpu:5.1}% gen CPU {gcpu:5.1}% pub CPU {pcpu:4.1}% gen/server {:.2} | drain {drain_ms:.0} ms, rx {total_rx}/{expected}{}",
@@ -595,7 +645,12 @@ async fn run(a: Args) -> Res<()> {
             "client_p50_ms": pct(&bs, 50.0) as f64 / 1e3, "client_p99_ms": pct(&bs, 99.0) as f64 / 1e3, "incomplete": incomplete,
             "server_cpu_s": (s1 - s0) as f64 / hz, "gen_cpu_s": (g1 - g0) as f64 / hz}));
     }
-    println!("[{label}] end: server RSS {:.1} MiB, gen RSS {:.1} MiB, closed {}", rss_kb(pid) as f64 / 1024.0, rss_kb(me) as f64 / 1024.0, st.closed.load(Relaxed));
-    emit(json!({"label": label, "phase": "end", "server_rss_kb": rss_kb(pid), "gen_rss_kb": rss_kb(me), "closed": st.closed.load(Relaxed)}));
+    let (dupes, misrouted) = (st.duplicates.load(Relaxed), st.misrouted.load(Relaxed));
+    println!("[{label}] end: server RSS {:.1} MiB, gen RSS {:.1} MiB, closed {}; frames seen twice or out of order {dupes}, misrouted {misrouted}", rss_kb(pid) as f64 / 1024.0, rss_kb(me) as f64 / 1024.0, st.closed.load(Relaxed));
+    emit(json!({"label": label, "phase": "end", "server_rss_kb": rss_kb(pid), "gen_rss_kb": rss_kb(me), "closed": st.closed.load(Relaxed),
+        "duplicates": dupes, "misrouted": misrouted}));
+    if dupes + misrouted > 0 {
+        return Err(format!("{dupes} frames seen twice or out of order, {misrouted} on a topic not subscribed").into());
+    }
     Ok(())
 }
