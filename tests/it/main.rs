@@ -10,6 +10,8 @@ mod hostile;
 mod jobs;
 mod limits;
 mod ops;
+mod permissions;
+mod pool;
 mod realtime;
 mod resilience;
 mod support;
