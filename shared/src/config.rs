@@ -106,7 +106,7 @@ impl DatabaseSettings {
 pub fn default_pool_size(role: &str) -> u32 {
     match role {
         "episode-worker" | "activity-worker" | "notification-worker" => 4,
-        "job-worker" => 16,
+        "job-worker" => 8,
         _ => 20,
     }
 }
@@ -620,7 +620,7 @@ mod tests {
                 .iter()
                 .map(|role| s.database.pool_size_for(role))
                 .collect();
-        assert_eq!(sizes, [20, 4, 4, 4, 16]);
+        assert_eq!(sizes, [20, 4, 4, 4, 8]);
         assert_eq!(s.database.acquire_timeout_secs, 5);
         let s = Settings::with_overrides(&[("database.max_connections", "7")]).expect("loads");
         assert_eq!(s.database.pool_size_for("episode-worker"), 7);
