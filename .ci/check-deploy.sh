@@ -11,7 +11,8 @@
 #      running its binary, probes on /ready and /health at the role's port, a grace period
 #      above shutdown.grace_secs, resources, a PodDisruptionBudget per role, the migration Job,
 #      every secret from the one Secret with the keys of secret.example.yaml, the KEDA objects
-#      pointing at real Deployments and queues, and the PostgreSQL connection budget.
+#      pointing at real Deployments and queues, and the PostgreSQL connection budget;
+#   4. parses the kit's scripts (rollout.sh, create-users.sh: they need a cluster to run).
 # Exits non-zero naming every problem.
 set -euo pipefail
 
@@ -40,6 +41,11 @@ if ! "$VENV/bin/kubernetes-validate" --version >/dev/null 2>&1; then
     "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps -r "$REQUIREMENTS" >&2 \
         || fail "could not install deploy/requirements.txt from PyPI"
 fi
+
+# The kit's scripts need a cluster or a broker to run; here they are only parsed.
+for script in "$KIT/rollout.sh" "$ROOT/deploy/rabbitmq/create-users.sh"; do
+    bash -n "$script" || fail "${script#"$ROOT"/} does not parse"
+done
 
 targets=("$KIT/base")
 for overlay in "$KIT"/overlays/*/; do

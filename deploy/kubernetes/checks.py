@@ -144,8 +144,15 @@ for role, (binary, addr_var) in ROLES.items():
     labels = spec["template"]["metadata"].get("labels") or {}
     if not matches(spec.get("selector") or {}, labels):
         problem(f"{where}: its selector does not select its own pods")
+    scalers = [so for so in scaled.values()
+               if so["spec"]["scaleTargetRef"].get("name") == deployment["metadata"]["name"]]
     replicas = spec.get("replicas")
-    if not isinstance(replicas, int) or replicas < 1:
+    if scalers:
+        # KEDA owns the count: a replicas field would reset it at every apply.
+        if replicas is not None:
+            problem(f"{where}: KEDA scales it, so it must not set replicas (each apply would reset KEDA's count)")
+        replicas = max(so["spec"].get("minReplicaCount", 0) for so in scalers)
+    elif not isinstance(replicas, int) or replicas < 1:
         problem(f"{where}: needs replicas >= 1, got {replicas!r}")
         replicas = 1
     containers = [c for c in pod.get("containers") or [] if c.get("name") == role]
@@ -193,10 +200,7 @@ for role, (binary, addr_var) in ROLES.items():
     if len(covering) != 1:
         problem(f"{where}: needs exactly one PodDisruptionBudget selecting its pods, found {covering}")
     # Connections: the most replicas this role can have (KEDA's maximum where KEDA scales it).
-    most = replicas
-    for so in scaled.values():
-        if so["spec"]["scaleTargetRef"].get("name") == deployment["metadata"]["name"]:
-            most = max(most, so["spec"].get("maxReplicaCount", 100))
+    most = max([replicas] + [so["spec"].get("maxReplicaCount", 100) for so in scalers])
     pool_raw = values.get("SHOWRUNNER__DATABASE__MAX_CONNECTIONS")
     pool = int(pool_raw) if pool_raw else default_pool.get(role, fallback_pool)
     total += most * pool
