@@ -103,3 +103,78 @@ async fn an_exhausted_pool_answers_503_after_the_bound_and_loses_nothing() {
     assert_eq!(status.status(), StatusCode::OK);
     app.stop().await;
 }
+
+/// A write accepted and applied within its `Prefer: wait`, whose result the api cannot read
+/// because its pool is exhausted, answers 202 (true: it is accepted), never 503 (which says it
+/// was not, and invites a retry that would create it twice).
+#[tokio::test]
+async fn an_applied_write_whose_result_cannot_be_read_answers_202_not_503() {
+    let app = TestApp::spawn_with(Options {
+        extra: vec![
+            ("database.max_connections".into(), "2".into()),
+            ("database.acquire_timeout_secs".into(), "1".into()),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let alice = app.token("alice", Role::Member);
+
+    // The worker waits on the episodes table while the write is recorded and published.
+    let episodes = app.db.begin().await.expect("begin");
+    episodes
+        .execute_unprepared("LOCK TABLE episodes IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock");
+    let request = app
+        .http
+        .post(app.api("/episodes"))
+        .bearer_auth(&alice)
+        .header("Prefer", "wait=20")
+        .json(&json!({"title": "Applied, unreadable"}));
+    let write = tokio::spawn(async move { request.send().await });
+    wait_until("the command to be recorded", DEADLINE, || async {
+        app.count("SELECT count(*) FROM commands").await == 1
+    })
+    .await;
+
+    // Two reads of the notifications take the api's two connections and wait on a lock.
+    let notifications = app.db.begin().await.expect("begin");
+    notifications
+        .execute_unprepared("LOCK TABLE notifications IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock");
+    let mut readers = Vec::new();
+    for _ in 0..2 {
+        let request = app.http.get(app.api("/notifications")).bearer_auth(&alice);
+        readers.push(tokio::spawn(async move { request.send().await.map(|r| r.status()) }));
+    }
+    let waiting = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' \
+         AND application_name = 'showrunner-api' AND wait_event_type = 'Lock'",
+        app.name
+    );
+    wait_until("both api connections to wait on the lock", DEADLINE, || async {
+        app.count(&waiting).await == 2
+    })
+    .await;
+
+    // The worker applies; the waiting request wakes and finds no connection to read with.
+    episodes.rollback().await.expect("release the episodes");
+    let response = write.await.expect("join").expect("an answer");
+    let status = response.status();
+    let location = response.headers().get("location").cloned();
+    let body: Value = response.json().await.unwrap_or_default();
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let command = body["commandId"].as_str().expect("a command id").to_string();
+    assert_eq!(
+        location.and_then(|l| l.to_str().ok().map(String::from)),
+        Some(format!("/api/v1/commands/{command}"))
+    );
+    assert_eq!(app.count("SELECT count(*) FROM commands WHERE status = 'applied'").await, 1);
+
+    notifications.rollback().await.expect("release the notifications");
+    for reader in readers {
+        assert_eq!(reader.await.expect("join").expect("answer"), StatusCode::OK);
+    }
+    app.stop().await;
+}
