@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Validates compose.yaml without a Docker engine:
+# Validates the compose files without a Docker engine: compose.yaml alone, and compose.yaml with
+# compose.cluster.yaml over it (the three-node RabbitMQ cluster), each as compose merges them:
 #   - it parses (python3 + PyYAML), every service has `image` or `build`, every `depends_on`
 #     target exists (and a `service_healthy` target has a healthcheck);
 #   - every app service (built from this repository) runs a binary the workspace builds: a
@@ -8,12 +9,18 @@
 #   - the api and the migration run; every worker role (`showrunner-*-worker`) runs with
 #     `deploy.replicas` and waits for the migration to complete; every stop_grace_period
 #     exceeds the process's shutdown.grace_secs (so `docker stop` never kills a drain);
+#   - RabbitMQ is a release with community support (4.3 or newer); a cluster has an odd number
+#     of nodes (3 or more), each with its own host name and data volume, one Erlang cookie, and
+#     a peer discovery list naming exactly those nodes;
+#   - the PostgreSQL connections every pool may open (replicas x the role's pool size, from
+#     SHOWRUNNER__DATABASE__MAX_CONNECTIONS or the role's default in shared/src/config.rs) fit in
+#     the postgres service's max_connections less its reserved and operator connections;
 #   - `docker compose config -q` accepts it, when the compose plugin is installed.
-# Exits non-zero naming every problem; prints `compose.yaml: ok` otherwise.
+# usage: check-compose.sh [FILE...]   (the files of one configuration; default: both above)
+# Exits non-zero naming every problem; prints `compose: ok` otherwise.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-COMPOSE="${1:-$ROOT/compose.yaml}"
 DOCKERFILE="$ROOT/Dockerfile"
 
 fail() {
@@ -21,7 +28,6 @@ fail() {
     exit 1
 }
 
-[[ -f "$COMPOSE" ]] || fail "$COMPOSE not found"
 [[ -f "$DOCKERFILE" ]] || fail "$DOCKERFILE not found"
 command -v python3 >/dev/null || fail "python3 is required"
 
@@ -30,7 +36,22 @@ if ! python3 -c 'import yaml' 2>/dev/null; then
     python3 -m pip install --quiet pyyaml >&2 || fail "PyYAML is missing and could not be installed"
 fi
 
-python3 - "$ROOT" "$COMPOSE" "$DOCKERFILE" <<'PY'
+# The compose plugin's own validation (interpolation, schema), when it is installed. It needs no
+# engine; a missing plugin is not an error.
+compose_cmd=()
+if command -v docker >/dev/null 2>&1 && docker compose version >/dev/null 2>&1; then
+    compose_cmd=(docker compose)
+elif command -v docker-compose >/dev/null 2>&1 && docker-compose version 2>/dev/null | grep -q 'v2\.'; then
+    compose_cmd=(docker-compose)
+fi
+
+check() { # check FILE...: one configuration
+    local file args=()
+    for file in "$@"; do
+        [[ -f "$file" ]] || fail "$file not found"
+        args+=(-f "$file")
+    done
+    python3 - "$ROOT" "$DOCKERFILE" "$@" <<'PY'
 import glob
 import os
 import re
@@ -39,7 +60,9 @@ import sys
 
 import yaml
 
-root, compose_path, dockerfile_path = sys.argv[1:4]
+root, dockerfile_path = sys.argv[1:3]
+compose_paths = sys.argv[3:]
+compose_label = " + ".join(os.path.relpath(p, root) for p in compose_paths)
 problems = []
 
 
@@ -132,15 +155,28 @@ def dockerfile_copies(binary):
 
 
 # --- compose.yaml -----------------------------------------------------------------------------
-try:
-    with open(compose_path, encoding="utf-8") as f:
-        compose = yaml.safe_load(f)
-except yaml.YAMLError as e:
-    print(f"check-compose: {compose_path} is not valid YAML: {e}", file=sys.stderr)
-    sys.exit(1)
+def merge(base, override):
+    """Compose's merge of an override file, as far as these checks need it: mappings merge key
+    by key, anything else (lists included) is replaced."""
+    if isinstance(base, dict) and isinstance(override, dict):
+        merged = dict(base)
+        for key, value in override.items():
+            merged[key] = merge(base.get(key), value) if key in base else value
+        return merged
+    return override
+
+
+compose = {}
+for compose_path in compose_paths:
+    try:
+        with open(compose_path, encoding="utf-8") as f:
+            compose = merge(compose, yaml.safe_load(f) or {})
+    except yaml.YAMLError as e:
+        print(f"check-compose: {compose_path} is not valid YAML: {e}", file=sys.stderr)
+        sys.exit(1)
 
 if not isinstance(compose, dict) or not isinstance(compose.get("services"), dict) or not compose["services"]:
-    print(f"check-compose: {compose_path} has no services", file=sys.stderr)
+    print(f"check-compose: {compose_label} has no services", file=sys.stderr)
     sys.exit(1)
 
 services = compose["services"]
@@ -272,31 +308,147 @@ if default_cmd:
     elif not dockerfile_copies(binary):
         problem(f"Dockerfile: CMD runs {binary!r}, which the Dockerfile does not copy")
 
+# --- RabbitMQ: a supported release; a cluster that can keep a majority ------------------------
+# Community support covers the latest release series only; 3.x (3.10 included) is long over.
+SUPPORTED_RABBITMQ = (4, 3)
+brokers = {n: s for n, s in services.items()
+           if isinstance(s, dict) and str(s.get("image", "")).startswith("rabbitmq:")}
+if not brokers:
+    problem("no RabbitMQ service (image rabbitmq:...)")
+for name, service in brokers.items():
+    tag = str(service["image"]).split(":", 1)[1]
+    m = re.match(r"(\d+)\.(\d+)", tag)
+    if not m or (int(m.group(1)), int(m.group(2))) < SUPPORTED_RABBITMQ:
+        problem(f"services.{name}: image {service['image']} is not a supported RabbitMQ release "
+                f"(needs {SUPPORTED_RABBITMQ[0]}.{SUPPORTED_RABBITMQ[1]} or newer, a major.minor tag)")
+
+
+def mounts(service):
+    """(source, target) of every volume of a service, short or long syntax."""
+    found = []
+    for v in service.get("volumes") or []:
+        if isinstance(v, str):
+            parts = v.split(":")
+            if len(parts) >= 2:
+                found.append((parts[0], parts[1]))
+        elif isinstance(v, dict):
+            found.append((v.get("source"), v.get("target")))
+    return found
+
+
+if len(brokers) > 1:
+    if len(brokers) < 3 or len(brokers) % 2 == 0:
+        problem(f"a RabbitMQ cluster needs an odd number of nodes, 3 or more (quorum queues and the "
+                f"metadata store need a majority), has {len(brokers)}: {', '.join(sorted(brokers))}")
+    hosts, data, cookies, peer_lists = {}, {}, set(), []
+    for name, service in brokers.items():
+        host = service.get("hostname")
+        if not host:
+            problem(f"services.{name}: a cluster node needs a fixed hostname (its node name is rabbit@<hostname>)")
+        hosts[name] = host
+        env = environment(service)
+        args = " ".join(str(env.get(k, "")) for k in ("RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS", "RABBITMQ_CTL_ERL_ARGS"))
+        found = set(re.findall(r"-setcookie\s+(\S+)", args))
+        if len(found) != 1 or not str(env.get("RABBITMQ_CTL_ERL_ARGS", "")).strip():
+            problem(f"services.{name}: needs the cluster's Erlang cookie in RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS "
+                    f"and RABBITMQ_CTL_ERL_ARGS (-setcookie ...), the same for the server and its CLI")
+        cookies |= found
+        for source, target in mounts(service):
+            if target == "/var/lib/rabbitmq":
+                data[name] = source
+            elif target and target.startswith("/etc/rabbitmq/conf.d/") and source:
+                path = os.path.normpath(os.path.join(os.path.dirname(compose_paths[0]), source))
+                try:
+                    with open(path, encoding="utf-8") as f:
+                        conf = f.read()
+                except OSError as e:
+                    problem(f"services.{name}: mounts {source}, which cannot be read: {e}")
+                    continue
+                listed = re.findall(r"(?m)^\s*cluster_formation\.classic_config\.nodes\.\d+\s*=\s*(\S+)", conf)
+                if listed:
+                    peer_lists.append((name, set(listed)))
+    if len(cookies) > 1:
+        problem(f"the RabbitMQ nodes use different Erlang cookies: they cannot join one cluster")
+    if len(set(hosts.values())) != len(hosts):
+        problem(f"the RabbitMQ nodes' hostnames repeat: {hosts}")
+    if len(data) != len(brokers) or len(set(data.values())) != len(data):
+        problem(f"every RabbitMQ node needs a data volume of its own at /var/lib/rabbitmq, got {data}")
+    expected = {f"rabbit@{h}" for h in hosts.values() if h}
+    if len(peer_lists) != len(brokers):
+        problem("every RabbitMQ node needs the peer discovery list (cluster_formation.classic_config.nodes.N in a "
+                "file mounted under /etc/rabbitmq/conf.d/)")
+    for name, listed in peer_lists:
+        if listed != expected:
+            problem(f"services.{name}: its peer discovery list {sorted(listed)} is not the cluster's nodes {sorted(expected)}")
+
+# --- PostgreSQL: what every pool may open fits in max_connections ---------------------------
+with open(os.path.join(root, "shared", "src", "config.rs"), encoding="utf-8") as f:
+    config_rs = f.read()
+pool_fn = re.search(r"pub fn default_pool_size\(role: &str\) -> u32 \{(.*?)\n\}", config_rs, re.S)
+default_pool, fallback_pool = {}, 20
+if not pool_fn:
+    problem("cannot find default_pool_size in shared/src/config.rs")
+else:
+    for arm, size in re.findall(r"\n\s*(.+?) => (\d+),", pool_fn.group(1)):
+        if arm.strip() == "_":
+            fallback_pool = int(size)
+        for role in re.findall(r'"([a-z-]+)"', arm):
+            default_pool[role] = int(size)
+postgres = [s for s in services.values() if isinstance(s, dict) and str(s.get("image", "")).startswith("postgres:")]
+max_connections = 100  # PostgreSQL's default
+for service in postgres:
+    command = service.get("command") or []
+    command = shlex.split(command) if isinstance(command, str) else [str(c) for c in command]
+    for i, word in enumerate(command):
+        m = re.match(r"max_connections=(\d+)$", word)
+        if m and i > 0 and command[i - 1] == "-c":
+            max_connections = int(m.group(1))
+# superuser_reserved_connections (3) and a few for psql, backups and monitoring.
+available = max_connections - 3 - 5
+opened, parts = 0, []
+for name, binary in sorted(service_binary.items()):
+    service = services[name]
+    if binary == "showrunner-migrate":
+        opened += 1  # one connection, and it exits before the roles start
+        parts.append(f"{name} 1")
+        continue
+    role = binary.removeprefix("showrunner-")
+    raw = environment(service).get("SHOWRUNNER__DATABASE__MAX_CONNECTIONS")
+    pool = int(raw) if raw else default_pool.get(role, fallback_pool)
+    replicas = (service.get("deploy") or {}).get("replicas", 1)
+    replicas = replicas if isinstance(replicas, int) else 1
+    opened += replicas * pool
+    parts.append(f"{name} {replicas} x {pool}")
+print(f"check-compose: {compose_label}: PostgreSQL connections at most {opened} ({', '.join(parts)}) "
+      f"of {available} available (max_connections {max_connections})", file=sys.stderr)
+if opened > available:
+    problem(f"the pools may open {opened} PostgreSQL connections, more than the {available} that max_connections "
+            f"= {max_connections} leaves: smaller pools (SHOWRUNNER__DATABASE__MAX_CONNECTIONS), fewer replicas, "
+            f"or a larger max_connections on the postgres service")
+
 if problems:
-    print(f"check-compose: {len(problems)} problem(s) in {os.path.relpath(compose_path, root)}:", file=sys.stderr)
+    print(f"check-compose: {len(problems)} problem(s) in {compose_label}:", file=sys.stderr)
     for p in problems:
         print(f"  - {p}", file=sys.stderr)
     sys.exit(1)
-print(f"check-compose: {len(services)} services; app binaries {', '.join(sorted(checked_binaries))} "
+print(f"check-compose: {compose_label}: {len(services)} services; app binaries {', '.join(sorted(checked_binaries))} "
       "are built by the workspace and copied by the Dockerfile; worker roles "
       f"{', '.join(worker_binaries)} scale with deploy.replicas", file=sys.stderr)
 PY
-
-# The compose plugin's own validation (interpolation, schema), when it is installed. It needs no
-# engine; a missing plugin is not an error.
-compose_cmd=()
-if command -v docker >/dev/null 2>&1 && docker compose version >/dev/null 2>&1; then
-    compose_cmd=(docker compose)
-elif command -v docker-compose >/dev/null 2>&1 && docker-compose version 2>/dev/null | grep -q 'v2\.'; then
-    compose_cmd=(docker-compose)
-fi
-if ((${#compose_cmd[@]})); then
-    if ! output="$(cd "$(dirname "$COMPOSE")" && "${compose_cmd[@]}" -f "$COMPOSE" config -q 2>&1)"; then
-        fail "\`${compose_cmd[*]} config -q\` refused $COMPOSE:"$'\n'"$output"
+    if ((${#compose_cmd[@]})); then
+        if ! output="$(cd "$ROOT" && "${compose_cmd[@]}" "${args[@]}" config -q 2>&1)"; then
+            fail "\`${compose_cmd[*]} ${args[*]} config -q\` refused it:"$'\n'"$output"
+        fi
+        echo "check-compose: \`${compose_cmd[*]} ${args[*]} config -q\` accepts it" >&2
+    else
+        echo "check-compose: no docker compose plugin; skipped \`docker compose config -q\`" >&2
     fi
-    echo "check-compose: \`${compose_cmd[*]} config -q\` accepts it" >&2
-else
-    echo "check-compose: no docker compose plugin; skipped \`docker compose config -q\`" >&2
-fi
+}
 
-echo "compose.yaml: ok"
+if (($#)); then
+    check "$@"
+else
+    check "$ROOT/compose.yaml"
+    check "$ROOT/compose.yaml" "$ROOT/compose.cluster.yaml"
+fi
+echo "compose: ok"

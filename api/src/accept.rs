@@ -69,8 +69,8 @@ fn prefer_wait(headers: &HeaderMap, max: Duration) -> Option<Duration> {
 pub enum Outcome {
     /// Accepted, not (yet) applied: 202 with the stored first answer.
     Accepted { command_id: Uuid, body: serde_json::Value },
-    /// Applied within the wait.
-    Applied { command_id: Uuid },
+    /// Applied within the wait; `body` is the 202 to answer if the result cannot be read.
+    Applied { command_id: Uuid, body: serde_json::Value },
 }
 
 #[derive(FromQueryResult)]
@@ -186,7 +186,7 @@ pub async fn submit(
     if let (Some(wait), Some(limit)) = (wait.as_mut(), options.wait)
         && wait_for(state, limit, wait).await
     {
-        return Ok(Outcome::Applied { command_id });
+        return Ok(Outcome::Applied { command_id, body });
     }
     Ok(Outcome::Accepted { command_id, body })
 }
@@ -233,15 +233,15 @@ async fn replay(
         // duplicate the worker skips.
         republish(state, message).await?;
     }
+    let body = existing.response.unwrap_or_else(|| serde_json::json!({ "commandId": command_id }));
     if let Some(limit) = options.wait {
         let mut wait = state.waiters.register(command_id);
         if command_state(state, command_id).await?.is_some_and(|s| s.status != "pending")
             || wait_for(state, limit, &mut wait).await
         {
-            return Ok(Some(Outcome::Applied { command_id }));
+            return Ok(Some(Outcome::Applied { command_id, body }));
         }
     }
-    let body = existing.response.unwrap_or_else(|| serde_json::json!({ "commandId": command_id }));
     Ok(Some(Outcome::Accepted { command_id, body }))
 }
 

@@ -90,6 +90,16 @@ impl ApiError {
 
 impl From<sea_orm::DbErr> for ApiError {
     fn from(e: sea_orm::DbErr) -> Self {
+        // Every pooled connection busy past `database.acquire_timeout_secs`, or PostgreSQL
+        // away: a retry later can succeed, so 503 with Retry-After rather than a 500. Nothing
+        // was accepted (a write answers 202 only after its row is committed and published).
+        if showrunner_shared::db::unreachable(&e) {
+            tracing::warn!(error = %e, "database unavailable, answering 503");
+            return Self::Unavailable {
+                detail: "the database is busy or unreachable; retry shortly".into(),
+                retry_after_secs: 1,
+            };
+        }
         Self::Internal(e.into())
     }
 }

@@ -105,8 +105,8 @@ impl BrokerLink {
                 self.position(db).await?;
             }
             let conn = broker::connect(&settings.amqp.url, "api").await?;
+            topology::declare_or_verify(&conn, &settings.amqp).await?;
             let channel = conn.create_channel().await?;
-            topology::declare(&channel, &settings.amqp).await?;
             let publisher =
                 Publisher::open(&conn, Duration::from_secs(settings.amqp.confirm_timeout_secs))
                     .await?;

@@ -5,6 +5,9 @@
 //! - `showrunner token --user NAME [--name N] [--email E] [--role member|admin] [--hours H]`:
 //!   prints a bearer token signed with `auth.jwt_secret`. The user id is derived from NAME
 //!   (UUIDv5), so the same name always gets the same id.
+//! - `showrunner topology`: declares the RabbitMQ topology (exchanges, queues, bindings) in
+//!   `amqp.url`'s vhost and exits. The deploy step runs it with a user that may configure;
+//!   the roles' least-privilege users then only verify it (deploy/README.md).
 
 use std::sync::Arc;
 
@@ -13,6 +16,7 @@ use showrunner_shared::config::{Settings, path_from_args};
 use uuid::Uuid;
 
 const USAGE: &str = "usage: showrunner [--config FILE] up
+       showrunner [--config FILE] topology
        showrunner [--config FILE] token --user NAME [--name DISPLAY] [--email EMAIL] [--role member|admin] [--hours N]";
 
 fn main() {
@@ -21,7 +25,7 @@ fn main() {
         Ok(s) => Arc::new(s),
         Err(error) => fail(2, &error.to_string()),
     };
-    let command = args.iter().position(|a| a == "up" || a == "token");
+    let command = args.iter().position(|a| a == "up" || a == "token" || a == "topology");
     match command.map(|i| (args[i].as_str(), &args[i + 1..])) {
         Some(("up", _)) => {
             showrunner_shared::telemetry::init(&settings.log);
@@ -30,6 +34,16 @@ fn main() {
                 .build()
                 .unwrap_or_else(|e| fail(1, &e.to_string()));
             if let Err(error) = runtime.block_on(up(settings)) {
+                fail(1, &format!("{error:#}"));
+            }
+        }
+        Some(("topology", _)) => {
+            showrunner_shared::telemetry::init(&settings.log);
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap_or_else(|e| fail(1, &e.to_string()));
+            if let Err(error) = runtime.block_on(topology(&settings)) {
                 fail(1, &format!("{error:#}"));
             }
         }
@@ -104,6 +118,17 @@ async fn up(settings: Arc<Settings>) -> anyhow::Result<()> {
             std::process::exit(showrunner_shared::process::EXIT_GRACE_EXCEEDED)
         }
     }
+}
+
+/// Declares the topology with this configuration's user (which needs configure rights on it).
+async fn topology(settings: &Settings) -> anyhow::Result<()> {
+    use showrunner_shared::broker::{self, topology};
+    let conn = broker::connect(&settings.amqp.url, "topology").await?;
+    let channel = conn.create_channel().await?;
+    topology::declare(&channel, &settings.amqp).await?;
+    let _ = broker::bounded(conn.close(200, "topology declared".into())).await;
+    println!("topology declared ({} command partitions)", settings.amqp.partitions);
+    Ok(())
 }
 
 fn token(settings: &Settings, args: &[String]) -> Result<String, String> {

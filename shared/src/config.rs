@@ -83,8 +83,32 @@ pub struct RealtimeSettings {
 pub struct DatabaseSettings {
     /// PostgreSQL URL; the database name is the deployment's own.
     pub url: String,
-    /// Pool size of each process.
-    pub max_connections: u32,
+    /// Pool size of each role's pool; unset, the role's own default
+    /// ([`DatabaseSettings::pool_size_for`]).
+    pub max_connections: Option<u32>,
+    /// Seconds a statement waits for a pooled connection before it fails: the api then answers
+    /// 503, a worker retries its batch without acking.
+    pub acquire_timeout_secs: u64,
+}
+
+impl DatabaseSettings {
+    /// The pool size of `role`: `max_connections` when set, else what the role needs. The
+    /// api serves many requests at once; a worker applies one batch at a time beside its
+    /// heartbeat, sweeper and readiness ping; a job worker finishes up to `jobs.max_in_flight`
+    /// jobs, most of them grouped into shared transactions. README "Running it on a cluster"
+    /// sums them per deployment.
+    pub fn pool_size_for(&self, role: &str) -> u32 {
+        self.max_connections.unwrap_or_else(|| default_pool_size(role))
+    }
+}
+
+/// Default pool size per role (`showrunner up` gives each of its roles its own pool).
+pub fn default_pool_size(role: &str) -> u32 {
+    match role {
+        "episode-worker" | "activity-worker" | "notification-worker" => 4,
+        "job-worker" => 8,
+        _ => 20,
+    }
 }
 
 /// `Debug` shows the URL without its password (see [`redact_url`]).
@@ -115,6 +139,7 @@ impl std::fmt::Debug for DatabaseSettings {
         f.debug_struct("DatabaseSettings")
             .field("url", &redact_url(&self.url))
             .field("max_connections", &self.max_connections)
+            .field("acquire_timeout_secs", &self.acquire_timeout_secs)
             .finish()
     }
 }
@@ -361,7 +386,7 @@ impl Settings {
         let mut builder = config::Config::builder()
             .set_default("profile", "development")?
             .set_default("database.url", "postgres://postgres@127.0.0.1:5432/showrunner")?
-            .set_default("database.max_connections", 20)?
+            .set_default("database.acquire_timeout_secs", 5)?
             .set_default("amqp.url", "amqp://guest:guest@127.0.0.1:5672/%2f")?
             .set_default("amqp.partitions", 16)?
             .set_default("amqp.queue_type", "quorum")?
@@ -462,8 +487,11 @@ impl Settings {
                 });
             }
         }
-        if self.database.max_connections < 2 {
+        if self.database.max_connections.is_some_and(|n| n < 2) {
             return Err(invalid("database.max_connections", "must be at least 2"));
+        }
+        if !(1..=300).contains(&self.database.acquire_timeout_secs) {
+            return Err(invalid("database.acquire_timeout_secs", "must be between 1 and 300"));
         }
         if self.auth.jwt_secret.expose().len() < 16 {
             return Err(invalid("auth.jwt_secret", "must be at least 16 bytes"));
@@ -582,6 +610,27 @@ mod tests {
         assert_eq!(s.database.url, "postgres://postgres@127.0.0.1:5432/showrunner");
         assert_eq!(s.http.addr.to_string(), "127.0.0.1:8080");
         assert_eq!(s.amqp.queue_type, QueueType::Quorum);
+    }
+
+    #[test]
+    fn each_role_gets_its_own_pool_size_unless_one_is_set() {
+        let s = Settings::with_overrides(&[]).expect("defaults load");
+        let sizes: Vec<u32> =
+            ["api", "episode-worker", "activity-worker", "notification-worker", "job-worker"]
+                .iter()
+                .map(|role| s.database.pool_size_for(role))
+                .collect();
+        assert_eq!(sizes, [20, 4, 4, 4, 8]);
+        assert_eq!(s.database.acquire_timeout_secs, 5);
+        let s = Settings::with_overrides(&[("database.max_connections", "7")]).expect("loads");
+        assert_eq!(s.database.pool_size_for("episode-worker"), 7);
+        assert_eq!(s.database.pool_size_for("api"), 7);
+        for (key, value) in
+            [("database.max_connections", "1"), ("database.acquire_timeout_secs", "0")]
+        {
+            let err = Settings::with_overrides(&[(key, value)]).expect_err("must fail");
+            assert!(err.to_string().contains(key), "{err}");
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@ use crate::domain::EpisodeStatus;
 
 use crate::config::DatabaseSettings;
 
+/// The pool of `role` (its size: [`DatabaseSettings::pool_size_for`]).
 pub async fn connect(settings: &DatabaseSettings, role: &str) -> Result<DatabaseConnection, DbErr> {
     connect_with(settings, role, true).await
 }
@@ -30,9 +31,12 @@ pub async fn connect_with(
 ) -> Result<DatabaseConnection, DbErr> {
     let mut options = ConnectOptions::new(settings.url.clone());
     options
-        .max_connections(settings.max_connections)
+        .max_connections(settings.pool_size_for(role))
         .min_connections(1)
-        .acquire_timeout(Duration::from_secs(5))
+        // A statement that finds every connection busy waits this long, then fails with
+        // `DbErr::ConnectionAcquire`, which [`unreachable`] counts as "retry later": the api
+        // answers 503, a worker retries its batch without acking.
+        .acquire_timeout(Duration::from_secs(settings.acquire_timeout_secs))
         .connect_timeout(Duration::from_secs(5))
         .set_application_name(format!("showrunner-{role}"))
         .test_before_acquire(ping_on_acquire)

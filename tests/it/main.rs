@@ -11,6 +11,8 @@ mod jobs;
 mod limits;
 mod ops;
 mod paging;
+mod permissions;
+mod pool;
 mod realtime;
 mod recovery;
 mod resilience;

@@ -140,9 +140,7 @@ async fn try_connect(
     role: &str,
 ) -> anyhow::Result<(Connection, Context)> {
     let conn = broker::connect(&settings.amqp.url, role).await?;
-    let channel = conn.create_channel().await?;
-    topology::declare(&channel, &settings.amqp).await?;
-    let _ = broker::bounded(channel.close(200, "topology declared".into())).await;
+    topology::declare_or_verify(&conn, &settings.amqp).await?;
     let publisher =
         Publisher::open(&conn, Duration::from_secs(settings.amqp.confirm_timeout_secs)).await?;
     tracing::info!(role, "connected to RabbitMQ");

@@ -145,8 +145,11 @@ async fn delete(
         accept::submit(&state, &user, command, data, now(), fingerprint.as_bytes(), &options)
             .await?;
     let result = match outcome {
-        Outcome::Applied { command_id } if query.permanent => {
-            check_applied(&state, command_id).await.map(|_| StatusCode::NO_CONTENT.into_response())
+        Outcome::Applied { command_id, body } if query.permanent => {
+            match check_applied(&state, command_id).await {
+                Err(ApiError::Unavailable { .. }) => Ok(accept::accepted(command_id, body)),
+                other => other.map(|_| StatusCode::NO_CONTENT.into_response()),
+            }
         }
         other => finish(&state, other, StatusCode::OK).await,
     };
@@ -177,9 +180,20 @@ async fn finish(
 ) -> Result<Response, ApiError> {
     match outcome {
         Outcome::Accepted { command_id, body } => Ok(accept::accepted(command_id, body)),
-        Outcome::Applied { command_id } => {
-            let resource_id = check_applied(state, command_id).await?;
-            let episode = find(state, resource_id, true).await?.ok_or_else(|| {
+        Outcome::Applied { command_id, body: accepted } => {
+            // The command is accepted (and applied): a database too busy to read the result
+            // now must not answer 503, which says "not accepted"; the 202 stays true.
+            let read = async {
+                let resource_id = check_applied(state, command_id).await?;
+                Ok::<_, ApiError>((resource_id, find(state, resource_id, true).await?))
+            };
+            let (resource_id, episode) = match read.await {
+                Err(ApiError::Unavailable { .. }) => {
+                    return Ok(accept::accepted(command_id, accepted));
+                }
+                other => other?,
+            };
+            let episode = episode.ok_or_else(|| {
                 ApiError::NotFound(format!("episode {resource_id} does not exist"))
             })?;
             let body = serde_json::json!({ "data": episode, "commandId": command_id });

@@ -38,6 +38,17 @@ pub enum BrokerError {
     Amqp(#[from] lapin::Error),
     #[error("invalid AMQP name {0:?}")]
     Name(String),
+    /// A role user may not declare, and the topology is not (all) there: run
+    /// `showrunner topology` with the deploy user first.
+    #[error(
+        "{name} is missing from the vhost and this user may not declare it: run \
+         `showrunner topology` with a user that may (deploy/README.md): {source}"
+    )]
+    TopologyMissing {
+        name: String,
+        #[source]
+        source: lapin::Error,
+    },
 }
 
 /// The name a process shows in the management UI: role, host and pid.

@@ -212,6 +212,84 @@ async fn declare_queue(ch: &Channel, name: &str, args: FieldTable) -> Result<(),
     Ok(())
 }
 
+/// How [`declare_or_verify`] set the topology up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setup {
+    /// This user may declare, and did.
+    Declared,
+    /// This user may not (a least-privilege role user): everything was there already.
+    Verified,
+}
+
+/// Declares the topology; when the broker refuses this user the right to (`ACCESS_REFUSED`:
+/// a role's least-privilege user, `deploy/rabbitmq/permissions.json`, may configure nothing
+/// shared), checks passively that every exchange and queue exists, as declared beforehand by
+/// `showrunner topology` with the deploy user. Passive declarations need no permission, so
+/// a role user holds only the write and read rights its work needs and can delete nothing.
+pub async fn declare_or_verify(
+    conn: &lapin::Connection,
+    amqp: &AmqpSettings,
+) -> Result<Setup, BrokerError> {
+    let channel = conn.create_channel().await?;
+    match declare(&channel, amqp).await {
+        Ok(()) => {
+            let _ = super::bounded(channel.close(200, "topology declared".into())).await;
+            Ok(Setup::Declared)
+        }
+        Err(BrokerError::Amqp(error)) if access_refused(&error) => {
+            // The refusal closed that channel.
+            let channel = conn.create_channel().await?;
+            verify(&channel, amqp).await?;
+            let _ = super::bounded(channel.close(200, "topology verified".into())).await;
+            tracing::info!("not allowed to declare the topology; verified that it exists");
+            Ok(Setup::Verified)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+fn access_refused(error: &lapin::Error) -> bool {
+    use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+    matches!(error.kind(), lapin::ErrorKind::ProtocolError(e)
+        if matches!(e.kind(), AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED)))
+}
+
+/// Every exchange and queue [`declare`] makes, checked with passive declarations (which fail
+/// with `NOT_FOUND` on the first one missing and need no permission).
+pub async fn verify(ch: &Channel, amqp: &AmqpSettings) -> Result<(), BrokerError> {
+    use lapin::options::{ExchangeDeclareOptions as E, QueueDeclareOptions as Q};
+    let exchanges = [
+        COMMANDS_EXCHANGE,
+        EVENTS_EXCHANGE,
+        PARKED_EXCHANGE,
+        LIVE_EXCHANGE,
+        JOBS_EXCHANGE,
+        JOBS_DELAY_EXCHANGE,
+    ];
+    let mut work_queues: Vec<String> = (0..amqp.partitions).map(command_queue).collect();
+    work_queues.extend([NOTIFICATIONS_QUEUE, EVENT_LOG_QUEUE, JOBS_QUEUE].map(String::from));
+    let mut queues: Vec<String> = work_queues.iter().map(|q| parked_queue(q)).collect();
+    queues.extend(work_queues);
+    queues.extend(JOB_DELAY_TIERS_MS.iter().map(|ttl| job_delay_queue(*ttl)));
+    for exchange in exchanges {
+        let options = E { passive: true, ..Default::default() };
+        ch.exchange_declare(exchange.into(), ExchangeKind::Direct, options, FieldTable::default())
+            .await
+            .map_err(|e| missing(exchange, e))?;
+    }
+    for queue in &queues {
+        let options = Q { passive: true, ..Default::default() };
+        ch.queue_declare(queue.as_str().into(), options, FieldTable::default())
+            .await
+            .map_err(|e| missing(queue, e))?;
+    }
+    Ok(())
+}
+
+fn missing(name: &str, error: lapin::Error) -> BrokerError {
+    BrokerError::TopologyMissing { name: name.to_string(), source: error }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
