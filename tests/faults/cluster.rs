@@ -204,6 +204,8 @@ impl Node {
 pub struct Cluster {
     nodes: Vec<Node>,
     http: reqwest::Client,
+    /// What the checks at creation found wrong (the group size).
+    findings: Vec<String>,
 }
 
 impl Drop for Cluster {
@@ -254,7 +256,7 @@ impl Cluster {
             .timeout(Duration::from_secs(10))
             .build()
             .context("an HTTP client")?;
-        let mut cluster = Self { nodes, http };
+        let mut cluster = Self { nodes, http, findings: Vec::new() };
         for node in &mut cluster.nodes {
             node.spawn()?;
         }
@@ -271,6 +273,10 @@ impl Cluster {
         while cluster.running_nodes().await.len() < SIZE {
             anyhow::ensure!(Instant::now() < deadline, "the nodes did not form one cluster");
             tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        // Checked before the load: it declares a topology's worth of quorum queues.
+        if let Some(finding) = cluster.group_size_holds().await? {
+            cluster.findings.push(format!("amqp.quorum_initial_group_size: {finding}"));
         }
         Ok(cluster)
     }
@@ -542,10 +548,11 @@ fn uuid_at(value: &Value, path: &[&str]) -> Option<Uuid> {
     path.iter().try_fold(value, |v, k| v.get(k))?.as_str().and_then(|s| Uuid::parse_str(s).ok())
 }
 
-/// A node fault and when it took effect.
+/// A node fault: when the suite began it and when the action (the stop, the kill) returned.
 struct Fault {
     what: String,
-    at: Instant,
+    began: Instant,
+    ended: Instant,
 }
 
 /// What the cluster mode ran, for the end of the suite.
@@ -589,13 +596,10 @@ pub async fn inject(
             "quorum queues without {SIZE} replicas (the broker's default group size): {short:?}"
         ));
     }
-    if let Some(finding) = cluster.group_size_holds().await? {
-        run.violations.push(format!("amqp.quorum_initial_group_size: {finding}"));
-    } else {
-        log.act(
-            "a topology declared with amqp.quorum_initial_group_size = 2: 2 replicas each".into(),
-        );
+    if cluster.findings.is_empty() {
+        log.act("before the load: a topology declared with amqp.quorum_initial_group_size = 2 got 2 replicas per queue".into());
     }
+    run.violations.append(&mut cluster.findings);
 
     let mut round = 0;
     while round == 0 || Instant::now() < end {
@@ -604,26 +608,25 @@ pub async fn inject(
 
         // A clean stop of the node the api is on: every connection there closes.
         let victim = cluster.api_node().await.unwrap_or(0);
+        let name = cluster.nodes[victim].name.clone();
         let began = Instant::now();
         cluster.nodes[victim].stop().await?;
-        let name = cluster.nodes[victim].name.clone();
         log.act(format!(
-            "stopped {name} (rabbitmqctl stop, {:.1}s), the api's node",
+            "stopped {name}, the api's node (rabbitmqctl stop took {:.1}s)",
             began.elapsed().as_secs_f64()
         ));
-        run.faults
-            .push(Fault { what: format!("stop {name} (the api's node)"), at: Instant::now() });
+        let what = format!("stop c{} (the api's node)", victim + 1);
+        run.faults.push(Fault { what, began, ended: Instant::now() });
         *counts.entry("stop the api's RabbitMQ node, start it again").or_default() += 1;
         bring_back(cluster, victim, log).await?;
 
         // kill -9 the node that leads most command queues.
         let (victim, led) = cluster.command_leader().await.context("no command queue leader")?;
         let name = cluster.nodes[victim].name.clone();
+        let began = Instant::now();
         cluster.nodes[victim].kill().await?;
-        run.faults.push(Fault {
-            what: format!("kill -9 {name} (leader of {led} command queues)"),
-            at: Instant::now(),
-        });
+        let what = format!("kill -9 c{} (leader of {led} command queues)", victim + 1);
+        run.faults.push(Fault { what, began, ended: Instant::now() });
         log.act(format!("kill -9 {name}, leader of {led} command partition queues"));
         *counts.entry("kill -9 the command queues' leader node, start it again").or_default() += 1;
         bring_back(cluster, victim, log).await?;
@@ -656,61 +659,62 @@ impl Run {
         let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
         let attempts = std::mem::take(&mut log.attempts);
         println!(
-            "\n== writes after each node fault (the probe: one write every 250 ms, retried every 250 ms)"
+            "\n== writes during and after each node fault (a probe writes every 250 ms and retries every 250 ms)"
         );
         println!(
-            "  {:<62} {:>14} {:>14} {:>9}",
-            "fault", "accepted again", "longest gap", "refused"
+            "  {:<46} {:>8} {:>12} {:>10} {:>9}",
+            "fault", "took", "no write for", "from", "refused"
         );
         for fault in &self.faults {
-            let first_ok = attempts
-                .iter()
-                .filter(|a| a.accepted && a.sent >= fault.at)
-                .map(|a| a.answered)
-                .min();
-            let window_end = fault.at + Duration::from_secs(30);
-            // Answer times of accepted writes around the fault, and the longest wait between two.
+            // Accepted answers from just before the fault to 30 s after its action returned;
+            // the longest wait between two of them is how long writes were not accepted.
+            let window_end = fault.ended + Duration::from_secs(30);
             let mut oks: Vec<Instant> = attempts
                 .iter()
                 .filter(|a| a.accepted && a.answered <= window_end)
                 .map(|a| a.answered)
                 .collect();
             oks.sort();
-            let before = oks.iter().rev().find(|t| **t <= fault.at).copied();
-            let mut gap = Duration::ZERO;
-            let mut last = before.unwrap_or(fault.at);
-            for t in oks.iter().filter(|t| **t > fault.at) {
-                gap = gap.max(t.duration_since(last));
+            let mut last =
+                oks.iter().rev().find(|t| **t <= fault.began).copied().unwrap_or(fault.began);
+            let (mut gap, mut gap_from) = (Duration::ZERO, last);
+            for t in oks.iter().filter(|t| **t > fault.began) {
+                if t.duration_since(last) > gap {
+                    (gap, gap_from) = (t.duration_since(last), last);
+                }
                 last = *t;
+            }
+            let accepted_after = oks.iter().any(|t| *t > fault.ended);
+            if !accepted_after || gap > Duration::from_secs(60) {
+                self.violations.push(format!(
+                    "writes were not accepted again within a minute after \"{}\"",
+                    fault.what
+                ));
             }
             let refused = attempts
                 .iter()
-                .filter(|a| !a.accepted && a.sent >= fault.at && a.sent <= window_end)
+                .filter(|a| !a.accepted && a.sent >= fault.began && a.sent <= window_end)
                 .count();
-            let again = match first_ok {
-                Some(t) if t.duration_since(fault.at) <= Duration::from_secs(60) => {
-                    format!("{:.1} s", t.duration_since(fault.at).as_secs_f64())
-                }
-                _ => {
-                    self.violations.push(format!(
-                        "no write sent after \"{}\" was accepted within 60 s",
-                        fault.what
-                    ));
-                    "never".to_string()
-                }
+            // Where the gap began, from the fault's beginning (negative: the last accepted
+            // write before the fault).
+            let from = if gap_from >= fault.began {
+                gap_from.duration_since(fault.began).as_secs_f64()
+            } else {
+                -fault.began.duration_since(gap_from).as_secs_f64()
             };
             println!(
-                "  {:<62} {:>14} {:>14} {:>9}",
+                "  {:<46} {:>8} {:>12} {:>10} {:>9}",
                 fault.what,
-                again,
+                format!("{:.1} s", fault.ended.duration_since(fault.began).as_secs_f64()),
                 format!("{:.1} s", gap.as_secs_f64()),
+                format!("{from:+.1} s"),
                 refused
             );
         }
         println!(
-            "  (accepted again: from the fault to the first accepted write sent after it; longest gap: \
-             the longest wait between two accepted writes in the 30 s after it; refused: attempts \
-             answered 5xx or not at all in those 30 s)"
+            "  (took: the stop or kill itself; no write for: the longest time between two accepted \
+             writes, from just before the fault to 30 s after it; from: when that began, from the \
+             fault's start; refused: attempts answered 5xx or not at all meanwhile)"
         );
         if !self.violations.is_empty() {
             println!("\n== cluster findings: {}", self.violations.len());
