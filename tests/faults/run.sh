@@ -17,15 +17,24 @@ cd "$(dirname "$0")/../.."
 cargo build --quiet -p showrunner-tests --bin faults --bin sr-role
 target="${CARGO_TARGET_DIR:-target}"
 
+# The suite in a process group of its own (job control): every process it starts (role
+# processes, RabbitMQ nodes) is in that group unless it leaves it.
+set -m
 "$target/debug/faults" "$@" &
 child=$!
+set +m
 
 # The suite stops and removes what it started, also when it fails or is interrupted; this is
-# for a suite that could not (killed, or crashed): its nodes and its PostgreSQL are stopped, by
-# the pids they wrote, and only where the process is still the one started from that directory.
+# for a suite that could not (killed, or crashed): what is left of its process group, then its
+# nodes and its PostgreSQL by the pids they wrote (only where the process is still the one
+# started from that directory).
 cleanup() {
   local dir="${TMPDIR:-/tmp}/srfaults-$child" pidfile pid bin
   [ -d "$dir" ] || return 0
+  if kill -0 -- -"$child" 2>/dev/null; then
+    echo "run.sh: stopping the processes the suite left running"
+    kill -9 -- -"$child" 2>/dev/null || true
+  fi
   for pidfile in "$dir"/rabbit/pid "$dir"/cluster/c*/pid; do
     [ -f "$pidfile" ] || continue
     pid=$(cat "$pidfile")
