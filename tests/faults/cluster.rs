@@ -298,12 +298,11 @@ impl Cluster {
     async fn get(&self, path: &str) -> Option<Value> {
         for node in self.nodes.iter().filter(|n| n.child.is_some()) {
             let answer = self.http.get(node.api(path)).basic_auth("guest", Some("guest")).send();
-            if let Ok(response) = answer.await {
-                if response.status().is_success() {
-                    if let Ok(value) = response.json::<Value>().await {
-                        return Some(value);
-                    }
-                }
+            if let Ok(response) = answer.await
+                && response.status().is_success()
+                && let Ok(value) = response.json::<Value>().await
+            {
+                return Some(value);
             }
         }
         None
