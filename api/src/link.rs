@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use sea_orm::{DatabaseConnection, FromQueryResult};
-use showrunner_shared::broker::{self, Publisher, topology};
+use showrunner_shared::broker::{self, Nodes, Publisher, topology};
 use showrunner_shared::config::Settings;
 use showrunner_shared::contracts::EventEnvelope;
 use showrunner_shared::db::sql;
@@ -65,9 +65,11 @@ impl BrokerLink {
         cancel: CancellationToken,
     ) {
         let mut delays = reconnect_delays();
+        // Which node the next session tries first: after losing one, another (failover).
+        let nodes = Nodes::new(&settings.amqp);
         loop {
             let started = std::time::Instant::now();
-            match self.session(&settings, &db, &waiters, &hub, &cancel).await {
+            match self.session(&settings, &nodes, &db, &waiters, &hub, &cancel).await {
                 Ok(()) => return,
                 Err(error) => {
                     self.set(None);
@@ -90,6 +92,7 @@ impl BrokerLink {
     async fn session(
         &self,
         settings: &Settings,
+        nodes: &Nodes,
         db: &DatabaseConnection,
         waiters: &Waiters,
         hub: &Hub,
@@ -104,7 +107,7 @@ impl BrokerLink {
                 // in between as already seen).
                 self.position(db).await?;
             }
-            let conn = broker::connect(&settings.amqp.url, "api").await?;
+            let (conn, node) = nodes.connect("api").await?;
             topology::declare_or_verify(&conn, &settings.amqp).await?;
             let channel = conn.create_channel().await?;
             let publisher =
@@ -120,17 +123,18 @@ impl BrokerLink {
                 &["#"],
             )
             .await?;
-            Ok::<_, anyhow::Error>((conn, channel, publisher, live))
+            Ok::<_, anyhow::Error>((conn, node, channel, publisher, live))
         };
         // `_channel` lives as long as the session: dropping the last handle closes a channel.
-        let (conn, _channel, publisher, mut live) = tokio::time::timeout(SETUP_TIMEOUT, setup)
-            .await
-            .map_err(|_| anyhow::anyhow!("RabbitMQ did not answer within {SETUP_TIMEOUT:?}"))??;
+        let (conn, node, _channel, publisher, mut live) =
+            tokio::time::timeout(SETUP_TIMEOUT, setup).await.map_err(|_| {
+                anyhow::anyhow!("RabbitMQ did not answer within {SETUP_TIMEOUT:?}")
+            })??;
         // The queue is bound: everything sequenced from now on arrives on it. What was
         // sequenced while this instance had no queue comes from the event log.
         self.catch_up(db, waiters, hub).await?;
         self.set(Some(publisher.clone()));
-        tracing::info!("RabbitMQ link up");
+        tracing::info!(%node, "RabbitMQ link up");
         let rules = Rules::from_settings(settings);
         showrunner_shared::metrics::BROKER_RECONNECTS.inc(&["api"]);
         let mut health = tokio::time::interval(Duration::from_secs(1));

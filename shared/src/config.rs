@@ -115,8 +115,13 @@ pub fn default_pool_size(role: &str) -> u32 {
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AmqpSettings {
-    /// RabbitMQ URL; its vhost keeps deployments apart.
+    /// RabbitMQ URL (one node, or a load balancer in front of a cluster); its vhost keeps
+    /// deployments apart. Not used when `urls` is set.
     pub url: String,
+    /// The nodes of a cluster, in the order a process tries them (see [`AmqpSettings::nodes`]).
+    /// A TOML array, or a comma-separated string in the environment. Empty: `url` alone.
+    #[serde(deserialize_with = "list_or_commas")]
+    pub urls: Vec<String>,
     /// How many partition queues carry episode commands (per-episode order needs a fixed
     /// number: changing it on a running system reorders in-flight commands).
     pub partitions: u16,
@@ -132,7 +137,24 @@ pub struct AmqpSettings {
     pub confirm_timeout_secs: u64,
     /// Largest message body a consumer reads; a larger one is parked without being parsed.
     pub max_message_bytes: usize,
+    /// `x-quorum-initial-group-size` of the quorum queues: how many nodes hold a replica of
+    /// each queue created from now on. Unset: the broker's own default (RabbitMQ 3.10:
+    /// `quorum_cluster_size`, 3, so every node of a cluster of up to three).
+    #[serde(default)]
+    pub quorum_initial_group_size: Option<u16>,
 }
+
+impl AmqpSettings {
+    /// The broker nodes in the order a process tries them: `urls`, or `url` alone. A process
+    /// connects to the first that answers; after it loses a connection it starts with the node
+    /// after the one it lost (`broker::Nodes`).
+    pub fn nodes(&self) -> &[String] {
+        if self.urls.is_empty() { std::slice::from_ref(&self.url) } else { &self.urls }
+    }
+}
+
+/// The default of `amqp.url`: the RabbitMQ of this machine, vhost `/`.
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
 impl std::fmt::Debug for DatabaseSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -148,12 +170,14 @@ impl std::fmt::Debug for AmqpSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AmqpSettings")
             .field("url", &redact_url(&self.url))
+            .field("urls", &self.urls.iter().map(|u| redact_url(u)).collect::<Vec<_>>())
             .field("partitions", &self.partitions)
             .field("queue_type", &self.queue_type)
             .field("prefetch", &self.prefetch)
             .field("batch_size", &self.batch_size)
             .field("delivery_limit", &self.delivery_limit)
             .field("confirm_timeout_secs", &self.confirm_timeout_secs)
+            .field("quorum_initial_group_size", &self.quorum_initial_group_size)
             .finish()
     }
 }
@@ -387,7 +411,8 @@ impl Settings {
             .set_default("profile", "development")?
             .set_default("database.url", "postgres://postgres@127.0.0.1:5432/showrunner")?
             .set_default("database.acquire_timeout_secs", 5)?
-            .set_default("amqp.url", "amqp://guest:guest@127.0.0.1:5672/%2f")?
+            .set_default("amqp.url", DEFAULT_AMQP_URL)?
+            .set_default("amqp.urls", "")?
             .set_default("amqp.partitions", 16)?
             .set_default("amqp.queue_type", "quorum")?
             .set_default("amqp.prefetch", 500)?
@@ -469,9 +494,7 @@ impl Settings {
         if self.amqp.delivery_limit < 1 {
             return Err(invalid("amqp.delivery_limit", "must be at least 1"));
         }
-        if !self.amqp.url.starts_with("amqp://") && !self.amqp.url.starts_with("amqps://") {
-            return Err(invalid("amqp.url", "must start with amqp:// or amqps://"));
-        }
+        self.validate_amqp_nodes()?;
         if !self.database.url.starts_with("postgres://")
             && !self.database.url.starts_with("postgresql://")
         {
@@ -479,13 +502,11 @@ impl Settings {
         }
         // Checked here because the drivers' messages for a URL they cannot parse quote the
         // whole URL, password included; `url`'s errors never quote their input.
-        for (key, value) in [("amqp.url", &self.amqp.url), ("database.url", &self.database.url)] {
-            if let Err(error) = url::Url::parse(value) {
-                return Err(ConfigError::Invalid {
-                    key,
-                    message: format!("is not a valid URL: {error}"),
-                });
-            }
+        if let Err(error) = url::Url::parse(&self.database.url) {
+            return Err(ConfigError::Invalid {
+                key: "database.url",
+                message: format!("is not a valid URL: {error}"),
+            });
         }
         if self.database.max_connections.is_some_and(|n| n < 2) {
             return Err(invalid("database.max_connections", "must be at least 2"));
@@ -560,6 +581,41 @@ impl Settings {
             return Err(invalid("jobs.webhook_max_redirects", "must be at most 20"));
         }
         self.validate_limits()
+    }
+
+    fn validate_amqp_nodes(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: String| ConfigError::Invalid { key, message };
+        let amqp = &self.amqp;
+        let key = if amqp.urls.is_empty() { "amqp.url" } else { "amqp.urls" };
+        if !amqp.urls.is_empty() && amqp.url != DEFAULT_AMQP_URL {
+            return Err(invalid("amqp.urls", "and amqp.url are both set: set one of them".into()));
+        }
+        let mut vhost = None;
+        for (i, node) in amqp.nodes().iter().enumerate() {
+            // Which node, by position: the URL itself may hold a password.
+            let which =
+                if amqp.urls.is_empty() { String::new() } else { format!(" (node {})", i + 1) };
+            if !node.starts_with("amqp://") && !node.starts_with("amqps://") {
+                return Err(invalid(key, format!("must start with amqp:// or amqps://{which}")));
+            }
+            // Checked here because the drivers' messages for a URL they cannot parse quote the
+            // whole URL, password included; `url`'s errors never quote their input.
+            let parsed = url::Url::parse(node)
+                .map_err(|error| invalid(key, format!("is not a valid URL{which}: {error}")))?;
+            // Nodes of one cluster serve one deployment: a list that mixes vhosts is a mistake
+            // that would split the deployment's processes between two topologies.
+            let path = match parsed.path().trim_start_matches('/') {
+                "" => "%2f".to_string(),
+                named => named.replace("%2F", "%2f"),
+            };
+            if vhost.get_or_insert_with(|| path.clone()) != &path {
+                return Err(invalid(key, format!("must name the same vhost on every node{which}")));
+            }
+        }
+        if amqp.quorum_initial_group_size == Some(0) {
+            return Err(invalid("amqp.quorum_initial_group_size", "must be at least 1".into()));
+        }
+        Ok(())
     }
 
     fn validate_limits(&self) -> Result<(), ConfigError> {
@@ -766,6 +822,45 @@ mod tests {
             assert!(!line.contains('\n') && line.contains("line 2"), "{line}");
         }
         let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_cluster_is_a_list_of_nodes() {
+        let s = Settings::with_overrides(&[]).expect("defaults load");
+        assert_eq!(s.amqp.nodes(), [DEFAULT_AMQP_URL]);
+        assert_eq!(s.amqp.quorum_initial_group_size, None);
+        let nodes = "amqp://app:mq-Pa55word@mq1:5672/prod, amqp://app:mq-Pa55word@mq2:5672/prod,";
+        let s = Settings::with_overrides(&[
+            ("amqp.urls", nodes),
+            ("amqp.quorum_initial_group_size", "3"),
+        ])
+        .expect("a list of nodes loads");
+        assert_eq!(
+            s.amqp.nodes(),
+            ["amqp://app:mq-Pa55word@mq1:5672/prod", "amqp://app:mq-Pa55word@mq2:5672/prod"]
+        );
+        assert_eq!(s.amqp.quorum_initial_group_size, Some(3));
+        let printed = format!("{s:?}");
+        assert!(!printed.contains("Pa55word"), "{printed}");
+        assert!(printed.contains("amqp://app:***@mq2:5672/prod"), "{printed}");
+        // The default vhost spelled two ways is one vhost.
+        Settings::with_overrides(&[("amqp.urls", "amqp://a:5672,amqp://b:5672/%2F")])
+            .expect("one vhost");
+    }
+
+    #[test]
+    fn a_bad_list_of_nodes_is_refused_naming_the_node_not_its_password() {
+        for (pairs, wanted) in [
+            (vec![("amqp.urls", "amqp://a/prod,amqp://b/test")], "amqp.urls"),
+            (vec![("amqp.urls", "amqp://a/prod,http://u:mq-Pa55word@b/prod")], "(node 2)"),
+            (vec![("amqp.urls", "amqp://a/p,amqp://u:mq-Pa55word@b:99999/p")], "(node 2)"),
+            (vec![("amqp.urls", "amqp://a/p"), ("amqp.url", "amqp://b/p")], "both set"),
+            (vec![("amqp.quorum_initial_group_size", "0")], "amqp.quorum_initial_group_size"),
+        ] {
+            let err = Settings::with_overrides(&pairs).expect_err("must fail");
+            let line = err.to_string();
+            assert!(line.contains(wanted) && !line.contains("Pa55word"), "{line}");
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! repeats them). It prints what it did and what it counted, and exits 1 on any violation.
 //! Everything it started is stopped and removed, also on failure.
 
+mod cluster;
 mod load;
 mod services;
 
@@ -43,6 +44,8 @@ struct Args {
     /// Chooses the order of the faults, their victims and the load's choices; printed at the
     /// start, so a run can be repeated with `--seed N` (the timing still differs).
     seed: u64,
+    /// A three-node RabbitMQ cluster and node faults (`cluster.rs`) instead of one node.
+    cluster: bool,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -51,6 +54,7 @@ fn args() -> anyhow::Result<Args> {
         clients: 6,
         keep: false,
         seed: fastrand::u64(..),
+        cluster: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -61,8 +65,9 @@ fn args() -> anyhow::Result<Args> {
             "--clients" => out.clients = it.next().context("--clients N")?.parse()?,
             "--keep" => out.keep = true,
             "--seed" => out.seed = it.next().context("--seed N")?.parse()?,
+            "--cluster" => out.cluster = true,
             other => anyhow::bail!(
-                "unknown argument {other}; usage: faults [--duration SECS] [--clients N] [--seed N] [--keep]"
+                "unknown argument {other}; usage: faults [--duration SECS] [--clients N] [--seed N] [--keep] [--cluster]"
             ),
         }
     }
@@ -85,7 +90,8 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let mut stack = Stack { dir: dir.clone(), pg: None, rabbit: None, procs: Vec::new() };
+    let mut stack =
+        Stack { dir: dir.clone(), pg: None, rabbit: None, cluster: None, procs: Vec::new() };
     // Interrupted (Ctrl-C, SIGTERM): the teardown below still stops the private services.
     let result = runtime.block_on(async {
         let interrupted = showrunner_shared::shutdown::on_signal();
@@ -123,6 +129,7 @@ struct Stack {
     dir: PathBuf,
     pg: Option<Postgres>,
     rabbit: Option<Rabbit>,
+    cluster: Option<cluster::Cluster>,
     procs: Vec<Proc>,
 }
 
@@ -137,6 +144,9 @@ impl Stack {
         self.procs.clear();
         if let Some(mut rabbit) = self.rabbit.take() {
             tokio::task::spawn_blocking(move || rabbit.stop()).await.ok();
+        }
+        if let Some(mut cluster) = self.cluster.take() {
+            cluster.stop_all();
         }
         if let Some(pg) = self.pg.take() {
             tokio::task::spawn_blocking(move || pg.stop("immediate")).await.ok();
@@ -221,11 +231,21 @@ async fn suite(args: &Args, stack: &mut Stack) -> anyhow::Result<usize> {
     log.act(format!("private PostgreSQL up on 127.0.0.1:{}", pg.port));
     let database_url = pg.url("showrunner");
     stack.pg = Some(pg);
-    let dir = stack.dir.clone();
-    let rabbit = tokio::task::spawn_blocking(move || Rabbit::create(&dir)).await??;
-    log.act(format!("private RabbitMQ node up on 127.0.0.1:{}", rabbit.port));
-    let amqp_url = rabbit.url();
-    stack.rabbit = Some(rabbit);
+    // One node (`amqp.url`), or a cluster's nodes (`amqp.urls`, comma-separated).
+    let (amqp_key, amqp_url) = if args.cluster {
+        let cluster = cluster::Cluster::create(&stack.dir).await?;
+        log.act(format!("private RabbitMQ cluster up: {}", cluster.describe()));
+        let urls = cluster.urls();
+        stack.cluster = Some(cluster);
+        ("AMQP__URLS", urls)
+    } else {
+        let dir = stack.dir.clone();
+        let rabbit = tokio::task::spawn_blocking(move || Rabbit::create(&dir)).await??;
+        log.act(format!("private RabbitMQ node up on 127.0.0.1:{}", rabbit.port));
+        let url = rabbit.url();
+        stack.rabbit = Some(rabbit);
+        ("AMQP__URL", url)
+    };
     showrunner_migrations::migrate(&database_url).await?;
     log.act("migrations applied".into());
 
@@ -233,7 +253,7 @@ async fn suite(args: &Args, stack: &mut Stack) -> anyhow::Result<usize> {
     let vars: Vec<(String, String)> = [
         ("DATABASE__URL", database_url.as_str()),
         ("DATABASE__MAX_CONNECTIONS", "6"),
-        ("AMQP__URL", amqp_url.as_str()),
+        (amqp_key, amqp_url.as_str()),
         ("AMQP__PARTITIONS", "8"),
         ("HTTP__ADDR", &format!("127.0.0.1:{api_port}")),
         ("AUTH__JWT_SECRET", SECRET),
@@ -297,8 +317,26 @@ async fn suite(args: &Args, stack: &mut Stack) -> anyhow::Result<usize> {
     let mut api_sigterm_exits = Vec::new();
     let end = Instant::now() + args.duration;
     let mut round = 0usize;
+    let cluster_run = match stack.cluster.as_mut() {
+        Some(cluster) => {
+            let probe = token("prober", Role::Member);
+            let (stop, give_up) = (stop.clone(), give_up.clone());
+            let run = cluster::inject(
+                cluster,
+                api.clone(),
+                probe,
+                stop,
+                give_up,
+                &mut log,
+                &mut faults,
+                end,
+            );
+            Some(run.await?)
+        }
+        None => None,
+    };
     let mut schedule = [0usize, 1, 2, 3, 4, 5];
-    while Instant::now() < end {
+    while cluster_run.is_none() && Instant::now() < end {
         tokio::time::sleep(Duration::from_secs(4)).await;
         if Instant::now() >= end {
             break;
@@ -400,6 +438,12 @@ async fn suite(args: &Args, stack: &mut Stack) -> anyhow::Result<usize> {
     while let Some(r) = clients.join_next().await {
         reports.push(r?);
     }
+    let mut cluster_violations = Vec::new();
+    if let Some(run) = cluster_run {
+        let (probe, findings) = run.finish().await?;
+        reports.push(probe);
+        cluster_violations = findings;
+    }
     giver.abort();
     let jobs = jobs.await?;
     let mut ws = ws.await?;
@@ -442,7 +486,7 @@ async fn suite(args: &Args, stack: &mut Stack) -> anyhow::Result<usize> {
     log.act(format!("SIGTERM to all {} processes", stack.procs.len()));
     stack.procs.clear();
 
-    let parked = parked_jobs(&amqp_url).await;
+    let parked = parked_jobs(amqp_url.split(',').next().unwrap_or_default()).await;
     log.act(format!("seed was {}", args.seed));
     let violations = check(
         &db,
@@ -458,6 +502,7 @@ async fn suite(args: &Args, stack: &mut Stack) -> anyhow::Result<usize> {
         parked,
     )
     .await?;
+    let violations = violations + cluster_violations.len();
     if violations > 0 {
         print_log_tails(&logs);
     }

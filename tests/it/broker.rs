@@ -282,8 +282,8 @@ async fn the_retired_activity_queue_is_deleted_at_declare() {
     let durable = QueueDeclareOptions { durable: true, ..Default::default() };
     channel.queue_declare(RETIRED_ACTIVITY_QUEUE.into(), durable, args).await.expect("declare");
 
-    topology::declare(&channel, &app.settings.amqp).await.expect("topology");
-    topology::declare(&channel, &app.settings.amqp).await.expect("topology, again");
+    topology::declare(&conn, &app.settings.amqp).await.expect("topology");
+    topology::declare(&conn, &app.settings.amqp).await.expect("topology, again");
 
     let probe = conn.create_channel().await.expect("channel");
     let passive = QueueDeclareOptions { passive: true, ..Default::default() };

@@ -9,6 +9,7 @@ mod episodes;
 mod hostile;
 mod jobs;
 mod limits;
+mod nodes;
 mod ops;
 mod paging;
 mod permissions;

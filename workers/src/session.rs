@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use lapin::Connection;
 use sea_orm::{ConnectionTrait, DatabaseConnection, FromQueryResult};
-use showrunner_shared::broker::{self, Publisher, topology};
+use showrunner_shared::broker::{self, Nodes, Publisher, topology};
 use showrunner_shared::config::Settings;
 use showrunner_shared::contracts::CommandEnvelope;
 use showrunner_shared::db::sql;
@@ -49,6 +49,8 @@ pub async fn database_with(
 pub struct Pacer {
     last_start: Option<std::time::Instant>,
     delays: Option<backon::ExponentialBackoff>,
+    /// The broker's nodes and which one the next session tries first (failover).
+    nodes: Option<Nodes>,
 }
 
 /// A session shorter than this counts as a failed one.
@@ -80,7 +82,8 @@ impl Pacer {
                 self.delays = None;
             }
         }
-        let session = connect(settings, db, role, cancel).await;
+        let nodes = self.nodes.get_or_insert_with(|| Nodes::new(&settings.amqp));
+        let session = connect(settings, nodes, db, role, cancel).await;
         self.last_start = Some(std::time::Instant::now());
         session
     }
@@ -108,6 +111,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// A live broker connection and the context handlers run with. `None` on shutdown.
 pub async fn connect(
     settings: &Arc<Settings>,
+    nodes: &Nodes,
     db: &DatabaseConnection,
     role: &str,
     cancel: &CancellationToken,
@@ -115,7 +119,7 @@ pub async fn connect(
     let mut delays = reconnect_delays();
     loop {
         // Bounded as a whole: a node that is still starting may accept and then not answer.
-        let attempt = tokio::time::timeout(CONNECT_TIMEOUT, try_connect(settings, db, role));
+        let attempt = tokio::time::timeout(CONNECT_TIMEOUT, try_connect(settings, nodes, db, role));
         let result = tokio::select! {
             () = cancel.cancelled() => return None,
             r = attempt => r.unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {CONNECT_TIMEOUT:?}"))),
@@ -136,14 +140,15 @@ pub async fn connect(
 
 async fn try_connect(
     settings: &Arc<Settings>,
+    nodes: &Nodes,
     db: &DatabaseConnection,
     role: &str,
 ) -> anyhow::Result<(Connection, Context)> {
-    let conn = broker::connect(&settings.amqp.url, role).await?;
+    let (conn, node) = nodes.connect(role).await?;
     topology::declare_or_verify(&conn, &settings.amqp).await?;
     let publisher =
         Publisher::open(&conn, Duration::from_secs(settings.amqp.confirm_timeout_secs)).await?;
-    tracing::info!(role, "connected to RabbitMQ");
+    tracing::info!(role, %node, "connected to RabbitMQ");
     showrunner_shared::metrics::BROKER_RECONNECTS.inc(&[role]);
     Ok((conn, Context { db: db.clone(), publisher, settings: settings.clone() }))
 }

@@ -12,9 +12,12 @@ pub use publisher::{
 };
 
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use lapin::{Connection, ConnectionProperties};
+
+use crate::config::{AmqpSettings, redact_url};
 
 /// Longest wait for one broker operation that is not a publish (those have
 /// `amqp.confirm_timeout_secs`): connecting, opening or closing a channel or a connection,
@@ -34,6 +37,9 @@ pub enum BrokerError {
     Connect(#[source] lapin::Error),
     #[error("cannot connect to RabbitMQ: no answer within {0:?}")]
     ConnectTimeout(Duration),
+    /// Every node of a cluster failed; each failure with its node (password hidden).
+    #[error("cannot connect to any of the {count} RabbitMQ nodes: {failures}")]
+    NoNode { count: usize, failures: String },
     #[error("RabbitMQ refused an operation: {0}")]
     Amqp(#[from] lapin::Error),
     #[error("invalid AMQP name {0:?}")]
@@ -69,6 +75,55 @@ pub async fn connect(url: &str, role: &str) -> Result<Connection, BrokerError> {
         .map_err(BrokerError::Connect)
 }
 
+/// The nodes of the broker (`amqp.urls`, or `amqp.url` alone) and where the next connection
+/// attempt starts. One per connection loop: the first connection goes to the first node that
+/// answers, in the configured order; each later attempt starts with the node after the one the
+/// last connection went to, so a process whose node went away fails over to another at once
+/// instead of waiting for the lost node to refuse or time out first.
+#[derive(Debug)]
+pub struct Nodes {
+    urls: Vec<String>,
+    next: AtomicUsize,
+}
+
+impl Nodes {
+    pub fn new(amqp: &AmqpSettings) -> Self {
+        Self { urls: amqp.nodes().to_vec(), next: AtomicUsize::new(0) }
+    }
+
+    /// The order the next attempt tries the nodes in (indexes into the configured list).
+    fn order(&self) -> impl Iterator<Item = usize> + use<> {
+        let count = self.urls.len();
+        let start = self.next.load(Ordering::Relaxed) % count.max(1);
+        (0..count).map(move |i| (start + i) % count)
+    }
+
+    /// A connection named after the process's role to the first node that answers, and that
+    /// node's URL with its password hidden (for the logs).
+    pub async fn connect(&self, role: &str) -> Result<(Connection, String), BrokerError> {
+        let mut failures = Vec::new();
+        for i in self.order() {
+            let url = &self.urls[i];
+            match connect(url, role).await {
+                Ok(conn) => {
+                    self.next.store(i + 1, Ordering::Relaxed);
+                    return Ok((conn, redact_url(url)));
+                }
+                // One node: its own error, as before clusters were configured.
+                Err(error) if self.urls.len() == 1 => return Err(error),
+                Err(error) => {
+                    tracing::debug!(node = %redact_url(url), %error, "RabbitMQ node unavailable");
+                    failures.push(format!("{}: {error}", redact_url(url)));
+                }
+            }
+        }
+        // Nothing answered: the next attempt starts one node further, so that a node that
+        // accepts connections and then hangs does not come first every time.
+        self.next.fetch_add(1, Ordering::Relaxed);
+        Err(BrokerError::NoNode { count: self.urls.len(), failures: failures.join("; ") })
+    }
+}
+
 /// A short string for names built from configuration or input; never panics.
 pub fn short(s: impl Into<String>) -> Result<lapin::types::ShortString, BrokerError> {
     let s = s.into();
@@ -76,4 +131,43 @@ pub fn short(s: impl Into<String>) -> Result<lapin::types::ShortString, BrokerEr
         return Err(BrokerError::Name(s));
     }
     Ok(s.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nodes(urls: &[&str]) -> Nodes {
+        Nodes { urls: urls.iter().map(|u| u.to_string()).collect(), next: AtomicUsize::new(0) }
+    }
+
+    #[test]
+    fn the_first_attempt_follows_the_configured_order_and_a_reconnect_starts_after_the_node_it_lost()
+     {
+        let n = nodes(&["amqp://a", "amqp://b", "amqp://c"]);
+        assert_eq!(n.order().collect::<Vec<_>>(), [0, 1, 2]);
+        // Connected to b: when that connection is lost, c comes first and b last.
+        n.next.store(2, Ordering::Relaxed);
+        assert_eq!(n.order().collect::<Vec<_>>(), [2, 0, 1]);
+        n.next.store(3, Ordering::Relaxed);
+        assert_eq!(n.order().collect::<Vec<_>>(), [0, 1, 2]);
+        assert_eq!(nodes(&["amqp://a"]).order().collect::<Vec<_>>(), [0]);
+    }
+
+    #[tokio::test]
+    async fn nodes_that_refuse_are_skipped_and_reported_without_their_password() {
+        // Ports that nothing listens on: bound, then released.
+        let closed = || std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr());
+        let (a, b) = (closed().expect("a port"), closed().expect("a port"));
+        let n = nodes(&[
+            &format!("amqp://u:mq-Pa55word@{a}/%2f"),
+            &format!("amqp://u:mq-Pa55word@{b}/%2f"),
+        ]);
+        let error = n.connect("test").await.expect_err("nothing listens");
+        let line = error.to_string();
+        assert!(line.contains("any of the 2") && line.contains(&a.to_string()), "{line}");
+        assert!(line.contains(&b.to_string()) && !line.contains("Pa55word"), "{line}");
+        // The next attempt starts further on.
+        assert_eq!(n.order().next(), Some(1));
+    }
 }

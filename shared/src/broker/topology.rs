@@ -5,9 +5,9 @@ use lapin::options::{
     ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{Channel, ExchangeKind};
+use lapin::{Channel, Connection, ExchangeKind};
 
-use super::BrokerError;
+use super::{BrokerError, bounded};
 use crate::config::{AmqpSettings, QueueType};
 
 /// Direct exchange carrying commands; routing key = partition number.
@@ -74,8 +74,90 @@ pub fn partition_of(episode_id: uuid::Uuid, partitions: u16) -> u16 {
     (hash % u64::from(partitions.max(1))) as u16
 }
 
-/// Declares everything; safe to call from every process at every start.
-pub async fn declare(ch: &Channel, amqp: &AmqpSettings) -> Result<(), BrokerError> {
+/// The queue argument that sets how many nodes hold a replica of a new quorum queue.
+const GROUP_SIZE_ARG: &str = "x-quorum-initial-group-size";
+
+/// Declares everything on a channel of its own; safe to call from every process at every start.
+pub async fn declare(conn: &Connection, amqp: &AmqpSettings) -> Result<(), BrokerError> {
+    let mut d = Declarer { conn, ch: conn.create_channel().await?, kept: 0 };
+    declare_all(&mut d, amqp).await?;
+    if d.kept > 0 {
+        tracing::info!(
+            queues = d.kept,
+            "quorum queues exist with another x-quorum-initial-group-size than \
+             amqp.quorum_initial_group_size; kept as they are (it sizes new queues only)"
+        );
+    }
+    let _ = bounded(d.ch.close(200, "topology declared".into())).await;
+    Ok(())
+}
+
+/// The declaring channel, replaced when the broker closes it over a queue's group size.
+struct Declarer<'a> {
+    conn: &'a Connection,
+    ch: Channel,
+    /// Queues kept with a group size other than the configured one.
+    kept: usize,
+}
+
+impl Declarer<'_> {
+    /// Declares a durable queue. The broker compares `x-quorum-initial-group-size` with the
+    /// existing queue's, and refuses (closing the channel) when they differ, although it only
+    /// sizes a queue at creation: a deployment that sets or changes
+    /// `amqp.quorum_initial_group_size` would otherwise not start. So an existing queue whose
+    /// group size differs is declared again without one (its other arguments are still
+    /// checked), and if it has another size of its own, only checked to exist.
+    async fn queue(&mut self, name: &str, args: FieldTable) -> Result<(), BrokerError> {
+        let first =
+            self.ch.queue_declare(name.into(), QueueDeclareOptions::durable(), args.clone());
+        let Err(error) = first.await else { return Ok(()) };
+        if !names_group_size(&error) {
+            return Err(error.into());
+        }
+        let without: FieldTable = args
+            .inner()
+            .iter()
+            .filter(|(key, _)| key.as_str() != GROUP_SIZE_ARG)
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect::<std::collections::BTreeMap<_, _>>()
+            .into();
+        self.ch = self.conn.create_channel().await?;
+        let second = self.ch.queue_declare(name.into(), QueueDeclareOptions::durable(), without);
+        let Err(error) = second.await else {
+            self.kept += 1;
+            return Ok(());
+        };
+        if !names_group_size(&error) {
+            return Err(error.into());
+        }
+        self.ch = self.conn.create_channel().await?;
+        let passive = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::durable() };
+        self.ch.queue_declare(name.into(), passive, FieldTable::default()).await?;
+        self.kept += 1;
+        Ok(())
+    }
+
+    async fn bind(&self, queue: &str, exchange: &str, key: &str) -> Result<(), BrokerError> {
+        self.ch
+            .queue_bind(
+                queue.into(),
+                exchange.into(),
+                key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+/// Whether the broker refused a declaration over `x-quorum-initial-group-size` (its reply
+/// names the argument: `PRECONDITION_FAILED - inequivalent arg 'x-quorum-initial-group-size'`).
+fn names_group_size(error: &lapin::Error) -> bool {
+    error.to_string().contains(GROUP_SIZE_ARG)
+}
+
+async fn declare_all(d: &mut Declarer<'_>, amqp: &AmqpSettings) -> Result<(), BrokerError> {
     let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
     for (exchange, kind) in [
         (COMMANDS_EXCHANGE, ExchangeKind::Direct),
@@ -83,7 +165,7 @@ pub async fn declare(ch: &Channel, amqp: &AmqpSettings) -> Result<(), BrokerErro
         (PARKED_EXCHANGE, ExchangeKind::Direct),
         (LIVE_EXCHANGE, ExchangeKind::Topic),
     ] {
-        ch.exchange_declare(exchange.into(), kind, durable, FieldTable::default()).await?;
+        d.ch.exchange_declare(exchange.into(), kind, durable, FieldTable::default()).await?;
     }
 
     let mut work_queues = Vec::new();
@@ -92,15 +174,8 @@ pub async fn declare(ch: &Channel, amqp: &AmqpSettings) -> Result<(), BrokerErro
         let mut args = work_queue_args(amqp, &name);
         // One active consumer per partition keeps the per-episode order.
         args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
-        declare_queue(ch, &name, args).await?;
-        ch.queue_bind(
-            name.as_str().into(),
-            COMMANDS_EXCHANGE.into(),
-            p.to_string().into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+        d.queue(&name, args).await?;
+        d.bind(&name, COMMANDS_EXCHANGE, &p.to_string()).await?;
         work_queues.push(name);
     }
     for (queue, keys) in
@@ -111,52 +186,41 @@ pub async fn declare(ch: &Channel, amqp: &AmqpSettings) -> Result<(), BrokerErro
             // One writer at a time gives the log its single order.
             args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
         }
-        declare_queue(ch, queue, args).await?;
+        d.queue(queue, args).await?;
         for key in keys {
-            ch.queue_bind(
-                queue.into(),
-                EVENTS_EXCHANGE.into(),
-                (*key).into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+            d.bind(queue, EVENTS_EXCHANGE, key).await?;
         }
         work_queues.push(queue.to_string());
     }
     // Deleting a queue that does not exist succeeds, so this is idempotent too. Its parking lot
     // stays: what was parked there is for an operator to read.
-    ch.queue_delete(RETIRED_ACTIVITY_QUEUE.into(), QueueDeleteOptions::default()).await?;
-    declare_jobs(ch, amqp).await?;
+    d.ch.queue_delete(RETIRED_ACTIVITY_QUEUE.into(), QueueDeleteOptions::default()).await?;
+    declare_jobs(d, amqp).await?;
     work_queues.push(JOBS_QUEUE.to_string());
     for source in &work_queues {
         let parked = parked_queue(source);
         let mut args = FieldTable::default();
-        if amqp.queue_type == QueueType::Quorum {
-            args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
-        }
-        declare_queue(ch, &parked, args).await?;
-        ch.queue_bind(
-            parked.as_str().into(),
-            PARKED_EXCHANGE.into(),
-            source.as_str().into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+        quorum_args(amqp, &mut args);
+        d.queue(&parked, args).await?;
+        d.bind(&parked, PARKED_EXCHANGE, source).await?;
     }
     Ok(())
 }
 
 /// The job topology: the jobs exchange and queue, and the delay tiers that dead-letter back to it.
-async fn declare_jobs(ch: &Channel, amqp: &AmqpSettings) -> Result<(), BrokerError> {
+async fn declare_jobs(d: &mut Declarer<'_>, amqp: &AmqpSettings) -> Result<(), BrokerError> {
     let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
     for exchange in [JOBS_EXCHANGE, JOBS_DELAY_EXCHANGE] {
-        ch.exchange_declare(exchange.into(), ExchangeKind::Direct, durable, FieldTable::default())
-            .await?;
+        d.ch.exchange_declare(
+            exchange.into(),
+            ExchangeKind::Direct,
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
     }
-    declare_queue(ch, JOBS_QUEUE, work_queue_args(amqp, JOBS_QUEUE)).await?;
-    bind(ch, JOBS_QUEUE, JOBS_EXCHANGE, JOBS_KEY).await?;
+    d.queue(JOBS_QUEUE, work_queue_args(amqp, JOBS_QUEUE)).await?;
+    d.bind(JOBS_QUEUE, JOBS_EXCHANGE, JOBS_KEY).await?;
     for ttl in JOB_DELAY_TIERS_MS {
         let name = job_delay_queue(ttl);
         // Expired messages go back to the jobs exchange. The worker republishes (never
@@ -166,7 +230,7 @@ async fn declare_jobs(ch: &Channel, amqp: &AmqpSettings) -> Result<(), BrokerErr
         args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(JOBS_KEY.into()));
         args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl as i64));
         if amqp.queue_type == QueueType::Quorum {
-            args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+            quorum_args(amqp, &mut args);
             // At-least-once dead-lettering needs both: a delayed retry is never dropped.
             args.insert(
                 "x-dead-letter-strategy".into(),
@@ -174,22 +238,20 @@ async fn declare_jobs(ch: &Channel, amqp: &AmqpSettings) -> Result<(), BrokerErr
             );
             args.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
         }
-        declare_queue(ch, &name, args).await?;
-        bind(ch, &name, JOBS_DELAY_EXCHANGE, &name).await?;
+        d.queue(&name, args).await?;
+        d.bind(&name, JOBS_DELAY_EXCHANGE, &name).await?;
     }
     Ok(())
 }
 
-async fn bind(ch: &Channel, queue: &str, exchange: &str, key: &str) -> Result<(), BrokerError> {
-    ch.queue_bind(
-        queue.into(),
-        exchange.into(),
-        key.into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await?;
-    Ok(())
+/// The queue type, and for quorum queues the configured group size (unset: the broker's).
+fn quorum_args(amqp: &AmqpSettings, args: &mut FieldTable) {
+    if amqp.queue_type == QueueType::Quorum {
+        args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+        if let Some(size) = amqp.quorum_initial_group_size {
+            args.insert(GROUP_SIZE_ARG.into(), AMQPValue::LongInt(i32::from(size)));
+        }
+    }
 }
 
 /// Arguments of a work queue: durable type, and a delivery limit past which the broker parks a
@@ -199,17 +261,12 @@ fn work_queue_args(amqp: &AmqpSettings, name: &str) -> FieldTable {
     args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(PARKED_EXCHANGE.into()));
     args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(name.into()));
     if amqp.queue_type == QueueType::Quorum {
-        args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+        quorum_args(amqp, &mut args);
         args.insert("x-delivery-limit".into(), AMQPValue::LongInt(amqp.delivery_limit));
         args.insert("x-dead-letter-strategy".into(), AMQPValue::LongString("at-least-once".into()));
         args.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
     }
     args
-}
-
-async fn declare_queue(ch: &Channel, name: &str, args: FieldTable) -> Result<(), BrokerError> {
-    ch.queue_declare(name.into(), QueueDeclareOptions::durable(), args).await?;
-    Ok(())
 }
 
 /// How [`declare_or_verify`] set the topology up.
@@ -230,14 +287,10 @@ pub async fn declare_or_verify(
     conn: &lapin::Connection,
     amqp: &AmqpSettings,
 ) -> Result<Setup, BrokerError> {
-    let channel = conn.create_channel().await?;
-    match declare(&channel, amqp).await {
-        Ok(()) => {
-            let _ = super::bounded(channel.close(200, "topology declared".into())).await;
-            Ok(Setup::Declared)
-        }
+    match declare(conn, amqp).await {
+        Ok(()) => Ok(Setup::Declared),
         Err(BrokerError::Amqp(error)) if access_refused(&error) => {
-            // The refusal closed that channel.
+            // The refusal closed the declaring channel.
             let channel = conn.create_channel().await?;
             verify(&channel, amqp).await?;
             let _ = super::bounded(channel.close(200, "topology verified".into())).await;
