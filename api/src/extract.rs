@@ -6,7 +6,7 @@ use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::header;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
-use showrunner_shared::auth::{self, Claims, Role};
+use showrunner_shared::auth::{Claims, Role};
 use uuid::Uuid;
 
 use crate::error::ApiError;
@@ -44,7 +44,7 @@ where
         let token = bearer(&parts.headers).ok_or_else(|| {
             ApiError::Unauthorized("the Authorization header must be `Bearer <token>`".into())
         })?;
-        authenticate(&state, token)
+        authenticate(&state, token).await
     }
 }
 
@@ -60,11 +60,8 @@ pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
 }
 
 /// The caller a token names, if it is valid now.
-pub fn authenticate(state: &AppState, token: &str) -> Result<User, ApiError> {
-    let secret = state.settings.auth.jwt_secret.expose().as_bytes();
-    auth::decode(token, secret, chrono::Utc::now().timestamp())
-        .map(User)
-        .map_err(|e| ApiError::Unauthorized(e.to_string()))
+pub async fn authenticate(state: &AppState, token: &str) -> Result<User, ApiError> {
+    state.verifier.verify(token).await.map(User).map_err(|e| ApiError::Unauthorized(e.to_string()))
 }
 
 /// A JSON body decoded into `T`: 415 without a JSON content type, 400 when it is not JSON,

@@ -197,7 +197,11 @@ pub async fn rate_limit(
             .find(|(k, _)| k == "token")
             .map(|(_, v)| v.into_owned())
     });
-    if let Some(user) = token.and_then(|t| authenticate(&state.app, &t).ok()) {
+    let user = match token {
+        Some(token) => authenticate(&state.app, &token).await.ok(),
+        None => None,
+    };
+    if let Some(user) = user {
         if let Err(wait) = state.limiter.check(user.id(), Instant::now()) {
             let limits = &state.app.settings.limits;
             return ApiError::TooManyRequests {
