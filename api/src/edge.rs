@@ -143,6 +143,7 @@ pub async fn serve(
         .header_read_timeout(Duration::from_secs(http.header_timeout_secs))
         .keep_alive(true);
     let connections = TaskTracker::new();
+    let lingering = Arc::new(tokio::sync::Semaphore::new(MAX_LINGERING));
     loop {
         let (stream, peer) = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -157,7 +158,7 @@ pub async fn serve(
         let slot = match counter.admit(peer.ip()) {
             Ok(slot) => slot,
             Err(refusal) => {
-                refuse(&stream, refusal);
+                refuse(stream, refusal, &lingering);
                 continue;
             }
         };
@@ -214,9 +215,16 @@ async fn accept_failed(error: io::Error, shutdown: &CancellationToken) {
     }
 }
 
+/// Refused connections whose close may wait a moment (see [`refuse`]).
+const MAX_LINGERING: usize = 64;
+
 /// Answers a connection beyond a cap with a 503 without reading it, and closes it: a write
-/// into a fresh socket's empty send buffer does not block.
-fn refuse(stream: &TcpStream, refusal: Refusal) {
+/// into a fresh socket's empty send buffer does not block. Closing a socket that holds unread
+/// bytes (the request the client sent at once) resets it, and the reset can destroy the 503
+/// before the client reads it; so the connection's request is read and dropped for up to
+/// 200 ms first, for at most [`MAX_LINGERING`] refused connections at a time (beyond them,
+/// a flood, the close is immediate).
+fn refuse(stream: TcpStream, refusal: Refusal, lingering: &Arc<tokio::sync::Semaphore>) {
     let response: &[u8] = match refusal {
         Refusal::Process => {
             b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\nretry-after: 1\r\n\
@@ -228,6 +236,17 @@ fn refuse(stream: &TcpStream, refusal: Refusal) {
         }
     };
     let _ = stream.try_write(response);
+    let Ok(permit) = lingering.clone().try_acquire_owned() else { return };
+    tokio::spawn(async move {
+        let mut stream = stream;
+        let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
+        let mut buf = [0u8; 1024];
+        let _ = tokio::time::timeout(Duration::from_millis(200), async {
+            while let Ok(1..) = tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await {}
+        })
+        .await;
+        drop(permit);
+    });
 }
 
 /// Gives a request's body `limit` to arrive, from the end of its headers; a body still

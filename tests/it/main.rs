@@ -5,6 +5,7 @@ mod authz;
 mod bad_input;
 mod broker;
 mod drain;
+mod edge;
 mod episodes;
 mod hostile;
 mod jobs;
