@@ -10,6 +10,7 @@ mod episodes;
 mod hostile;
 mod jobs;
 mod limits;
+mod oidc;
 mod ops;
 mod realtime;
 mod resilience;
