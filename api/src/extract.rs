@@ -37,6 +37,9 @@ where
         if let Some(user) = parts.extensions.get::<User>() {
             return Ok(user.clone());
         }
+        if let Some(RefusedToken(detail)) = parts.extensions.get::<RefusedToken>() {
+            return Err(ApiError::Unauthorized(detail.clone()));
+        }
         let state = AppState::from_ref(state);
         if !parts.headers.contains_key(header::AUTHORIZATION) {
             return Err(ApiError::Unauthorized("a bearer token is required".into()));
@@ -47,6 +50,10 @@ where
         authenticate(&state, token).await
     }
 }
+
+/// Why the rate limiter refused the request's bearer token (the handler answers 401 with it).
+#[derive(Debug, Clone)]
+pub struct RefusedToken(pub String);
 
 /// The token of an `Authorization: Bearer <token>` header (the scheme in any case).
 pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {

@@ -806,6 +806,31 @@ mod tests {
     }
 
     #[test]
+    fn issuers_come_as_json_in_the_environment_and_are_checked() {
+        let s = Settings::with_overrides(&[]).expect("defaults load");
+        assert!(s.auth.issuers.is_empty());
+        assert_eq!((s.http.header_timeout_secs, s.http.max_connections_per_address), (10, 256));
+        let one = r#"[{"issuer":"https://sso.example/realms/a","audiences":["showrunner"],
+                      "roles_claim":"realm_access.roles","admin_roles":["admin"]}]"#;
+        let s = Settings::with_overrides(&[("auth.issuers", one)]).expect("loads");
+        let issuer = &s.auth.issuers[0];
+        assert_eq!((issuer.algorithms.clone(), issuer.id_claim.as_str()), (vec!["RS256".into()], "sub"));
+        assert_eq!(issuer.admin_roles, ["admin"]);
+        for bad in [
+            r#"[{"issuer":"https://a","audiences":[]}]"#,
+            r#"[{"issuer":"https://a","audiences":["x"],"algorithms":["HS256"]}]"#,
+            r#"[{"issuer":"not a url","audiences":["x"]}]"#,
+            r#"[{"issuer":"https://a","audiences":["x"]},{"issuer":"https://a","audiences":["y"]}]"#,
+            r#"[{"issuer":"https://a","audiences":["x"],"unknown":1}]"#,
+        ] {
+            let err = Settings::with_overrides(&[("auth.issuers", bad)]).expect_err(bad);
+            assert!(err.to_string().contains("auth.issuers") || err.to_string().contains("unknown"), "{err}");
+        }
+        let err = Settings::with_overrides(&[("http.max_connections", "0")]).expect_err("0");
+        assert!(err.to_string().contains("http.max_connections"), "{err}");
+    }
+
+    #[test]
     fn webhook_hosts_come_as_a_list_or_a_comma_separated_string() {
         let s = Settings::with_overrides(&[]).expect("defaults load");
         assert!(s.jobs.webhook_allow_hosts.is_empty());
