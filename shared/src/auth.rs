@@ -156,7 +156,8 @@ impl Verifier {
         // HS256 is never checked against a provider's public key (algorithm confusion).
         let alg = header_alg(token)?;
         if alg == "HS256" {
-            return decode_hs256(token, &self.secret, self.leeway_secs);
+            // Signed where it is checked, on the same clock: no leeway, as before providers.
+            return decode_hs256(token, &self.secret, 0);
         }
         let alg: Algorithm = alg.parse().map_err(|_| TokenError::Algorithm)?;
         let header = jsonwebtoken::decode_header(token)?;

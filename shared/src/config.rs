@@ -198,7 +198,8 @@ pub struct AuthSettings {
     /// tables, or the same as a JSON array in one string (as the environment carries it).
     #[serde(default, deserialize_with = "issuers_list_or_json")]
     pub issuers: Vec<IssuerSettings>,
-    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    /// Clock skew allowed on `exp` and `nbf` of identity providers' tokens, in seconds (the
+    /// HS256 ones are checked without).
     pub leeway_secs: u64,
     /// Seconds an issuer's keys are used before they are fetched again (kept if that fails).
     pub jwks_cache_secs: u64,
