@@ -167,9 +167,7 @@ pub async fn serve(
         let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
             let mut router = router.clone();
-            async move {
-                tower_service::Service::call(&mut router, request.map(Body::new)).await
-            }
+            async move { tower_service::Service::call(&mut router, request.map(Body::new)).await }
         });
         let connection = builder.serve_connection(io, service).with_upgrades();
         let shutdown = shutdown.clone();
@@ -252,7 +250,11 @@ fn refuse(stream: TcpStream, refusal: Refusal, lingering: &Arc<tokio::sync::Sema
 /// Gives a request's body `limit` to arrive, from the end of its headers; a body still
 /// arriving then is cut and the request answered 408 (connection closed). Requests without a
 /// body are not touched.
-pub async fn body_deadline(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+pub async fn body_deadline(
+    State(limit): State<Duration>,
+    request: Request,
+    next: Next,
+) -> Response {
     if http_body::Body::is_end_stream(request.body()) {
         return next.run(request).await;
     }

@@ -240,9 +240,8 @@ const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
 
 impl KeySet {
     fn find(&self, kid: Option<&str>, alg: Algorithm) -> Option<Arc<Key>> {
-        let fits = |key: &Key| {
-            key.alg.is_none_or(|a| a == alg) && key.decoding.family() == alg.family()
-        };
+        let fits =
+            |key: &Key| key.alg.is_none_or(|a| a == alg) && key.decoding.family() == alg.family();
         match kid {
             Some(kid) => self.keys.iter().find(|k| k.kid.as_deref() == Some(kid)),
             // No `kid`: the first key that fits the algorithm.
@@ -340,8 +339,7 @@ impl Issuer {
             .map_err(|e| format!("the discovery document at {url} is not JSON: {e}"))?;
         // OpenID Connect Discovery 1.0 §4.3: the document must name the issuer it was
         // fetched for.
-        if document.get("issuer").and_then(Value::as_str) != Some(self.settings.issuer.as_str())
-        {
+        if document.get("issuer").and_then(Value::as_str) != Some(self.settings.issuer.as_str()) {
             return Err(format!("the discovery document at {url} names another issuer"));
         }
         document
@@ -371,8 +369,8 @@ impl Issuer {
     fn claims(&self, claims: &Map<String, Value>) -> Result<Claims, TokenError> {
         let s = &self.settings;
         let text = |name: &str| claim(claims, name).and_then(Value::as_str).map(str::to_string);
-        let subject =
-            text(&s.id_claim).ok_or_else(|| TokenError::Claims(format!("`{}` is missing", s.id_claim)))?;
+        let subject = text(&s.id_claim)
+            .ok_or_else(|| TokenError::Claims(format!("`{}` is missing", s.id_claim)))?;
         let roles: Vec<&str> = match claim(claims, &s.roles_claim) {
             Some(Value::String(one)) => vec![one.as_str()],
             Some(Value::Array(many)) => many.iter().filter_map(Value::as_str).collect(),
@@ -479,7 +477,10 @@ mod tests {
             "realm_access": {"roles": ["showrunner-member"]},
         }))
         .unwrap_or_default();
-        assert_eq!(claim(&claims, "https://example.com/roles"), Some(&serde_json::json!(["admin"])));
+        assert_eq!(
+            claim(&claims, "https://example.com/roles"),
+            Some(&serde_json::json!(["admin"]))
+        );
         assert_eq!(
             claim(&claims, "realm_access.roles"),
             Some(&serde_json::json!(["showrunner-member"]))

@@ -815,7 +815,10 @@ mod tests {
                       "roles_claim":"realm_access.roles","admin_roles":["admin"]}]"#;
         let s = Settings::with_overrides(&[("auth.issuers", one)]).expect("loads");
         let issuer = &s.auth.issuers[0];
-        assert_eq!((issuer.algorithms.clone(), issuer.id_claim.as_str()), (vec!["RS256".into()], "sub"));
+        assert_eq!(
+            (issuer.algorithms.clone(), issuer.id_claim.as_str()),
+            (vec!["RS256".into()], "sub")
+        );
         assert_eq!(issuer.admin_roles, ["admin"]);
         for bad in [
             r#"[{"issuer":"https://a","audiences":[]}]"#,
@@ -825,7 +828,10 @@ mod tests {
             r#"[{"issuer":"https://a","audiences":["x"],"unknown":1}]"#,
         ] {
             let err = Settings::with_overrides(&[("auth.issuers", bad)]).expect_err(bad);
-            assert!(err.to_string().contains("auth.issuers") || err.to_string().contains("unknown"), "{err}");
+            assert!(
+                err.to_string().contains("auth.issuers") || err.to_string().contains("unknown"),
+                "{err}"
+            );
         }
         let err = Settings::with_overrides(&[("http.max_connections", "0")]).expect_err("0");
         assert!(err.to_string().contains("http.max_connections"), "{err}");

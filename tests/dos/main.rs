@@ -59,8 +59,7 @@ async fn bad(
         return outcome;
     }
     let opened = Instant::now();
-    let Ok(Ok(mut stream)) =
-        tokio::time::timeout_at(until.into(), socket.connect(addr)).await
+    let Ok(Ok(mut stream)) = tokio::time::timeout_at(until.into(), socket.connect(addr)).await
     else {
         return outcome;
     };
@@ -201,8 +200,7 @@ fn from(block: u8, n: usize) -> Ipv4Addr {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let scale: usize =
-        std::env::var("DOS_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1000);
+    let scale: usize = std::env::var("DOS_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1000);
     let app = TestApp::spawn_with(Options {
         episode_workers: 0,
         activity_workers: 0,
@@ -236,7 +234,9 @@ async fn main() -> anyhow::Result<()> {
     println!("## baseline (no attack, 5 s)\nnormal client: {}\n", latency(&baseline, failures));
 
     let slowloris = (0..scale)
-        .map(|n| (from(1, n % 20), b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\nX-A: ".to_vec(), true))
+        .map(|n| {
+            (from(1, n % 20), b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\nX-A: ".to_vec(), true)
+        })
         .collect();
     phase("slowloris (20 addresses, one header byte a second)", &app, addr, slowloris).await;
 
@@ -245,7 +245,8 @@ async fn main() -> anyhow::Result<()> {
         "POST /api/v1/episodes HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
          Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{"
     );
-    let slow_body = (0..scale / 2).map(|n| (from(2, n % 20), head.clone().into_bytes(), true)).collect();
+    let slow_body =
+        (0..scale / 2).map(|n| (from(2, n % 20), head.clone().into_bytes(), true)).collect();
     phase("slow body (20 addresses, one body byte a second)", &app, addr, slow_body).await;
 
     let flood = (0..scale).map(|_| (Ipv4Addr::new(127, 0, 3, 1), Vec::new(), false)).collect();

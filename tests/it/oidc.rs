@@ -176,12 +176,16 @@ async fn provider_tokens_sign_users_in_and_bad_ones_are_refused() {
     assert_eq!(activity_of(&app, &admin, Uuid::now_v7()).await.0, StatusCode::OK, "admin");
     // A UUID `sub` is the user id as it is.
     let uuid = Uuid::now_v7();
-    let by_uuid = sign(&claims(&p, &uuid.to_string(), &["showrunner-user"]), &a, Algorithm::RS256, "rsa-a");
+    let by_uuid =
+        sign(&claims(&p, &uuid.to_string(), &["showrunner-user"]), &a, Algorithm::RS256, "rsa-a");
     assert_eq!(activity_of(&app, &by_uuid, uuid).await.0, StatusCode::OK);
     // Within the leeway (30 s), a token that just expired still passes.
     let mut just = member.clone();
     just["exp"] = json!(now() - 10);
-    assert_eq!(activity_of(&app, &sign(&just, &a, Algorithm::RS256, "rsa-a"), ada).await.0, StatusCode::OK);
+    assert_eq!(
+        activity_of(&app, &sign(&just, &a, Algorithm::RS256, "rsa-a"), ada).await.0,
+        StatusCode::OK
+    );
     // The development HS256 tokens still work beside them.
     let dev = app.token("dev", Role::Member);
     assert_eq!(activity_of(&app, &dev, TestApp::user_id("dev")).await.0, StatusCode::OK);
@@ -201,16 +205,49 @@ async fn provider_tokens_sign_users_in_and_bad_ones_are_refused() {
         jsonwebtoken::encode(&header, &member, &key).expect("sign")
     };
     let refused = [
-        ("wrong audience", sign(&with(&|c| c["aud"] = json!("other-app")), &a, Algorithm::RS256, "rsa-a"), "audience"),
-        ("unknown issuer", sign(&with(&|c| c["iss"] = json!("http://127.0.0.1:1/evil")), &a, Algorithm::RS256, "rsa-a"), "issuer"),
-        ("expired", sign(&with(&|c| c["exp"] = json!(now() - 120)), &a, Algorithm::RS256, "rsa-a"), "expired"),
-        ("not yet valid", sign(&with(&|c| c["nbf"] = json!(now() + 120)), &a, Algorithm::RS256, "rsa-a"), "not valid yet"),
-        ("signed by another key", sign(&member, &rsa(RSA_B), Algorithm::RS256, "rsa-a"), "signature"),
+        (
+            "wrong audience",
+            sign(&with(&|c| c["aud"] = json!("other-app")), &a, Algorithm::RS256, "rsa-a"),
+            "audience",
+        ),
+        (
+            "unknown issuer",
+            sign(
+                &with(&|c| c["iss"] = json!("http://127.0.0.1:1/evil")),
+                &a,
+                Algorithm::RS256,
+                "rsa-a",
+            ),
+            "issuer",
+        ),
+        (
+            "expired",
+            sign(&with(&|c| c["exp"] = json!(now() - 120)), &a, Algorithm::RS256, "rsa-a"),
+            "expired",
+        ),
+        (
+            "not yet valid",
+            sign(&with(&|c| c["nbf"] = json!(now() + 120)), &a, Algorithm::RS256, "rsa-a"),
+            "not valid yet",
+        ),
+        (
+            "signed by another key",
+            sign(&member, &rsa(RSA_B), Algorithm::RS256, "rsa-a"),
+            "signature",
+        ),
         ("alg none", none, "algorithm"),
         ("HS256 with the RSA public key", confused, "signature"),
-        ("HS256 header on an RSA signature", format!("{hs_header}.{payload}.{}", rs256.rsplit('.').next().unwrap_or_default()), "signature"),
+        (
+            "HS256 header on an RSA signature",
+            format!("{hs_header}.{payload}.{}", rs256.rsplit('.').next().unwrap_or_default()),
+            "signature",
+        ),
         ("ES256 key named for RS256", sign(&member, &e, Algorithm::ES256, "rsa-a"), "key"),
-        ("no accepted role", sign(&claims(&p, "ada-1815", &["other"]), &a, Algorithm::RS256, "rsa-a"), "roles"),
+        (
+            "no accepted role",
+            sign(&claims(&p, "ada-1815", &["other"]), &a, Algorithm::RS256, "rsa-a"),
+            "roles",
+        ),
     ];
     for (what, token, says) in refused {
         let (status, body) = activity_of(&app, &token, ada).await;

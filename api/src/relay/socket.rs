@@ -89,8 +89,7 @@ pub async fn run(socket: WebSocket, state: AppState, user: User, _slot: Slot) {
     // the pong to this opening ping included (browsers answer it on their own). Boxed and
     // dropped after the first frame, so idle connections do not carry the timer.
     let first_frame_secs = state.settings.http.ws_first_frame_secs;
-    let mut first_frame =
-        Some(Box::pin(tokio::time::sleep(Duration::from_secs(first_frame_secs))));
+    let mut first_frame = Some(Box::pin(tokio::time::sleep(Duration::from_secs(first_frame_secs))));
     let _ = sink.send(Message::Ping(Default::default())).await;
 
     let close: Option<(u16, String)> = loop {
