@@ -27,6 +27,8 @@ pub enum ApiError {
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]
+    RequestTimeout(String),
+    #[error("{0}")]
     MethodNotAllowed(String),
     #[error("{detail}")]
     TooManyRequests { detail: String, retry_after_secs: Option<u64> },
@@ -71,6 +73,9 @@ impl ApiError {
             ),
             Self::PayloadTooLarge(_) => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload Too Large")
+            }
+            Self::RequestTimeout(_) => {
+                (StatusCode::REQUEST_TIMEOUT, "request-timeout", "Request Timeout")
             }
             Self::MethodNotAllowed(_) => {
                 (StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method Not Allowed")

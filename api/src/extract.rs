@@ -6,7 +6,7 @@ use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::header;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
-use showrunner_shared::auth::{self, Claims, Role};
+use showrunner_shared::auth::{Claims, Role};
 use uuid::Uuid;
 
 use crate::error::ApiError;
@@ -37,6 +37,9 @@ where
         if let Some(user) = parts.extensions.get::<User>() {
             return Ok(user.clone());
         }
+        if let Some(RefusedToken(detail)) = parts.extensions.get::<RefusedToken>() {
+            return Err(ApiError::Unauthorized(detail.clone()));
+        }
         let state = AppState::from_ref(state);
         if !parts.headers.contains_key(header::AUTHORIZATION) {
             return Err(ApiError::Unauthorized("a bearer token is required".into()));
@@ -44,9 +47,13 @@ where
         let token = bearer(&parts.headers).ok_or_else(|| {
             ApiError::Unauthorized("the Authorization header must be `Bearer <token>`".into())
         })?;
-        authenticate(&state, token)
+        authenticate(&state, token).await
     }
 }
+
+/// Why the rate limiter refused the request's bearer token (the handler answers 401 with it).
+#[derive(Debug, Clone)]
+pub struct RefusedToken(pub String);
 
 /// The token of an `Authorization: Bearer <token>` header (the scheme in any case).
 pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
@@ -60,11 +67,8 @@ pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
 }
 
 /// The caller a token names, if it is valid now.
-pub fn authenticate(state: &AppState, token: &str) -> Result<User, ApiError> {
-    let secret = state.settings.auth.jwt_secret.expose().as_bytes();
-    auth::decode(token, secret, chrono::Utc::now().timestamp())
-        .map(User)
-        .map_err(|e| ApiError::Unauthorized(e.to_string()))
+pub async fn authenticate(state: &AppState, token: &str) -> Result<User, ApiError> {
+    state.verifier.verify(token).await.map(User).map_err(|e| ApiError::Unauthorized(e.to_string()))
 }
 
 /// A JSON body decoded into `T`: 415 without a JSON content type, 400 when it is not JSON,

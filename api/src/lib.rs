@@ -2,6 +2,7 @@
 //! after a publisher confirm); reads come from PostgreSQL.
 
 pub mod accept;
+pub mod edge;
 pub mod error;
 pub mod extract;
 pub mod limits;
@@ -50,12 +51,16 @@ pub fn app(state: AppState) -> Router {
             ApiError::MethodNotAllowed("this route does not take that method".into())
         })
         .layer(DefaultBodyLimit::max(state.settings.limits.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            std::time::Duration::from_secs(state.settings.http.body_timeout_secs),
+            edge::body_deadline,
+        ))
         .layer(axum::middleware::from_fn(observe::track))
         .with_state(state)
 }
 
-/// Connects, checks the schema, serves on `listener` until `cancel`, then drains: stops
-/// accepting, closes WebSockets with 1001, ends `Prefer: wait` early (202), lets requests in
+/// Connects, checks the schema, serves on `listener` (through [`edge::serve`], which bounds
+/// slow and greedy clients) until `cancel`, then drains: stops accepting, closes WebSockets with 1001, ends `Prefer: wait` early (202), lets requests in
 /// flight finish, and only then closes the broker link.
 pub async fn run(
     settings: Arc<Settings>,
@@ -82,13 +87,20 @@ pub async fn run(
         link_cancel.clone(),
     ));
     let recorder = recorder::Recorder::start(db.clone());
-    let state = AppState { settings, db, broker, waiters, hub, recorder, shutdown: cancel.clone() };
+    let verifier = Arc::new(showrunner_shared::auth::Verifier::new(&settings.auth));
+    let state = AppState {
+        settings: settings.clone(),
+        db,
+        broker,
+        waiters,
+        hub,
+        recorder,
+        verifier,
+        shutdown: cancel.clone(),
+    };
     let expiry = tokio::spawn(relay::presence::expire_forever(state.clone(), cancel.clone()));
     tracing::info!(addr = %listener.local_addr()?, "api listening");
-    let shutdown = cancel.clone();
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await?;
+    edge::serve(listener, app(state), &settings.http, cancel.clone()).await?;
     cancel.cancel();
     link_cancel.cancel();
     let _ = link.await;

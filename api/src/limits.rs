@@ -14,7 +14,7 @@ use showrunner_shared::config::LimitSettings;
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::extract::{authenticate, bearer};
+use crate::extract::{RefusedToken, authenticate, bearer};
 use crate::state::AppState;
 
 /// Refuses a JSON body nested deeper than `max_json_depth`, or holding a string or an array
@@ -191,13 +191,29 @@ pub async fn rate_limit(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let token = bearer(request.headers()).map(str::to_string).or_else(|| {
+    let header = bearer(request.headers()).map(str::to_string);
+    let from_header = header.is_some();
+    let token = header.or_else(|| {
         // The WebSocket may carry its token in the query.
         form_urlencoded::parse(request.uri().query().unwrap_or_default().as_bytes())
             .find(|(k, _)| k == "token")
             .map(|(_, v)| v.into_owned())
     });
-    if let Some(user) = token.and_then(|t| authenticate(&state.app, &t).ok()) {
+    let user = match token {
+        Some(token) => match authenticate(&state.app, &token).await {
+            Ok(user) => Some(user),
+            Err(refusal) => {
+                // Checked once per request: the handler answers with this refusal instead of
+                // verifying again (a provider's token costs a signature check, maybe a fetch).
+                if from_header {
+                    request.extensions_mut().insert(RefusedToken(refusal.to_string()));
+                }
+                None
+            }
+        },
+        None => None,
+    };
+    if let Some(user) = user {
         if let Err(wait) = state.limiter.check(user.id(), Instant::now()) {
             let limits = &state.app.settings.limits;
             return ApiError::TooManyRequests {

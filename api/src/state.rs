@@ -19,6 +19,8 @@ pub struct AppState {
     /// Writes the `commands` rows of concurrent requests together.
     pub recorder: Recorder,
     pub hub: Arc<Hub>,
+    /// Checks bearer tokens; holds the identity providers' cached keys.
+    pub verifier: Arc<showrunner_shared::auth::Verifier>,
     /// Cancelled when the process shuts down: WebSocket sessions close on it.
     pub shutdown: tokio_util::sync::CancellationToken,
 }

@@ -220,6 +220,22 @@ pub struct HttpSettings {
     pub max_wait_secs: u64,
     /// How long a viewer counts as present after `GET /episodes/{id}`, in seconds.
     pub presence_ttl_secs: u64,
+    /// Seconds a connection has to send a request's headers, counted from its opening or from
+    /// the end of the previous response (hyper's `header_read_timeout`): it closes slowloris
+    /// connections and, since hyper counts an idle keep-alive connection the same way, idle
+    /// keep-alive connections too.
+    pub header_timeout_secs: u64,
+    /// Seconds a request's body has to arrive, counted from the end of its headers (408).
+    pub body_timeout_secs: u64,
+    /// Open connections one api process holds (WebSockets included); beyond it, new
+    /// connections are answered 503 and closed at once.
+    pub max_connections: usize,
+    /// Open connections from one client address (0: no cap, for an api behind a proxy whose
+    /// address every client shares).
+    pub max_connections_per_address: usize,
+    /// Seconds a new WebSocket has to send its first frame (the pong to the server's opening
+    /// ping counts) before it is closed.
+    pub ws_first_frame_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -227,6 +243,91 @@ pub struct HttpSettings {
 pub struct AuthSettings {
     /// HS256 secret of the bearer tokens. Never logged.
     pub jwt_secret: Secret,
+    /// Identity providers whose tokens are accepted beside the HS256 ones: a TOML array of
+    /// tables, or the same as a JSON array in one string (as the environment carries it).
+    #[serde(default, deserialize_with = "issuers_list_or_json")]
+    pub issuers: Vec<IssuerSettings>,
+    /// Clock skew allowed on `exp` and `nbf` of identity providers' tokens, in seconds (the
+    /// HS256 ones are checked without).
+    pub leeway_secs: u64,
+    /// Seconds an issuer's keys are used before they are fetched again (kept if that fails).
+    pub jwks_cache_secs: u64,
+    /// Fewest seconds between two fetches of one issuer's keys, so tokens naming unknown key
+    /// ids cannot make the api hammer the provider.
+    pub jwks_min_refetch_secs: u64,
+    /// Longest fetch of a discovery document or a key set, in seconds.
+    pub jwks_timeout_secs: u64,
+}
+
+/// One identity provider (`[[auth.issuers]]`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerSettings {
+    /// The `iss` its tokens carry, exactly.
+    pub issuer: String,
+    /// Where its keys are (a JWKS). Unset: read from `<issuer>/.well-known/openid-configuration`.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// The `aud` values accepted; a token must name one of them.
+    pub audiences: Vec<String>,
+    /// Signature algorithms accepted: `RS256`, `ES256`, `EdDSA`.
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<String>,
+    /// Claim of the user's id (a UUID is taken as is, anything else becomes a UUIDv5).
+    #[serde(default = "default_id_claim")]
+    pub id_claim: String,
+    /// Claim of the user's display name (falls back to `preferred_username`, then the id).
+    #[serde(default = "default_name_claim")]
+    pub name_claim: String,
+    #[serde(default = "default_email_claim")]
+    pub email_claim: String,
+    /// Claim holding the user's roles or groups (a string or a list); a dotted path reaches
+    /// into objects (`realm_access.roles`).
+    #[serde(default = "default_roles_claim")]
+    pub roles_claim: String,
+    /// Provider roles or groups that make a user an `admin`.
+    #[serde(default)]
+    pub admin_roles: Vec<String>,
+    /// Provider roles or groups that make a user a `member`; empty: every user of the
+    /// provider with a valid token is a member.
+    #[serde(default)]
+    pub member_roles: Vec<String>,
+}
+
+fn default_algorithms() -> Vec<String> {
+    vec!["RS256".into()]
+}
+fn default_id_claim() -> String {
+    "sub".into()
+}
+fn default_name_claim() -> String {
+    "name".into()
+}
+fn default_email_claim() -> String {
+    "email".into()
+}
+fn default_roles_claim() -> String {
+    "roles".into()
+}
+
+/// The algorithms an issuer may name.
+pub const ISSUER_ALGORITHMS: [&str; 3] = ["RS256", "ES256", "EdDSA"];
+
+/// `auth.issuers` as a TOML array of tables, or as a JSON array in one string.
+fn issuers_list_or_json<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<IssuerSettings>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        List(Vec<IssuerSettings>),
+        Json(String),
+    }
+    match Form::deserialize(d)? {
+        Form::List(items) => Ok(items),
+        Form::Json(text) if text.trim().is_empty() => Ok(Vec::new()),
+        Form::Json(text) => serde_json::from_str(&text).map_err(serde::de::Error::custom),
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -423,7 +524,16 @@ impl Settings {
             .set_default("http.addr", "127.0.0.1:8080")?
             .set_default("http.max_wait_secs", 30)?
             .set_default("http.presence_ttl_secs", 60)?
+            .set_default("http.header_timeout_secs", 10)?
+            .set_default("http.body_timeout_secs", 15)?
+            .set_default("http.max_connections", 10_000)?
+            .set_default("http.max_connections_per_address", 256)?
+            .set_default("http.ws_first_frame_secs", 10)?
             .set_default("auth.jwt_secret", DEV_JWT_SECRET)?
+            .set_default("auth.leeway_secs", 30)?
+            .set_default("auth.jwks_cache_secs", 600)?
+            .set_default("auth.jwks_min_refetch_secs", 30)?
+            .set_default("auth.jwks_timeout_secs", 5)?
             .set_default("workers.heartbeat_secs", 2)?
             .set_default("workers.heartbeat_ttl_secs", 10)?
             .set_default("workers.outbox_sweep_after_secs", 5)?
@@ -623,6 +733,18 @@ impl Settings {
         if self.http.max_wait_secs > MAX_WAIT_SECS {
             return Err(invalid("http.max_wait_secs", "must be at most 30"));
         }
+        for (key, value) in [
+            ("http.header_timeout_secs", self.http.header_timeout_secs),
+            ("http.body_timeout_secs", self.http.body_timeout_secs),
+            ("http.max_connections", self.http.max_connections as u64),
+            ("http.ws_first_frame_secs", self.http.ws_first_frame_secs),
+            ("auth.jwks_timeout_secs", self.auth.jwks_timeout_secs),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        self.validate_issuers()?;
         let limits = &self.limits;
         for (key, value) in [
             ("limits.max_body_bytes", limits.max_body_bytes),
@@ -644,6 +766,44 @@ impl Settings {
                 "limits.request_burst",
                 "must be at least limits.requests_per_sec",
             ));
+        }
+        Ok(())
+    }
+}
+
+impl Settings {
+    fn validate_issuers(&self) -> Result<(), ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid { key: "auth.issuers", message };
+        for issuer in &self.auth.issuers {
+            let name = &issuer.issuer;
+            if url::Url::parse(name).is_err() {
+                return Err(invalid(format!("issuer {name:?} is not a URL")));
+            }
+            if let Some(jwks) = &issuer.jwks_url
+                && url::Url::parse(jwks).is_err()
+            {
+                return Err(invalid(format!("jwks_url of {name} is not a URL")));
+            }
+            // Without an audience, a token the provider issued to any other application
+            // would be accepted here.
+            if issuer.audiences.is_empty() {
+                return Err(invalid(format!("{name} needs at least one audience")));
+            }
+            if issuer.algorithms.is_empty() {
+                return Err(invalid(format!("{name} needs at least one algorithm")));
+            }
+            if let Some(alg) =
+                issuer.algorithms.iter().find(|a| !ISSUER_ALGORITHMS.contains(&a.as_str()))
+            {
+                return Err(invalid(format!(
+                    "{name}: algorithm {alg:?} is not one of RS256, ES256, EdDSA"
+                )));
+            }
+        }
+        let mut names: Vec<&str> = self.auth.issuers.iter().map(|i| i.issuer.as_str()).collect();
+        names.sort_unstable();
+        if names.windows(2).any(|w| w[0] == w[1]) {
+            return Err(invalid("an issuer is listed twice".into()));
         }
         Ok(())
     }
@@ -749,6 +909,37 @@ mod tests {
             let err = Settings::with_overrides(&[(key, value)]).expect_err("must fail");
             assert!(err.to_string().contains(key), "{err}");
         }
+    }
+
+    #[test]
+    fn issuers_come_as_json_in_the_environment_and_are_checked() {
+        let s = Settings::with_overrides(&[]).expect("defaults load");
+        assert!(s.auth.issuers.is_empty());
+        assert_eq!((s.http.header_timeout_secs, s.http.max_connections_per_address), (10, 256));
+        let one = r#"[{"issuer":"https://sso.example/realms/a","audiences":["showrunner"],
+                      "roles_claim":"realm_access.roles","admin_roles":["admin"]}]"#;
+        let s = Settings::with_overrides(&[("auth.issuers", one)]).expect("loads");
+        let issuer = &s.auth.issuers[0];
+        assert_eq!(
+            (issuer.algorithms.clone(), issuer.id_claim.as_str()),
+            (vec!["RS256".into()], "sub")
+        );
+        assert_eq!(issuer.admin_roles, ["admin"]);
+        for bad in [
+            r#"[{"issuer":"https://a","audiences":[]}]"#,
+            r#"[{"issuer":"https://a","audiences":["x"],"algorithms":["HS256"]}]"#,
+            r#"[{"issuer":"not a url","audiences":["x"]}]"#,
+            r#"[{"issuer":"https://a","audiences":["x"]},{"issuer":"https://a","audiences":["y"]}]"#,
+            r#"[{"issuer":"https://a","audiences":["x"],"unknown":1}]"#,
+        ] {
+            let err = Settings::with_overrides(&[("auth.issuers", bad)]).expect_err(bad);
+            assert!(
+                err.to_string().contains("auth.issuers") || err.to_string().contains("unknown"),
+                "{err}"
+            );
+        }
+        let err = Settings::with_overrides(&[("http.max_connections", "0")]).expect_err("0");
+        assert!(err.to_string().contains("http.max_connections"), "{err}");
     }
 
     #[test]

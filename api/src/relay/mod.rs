@@ -72,7 +72,7 @@ async fn upgrade(
     let token = bearer(&headers).map(str::to_string).or(query.token).ok_or_else(|| {
         ApiError::Unauthorized("a bearer token is required (header or ?token=)".into())
     })?;
-    let user = authenticate(&state, &token)?;
+    let user = authenticate(&state, &token).await?;
     // Who asks comes first; then whether it is a WebSocket handshake at all.
     let ws = ws.map_err(|rejection| {
         if rejection.status() == axum::http::StatusCode::METHOD_NOT_ALLOWED {

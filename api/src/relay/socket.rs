@@ -25,6 +25,8 @@ pub const CLOSE_TOO_SLOW: u16 = 4008;
 const CLOSE_GOING_AWAY: u16 = 1001;
 /// RFC 6455 "message too big": a frame over `realtime.max_frame_bytes`.
 pub const CLOSE_TOO_BIG: u16 = 1009;
+/// RFC 6455 "policy violation": no frame within `http.ws_first_frame_secs` of the handshake.
+pub const CLOSE_SILENT: u16 = 1008;
 
 #[derive(Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
@@ -83,6 +85,12 @@ pub async fn run(socket: WebSocket, state: AppState, user: User, _slot: Slot) {
     tick.tick().await;
     let mut last_heard = Instant::now();
     let shutdown = state.shutdown.clone();
+    // A client that completed the handshake must show it is there soon: any frame counts,
+    // the pong to this opening ping included (browsers answer it on their own). Boxed and
+    // dropped after the first frame, so idle connections do not carry the timer.
+    let first_frame_secs = state.settings.http.ws_first_frame_secs;
+    let mut first_frame = Some(Box::pin(tokio::time::sleep(Duration::from_secs(first_frame_secs))));
+    let _ = sink.send(Message::Ping(Default::default())).await;
 
     let close: Option<(u16, String)> = loop {
         tokio::select! {
@@ -104,8 +112,12 @@ pub async fn run(socket: WebSocket, state: AppState, user: User, _slot: Slot) {
                     }
                 }
             }
+            () = until(&mut first_frame) => {
+                break Some((CLOSE_SILENT, format!("no frame within {first_frame_secs} s of the handshake")));
+            }
             message = stream.next() => {
                 last_heard = Instant::now();
+                first_frame = None;
                 let reply = match message {
                     // Boxed: the rare, large request futures (resume, presence) stay out of
                     // every idle connection's task.
@@ -141,6 +153,14 @@ pub async fn run(socket: WebSocket, state: AppState, user: User, _slot: Slot) {
     state.hub.unregister(session.id);
     for episode in std::mem::take(&mut session.watching) {
         Box::pin(presence::leave(&state, episode, session.user.id, &session.session)).await;
+    }
+}
+
+/// Waits for `deadline`, or forever once it is gone.
+async fn until(deadline: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>) {
+    match deadline {
+        Some(sleep) => sleep.as_mut().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -182,6 +182,11 @@ async fn main() -> anyhow::Result<()> {
             ("limits.max_connections_per_user", "1000000"),
             ("limits.requests_per_sec", "1000000"),
             ("limits.request_burst", "1000000"),
+            // 10,000 clients from one loopback address: lift the edge's connection caps too.
+            ("http.max_connections", "1000000"),
+            ("http.max_connections_per_address", "0"),
+            // Clients that connect all 10,000 before the first subscribes.
+            ("http.ws_first_frame_secs", "600"),
         ]
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .to_vec(),
