@@ -18,6 +18,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use showrunner_shared::config::Settings;
+use showrunner_shared::jobs::types::JobTypes;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -56,9 +57,20 @@ pub fn app(state: AppState) -> Router {
 
 /// Connects, checks the schema, serves on `listener` until `cancel`, then drains: stops
 /// accepting, closes WebSockets with 1001, ends `Prefer: wait` early (202), lets requests in
-/// flight finish, and only then closes the broker link.
+/// flight finish, and only then closes the broker link. Accepts the built-in job types.
 pub async fn run(
     settings: Arc<Settings>,
+    listener: TcpListener,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    run_with(settings, JobTypes::builtin(), listener, cancel).await
+}
+
+/// [`run`], accepting the job types `job_types` (a deployment's own beside the built-in ones;
+/// its job workers must run the same types).
+pub async fn run_with(
+    settings: Arc<Settings>,
+    job_types: JobTypes,
     listener: TcpListener,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -82,7 +94,18 @@ pub async fn run(
         link_cancel.clone(),
     ));
     let recorder = recorder::Recorder::start(db.clone());
-    let state = AppState { settings, db, broker, waiters, hub, recorder, shutdown: cancel.clone() };
+    let openapi = routes::jobs::openapi(routes::health::OPENAPI, &job_types).into();
+    let state = AppState {
+        settings,
+        db,
+        broker,
+        waiters,
+        hub,
+        recorder,
+        job_types: Arc::new(job_types),
+        openapi,
+        shutdown: cancel.clone(),
+    };
     let expiry = tokio::spawn(relay::presence::expire_forever(state.clone(), cancel.clone()));
     tracing::info!(addr = %listener.local_addr()?, "api listening");
     let shutdown = cancel.clone();

@@ -19,6 +19,10 @@ pub struct AppState {
     /// Writes the `commands` rows of concurrent requests together.
     pub recorder: Recorder,
     pub hub: Arc<Hub>,
+    /// The job types `POST /jobs` accepts.
+    pub job_types: Arc<showrunner_shared::jobs::types::JobTypes>,
+    /// The OpenAPI document served, with the job types above in `POST /jobs`.
+    pub openapi: Arc<str>,
     /// Cancelled when the process shuts down: WebSocket sessions close on it.
     pub shutdown: tokio_util::sync::CancellationToken,
 }

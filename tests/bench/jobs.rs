@@ -30,6 +30,7 @@ use showrunner_shared::broker::topology::{JOBS_EXCHANGE, JOBS_KEY};
 use showrunner_shared::broker::{Outgoing, Publisher, publisher_json_properties};
 use showrunner_shared::contracts::JobRequest;
 use showrunner_shared::db::sql;
+use showrunner_shared::jobs::types::JobType;
 use showrunner_tests::{Options, TestApp};
 use showrunner_workers::jobs::{JobContext, JobError, JobHandler, Registry};
 use uuid::Uuid;
@@ -45,9 +46,17 @@ struct BenchPayload {
     fail_once: bool,
 }
 
-impl JobHandler for BenchInsert {
-    const TYPE: &'static str = "bench.insert";
+impl JobType for BenchInsert {
+    const NAME: &'static str = "bench.insert";
+    const SUMMARY: &'static str = "The peers' job body: one committed INSERT.";
     type Payload = BenchPayload;
+    fn payload_schema() -> serde_json::Value {
+        serde_json::json!({"type": "object", "required": ["runId", "jobId", "failOnce"]})
+    }
+}
+
+impl JobHandler for BenchInsert {
+    type Job = Self;
 
     async fn run(&self, ctx: &JobContext, p: BenchPayload) -> Result<serde_json::Value, JobError> {
         let attempt = ctx.attempt - 1; // the peers count retries from 0

@@ -8,6 +8,7 @@ mod drain;
 mod episodes;
 mod hostile;
 mod jobs;
+mod jobs_prod;
 mod limits;
 mod ops;
 mod realtime;

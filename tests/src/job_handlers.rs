@@ -7,7 +7,14 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use serde::Deserialize;
+use serde_json::{Value, json};
+use showrunner_shared::jobs::types::JobType;
 use showrunner_workers::jobs::{JobContext, JobError, JobHandler, Registry};
+
+/// Any JSON at all (the test types that ignore their payload).
+fn any() -> Value {
+    json!({ "description": "Any JSON." })
+}
 
 /// `test.flaky`: fails (retryably) on its first `failures` attempts, then succeeds.
 pub struct Flaky;
@@ -18,9 +25,18 @@ pub struct FlakyPayload {
     pub failures: i32,
 }
 
-impl JobHandler for Flaky {
-    const TYPE: &'static str = "test.flaky";
+impl JobType for Flaky {
+    const NAME: &'static str = "test.flaky";
+    const SUMMARY: &'static str = "Fails its first `failures` attempts, then succeeds.";
     type Payload = FlakyPayload;
+    fn payload_schema() -> Value {
+        json!({"type": "object", "required": ["failures"],
+               "properties": {"failures": {"type": "integer"}}})
+    }
+}
+
+impl JobHandler for Flaky {
+    type Job = Self;
 
     async fn run(&self, ctx: &JobContext, p: FlakyPayload) -> Result<serde_json::Value, JobError> {
         if ctx.attempt <= p.failures {
@@ -34,9 +50,17 @@ impl JobHandler for Flaky {
 #[derive(Clone, Default)]
 pub struct Switch(pub Arc<AtomicBool>);
 
+impl JobType for Switch {
+    const NAME: &'static str = "test.switch";
+    const SUMMARY: &'static str = "Fails while its switch is on.";
+    type Payload = Value;
+    fn payload_schema() -> Value {
+        any()
+    }
+}
+
 impl JobHandler for Switch {
-    const TYPE: &'static str = "test.switch";
-    type Payload = serde_json::Value;
+    type Job = Self;
 
     async fn run(
         &self,
@@ -53,9 +77,17 @@ impl JobHandler for Switch {
 /// `test.permanent`: a failure no retry can fix.
 pub struct Permanent;
 
+impl JobType for Permanent {
+    const NAME: &'static str = "test.permanent";
+    const SUMMARY: &'static str = "Fails for good.";
+    type Payload = Value;
+    fn payload_schema() -> Value {
+        any()
+    }
+}
+
 impl JobHandler for Permanent {
-    const TYPE: &'static str = "test.permanent";
-    type Payload = serde_json::Value;
+    type Job = Self;
 
     async fn run(
         &self,
@@ -75,9 +107,18 @@ pub struct SleepPayload {
     pub first_attempt_ms: u64,
 }
 
-impl JobHandler for Sleep {
-    const TYPE: &'static str = "test.sleep";
+impl JobType for Sleep {
+    const NAME: &'static str = "test.sleep";
+    const SUMMARY: &'static str = "The first attempt sleeps `firstAttemptMs`.";
     type Payload = SleepPayload;
+    fn payload_schema() -> Value {
+        json!({"type": "object", "required": ["firstAttemptMs"],
+               "properties": {"firstAttemptMs": {"type": "integer", "minimum": 0}}})
+    }
+}
+
+impl JobHandler for Sleep {
+    type Job = Self;
 
     async fn run(&self, ctx: &JobContext, p: SleepPayload) -> Result<serde_json::Value, JobError> {
         if ctx.attempt == 1 {

@@ -5,20 +5,15 @@
 use anyhow::anyhow;
 use chrono::{DateTime, Utc};
 use sea_orm::FromQueryResult;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use showrunner_shared::contracts::Episode;
 use showrunner_shared::db::{EpisodeRow, sql};
+use showrunner_shared::jobs::types::{self, ExportPayload};
 use uuid::Uuid;
 
 use super::{JobContext, JobError, JobHandler};
 
 pub struct EpisodeExport;
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ExportPayload {
-    pub episode_id: Uuid,
-}
 
 #[derive(FromQueryResult, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -32,8 +27,7 @@ struct ActivityRow {
 }
 
 impl JobHandler for EpisodeExport {
-    const TYPE: &'static str = "episode.export";
-    type Payload = ExportPayload;
+    type Job = types::EpisodeExport;
 
     async fn run(
         &self,

@@ -15,8 +15,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use sea_orm::DatabaseConnection;
-use serde::de::DeserializeOwned;
 use showrunner_shared::config::Settings;
+use showrunner_shared::jobs::types::{self, JobType, JobTypes};
 use uuid::Uuid;
 
 /// Why an attempt failed, and whether another attempt could succeed.
@@ -53,16 +53,16 @@ pub struct JobContext {
     pub http: reqwest::Client,
 }
 
-/// One job type: its name in `POST /jobs`, its payload, and what running it means.
+/// What running one job type means. The type itself (name, payload, schema) is declared in
+/// `shared::jobs::types` (`JobType`), where the api sees it too.
 pub trait JobHandler: Send + Sync + 'static {
-    const TYPE: &'static str;
-    type Payload: DeserializeOwned + Send;
+    type Job: JobType;
 
     /// The result is stored in the job row and sent in `job_completed`.
     fn run(
         &self,
         ctx: &JobContext,
-        payload: Self::Payload,
+        payload: <Self::Job as JobType>::Payload,
     ) -> impl Future<Output = Result<serde_json::Value, JobError>> + Send;
 }
 
@@ -76,18 +76,21 @@ trait ErasedHandler: Send + Sync {
 impl<H: JobHandler> ErasedHandler for H {
     fn run_json(self: Arc<Self>, ctx: JobContext, payload: serde_json::Value) -> BoxedRun {
         Box::pin(async move {
-            let payload: H::Payload = serde_json::from_value(payload).map_err(|e| {
-                JobError::permanent(anyhow::anyhow!("invalid payload for {}: {e}", H::TYPE))
+            // The api checked it already; a row written before the type was declared (or a
+            // payload that no longer fits a changed declaration) fails for good.
+            let payload = types::parse::<H::Job>(&payload).map_err(|e| {
+                JobError::permanent(anyhow::anyhow!("invalid payload for {}: {e}", H::Job::NAME))
             })?;
             self.run(&ctx, payload).await
         })
     }
 }
 
-/// Every job type a worker runs, by name.
+/// Every job type a worker runs, by name, with their declarations (for the api).
 #[derive(Clone, Default)]
 pub struct Registry {
     handlers: HashMap<&'static str, Arc<dyn ErasedHandler>>,
+    declared: JobTypes,
 }
 
 impl std::fmt::Debug for Registry {
@@ -104,10 +107,16 @@ impl Registry {
         Self::default().with(webhook::Webhook).with(episode_export::EpisodeExport)
     }
 
-    /// Adds (or replaces) the handler of `H::TYPE`.
+    /// Adds (or replaces) the handler of `H::Job::NAME`.
     pub fn with<H: JobHandler>(mut self, handler: H) -> Self {
-        self.handlers.insert(H::TYPE, Arc::new(handler));
+        self.handlers.insert(H::Job::NAME, Arc::new(handler));
+        self.declared = self.declared.with::<H::Job>();
         self
+    }
+
+    /// The declarations of the types this registry runs: what the api must accept.
+    pub fn job_types(&self) -> JobTypes {
+        self.declared.clone()
     }
 
     pub fn types(&self) -> Vec<&'static str> {
@@ -130,5 +139,18 @@ impl Registry {
                 Box::pin(async move { Err(JobError::permanent(anyhow::anyhow!(message))) })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_builtin_registry_runs_exactly_the_builtin_declarations() {
+        // The api accepts `JobTypes::builtin()`; a type it accepts that no worker runs would
+        // fail every job of it with "no handler".
+        assert_eq!(Registry::builtin().types(), JobTypes::builtin().names());
+        assert_eq!(Registry::builtin().job_types().names(), JobTypes::builtin().names());
     }
 }

@@ -1,0 +1,292 @@
+//! Jobs for production teams (issue 15): declared job types refused at the door, queue
+//! operations in the activity log and on the WebSocket, `Idempotency-Key` on `POST /jobs`.
+
+use std::sync::atomic::Ordering;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use showrunner_shared::auth::Role;
+use showrunner_tests::job_handlers::{self, Switch};
+use showrunner_tests::{Options, TestApp, wait_for, wait_until};
+
+use crate::support::{
+    DEADLINE, Socket, create_episode, expect_problem, send, str_of, ws_next, ws_say,
+};
+
+async fn spawn_with(switch: &Switch, job_workers: usize, extra: &[(&str, &str)]) -> TestApp {
+    let mut pairs = vec![
+        ("jobs.initial_delay_ms", "150"),
+        ("jobs.backoff_factor", "2"),
+        ("jobs.max_delay_ms", "2000"),
+        ("jobs.timeout_secs", "10"),
+    ];
+    pairs.extend_from_slice(extra);
+    TestApp::spawn_with(Options {
+        job_workers,
+        job_registry: job_handlers::registry(switch),
+        extra: pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        ..Options::default()
+    })
+    .await
+}
+
+fn post_job(app: &TestApp, token: &str, body: &Value) -> reqwest::RequestBuilder {
+    app.http.post(app.api("/jobs")).bearer_auth(token).json(body)
+}
+
+async fn submit(app: &TestApp, token: &str, body: Value) -> Value {
+    let (status, body) = send(post_job(app, token, &body)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    body["data"].clone()
+}
+
+async fn job_with_status(app: &TestApp, token: &str, id: &str, status: &str) -> Value {
+    wait_for(&format!("job {id} to be {status}"), DEADLINE, || {
+        let request = app.http.get(app.api(&format!("/jobs/{id}"))).bearer_auth(token);
+        async move {
+            let (_, body) = send(request).await;
+            (body["data"]["status"] == status).then(|| body["data"].clone())
+        }
+    })
+    .await
+}
+
+async fn connect(app: &TestApp, token: &str) -> Socket {
+    let (socket, _) =
+        tokio_tungstenite::connect_async(app.ws_url(0, token)).await.expect("websocket");
+    socket
+}
+
+async fn subscribe(socket: &mut Socket, topics: &[&str]) {
+    ws_say(socket, json!({"op": "subscribe", "topics": topics})).await;
+    loop {
+        let frame = ws_next(socket).await;
+        if frame["op"] != "event" {
+            assert_eq!(frame["op"], "subscribed", "{frame}");
+            return;
+        }
+    }
+}
+
+/// The next event frame named `name`, and the event frames skipped on the way.
+async fn event(socket: &mut Socket, name: &str) -> (Value, Vec<Value>) {
+    let mut skipped = Vec::new();
+    loop {
+        let frame = ws_next(socket).await;
+        assert!(frame.get("close").is_none(), "closed: {frame}");
+        if frame["op"] != "event" {
+            continue;
+        }
+        if frame["event"] == name {
+            return (frame, skipped);
+        }
+        skipped.push(frame);
+    }
+}
+
+#[tokio::test]
+async fn undeclared_types_and_misfit_payloads_are_refused_naming_the_field() {
+    let app = spawn_with(&Switch::default(), 0, &[]).await;
+    let alice = app.token("alice", Role::Member);
+    let p = expect_problem(
+        post_job(&app, &alice, &json!({"type": "teleport", "payload": {}})),
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert_eq!(p["errors"][0]["field"], "type", "{p}");
+    let message = p["errors"][0]["message"].as_str().unwrap_or_default();
+    for known in ["episode.export", "webhook", "test.flaky", "test.sleep"] {
+        assert!(message.contains(known), "{known} is not listed: {message}");
+    }
+    for (body, field) in [
+        (json!({"type": "webhook", "payload": {}}), "payload.url"),
+        (json!({"type": "webhook", "payload": {"url": 42}}), "payload.url"),
+        (json!({"type": "webhook", "payload": {"url": "ftp://example.com/x"}}), "payload.url"),
+        (json!({"type": "webhook", "payload": {"url": "http://e.com/", "to": 1}}), "payload.to"),
+        (json!({"type": "webhook", "payload": ["http://e.com/"]}), "payload"),
+        (json!({"type": "episode.export", "payload": {"episodeId": "x"}}), "payload.episodeId"),
+        (json!({"type": "test.flaky", "payload": {"failures": "two"}}), "payload.failures"),
+    ] {
+        let p =
+            expect_problem(post_job(&app, &alice, &body), StatusCode::UNPROCESSABLE_ENTITY).await;
+        assert_eq!(p["errors"][0]["field"], field, "{body} -> {p}");
+    }
+    assert_eq!(app.count("SELECT count(*) FROM jobs").await, 0, "nothing refused was recorded");
+
+    // The document describes POST /jobs as a union tagged by `type`: this stack's types, each
+    // with its payload's schema.
+    let (status, doc) = send(app.http.get(app.api("/openapi.json"))).await;
+    assert_eq!(status, StatusCode::OK);
+    let create = &doc["components"]["schemas"]["JobCreate"];
+    assert_eq!(create["discriminator"]["propertyName"], "type", "{create}");
+    let variants = create["oneOf"].as_array().cloned().unwrap_or_default();
+    let tags: Vec<&str> =
+        variants.iter().filter_map(|v| v["properties"]["type"]["const"].as_str()).collect();
+    assert_eq!(
+        tags,
+        ["episode.export", "test.flaky", "test.permanent", "test.sleep", "test.switch", "webhook"]
+    );
+    let webhook = variants.iter().find(|v| v["properties"]["type"]["const"] == "webhook");
+    assert_eq!(
+        webhook.map(|v| v["properties"]["payload"]["required"].clone()),
+        Some(json!(["url"]))
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn queue_operations_reach_the_activity_log_and_the_jobs_audience() {
+    let switch = Switch::default();
+    switch.0.store(true, Ordering::SeqCst);
+    let app = spawn_with(&switch, 1, &[("jobs.initial_delay_ms", "1500")]).await;
+    let alice = app.token("alice", Role::Member);
+    let bob = app.token("bob", Role::Member);
+    let root = app.token("root", Role::Admin);
+    let alice_id = TestApp::user_id("alice");
+    let root_id = TestApp::user_id("root");
+    let mut alices = connect(&app, &alice).await;
+    let mut bobs = connect(&app, &bob).await;
+    let mut roots = connect(&app, &root).await;
+    subscribe(&mut alices, &["job.#"]).await;
+    subscribe(&mut bobs, &["#"]).await;
+    subscribe(&mut roots, &["job.#"]).await;
+
+    // Queued: `job_queued` on job.<id>.queued, to the creator and the admins.
+    let failing =
+        submit(&app, &alice, json!({"type": "test.switch", "payload": {}, "maxAttempts": 1})).await;
+    let failing_id = str_of(&failing, "id").to_string();
+    let (queued, _) = event(&mut alices, "job_queued").await;
+    assert_eq!(queued["topic"], format!("job.{failing_id}.queued"), "{queued}");
+    assert_eq!(queued["data"]["type"], "test.switch", "{queued}");
+    let (queued, _) = event(&mut roots, "job_queued").await;
+    assert_eq!(queued["data"]["jobId"], failing_id.as_str());
+    job_with_status(&app, &alice, &failing_id, "failed").await;
+
+    // Requeued by an admin: `job_requeued` names the admin; the creator hears of it.
+    switch.0.store(false, Ordering::SeqCst);
+    let (status, body) =
+        send(app.http.post(app.api(&format!("/jobs/{failing_id}/retry"))).bearer_auth(&root)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let (requeued, _) = event(&mut alices, "job_requeued").await;
+    assert_eq!(requeued["topic"], format!("job.{failing_id}.requeued"), "{requeued}");
+    assert_eq!(requeued["data"]["requeuedBy"]["id"], root_id.to_string(), "{requeued}");
+    assert_eq!(requeued["data"]["previousAttempts"], 1, "{requeued}");
+    job_with_status(&app, &alice, &failing_id, "succeeded").await;
+
+    // Cancelled while it waits for its retry: `job_cancelled` with the status it left.
+    let flaky =
+        submit(&app, &alice, json!({"type": "test.flaky", "payload": {"failures": 5}})).await;
+    let flaky_id = str_of(&flaky, "id").to_string();
+    job_with_status(&app, &alice, &flaky_id, "retrying").await;
+    let (status, body) =
+        send(app.http.post(app.api(&format!("/jobs/{flaky_id}/cancel"))).bearer_auth(&root)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (cancelled, _) = event(&mut alices, "job_cancelled").await;
+    assert_eq!(cancelled["topic"], format!("job.{flaky_id}.cancelled"), "{cancelled}");
+    assert_eq!(cancelled["data"]["cancelledBy"]["id"], root_id.to_string(), "{cancelled}");
+    assert_eq!(cancelled["data"]["previousStatus"], "retrying", "{cancelled}");
+
+    // Each has its activity row, which the creator reads.
+    for (id, event) in
+        [(&failing_id, "job_queued"), (&failing_id, "job_requeued"), (&flaky_id, "job_cancelled")]
+    {
+        wait_until(&format!("the {event} row of {id}"), DEADLINE, || async {
+            app.count(&format!(
+                "SELECT count(*) FROM activity_log WHERE resource_type = 'job' \
+                 AND resource_id = '{id}' AND event = '{event}' AND actor_id = '{alice_id}'"
+            ))
+            .await
+                == 1
+        })
+        .await;
+    }
+    let (status, page) = send(
+        app.http
+            .get(app.api(&format!("/activity?resourceType=job&resourceId={flaky_id}")))
+            .bearer_auth(&alice),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let events: Vec<&str> = page["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|row| row["event"].as_str())
+        .collect();
+    assert!(events.contains(&"job_queued") && events.contains(&"job_cancelled"), "{page}");
+
+    // Bob, subscribed to everything, heard none of Alice's job events: the episode created
+    // last reaches him, and nothing from `job.` came before it.
+    let (status, _) = create_episode(&app, &bob, json!({"title": "Marker"}), false).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (_, before) = event(&mut bobs, "episode_created").await;
+    assert!(
+        before.iter().all(|f| !f["topic"].as_str().unwrap_or_default().starts_with("job.")),
+        "{before:?}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_retried_post_with_its_key_makes_one_job() {
+    let app = spawn_with(&Switch::default(), 1, &[]).await;
+    let alice = app.token("alice", Role::Member);
+    let bob = app.token("bob", Role::Member);
+    let body = json!({"type": "test.flaky", "payload": {"failures": 0}, "maxAttempts": 2});
+    let keyed = |token: &str, key: &str, body: &Value| {
+        post_job(&app, token, body).header("Idempotency-Key", key)
+    };
+    let (status, first) = send(keyed(&alice, "export-42", &body)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+    let id = str_of(&first["data"], "id").to_string();
+    // The same key and body, before and after the job ran: the same job, no second one.
+    let (status, again) = send(keyed(&alice, "export-42", &body)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{again}");
+    assert_eq!(again["data"]["id"], id.as_str());
+    job_with_status(&app, &alice, &id, "succeeded").await;
+    let (status, late) = send(keyed(&alice, "export-42", &body)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{late}");
+    assert_eq!(late["data"]["id"], id.as_str());
+    assert_eq!(late["data"]["status"], "succeeded", "{late}");
+    // Keys in another order are the same body.
+    let reordered = json!({"maxAttempts": 2, "payload": {"failures": 0}, "type": "test.flaky"});
+    let (status, same) = send(keyed(&alice, "export-42", &reordered)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{same}");
+    assert_eq!(same["data"]["id"], id.as_str());
+
+    // The same key with another body: 422 naming the key.
+    let other = json!({"type": "test.flaky", "payload": {"failures": 1}});
+    let p =
+        expect_problem(keyed(&alice, "export-42", &other), StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(p["errors"][0]["field"], "Idempotency-Key", "{p}");
+    // Keys are per user: Bob's same key is his own job.
+    let (status, bobs) = send(keyed(&bob, "export-42", &body)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{bobs}");
+    assert_ne!(bobs["data"]["id"], id.as_str());
+
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM jobs WHERE created_by = '{}'",
+            TestApp::user_id("alice")
+        ))
+        .await,
+        1
+    );
+    wait_until("the job's events", DEADLINE, || async {
+        app.count(&format!(
+            "SELECT count(*) FROM activity_log WHERE resource_id = '{id}' AND event = 'job_completed'"
+        ))
+        .await
+            == 1
+    })
+    .await;
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM activity_log WHERE resource_id = '{id}' AND event IN ('job_queued', 'job_started')"
+        ))
+        .await,
+        2,
+        "one job_queued, one job_started: the retries made nothing"
+    );
+    app.stop().await;
+}
