@@ -1,5 +1,6 @@
 //! Jobs for production teams (issue 15): declared job types refused at the door, queue
-//! operations in the activity log and on the WebSocket, `Idempotency-Key` on `POST /jobs`.
+//! operations in the activity log and on the WebSocket, `Idempotency-Key` on `POST /jobs`,
+//! progress, cancelling a running job on one of two workers, the lease heartbeat.
 
 use std::sync::atomic::Ordering;
 
@@ -124,7 +125,15 @@ async fn undeclared_types_and_misfit_payloads_are_refused_naming_the_field() {
         variants.iter().filter_map(|v| v["properties"]["type"]["const"].as_str()).collect();
     assert_eq!(
         tags,
-        ["episode.export", "test.flaky", "test.permanent", "test.sleep", "test.switch", "webhook"]
+        [
+            "episode.export",
+            "test.flaky",
+            "test.permanent",
+            "test.sleep",
+            "test.steps",
+            "test.switch",
+            "webhook"
+        ]
     );
     let webhook = variants.iter().find(|v| v["properties"]["type"]["const"] == "webhook");
     assert_eq!(
@@ -288,5 +297,186 @@ async fn a_retried_post_with_its_key_makes_one_job() {
         2,
         "one job_queued, one job_started: the retries made nothing"
     );
+    app.stop().await;
+}
+
+#[derive(sea_orm::FromQueryResult)]
+struct Logged {
+    event: String,
+    data: Value,
+    occurred_at: chrono::DateTime<chrono::Utc>,
+}
+
+async fn logged(app: &TestApp, id: &str) -> Vec<Logged> {
+    use sea_orm::{DbBackend, FromQueryResult, Statement};
+    Logged::find_by_statement(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT event, data, occurred_at FROM activity_log WHERE resource_type = 'job' \
+         AND resource_id = $1::uuid ORDER BY id",
+        [id.into()],
+    ))
+    .all(&app.db)
+    .await
+    .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_running_job_reports_progress_at_a_bounded_rate() {
+    // Twenty steps of 100 ms, each reporting: about 2 s of reports, 200 ms apart at most 5/s.
+    let app = spawn_with(&Switch::default(), 1, &[("jobs.progress_interval_ms", "400")]).await;
+    let alice = app.token("alice", Role::Member);
+    let created = submit(
+        &app,
+        &alice,
+        json!({"type": "test.steps", "payload": {"steps": 20, "stepMs": 100}}),
+    )
+    .await;
+    let id = str_of(&created, "id").to_string();
+    // GET shows it while it runs.
+    let midway = wait_for("progress while running", DEADLINE, || {
+        let request = app.http.get(app.api(&format!("/jobs/{id}"))).bearer_auth(&alice);
+        async move {
+            let (_, body) = send(request).await;
+            let job = body["data"].clone();
+            (job["status"] == "running" && job["progress"]["percent"].as_i64().is_some())
+                .then_some(job)
+        }
+    })
+    .await;
+    let percent = midway["progress"]["percent"].as_i64().unwrap_or(-1);
+    assert!((1..=100).contains(&percent), "{midway}");
+    assert!(str_of(&midway["progress"], "message").starts_with("step "), "{midway}");
+    job_with_status(&app, &alice, &id, "succeeded").await;
+
+    let events = wait_for("the job's events", DEADLINE, || async {
+        let events = logged(&app, &id).await;
+        events.iter().any(|e| e.event == "job_completed").then_some(events)
+    })
+    .await;
+    let progress: Vec<&Logged> = events.iter().filter(|e| e.event == "job_progress").collect();
+    assert!(progress.len() >= 2, "{} progress events", progress.len());
+    // At most one per interval (400 ms): twenty reports became a handful of events.
+    assert!(progress.len() <= 8, "{} progress events for 20 reports", progress.len());
+    for pair in progress.windows(2) {
+        let gap = pair[1].occurred_at - pair[0].occurred_at;
+        assert!(gap >= chrono::Duration::milliseconds(300), "events {gap} apart");
+        assert!(pair[1].data["percent"].as_i64() >= pair[0].data["percent"].as_i64());
+    }
+    assert_eq!(progress[0].data["jobId"], id.as_str());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_running_job_is_cancelled_on_whichever_of_two_workers_runs_it() {
+    let app = spawn_with(&Switch::default(), 2, &[("jobs.cancel_grace_secs", "1")]).await;
+    let alice = app.token("alice", Role::Member);
+    let root = app.token("root", Role::Admin);
+    // Two jobs, one of which each worker is likely to take; both are cancelled while running.
+    // One handler watches its token, the other ignores it and is abandoned after the grace.
+    let honours = submit(
+        &app,
+        &alice,
+        json!({"type": "test.steps", "payload": {"steps": 400, "stepMs": 50, "honorCancel": true}}),
+    )
+    .await;
+    let ignores = submit(
+        &app,
+        &alice,
+        json!({"type": "test.steps", "payload": {"steps": 40, "stepMs": 100, "honorCancel": false}}),
+    )
+    .await;
+    let (honours, ignores) =
+        (str_of(&honours, "id").to_string(), str_of(&ignores, "id").to_string());
+    for id in [&honours, &ignores] {
+        job_with_status(&app, &alice, id, "running").await;
+    }
+    let started = std::time::Instant::now();
+    for (id, token) in [(&honours, &alice), (&ignores, &root)] {
+        let (status, body) =
+            send(app.http.post(app.api(&format!("/jobs/{id}/cancel"))).bearer_auth(token)).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        assert_eq!(body["data"]["status"], "running", "{body}");
+        assert!(body["data"]["cancelRequestedAt"].is_string(), "{body}");
+    }
+    for id in [&honours, &ignores] {
+        let cancelled = job_with_status(&app, &alice, id, "cancelled").await;
+        assert_eq!(cancelled["result"], Value::Null, "{cancelled}");
+    }
+    // Seen within a heartbeat (1 s) plus, for the one that ignores it, the grace (1 s).
+    assert!(started.elapsed() < std::time::Duration::from_secs(6), "{:?}", started.elapsed());
+    // The ignoring handler would have finished after 4 s: wait past that, its result stays
+    // discarded.
+    tokio::time::sleep_until(
+        tokio::time::Instant::from_std(started) + std::time::Duration::from_secs(5),
+    )
+    .await;
+    for (id, by) in [(&honours, "alice"), (&ignores, "root")] {
+        let job = job_with_status(&app, &alice, id, "cancelled").await;
+        assert_eq!(job["result"], Value::Null, "{job}");
+        let events = wait_for("job_cancelled", DEADLINE, || async {
+            let events = logged(&app, id).await;
+            events.iter().any(|e| e.event == "job_cancelled").then_some(events)
+        })
+        .await;
+        let names: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
+        assert!(!names.contains(&"job_completed"), "{names:?}");
+        let cancelled = events.iter().find(|e| e.event == "job_cancelled").map(|e| e.data.clone());
+        let cancelled = cancelled.unwrap_or_default();
+        assert_eq!(cancelled["previousStatus"], "running", "{cancelled}");
+        assert_eq!(cancelled["cancelledBy"]["id"], TestApp::user_id(by).to_string());
+    }
+    // A finished job cannot be cancelled.
+    let (status, _) =
+        send(app.http.post(app.api(&format!("/jobs/{honours}/cancel"))).bearer_auth(&alice)).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_killed_workers_job_is_taken_over_after_its_lease_not_its_timeout() {
+    // The timeout is two minutes; the lease (renewed every second while the job runs) is 3 s.
+    let mut app = spawn_with(
+        &Switch::default(),
+        0,
+        &[("jobs.timeout_secs", "120"), ("jobs.lease_secs", "3")],
+    )
+    .await;
+    let alice = app.token("alice", Role::Member);
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_it-job-worker"))
+        .envs(app.env())
+        .env("SHOWRUNNER__JOBS__LEASE_SECS", "3")
+        .env("SHOWRUNNER__LOG__FILTER", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the job worker process");
+    let created =
+        submit(&app, &alice, json!({"type": "test.sleep", "payload": {"firstAttemptMs": 600000}}))
+            .await;
+    let id = str_of(&created, "id").to_string();
+    job_with_status(&app, &alice, &id, "running").await;
+    // Past a few renewals: the lease is alive only because it is renewed.
+    let renewed = wait_for("a renewed lease", DEADLINE, || async {
+        (app.count(&format!(
+            "SELECT count(*) FROM jobs WHERE id = '{id}' AND status = 'running' \
+             AND locked_until > now() + interval '2 seconds' AND updated_at < now() - interval '4 seconds'"
+        ))
+        .await
+            == 1)
+            .then_some(())
+    })
+    .await;
+    let () = renewed;
+    child.start_kill().expect("SIGKILL");
+    let killed = std::time::Instant::now();
+    let status = child.wait().await.expect("the worker exits");
+    assert!(!status.success(), "killed, not exited: {status:?}");
+
+    app.start_job_worker();
+    let done = job_with_status(&app, &alice, &id, "succeeded").await;
+    assert_eq!(done["attempts"], 2, "{done}");
+    let took = killed.elapsed();
+    // The lease (3 s), a heartbeat, the delay tier the redelivered copy waits in: seconds,
+    // where the timeout would have been 122 s.
+    assert!(took < std::time::Duration::from_secs(12), "taken over after {took:?}");
     app.stop().await;
 }

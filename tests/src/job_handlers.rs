@@ -128,7 +128,57 @@ impl JobHandler for Sleep {
     }
 }
 
+/// `test.steps`: `steps` steps of `stepMs` each, reporting progress after every step; stops
+/// when cancelled if `honorCancel`, otherwise runs on regardless (a handler that ignores its
+/// token).
+pub struct Steps;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StepsPayload {
+    pub steps: u32,
+    pub step_ms: u64,
+    #[serde(default)]
+    pub honor_cancel: bool,
+}
+
+impl JobType for Steps {
+    const NAME: &'static str = "test.steps";
+    const SUMMARY: &'static str = "Sleeps `steps` times `stepMs`, reporting progress.";
+    type Payload = StepsPayload;
+    fn payload_schema() -> Value {
+        json!({"type": "object", "required": ["steps", "stepMs"],
+               "properties": {"steps": {"type": "integer", "minimum": 1},
+                              "stepMs": {"type": "integer", "minimum": 0},
+                              "honorCancel": {"type": "boolean"}}})
+    }
+}
+
+impl JobHandler for Steps {
+    type Job = Self;
+
+    async fn run(&self, ctx: &JobContext, p: StepsPayload) -> Result<serde_json::Value, JobError> {
+        let steps = p.steps.max(1);
+        for step in 1..=steps {
+            let pause = tokio::time::sleep(Duration::from_millis(p.step_ms));
+            if p.honor_cancel {
+                tokio::select! {
+                    () = pause => {}
+                    () = ctx.cancellation().cancelled() => {
+                        return Err(JobError::permanent(anyhow!("stopped at step {step}")));
+                    }
+                }
+            } else {
+                pause.await;
+            }
+            let percent = u8::try_from(step * 100 / steps).unwrap_or(100);
+            ctx.progress(percent, &format!("step {step} of {steps}"));
+        }
+        Ok(serde_json::json!({ "steps": steps }))
+    }
+}
+
 /// The built-in job types plus every test type above.
 pub fn registry(switch: &Switch) -> Registry {
-    Registry::builtin().with(Flaky).with(switch.clone()).with(Permanent).with(Sleep)
+    Registry::builtin().with(Flaky).with(switch.clone()).with(Permanent).with(Sleep).with(Steps)
 }

@@ -1,6 +1,7 @@
 //! `episode.export`: writes an episode and its activity history as one JSON document,
 //! `<jobs.export_dir>/episode-<id>.json`. Written to a temporary file and renamed, so a reader
-//! never sees half a document and a repeated attempt simply replaces it.
+//! never sees half a document and a repeated attempt simply replaces it. Reports its progress
+//! and stops between steps when cancelled.
 
 use anyhow::anyhow;
 use chrono::{DateTime, Utc};
@@ -35,6 +36,7 @@ impl JobHandler for EpisodeExport {
         payload: ExportPayload,
     ) -> Result<serde_json::Value, JobError> {
         let id = payload.episode_id;
+        ctx.progress(0, "reading the episode");
         let episode =
             EpisodeRow::find_by_statement(sql("SELECT * FROM episodes WHERE id = $1", [id.into()]))
                 .one(&ctx.db)
@@ -43,6 +45,8 @@ impl JobHandler for EpisodeExport {
                 .ok_or_else(|| JobError::permanent(anyhow!("episode {id} does not exist")))?;
         // The same resource the API serves.
         let episode = Episode::try_from(episode).map_err(JobError::retryable)?;
+        ctx.stop_if_cancelled()?;
+        ctx.progress(20, "reading its activity");
         let activity = ActivityRow::find_by_statement(sql(
             "SELECT id, event, actor_id, actor_name, data, occurred_at FROM activity_log \
              WHERE resource_type = 'episode' AND resource_id = $1 ORDER BY id",
@@ -51,6 +55,8 @@ impl JobHandler for EpisodeExport {
         .all(&ctx.db)
         .await
         .map_err(JobError::retryable)?;
+        ctx.stop_if_cancelled()?;
+        ctx.progress(60, &format!("writing {} activity rows", activity.len()));
         let document = serde_json::json!({
             "episode": episode,
             "activity": activity,
@@ -72,6 +78,7 @@ impl JobHandler for EpisodeExport {
         .map_err(JobError::permanent)?;
         written
             .map_err(|e| JobError::retryable(anyhow!("cannot write {}: {e}", path.display())))?;
+        ctx.progress(100, "written");
         Ok(serde_json::json!({
             "path": path.display().to_string(),
             "activityCount": activity.len(),

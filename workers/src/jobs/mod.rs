@@ -7,6 +7,7 @@ pub mod consumer;
 pub mod episode_export;
 pub mod schedule;
 pub mod store;
+pub mod tracker;
 pub mod webhook;
 
 use std::collections::HashMap;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 use sea_orm::DatabaseConnection;
 use showrunner_shared::config::Settings;
 use showrunner_shared::jobs::types::{self, JobType, JobTypes};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 /// Why an attempt failed, and whether another attempt could succeed.
@@ -51,6 +53,33 @@ pub struct JobContext {
     pub db: DatabaseConnection,
     pub settings: Arc<Settings>,
     pub http: reqwest::Client,
+    signals: tracker::Signals,
+}
+
+impl JobContext {
+    /// Cancelled when someone asked the job to stop (`POST /jobs/{id}/cancel`), or when the
+    /// attempt is no longer this worker's. A handler that watches it and returns promptly
+    /// ends the job `cancelled`; one that does not is abandoned after `jobs.cancel_grace_secs`
+    /// and whatever it returns is discarded.
+    pub fn cancellation(&self) -> &CancellationToken {
+        &self.signals.cancel
+    }
+
+    /// `Err` once the job was asked to stop: `ctx.stop_if_cancelled()?` between steps.
+    pub fn stop_if_cancelled(&self) -> Result<(), JobError> {
+        if self.signals.cancel.is_cancelled() {
+            Err(JobError::permanent(anyhow::anyhow!("cancelled")))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Reports how far the job is (0 to 100, and a short message). Cheap: the latest report
+    /// is kept and written (`GET /jobs/{id}` shows it, `job_progress` tells subscribers) at
+    /// most every `jobs.progress_interval_ms`.
+    pub fn progress(&self, percent: u8, message: &str) {
+        self.signals.report(percent, message);
+    }
 }
 
 /// What running one job type means. The type itself (name, payload, schema) is declared in

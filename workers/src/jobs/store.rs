@@ -10,7 +10,8 @@ use sea_orm::{
     TransactionTrait,
 };
 use showrunner_shared::contracts::{
-    Actor, EventData, JobCompleted, JobFailed, JobRequest, JobRetry, JobStarted, OutgoingEvent,
+    Actor, EventData, JobCancelled, JobCompleted, JobFailed, JobRequest, JobRetry, JobStarted,
+    OutgoingEvent,
 };
 use showrunner_shared::db::sql;
 use showrunner_shared::outbox::{self, StoredEvent};
@@ -34,7 +35,7 @@ pub struct ClaimedJob {
 }
 
 impl ClaimedJob {
-    fn event<D: EventData<Subject = Uuid>>(&self, data: &D) -> StoredEvent {
+    pub(crate) fn event<D: EventData<Subject = Uuid>>(&self, data: &D) -> StoredEvent {
         let actor = Actor { id: self.created_by, name: self.created_by_name.clone() };
         let event = OutgoingEvent::new(&self.id, data, Some(actor), Some(self.id), Utc::now());
         let traceparent = showrunner_shared::trace::child_or_new(self.traceparent.as_deref());
@@ -100,7 +101,7 @@ pub async fn claim_many(
                 Some(Claim::Skip("duplicate copy".into()))
             }
             Some(s)
-                if matches!(s.status.as_str(), "queued" | "retrying")
+                if matches!(s.status.as_str(), "queued" | "scheduled" | "retrying")
                     || (s.status == "running" && s.lease_expired) =>
             {
                 runnable.push(request.job_id);
@@ -167,13 +168,15 @@ pub async fn succeed_many(
     let updated = Updated::find_by_statement(sql(
         "UPDATE jobs AS j SET status = 'succeeded', result = t.result::jsonb, last_error = NULL, \
          locked_until = NULL, completed_at = now(), updated_at = now() \
-         FROM UNNEST($1::uuid[], $2::uuid[], $3::text[]) AS t(id, dispatch, result) \
-         WHERE j.id = t.id AND j.dispatch_id = t.dispatch AND j.status = 'running' \
-         RETURNING j.id",
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::int[]) \
+           AS t(id, dispatch, result, attempt) \
+         WHERE j.id = t.id AND j.dispatch_id = t.dispatch AND j.attempts = t.attempt \
+         AND j.status = 'running' RETURNING j.id",
         [
             done.iter().map(|(j, _)| j.id).collect::<Vec<_>>().into(),
             done.iter().map(|(j, _)| j.dispatch_id).collect::<Vec<_>>().into(),
             done.iter().map(|(_, r)| r.to_string()).collect::<Vec<_>>().into(),
+            done.iter().map(|(j, _)| j.attempts).collect::<Vec<_>>().into(),
         ],
     ))
     .all(&txn)
@@ -220,13 +223,14 @@ pub async fn finish(
             sql(
                 "UPDATE jobs SET status = 'retrying', dispatch_id = $3, last_error = $4, \
                  next_attempt_at = $5, locked_until = NULL, updated_at = now() \
-                 WHERE id = $1 AND dispatch_id = $2 AND status = 'running'",
+                 WHERE id = $1 AND dispatch_id = $2 AND attempts = $6 AND status = 'running'",
                 [
                     job.id.into(),
                     job.dispatch_id.into(),
                     next.dispatch_id.into(),
                     error.clone().into(),
                     next.not_before.into(),
+                    job.attempts.into(),
                 ],
             ),
             job.event(&JobRetry {
@@ -241,8 +245,8 @@ pub async fn finish(
             sql(
                 "UPDATE jobs SET status = 'failed', last_error = $3, locked_until = NULL, \
                  completed_at = now(), updated_at = now() \
-                 WHERE id = $1 AND dispatch_id = $2 AND status = 'running'",
-                [job.id.into(), job.dispatch_id.into(), error.clone().into()],
+                 WHERE id = $1 AND dispatch_id = $2 AND attempts = $4 AND status = 'running'",
+                [job.id.into(), job.dispatch_id.into(), error.clone().into(), job.attempts.into()],
             ),
             job.event(&JobFailed {
                 job_id: job.id,
@@ -258,6 +262,44 @@ pub async fn finish(
     let events = vec![event];
     outbox::insert(&txn, &events).await?;
     Ok(Some((txn, events)))
+}
+
+/// Ends a running attempt that was asked to stop: `cancelled`, with `job_cancelled` naming who
+/// asked. `None`: the attempt is no longer this worker's (nothing recorded).
+pub async fn cancel_running(
+    db: &DatabaseConnection,
+    job: &ClaimedJob,
+) -> Result<Option<Vec<StoredEvent>>, DbErr> {
+    #[derive(FromQueryResult)]
+    struct Cancelled {
+        cancel_requested_by: Option<Uuid>,
+        cancel_requested_by_name: Option<String>,
+    }
+    let txn = db.begin().await?;
+    let row = Cancelled::find_by_statement(sql(
+        "UPDATE jobs SET status = 'cancelled', locked_until = NULL, next_attempt_at = NULL, \
+         last_error = 'cancelled while running', completed_at = now(), updated_at = now() \
+         WHERE id = $1 AND dispatch_id = $2 AND attempts = $3 AND status = 'running' \
+         RETURNING cancel_requested_by, cancel_requested_by_name",
+        [job.id.into(), job.dispatch_id.into(), job.attempts.into()],
+    ))
+    .one(&txn)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let creator = Actor { id: job.created_by, name: job.created_by_name.clone() };
+    let cancelled_by = match (row.cancel_requested_by, row.cancel_requested_by_name) {
+        (Some(id), name) => Actor { id, name: name.unwrap_or_default() },
+        (None, _) => creator,
+    };
+    let events = vec![job.event(&JobCancelled {
+        job_id: job.id,
+        cancelled_by,
+        previous_status: "running".into(),
+        timestamp: Utc::now(),
+    })];
+    outbox::insert(&txn, &events).await?;
+    txn.commit().await?;
+    Ok(Some(events))
 }
 
 /// Jobs whose request seems lost: `queued` or `retrying` and due for longer than `after`, or
