@@ -5,6 +5,7 @@
 use std::sync::atomic::Ordering;
 
 use reqwest::StatusCode;
+use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
 use showrunner_shared::auth::Role;
 use showrunner_tests::job_handlers::{self, Switch};
@@ -478,5 +479,81 @@ async fn a_killed_workers_job_is_taken_over_after_its_lease_not_its_timeout() {
     // The lease (3 s), a heartbeat, the delay tier the redelivered copy waits in: seconds,
     // where the timeout would have been 122 s.
     assert!(took < std::time::Duration::from_secs(12), "taken over after {took:?}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn scheduled_jobs_run_not_before_their_time_and_can_be_cancelled() {
+    let app = spawn_with(&Switch::default(), 1, &[("jobs.max_schedule_days", "3")]).await;
+    let alice = app.token("alice", Role::Member);
+    let body = |run_at: chrono::DateTime<chrono::Utc>| json!({"type": "test.flaky", "payload": {"failures": 0}, "runAt": run_at.to_rfc3339()});
+    let now = chrono::Utc::now;
+    let p = expect_problem(
+        post_job(&app, &alice, &body(now() + chrono::Duration::days(4))),
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert_eq!(p["errors"][0]["field"], "runAt", "{p}");
+
+    // Soon: held by the broker's delay tiers, listed as scheduled meanwhile.
+    let soon_at = now() + chrono::Duration::seconds(3);
+    let soon = submit(&app, &alice, body(soon_at)).await;
+    let soon_id = str_of(&soon, "id").to_string();
+    assert_eq!(soon["status"], "scheduled", "{soon}");
+    // Later (a minute): cancelled while it waits. Far (two days, beyond the longest delay
+    // tier): held by its row, without a request in the broker.
+    let later = submit(&app, &alice, body(now() + chrono::Duration::seconds(60))).await;
+    let later_id = str_of(&later, "id").to_string();
+    let far = submit(&app, &alice, body(now() + chrono::Duration::days(2))).await;
+    let far_id = str_of(&far, "id").to_string();
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM jobs WHERE id = '{far_id}' AND dispatch_id IS NULL"
+        ))
+        .await,
+        1
+    );
+    let (status, page) =
+        send(app.http.get(app.api("/jobs?status=scheduled")).bearer_auth(&alice)).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let listed: Vec<&str> =
+        page["data"].as_array().into_iter().flatten().filter_map(|j| j["id"].as_str()).collect();
+    for id in [&soon_id, &later_id, &far_id] {
+        assert!(listed.contains(&id.as_str()), "{id} not in {listed:?}");
+    }
+
+    let (status, body_) =
+        send(app.http.post(app.api(&format!("/jobs/{later_id}/cancel"))).bearer_auth(&alice)).await;
+    assert_eq!(status, StatusCode::OK, "{body_}");
+    assert_eq!(body_["data"]["status"], "cancelled");
+
+    let done = job_with_status(&app, &alice, &soon_id, "succeeded").await;
+    let started = wait_for("job_started of the soon job", DEADLINE, || async {
+        logged(&app, &soon_id).await.into_iter().find(|e| e.event == "job_started")
+    })
+    .await;
+    assert!(started.occurred_at >= soon_at, "started {} before {soon_at}", started.occurred_at);
+    assert_eq!(done["attempts"], 1);
+
+    // The far job's time comes (moved here, as if two days had passed): the job workers'
+    // sweeper gives it its request, and it runs not before its time.
+    let due_at = now() + chrono::Duration::seconds(2);
+    app.db
+        .execute_unprepared(&format!(
+            "UPDATE jobs SET run_at = '{}' WHERE id = '{far_id}'",
+            due_at.to_rfc3339()
+        ))
+        .await
+        .expect("move the far job's time");
+    job_with_status(&app, &alice, &far_id, "succeeded").await;
+    let started = wait_for("job_started of the far job", DEADLINE, || async {
+        logged(&app, &far_id).await.into_iter().find(|e| e.event == "job_started")
+    })
+    .await;
+    assert!(started.occurred_at >= due_at, "started {} before {due_at}", started.occurred_at);
+    let cancelled = job_with_status(&app, &alice, &later_id, "cancelled").await;
+    assert_eq!(cancelled["attempts"], 0, "{cancelled}");
+    let events: Vec<String> = logged(&app, &later_id).await.into_iter().map(|e| e.event).collect();
+    assert_eq!(events, ["job_queued", "job_cancelled"]);
     app.stop().await;
 }

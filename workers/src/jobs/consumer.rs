@@ -193,6 +193,12 @@ async fn process(runner: &Runner, delivery: &Delivery) -> anyhow::Result<()> {
         jobs::publish_traced(&ctx.publisher, &request, now, tp).await?;
         return Ok(());
     }
+    // Less than the shortest tier remains: waited out here (at most 25 ms), so a scheduled job
+    // or a retry never starts before its time.
+    let early = jobs::remaining_ms(&request, Utc::now());
+    if early > 0 {
+        tokio::time::sleep(Duration::from_millis(early)).await;
+    }
     let job = match runner.committer.claim(request.clone(), traceparent.clone()).await? {
         Claim::Run(job) => job,
         Claim::Held(until) => {

@@ -9,6 +9,7 @@ use sea_orm::{
     ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, FromQueryResult,
     TransactionTrait,
 };
+use showrunner_shared::broker::topology::JOB_DELAY_TIERS_MS;
 use showrunner_shared::contracts::{
     Actor, EventData, JobCancelled, JobCompleted, JobFailed, JobRequest, JobRetry, JobStarted,
     OutgoingEvent,
@@ -307,6 +308,10 @@ pub async fn cancel_running(
 /// row's dispatch id, so a copy that was not lost after all is skipped as a duplicate) and
 /// their `updated_at` is touched, so each is republished at most once per `after`.
 /// The api dying between recording a job and publishing it is what leaves such a row.
+///
+/// Also the scheduled jobs whose `runAt` is further ahead than the longest delay tier: the api
+/// leaves them without a request (`dispatch_id` NULL); once their time is within that tier
+/// they get a dispatch id here and their request (`notBefore` = `runAt`) goes to the tiers.
 pub async fn stranded(
     db: &DatabaseConnection,
     after: Duration,
@@ -322,6 +327,7 @@ pub async fn stranded(
         "SELECT id, dispatch_id FROM jobs \
          WHERE dispatch_id IS NOT NULL AND updated_at < now() - make_interval(secs => $1) AND ( \
            (status = 'queued') \
+           OR (status = 'scheduled' AND run_at < now() - make_interval(secs => $1)) \
            OR (status = 'retrying' AND next_attempt_at < now() - make_interval(secs => $1)) \
            OR (status = 'running' AND locked_until < now() - make_interval(secs => $1))) \
          ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED",
@@ -336,9 +342,53 @@ pub async fn stranded(
         ))
         .await?;
     }
-    let requests = rows
+    let mut requests: Vec<JobRequest> = rows
         .into_iter()
         .map(|r| JobRequest { job_id: r.id, dispatch_id: r.dispatch_id, not_before: None })
         .collect();
+    requests.extend(release_scheduled(&txn, limit).await?);
     Ok((txn, requests))
+}
+
+/// Scheduled jobs held by their row whose `runAt` is now within the longest delay tier: each
+/// gets its dispatch id (in `txn`, which the caller commits once the requests are confirmed).
+async fn release_scheduled(
+    txn: &DatabaseTransaction,
+    limit: u64,
+) -> Result<Vec<JobRequest>, DbErr> {
+    #[derive(FromQueryResult)]
+    struct Due {
+        id: Uuid,
+        run_at: DateTime<Utc>,
+    }
+    let longest = JOB_DELAY_TIERS_MS[JOB_DELAY_TIERS_MS.len() - 1];
+    let due = Due::find_by_statement(sql(
+        "SELECT id, run_at FROM jobs WHERE status = 'scheduled' AND dispatch_id IS NULL \
+         AND run_at < now() + make_interval(secs => $1) \
+         ORDER BY run_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+        [(longest as f64 / 1000.0).into(), (limit as i64).into()],
+    ))
+    .all(txn)
+    .await?;
+    if due.is_empty() {
+        return Ok(Vec::new());
+    }
+    let requests: Vec<JobRequest> = due
+        .iter()
+        .map(|d| JobRequest {
+            job_id: d.id,
+            dispatch_id: Uuid::now_v7(),
+            not_before: Some(d.run_at),
+        })
+        .collect();
+    txn.execute_raw(sql(
+        "UPDATE jobs AS j SET dispatch_id = t.dispatch, updated_at = now() \
+         FROM UNNEST($1::uuid[], $2::uuid[]) AS t(id, dispatch) WHERE j.id = t.id",
+        [
+            requests.iter().map(|r| r.job_id).collect::<Vec<_>>().into(),
+            requests.iter().map(|r| r.dispatch_id).collect::<Vec<_>>().into(),
+        ],
+    ))
+    .await?;
+    Ok(requests)
 }
