@@ -19,6 +19,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use showrunner_shared::config::Settings;
+use showrunner_shared::jobs::types::JobTypes;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -60,10 +61,22 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Connects, checks the schema, serves on `listener` (through [`edge::serve`], which bounds
-/// slow and greedy clients) until `cancel`, then drains: stops accepting, closes WebSockets with 1001, ends `Prefer: wait` early (202), lets requests in
-/// flight finish, and only then closes the broker link.
+/// slow and greedy clients) until `cancel`, then drains: stops accepting, closes WebSockets
+/// with 1001, ends `Prefer: wait` early (202), lets requests in flight finish, and only then
+/// closes the broker link. Accepts the built-in job types.
 pub async fn run(
     settings: Arc<Settings>,
+    listener: TcpListener,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    run_with(settings, JobTypes::builtin(), listener, cancel).await
+}
+
+/// [`run`], accepting the job types `job_types` (a deployment's own beside the built-in ones;
+/// its job workers must run the same types).
+pub async fn run_with(
+    settings: Arc<Settings>,
+    job_types: JobTypes,
     listener: TcpListener,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -88,6 +101,7 @@ pub async fn run(
     ));
     let recorder = recorder::Recorder::start(db.clone());
     let verifier = Arc::new(showrunner_shared::auth::Verifier::new(&settings.auth));
+    let openapi = routes::jobs::openapi(routes::health::OPENAPI, &job_types).into();
     let state = AppState {
         settings: settings.clone(),
         db,
@@ -96,6 +110,8 @@ pub async fn run(
         hub,
         recorder,
         verifier,
+        job_types: Arc::new(job_types),
+        openapi,
         shutdown: cancel.clone(),
     };
     let expiry = tokio::spawn(relay::presence::expire_forever(state.clone(), cancel.clone()));

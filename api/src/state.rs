@@ -21,6 +21,10 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     /// Checks bearer tokens; holds the identity providers' cached keys.
     pub verifier: Arc<showrunner_shared::auth::Verifier>,
+    /// The job types `POST /jobs` accepts.
+    pub job_types: Arc<showrunner_shared::jobs::types::JobTypes>,
+    /// The OpenAPI document served, with the job types above in `POST /jobs`.
+    pub openapi: Arc<str>,
     /// Cancelled when the process shuts down: WebSocket sessions close on it.
     pub shutdown: tokio_util::sync::CancellationToken,
 }

@@ -378,6 +378,17 @@ pub struct JobSettings {
     pub webhook_max_response_bytes: usize,
     /// Redirects a webhook follows (each hop checked like the first URL).
     pub webhook_max_redirects: u32,
+    /// A running attempt's lease, in seconds: its worker renews it every second; a worker that
+    /// died has its job taken over this long after its last renewal.
+    pub lease_secs: u64,
+    /// How long a running job asked to stop (`POST /jobs/{id}/cancel`) may take to do so before
+    /// its worker abandons it and discards whatever it returns, in seconds.
+    pub cancel_grace_secs: u64,
+    /// Furthest ahead `runAt` of `POST /jobs` may lie, in days.
+    pub max_schedule_days: u32,
+    /// Shortest time between two `job_progress` events of one job, in milliseconds (a handler
+    /// may report more often: the latest report of an interval is kept for its end).
+    pub progress_interval_ms: u64,
 }
 
 /// A list given as a TOML array or as one comma-separated string (as environment variables
@@ -557,6 +568,10 @@ impl Settings {
             .set_default("jobs.webhook_timeout_secs", 30)?
             .set_default("jobs.webhook_max_response_bytes", 1_048_576)?
             .set_default("jobs.webhook_max_redirects", 5)?
+            .set_default("jobs.lease_secs", 10)?
+            .set_default("jobs.cancel_grace_secs", 10)?
+            .set_default("jobs.max_schedule_days", 30)?
+            .set_default("jobs.progress_interval_ms", 250)?
             .set_default("shutdown.grace_secs", 25)?
             .set_default("log.format", "text")?
             .set_default("log.filter", "info,sqlx=warn,sea_orm_migration=warn")?
@@ -689,6 +704,18 @@ impl Settings {
         }
         if jobs.webhook_max_redirects > 20 {
             return Err(invalid("jobs.webhook_max_redirects", "must be at most 20"));
+        }
+        if !(3..=300).contains(&jobs.lease_secs) {
+            return Err(invalid("jobs.lease_secs", "must be between 3 and 300"));
+        }
+        if !(1..=600).contains(&jobs.cancel_grace_secs) {
+            return Err(invalid("jobs.cancel_grace_secs", "must be between 1 and 600"));
+        }
+        if !(1..=365).contains(&jobs.max_schedule_days) {
+            return Err(invalid("jobs.max_schedule_days", "must be between 1 and 365"));
+        }
+        if !(50..=60_000).contains(&jobs.progress_interval_ms) {
+            return Err(invalid("jobs.progress_interval_ms", "must be between 50 and 60000"));
         }
         self.validate_limits()
     }

@@ -349,6 +349,58 @@ pub struct JobFailed {
     pub timestamp: DateTime<Utc>,
 }
 
+/// `job.{id}.queued`: `POST /jobs` accepted the job (its request is confirmed by the broker).
+/// Like every job event its actor is the job's creator (the WebSocket audience of a job).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobQueued {
+    pub job_id: Uuid,
+    #[serde(rename = "type")]
+    pub job_type: String,
+    pub max_attempts: i32,
+    pub episode_id: Option<Uuid>,
+    /// Not to run before this instant (`runAt` of `POST /jobs`), if scheduled.
+    #[serde(default)]
+    pub run_at: Option<DateTime<Utc>>,
+    pub timestamp: DateTime<Utc>,
+}
+
+/// `job.{id}.cancelled`: the job will not run (again). The actor is the job's creator; who
+/// cancelled it is `cancelledBy` (the creator or an admin).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobCancelled {
+    pub job_id: Uuid,
+    pub cancelled_by: Actor,
+    /// The status it left: `queued`, `scheduled`, `retrying`, or `running` (its handler was
+    /// asked to stop).
+    pub previous_status: String,
+    pub timestamp: DateTime<Utc>,
+}
+
+/// `job.{id}.requeued`: an admin replayed a failed job from attempt 1.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobRequeued {
+    pub job_id: Uuid,
+    pub requeued_by: Actor,
+    /// Attempts the failed run had made.
+    pub previous_attempts: i32,
+    pub timestamp: DateTime<Utc>,
+}
+
+/// `job.{id}.progress`: how far a running job is (at most a few per second per job).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobProgress {
+    pub job_id: Uuid,
+    pub attempt: i32,
+    /// 0 to 100.
+    pub percent: u8,
+    pub message: String,
+    pub timestamp: DateTime<Utc>,
+}
+
 impl EventData for JobProcessorStarted {
     const NAME: &'static str = "job_processor_started";
     type Subject = ();
@@ -373,6 +425,10 @@ job_event!(JobStarted, "job_started", "started");
 job_event!(JobCompleted, "job_completed", "completed");
 job_event!(JobRetry, "job_retry", "retry");
 job_event!(JobFailed, "job_failed", "failed");
+job_event!(JobQueued, "job_queued", "queued");
+job_event!(JobCancelled, "job_cancelled", "cancelled");
+job_event!(JobRequeued, "job_requeued", "requeued");
+job_event!(JobProgress, "job_progress", "progress");
 
 #[cfg(test)]
 mod tests {

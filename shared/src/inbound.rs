@@ -28,9 +28,9 @@ use crate::broker::topology::{JOBS_KEY, partition_of};
 use crate::config::Settings;
 use crate::contracts::{
     COMMAND_VERSION, CommandEnvelope, CommandRejected, EVENT_VERSION, EpisodeCreated,
-    EpisodeDeleted, EpisodeUpdated, EventData, EventEnvelope, JobCompleted, JobFailed,
-    JobProcessorStarted, JobRequest, JobRetry, JobStarted, NotificationCreated, Presence,
-    ViewerJoined, ViewerLeft,
+    EpisodeDeleted, EpisodeUpdated, EventData, EventEnvelope, JobCancelled, JobCompleted,
+    JobFailed, JobProcessorStarted, JobProgress, JobQueued, JobRequest, JobRequeued, JobRetry,
+    JobStarted, NotificationCreated, Presence, ViewerJoined, ViewerLeft,
 };
 
 /// Why a message was refused; its `Display` is the `x-parked-reason`.
@@ -313,6 +313,27 @@ fn known_event(e: &EventEnvelope, key: &str) -> Option<Result<(), String>> {
         JobFailed::NAME => actor(e).and_then(|_| {
             let d: JobFailed = data(e)?;
             keyed::<JobFailed>(key, d.job_id)
+        }),
+        JobQueued::NAME => actor(e).and_then(|_| {
+            let d: JobQueued = data(e)?;
+            keyed::<JobQueued>(key, d.job_id)
+        }),
+        JobCancelled::NAME => actor(e).and_then(|_| {
+            let d: JobCancelled = data(e)?;
+            not_nil("cancelledBy.id", d.cancelled_by.id)?;
+            keyed::<JobCancelled>(key, d.job_id)
+        }),
+        JobRequeued::NAME => actor(e).and_then(|_| {
+            let d: JobRequeued = data(e)?;
+            not_nil("requeuedBy.id", d.requeued_by.id)?;
+            keyed::<JobRequeued>(key, d.job_id)
+        }),
+        JobProgress::NAME => actor(e).and_then(|_| {
+            let d: JobProgress = data(e)?;
+            if d.percent > 100 {
+                return Err(format!("job_progress percent {} is over 100", d.percent));
+            }
+            keyed::<JobProgress>(key, d.job_id)
         }),
         JobProcessorStarted::NAME => data::<JobProcessorStarted>(e).and_then(|_| {
             let expected = JobProcessorStarted::routing_key(&());

@@ -1,5 +1,8 @@
-//! Publishing job requests: straight to the jobs queue, or, while their `notBefore` is ahead,
-//! into the delay tier that fits what remains (the worker sends them on until it is reached).
+//! Jobs as every process sees them: the declared job types ([`types`]), and publishing job
+//! requests: straight to the jobs queue, or, while their `notBefore` is ahead, into the delay
+//! tier that fits what remains (the worker sends them on until it is reached).
+
+pub mod types;
 
 use chrono::{DateTime, Utc};
 use lapin::types::{AMQPValue, FieldTable};

@@ -28,8 +28,10 @@ use sea_orm::{ConnectionTrait, DbBackend, FromQueryResult, Statement};
 use serde::Deserialize;
 use showrunner_shared::broker::topology::{JOBS_EXCHANGE, JOBS_KEY};
 use showrunner_shared::broker::{Outgoing, Publisher, publisher_json_properties};
-use showrunner_shared::contracts::JobRequest;
+use showrunner_shared::contracts::{Actor, JobQueued, JobRequest, OutgoingEvent};
 use showrunner_shared::db::sql;
+use showrunner_shared::jobs::types::JobType;
+use showrunner_shared::outbox::{self, StoredEvent};
 use showrunner_tests::{Options, TestApp};
 use showrunner_workers::jobs::{JobContext, JobError, JobHandler, Registry};
 use uuid::Uuid;
@@ -45,9 +47,17 @@ struct BenchPayload {
     fail_once: bool,
 }
 
-impl JobHandler for BenchInsert {
-    const TYPE: &'static str = "bench.insert";
+impl JobType for BenchInsert {
+    const NAME: &'static str = "bench.insert";
+    const SUMMARY: &'static str = "The peers' job body: one committed INSERT.";
     type Payload = BenchPayload;
+    fn payload_schema() -> serde_json::Value {
+        serde_json::json!({"type": "object", "required": ["runId", "jobId", "failOnce"]})
+    }
+}
+
+impl JobHandler for BenchInsert {
+    type Job = Self;
 
     async fn run(&self, ctx: &JobContext, p: BenchPayload) -> Result<serde_json::Value, JobError> {
         let attempt = ctx.attempt - 1; // the peers count retries from 0
@@ -219,7 +229,8 @@ async fn one_run(
         wait_count(app, "SELECT count(*) FROM jobs WHERE status = 'succeeded'", n64, t0).await?;
     // The jobs that fail once: every tenth, by the peers' numbering from 0.
     let failing = if fail_once { (n64 + 9) / 10 } else { 0 };
-    let events = 2 * n64 + 2 * failing;
+    let per_job = if queued_events() { 3 } else { 2 };
+    let events = per_job * n64 + 2 * failing;
     let activity = if records_activity() {
         wait_count(app, "SELECT count(*) FROM activity_log WHERE resource_type = 'job'", events, t0)
             .await?
@@ -311,8 +322,37 @@ async fn enqueue(
             })
             .collect();
         publisher.publish_all(messages).await?;
+        if queued_events() {
+            // `job_queued`, as `POST /jobs` writes it: into the outbox with the row, published
+            // after the request is confirmed.
+            let events: Vec<StoredEvent> = ids
+                .iter()
+                .map(|id| {
+                    let data = JobQueued {
+                        job_id: *id,
+                        job_type: "bench.insert".into(),
+                        max_attempts: 3,
+                        episode_id: None,
+                        run_at: None,
+                        timestamp: chrono::Utc::now(),
+                    };
+                    let actor = Actor { id: creator, name: "bench".into() };
+                    let event =
+                        OutgoingEvent::new(id, &data, Some(actor), Some(*id), chrono::Utc::now());
+                    StoredEvent::from_outgoing(&event, None)
+                })
+                .collect();
+            outbox::insert(&app.db, &events).await?;
+            outbox::publish(&app.db, publisher, &events).await?;
+        }
     }
     Ok(())
+}
+
+/// Whether the enqueue writes `job_queued` as `POST /jobs` does (`BENCH_QUEUED_EVENTS=0`: as
+/// before that event existed).
+fn queued_events() -> bool {
+    env_or("BENCH_QUEUED_EVENTS", 1usize) > 0
 }
 
 /// The job worker processes of one run; stopped (SIGTERM, then wait) when dropped, so a

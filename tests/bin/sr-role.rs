@@ -1,7 +1,7 @@
 //! One Showrunner role as a process, for the drain tests and the fault-injection suite:
 //! `sr-role api|episode-worker|activity-worker|notification-worker|job-worker`. Each role runs
 //! through the same `process::main` (signals, grace) and entry point as its shipped binary;
-//! the job worker also knows the test job types.
+//! the api and the job worker also know the test job types.
 
 fn main() {
     let role = std::env::args().nth(1).unwrap_or_default();
@@ -9,7 +9,8 @@ fn main() {
     match role.as_str() {
         "api" => showrunner_shared::process::main(&name, |settings, cancel| async move {
             let listener = tokio::net::TcpListener::bind(settings.http.addr).await?;
-            showrunner_api::run(settings, listener, cancel).await
+            let types = showrunner_tests::job_handlers::registry(&Default::default()).job_types();
+            showrunner_api::run_with(settings, types, listener, cancel).await
         }),
         "episode-worker" => {
             showrunner_shared::process::main(&name, showrunner_workers::run_episode_worker)

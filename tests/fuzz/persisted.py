@@ -18,7 +18,9 @@ from base64 import b64encode
 TITLE_MAX, DESCRIPTION_MAX, CATEGORIES_MAX, CATEGORY_MAX = 200, 10_000, 20, 50
 EPISODE_STATUSES = {"draft", "in_production", "published", "archived"}
 COMMAND_STATUSES = {"pending", "applied", "rejected"}
-JOB_STATUSES = {"queued", "running", "retrying", "succeeded", "failed", "cancelled"}
+JOB_STATUSES = {"queued", "scheduled", "running", "retrying", "succeeded", "failed", "cancelled"}
+# The job types `showrunner up` declares (shared/src/jobs/types.rs, JobTypes::builtin).
+JOB_TYPES = {"webhook", "episode.export"}
 JOB_TYPE = re.compile(r"^[a-z0-9._-]{1,100}$")
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]([\t\x20-\x7e]{0,198}[\x21-\x7e])?$")
 # Rust's char::is_whitespace (Unicode White_Space), which str::trim uses; Python's
@@ -63,8 +65,10 @@ def episode_problems(e):
 
 
 def job_problems(j):
-    if not JOB_TYPE.match(j["type"]):
+    if not JOB_TYPE.match(j["type"]) or j["type"] not in JOB_TYPES:
         yield f"type {j['type']!r}"
+    if j["progress_percent"] is not None and not 0 <= j["progress_percent"] <= 100:
+        yield f"progress_percent {j['progress_percent']}"
     if not 1 <= j["max_attempts"] <= 100:
         yield f"max_attempts {j['max_attempts']}"
     if not 0 <= j["attempts"] <= j["max_attempts"]:

@@ -127,12 +127,13 @@ async fn another_users_commands_jobs_and_notifications_do_not_exist() {
         app.http
             .post(app.api("/jobs"))
             .bearer_auth(&alice)
-            .json(&json!({"type": "noop.never-run", "payload": {}})),
+            // A webhook to a port nobody serves (refused as loopback where a worker runs it).
+            .json(&json!({"type": "webhook", "payload": {"url": "http://127.0.0.1:1/"}})),
     )
     .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{job}");
     let job = str_of(&job["data"], "id").to_string();
-    // The pipeline settles first (the creation notification; the handler-less job), so the snapshots below can only differ by what a refused request did.
+    // The pipeline settles first (the creation notification; the job that cannot succeed), so the snapshots below can only differ by what a refused request did.
     wait_until("the episode and the job settled", DEADLINE, || async {
         app.count("SELECT count(*) FROM commands WHERE status = 'pending'").await == 0
             && app.count("SELECT count(*) FROM notifications WHERE kind = 'episode_created'").await

@@ -9,6 +9,7 @@ mod edge;
 mod episodes;
 mod hostile;
 mod jobs;
+mod jobs_prod;
 mod limits;
 mod nodes;
 mod oidc;

@@ -262,7 +262,7 @@ async fn one_trace_id_runs_from_the_request_to_the_logs_events_and_frames() {
         .post(app.api("/jobs"))
         .bearer_auth(&alice)
         .header("traceparent", format!("00-{job_trace}-00f067aa0ba902b7-01"))
-        .json(&json!({"type": "no.such.type", "payload": {}, "maxAttempts": 1}))
+        .json(&json!({"type": "webhook", "payload": {"url": "http://127.0.0.1:1/"}, "maxAttempts": 1}))
         .send()
         .await
         .expect("sent");
@@ -277,7 +277,7 @@ async fn one_trace_id_runs_from_the_request_to_the_logs_events_and_frames() {
              AND traceparent LIKE '00-{job_trace}-%'"
         ))
         .await
-            == 2
+            == 3 // queued (by the api), started, failed
     })
     .await;
 
@@ -289,7 +289,7 @@ async fn one_trace_id_runs_from_the_request_to_the_logs_events_and_frames() {
         let found = has(TRACE_ID, "showrunner.commands")
             && has(TRACE_ID, "showrunner.eventlog")
             && has(TRACE_ID, "\"route\":\"/api/v1/episodes\"")
-            && has(job_trace, "no handler");
+            && has(job_trace, "job failed for good");
         std::future::ready(found.then_some(lines))
     })
     .await;

@@ -7,7 +7,14 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use serde::Deserialize;
+use serde_json::{Value, json};
+use showrunner_shared::jobs::types::JobType;
 use showrunner_workers::jobs::{JobContext, JobError, JobHandler, Registry};
+
+/// Any JSON at all (the test types that ignore their payload).
+fn any() -> Value {
+    json!({ "description": "Any JSON." })
+}
 
 /// `test.flaky`: fails (retryably) on its first `failures` attempts, then succeeds.
 pub struct Flaky;
@@ -18,9 +25,18 @@ pub struct FlakyPayload {
     pub failures: i32,
 }
 
-impl JobHandler for Flaky {
-    const TYPE: &'static str = "test.flaky";
+impl JobType for Flaky {
+    const NAME: &'static str = "test.flaky";
+    const SUMMARY: &'static str = "Fails its first `failures` attempts, then succeeds.";
     type Payload = FlakyPayload;
+    fn payload_schema() -> Value {
+        json!({"type": "object", "required": ["failures"],
+               "properties": {"failures": {"type": "integer"}}})
+    }
+}
+
+impl JobHandler for Flaky {
+    type Job = Self;
 
     async fn run(&self, ctx: &JobContext, p: FlakyPayload) -> Result<serde_json::Value, JobError> {
         if ctx.attempt <= p.failures {
@@ -34,9 +50,17 @@ impl JobHandler for Flaky {
 #[derive(Clone, Default)]
 pub struct Switch(pub Arc<AtomicBool>);
 
+impl JobType for Switch {
+    const NAME: &'static str = "test.switch";
+    const SUMMARY: &'static str = "Fails while its switch is on.";
+    type Payload = Value;
+    fn payload_schema() -> Value {
+        any()
+    }
+}
+
 impl JobHandler for Switch {
-    const TYPE: &'static str = "test.switch";
-    type Payload = serde_json::Value;
+    type Job = Self;
 
     async fn run(
         &self,
@@ -53,9 +77,17 @@ impl JobHandler for Switch {
 /// `test.permanent`: a failure no retry can fix.
 pub struct Permanent;
 
+impl JobType for Permanent {
+    const NAME: &'static str = "test.permanent";
+    const SUMMARY: &'static str = "Fails for good.";
+    type Payload = Value;
+    fn payload_schema() -> Value {
+        any()
+    }
+}
+
 impl JobHandler for Permanent {
-    const TYPE: &'static str = "test.permanent";
-    type Payload = serde_json::Value;
+    type Job = Self;
 
     async fn run(
         &self,
@@ -75,9 +107,18 @@ pub struct SleepPayload {
     pub first_attempt_ms: u64,
 }
 
-impl JobHandler for Sleep {
-    const TYPE: &'static str = "test.sleep";
+impl JobType for Sleep {
+    const NAME: &'static str = "test.sleep";
+    const SUMMARY: &'static str = "The first attempt sleeps `firstAttemptMs`.";
     type Payload = SleepPayload;
+    fn payload_schema() -> Value {
+        json!({"type": "object", "required": ["firstAttemptMs"],
+               "properties": {"firstAttemptMs": {"type": "integer", "minimum": 0}}})
+    }
+}
+
+impl JobHandler for Sleep {
+    type Job = Self;
 
     async fn run(&self, ctx: &JobContext, p: SleepPayload) -> Result<serde_json::Value, JobError> {
         if ctx.attempt == 1 {
@@ -87,7 +128,57 @@ impl JobHandler for Sleep {
     }
 }
 
+/// `test.steps`: `steps` steps of `stepMs` each, reporting progress after every step; stops
+/// when cancelled if `honorCancel`, otherwise runs on regardless (a handler that ignores its
+/// token).
+pub struct Steps;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StepsPayload {
+    pub steps: u32,
+    pub step_ms: u64,
+    #[serde(default)]
+    pub honor_cancel: bool,
+}
+
+impl JobType for Steps {
+    const NAME: &'static str = "test.steps";
+    const SUMMARY: &'static str = "Sleeps `steps` times `stepMs`, reporting progress.";
+    type Payload = StepsPayload;
+    fn payload_schema() -> Value {
+        json!({"type": "object", "required": ["steps", "stepMs"],
+               "properties": {"steps": {"type": "integer", "minimum": 1},
+                              "stepMs": {"type": "integer", "minimum": 0},
+                              "honorCancel": {"type": "boolean"}}})
+    }
+}
+
+impl JobHandler for Steps {
+    type Job = Self;
+
+    async fn run(&self, ctx: &JobContext, p: StepsPayload) -> Result<serde_json::Value, JobError> {
+        let steps = p.steps.max(1);
+        for step in 1..=steps {
+            let pause = tokio::time::sleep(Duration::from_millis(p.step_ms));
+            if p.honor_cancel {
+                tokio::select! {
+                    () = pause => {}
+                    () = ctx.cancellation().cancelled() => {
+                        return Err(JobError::permanent(anyhow!("stopped at step {step}")));
+                    }
+                }
+            } else {
+                pause.await;
+            }
+            let percent = u8::try_from(step * 100 / steps).unwrap_or(100);
+            ctx.progress(percent, &format!("step {step} of {steps}"));
+        }
+        Ok(serde_json::json!({ "steps": steps }))
+    }
+}
+
 /// The built-in job types plus every test type above.
 pub fn registry(switch: &Switch) -> Registry {
-    Registry::builtin().with(Flaky).with(switch.clone()).with(Permanent).with(Sleep)
+    Registry::builtin().with(Flaky).with(switch.clone()).with(Permanent).with(Sleep).with(Steps)
 }

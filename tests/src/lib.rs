@@ -33,7 +33,8 @@ pub struct Options {
     pub notification_workers: usize,
     /// Job workers started with the stack (more with [`TestApp::start_job_worker`]).
     pub job_workers: usize,
-    /// The job types the job workers run: the built-in ones unless a test adds its own.
+    /// The job types the job workers run and the api accepts: the built-in ones unless a test
+    /// adds its own.
     pub job_registry: Registry,
     pub extra: Vec<(String, String)>,
 }
@@ -113,7 +114,12 @@ impl TestApp {
         for _ in 0..options.api_instances.max(1) {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             addrs.push(listener.local_addr()?);
-            roles.spawn(showrunner_api::run(settings.clone(), listener, cancel.child_token()));
+            roles.spawn(showrunner_api::run_with(
+                settings.clone(),
+                options.job_registry.job_types(),
+                listener,
+                cancel.child_token(),
+            ));
         }
         let addr = addrs[0];
         let mut episode_workers = Vec::new();

@@ -8,7 +8,8 @@ use axum::{Json, Router};
 
 use crate::state::AppState;
 
-/// The OpenAPI 3.1 document of this API, kept beside the code.
+/// The OpenAPI 3.1 document of this API, kept beside the code. What is served is this with
+/// `POST /jobs`'s body generated from the deployment's job types (`routes::jobs::openapi`).
 pub const OPENAPI: &str = include_str!("../../openapi.json");
 
 pub fn router() -> Router<AppState> {
@@ -18,7 +19,9 @@ pub fn router() -> Router<AppState> {
         .route("/metrics", get(metrics))
         .route(
             "/openapi.json",
-            get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
+            get(|State(state): State<AppState>| async move {
+                ([(header::CONTENT_TYPE, "application/json")], state.openapi.to_string())
+            }),
         )
 }
 

@@ -1,20 +1,31 @@
-//! `/jobs`: a job request is recorded (`queued`) and published with a publisher confirm before
-//! the 202; the job worker runs it. Members see and cancel their own jobs; admins see all and
-//! replay failed ones.
+//! `/jobs`: a job request is checked against the declared job types, recorded (`queued`, or
+//! `scheduled` with `runAt`) with its `job_queued` event in the outbox, and published with a
+//! publisher confirm before the 202; the job worker runs it. Members see and cancel their own
+//! jobs; admins see all and replay failed ones. Every queue operation (queue, cancel, replay)
+//! writes its event in the transaction that changes the row, so the activity log and the
+//! WebSocket hear of it exactly when it became true.
 
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, FromQueryResult, TransactionTrait, Value};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, FromQueryResult, TransactionTrait, Value};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use showrunner_shared::broker::topology::JOB_DELAY_TIERS_MS;
 use showrunner_shared::config::MAX_JOB_ATTEMPTS;
-use showrunner_shared::contracts::JobRequest;
+use showrunner_shared::contracts::{
+    Actor, EventData, JobCancelled, JobQueued, JobRequest, JobRequeued, OutgoingEvent,
+};
 use showrunner_shared::db::sql;
+use showrunner_shared::domain::FieldError;
+use showrunner_shared::jobs::types::{JobTypes, Refusal};
+use showrunner_shared::outbox::{self, StoredEvent};
 use uuid::Uuid;
 
+use crate::accept::WriteOptions;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, PathId, QueryParams, User};
 use crate::routes::{Page, page_limit, parse_cursor};
@@ -28,8 +39,11 @@ pub fn router() -> Router<AppState> {
         .route("/jobs/{id}/cancel", post(cancel))
 }
 
-const STATUSES: [&str; 6] = ["queued", "running", "retrying", "succeeded", "failed", "cancelled"];
+const STATUSES: [&str; 7] =
+    ["queued", "scheduled", "running", "retrying", "succeeded", "failed", "cancelled"];
 const TYPE_MAX: usize = 100;
+/// Namespace of the `idempotency_id` of keyed jobs (UUIDv5 of creator and key).
+const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x0b5e_77a1_92c4_4d0e_8f3a_6c1d_2e4f_7a9b);
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -39,10 +53,40 @@ struct CreateBody {
     payload: serde_json::Value,
     max_attempts: Option<i32>,
     episode_id: Option<Uuid>,
+    run_at: Option<DateTime<Utc>>,
 }
 
+/// The job row as the routes read it.
+#[derive(Debug, FromQueryResult)]
+struct JobRow {
+    id: Uuid,
+    job_type: String,
+    payload: serde_json::Value,
+    status: String,
+    attempts: i32,
+    max_attempts: i32,
+    last_error: Option<String>,
+    result: Option<serde_json::Value>,
+    next_attempt_at: Option<DateTime<Utc>>,
+    episode_id: Option<Uuid>,
+    created_by: Uuid,
+    created_by_name: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    completed_at: Option<DateTime<Utc>>,
+    run_at: Option<DateTime<Utc>>,
+    progress_percent: Option<i16>,
+    progress_message: Option<String>,
+    progress_at: Option<DateTime<Utc>>,
+    cancel_requested_at: Option<DateTime<Utc>>,
+}
+
+const COLUMNS: &str = "id, type AS job_type, payload, status, attempts, max_attempts, last_error, \
+    result, next_attempt_at, episode_id, created_by, created_by_name, created_at, updated_at, \
+    completed_at, run_at, progress_percent, progress_message, progress_at, cancel_requested_at";
+
 /// The job as REST shows it.
-#[derive(Debug, FromQueryResult, Serialize)]
+#[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 struct JobView {
     id: Uuid,
@@ -60,10 +104,52 @@ struct JobView {
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     completed_at: Option<DateTime<Utc>>,
+    run_at: Option<DateTime<Utc>>,
+    progress: Option<Progress>,
+    cancel_requested_at: Option<DateTime<Utc>>,
 }
 
-const COLUMNS: &str = "id, type AS job_type, payload, status, attempts, max_attempts, last_error, \
-    result, next_attempt_at, episode_id, created_by, created_at, updated_at, completed_at";
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Progress {
+    percent: i16,
+    message: String,
+    at: DateTime<Utc>,
+}
+
+impl JobRow {
+    fn creator(&self) -> Actor {
+        Actor { id: self.created_by, name: self.created_by_name.clone() }
+    }
+
+    fn view(self) -> JobView {
+        let progress = match (self.progress_percent, self.progress_at) {
+            (Some(percent), Some(at)) => {
+                Some(Progress { percent, message: self.progress_message.unwrap_or_default(), at })
+            }
+            _ => None,
+        };
+        JobView {
+            id: self.id,
+            job_type: self.job_type,
+            payload: self.payload,
+            status: self.status,
+            attempts: self.attempts,
+            max_attempts: self.max_attempts,
+            last_error: self.last_error,
+            result: self.result,
+            next_attempt_at: self.next_attempt_at,
+            episode_id: self.episode_id,
+            created_by: self.created_by,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            completed_at: self.completed_at,
+            run_at: self.run_at,
+            progress,
+            cancel_requested_at: self.cancel_requested_at,
+        }
+    }
+}
 
 fn valid_type(t: &str) -> bool {
     !t.is_empty()
@@ -84,11 +170,62 @@ fn has_nul(value: &serde_json::Value) -> bool {
     }
 }
 
+/// The type and payload against the declared job types: 422 naming `type` (with the known
+/// ones) or the payload's field.
+fn check_declared(
+    types: &JobTypes,
+    job_type: &str,
+    payload: &serde_json::Value,
+) -> Result<(), ApiError> {
+    types.check(job_type, payload).map_err(|refusal| match refusal {
+        Refusal::UnknownType { known, .. } => ApiError::field(
+            "type",
+            format!("unknown job type {job_type:?}; known types: {}", known.join(", ")),
+        ),
+        Refusal::Payload(error) => ApiError::field(&error.qualified(), error.message),
+    })
+}
+
+/// The event of a job, as every job event is: its actor is the job's creator (who the
+/// WebSocket delivers a job's events to, beside admins), its correlation id the job's.
+fn job_event<D: EventData<Subject = Uuid>>(job: &JobRow, data: &D) -> StoredEvent {
+    let event = OutgoingEvent::new(&job.id, data, Some(job.creator()), Some(job.id), Utc::now());
+    let traceparent = crate::observe::current_traceparent();
+    StoredEvent::from_outgoing(
+        &event,
+        Some(showrunner_shared::trace::child_or_new(traceparent.as_deref())),
+    )
+}
+
+/// Publishes committed events; what fails stays in the outbox for the workers' sweepers.
+async fn publish_events(state: &AppState, events: &[StoredEvent]) {
+    let Some(publisher) = state.broker.publisher() else { return };
+    if let Err(error) = outbox::publish(&state.db, &publisher, events).await {
+        tracing::warn!(%error, "job event publish failed, left to the sweeper");
+    }
+}
+
+/// The longest delay the broker's tiers hold in one hop: a job scheduled further ahead is held
+/// by its row until the job workers' sweeper publishes it (`dispatch_id` stays NULL till then).
+fn longest_tier() -> chrono::Duration {
+    chrono::Duration::milliseconds(JOB_DELAY_TIERS_MS[JOB_DELAY_TIERS_MS.len() - 1] as i64)
+}
+
 async fn create(
     State(state): State<AppState>,
     user: User,
-    JsonBody(body): JsonBody<CreateBody>,
+    headers: HeaderMap,
+    JsonBody(raw): JsonBody<serde_json::Value>,
 ) -> Result<Response, ApiError> {
+    let options = WriteOptions::from_headers(
+        &headers,
+        std::time::Duration::from_secs(state.settings.http.max_wait_secs),
+    )?;
+    if !raw.is_object() {
+        return Err(ApiError::field("body", "must be a JSON object"));
+    }
+    let fingerprint = request_hash(&raw);
+    let body: CreateBody = crate::extract::parse_json(raw.to_string().as_bytes())?;
     if !valid_type(&body.job_type) {
         return Err(ApiError::field(
             "type",
@@ -98,6 +235,7 @@ async fn create(
     if has_nul(&body.payload) {
         return Err(ApiError::field("payload", "must not contain the NUL character"));
     }
+    check_declared(&state.job_types, &body.job_type, &body.payload)?;
     let max_attempts = match body.max_attempts {
         None => state.settings.jobs.max_attempts as i32,
         Some(n) if (1..=MAX_JOB_ATTEMPTS as i32).contains(&n) => n,
@@ -108,61 +246,179 @@ async fn create(
             ));
         }
     };
+    let now = Utc::now();
+    let horizon = chrono::Duration::days(i64::from(state.settings.jobs.max_schedule_days));
+    if body.run_at.is_some_and(|at| at > now + horizon) {
+        return Err(ApiError::field(
+            "runAt",
+            format!("must be at most {} days ahead", state.settings.jobs.max_schedule_days),
+        ));
+    }
+    // A `runAt` already past runs now.
+    let run_at = body.run_at.filter(|at| *at > now);
+    let held_by_row = run_at.is_some_and(|at| at - now > longest_tier());
+    let idempotency_id = options
+        .idempotency_key
+        .as_ref()
+        .map(|key| Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, format!("{}:{key}", user.id()).as_bytes()));
+    if let Some(id) = idempotency_id
+        && let Some(answer) = replay(&state, id, &fingerprint).await?
+    {
+        return Ok(answer);
+    }
     let publisher = state.broker.publisher().ok_or_else(unavailable)?;
     let request =
-        JobRequest { job_id: Uuid::now_v7(), dispatch_id: Uuid::now_v7(), not_before: None };
-    let job = JobView::find_by_statement(sql(
+        JobRequest { job_id: Uuid::now_v7(), dispatch_id: Uuid::now_v7(), not_before: run_at };
+    let txn = state.db.begin().await?;
+    let inserted = JobRow::find_by_statement(sql(
         &format!(
             "INSERT INTO jobs (id, type, payload, status, max_attempts, episode_id, created_by, \
-             created_by_name, dispatch_id) VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8) \
+             created_by_name, dispatch_id, run_at, idempotency_id, request_hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+             ON CONFLICT (idempotency_id) WHERE idempotency_id IS NOT NULL DO NOTHING \
              RETURNING {COLUMNS}"
         ),
         [
             request.job_id.into(),
-            body.job_type.into(),
+            body.job_type.clone().into(),
             body.payload.into(),
+            if run_at.is_some() { "scheduled" } else { "queued" }.into(),
             max_attempts.into(),
             body.episode_id.into(),
             user.id().into(),
             user.0.name.clone().into(),
-            request.dispatch_id.into(),
+            (!held_by_row).then_some(request.dispatch_id).into(),
+            run_at.into(),
+            idempotency_id.into(),
+            idempotency_id.map(|_| fingerprint.clone()).into(),
         ],
+    ))
+    .one(&txn)
+    .await?;
+    let Some(job) = inserted else {
+        // The same key, in a request that committed first: answer as it did.
+        drop(txn);
+        let id = idempotency_id.ok_or_else(|| anyhow::anyhow!("the job insert returned no row"))?;
+        return replay(&state, id, &fingerprint)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the keyed job vanished").into());
+    };
+    let events = vec![job_event(
+        &job,
+        &JobQueued {
+            job_id: job.id,
+            job_type: body.job_type,
+            max_attempts,
+            episode_id: body.episode_id,
+            run_at,
+            timestamp: now,
+        },
+    )];
+    outbox::insert(&txn, &events).await?;
+    // Committed before the publish: a worker that gets the request at once finds the row.
+    txn.commit().await?;
+    if !held_by_row && let Err(error) = publish_request(&publisher, &request).await {
+        tracing::warn!(%error, job_id = %job.id, "job publish failed");
+        if idempotency_id.is_none() {
+            // Not confirmed, so not accepted: forget it (and its event), the client may retry.
+            forget(&state, job.id, &events).await?;
+        }
+        // A keyed job stays: the client's retry with the key publishes it again (and, if
+        // nobody retries, the job workers' sweeper does), as keyed commands do.
+        return Err(unavailable());
+    }
+    publish_events(&state, &events).await;
+    Ok(accepted(job))
+}
+
+/// Deletes a job whose request was not confirmed, with its `job_queued` still in the outbox.
+async fn forget(state: &AppState, id: Uuid, events: &[StoredEvent]) -> Result<(), ApiError> {
+    let txn = state.db.begin().await?;
+    txn.execute_raw(sql("DELETE FROM jobs WHERE id = $1 AND status = 'queued'", [id.into()]))
+        .await?;
+    let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
+    txn.execute_raw(sql("DELETE FROM outbox WHERE id = ANY($1)", [ids.into()])).await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+async fn publish_request(
+    publisher: &showrunner_shared::broker::Publisher,
+    request: &JobRequest,
+) -> Result<(), showrunner_shared::broker::PublishError> {
+    let traceparent = crate::observe::current_traceparent();
+    showrunner_shared::jobs::publish_traced(publisher, request, Utc::now(), traceparent.as_deref())
+        .await
+}
+
+/// The answer to a keyed `POST /jobs` whose key was used before: the job (one job per key),
+/// or 422 when the key came with another request. A job still `queued` (or `scheduled` with
+/// its request in the broker) has its request published again, so the 202 means confirmed
+/// even when the first publish was not; a copy that did arrive is a duplicate the worker skips.
+async fn replay(
+    state: &AppState,
+    idempotency_id: Uuid,
+    fingerprint: &str,
+) -> Result<Option<Response>, ApiError> {
+    #[derive(FromQueryResult)]
+    struct Keyed {
+        request_hash: Option<String>,
+        dispatch_id: Option<Uuid>,
+    }
+    let found = JobRow::find_by_statement(sql(
+        &format!("SELECT {COLUMNS} FROM jobs WHERE idempotency_id = $1"),
+        [idempotency_id.into()],
+    ))
+    .one(&state.db)
+    .await?;
+    let Some(job) = found else { return Ok(None) };
+    let keyed = Keyed::find_by_statement(sql(
+        "SELECT request_hash, dispatch_id FROM jobs WHERE id = $1",
+        [job.id.into()],
     ))
     .one(&state.db)
     .await?
-    .ok_or_else(|| anyhow::anyhow!("the job insert returned no row"))?;
-    // The row is committed before the publish: a worker that gets the request at once finds it.
-    let traceparent = crate::observe::current_traceparent();
-    if let Err(error) = showrunner_shared::jobs::publish_traced(
-        &publisher,
-        &request,
-        Utc::now(),
-        traceparent.as_deref(),
-    )
-    .await
-    {
-        tracing::warn!(%error, job_id = %job.id, "job publish failed");
-        // Not confirmed, so not accepted: forget it, the client may retry.
-        state
-            .db
-            .execute_raw(sql(
-                "DELETE FROM jobs WHERE id = $1 AND status = 'queued'",
-                [job.id.into()],
-            ))
-            .await?;
-        return Err(unavailable());
+    .ok_or_else(|| ApiError::NotFound(format!("job {} does not exist", job.id)))?;
+    if keyed.request_hash.as_deref() != Some(fingerprint) {
+        return Err(ApiError::Validation {
+            detail: "this Idempotency-Key was used with a different request".into(),
+            errors: vec![FieldError::new("Idempotency-Key", "reused with a different request")],
+        });
     }
+    if matches!(job.status.as_str(), "queued" | "scheduled")
+        && let Some(dispatch_id) = keyed.dispatch_id
+    {
+        let publisher = state.broker.publisher().ok_or_else(unavailable)?;
+        let request = JobRequest { job_id: job.id, dispatch_id, not_before: job.run_at };
+        publish_request(&publisher, &request).await.map_err(|error| {
+            tracing::warn!(%error, job_id = %job.id, "job republish failed");
+            unavailable()
+        })?;
+    }
+    Ok(Some(accepted(job)))
+}
+
+fn accepted(job: JobRow) -> Response {
+    let location = HeaderValue::from_str(&format!("/api/v1/jobs/{}", job.id));
     let mut response =
-        (StatusCode::ACCEPTED, Json(serde_json::json!({ "data": job }))).into_response();
-    if let Ok(location) = HeaderValue::from_str(&format!("/api/v1/jobs/{}", job.id)) {
+        (StatusCode::ACCEPTED, Json(serde_json::json!({ "data": job.view() }))).into_response();
+    if let Ok(location) = location {
         response.headers_mut().insert(header::LOCATION, location);
     }
-    Ok(response)
+    response
+}
+
+/// The method, path and body (canonical: object keys sorted) of a `POST /jobs`, hashed.
+fn request_hash(body: &serde_json::Value) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(b"POST /jobs\0");
+    hasher.update(body.to_string().as_bytes());
+    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The job, if the caller may see it (its creator or an admin); otherwise it does not exist.
-async fn visible(state: &AppState, user: &User, id: Uuid) -> Result<JobView, ApiError> {
-    JobView::find_by_statement(sql(
+async fn visible(state: &AppState, user: &User, id: Uuid) -> Result<JobRow, ApiError> {
+    JobRow::find_by_statement(sql(
         &format!("SELECT {COLUMNS} FROM jobs WHERE id = $1"),
         [id.into()],
     ))
@@ -178,7 +434,7 @@ async fn read(
     PathId(id): PathId,
 ) -> Result<Response, ApiError> {
     let job = visible(&state, &user, id).await?;
-    Ok(Json(serde_json::json!({ "data": job })).into_response())
+    Ok(Json(serde_json::json!({ "data": job.view() })).into_response())
 }
 
 #[derive(Deserialize)]
@@ -208,7 +464,7 @@ async fn list(
     let cursor = parse_cursor(query.cursor.as_deref())?;
     // Members list their own jobs; admins everyone's.
     let owner = (!user.is_admin()).then(|| user.id());
-    let rows = JobView::find_by_statement(sql(
+    let rows = JobRow::find_by_statement(sql(
         &format!(
             "SELECT {COLUMNS} FROM jobs WHERE ($1::text IS NULL OR status = $1) \
              AND ($2::text IS NULL OR type = $2) AND ($3::uuid IS NULL OR id < $3) \
@@ -224,10 +480,11 @@ async fn list(
     ))
     .all(&state.db)
     .await?;
-    Ok(Json(Page::from_rows(rows, limit, |j| j.id)).into_response())
+    let views: Vec<JobView> = rows.into_iter().map(JobRow::view).collect();
+    Ok(Json(Page::from_rows(views, limit, |j| j.id)).into_response())
 }
 
-/// A failed job runs again from attempt 1 (admins only).
+/// A failed job runs again from attempt 1 (admins only), with `job_requeued`.
 async fn retry(
     State(state): State<AppState>,
     user: User,
@@ -239,17 +496,34 @@ async fn retry(
     let publisher = state.broker.publisher().ok_or_else(unavailable)?;
     let request = JobRequest { job_id: id, dispatch_id: Uuid::now_v7(), not_before: None };
     let txn = state.db.begin().await?;
-    let job = JobView::find_by_statement(sql(
-        &format!(
-            "UPDATE jobs SET status = 'queued', attempts = 0, dispatch_id = $2, last_error = NULL, \
-             result = NULL, next_attempt_at = NULL, locked_until = NULL, completed_at = NULL, \
-             updated_at = now() WHERE id = $1 AND status = 'failed' RETURNING {COLUMNS}"
-        ),
-        [id.into(), request.dispatch_id.into()],
+    #[derive(FromQueryResult)]
+    struct Before {
+        attempts: i32,
+    }
+    let before = Before::find_by_statement(sql(
+        "SELECT attempts FROM jobs WHERE id = $1 AND status = 'failed' FOR UPDATE",
+        [id.into()],
     ))
     .one(&txn)
     .await?;
-    let Some(job) = job else {
+    let job = match before {
+        None => None,
+        Some(before) => JobRow::find_by_statement(sql(
+            &format!(
+                "UPDATE jobs SET status = 'queued', attempts = 0, dispatch_id = $2, \
+                 last_error = NULL, result = NULL, next_attempt_at = NULL, locked_until = NULL, \
+                 completed_at = NULL, run_at = NULL, progress_percent = NULL, \
+                 progress_message = NULL, progress_at = NULL, cancel_requested_at = NULL, \
+                 cancel_requested_by = NULL, cancel_requested_by_name = NULL, updated_at = now() \
+                 WHERE id = $1 AND status = 'failed' RETURNING {COLUMNS}"
+            ),
+            [id.into(), request.dispatch_id.into()],
+        ))
+        .one(&txn)
+        .await?
+        .map(|job| (job, before.attempts)),
+    };
+    let Some((job, previous_attempts)) = job else {
         drop(txn);
         let current = visible(&state, &user, id).await?;
         return Err(ApiError::Conflict(format!(
@@ -257,47 +531,123 @@ async fn retry(
             current.status
         )));
     };
+    let events = vec![job_event(
+        &job,
+        &JobRequeued {
+            job_id: id,
+            requeued_by: Actor { id: user.id(), name: user.0.name.clone() },
+            previous_attempts,
+            timestamp: Utc::now(),
+        },
+    )];
+    outbox::insert(&txn, &events).await?;
     // The row stays locked until the publish is confirmed: a worker that gets the request
     // first waits for the commit and then finds the new dispatch id.
-    let traceparent = crate::observe::current_traceparent();
-    if let Err(error) = showrunner_shared::jobs::publish_traced(
-        &publisher,
-        &request,
-        Utc::now(),
-        traceparent.as_deref(),
-    )
-    .await
-    {
+    if let Err(error) = publish_request(&publisher, &request).await {
         tracing::warn!(%error, job_id = %id, "job retry publish failed");
         return Err(unavailable());
     }
     txn.commit().await?;
-    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "data": job }))).into_response())
+    publish_events(&state, &events).await;
+    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "data": job.view() }))).into_response())
 }
 
-/// A queued or retrying job will not run again (a delayed copy that comes back is skipped).
+/// A queued, scheduled or retrying job is cancelled at once (200; a copy of its request that
+/// comes back later is skipped). A running one is asked to stop (202): its worker sees the
+/// request within a lease renewal, cancels the handler's token, and ends the job `cancelled`
+/// (abandoning a handler that does not stop within `jobs.cancel_grace_secs`). Either way
+/// `job_cancelled` tells who cancelled it.
 async fn cancel(
     State(state): State<AppState>,
     user: User,
     PathId(id): PathId,
 ) -> Result<Response, ApiError> {
-    let current = visible(&state, &user, id).await?;
-    let job = JobView::find_by_statement(sql(
-        &format!(
-            "UPDATE jobs SET status = 'cancelled', next_attempt_at = NULL, completed_at = now(), \
-             updated_at = now() WHERE id = $1 AND status IN ('queued', 'retrying') \
-             RETURNING {COLUMNS}"
-        ),
+    visible(&state, &user, id).await?;
+    let by = Actor { id: user.id(), name: user.0.name.clone() };
+    let txn = state.db.begin().await?;
+    let Some(previous) = lock_status(&txn, id).await? else {
+        return Err(ApiError::NotFound(format!("job {id} does not exist")));
+    };
+    match previous.as_str() {
+        "queued" | "scheduled" | "retrying" => {
+            let job = JobRow::find_by_statement(sql(
+                &format!(
+                    "UPDATE jobs SET status = 'cancelled', next_attempt_at = NULL, \
+                     completed_at = now(), updated_at = now(), \
+                     cancel_requested_at = now(), cancel_requested_by = $2, \
+                     cancel_requested_by_name = $3 WHERE id = $1 RETURNING {COLUMNS}"
+                ),
+                [id.into(), by.id.into(), by.name.clone().into()],
+            ))
+            .one(&txn)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("job {id} does not exist")))?;
+            let events = vec![job_event(
+                &job,
+                &JobCancelled {
+                    job_id: id,
+                    cancelled_by: by,
+                    previous_status: previous,
+                    timestamp: Utc::now(),
+                },
+            )];
+            outbox::insert(&txn, &events).await?;
+            txn.commit().await?;
+            publish_events(&state, &events).await;
+            Ok(Json(serde_json::json!({ "data": job.view() })).into_response())
+        }
+        "running" => {
+            // The first request to stop counts; asking again changes nothing.
+            let job = JobRow::find_by_statement(sql(
+                &format!(
+                    "UPDATE jobs SET cancel_requested_at = COALESCE(cancel_requested_at, now()), \
+                     cancel_requested_by = COALESCE(cancel_requested_by, $2), \
+                     cancel_requested_by_name = COALESCE(cancel_requested_by_name, $3), \
+                     updated_at = now() WHERE id = $1 RETURNING {COLUMNS}"
+                ),
+                [id.into(), by.id.into(), by.name.into()],
+            ))
+            .one(&txn)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("job {id} does not exist")))?;
+            txn.commit().await?;
+            Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "data": job.view() })))
+                .into_response())
+        }
+        status => {
+            drop(txn);
+            Err(ApiError::Conflict(format!(
+                "only a queued, scheduled, retrying or running job can be cancelled; this one \
+                 is {status}"
+            )))
+        }
+    }
+}
+
+/// The job's status, its row locked for the rest of `txn`.
+async fn lock_status(txn: &DatabaseTransaction, id: Uuid) -> Result<Option<String>, ApiError> {
+    #[derive(FromQueryResult)]
+    struct Status {
+        status: String,
+    }
+    Ok(Status::find_by_statement(sql(
+        "SELECT status FROM jobs WHERE id = $1 FOR UPDATE",
         [id.into()],
     ))
-    .one(&state.db)
-    .await?;
-    match job {
-        Some(job) => Ok(Json(serde_json::json!({ "data": job })).into_response()),
-        None => Err(ApiError::Conflict(format!(
-            "only a queued or retrying job can be cancelled; this one is {}",
-            visible(&state, &user, id).await.map_or(current.status, |j| j.status)
-        ))),
+    .one(txn)
+    .await?
+    .map(|s| s.status))
+}
+
+/// The OpenAPI document with `POST /jobs`'s body generated from the declared job types (the
+/// file beside the code shows the built-in ones).
+pub fn openapi(document: &str, types: &JobTypes) -> String {
+    match serde_json::from_str::<serde_json::Value>(document) {
+        Ok(mut doc) => {
+            doc["components"]["schemas"]["JobCreate"] = types.create_schema();
+            serde_json::to_string_pretty(&doc).unwrap_or_else(|_| document.to_string())
+        }
+        Err(_) => document.to_string(),
     }
 }
 
@@ -310,7 +660,7 @@ fn unavailable() -> ApiError {
 
 #[cfg(test)]
 mod tests {
-    use super::valid_type;
+    use super::*;
 
     #[test]
     fn job_types_are_short_lowercase_names() {
@@ -325,5 +675,18 @@ mod tests {
         ] {
             assert_eq!(valid_type(t), ok, "{t:?}");
         }
+    }
+
+    #[test]
+    fn the_openapi_file_shows_the_builtin_job_types() {
+        // The document served is generated from the deployment's job types; the file must
+        // say the same for the built-in ones, or readers of the file are misled.
+        let file: serde_json::Value =
+            serde_json::from_str(crate::routes::health::OPENAPI).expect("the file is JSON");
+        assert_eq!(
+            file["components"]["schemas"]["JobCreate"],
+            JobTypes::builtin().create_schema(),
+            "regenerate api/openapi.json's JobCreate from JobTypes::builtin().create_schema()"
+        );
     }
 }

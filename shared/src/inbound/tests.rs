@@ -354,3 +354,78 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn the_queue_operations_and_progress_events_are_checked() {
+    let job = Uuid::from_u128(42);
+    let other = Uuid::from_u128(43);
+    let events = [
+        OutgoingEvent::new(
+            &job,
+            &JobQueued {
+                job_id: job,
+                job_type: "webhook".into(),
+                max_attempts: 3,
+                episode_id: None,
+                run_at: None,
+                timestamp: now(),
+            },
+            Some(actor()),
+            Some(job),
+            now(),
+        ),
+        OutgoingEvent::new(
+            &job,
+            &JobCancelled {
+                job_id: job,
+                cancelled_by: actor(),
+                previous_status: "running".into(),
+                timestamp: now(),
+            },
+            Some(actor()),
+            Some(job),
+            now(),
+        ),
+        OutgoingEvent::new(
+            &job,
+            &JobRequeued {
+                job_id: job,
+                requeued_by: actor(),
+                previous_attempts: 3,
+                timestamp: now(),
+            },
+            Some(actor()),
+            Some(job),
+            now(),
+        ),
+        OutgoingEvent::new(
+            &job,
+            &JobProgress {
+                job_id: job,
+                attempt: 1,
+                percent: 50,
+                message: "half".into(),
+                timestamp: now(),
+            },
+            Some(actor()),
+            Some(job),
+            now(),
+        ),
+    ];
+    for (event, suffix) in events.iter().zip(["queued", "cancelled", "requeued", "progress"]) {
+        assert_eq!(event.routing_key, format!("job.{job}.{suffix}"));
+        let body = serde_json::to_vec(&event.envelope).unwrap_or_default();
+        assert_eq!(decode_event(&body, &event.routing_key), Ok(event.envelope.clone()));
+        // Another job's key, or no actor: forged.
+        let elsewhere = format!("job.{other}.{suffix}");
+        assert!(matches!(decode_event(&body, &elsewhere), Err(Refused::Forged(_))), "{suffix}");
+        let mut anonymous = event.envelope.clone();
+        anonymous.actor = None;
+        let body = serde_json::to_vec(&anonymous).unwrap_or_default();
+        assert!(matches!(decode_event(&body, &event.routing_key), Err(Refused::Forged(_))));
+    }
+    let mut over = events[3].envelope.clone();
+    over.data["percent"] = 101.into();
+    let body = serde_json::to_vec(&over).unwrap_or_default();
+    assert!(matches!(decode_event(&body, &events[3].routing_key), Err(Refused::Forged(_))));
+}

@@ -29,11 +29,12 @@ use uuid::Uuid;
 use super::committer::Committer;
 use super::schedule::{RetryPolicy, retries_left};
 use super::store::{self, Claim, ClaimedJob, Outcome};
+use super::tracker::{Stop, Tracker};
 use super::{JobContext, JobError, Registry};
 use crate::runtime::{ConsumeError, Context};
 
-/// How long past its timeout a claimed attempt stays reserved: a redelivered copy waits this
-/// out before it may run the job again (the first worker is dead or has given up by then).
+/// How long past its longest run a claimed attempt stays reserved when the lease is not
+/// renewed: a redelivered copy waits this out before it may run the job again.
 pub const LEASE_GRACE: Duration = Duration::from_secs(2);
 /// When the database or the broker fails mid-way, the request comes back after this long.
 const RECHECK: Duration = Duration::from_millis(1_600);
@@ -45,13 +46,24 @@ pub struct Runner {
     pub registry: Registry,
     pub http: reqwest::Client,
     pub committer: Committer,
+    pub tracker: Tracker,
 }
 
 impl Runner {
     pub fn new(ctx: Context, registry: Registry, http: reqwest::Client) -> Self {
-        let lease = Duration::from_secs(ctx.settings.jobs.timeout_secs) + LEASE_GRACE;
+        let jobs = &ctx.settings.jobs;
+        // Renewed every second while the attempt runs; never longer than an attempt can last
+        // (its timeout, or a cancel's grace), so even without renewals it ends in time.
+        let lease = Duration::from_secs(jobs.lease_secs)
+            .min(Duration::from_secs(jobs.timeout_secs + jobs.cancel_grace_secs) + LEASE_GRACE);
         let committer = Committer::start(ctx.db.clone(), ctx.publisher.clone(), lease);
-        Self { ctx, registry, http, committer }
+        let tracker = Tracker::start(
+            ctx.db.clone(),
+            ctx.publisher.clone(),
+            lease,
+            Duration::from_millis(jobs.progress_interval_ms),
+        );
+        Self { ctx, registry, http, committer, tracker }
     }
 }
 
@@ -186,6 +198,12 @@ async fn process(runner: &Runner, delivery: &Delivery) -> anyhow::Result<()> {
         jobs::publish_traced(&ctx.publisher, &request, now, tp).await?;
         return Ok(());
     }
+    // Less than the shortest tier remains: waited out here (at most 25 ms), so a scheduled job
+    // or a retry never starts before its time.
+    let early = jobs::remaining_ms(&request, Utc::now());
+    if early > 0 {
+        tokio::time::sleep(Duration::from_millis(early)).await;
+    }
     let job = match runner.committer.claim(request.clone(), traceparent.clone()).await? {
         Claim::Run(job) => job,
         Claim::Held(until) => {
@@ -201,8 +219,25 @@ async fn process(runner: &Runner, delivery: &Delivery) -> anyhow::Result<()> {
         }
     };
     let started = std::time::Instant::now();
-    let ran = run(runner, &job).await;
+    let (ran, stopped) = run(runner, &job).await;
     metrics::HANDLER_SECONDS.observe_duration(&[JOBS_QUEUE], started.elapsed());
+    match stopped {
+        Some(Stop::Cancelled) => {
+            match store::cancel_running(&ctx.db, &job).await? {
+                Some(events) => {
+                    tracing::info!(job_id = %job.id, attempt = job.attempts, "running job cancelled");
+                    publish_events(runner, &events).await;
+                }
+                None => tracing::warn!(job_id = %job.id, "cancelled attempt was no longer ours"),
+            }
+            return Ok(());
+        }
+        Some(Stop::Lost) => {
+            tracing::warn!(job_id = %job.id, "attempt lost its lease; its outcome is dropped");
+            return Ok(());
+        }
+        None => {}
+    }
     let outcome = match ran {
         Ok(result) => {
             if runner.committer.succeed(job.clone(), result).await? {
@@ -228,27 +263,51 @@ async fn process(runner: &Runner, delivery: &Delivery) -> anyhow::Result<()> {
 }
 
 /// Runs the handler in a task of its own (a panic fails the attempt, not the worker) under
-/// the configured timeout.
-async fn run(runner: &Runner, job: &ClaimedJob) -> Result<serde_json::Value, JobError> {
+/// the configured timeout, its lease renewed by the tracker meanwhile. If the attempt is told
+/// to stop (a cancel request: the handler gets `jobs.cancel_grace_secs` to return; a lost
+/// lease: at once), the handler is abandoned and its result discarded; the second value says
+/// why.
+async fn run(
+    runner: &Runner,
+    job: &ClaimedJob,
+) -> (Result<serde_json::Value, JobError>, Option<Stop>) {
+    let jobs = &runner.ctx.settings.jobs;
+    let signals = runner.tracker.enter(job);
     let ctx = JobContext {
         job_id: job.id,
         attempt: job.attempts,
         db: runner.ctx.db.clone(),
         settings: runner.ctx.settings.clone(),
         http: runner.http.clone(),
+        signals: signals.clone(),
     };
-    let timeout = Duration::from_secs(runner.ctx.settings.jobs.timeout_secs);
+    let timeout = Duration::from_secs(jobs.timeout_secs);
     let mut task = tokio::spawn(runner.registry.run(&job.job_type, ctx, job.payload.clone()));
-    match tokio::time::timeout(timeout, &mut task).await {
-        Ok(Ok(result)) => result,
-        Ok(Err(join_error)) => {
-            Err(JobError::permanent(anyhow::anyhow!("the handler panicked: {join_error}")))
+    let result = tokio::select! {
+        joined = tokio::time::timeout(timeout, &mut task) => match joined {
+            Ok(Ok(result)) => result,
+            Ok(Err(join_error)) => {
+                Err(JobError::permanent(anyhow::anyhow!("the handler panicked: {join_error}")))
+            }
+            Err(_) => {
+                task.abort();
+                Err(JobError::retryable(anyhow::anyhow!("timed out after {timeout:?}")))
+            }
+        },
+        () = signals.cancel.cancelled() => {
+            let grace = match signals.stopped() {
+                Some(Stop::Cancelled) => Duration::from_secs(jobs.cancel_grace_secs),
+                _ => Duration::ZERO,
+            };
+            if tokio::time::timeout(grace, &mut task).await.is_err() {
+                task.abort();
+                tracing::warn!(job_id = %job.id, ?grace, "handler did not stop in time: abandoned");
+            }
+            Err(JobError::permanent(anyhow::anyhow!("stopped")))
         }
-        Err(_) => {
-            task.abort();
-            Err(JobError::retryable(anyhow::anyhow!("timed out after {timeout:?}")))
-        }
-    }
+    };
+    runner.tracker.leave(job);
+    (result, signals.stopped())
 }
 
 /// Records a failed attempt; the retry or the parked copy is confirmed by the broker before the

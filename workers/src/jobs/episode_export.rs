@@ -1,24 +1,20 @@
 //! `episode.export`: writes an episode and its activity history as one JSON document,
 //! `<jobs.export_dir>/episode-<id>.json`. Written to a temporary file and renamed, so a reader
-//! never sees half a document and a repeated attempt simply replaces it.
+//! never sees half a document and a repeated attempt simply replaces it. Reports its progress
+//! and stops between steps when cancelled.
 
 use anyhow::anyhow;
 use chrono::{DateTime, Utc};
 use sea_orm::FromQueryResult;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use showrunner_shared::contracts::Episode;
 use showrunner_shared::db::{EpisodeRow, sql};
+use showrunner_shared::jobs::types::{self, ExportPayload};
 use uuid::Uuid;
 
 use super::{JobContext, JobError, JobHandler};
 
 pub struct EpisodeExport;
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ExportPayload {
-    pub episode_id: Uuid,
-}
 
 #[derive(FromQueryResult, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -32,8 +28,7 @@ struct ActivityRow {
 }
 
 impl JobHandler for EpisodeExport {
-    const TYPE: &'static str = "episode.export";
-    type Payload = ExportPayload;
+    type Job = types::EpisodeExport;
 
     async fn run(
         &self,
@@ -41,6 +36,7 @@ impl JobHandler for EpisodeExport {
         payload: ExportPayload,
     ) -> Result<serde_json::Value, JobError> {
         let id = payload.episode_id;
+        ctx.progress(0, "reading the episode");
         let episode =
             EpisodeRow::find_by_statement(sql("SELECT * FROM episodes WHERE id = $1", [id.into()]))
                 .one(&ctx.db)
@@ -49,6 +45,8 @@ impl JobHandler for EpisodeExport {
                 .ok_or_else(|| JobError::permanent(anyhow!("episode {id} does not exist")))?;
         // The same resource the API serves.
         let episode = Episode::try_from(episode).map_err(JobError::retryable)?;
+        ctx.stop_if_cancelled()?;
+        ctx.progress(20, "reading its activity");
         let activity = ActivityRow::find_by_statement(sql(
             "SELECT id, event, actor_id, actor_name, data, occurred_at FROM activity_log \
              WHERE resource_type = 'episode' AND resource_id = $1 ORDER BY id",
@@ -57,6 +55,8 @@ impl JobHandler for EpisodeExport {
         .all(&ctx.db)
         .await
         .map_err(JobError::retryable)?;
+        ctx.stop_if_cancelled()?;
+        ctx.progress(60, &format!("writing {} activity rows", activity.len()));
         let document = serde_json::json!({
             "episode": episode,
             "activity": activity,
@@ -78,6 +78,7 @@ impl JobHandler for EpisodeExport {
         .map_err(JobError::permanent)?;
         written
             .map_err(|e| JobError::retryable(anyhow!("cannot write {}: {e}", path.display())))?;
+        ctx.progress(100, "written");
         Ok(serde_json::json!({
             "path": path.display().to_string(),
             "activityCount": activity.len(),

@@ -7,6 +7,7 @@ pub mod consumer;
 pub mod episode_export;
 pub mod schedule;
 pub mod store;
+pub mod tracker;
 pub mod webhook;
 
 use std::collections::HashMap;
@@ -15,8 +16,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use sea_orm::DatabaseConnection;
-use serde::de::DeserializeOwned;
 use showrunner_shared::config::Settings;
+use showrunner_shared::jobs::types::{self, JobType, JobTypes};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 /// Why an attempt failed, and whether another attempt could succeed.
@@ -51,18 +53,45 @@ pub struct JobContext {
     pub db: DatabaseConnection,
     pub settings: Arc<Settings>,
     pub http: reqwest::Client,
+    signals: tracker::Signals,
 }
 
-/// One job type: its name in `POST /jobs`, its payload, and what running it means.
+impl JobContext {
+    /// Cancelled when someone asked the job to stop (`POST /jobs/{id}/cancel`), or when the
+    /// attempt is no longer this worker's. A handler that watches it and returns promptly
+    /// ends the job `cancelled`; one that does not is abandoned after `jobs.cancel_grace_secs`
+    /// and whatever it returns is discarded.
+    pub fn cancellation(&self) -> &CancellationToken {
+        &self.signals.cancel
+    }
+
+    /// `Err` once the job was asked to stop: `ctx.stop_if_cancelled()?` between steps.
+    pub fn stop_if_cancelled(&self) -> Result<(), JobError> {
+        if self.signals.cancel.is_cancelled() {
+            Err(JobError::permanent(anyhow::anyhow!("cancelled")))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Reports how far the job is (0 to 100, and a short message). Cheap: the latest report
+    /// is kept and written (`GET /jobs/{id}` shows it, `job_progress` tells subscribers) at
+    /// most every `jobs.progress_interval_ms`.
+    pub fn progress(&self, percent: u8, message: &str) {
+        self.signals.report(percent, message);
+    }
+}
+
+/// What running one job type means. The type itself (name, payload, schema) is declared in
+/// `shared::jobs::types` (`JobType`), where the api sees it too.
 pub trait JobHandler: Send + Sync + 'static {
-    const TYPE: &'static str;
-    type Payload: DeserializeOwned + Send;
+    type Job: JobType;
 
     /// The result is stored in the job row and sent in `job_completed`.
     fn run(
         &self,
         ctx: &JobContext,
-        payload: Self::Payload,
+        payload: <Self::Job as JobType>::Payload,
     ) -> impl Future<Output = Result<serde_json::Value, JobError>> + Send;
 }
 
@@ -76,18 +105,21 @@ trait ErasedHandler: Send + Sync {
 impl<H: JobHandler> ErasedHandler for H {
     fn run_json(self: Arc<Self>, ctx: JobContext, payload: serde_json::Value) -> BoxedRun {
         Box::pin(async move {
-            let payload: H::Payload = serde_json::from_value(payload).map_err(|e| {
-                JobError::permanent(anyhow::anyhow!("invalid payload for {}: {e}", H::TYPE))
+            // The api checked it already; a row written before the type was declared (or a
+            // payload that no longer fits a changed declaration) fails for good.
+            let payload = types::parse::<H::Job>(&payload).map_err(|e| {
+                JobError::permanent(anyhow::anyhow!("invalid payload for {}: {e}", H::Job::NAME))
             })?;
             self.run(&ctx, payload).await
         })
     }
 }
 
-/// Every job type a worker runs, by name.
+/// Every job type a worker runs, by name, with their declarations (for the api).
 #[derive(Clone, Default)]
 pub struct Registry {
     handlers: HashMap<&'static str, Arc<dyn ErasedHandler>>,
+    declared: JobTypes,
 }
 
 impl std::fmt::Debug for Registry {
@@ -104,10 +136,16 @@ impl Registry {
         Self::default().with(webhook::Webhook).with(episode_export::EpisodeExport)
     }
 
-    /// Adds (or replaces) the handler of `H::TYPE`.
+    /// Adds (or replaces) the handler of `H::Job::NAME`.
     pub fn with<H: JobHandler>(mut self, handler: H) -> Self {
-        self.handlers.insert(H::TYPE, Arc::new(handler));
+        self.handlers.insert(H::Job::NAME, Arc::new(handler));
+        self.declared = self.declared.with::<H::Job>();
         self
+    }
+
+    /// The declarations of the types this registry runs: what the api must accept.
+    pub fn job_types(&self) -> JobTypes {
+        self.declared.clone()
     }
 
     pub fn types(&self) -> Vec<&'static str> {
@@ -130,5 +168,18 @@ impl Registry {
                 Box::pin(async move { Err(JobError::permanent(anyhow::anyhow!(message))) })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_builtin_registry_runs_exactly_the_builtin_declarations() {
+        // The api accepts `JobTypes::builtin()`; a type it accepts that no worker runs would
+        // fail every job of it with "no handler".
+        assert_eq!(Registry::builtin().types(), JobTypes::builtin().names());
+        assert_eq!(Registry::builtin().job_types().names(), JobTypes::builtin().names());
     }
 }

@@ -9,8 +9,10 @@ use sea_orm::{
     ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, FromQueryResult,
     TransactionTrait,
 };
+use showrunner_shared::broker::topology::JOB_DELAY_TIERS_MS;
 use showrunner_shared::contracts::{
-    Actor, EventData, JobCompleted, JobFailed, JobRequest, JobRetry, JobStarted, OutgoingEvent,
+    Actor, EventData, JobCancelled, JobCompleted, JobFailed, JobRequest, JobRetry, JobStarted,
+    OutgoingEvent,
 };
 use showrunner_shared::db::sql;
 use showrunner_shared::outbox::{self, StoredEvent};
@@ -34,7 +36,7 @@ pub struct ClaimedJob {
 }
 
 impl ClaimedJob {
-    fn event<D: EventData<Subject = Uuid>>(&self, data: &D) -> StoredEvent {
+    pub(crate) fn event<D: EventData<Subject = Uuid>>(&self, data: &D) -> StoredEvent {
         let actor = Actor { id: self.created_by, name: self.created_by_name.clone() };
         let event = OutgoingEvent::new(&self.id, data, Some(actor), Some(self.id), Utc::now());
         let traceparent = showrunner_shared::trace::child_or_new(self.traceparent.as_deref());
@@ -100,7 +102,7 @@ pub async fn claim_many(
                 Some(Claim::Skip("duplicate copy".into()))
             }
             Some(s)
-                if matches!(s.status.as_str(), "queued" | "retrying")
+                if matches!(s.status.as_str(), "queued" | "scheduled" | "retrying")
                     || (s.status == "running" && s.lease_expired) =>
             {
                 runnable.push(request.job_id);
@@ -167,13 +169,15 @@ pub async fn succeed_many(
     let updated = Updated::find_by_statement(sql(
         "UPDATE jobs AS j SET status = 'succeeded', result = t.result::jsonb, last_error = NULL, \
          locked_until = NULL, completed_at = now(), updated_at = now() \
-         FROM UNNEST($1::uuid[], $2::uuid[], $3::text[]) AS t(id, dispatch, result) \
-         WHERE j.id = t.id AND j.dispatch_id = t.dispatch AND j.status = 'running' \
-         RETURNING j.id",
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::int[]) \
+           AS t(id, dispatch, result, attempt) \
+         WHERE j.id = t.id AND j.dispatch_id = t.dispatch AND j.attempts = t.attempt \
+         AND j.status = 'running' RETURNING j.id",
         [
             done.iter().map(|(j, _)| j.id).collect::<Vec<_>>().into(),
             done.iter().map(|(j, _)| j.dispatch_id).collect::<Vec<_>>().into(),
             done.iter().map(|(_, r)| r.to_string()).collect::<Vec<_>>().into(),
+            done.iter().map(|(j, _)| j.attempts).collect::<Vec<_>>().into(),
         ],
     ))
     .all(&txn)
@@ -220,13 +224,14 @@ pub async fn finish(
             sql(
                 "UPDATE jobs SET status = 'retrying', dispatch_id = $3, last_error = $4, \
                  next_attempt_at = $5, locked_until = NULL, updated_at = now() \
-                 WHERE id = $1 AND dispatch_id = $2 AND status = 'running'",
+                 WHERE id = $1 AND dispatch_id = $2 AND attempts = $6 AND status = 'running'",
                 [
                     job.id.into(),
                     job.dispatch_id.into(),
                     next.dispatch_id.into(),
                     error.clone().into(),
                     next.not_before.into(),
+                    job.attempts.into(),
                 ],
             ),
             job.event(&JobRetry {
@@ -241,8 +246,8 @@ pub async fn finish(
             sql(
                 "UPDATE jobs SET status = 'failed', last_error = $3, locked_until = NULL, \
                  completed_at = now(), updated_at = now() \
-                 WHERE id = $1 AND dispatch_id = $2 AND status = 'running'",
-                [job.id.into(), job.dispatch_id.into(), error.clone().into()],
+                 WHERE id = $1 AND dispatch_id = $2 AND attempts = $4 AND status = 'running'",
+                [job.id.into(), job.dispatch_id.into(), error.clone().into(), job.attempts.into()],
             ),
             job.event(&JobFailed {
                 job_id: job.id,
@@ -260,11 +265,53 @@ pub async fn finish(
     Ok(Some((txn, events)))
 }
 
+/// Ends a running attempt that was asked to stop: `cancelled`, with `job_cancelled` naming who
+/// asked. `None`: the attempt is no longer this worker's (nothing recorded).
+pub async fn cancel_running(
+    db: &DatabaseConnection,
+    job: &ClaimedJob,
+) -> Result<Option<Vec<StoredEvent>>, DbErr> {
+    #[derive(FromQueryResult)]
+    struct Cancelled {
+        cancel_requested_by: Option<Uuid>,
+        cancel_requested_by_name: Option<String>,
+    }
+    let txn = db.begin().await?;
+    let row = Cancelled::find_by_statement(sql(
+        "UPDATE jobs SET status = 'cancelled', locked_until = NULL, next_attempt_at = NULL, \
+         last_error = 'cancelled while running', completed_at = now(), updated_at = now() \
+         WHERE id = $1 AND dispatch_id = $2 AND attempts = $3 AND status = 'running' \
+         RETURNING cancel_requested_by, cancel_requested_by_name",
+        [job.id.into(), job.dispatch_id.into(), job.attempts.into()],
+    ))
+    .one(&txn)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let creator = Actor { id: job.created_by, name: job.created_by_name.clone() };
+    let cancelled_by = match (row.cancel_requested_by, row.cancel_requested_by_name) {
+        (Some(id), name) => Actor { id, name: name.unwrap_or_default() },
+        (None, _) => creator,
+    };
+    let events = vec![job.event(&JobCancelled {
+        job_id: job.id,
+        cancelled_by,
+        previous_status: "running".into(),
+        timestamp: Utc::now(),
+    })];
+    outbox::insert(&txn, &events).await?;
+    txn.commit().await?;
+    Ok(Some(events))
+}
+
 /// Jobs whose request seems lost: `queued` or `retrying` and due for longer than `after`, or
 /// `running` with a lease expired that long ago. Their requests are published again (with the
 /// row's dispatch id, so a copy that was not lost after all is skipped as a duplicate) and
 /// their `updated_at` is touched, so each is republished at most once per `after`.
 /// The api dying between recording a job and publishing it is what leaves such a row.
+///
+/// Also the scheduled jobs whose `runAt` is further ahead than the longest delay tier: the api
+/// leaves them without a request (`dispatch_id` NULL); once their time is within that tier
+/// they get a dispatch id here and their request (`notBefore` = `runAt`) goes to the tiers.
 pub async fn stranded(
     db: &DatabaseConnection,
     after: Duration,
@@ -280,6 +327,7 @@ pub async fn stranded(
         "SELECT id, dispatch_id FROM jobs \
          WHERE dispatch_id IS NOT NULL AND updated_at < now() - make_interval(secs => $1) AND ( \
            (status = 'queued') \
+           OR (status = 'scheduled' AND run_at < now() - make_interval(secs => $1)) \
            OR (status = 'retrying' AND next_attempt_at < now() - make_interval(secs => $1)) \
            OR (status = 'running' AND locked_until < now() - make_interval(secs => $1))) \
          ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED",
@@ -294,9 +342,53 @@ pub async fn stranded(
         ))
         .await?;
     }
-    let requests = rows
+    let mut requests: Vec<JobRequest> = rows
         .into_iter()
         .map(|r| JobRequest { job_id: r.id, dispatch_id: r.dispatch_id, not_before: None })
         .collect();
+    requests.extend(release_scheduled(&txn, limit).await?);
     Ok((txn, requests))
+}
+
+/// Scheduled jobs held by their row whose `runAt` is now within the longest delay tier: each
+/// gets its dispatch id (in `txn`, which the caller commits once the requests are confirmed).
+async fn release_scheduled(
+    txn: &DatabaseTransaction,
+    limit: u64,
+) -> Result<Vec<JobRequest>, DbErr> {
+    #[derive(FromQueryResult)]
+    struct Due {
+        id: Uuid,
+        run_at: DateTime<Utc>,
+    }
+    let longest = JOB_DELAY_TIERS_MS[JOB_DELAY_TIERS_MS.len() - 1];
+    let due = Due::find_by_statement(sql(
+        "SELECT id, run_at FROM jobs WHERE status = 'scheduled' AND dispatch_id IS NULL \
+         AND run_at < now() + make_interval(secs => $1) \
+         ORDER BY run_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+        [(longest as f64 / 1000.0).into(), (limit as i64).into()],
+    ))
+    .all(txn)
+    .await?;
+    if due.is_empty() {
+        return Ok(Vec::new());
+    }
+    let requests: Vec<JobRequest> = due
+        .iter()
+        .map(|d| JobRequest {
+            job_id: d.id,
+            dispatch_id: Uuid::now_v7(),
+            not_before: Some(d.run_at),
+        })
+        .collect();
+    txn.execute_raw(sql(
+        "UPDATE jobs AS j SET dispatch_id = t.dispatch, updated_at = now() \
+         FROM UNNEST($1::uuid[], $2::uuid[]) AS t(id, dispatch) WHERE j.id = t.id",
+        [
+            requests.iter().map(|r| r.job_id).collect::<Vec<_>>().into(),
+            requests.iter().map(|r| r.dispatch_id).collect::<Vec<_>>().into(),
+        ],
+    ))
+    .await?;
+    Ok(requests)
 }

@@ -14,8 +14,8 @@ use std::time::Duration;
 use anyhow::anyhow;
 use reqwest::header::{CONTENT_LENGTH, LOCATION};
 use reqwest::{StatusCode, Url};
-use serde::Deserialize;
 use showrunner_shared::egress::Policy;
+use showrunner_shared::jobs::types::{self, WebhookPayload};
 
 use super::{JobContext, JobError, JobHandler};
 
@@ -23,17 +23,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct Webhook;
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct WebhookPayload {
-    pub url: String,
-    #[serde(default)]
-    pub body: serde_json::Value,
-}
-
 impl JobHandler for Webhook {
-    const TYPE: &'static str = "webhook";
-    type Payload = WebhookPayload;
+    type Job = types::Webhook;
 
     async fn run(
         &self,
@@ -197,17 +188,7 @@ fn retryable(status: StatusCode) -> bool {
 
 /// A parsed `http://` URL with a host, or why not. Where it may go is the policy's business.
 fn allowed_url(raw: &str) -> anyhow::Result<Url> {
-    let url = Url::parse(raw).map_err(|e| anyhow!("invalid webhook url: {e}"))?;
-    if url.scheme() != "http" {
-        return Err(anyhow!("webhook url must be http:// (this build has no TLS support)"));
-    }
-    if url.host().is_none() {
-        return Err(anyhow!("webhook url has no host"));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(anyhow!("webhook url must not carry credentials"));
-    }
-    Ok(url)
+    types::webhook_url(raw).map_err(|message| anyhow!(message))
 }
 
 /// The HTTP client other job types share: bounded connect time, no proxy, no redirects.
