@@ -122,10 +122,9 @@ async fn up(settings: Arc<Settings>) -> anyhow::Result<()> {
 
 /// Declares the topology with this configuration's user (which needs configure rights on it).
 async fn topology(settings: &Settings) -> anyhow::Result<()> {
-    use showrunner_shared::broker::{self, topology};
-    let conn = broker::connect(&settings.amqp.url, "topology").await?;
-    let channel = conn.create_channel().await?;
-    topology::declare(&channel, &settings.amqp).await?;
+    use showrunner_shared::broker::{self, Nodes, topology};
+    let (conn, _) = Nodes::new(&settings.amqp).connect("topology").await?;
+    topology::declare(&conn, &settings.amqp).await?;
     let _ = broker::bounded(conn.close(200, "topology declared".into())).await;
     println!("topology declared ({} command partitions)", settings.amqp.partitions);
     Ok(())

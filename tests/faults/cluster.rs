@@ -524,10 +524,14 @@ async fn probe_write(api: &Api, token: &str, n: u64, give_up: &AtomicBool, log: 
                     .as_ref()
                     .map(|v| (uuid_at(v, &["data", "id"]), uuid_at(v, &["commandId"])));
                 match ids {
-                    Some((Some(episode_id), Some(command_id))) => guard
-                        .report
-                        .accepted
-                        .push(Accepted { command_id, kind: "create", episode_id }),
+                    Some((Some(episode_id), Some(command_id))) => {
+                        guard.report.accepted.push(Accepted {
+                            command_id,
+                            kind: "create",
+                            episode_id,
+                            title: Some(format!("probe {n}")),
+                        })
+                    }
                     _ => guard.report.unexpected.push(format!("probe create answered {outcome:?}")),
                 }
                 true

@@ -113,8 +113,7 @@ async fn every_role_works_with_only_its_permissions_and_no_more() {
     // The deploy user may declare everything (again: declarations are idempotent).
     let deploy_url = users.create("deploy", &sets).await;
     let deploy = broker::connect(&deploy_url, "deploy").await.expect("deploy user connects");
-    let channel = deploy.create_channel().await.expect("channel");
-    topology::declare(&channel, &app.settings.amqp).await.expect("the deploy user declares");
+    topology::declare(&deploy, &app.settings.amqp).await.expect("the deploy user declares");
     let _ = deploy.close(200, "done".into()).await;
 
     let exports = std::env::temp_dir().join(format!("{}-exports", app.name));
