@@ -66,7 +66,13 @@ async fn check(app: &TestApp, token: &str, path: &str, expected: &[String]) {
 
 #[tokio::test]
 async fn following_next_cursor_reaches_every_row_once() {
-    let app = TestApp::spawn().await;
+    // The test job types, so that POST /jobs accepts `test.permanent`; no job worker runs.
+    let registry = showrunner_tests::job_handlers::registry(&Default::default());
+    let app = TestApp::spawn_with(showrunner_tests::Options {
+        job_registry: registry,
+        ..Default::default()
+    })
+    .await;
     let alice = app.token("alice", Role::Member);
     for i in 0..5 {
         let (status, body) =
@@ -76,13 +82,14 @@ async fn following_next_cursor_reaches_every_row_once() {
             app.http
                 .post(app.api("/jobs"))
                 .bearer_auth(&alice)
-                .json(&json!({"type": "test.none", "payload": {"n": i}})),
+                .json(&json!({"type": "test.permanent", "payload": {"n": i}})),
         )
         .await;
         assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     }
-    wait_until("five activity rows and five notifications", DEADLINE, || async {
-        app.count("SELECT count(*) FROM activity_log").await == 5
+    // Five creations and five job_queued.
+    wait_until("ten activity rows and five notifications", DEADLINE, || async {
+        app.count("SELECT count(*) FROM activity_log").await == 10
             && app.count("SELECT count(*) FROM notifications").await == 5
     })
     .await;
