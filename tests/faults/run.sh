@@ -14,5 +14,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 cargo build --quiet -p showrunner-tests --bin faults --bin sr-role
-target="${CARGO_TARGET_DIR:-target}"
-exec "$target/debug/faults" "$@"
+# `cargo run` finds the binary wherever cargo put it (a target folder from the environment or
+# a cargo configuration), and the suite finds `sr-role` beside itself.
+exec cargo run --quiet -p showrunner-tests --bin faults -- "$@"
