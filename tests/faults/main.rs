@@ -303,7 +303,7 @@ async fn suite(args: &Args, stack: &mut Stack) -> anyhow::Result<usize> {
         if Instant::now() >= end {
             break;
         }
-        if round % 6 == 0 {
+        if round.is_multiple_of(6) {
             rng.shuffle(&mut schedule);
         }
         let slot = schedule[round % 6];
