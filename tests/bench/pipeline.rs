@@ -10,7 +10,8 @@
 //!   seen by a consumer of our own on `showrunner.events`); latency = event received - 202;
 //! - fixed rate: N more posts at `--rate`/s on an open-loop schedule, same figures.
 //!
-//! It then checks that 2N episodes and 2N activity rows exist: nothing was lost. Exits non-zero
+//! It then checks that exactly 2N episodes, 2N activity rows, 2N notifications and 4N event log
+//! rows exist: nothing was lost or doubled. Exits non-zero
 //! if something failed (not for a missed target). Run it with:
 //!
 //!     cargo run --release -p showrunner-tests --bin bench-pipeline -- [--n 20000] [--rate 1000] [--concurrency 64]

@@ -147,8 +147,13 @@ pub async fn run(socket: WebSocket, state: AppState, user: User, _slot: Slot) {
     };
     if let Some((code, reason)) = close {
         // A client that does not read may never take the close frame: give it a moment only.
+        // A slow one gets longer: its close frame waits behind everything the kernel holds for
+        // it, and the kernel takes more from this task only once the client has read about half
+        // of that, which a slow reader needs seconds for (the wait is this client's own task;
+        // the hub no longer queues for it, its overflow is marked).
+        let wait = Duration::from_secs(if code == CLOSE_TOO_SLOW { 10 } else { 1 });
         let frame = Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from(reason) }));
-        let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(frame)).await;
+        let _ = tokio::time::timeout(wait, sink.send(frame)).await;
     }
     state.hub.unregister(session.id);
     for episode in std::mem::take(&mut session.watching) {
