@@ -302,9 +302,13 @@ pub async fn declare_or_verify(
 }
 
 fn access_refused(error: &lapin::Error) -> bool {
-    use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+    soft_error(error, lapin::protocol::AMQPSoftError::ACCESSREFUSED)
+}
+
+fn soft_error(error: &lapin::Error, wanted: lapin::protocol::AMQPSoftError) -> bool {
+    use lapin::protocol::AMQPErrorKind;
     matches!(error.kind(), lapin::ErrorKind::ProtocolError(e)
-        if matches!(e.kind(), AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED)))
+        if matches!(e.kind(), AMQPErrorKind::Soft(kind) if *kind == wanted))
 }
 
 /// Every exchange and queue [`declare`] makes, checked with passive declarations (which fail
@@ -339,8 +343,13 @@ pub async fn verify(ch: &Channel, amqp: &AmqpSettings) -> Result<(), BrokerError
     Ok(())
 }
 
+/// `NOT_FOUND` names what is missing; any other failure (a lost connection) stays what it is.
 fn missing(name: &str, error: lapin::Error) -> BrokerError {
-    BrokerError::TopologyMissing { name: name.to_string(), source: error }
+    if soft_error(&error, lapin::protocol::AMQPSoftError::NOTFOUND) {
+        BrokerError::TopologyMissing { name: name.to_string(), source: error }
+    } else {
+        BrokerError::Amqp(error)
+    }
 }
 
 #[cfg(test)]
