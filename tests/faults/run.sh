@@ -15,7 +15,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 cargo build --quiet -p showrunner-tests --bin faults --bin sr-role
-target="${CARGO_TARGET_DIR:-target}"
+# Where cargo put them (its configuration or a wrapper may choose another folder than
+# CARGO_TARGET_DIR says).
+target=$(cargo metadata --no-deps --format-version 1 |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 
 # The suite in a process group of its own (job control): every process it starts (role
 # processes, RabbitMQ nodes) is in that group unless it leaves it.
