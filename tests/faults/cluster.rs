@@ -37,8 +37,9 @@ const DOWN_FOR: Duration = Duration::from_secs(8);
 /// The longest a node fault may keep writes from being accepted (measured: one to a few
 /// seconds; a process that cannot fail over waits for its node to come back, 30 s and more).
 const MAX_GAP: Duration = Duration::from_secs(30);
-/// How long a node may take to start, and its queue replicas to be back online.
-const START_LIMIT: Duration = Duration::from_secs(120);
+/// How long a node may take to start, and its queue replicas to be back online (a few seconds
+/// on a quiet machine; over 100 s were seen on this one shared with other builds).
+const START_LIMIT: Duration = Duration::from_secs(300);
 
 /// Ports for the nodes, below the kernel's ephemeral range: a port in that range may be taken
 /// by an outgoing connection (or a client's connection to itself while the node is down, which
@@ -690,20 +691,26 @@ impl Run {
                 }
                 last = *t;
             }
-            let accepted_after = oks.iter().any(|t| *t > fault.ended);
-            if !accepted_after || gap > MAX_GAP {
-                self.violations.push(format!(
-                    "no write was accepted for {:.1} s around \"{}\" ({}): losing one node \
-                     of three must not stop writes for more than {MAX_GAP:?}",
-                    gap.as_secs_f64(),
-                    fault.what,
-                    if accepted_after { "accepted again later" } else { "never accepted again" }
-                ));
-            }
             let refused = attempts
                 .iter()
                 .filter(|a| !a.accepted && a.sent >= fault.began && a.sent <= window_end)
                 .count();
+            let accepted_after = oks.iter().any(|t| *t > fault.ended);
+            if !accepted_after {
+                self.violations.push(format!(
+                    "no write was accepted from {:.1} s before \"{}\" ended to 30 s after \
+                     ({refused} attempts refused): losing one node of three must not stop writes",
+                    fault.ended.duration_since(last.min(fault.ended)).as_secs_f64(),
+                    fault.what,
+                ));
+            } else if gap > MAX_GAP {
+                self.violations.push(format!(
+                    "no write was accepted for {:.1} s around \"{}\": losing one node of three \
+                     must not stop writes for more than {MAX_GAP:?}",
+                    gap.as_secs_f64(),
+                    fault.what,
+                ));
+            }
             // Where the gap began, from the fault's beginning (negative: the last accepted
             // write before the fault).
             let from = if gap_from >= fault.began {
@@ -711,11 +718,16 @@ impl Run {
             } else {
                 -fault.began.duration_since(gap_from).as_secs_f64()
             };
+            let gap = if accepted_after {
+                format!("{:.1} s", gap.as_secs_f64())
+            } else {
+                "not again".to_string()
+            };
             println!(
                 "  {:<46} {:>8} {:>12} {:>10} {:>9}",
                 fault.what,
                 format!("{:.1} s", fault.ended.duration_since(fault.began).as_secs_f64()),
-                format!("{:.1} s", gap.as_secs_f64()),
+                gap,
                 format!("{from:+.1} s"),
                 refused
             );
@@ -725,12 +737,6 @@ impl Run {
              writes, from just before the fault to 30 s after it; from: when that began, from the \
              fault's start; refused: attempts answered 5xx or not at all meanwhile)"
         );
-        if !self.violations.is_empty() {
-            println!("\n== cluster findings: {}", self.violations.len());
-            for v in &self.violations {
-                println!("  - {v}");
-            }
-        }
         Ok((std::mem::take(&mut log.report), std::mem::take(&mut self.violations)))
     }
 }

@@ -502,6 +502,12 @@ async fn suite(args: &Args, stack: &mut Stack) -> anyhow::Result<usize> {
         parked,
     )
     .await?;
+    if !cluster_violations.is_empty() {
+        println!("\n== cluster violations: {}", cluster_violations.len());
+        for v in &cluster_violations {
+            println!("  - {v}");
+        }
+    }
     let violations = violations + cluster_violations.len();
     if violations > 0 {
         print_log_tails(&logs);
