@@ -323,7 +323,8 @@ pub async fn encode_database(db: &DatabaseConnection) -> String {
     out.push_str("# TYPE showrunner_outbox_backlog gauge\n");
     let _ = writeln!(out, "showrunner_outbox_backlog {}", outbox.map_or(0, |c| c.n));
     out.push_str("# HELP showrunner_jobs Jobs by status.\n# TYPE showrunner_jobs gauge\n");
-    for status in ["queued", "running", "retrying", "succeeded", "failed", "cancelled"] {
+    for status in ["queued", "scheduled", "running", "retrying", "succeeded", "failed", "cancelled"]
+    {
         let n = jobs.iter().find(|c| c.status == status).map_or(0, |c| c.n);
         let _ = writeln!(out, "showrunner_jobs{{status=\"{status}\"}} {n}");
     }

@@ -557,3 +557,46 @@ async fn scheduled_jobs_run_not_before_their_time_and_can_be_cancelled() {
     assert_eq!(events, ["job_queued", "job_cancelled"]);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_job_cancelled_after_its_worker_died_is_not_run_again() {
+    let mut app = spawn_with(
+        &Switch::default(),
+        0,
+        &[("jobs.timeout_secs", "120"), ("jobs.lease_secs", "3")],
+    )
+    .await;
+    let alice = app.token("alice", Role::Member);
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_it-job-worker"))
+        .envs(app.env())
+        .env("SHOWRUNNER__JOBS__LEASE_SECS", "3")
+        .env("SHOWRUNNER__LOG__FILTER", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the job worker process");
+    let created =
+        submit(&app, &alice, json!({"type": "test.sleep", "payload": {"firstAttemptMs": 600000}}))
+            .await;
+    let id = str_of(&created, "id").to_string();
+    job_with_status(&app, &alice, &id, "running").await;
+    child.start_kill().expect("SIGKILL");
+    let _ = child.wait().await;
+    // Asked to stop once nobody runs it: the row keeps the request.
+    let (status, body) =
+        send(app.http.post(app.api(&format!("/jobs/{id}/cancel"))).bearer_auth(&alice)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+
+    // The redelivered request finds the lease over and the request to stop: it ends the job
+    // instead of running it again.
+    app.start_job_worker();
+    let cancelled = job_with_status(&app, &alice, &id, "cancelled").await;
+    assert_eq!(cancelled["attempts"], 1, "not run again: {cancelled}");
+    let events = wait_for("job_cancelled", DEADLINE, || async {
+        let events = logged(&app, &id).await;
+        events.iter().any(|e| e.event == "job_cancelled").then_some(events)
+    })
+    .await;
+    let names: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(names, ["job_queued", "job_started", "job_cancelled"]);
+    app.stop().await;
+}

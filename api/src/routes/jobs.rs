@@ -334,8 +334,11 @@ async fn create(
 /// Deletes a job whose request was not confirmed, with its `job_queued` still in the outbox.
 async fn forget(state: &AppState, id: Uuid, events: &[StoredEvent]) -> Result<(), ApiError> {
     let txn = state.db.begin().await?;
-    txn.execute_raw(sql("DELETE FROM jobs WHERE id = $1 AND status = 'queued'", [id.into()]))
-        .await?;
+    txn.execute_raw(sql(
+        "DELETE FROM jobs WHERE id = $1 AND status IN ('queued', 'scheduled')",
+        [id.into()],
+    ))
+    .await?;
     let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
     txn.execute_raw(sql("DELETE FROM outbox WHERE id = ANY($1)", [ids.into()])).await?;
     txn.commit().await?;

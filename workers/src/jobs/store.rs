@@ -62,6 +62,7 @@ struct RowState {
     dispatch_id: Option<Uuid>,
     locked_until: Option<DateTime<Utc>>,
     lease_expired: bool,
+    cancel_requested: bool,
 }
 
 /// Claims the attempts `requests` stand for, in one transaction (the job worker groups the
@@ -82,7 +83,8 @@ pub async fn claim_many(
     // this waits for the commit and sees it.
     let states = RowState::find_by_statement(sql(
         "SELECT id, status, dispatch_id, locked_until, \
-         COALESCE(locked_until < now(), true) AS lease_expired \
+         COALESCE(locked_until < now(), true) AS lease_expired, \
+         cancel_requested_at IS NOT NULL AS cancel_requested \
          FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE",
         [ids.into()],
     ))
@@ -90,6 +92,8 @@ pub async fn claim_many(
     .await?;
     let mut answers: Vec<Option<Claim>> = Vec::with_capacity(requests.len());
     let mut runnable: Vec<Uuid> = Vec::new();
+    // Running jobs whose worker died after someone asked them to stop: they end here.
+    let mut abandoned: Vec<Uuid> = Vec::new();
     for request in &requests {
         let state = states.iter().find(|s| s.id == request.job_id);
         let answer = match state {
@@ -98,8 +102,14 @@ pub async fn claim_many(
                 Some(Claim::Skip(format!("stale copy (job is {})", s.status)))
             }
             // A duplicate of a request already claimed in this batch.
-            Some(_) if runnable.contains(&request.job_id) => {
+            Some(_)
+                if runnable.contains(&request.job_id) || abandoned.contains(&request.job_id) =>
+            {
                 Some(Claim::Skip("duplicate copy".into()))
+            }
+            Some(s) if s.status == "running" && s.lease_expired && s.cancel_requested => {
+                abandoned.push(request.job_id);
+                Some(Claim::Skip("cancelled while its worker was gone".into()))
             }
             Some(s)
                 if matches!(s.status.as_str(), "queued" | "scheduled" | "retrying")
@@ -134,10 +144,13 @@ pub async fn claim_many(
             traced.iter().find(|(r, _)| r.job_id == job.id).and_then(|(_, t)| t.clone());
     }
     let now = Utc::now();
-    let events: Vec<StoredEvent> = claimed
+    let mut events: Vec<StoredEvent> = claimed
         .iter()
         .map(|job| job.event(&JobStarted { job_id: job.id, attempt: job.attempts, timestamp: now }))
         .collect();
+    if !abandoned.is_empty() {
+        events.extend(cancel_abandoned(&txn, &abandoned).await?);
+    }
     outbox::insert(&txn, &events).await?;
     txn.commit().await?;
     let claims = requests
@@ -153,6 +166,50 @@ pub async fn claim_many(
         })
         .collect();
     Ok((claims, events))
+}
+
+/// Ends `cancelled` the running jobs of `ids` (asked to stop, their worker gone), with their
+/// `job_cancelled` events, in the caller's transaction.
+async fn cancel_abandoned(
+    txn: &DatabaseTransaction,
+    ids: &[Uuid],
+) -> Result<Vec<StoredEvent>, DbErr> {
+    #[derive(FromQueryResult)]
+    struct Ended {
+        id: Uuid,
+        created_by: Uuid,
+        created_by_name: String,
+        cancel_requested_by: Option<Uuid>,
+        cancel_requested_by_name: Option<String>,
+    }
+    let ended = Ended::find_by_statement(sql(
+        "UPDATE jobs SET status = 'cancelled', locked_until = NULL, next_attempt_at = NULL, \
+         last_error = 'cancelled while running', completed_at = now(), updated_at = now() \
+         WHERE id = ANY($1) AND status = 'running' \
+         RETURNING id, created_by, created_by_name, cancel_requested_by, cancel_requested_by_name",
+        [ids.to_vec().into()],
+    ))
+    .all(txn)
+    .await?;
+    let now = Utc::now();
+    Ok(ended
+        .into_iter()
+        .map(|e| {
+            let creator = Actor { id: e.created_by, name: e.created_by_name };
+            let cancelled_by = match e.cancel_requested_by {
+                Some(id) => Actor { id, name: e.cancel_requested_by_name.unwrap_or_default() },
+                None => creator.clone(),
+            };
+            let data = JobCancelled {
+                job_id: e.id,
+                cancelled_by,
+                previous_status: "running".into(),
+                timestamp: now,
+            };
+            let event = OutgoingEvent::new(&e.id, &data, Some(creator), Some(e.id), now);
+            StoredEvent::from_outgoing(&event, Some(showrunner_shared::trace::child_or_new(None)))
+        })
+        .collect())
 }
 
 /// Records the success of several attempts in one transaction, with their `job_completed`
