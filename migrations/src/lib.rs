@@ -6,6 +6,7 @@ use sea_orm_migration::sea_orm::{ConnectOptions, ConnectionTrait, Database, Data
 mod m20261125_000001_initial;
 mod m20261125_000002_jobs;
 mod m20261125_000003_event_log;
+mod m20261202_000004_compositions;
 
 pub struct Migrator;
 
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000001_initial::Migration),
             Box::new(m20261125_000002_jobs::Migration),
             Box::new(m20261125_000003_event_log::Migration),
+            Box::new(m20261202_000004_compositions::Migration),
         ]
     }
 }
