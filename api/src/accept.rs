@@ -14,7 +14,7 @@ use sea_orm::{ConnectionTrait, FromQueryResult};
 use sha2::{Digest, Sha256};
 use showrunner_shared::contracts::{Actor, COMMAND_VERSION, Command, CommandEnvelope};
 use showrunner_shared::db::sql;
-use showrunner_shared::resource::RejectionCode;
+use showrunner_shared::resource::{CommandStatus, RejectionCode};
 use uuid::Uuid;
 
 use crate::error::ApiError;
@@ -228,7 +228,7 @@ async fn replay(
             )],
         });
     }
-    if existing.status == "pending"
+    if existing.status == CommandStatus::Pending.as_str()
         && let Some(message) = existing.message
     {
         // Still pending: its first publish may not have been confirmed (503). Publish the
@@ -238,7 +238,9 @@ async fn replay(
     }
     if let Some(limit) = options.wait {
         let mut wait = state.waiters.register(command_id);
-        if command_state(state, command_id).await?.is_some_and(|s| s.status != "pending")
+        if command_state(state, command_id)
+            .await?
+            .is_some_and(|s| s.status != CommandStatus::Pending.as_str())
             || wait_for(state, limit, &mut wait).await
         {
             return Ok(Some(Outcome::Applied { command_id }));
@@ -393,7 +395,7 @@ pub async fn check_applied(state: &AppState, command_id: Uuid) -> Result<Uuid, A
     .one(&state.db)
     .await?
     .ok_or_else(|| anyhow::anyhow!("command {command_id} vanished"))?;
-    if row.status == "rejected" {
+    if row.status == CommandStatus::Rejected.as_str() {
         return Err(rejection(&CommandState {
             status: row.status,
             error: row.error,

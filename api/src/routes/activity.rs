@@ -1,7 +1,7 @@
 //! `GET /activity`: the activity log, newest first, filtered by resource or actor. Episodes and
-//! their compositions are the team's: every member reads their history. Everything else (jobs, a user's own topics,
-//! the system) is its actor's: a member sees only their own rows and may not ask for another
-//! user's (`actorId`), admins see all.
+//! their compositions are the team's: every member reads their history. Everything else (jobs,
+//! a user's own topics, the system) is its actor's: a member sees only their own rows and may
+//! not ask for another user's (`actorId`), admins see all.
 
 use axum::extract::State;
 use axum::routing::get;

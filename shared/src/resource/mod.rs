@@ -38,6 +38,32 @@ impl ResourceType {
     }
 }
 
+/// Where a command is, as `commands.status` stores it: `pending` until the worker applied or
+/// rejected it (then it is that command's inbox mark: never applied again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandStatus {
+    Pending,
+    Applied,
+    Rejected,
+}
+
+impl CommandStatus {
+    pub const ALL: [Self; 3] = [Self::Pending, Self::Applied, Self::Rejected];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Applied => "applied",
+            Self::Rejected => "rejected",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
 /// Why a command was rejected, stored as `commands.error_code`; the api picks its HTTP status
 /// from it when the caller waited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -250,4 +276,21 @@ fn misrouted(command: &Command) -> Rejection {
         RejectionCode::Conflict,
         format!("{} is not a command of this resource", command.kind()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_names_round_trip() {
+        for s in CommandStatus::ALL {
+            assert_eq!(CommandStatus::parse(s.as_str()), Some(s));
+        }
+        for c in RejectionCode::ALL {
+            assert_eq!(RejectionCode::parse(c.as_str()), Some(c));
+        }
+        assert_eq!(CommandStatus::parse("done"), None);
+        assert_eq!(RejectionCode::parse("teapot"), None);
+    }
 }

@@ -11,7 +11,7 @@ use sea_orm::{ConnectionTrait, DbErr, FromQueryResult, TransactionTrait};
 use showrunner_shared::contracts::{CommandEnvelope, CommandRejected, OutgoingEvent};
 use showrunner_shared::db::sql;
 use showrunner_shared::outbox::{self, StoredEvent};
-use showrunner_shared::resource::{Batch, Rejection};
+use showrunner_shared::resource::{Batch, CommandStatus, Rejection};
 use uuid::Uuid;
 
 use crate::runtime::{BatchHandler, Context, Incoming};
@@ -108,7 +108,7 @@ async fn apply_batch(
 }
 
 #[derive(FromQueryResult)]
-struct CommandStatus {
+struct CommandRow {
     id: Uuid,
     status: String,
 }
@@ -124,13 +124,17 @@ async fn already_handled(
     // are filtered on the statement's snapshot before they are locked, so a row another
     // transaction is changing would still read 'pending', be skipped, and not be waited for.
     // Locked in id order, so two batches never deadlock.
-    let rows = CommandStatus::find_by_statement(sql(
+    let rows = CommandRow::find_by_statement(sql(
         "SELECT id, status FROM commands WHERE id = ANY($1) ORDER BY id FOR UPDATE",
         [ids.into()],
     ))
     .all(txn)
     .await?;
-    Ok(rows.into_iter().filter(|r| r.status != "pending").map(|r| r.id).collect())
+    Ok(rows
+        .into_iter()
+        .filter(|r| r.status != CommandStatus::Pending.as_str())
+        .map(|r| r.id)
+        .collect())
 }
 
 /// Writes each command's outcome; how many were written. A command whose row is no longer
@@ -160,7 +164,9 @@ async fn record_outcomes(
         let (resource_type, resource_id) = envelope.command.resource();
         resource_types.push(resource_type.as_str().to_string());
         resources.push(resource_id);
-        statuses.push(if rejection.is_some() { "rejected" } else { "applied" }.to_string());
+        let status =
+            if rejection.is_some() { CommandStatus::Rejected } else { CommandStatus::Applied };
+        statuses.push(status.as_str().to_string());
         errors.push(rejection.as_ref().map(|r| r.reason.clone()).unwrap_or_default());
         codes.push(rejection.as_ref().map(|r| r.code.as_str().to_string()).unwrap_or_default());
     }
