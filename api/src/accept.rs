@@ -5,6 +5,7 @@
 //! Idempotency: a keyed command's id is UUIDv5 of (user, key), so a retry finds the first
 //! command's row and gets the first answer; the same key with another body gets 422.
 
+use std::future::Future;
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -13,6 +14,7 @@ use sea_orm::{ConnectionTrait, FromQueryResult};
 use sha2::{Digest, Sha256};
 use showrunner_shared::contracts::{Actor, COMMAND_VERSION, Command, CommandEnvelope};
 use showrunner_shared::db::sql;
+use showrunner_shared::resource::{CommandStatus, RejectionCode};
 use uuid::Uuid;
 
 use crate::error::ApiError;
@@ -132,7 +134,8 @@ pub async fn submit(
         id: command_id,
         user_id: user.id(),
         kind: envelope.command.kind(),
-        episode_id: envelope.command.episode_id(),
+        resource_type: envelope.command.resource().0,
+        resource_id: envelope.command.resource().1,
         idempotency_key: options.idempotency_key.clone(),
         request_hash: hash.clone(),
         message: message.to_string(),
@@ -225,7 +228,7 @@ async fn replay(
             )],
         });
     }
-    if existing.status == "pending"
+    if existing.status == CommandStatus::Pending.as_str()
         && let Some(message) = existing.message
     {
         // Still pending: its first publish may not have been confirmed (503). Publish the
@@ -236,7 +239,9 @@ async fn replay(
     let body = existing.response.unwrap_or_else(|| serde_json::json!({ "commandId": command_id }));
     if let Some(limit) = options.wait {
         let mut wait = state.waiters.register(command_id);
-        if command_state(state, command_id).await?.is_some_and(|s| s.status != "pending")
+        if command_state(state, command_id)
+            .await?
+            .is_some_and(|s| s.status != CommandStatus::Pending.as_str())
             || wait_for(state, limit, &mut wait).await
         {
             return Ok(Some(Outcome::Applied { command_id, body }));
@@ -284,10 +289,11 @@ pub async fn command_state(
 /// The problem a rejected command answers with when the caller waited for it.
 pub fn rejection(state: &CommandState) -> ApiError {
     let reason = state.error.clone().unwrap_or_else(|| "the command was rejected".into());
-    match state.error_code.as_deref() {
-        Some("not_found") => ApiError::NotFound(reason),
-        Some("gone") => ApiError::Gone(reason),
-        _ => ApiError::Conflict(reason),
+    match state.error_code.as_deref().and_then(RejectionCode::parse) {
+        Some(RejectionCode::NotFound) => ApiError::NotFound(reason),
+        Some(RejectionCode::Gone) => ApiError::Gone(reason),
+        Some(RejectionCode::PreconditionFailed) => ApiError::PreconditionFailed(reason),
+        Some(RejectionCode::Conflict) | None => ApiError::Conflict(reason),
     }
 }
 
@@ -314,4 +320,120 @@ fn unavailable() -> ApiError {
         detail: "the message broker is unavailable; nothing was accepted, retry later".into(),
         retry_after_secs: 5,
     }
+}
+
+/// The options of a write request, `Prefer: wait` capped at `http.max_wait_secs`.
+pub fn write_options(state: &AppState, headers: &HeaderMap) -> Result<WriteOptions, ApiError> {
+    WriteOptions::from_headers(headers, Duration::from_secs(state.settings.http.max_wait_secs))
+}
+
+/// A request that waited says how long it was willing to (RFC 7240 `Preference-Applied`):
+/// `Prefer: wait` above `http.max_wait_secs` is cut to it.
+pub fn wait_applied(
+    result: Result<axum::response::Response, ApiError>,
+    options: &WriteOptions,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let mut response = result.unwrap_or_else(IntoResponse::into_response);
+    if let Some(wait) = options.wait
+        && let Ok(value) = HeaderValue::from_str(&format!("wait={}", wait.as_secs()))
+    {
+        response.headers_mut().insert("preference-applied", value);
+    }
+    Ok(response)
+}
+
+/// Renders the outcome: 202 with the first answer, or the applied resource that `read` finds
+/// by the command's resource id, with its `Location` on 201 (or the problem that rejected it).
+pub async fn finish<F, Fut>(
+    state: &AppState,
+    outcome: Outcome,
+    applied_status: StatusCode,
+    read: F,
+) -> Result<axum::response::Response, ApiError>
+where
+    F: FnOnce(Uuid) -> Fut,
+    Fut: Future<Output = Result<Applied, ApiError>>,
+{
+    use axum::response::IntoResponse;
+    match outcome {
+        Outcome::Accepted { command_id, body } => Ok(accepted(command_id, body)),
+        Outcome::Applied { command_id, body: accepted_body } => {
+            // The command is accepted (and applied): a database too busy to read the result
+            // now must not answer 503, which says "not accepted"; the 202 stays true.
+            let found = async {
+                let resource_id = check_applied(state, command_id).await?;
+                read(resource_id).await
+            };
+            let applied = match found.await {
+                Err(ApiError::Unavailable { .. }) => {
+                    return Ok(accepted(command_id, accepted_body));
+                }
+                other => other?,
+            };
+            let body = serde_json::json!({ "data": applied.data, "commandId": command_id });
+            let mut response = (applied_status, axum::Json(body)).into_response();
+            if applied_status == StatusCode::CREATED
+                && let Ok(location) = HeaderValue::from_str(&applied.location)
+            {
+                response.headers_mut().insert(header::LOCATION, location);
+            }
+            Ok(response)
+        }
+    }
+}
+
+/// The answer to a permanent delete that was applied: 204, its problem if it was rejected, or
+/// the 202 of the accepted command when its outcome cannot be read now.
+pub async fn finish_permanent_delete(
+    state: &AppState,
+    command_id: Uuid,
+    accepted_body: serde_json::Value,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    match check_applied(state, command_id).await {
+        Err(ApiError::Unavailable { .. }) => Ok(accepted(command_id, accepted_body)),
+        other => other.map(|_| StatusCode::NO_CONTENT.into_response()),
+    }
+}
+
+/// An applied resource as a write answers with it: its JSON and where it lives.
+pub struct Applied {
+    pub data: serde_json::Value,
+    pub location: String,
+}
+
+/// The command's resource id if it was applied; its problem if it was rejected.
+pub async fn check_applied(state: &AppState, command_id: Uuid) -> Result<Uuid, ApiError> {
+    #[derive(FromQueryResult)]
+    struct Row {
+        status: String,
+        error: Option<String>,
+        error_code: Option<String>,
+        resource_id: Uuid,
+    }
+    let row = Row::find_by_statement(sql(
+        "SELECT status, error, error_code, resource_id FROM commands WHERE id = $1",
+        [command_id.into()],
+    ))
+    .one(&state.db)
+    .await?
+    .ok_or_else(|| anyhow::anyhow!("command {command_id} vanished"))?;
+    if row.status == CommandStatus::Rejected.as_str() {
+        return Err(rejection(&CommandState {
+            status: row.status,
+            error: row.error,
+            error_code: row.error_code,
+        }));
+    }
+    Ok(row.resource_id)
+}
+
+/// A request body as `T`, naming the field that fails. serde would also read a struct from an
+/// array of its fields; the API speaks objects only.
+pub fn typed<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    if !value.is_object() {
+        return Err(ApiError::field("body", "must be a JSON object"));
+    }
+    crate::extract::parse_json(value.to_string().as_bytes())
 }

@@ -23,6 +23,8 @@ pub enum ApiError {
     #[error("{0}")]
     Gone(String),
     #[error("{0}")]
+    PreconditionFailed(String),
+    #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -66,6 +68,9 @@ impl ApiError {
             }
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
             Self::Gone(_) => (StatusCode::GONE, "gone", "Gone"),
+            Self::PreconditionFailed(_) => {
+                (StatusCode::PRECONDITION_FAILED, "precondition-failed", "Precondition Failed")
+            }
             Self::UnsupportedMediaType(_) => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported-media-type",

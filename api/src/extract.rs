@@ -203,3 +203,23 @@ impl<S: Send + Sync> FromRequestParts<S> for PathId {
             .map_err(|_| ApiError::bad_param("id", format!("{raw:?} is not a UUID")))
     }
 }
+
+/// The two UUIDs of a child resource's path, `/episodes/{id}/<children>/{cid}`; 400 naming
+/// the one that is not a UUID.
+pub struct PathIds(pub Uuid, pub Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathIds {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let axum::extract::Path((id, cid)): axum::extract::Path<(String, String)> =
+            axum::extract::Path::from_request_parts(parts, state)
+                .await
+                .map_err(|_| ApiError::bad_param("id", "missing path parameter"))?;
+        let parse = |name: &str, raw: &str| {
+            Uuid::parse_str(raw)
+                .map_err(|_| ApiError::bad_param(name, format!("{raw:?} is not a UUID")))
+        };
+        Ok(Self(parse("id", &id)?, parse("cid", &cid)?))
+    }
+}

@@ -33,6 +33,7 @@ use crate::waiters::Waiters;
 pub fn app(state: AppState) -> Router {
     let v1 = Router::new()
         .merge(routes::episodes::router())
+        .merge(routes::compositions::router())
         .merge(routes::commands::router())
         .merge(routes::jobs::router())
         .merge(routes::activity::router())

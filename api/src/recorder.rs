@@ -6,6 +6,7 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{DatabaseConnection, DbErr, FromQueryResult};
 use showrunner_shared::db::sql;
+use showrunner_shared::resource::ResourceType;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -17,7 +18,8 @@ pub struct NewCommand {
     pub id: Uuid,
     pub user_id: Uuid,
     pub kind: &'static str,
-    pub episode_id: Uuid,
+    pub resource_type: ResourceType,
+    pub resource_id: Uuid,
     pub idempotency_key: Option<String>,
     pub request_hash: String,
     /// The command message, kept for the sweeper that republishes forgotten commands.
@@ -107,24 +109,25 @@ async fn insert_many(db: &DatabaseConnection, rows: &[NewCommand]) -> Result<Vec
     let statement = sql(
         "INSERT INTO commands (id, user_id, kind, resource_type, resource_id, status, \
          idempotency_key, request_hash, message, response, accepted_at) \
-         SELECT id, user_id, kind, 'episode', resource_id, 'pending', \
+         SELECT id, user_id, kind, resource_type, resource_id, 'pending', \
          NULLIF(idempotency_key, ''), request_hash, message::jsonb, NULLIF(response, '')::jsonb, \
          accepted_at \
          FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::text[], $6::text[], \
-         $7::text[], $8::text[], $9::timestamptz[]) \
+         $7::text[], $8::text[], $9::timestamptz[], $10::text[]) \
          AS t(id, user_id, kind, resource_id, idempotency_key, request_hash, message, response, \
-         accepted_at) \
+         accepted_at, resource_type) \
          ON CONFLICT (id) DO NOTHING RETURNING id",
         [
             rows.iter().map(|r| r.id).collect::<Vec<_>>().into(),
             rows.iter().map(|r| r.user_id).collect::<Vec<_>>().into(),
             column(&|r| Some(r.kind.to_string())).into(),
-            rows.iter().map(|r| r.episode_id).collect::<Vec<_>>().into(),
+            rows.iter().map(|r| r.resource_id).collect::<Vec<_>>().into(),
             column(&|r| r.idempotency_key.clone()).into(),
             column(&|r| Some(r.request_hash.clone())).into(),
             column(&|r| Some(r.message.clone())).into(),
             column(&|r| r.response.clone()).into(),
             rows.iter().map(|r| r.accepted_at).collect::<Vec<_>>().into(),
+            column(&|r| Some(r.resource_type.as_str().to_string())).into(),
         ],
     );
     Ok(Inserted::find_by_statement(statement).all(db).await?.into_iter().map(|r| r.id).collect())

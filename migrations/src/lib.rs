@@ -7,6 +7,7 @@ mod m20261125_000001_initial;
 mod m20261125_000002_jobs;
 mod m20261125_000003_event_log;
 mod m20261202_000001_job_operations;
+mod m20261202_000004_compositions;
 
 pub struct Migrator;
 
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000002_jobs::Migration),
             Box::new(m20261125_000003_event_log::Migration),
             Box::new(m20261202_000001_job_operations::Migration),
+            Box::new(m20261202_000004_compositions::Migration),
         ]
     }
 }

@@ -7,6 +7,12 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::domain::{Categories, Description, EpisodeStatus, Title};
+use crate::resource::ResourceType;
+use crate::resource::composition::{CompositionChanges, CompositionName, Tracks};
+// Each resource's types live in its module (`crate::resource`); these paths stay for callers.
+pub use crate::resource::episode::{
+    Episode, EpisodeChanges, EpisodeCreated, EpisodeDeleted, EpisodeUpdated,
+};
 
 /// Who did it: carried by every command and event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -18,7 +24,7 @@ pub struct Actor {
 
 pub const COMMAND_VERSION: u32 = 1;
 
-/// A command as the API accepted it; the episode worker applies it exactly once.
+/// A command as the API accepted it; the command worker applies it exactly once.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CommandEnvelope {
@@ -52,14 +58,53 @@ pub enum Command {
         episode_id: Uuid,
         permanent: bool,
     },
+    CreateComposition {
+        episode_id: Uuid,
+        composition_id: Uuid,
+        name: CompositionName,
+        #[serde(default)]
+        tracks: Tracks,
+    },
+    UpdateComposition {
+        episode_id: Uuid,
+        composition_id: Uuid,
+        changes: CompositionChanges,
+        /// `If-Match`: applied only if the composition is at this version.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        if_version: Option<i64>,
+    },
+    DeleteComposition {
+        episode_id: Uuid,
+        composition_id: Uuid,
+        permanent: bool,
+    },
 }
 
 impl Command {
+    /// The episode whose partition carries this command (for an episode's children, their
+    /// episode): the commands of one episode apply in the order they were accepted.
     pub fn episode_id(&self) -> Uuid {
         match self {
             Self::CreateEpisode { episode_id, .. }
             | Self::UpdateEpisode { episode_id, .. }
-            | Self::DeleteEpisode { episode_id, .. } => *episode_id,
+            | Self::DeleteEpisode { episode_id, .. }
+            | Self::CreateComposition { episode_id, .. }
+            | Self::UpdateComposition { episode_id, .. }
+            | Self::DeleteComposition { episode_id, .. } => *episode_id,
+        }
+    }
+
+    /// The resource the command acts on, as its `commands` row names it.
+    pub fn resource(&self) -> (ResourceType, Uuid) {
+        match self {
+            Self::CreateEpisode { episode_id, .. }
+            | Self::UpdateEpisode { episode_id, .. }
+            | Self::DeleteEpisode { episode_id, .. } => (ResourceType::Episode, *episode_id),
+            Self::CreateComposition { composition_id, .. }
+            | Self::UpdateComposition { composition_id, .. }
+            | Self::DeleteComposition { composition_id, .. } => {
+                (ResourceType::Composition, *composition_id)
+            }
         }
     }
 
@@ -68,48 +113,11 @@ impl Command {
             Self::CreateEpisode { .. } => "create_episode",
             Self::UpdateEpisode { .. } => "update_episode",
             Self::DeleteEpisode { .. } => "delete_episode",
+            Self::CreateComposition { .. } => "create_composition",
+            Self::UpdateComposition { .. } => "update_composition",
+            Self::DeleteComposition { .. } => "delete_composition",
         }
     }
-}
-
-/// The fields a PATCH sets; absent means unchanged.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct EpisodeChanges {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub title: Option<Title>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub description: Option<Description>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<EpisodeStatus>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub categories: Option<Categories>,
-}
-
-impl EpisodeChanges {
-    pub fn is_empty(&self) -> bool {
-        self.title.is_none()
-            && self.description.is_none()
-            && self.status.is_none()
-            && self.categories.is_none()
-    }
-}
-
-/// The episode resource, as REST answers and events carry it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Episode {
-    pub id: Uuid,
-    pub title: String,
-    pub description: String,
-    pub status: EpisodeStatus,
-    pub categories: Vec<String>,
-    pub created_by: Uuid,
-    pub updated_by: Uuid,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    pub deleted_at: Option<DateTime<Utc>>,
-    pub version: i64,
 }
 
 pub const EVENT_VERSION: u32 = 1;
@@ -168,38 +176,11 @@ pub trait EventData: Serialize {
     fn routing_key(subject: &Self::Subject) -> String;
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct EpisodeCreated {
-    pub episode: Episode,
-    pub created_by: Uuid,
-    pub timestamp: DateTime<Utc>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct EpisodeUpdated {
-    pub episode: Episode,
-    pub changed_fields: Vec<String>,
-    pub updated_by: Uuid,
-    pub timestamp: DateTime<Utc>,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeleteType {
     Soft,
     Permanent,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct EpisodeDeleted {
-    pub episode_id: Uuid,
-    pub title: String,
-    pub delete_type: DeleteType,
-    pub deleted_by: Uuid,
-    pub timestamp: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -256,21 +237,8 @@ pub struct ViewerJoined(pub Presence);
 #[serde(transparent)]
 pub struct ViewerLeft(pub Presence);
 
-macro_rules! episode_event {
-    ($ty:ty, $name:literal, $suffix:literal) => {
-        impl EventData for $ty {
-            const NAME: &'static str = $name;
-            type Subject = Uuid;
-            fn routing_key(episode_id: &Uuid) -> String {
-                format!("episode.{episode_id}.{}", $suffix)
-            }
-        }
-    };
-}
+use crate::resource::episode::episode_event;
 
-episode_event!(EpisodeCreated, "episode_created", "created");
-episode_event!(EpisodeUpdated, "episode_updated", "updated");
-episode_event!(EpisodeDeleted, "episode_deleted", "deleted");
 episode_event!(ViewerJoined, "viewer_joined", "presence");
 episode_event!(ViewerLeft, "viewer_left", "presence");
 

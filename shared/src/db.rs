@@ -3,16 +3,13 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use sea_orm::{
-    ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr, FromQueryResult, RuntimeErr,
-    SqlxError, Statement, Value,
+    ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr, RuntimeErr, SqlxError,
+    Statement, Value,
 };
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
-use crate::contracts::Episode;
-use crate::domain::EpisodeStatus;
+pub use crate::resource::episode::EpisodeRow;
 
 use crate::config::DatabaseSettings;
 
@@ -90,41 +87,4 @@ pub async fn connect_waiting(
 /// A PostgreSQL statement with `$n` placeholders.
 pub fn sql(text: &str, values: impl IntoIterator<Item = Value>) -> Statement {
     Statement::from_sql_and_values(DbBackend::Postgres, text, values)
-}
-
-/// An `episodes` row (`SELECT *`).
-#[derive(Debug, FromQueryResult)]
-pub struct EpisodeRow {
-    pub id: Uuid,
-    pub title: String,
-    pub description: String,
-    pub status: String,
-    pub categories: Vec<String>,
-    pub created_by: Uuid,
-    pub updated_by: Uuid,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    pub deleted_at: Option<DateTime<Utc>>,
-    pub version: i64,
-}
-
-impl TryFrom<EpisodeRow> for Episode {
-    type Error = DbErr;
-    fn try_from(r: EpisodeRow) -> Result<Self, DbErr> {
-        let status = EpisodeStatus::parse(&r.status)
-            .ok_or_else(|| DbErr::Custom(format!("unknown episode status {:?}", r.status)))?;
-        Ok(Episode {
-            id: r.id,
-            title: r.title,
-            description: r.description,
-            status,
-            categories: r.categories,
-            created_by: r.created_by,
-            updated_by: r.updated_by,
-            created_at: r.created_at,
-            updated_at: r.updated_at,
-            deleted_at: r.deleted_at,
-            version: r.version,
-        })
-    }
 }

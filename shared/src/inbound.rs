@@ -11,7 +11,8 @@
 //! - **forged envelope**: it decodes, but does not hold together (see each `check`): a nil id,
 //!   an absurd timestamp, a command on a partition its episode does not hash to, an event whose
 //!   routing key is not its resource's (`episode_created` must travel on
-//!   `episode.<data.episode.id>.created`), a known event without its actor, or an unknown event
+//!   `episode.<data.episode.id>.created`, `composition_created` on
+//!   `episode.<data.composition.episodeId>.composition.created`), a known event without its actor, or an unknown event
 //!   on a topic family this system owns (`episode`, `user`, `job`, `system`).
 //!
 //! An unknown event name on another topic is accepted (a tolerant reader: a newer writer may add
@@ -32,6 +33,7 @@ use crate::contracts::{
     JobFailed, JobProcessorStarted, JobProgress, JobQueued, JobRequest, JobRequeued, JobRetry,
     JobStarted, NotificationCreated, Presence, ViewerJoined, ViewerLeft,
 };
+use crate::resource::composition::{CompositionCreated, CompositionDeleted, CompositionUpdated};
 
 /// Why a message was refused; its `Display` is the `x-parked-reason`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -171,6 +173,8 @@ impl Inbound for CommandEnvelope {
         not_nil("actor.id", self.actor.id)?;
         let episode = self.command.episode_id();
         not_nil("episodeId", episode)?;
+        let (resource, id) = self.command.resource();
+        not_nil(&format!("{} id", resource.as_str()), id)?;
         sane_time("acceptedAt", self.accepted_at, now)?;
         let partition = partition_of(episode, rules.partitions);
         if routing_key != partition.to_string() {
@@ -282,6 +286,18 @@ fn known_event(e: &EventEnvelope, key: &str) -> Option<Result<(), String>> {
         EpisodeDeleted::NAME => actor(e).and_then(|_| {
             let d: EpisodeDeleted = data(e)?;
             keyed::<EpisodeDeleted>(key, d.episode_id)
+        }),
+        CompositionCreated::NAME => actor(e).and_then(|_| {
+            let d: CompositionCreated = data(e)?;
+            keyed::<CompositionCreated>(key, d.composition.episode_id)
+        }),
+        CompositionUpdated::NAME => actor(e).and_then(|_| {
+            let d: CompositionUpdated = data(e)?;
+            keyed::<CompositionUpdated>(key, d.composition.episode_id)
+        }),
+        CompositionDeleted::NAME => actor(e).and_then(|_| {
+            let d: CompositionDeleted = data(e)?;
+            keyed::<CompositionDeleted>(key, d.episode_id)
         }),
         ViewerJoined::NAME => actor(e).and_then(|_| {
             let d: Presence = data(e)?;

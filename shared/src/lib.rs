@@ -14,6 +14,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod outbox;
 pub mod process;
+pub mod resource;
 pub mod retry;
 pub mod shutdown;
 pub mod telemetry;

@@ -4,6 +4,7 @@
 mod authz;
 mod bad_input;
 mod broker;
+mod compositions;
 mod drain;
 mod edge;
 mod episodes;

@@ -24,7 +24,7 @@ use showrunner_shared::contracts::{
 };
 use showrunner_shared::db::sql;
 use showrunner_tests::{Options, TestApp, wait_until};
-use showrunner_workers::consumers::episode::EpisodeCommands;
+use showrunner_workers::consumers::commands::Commands as EpisodeCommands;
 use showrunner_workers::runtime::{BatchHandler, Context, Incoming};
 use uuid::Uuid;
 

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::consumers::event_log::EventLog;
-use crate::consumers::{episode::EpisodeCommands, notification::Notifications};
+use crate::consumers::{commands::Commands, notification::Notifications};
 use crate::runtime::{BatchHandler, Context, Source, consume, process_batch};
 
 /// Runs the episode worker until `cancel`: applies commands from the partitions it owns.
@@ -159,7 +159,7 @@ async fn supervise_partitions(
         let sources: Vec<Source> =
             from.iter().map(|p| Source::new(&topology::command_queue(*p), p.to_string())).collect();
         let queue = topology::COMMANDS_EXCHANGE;
-        let handling = process_batch(ctx, queue, &sources, &EpisodeCommands, &batch, cancel);
+        let handling = process_batch(ctx, queue, &sources, &Commands, &batch, cancel);
         if let Err(error) = observe::traced(queue, &batch, handling).await {
             tracing::warn!(%error, "applying a batch failed, reconnecting");
             break;

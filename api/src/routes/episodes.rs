@@ -2,7 +2,7 @@
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono::{DateTime, SubsecRound, Utc};
@@ -11,9 +11,10 @@ use serde::Deserialize;
 use showrunner_shared::contracts::{Actor, Command, Episode, EpisodeChanges};
 use showrunner_shared::db::{EpisodeRow, sql};
 use showrunner_shared::domain::{Categories, Description, EpisodeStatus, Title};
+use showrunner_shared::resource::{At, episode};
 use uuid::Uuid;
 
-use crate::accept::{self, Outcome, WriteOptions};
+use crate::accept::{self, Applied, Outcome, finish, typed, wait_applied, write_options};
 use crate::error::ApiError;
 use crate::extract::{JsonBody, PathId, QueryParams, User};
 use crate::relay::presence;
@@ -56,21 +57,7 @@ async fn create(
     let options = write_options(&state, &headers)?;
     let fingerprint = format!("POST /episodes {body}");
     let body: CreateBody = typed(body)?;
-    let now = now();
     let episode_id = Uuid::now_v7();
-    let episode = Episode {
-        id: episode_id,
-        title: body.title.as_str().to_string(),
-        description: body.description.as_str().to_string(),
-        status: body.status,
-        categories: body.categories.as_slice().to_vec(),
-        created_by: user.id(),
-        updated_by: user.id(),
-        created_at: now,
-        updated_at: now,
-        deleted_at: None,
-        version: 1,
-    };
     let command = Command::CreateEpisode {
         episode_id,
         title: body.title,
@@ -78,10 +65,14 @@ async fn create(
         status: body.status,
         categories: body.categories,
     };
-    let data = serde_json::to_value(&episode).map_err(anyhow::Error::from)?;
+    let now = now();
+    let data = preview(&user, None, &command, now)?.unwrap_or_default();
     let outcome =
         accept::submit(&state, &user, command, data, now, fingerprint.as_bytes(), &options).await?;
-    wait_applied(finish(&state, outcome, StatusCode::CREATED).await, &options)
+    wait_applied(
+        finish(&state, outcome, StatusCode::CREATED, |id| read_applied(&state, id)).await,
+        &options,
+    )
 }
 
 async fn update(
@@ -100,24 +91,51 @@ async fn update(
             "at least one of title, description, status, categories is required",
         ));
     }
-    // The resource as it will be, if the episode is already there (a PATCH may follow a
-    // create that is not applied yet: then only the changes are known).
-    let data = match find(&state, id, false).await? {
-        Some(mut e) => {
-            apply_preview(&mut e, &changes);
-            serde_json::to_value(e).map_err(anyhow::Error::from)?
-        }
-        None => {
-            let mut v = serde_json::to_value(&changes).map_err(anyhow::Error::from)?;
-            v["id"] = serde_json::json!(id);
-            v
-        }
-    };
+    let mut known = serde_json::to_value(&changes).map_err(anyhow::Error::from)?;
+    known["id"] = serde_json::json!(id);
     let command = Command::UpdateEpisode { episode_id: id, changes };
+    let now = now();
+    // The resource as it will be, if the episode is already there (a PATCH may follow a
+    // create that is not applied yet, or the episode's rules may refuse it: then only the
+    // changes are known, and the worker decides).
+    let data = match find(&state, id, false).await? {
+        Some(current) => preview(&user, Some(current), &command, now)?.unwrap_or(known),
+        None => known,
+    };
     let outcome =
-        accept::submit(&state, &user, command, data, now(), fingerprint.as_bytes(), &options)
-            .await?;
-    wait_applied(finish(&state, outcome, StatusCode::OK).await, &options)
+        accept::submit(&state, &user, command, data, now, fingerprint.as_bytes(), &options).await?;
+    wait_applied(
+        finish(&state, outcome, StatusCode::OK, |id| read_applied(&state, id)).await,
+        &options,
+    )
+}
+
+/// The episode as `command` leaves it, by the same `apply` the worker runs: the 202 body.
+/// `None` if the rules refuse it as things stand (the worker decides; it may see otherwise).
+fn preview(
+    user: &User,
+    mut current: Option<Episode>,
+    command: &Command,
+    now: DateTime<Utc>,
+) -> Result<Option<serde_json::Value>, ApiError> {
+    let actor = Actor { id: user.id(), name: user.0.name.clone() };
+    // The command id is not known yet; it only names the event, which a preview drops.
+    let at = At { command_id: Uuid::nil(), actor: &actor, accepted_at: now, now };
+    if episode::apply(&mut current, command, &at).is_err() {
+        return Ok(None);
+    }
+    Ok(Some(serde_json::to_value(current).map_err(anyhow::Error::from)?))
+}
+
+/// How a write that waited reads the applied episode.
+async fn read_applied(state: &AppState, id: Uuid) -> Result<Applied, ApiError> {
+    let episode = find(state, id, true)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("episode {id} does not exist")))?;
+    Ok(Applied {
+        data: serde_json::to_value(episode).map_err(anyhow::Error::from)?,
+        location: format!("/api/v1/episodes/{id}"),
+    })
 }
 
 #[derive(Deserialize)]
@@ -146,138 +164,19 @@ async fn delete(
             .await?;
     let result = match outcome {
         Outcome::Applied { command_id, body } if query.permanent => {
-            match check_applied(&state, command_id).await {
-                Err(ApiError::Unavailable { .. }) => Ok(accept::accepted(command_id, body)),
-                other => other.map(|_| StatusCode::NO_CONTENT.into_response()),
-            }
+            accept::finish_permanent_delete(&state, command_id, body).await
         }
-        other => finish(&state, other, StatusCode::OK).await,
+        other => finish(&state, other, StatusCode::OK, |id| read_applied(&state, id)).await,
     };
     wait_applied(result, &options)
 }
 
-/// A request that waited says how long it was willing to (RFC 7240 `Preference-Applied`):
-/// `Prefer: wait` above `http.max_wait_secs` is cut to it.
-fn wait_applied(
-    result: Result<Response, ApiError>,
-    options: &WriteOptions,
-) -> Result<Response, ApiError> {
-    let mut response = result.unwrap_or_else(IntoResponse::into_response);
-    if let Some(wait) = options.wait
-        && let Ok(value) = HeaderValue::from_str(&format!("wait={}", wait.as_secs()))
-    {
-        response.headers_mut().insert("preference-applied", value);
-    }
-    Ok(response)
-}
-
-/// Renders the outcome: 202 with the first answer, or the applied resource (or the problem
-/// that rejected it).
-async fn finish(
-    state: &AppState,
-    outcome: Outcome,
-    applied_status: StatusCode,
-) -> Result<Response, ApiError> {
-    match outcome {
-        Outcome::Accepted { command_id, body } => Ok(accept::accepted(command_id, body)),
-        Outcome::Applied { command_id, body: accepted } => {
-            // The command is accepted (and applied): a database too busy to read the result
-            // now must not answer 503, which says "not accepted"; the 202 stays true.
-            let read = async {
-                let resource_id = check_applied(state, command_id).await?;
-                Ok::<_, ApiError>((resource_id, find(state, resource_id, true).await?))
-            };
-            let (resource_id, episode) = match read.await {
-                Err(ApiError::Unavailable { .. }) => {
-                    return Ok(accept::accepted(command_id, accepted));
-                }
-                other => other?,
-            };
-            let episode = episode.ok_or_else(|| {
-                ApiError::NotFound(format!("episode {resource_id} does not exist"))
-            })?;
-            let body = serde_json::json!({ "data": episode, "commandId": command_id });
-            let mut response = (applied_status, axum::Json(body)).into_response();
-            if applied_status == StatusCode::CREATED
-                && let Ok(location) =
-                    HeaderValue::from_str(&format!("/api/v1/episodes/{resource_id}"))
-            {
-                response.headers_mut().insert(header::LOCATION, location);
-            }
-            Ok(response)
-        }
-    }
-}
-
-/// The command's resource id if it was applied; its problem if it was rejected.
-async fn check_applied(state: &AppState, command_id: Uuid) -> Result<Uuid, ApiError> {
-    #[derive(FromQueryResult)]
-    struct Row {
-        status: String,
-        error: Option<String>,
-        error_code: Option<String>,
-        resource_id: Uuid,
-    }
-    let row = Row::find_by_statement(sql(
-        "SELECT status, error, error_code, resource_id FROM commands WHERE id = $1",
-        [command_id.into()],
-    ))
-    .one(&state.db)
-    .await?
-    .ok_or_else(|| anyhow::anyhow!("command {command_id} vanished"))?;
-    if row.status == "rejected" {
-        return Err(accept::rejection(&accept::CommandState {
-            status: row.status,
-            error: row.error,
-            error_code: row.error_code,
-        }));
-    }
-    Ok(row.resource_id)
-}
-
-fn write_options(state: &AppState, headers: &HeaderMap) -> Result<WriteOptions, ApiError> {
-    WriteOptions::from_headers(
-        headers,
-        std::time::Duration::from_secs(state.settings.http.max_wait_secs),
-    )
-}
-
-fn typed<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
-    // serde would also read a struct from an array of its fields; the API speaks objects only.
-    if !value.is_object() {
-        return Err(ApiError::field("body", "must be a JSON object"));
-    }
-    crate::extract::parse_json(value.to_string().as_bytes())
-}
-
-fn apply_preview(e: &mut Episode, c: &EpisodeChanges) {
-    if let Some(t) = &c.title {
-        e.title = t.as_str().to_string();
-    }
-    if let Some(d) = &c.description {
-        e.description = d.as_str().to_string();
-    }
-    if let Some(s) = c.status {
-        e.status = s;
-    }
-    if let Some(cs) = &c.categories {
-        e.categories = cs.as_slice().to_vec();
-    }
-}
-
-/// The episode; soft-deleted ones only when `include_deleted`.
 async fn find(
     state: &AppState,
     id: Uuid,
     include_deleted: bool,
 ) -> Result<Option<Episode>, ApiError> {
-    let row = EpisodeRow::find_by_statement(sql(
-        "SELECT * FROM episodes WHERE id = $1 AND ($2 OR deleted_at IS NULL)",
-        [id.into(), include_deleted.into()],
-    ))
-    .one(&state.db)
-    .await?;
-    Ok(row.map(Episode::try_from).transpose()?)
+    Ok(episode::find(&state.db, id, include_deleted).await?)
 }
 
 async fn read(

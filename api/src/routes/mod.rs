@@ -2,6 +2,7 @@
 
 pub mod activity;
 pub mod commands;
+pub mod compositions;
 pub mod episodes;
 pub mod health;
 pub mod jobs;

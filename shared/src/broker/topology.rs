@@ -39,8 +39,14 @@ pub const JOB_DELAY_TIERS_MS: [u64; 18] = [
 pub const NOTIFICATIONS_QUEUE: &str = "showrunner.notifications";
 
 /// The events the activity log records (the sequencer filters the event log's batches by them).
-pub const ACTIVITY_BINDINGS: &[&str] =
-    &["episode.*.created", "episode.*.updated", "episode.*.deleted", "job.*.*", "system.jobs.*"];
+pub const ACTIVITY_BINDINGS: &[&str] = &[
+    "episode.*.created",
+    "episode.*.updated",
+    "episode.*.deleted",
+    "episode.*.composition.*",
+    "job.*.*",
+    "system.jobs.*",
+];
 /// The events that may produce a notification.
 pub const NOTIFICATION_BINDINGS: &[&str] =
     &["episode.*.created", "episode.*.deleted", "user.*.command", "job.*.failed"];

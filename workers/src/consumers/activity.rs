@@ -6,6 +6,7 @@
 use sea_orm::Value;
 use showrunner_shared::broker::topology::ACTIVITY_BINDINGS;
 use showrunner_shared::contracts::EventEnvelope;
+use showrunner_shared::resource::composition;
 use showrunner_shared::topics;
 use uuid::Uuid;
 
@@ -35,7 +36,7 @@ impl Rows {
     /// absent ids travel as nil and the statement turns them back into NULL).
     pub fn push(&mut self, incoming: &Incoming<EventEnvelope>) {
         let e = &incoming.body;
-        let (resource_type, resource_id) = resource_of(&incoming.routing_key);
+        let (resource_type, resource_id) = resource_of(&incoming.routing_key, &e.data);
         self.ids.push(e.id);
         self.events.push(e.event.clone());
         self.resource_types.push(resource_type);
@@ -81,12 +82,19 @@ pub fn insert(first: usize) -> String {
     )
 }
 
-/// `episode.<id>.created` -> ("episode", Some(id)); `system.jobs.started` -> ("system", None).
-fn resource_of(routing_key: &str) -> (String, Option<Uuid>) {
+/// `episode.<id>.created` -> ("episode", Some(id)); `system.jobs.started` -> ("system", None);
+/// an episode's child, `episode.<id>.composition.created`, is the child's: ("composition", the
+/// composition's id from the event's data).
+fn resource_of(routing_key: &str, data: &serde_json::Value) -> (String, Option<Uuid>) {
     let mut parts = routing_key.split('.');
     let kind = parts.next().unwrap_or_default().to_string();
     let id = parts.next().and_then(|p| Uuid::parse_str(p).ok());
-    (kind, id)
+    match (parts.next(), parts.next()) {
+        (Some(composition::TOPIC_WORD), Some(_)) => {
+            (composition::TOPIC_WORD.to_string(), composition::subject(data))
+        }
+        _ => (kind, id),
+    }
 }
 
 #[cfg(test)]
@@ -96,15 +104,31 @@ mod tests {
     #[test]
     fn resources_come_from_the_routing_key() {
         let id = Uuid::from_u128(5);
-        assert_eq!(resource_of(&format!("episode.{id}.created")), ("episode".into(), Some(id)));
-        assert_eq!(resource_of("system.jobs.started"), ("system".into(), None));
-        assert_eq!(resource_of(""), (String::new(), None));
+        let none = serde_json::Value::Null;
+        assert_eq!(
+            resource_of(&format!("episode.{id}.created"), &none),
+            ("episode".into(), Some(id))
+        );
+        assert_eq!(resource_of("system.jobs.started", &none), ("system".into(), None));
+        assert_eq!(resource_of("", &none), (String::new(), None));
+        let cid = Uuid::from_u128(6);
+        let created = serde_json::json!({ "composition": { "id": cid } });
+        assert_eq!(
+            resource_of(&format!("episode.{id}.composition.created"), &created),
+            ("composition".into(), Some(cid))
+        );
+        let deleted = serde_json::json!({ "compositionId": cid, "episodeId": id });
+        assert_eq!(
+            resource_of(&format!("episode.{id}.composition.deleted"), &deleted),
+            ("composition".into(), Some(cid))
+        );
     }
 
     #[test]
     fn the_log_records_changes_not_notifications() {
         let id = Uuid::from_u128(5);
         assert!(records(&format!("episode.{id}.created")));
+        assert!(records(&format!("episode.{id}.composition.updated")));
         assert!(records(&format!("job.{id}.failed")));
         assert!(records("system.jobs.started"));
         assert!(!records(&format!("user.{id}.notification")));

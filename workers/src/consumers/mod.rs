@@ -1,6 +1,6 @@
 //! One module per consumer; each is a [`crate::runtime::BatchHandler`].
 
 pub mod activity;
-pub mod episode;
+pub mod commands;
 pub mod event_log;
 pub mod notification;

@@ -1,0 +1,241 @@
+//! `/episodes/{id}/compositions`: an episode's cuts. Writes are commands on the episode's
+//! partition (see `accept`), so they apply in order with the episode's own; the rules are
+//! `showrunner_shared::resource::composition`. Reads come from PostgreSQL.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use chrono::{DateTime, SubsecRound, Utc};
+use serde::Deserialize;
+use showrunner_shared::contracts::{Actor, Command};
+use showrunner_shared::resource::composition::{
+    self, Composition, CompositionChanges, CompositionName, Track, Tracks,
+};
+use showrunner_shared::resource::{At, episode};
+use uuid::Uuid;
+
+use crate::accept::{self, Applied, Outcome, finish, typed, wait_applied, write_options};
+use crate::error::ApiError;
+use crate::extract::{JsonBody, PathId, PathIds, QueryParams, User};
+use crate::routes::{Page, page_limit, parse_cursor};
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/episodes/{id}/compositions", get(list).post(create))
+        .route("/episodes/{id}/compositions/{cid}", get(read).patch(update).delete(delete))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateBody {
+    name: CompositionName,
+    #[serde(default)]
+    tracks: Vec<Track>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct UpdateBody {
+    #[serde(default)]
+    name: Option<CompositionName>,
+    #[serde(default)]
+    tracks: Option<Vec<Track>>,
+}
+
+/// The timeline's rules, each broken one named by its field (`tracks[1].clips[3].durationUs`).
+fn tracks(raw: Vec<Track>) -> Result<Tracks, ApiError> {
+    Tracks::validate(raw).map_err(|errors| ApiError::Validation {
+        detail: errors
+            .iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect::<Vec<_>>()
+            .join("; "),
+        errors,
+    })
+}
+
+fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+async fn create(
+    State(state): State<AppState>,
+    user: User,
+    PathId(episode_id): PathId,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<serde_json::Value>,
+) -> Result<Response, ApiError> {
+    let options = write_options(&state, &headers)?;
+    let fingerprint = format!("POST /episodes/{episode_id}/compositions {body}");
+    let body: CreateBody = typed(body)?;
+    let command = Command::CreateComposition {
+        episode_id,
+        composition_id: Uuid::now_v7(),
+        name: body.name,
+        tracks: tracks(body.tracks)?,
+    };
+    let now = now();
+    let data = preview(&user, None, &command, now)?.unwrap_or_default();
+    let outcome =
+        accept::submit(&state, &user, command, data, now, fingerprint.as_bytes(), &options).await?;
+    let read = |id| read_applied(&state, episode_id, id);
+    wait_applied(finish(&state, outcome, StatusCode::CREATED, read).await, &options)
+}
+
+async fn update(
+    State(state): State<AppState>,
+    user: User,
+    PathIds(episode_id, id): PathIds,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<serde_json::Value>,
+) -> Result<Response, ApiError> {
+    let options = write_options(&state, &headers)?;
+    let if_version = if_match(&headers)?;
+    let fingerprint =
+        format!("PATCH /episodes/{episode_id}/compositions/{id} {if_version:?} {body}");
+    let body: UpdateBody = typed(body)?;
+    let changes =
+        CompositionChanges { name: body.name, tracks: body.tracks.map(tracks).transpose()? };
+    if changes.is_empty() {
+        return Err(ApiError::field("body", "at least one of name, tracks is required"));
+    }
+    let mut known = serde_json::to_value(&changes).map_err(anyhow::Error::from)?;
+    known["id"] = serde_json::json!(id);
+    known["episodeId"] = serde_json::json!(episode_id);
+    let command =
+        Command::UpdateComposition { episode_id, composition_id: id, changes, if_version };
+    let now = now();
+    // As it will be if it is there already and its rules take the change as things stand;
+    // otherwise only the changes are known, and the worker decides.
+    let data = match composition::find(&state.db, episode_id, id, false).await? {
+        Some(current) => preview(&user, Some(current), &command, now)?.unwrap_or(known),
+        None => known,
+    };
+    let outcome =
+        accept::submit(&state, &user, command, data, now, fingerprint.as_bytes(), &options).await?;
+    let read = |id| read_applied(&state, episode_id, id);
+    wait_applied(finish(&state, outcome, StatusCode::OK, read).await, &options)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteQuery {
+    #[serde(default)]
+    permanent: bool,
+}
+
+async fn delete(
+    State(state): State<AppState>,
+    user: User,
+    PathIds(episode_id, id): PathIds,
+    headers: HeaderMap,
+    QueryParams(query): QueryParams<DeleteQuery>,
+) -> Result<Response, ApiError> {
+    if query.permanent && !user.is_admin() {
+        return Err(ApiError::Forbidden("only admins delete permanently".into()));
+    }
+    let options = write_options(&state, &headers)?;
+    let fingerprint =
+        format!("DELETE /episodes/{episode_id}/compositions/{id}?permanent={}", query.permanent);
+    let delete_type = if query.permanent { "permanent" } else { "soft" };
+    let data = serde_json::json!({ "id": id, "episodeId": episode_id, "deleteType": delete_type });
+    let command =
+        Command::DeleteComposition { episode_id, composition_id: id, permanent: query.permanent };
+    let outcome =
+        accept::submit(&state, &user, command, data, now(), fingerprint.as_bytes(), &options)
+            .await?;
+    let result = match outcome {
+        Outcome::Applied { command_id, body } if query.permanent => {
+            accept::finish_permanent_delete(&state, command_id, body).await
+        }
+        other => {
+            let read = |id| read_applied(&state, episode_id, id);
+            finish(&state, other, StatusCode::OK, read).await
+        }
+    };
+    wait_applied(result, &options)
+}
+
+/// `If-Match: "<version>"`: the version the update is conditional on; `*` (or no header) is
+/// unconditional.
+fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+    let Some(value) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let bad = || ApiError::bad_param("If-Match", "must be \"<version>\" or *");
+    let value = value.to_str().map_err(|_| bad())?.trim();
+    if value == "*" {
+        return Ok(None);
+    }
+    let version = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(value);
+    version.parse::<i64>().ok().filter(|v| *v >= 1).map(Some).ok_or_else(bad)
+}
+
+/// The composition as `command` leaves it, by the same rules the worker runs: the 202 body.
+/// `None` if the rules refuse it as things stand.
+fn preview(
+    user: &User,
+    mut current: Option<Composition>,
+    command: &Command,
+    now: DateTime<Utc>,
+) -> Result<Option<serde_json::Value>, ApiError> {
+    let actor = Actor { id: user.id(), name: user.0.name.clone() };
+    // The command id is not known yet; it only names the event, which a preview drops.
+    let at = At { command_id: Uuid::nil(), actor: &actor, accepted_at: now, now };
+    if composition::change(&mut current, command, &at).is_err() {
+        return Ok(None);
+    }
+    Ok(Some(serde_json::to_value(current).map_err(anyhow::Error::from)?))
+}
+
+/// How a write that waited reads the applied composition.
+async fn read_applied(state: &AppState, episode_id: Uuid, id: Uuid) -> Result<Applied, ApiError> {
+    let found = composition::find(&state.db, episode_id, id, true)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("composition {id} does not exist")))?;
+    Ok(Applied {
+        data: serde_json::to_value(found).map_err(anyhow::Error::from)?,
+        location: format!("/api/v1/episodes/{episode_id}/compositions/{id}"),
+    })
+}
+
+async fn read(
+    State(state): State<AppState>,
+    _user: User,
+    PathIds(episode_id, id): PathIds,
+) -> Result<Response, ApiError> {
+    let found = composition::find(&state.db, episode_id, id, false)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("composition {id} does not exist")))?;
+    let etag = HeaderValue::from_str(&format!("\"{}\"", found.version)).ok();
+    let mut response = axum::Json(serde_json::json!({ "data": found })).into_response();
+    if let Some(etag) = etag {
+        response.headers_mut().insert(header::ETAG, etag);
+    }
+    Ok(response)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    _user: User,
+    PathId(episode_id): PathId,
+    QueryParams(query): QueryParams<ListQuery>,
+) -> Result<Response, ApiError> {
+    let limit = page_limit(query.limit, state.settings.limits.max_page_size)?;
+    let cursor = parse_cursor(query.cursor.as_deref())?;
+    if episode::find(&state.db, episode_id, false).await?.is_none() {
+        return Err(ApiError::NotFound(format!("episode {episode_id} does not exist")));
+    }
+    let rows = composition::list(&state.db, episode_id, cursor, u64::from(limit) + 1).await?;
+    Ok(axum::Json(Page::from_rows(rows, limit, |c| c.id)).into_response())
+}

@@ -1,0 +1,638 @@
+//! The composition: a cut of an episode, tracks of clips on a timeline (integer microseconds).
+//! Its validated types, the one `apply` (the api's 202 preview and the command worker), its rows
+//! and its three events (`episode.<episodeId>.composition.<verb>`).
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbErr, FromQueryResult};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::episode::{self, Episode};
+use super::{At, Rejection, RejectionCode, Stored, misrouted};
+use crate::contracts::{Command, DeleteType, EventData, OutgoingEvent};
+use crate::db::sql;
+use crate::domain::FieldError;
+
+pub const NAME_MAX: usize = 200;
+pub const TRACKS_MAX: usize = 16;
+pub const CLIPS_MAX: usize = 1_000;
+
+/// 1 to 200 characters, not only white space, no NUL (PostgreSQL text cannot hold it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct CompositionName(String);
+
+impl TryFrom<String> for CompositionName {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        let chars = value.chars().count();
+        if value.trim().is_empty() {
+            Err("must not be empty".into())
+        } else if value.contains('\0') {
+            Err("must not contain the NUL character".into())
+        } else if chars > NAME_MAX {
+            Err(format!("must be at most {NAME_MAX} characters (got {chars})"))
+        } else {
+            Ok(Self(value))
+        }
+    }
+}
+
+impl From<CompositionName> for String {
+    fn from(n: CompositionName) -> Self {
+        n.0
+    }
+}
+
+impl CompositionName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrackKind {
+    Video,
+    Audio,
+}
+
+/// A span of one of the episode's files placed on the timeline. Until files exist, `fileId` is
+/// checked as a UUID only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Clip {
+    pub file_id: Uuid,
+    pub start_us: i64,
+    pub source_in_us: i64,
+    pub duration_us: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Track {
+    pub kind: TrackKind,
+    #[serde(default)]
+    pub clips: Vec<Clip>,
+}
+
+/// A timeline that keeps the rules: at most 16 tracks of at most 1,000 clips, `startUs` and
+/// `sourceInUs` >= 0, `durationUs` > 0, no two clips of a track overlapping.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "Vec<Track>", into = "Vec<Track>")]
+pub struct Tracks(Vec<Track>);
+
+impl Tracks {
+    /// The tracks, or every rule they break, each naming its field
+    /// (`tracks[1].clips[3].durationUs`).
+    pub fn validate(tracks: Vec<Track>) -> Result<Self, Vec<FieldError>> {
+        let errors = check(&tracks);
+        if errors.is_empty() { Ok(Self(tracks)) } else { Err(errors) }
+    }
+
+    pub fn as_slice(&self) -> &[Track] {
+        &self.0
+    }
+
+    /// The end of the last clip; 0 when there is none.
+    pub fn duration_us(&self) -> i64 {
+        self.0
+            .iter()
+            .flat_map(|t| &t.clips)
+            .map(|c| c.start_us.saturating_add(c.duration_us))
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+impl TryFrom<Vec<Track>> for Tracks {
+    type Error = String;
+    fn try_from(tracks: Vec<Track>) -> Result<Self, String> {
+        Self::validate(tracks).map_err(|errors| {
+            errors
+                .iter()
+                .map(|e| format!("{}: {}", e.field, e.message))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+    }
+}
+
+impl From<Tracks> for Vec<Track> {
+    fn from(t: Tracks) -> Self {
+        t.0
+    }
+}
+
+fn check(tracks: &[Track]) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    if tracks.len() > TRACKS_MAX {
+        errors.push(FieldError::new(
+            "tracks",
+            format!("at most {TRACKS_MAX} tracks (got {})", tracks.len()),
+        ));
+        return errors;
+    }
+    for (t, track) in tracks.iter().enumerate() {
+        if track.clips.len() > CLIPS_MAX {
+            errors.push(FieldError::new(
+                format!("tracks[{t}].clips"),
+                format!("at most {CLIPS_MAX} clips a track (got {})", track.clips.len()),
+            ));
+            continue;
+        }
+        let mut spans = Vec::with_capacity(track.clips.len());
+        for (c, clip) in track.clips.iter().enumerate() {
+            let field = |name: &str| format!("tracks[{t}].clips[{c}].{name}");
+            let before = errors.len();
+            if clip.start_us < 0 {
+                errors.push(FieldError::new(field("startUs"), "must be at least 0"));
+            }
+            if clip.source_in_us < 0 {
+                errors.push(FieldError::new(field("sourceInUs"), "must be at least 0"));
+            }
+            if clip.duration_us <= 0 {
+                errors.push(FieldError::new(field("durationUs"), "must be greater than 0"));
+            } else if clip.start_us.checked_add(clip.duration_us).is_none()
+                || clip.source_in_us.checked_add(clip.duration_us).is_none()
+            {
+                errors.push(FieldError::new(field("durationUs"), "ends beyond the timeline"));
+            }
+            if errors.len() == before {
+                spans.push((clip.start_us, clip.start_us + clip.duration_us, c));
+            }
+        }
+        // Sorted by start, a clip overlaps another only if it starts before the furthest end
+        // seen so far.
+        spans.sort_unstable();
+        let mut furthest: Option<(i64, usize)> = None;
+        for (start, end, c) in spans {
+            if let Some((until, other)) = furthest
+                && start < until
+            {
+                errors.push(FieldError::new(
+                    format!("tracks[{t}].clips[{c}]"),
+                    format!("overlaps tracks[{t}].clips[{other}], which ends at {until}"),
+                ));
+            }
+            if furthest.is_none_or(|(until, _)| end > until) {
+                furthest = Some((end, c));
+            }
+        }
+    }
+    errors
+}
+
+/// The fields a PATCH sets; absent means unchanged. `tracks` replace the whole timeline.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CompositionChanges {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<CompositionName>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracks: Option<Tracks>,
+}
+
+impl CompositionChanges {
+    pub fn is_empty(&self) -> bool {
+        self.name.is_none() && self.tracks.is_none()
+    }
+}
+
+/// The composition resource, as REST answers and events carry it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Composition {
+    pub id: Uuid,
+    pub episode_id: Uuid,
+    pub name: String,
+    pub tracks: Vec<Track>,
+    pub duration_us: i64,
+    pub version: i64,
+    pub created_by: Uuid,
+    pub updated_by: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
+/// Applies one composition command in the command worker: the episode must exist and be live
+/// (a write on a deleted episode is `gone`), then [`change`] applies it.
+pub fn apply(
+    episode: Option<&Episode>,
+    state: &mut Option<Composition>,
+    command: &Command,
+    at: &At<'_>,
+) -> Result<OutgoingEvent, Rejection> {
+    let episode_id = command.episode_id();
+    episode::live(&mut episode.cloned(), episode_id)?;
+    change(state, command, at)
+}
+
+/// The composition's own rules, without its episode's: what the api's preview runs on the
+/// composition as it reads it now.
+pub fn change(
+    state: &mut Option<Composition>,
+    command: &Command,
+    at: &At<'_>,
+) -> Result<OutgoingEvent, Rejection> {
+    let actor = at.actor.id;
+    let now = at.now;
+    match command {
+        Command::CreateComposition { episode_id, composition_id, name, tracks } => {
+            if state.is_some() {
+                return Err(Rejection::new(
+                    RejectionCode::Conflict,
+                    format!("composition {composition_id} already exists"),
+                ));
+            }
+            let composition = Composition {
+                id: *composition_id,
+                episode_id: *episode_id,
+                name: name.as_str().to_string(),
+                tracks: tracks.as_slice().to_vec(),
+                duration_us: tracks.duration_us(),
+                version: 1,
+                created_by: actor,
+                updated_by: actor,
+                created_at: at.accepted_at,
+                updated_at: at.accepted_at,
+                deleted_at: None,
+            };
+            *state = Some(composition.clone());
+            let data = CompositionCreated { composition, created_by: actor, timestamp: now };
+            Ok(at.event(episode_id, &data))
+        }
+        Command::UpdateComposition { episode_id, composition_id, changes, if_version } => {
+            let composition = live(state, *episode_id, *composition_id)?;
+            if let Some(expected) = if_version
+                && *expected != composition.version
+            {
+                return Err(Rejection::new(
+                    RejectionCode::PreconditionFailed,
+                    format!(
+                        "composition {composition_id} is at version {}, not {expected}",
+                        composition.version
+                    ),
+                ));
+            }
+            let mut changed_fields = Vec::new();
+            if let Some(name) = &changes.name
+                && composition.name != name.as_str()
+            {
+                composition.name = name.as_str().to_string();
+                changed_fields.push("name".to_string());
+            }
+            if let Some(tracks) = &changes.tracks
+                && composition.tracks != tracks.as_slice()
+            {
+                composition.tracks = tracks.as_slice().to_vec();
+                composition.duration_us = tracks.duration_us();
+                changed_fields.push("tracks".to_string());
+            }
+            if !changed_fields.is_empty() {
+                composition.updated_by = actor;
+                composition.updated_at = now;
+                composition.version += 1;
+            }
+            let data = CompositionUpdated {
+                composition: composition.clone(),
+                changed_fields,
+                updated_by: actor,
+                timestamp: now,
+            };
+            Ok(at.event(episode_id, &data))
+        }
+        Command::DeleteComposition { episode_id, composition_id, permanent } => {
+            let name = if *permanent {
+                let found = state.as_ref().filter(|c| c.episode_id == *episode_id);
+                let name = found.ok_or_else(|| missing(*composition_id))?.name.clone();
+                *state = None;
+                name
+            } else {
+                let composition = live(state, *episode_id, *composition_id)?;
+                composition.deleted_at = Some(now);
+                composition.updated_by = actor;
+                composition.updated_at = now;
+                composition.version += 1;
+                composition.name.clone()
+            };
+            let data = CompositionDeleted {
+                composition_id: *composition_id,
+                episode_id: *episode_id,
+                name,
+                delete_type: if *permanent { DeleteType::Permanent } else { DeleteType::Soft },
+                deleted_by: actor,
+                timestamp: now,
+            };
+            Ok(at.event(episode_id, &data))
+        }
+        other => Err(misrouted(other)),
+    }
+}
+
+fn missing(id: Uuid) -> Rejection {
+    Rejection::new(RejectionCode::NotFound, format!("composition {id} does not exist"))
+}
+
+/// The composition if it exists under this episode and is not soft-deleted. One of another
+/// episode does not exist as far as this episode's path is concerned.
+fn live(
+    state: &mut Option<Composition>,
+    episode_id: Uuid,
+    id: Uuid,
+) -> Result<&mut Composition, Rejection> {
+    match state {
+        Some(c) if c.episode_id != episode_id => Err(missing(id)),
+        None => Err(missing(id)),
+        Some(c) if c.deleted_at.is_some() => {
+            Err(Rejection::new(RejectionCode::Gone, format!("composition {id} is deleted")))
+        }
+        Some(c) => Ok(c),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CompositionCreated {
+    pub composition: Composition,
+    pub created_by: Uuid,
+    pub timestamp: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CompositionUpdated {
+    pub composition: Composition,
+    pub changed_fields: Vec<String>,
+    pub updated_by: Uuid,
+    pub timestamp: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CompositionDeleted {
+    pub composition_id: Uuid,
+    pub episode_id: Uuid,
+    pub name: String,
+    pub delete_type: DeleteType,
+    pub deleted_by: Uuid,
+    pub timestamp: DateTime<Utc>,
+}
+
+episode::episode_event!(CompositionCreated, "composition_created", "composition.created");
+episode::episode_event!(CompositionUpdated, "composition_updated", "composition.updated");
+episode::episode_event!(CompositionDeleted, "composition_deleted", "composition.deleted");
+
+/// Routing keys of composition events: `episode.<episodeId>.composition.<verb>`.
+pub const TOPIC_WORD: &str = "composition";
+
+/// A `compositions` row (`SELECT *`); the tracks are JSON.
+#[derive(Debug, FromQueryResult)]
+struct CompositionRow {
+    id: Uuid,
+    episode_id: Uuid,
+    name: String,
+    tracks: serde_json::Value,
+    duration_us: i64,
+    version: i64,
+    created_by: Uuid,
+    updated_by: Uuid,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    deleted_at: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<CompositionRow> for Composition {
+    type Error = DbErr;
+    fn try_from(r: CompositionRow) -> Result<Self, DbErr> {
+        let tracks = serde_json::from_value(r.tracks)
+            .map_err(|e| DbErr::Custom(format!("composition {} tracks: {e}", r.id)))?;
+        Ok(Self {
+            id: r.id,
+            episode_id: r.episode_id,
+            name: r.name,
+            tracks,
+            duration_us: r.duration_us,
+            version: r.version,
+            created_by: r.created_by,
+            updated_by: r.updated_by,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            deleted_at: r.deleted_at,
+        })
+    }
+}
+
+/// The composition under `episode_id`; soft-deleted ones only when `include_deleted`.
+pub async fn find(
+    db: &impl ConnectionTrait,
+    episode_id: Uuid,
+    id: Uuid,
+    include_deleted: bool,
+) -> Result<Option<Composition>, DbErr> {
+    CompositionRow::find_by_statement(sql(
+        "SELECT * FROM compositions WHERE id = $1 AND episode_id = $2 \
+         AND ($3 OR deleted_at IS NULL)",
+        [id.into(), episode_id.into(), include_deleted.into()],
+    ))
+    .one(db)
+    .await?
+    .map(Composition::try_from)
+    .transpose()
+}
+
+/// The episode's live compositions, newest first, from before `cursor`; `limit` of them.
+pub async fn list(
+    db: &impl ConnectionTrait,
+    episode_id: Uuid,
+    cursor: Option<Uuid>,
+    limit: u64,
+) -> Result<Vec<Composition>, DbErr> {
+    CompositionRow::find_by_statement(sql(
+        "SELECT * FROM compositions WHERE episode_id = $1 AND deleted_at IS NULL \
+         AND ($2::uuid IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
+        [episode_id.into(), cursor.into(), i64::try_from(limit).unwrap_or(i64::MAX).into()],
+    ))
+    .all(db)
+    .await?
+    .into_iter()
+    .map(Composition::try_from)
+    .collect()
+}
+
+impl Stored for Composition {
+    fn id(&self) -> Uuid {
+        self.id
+    }
+
+    async fn load(txn: &DatabaseTransaction, ids: Vec<Uuid>) -> Result<Vec<Self>, DbErr> {
+        CompositionRow::find_by_statement(sql(
+            "SELECT * FROM compositions WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+            [ids.into()],
+        ))
+        .all(txn)
+        .await?
+        .into_iter()
+        .map(Composition::try_from)
+        .collect()
+    }
+
+    async fn upsert(txn: &DatabaseTransaction, changed: &[&Self]) -> Result<(), DbErr> {
+        let tracks: Vec<String> = changed
+            .iter()
+            .map(|c| serde_json::to_string(&c.tracks).unwrap_or_else(|_| "[]".into()))
+            .collect();
+        let deleted_at: Vec<String> = changed
+            .iter()
+            .map(|c| c.deleted_at.map(|d| d.to_rfc3339()).unwrap_or_default())
+            .collect();
+        txn.execute_raw(sql(
+            "INSERT INTO compositions (id, episode_id, name, tracks, duration_us, version, \
+             created_by, updated_by, created_at, updated_at, deleted_at) \
+             SELECT id, episode_id, name, tracks::jsonb, duration_us, version, created_by, \
+             updated_by, created_at, updated_at, NULLIF(deleted_at, '')::timestamptz \
+             FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::bigint[], \
+             $6::bigint[], $7::uuid[], $8::uuid[], $9::timestamptz[], $10::timestamptz[], \
+             $11::text[]) AS t(id, episode_id, name, tracks, duration_us, version, created_by, \
+             updated_by, created_at, updated_at, deleted_at) \
+             ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, tracks = EXCLUDED.tracks, \
+             duration_us = EXCLUDED.duration_us, version = EXCLUDED.version, \
+             updated_by = EXCLUDED.updated_by, updated_at = EXCLUDED.updated_at, \
+             deleted_at = EXCLUDED.deleted_at",
+            [
+                changed.iter().map(|c| c.id).collect::<Vec<_>>().into(),
+                changed.iter().map(|c| c.episode_id).collect::<Vec<_>>().into(),
+                changed.iter().map(|c| c.name.clone()).collect::<Vec<_>>().into(),
+                tracks.into(),
+                changed.iter().map(|c| c.duration_us).collect::<Vec<_>>().into(),
+                changed.iter().map(|c| c.version).collect::<Vec<_>>().into(),
+                changed.iter().map(|c| c.created_by).collect::<Vec<_>>().into(),
+                changed.iter().map(|c| c.updated_by).collect::<Vec<_>>().into(),
+                changed.iter().map(|c| c.created_at).collect::<Vec<_>>().into(),
+                changed.iter().map(|c| c.updated_at).collect::<Vec<_>>().into(),
+                deleted_at.into(),
+            ],
+        ))
+        .await?;
+        Ok(())
+    }
+
+    async fn remove(txn: &DatabaseTransaction, ids: Vec<Uuid>) -> Result<(), DbErr> {
+        txn.execute_raw(sql("DELETE FROM compositions WHERE id = ANY($1)", [ids.into()])).await?;
+        Ok(())
+    }
+}
+
+/// Which composition a composition event is about (`data.composition.id` or
+/// `data.compositionId`), for the activity row; `None` if `data` is neither.
+pub fn subject(data: &serde_json::Value) -> Option<Uuid> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Id {
+        id: Uuid,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Subject {
+        composition: Option<Id>,
+        composition_id: Option<Uuid>,
+    }
+    let s = Subject::deserialize(data).ok()?;
+    s.composition.map(|c| c.id).or(s.composition_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contracts::Actor;
+
+    fn clip(start_us: i64, duration_us: i64) -> Clip {
+        Clip { file_id: Uuid::from_u128(9), start_us, source_in_us: 0, duration_us }
+    }
+
+    fn video(clips: Vec<Clip>) -> Track {
+        Track { kind: TrackKind::Video, clips }
+    }
+
+    /// The fields `tracks` break, in order.
+    fn fields(tracks: Vec<Track>) -> Vec<String> {
+        Tracks::validate(tracks).err().unwrap_or_default().into_iter().map(|e| e.field).collect()
+    }
+
+    #[test]
+    fn timeline_rules_name_the_field() {
+        assert!(fields(vec![]).is_empty());
+        assert!(fields(vec![video(vec![clip(0, 10), clip(10, 5)])]).is_empty());
+        assert_eq!(fields(vec![video(vec![clip(0, 0)])]), ["tracks[0].clips[0].durationUs"]);
+        assert_eq!(fields(vec![video(vec![clip(-1, 5)])]), ["tracks[0].clips[0].startUs"]);
+        let mut negative_source = clip(0, 5);
+        negative_source.source_in_us = -1;
+        assert_eq!(
+            fields(vec![video(vec![]), video(vec![clip(0, 5), negative_source])]),
+            ["tracks[1].clips[1].sourceInUs"]
+        );
+        assert_eq!(fields(vec![video(vec![clip(i64::MAX, 1)])]), ["tracks[0].clips[0].durationUs"]);
+        // The clip that starts inside another is the one named, wherever it is listed.
+        assert_eq!(
+            fields(vec![video(vec![clip(0, 10), clip(20, 5), clip(5, 3)])]),
+            ["tracks[0].clips[2]"]
+        );
+        assert_eq!(fields(vec![video(vec![]); TRACKS_MAX + 1]), ["tracks"]);
+        assert!(fields(vec![video(vec![]); TRACKS_MAX]).is_empty());
+        let many: Vec<Clip> = (0..=CLIPS_MAX as i64).map(|i| clip(i * 10, 10)).collect();
+        assert_eq!(fields(vec![video(many[..CLIPS_MAX].to_vec())]), Vec::<String>::new());
+        assert_eq!(fields(vec![video(many)]), ["tracks[0].clips"]);
+    }
+
+    #[test]
+    fn duration_is_the_end_of_the_last_clip() {
+        let tracks = Tracks::validate(vec![
+            video(vec![clip(0, 10), clip(100, 50)]),
+            Track { kind: TrackKind::Audio, clips: vec![clip(30, 40)] },
+        ]);
+        assert_eq!(tracks.map(|t| t.duration_us()), Ok(150));
+        assert_eq!(Tracks::default().duration_us(), 0);
+    }
+
+    #[test]
+    fn stale_versions_and_deleted_episodes_are_rejected() {
+        let actor = Actor { id: Uuid::from_u128(1), name: "Alice".into() };
+        let at = At {
+            command_id: Uuid::now_v7(),
+            actor: &actor,
+            accepted_at: Utc::now(),
+            now: Utc::now(),
+        };
+        let (episode_id, id) = (Uuid::now_v7(), Uuid::now_v7());
+        let name = CompositionName::try_from("Cut".to_string()).expect("valid");
+        let create = Command::CreateComposition {
+            episode_id,
+            composition_id: id,
+            name: name.clone(),
+            tracks: Tracks::default(),
+        };
+        let mut state = None;
+        assert!(change(&mut state, &create, &at).is_ok());
+        let rename = |if_version| Command::UpdateComposition {
+            episode_id,
+            composition_id: id,
+            changes: CompositionChanges { name: Some(name.clone()), tracks: None },
+            if_version,
+        };
+        let code = |r: Result<OutgoingEvent, Rejection>| r.map(|_| ()).map_err(|r| r.code);
+        assert_eq!(
+            code(change(&mut state, &rename(Some(2)), &at)),
+            Err(RejectionCode::PreconditionFailed)
+        );
+        assert_eq!(code(change(&mut state, &rename(Some(1)), &at)), Ok(()));
+        let other_episode = Command::DeleteComposition {
+            episode_id: Uuid::now_v7(),
+            composition_id: id,
+            permanent: true,
+        };
+        assert_eq!(code(change(&mut state, &other_episode, &at)), Err(RejectionCode::NotFound));
+        let mut gone = None;
+        assert_eq!(code(apply(None, &mut gone, &create, &at)), Err(RejectionCode::NotFound));
+    }
+}
