@@ -93,9 +93,13 @@ async fn following_next_cursor_reaches_every_row_once() {
             && app.count("SELECT count(*) FROM notifications").await == 5
     })
     .await;
-    let activity = ids(&app, "SELECT id FROM activity_log ORDER BY id DESC").await;
-    check(&app, &alice, "/activity", &activity).await;
-    check(&app, &alice, "/activity?resourceType=episode", &activity).await;
+    // Each resource type's five rows, paged through its own filter.
+    for kind in ["episode", "job"] {
+        let query =
+            format!("SELECT id FROM activity_log WHERE resource_type = '{kind}' ORDER BY id DESC");
+        let activity = ids(&app, &query).await;
+        check(&app, &alice, &format!("/activity?resourceType={kind}"), &activity).await;
+    }
     let notifications = ids(&app, "SELECT id FROM notifications ORDER BY id DESC").await;
     check(&app, &alice, "/notifications", &notifications).await;
     let jobs = ids(&app, "SELECT id FROM jobs ORDER BY id DESC").await;
