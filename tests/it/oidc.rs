@@ -26,6 +26,8 @@ const AUDIENCE: &str = "showrunner";
 const RSA_A: &[u8] = include_bytes!("oidc-keys/rsa-a.der");
 const RSA_B: &[u8] = include_bytes!("oidc-keys/rsa-b.der");
 const EC: &[u8] = include_bytes!("oidc-keys/ec.der");
+const ED_A: &[u8] = include_bytes!("oidc-keys/ed-a.der");
+const ED_B: &[u8] = include_bytes!("oidc-keys/ed-b.der");
 const RSA_A_PUBLIC_PEM: &[u8] = include_bytes!("oidc-keys/rsa-a.pub.pem");
 
 /// The identity provider: discovery at `<issuer>/.well-known/openid-configuration`, keys at
@@ -69,7 +71,7 @@ impl Provider {
         json!([{
             "issuer": self.issuer,
             "audiences": [AUDIENCE, "another-app"],
-            "algorithms": ["RS256", "ES256"],
+            "algorithms": ["RS256", "ES256", "EdDSA"],
             "roles_claim": "realm_access.roles",
             "admin_roles": ["showrunner-admin"],
             "member_roles": ["showrunner-user"],
@@ -110,6 +112,11 @@ fn rsa(der: &[u8]) -> EncodingKey {
 
 fn ec() -> EncodingKey {
     EncodingKey::from_ec_der(EC)
+}
+
+/// An Ed25519 key (PKCS#8 DER, as `openssl genpkey -algorithm ed25519 -outform DER` writes it).
+fn ed(der: &[u8]) -> EncodingKey {
+    EncodingKey::from_ed_der(der)
 }
 
 /// The public JWK of `key`, as `kid`.
@@ -154,10 +161,11 @@ async fn activity_of(app: &TestApp, token: &str, actor: Uuid) -> (StatusCode, Va
 
 #[tokio::test]
 async fn provider_tokens_sign_users_in_and_bad_ones_are_refused() {
-    let (a, e) = (rsa(RSA_A), ec());
+    let (a, e, d) = (rsa(RSA_A), ec(), ed(ED_A));
     let p = Provider::start(key_set(&[
         jwk(&a, Algorithm::RS256, "rsa-a"),
         jwk(&e, Algorithm::ES256, "ec-1"),
+        jwk(&d, Algorithm::EdDSA, "ed-1"),
     ]))
     .await;
     let app = p.app(&[]).await;
@@ -172,6 +180,8 @@ async fn provider_tokens_sign_users_in_and_bad_ones_are_refused() {
     assert_eq!(status, StatusCode::FORBIDDEN, "a member, not an admin: {body}");
     let es256 = sign(&member, &e, Algorithm::ES256, "ec-1");
     assert_eq!(activity_of(&app, &es256, ada).await.0, StatusCode::OK, "ES256");
+    let eddsa = sign(&member, &d, Algorithm::EdDSA, "ed-1");
+    assert_eq!(activity_of(&app, &eddsa, ada).await.0, StatusCode::OK, "EdDSA");
     let admin = sign(&claims(&p, "root", &["showrunner-admin"]), &a, Algorithm::RS256, "rsa-a");
     assert_eq!(activity_of(&app, &admin, Uuid::now_v7()).await.0, StatusCode::OK, "admin");
     // A UUID `sub` is the user id as it is.
@@ -233,6 +243,11 @@ async fn provider_tokens_sign_users_in_and_bad_ones_are_refused() {
         (
             "signed by another key",
             sign(&member, &rsa(RSA_B), Algorithm::RS256, "rsa-a"),
+            "signature",
+        ),
+        (
+            "EdDSA signed by another key",
+            sign(&member, &ed(ED_B), Algorithm::EdDSA, "ed-1"),
             "signature",
         ),
         ("alg none", none, "algorithm"),
