@@ -524,24 +524,6 @@ impl Stored for Composition {
     }
 }
 
-/// Which composition a composition event is about (`data.composition.id` or
-/// `data.compositionId`), for the activity row; `None` if `data` is neither.
-pub fn subject(data: &serde_json::Value) -> Option<Uuid> {
-    #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Id {
-        id: Uuid,
-    }
-    #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Subject {
-        composition: Option<Id>,
-        composition_id: Option<Uuid>,
-    }
-    let s = Subject::deserialize(data).ok()?;
-    s.composition.map(|c| c.id).or(s.composition_id)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -368,7 +368,10 @@ mod tests {
             },
         };
         let event = apply(&mut state, &update, &at(&actor)).expect("applies");
-        assert_eq!(event.envelope.data["changedFields"], serde_json::json!(["status"]));
+        let crate::event::Event::EpisodeUpdated(updated) = &event.envelope.event else {
+            panic!("not an update: {event:?}");
+        };
+        assert_eq!(updated.changed_fields, ["status"]);
         assert_eq!(state.as_ref().map(|e| e.version), Some(2));
         let delete = Command::DeleteEpisode { episode_id: id, permanent: false };
         assert!(apply(&mut state, &delete, &at(&actor)).is_ok());

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::future::Future;
 
 use chrono::{DateTime, Utc};
-use sea_orm::{DatabaseTransaction, DbErr};
+use sea_orm::{DatabaseTransaction, DbErr, DeriveActiveEnum, EnumIter};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -40,8 +40,9 @@ impl ResourceType {
 
 /// Where a command is, as `commands.status` stores it: `pending` until the worker applied or
 /// rejected it (then it is that command's inbox mark: never applied again).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, EnumIter, DeriveActiveEnum)]
 #[serde(rename_all = "snake_case")]
+#[sea_orm(rs_type = "String", db_type = "Text", rename_all = "snake_case")]
 pub enum CommandStatus {
     Pending,
     Applied,
@@ -66,7 +67,9 @@ impl CommandStatus {
 
 /// Why a command was rejected, stored as `commands.error_code`; the api picks its HTTP status
 /// from it when the caller waited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, EnumIter, DeriveActiveEnum)]
+#[serde(rename_all = "snake_case")]
+#[sea_orm(rs_type = "String", db_type = "Text", rename_all = "snake_case")]
 pub enum RejectionCode {
     /// The resource (or its episode) does not exist: 404.
     NotFound,
