@@ -79,15 +79,15 @@ pub enum Outcome {
 struct Existing {
     request_hash: Option<String>,
     response: Option<serde_json::Value>,
-    status: String,
+    status: CommandStatus,
     message: Option<serde_json::Value>,
 }
 
 #[derive(FromQueryResult)]
 pub struct CommandState {
-    pub status: String,
+    pub status: CommandStatus,
     pub error: Option<String>,
-    pub error_code: Option<String>,
+    pub error_code: Option<RejectionCode>,
 }
 
 /// Records, publishes and (optionally) waits for one command. `data` is the resource as it
@@ -228,7 +228,7 @@ async fn replay(
             )],
         });
     }
-    if existing.status == CommandStatus::Pending.as_str()
+    if existing.status == CommandStatus::Pending
         && let Some(message) = existing.message
     {
         // Still pending: its first publish may not have been confirmed (503). Publish the
@@ -241,7 +241,7 @@ async fn replay(
         let mut wait = state.waiters.register(command_id);
         if command_state(state, command_id)
             .await?
-            .is_some_and(|s| s.status != CommandStatus::Pending.as_str())
+            .is_some_and(|s| s.status != CommandStatus::Pending)
             || wait_for(state, limit, &mut wait).await
         {
             return Ok(Some(Outcome::Applied { command_id, body }));
@@ -289,7 +289,7 @@ pub async fn command_state(
 /// The problem a rejected command answers with when the caller waited for it.
 pub fn rejection(state: &CommandState) -> ApiError {
     let reason = state.error.clone().unwrap_or_else(|| "the command was rejected".into());
-    match state.error_code.as_deref().and_then(RejectionCode::parse) {
+    match state.error_code {
         Some(RejectionCode::NotFound) => ApiError::NotFound(reason),
         Some(RejectionCode::Gone) => ApiError::Gone(reason),
         Some(RejectionCode::PreconditionFailed) => ApiError::PreconditionFailed(reason),
@@ -407,9 +407,9 @@ pub struct Applied {
 pub async fn check_applied(state: &AppState, command_id: Uuid) -> Result<Uuid, ApiError> {
     #[derive(FromQueryResult)]
     struct Row {
-        status: String,
+        status: CommandStatus,
         error: Option<String>,
-        error_code: Option<String>,
+        error_code: Option<RejectionCode>,
         resource_id: Uuid,
     }
     let row = Row::find_by_statement(sql(
@@ -419,7 +419,7 @@ pub async fn check_applied(state: &AppState, command_id: Uuid) -> Result<Uuid, A
     .one(&state.db)
     .await?
     .ok_or_else(|| anyhow::anyhow!("command {command_id} vanished"))?;
-    if row.status == CommandStatus::Rejected.as_str() {
+    if row.status == CommandStatus::Rejected {
         return Err(rejection(&CommandState {
             status: row.status,
             error: row.error,

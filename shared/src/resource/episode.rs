@@ -6,7 +6,10 @@ use sea_orm::{ConnectionTrait, DatabaseTransaction, DbErr, FromQueryResult};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{At, Rejection, RejectionCode, Stored, misrouted};
+use super::{
+    At, Bookkeeping, Rejection, RejectionCode, ResourceType, Stored, Tracked, delete, live,
+    misrouted, touch,
+};
 use crate::contracts::{Command, DeleteType, EventData, OutgoingEvent};
 use crate::db::sql;
 use crate::domain::{Categories, Description, EpisodeStatus, Title};
@@ -89,9 +92,7 @@ pub fn apply(
             let episode = live(state, *episode_id)?;
             let changed_fields = apply_changes(episode, changes);
             if !changed_fields.is_empty() {
-                episode.updated_by = actor;
-                episode.updated_at = now;
-                episode.version += 1;
+                touch(episode, at);
             }
             let data = EpisodeUpdated {
                 episode: episode.clone(),
@@ -102,19 +103,10 @@ pub fn apply(
             Ok(at.event(episode_id, &data))
         }
         Command::DeleteEpisode { episode_id, permanent } => {
-            let title = if *permanent {
-                state.take().ok_or_else(|| missing(*episode_id))?.title
-            } else {
-                let episode = live(state, *episode_id)?;
-                episode.deleted_at = Some(now);
-                episode.updated_by = actor;
-                episode.updated_at = now;
-                episode.version += 1;
-                episode.title.clone()
-            };
+            let deleted = delete(state, *episode_id, *permanent, at)?;
             let data = EpisodeDeleted {
                 episode_id: *episode_id,
-                title,
+                title: deleted.title,
                 delete_type: if *permanent { DeleteType::Permanent } else { DeleteType::Soft },
                 deleted_by: actor,
                 timestamp: now,
@@ -125,19 +117,16 @@ pub fn apply(
     }
 }
 
-fn missing(id: Uuid) -> Rejection {
-    Rejection::new(RejectionCode::NotFound, format!("episode {id} does not exist"))
-}
+impl Tracked for Episode {
+    const KIND: ResourceType = ResourceType::Episode;
 
-/// The episode if it exists and is not soft-deleted; what a write on it is rejected with if
-/// not. Also the check every child resource's command makes on its episode.
-pub fn live(state: &mut Option<Episode>, id: Uuid) -> Result<&mut Episode, Rejection> {
-    match state {
-        None => Err(missing(id)),
-        Some(e) if e.deleted_at.is_some() => {
-            Err(Rejection::new(RejectionCode::Gone, format!("episode {id} is deleted")))
+    fn bookkeeping(&mut self) -> Bookkeeping<'_> {
+        Bookkeeping {
+            updated_by: &mut self.updated_by,
+            updated_at: &mut self.updated_at,
+            version: &mut self.version,
+            deleted_at: &mut self.deleted_at,
         }
-        Some(e) => Ok(e),
     }
 }
 
