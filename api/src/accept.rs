@@ -12,9 +12,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, FromQueryResult};
 use sha2::{Digest, Sha256};
-use showrunner_shared::contracts::{Actor, COMMAND_VERSION, Command, CommandEnvelope};
+use showrunner_shared::contracts::{
+    Actor, COMMAND_VERSION, Command, CommandEnvelope, OutgoingEvent,
+};
 use showrunner_shared::db::sql;
-use showrunner_shared::resource::{CommandStatus, RejectionCode};
+use showrunner_shared::resource::{At, CommandStatus, Rejection, RejectionCode};
 use uuid::Uuid;
 
 use crate::error::ApiError;
@@ -427,6 +429,93 @@ pub async fn check_applied(state: &AppState, command_id: Uuid) -> Result<Uuid, A
         }));
     }
     Ok(row.resource_id)
+}
+
+/// The moment a write is accepted, at the database's precision (microseconds), so the 202
+/// preview and the stored row agree.
+pub fn now() -> DateTime<Utc> {
+    use chrono::SubsecRound;
+    Utc::now().trunc_subsecs(6)
+}
+
+/// The resource as `command` leaves it by its resource's own rule (`rule`: the same pure
+/// function the worker runs): the 202 body. `None` if the rule refuses it as things stand (the
+/// worker decides; it may see otherwise).
+pub fn preview<R: serde::Serialize>(
+    user: &User,
+    mut current: Option<R>,
+    now: DateTime<Utc>,
+    rule: impl FnOnce(&mut Option<R>, &At<'_>) -> Result<OutgoingEvent, Rejection>,
+) -> Result<Option<serde_json::Value>, ApiError> {
+    let actor = Actor { id: user.id(), name: user.0.name.clone() };
+    // The command id is not known yet; it only names the event, which a preview drops.
+    let at = At { command_id: Uuid::nil(), actor: &actor, accepted_at: now, now };
+    if rule(&mut current, &at).is_err() {
+        return Ok(None);
+    }
+    Ok(Some(serde_json::to_value(current).map_err(anyhow::Error::from)?))
+}
+
+/// Submits a create's or an update's command and answers it: 202, or after `Prefer: wait` the
+/// resource as the worker left it (`read`) with `applied_status`.
+#[allow(clippy::too_many_arguments)]
+pub async fn answer<F, Fut>(
+    state: &AppState,
+    user: &User,
+    command: Command,
+    data: serde_json::Value,
+    now: DateTime<Utc>,
+    fingerprint: &str,
+    options: &WriteOptions,
+    applied_status: StatusCode,
+    read: F,
+) -> Result<axum::response::Response, ApiError>
+where
+    F: FnOnce(Uuid) -> Fut,
+    Fut: Future<Output = Result<Applied, ApiError>>,
+{
+    let outcome = submit(state, user, command, data, now, fingerprint.as_bytes(), options).await?;
+    wait_applied(finish(state, outcome, applied_status, read).await, options)
+}
+
+/// `?permanent=` of a DELETE.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteQuery {
+    #[serde(default)]
+    pub permanent: bool,
+}
+
+/// A DELETE's command submitted and answered. Only admins delete permanently; a permanent
+/// delete that waited answers from its command (the row is gone), a soft one with the
+/// resource as it was left (`read`). `ids` is the 202 body without its `deleteType`.
+pub async fn delete<F, Fut>(
+    state: &AppState,
+    user: &User,
+    headers: &HeaderMap,
+    (command, permanent): (Command, bool),
+    mut ids: serde_json::Value,
+    fingerprint: &str,
+    read: F,
+) -> Result<axum::response::Response, ApiError>
+where
+    F: FnOnce(Uuid) -> Fut,
+    Fut: Future<Output = Result<Applied, ApiError>>,
+{
+    if permanent && !user.is_admin() {
+        return Err(ApiError::Forbidden("only admins delete permanently".into()));
+    }
+    let options = write_options(state, headers)?;
+    ids["deleteType"] = serde_json::json!(if permanent { "permanent" } else { "soft" });
+    let outcome =
+        submit(state, user, command, ids, now(), fingerprint.as_bytes(), &options).await?;
+    let result = match outcome {
+        Outcome::Applied { command_id, body } if permanent => {
+            finish_permanent_delete(state, command_id, body).await
+        }
+        other => finish(state, other, StatusCode::OK, read).await,
+    };
+    wait_applied(result, &options)
 }
 
 /// A request body as `T`, naming the field that fails. serde would also read a struct from an

@@ -5,16 +5,16 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, Utc};
 use sea_orm::{FromQueryResult, Value};
 use serde::Deserialize;
 use showrunner_shared::contracts::{Actor, Command, Episode, EpisodeChanges};
 use showrunner_shared::db::{EpisodeRow, sql};
 use showrunner_shared::domain::{Categories, Description, EpisodeStatus, Title};
-use showrunner_shared::resource::{At, episode};
+use showrunner_shared::resource::episode;
 use uuid::Uuid;
 
-use crate::accept::{self, Applied, Outcome, finish, typed, wait_applied, write_options};
+use crate::accept::{self, Applied, DeleteQuery, typed, write_options};
 use crate::error::ApiError;
 use crate::extract::{JsonBody, PathId, QueryParams, User};
 use crate::relay::presence;
@@ -40,10 +40,6 @@ struct CreateBody {
     categories: Categories,
 }
 
-fn now() -> DateTime<Utc> {
-    Utc::now().trunc_subsecs(6)
-}
-
 fn draft() -> EpisodeStatus {
     EpisodeStatus::Draft
 }
@@ -65,14 +61,21 @@ async fn create(
         status: body.status,
         categories: body.categories,
     };
-    let now = now();
+    let now = accept::now();
     let data = preview(&user, None, &command, now)?.unwrap_or_default();
-    let outcome =
-        accept::submit(&state, &user, command, data, now, fingerprint.as_bytes(), &options).await?;
-    wait_applied(
-        finish(&state, outcome, StatusCode::CREATED, |id| read_applied(&state, id)).await,
+    let read = |id| read_applied(&state, id);
+    accept::answer(
+        &state,
+        &user,
+        command,
+        data,
+        now,
+        &fingerprint,
         &options,
+        StatusCode::CREATED,
+        read,
     )
+    .await
 }
 
 async fn update(
@@ -94,7 +97,7 @@ async fn update(
     let mut known = serde_json::to_value(&changes).map_err(anyhow::Error::from)?;
     known["id"] = serde_json::json!(id);
     let command = Command::UpdateEpisode { episode_id: id, changes };
-    let now = now();
+    let now = accept::now();
     // The resource as it will be, if the episode is already there (a PATCH may follow a
     // create that is not applied yet, or the episode's rules may refuse it: then only the
     // changes are known, and the worker decides).
@@ -102,29 +105,20 @@ async fn update(
         Some(current) => preview(&user, Some(current), &command, now)?.unwrap_or(known),
         None => known,
     };
-    let outcome =
-        accept::submit(&state, &user, command, data, now, fingerprint.as_bytes(), &options).await?;
-    wait_applied(
-        finish(&state, outcome, StatusCode::OK, |id| read_applied(&state, id)).await,
-        &options,
-    )
+    let read = |id| read_applied(&state, id);
+    accept::answer(&state, &user, command, data, now, &fingerprint, &options, StatusCode::OK, read)
+        .await
 }
 
 /// The episode as `command` leaves it, by the same `apply` the worker runs: the 202 body.
 /// `None` if the rules refuse it as things stand (the worker decides; it may see otherwise).
 fn preview(
     user: &User,
-    mut current: Option<Episode>,
+    current: Option<Episode>,
     command: &Command,
     now: DateTime<Utc>,
 ) -> Result<Option<serde_json::Value>, ApiError> {
-    let actor = Actor { id: user.id(), name: user.0.name.clone() };
-    // The command id is not known yet; it only names the event, which a preview drops.
-    let at = At { command_id: Uuid::nil(), actor: &actor, accepted_at: now, now };
-    if episode::apply(&mut current, command, &at).is_err() {
-        return Ok(None);
-    }
-    Ok(Some(serde_json::to_value(current).map_err(anyhow::Error::from)?))
+    accept::preview(user, current, now, |state, at| episode::apply(state, command, at))
 }
 
 /// How a write that waited reads the applied episode.
@@ -138,13 +132,6 @@ async fn read_applied(state: &AppState, id: Uuid) -> Result<Applied, ApiError> {
     })
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DeleteQuery {
-    #[serde(default)]
-    permanent: bool,
-}
-
 async fn delete(
     State(state): State<AppState>,
     user: User,
@@ -152,23 +139,12 @@ async fn delete(
     headers: HeaderMap,
     QueryParams(query): QueryParams<DeleteQuery>,
 ) -> Result<Response, ApiError> {
-    if query.permanent && !user.is_admin() {
-        return Err(ApiError::Forbidden("only admins delete permanently".into()));
-    }
-    let options = write_options(&state, &headers)?;
-    let fingerprint = format!("DELETE /episodes/{id}?permanent={}", query.permanent);
-    let data = serde_json::json!({ "id": id, "deleteType": if query.permanent { "permanent" } else { "soft" } });
-    let command = Command::DeleteEpisode { episode_id: id, permanent: query.permanent };
-    let outcome =
-        accept::submit(&state, &user, command, data, now(), fingerprint.as_bytes(), &options)
-            .await?;
-    let result = match outcome {
-        Outcome::Applied { command_id, body } if query.permanent => {
-            accept::finish_permanent_delete(&state, command_id, body).await
-        }
-        other => finish(&state, other, StatusCode::OK, |id| read_applied(&state, id)).await,
-    };
-    wait_applied(result, &options)
+    let permanent = query.permanent;
+    let fingerprint = format!("DELETE /episodes/{id}?permanent={permanent}");
+    let command = Command::DeleteEpisode { episode_id: id, permanent };
+    let ids = serde_json::json!({ "id": id });
+    let read = |id| read_applied(&state, id);
+    accept::delete(&state, &user, &headers, (command, permanent), ids, &fingerprint, read).await
 }
 
 async fn find(
