@@ -9,6 +9,7 @@ pub mod contracts;
 pub mod db;
 pub mod domain;
 pub mod egress;
+pub mod entity;
 pub mod event;
 pub mod inbound;
 pub mod jobs;

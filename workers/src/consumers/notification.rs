@@ -2,13 +2,14 @@
 //! deletion confirmations to the actor, rejected commands, failed jobs), unique per
 //! (event, user), and publishes `notification_created` through the outbox.
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use sea_orm::{FromQueryResult, TransactionTrait};
 use showrunner_shared::contracts::{
     CommandRejected, EpisodeCreated, EpisodeDeleted, Event, EventData, EventEnvelope, JobFailed,
     Notification, NotificationCreated, OutgoingEvent,
 };
 use showrunner_shared::db::sql;
+use showrunner_shared::entity::notification;
 use showrunner_shared::outbox::{self, StoredEvent};
 use showrunner_shared::resource::ResourceType;
 use uuid::Uuid;
@@ -76,37 +77,6 @@ fn draft_for(event: &EventEnvelope, routing_key: &str) -> Option<Draft> {
     }
 }
 
-#[derive(FromQueryResult)]
-struct NotificationRow {
-    id: Uuid,
-    user_id: Uuid,
-    event_id: Uuid,
-    kind: String,
-    title: String,
-    message: String,
-    resource_type: Option<String>,
-    resource_id: Option<Uuid>,
-    read_at: Option<DateTime<Utc>>,
-    created_at: DateTime<Utc>,
-}
-
-impl From<NotificationRow> for Notification {
-    fn from(r: NotificationRow) -> Self {
-        Notification {
-            id: r.id,
-            user_id: r.user_id,
-            kind: r.kind,
-            title: r.title,
-            message: r.message,
-            resource_type: r.resource_type,
-            resource_id: r.resource_id,
-            event_id: r.event_id,
-            read_at: r.read_at,
-            created_at: r.created_at,
-        }
-    }
-}
-
 impl BatchHandler for Notifications {
     type Message = EventEnvelope;
 
@@ -127,14 +97,15 @@ impl BatchHandler for Notifications {
             drafts.iter().map(|(_, _, d)| f(d)).collect()
         };
         let txn = ctx.db.begin().await?;
-        let rows = NotificationRow::find_by_statement(sql(
+        // One statement for the whole batch (UNNEST, with the unique (event, user) pair
+        // skipping what a redelivery would add twice): an entity insert is a row's work.
+        let rows = notification::Model::find_by_statement(sql(
             "INSERT INTO notifications (id, user_id, event_id, kind, title, message, resource_type, \
              resource_id) \
              SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], \
              $6::text[], $7::text[], $8::uuid[]) \
              ON CONFLICT (event_id, user_id) DO NOTHING \
-             RETURNING id, user_id, event_id, kind, title, message, resource_type, resource_id, \
-             read_at, created_at",
+             RETURNING *",
             [
                 ids.into(),
                 drafts.iter().map(|(_, _, d)| d.user_id).collect::<Vec<_>>().into(),
