@@ -6,11 +6,13 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono::{DateTime, Utc};
-use sea_orm::{FromQueryResult, Value};
+use sea_orm::sea_query::extension::postgres::PgBinOper;
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde::Deserialize;
 use showrunner_shared::contracts::{Actor, Command, Episode, EpisodeChanges};
-use showrunner_shared::db::{EpisodeRow, sql};
 use showrunner_shared::domain::{Categories, Description, EpisodeStatus, Title};
+use showrunner_shared::entity::episode::{self as entity, Column};
 use showrunner_shared::resource::episode;
 use uuid::Uuid;
 
@@ -211,23 +213,23 @@ async fn list(
         .q
         .as_deref()
         .map(|q| format!("%{}%", q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")));
-    let rows = EpisodeRow::find_by_statement(sql(
-        "SELECT * FROM episodes WHERE deleted_at IS NULL \
-         AND ($1::text IS NULL OR status = $1) \
-         AND ($2::text IS NULL OR categories @> ARRAY[$2::text]) \
-         AND ($3::text IS NULL OR title ILIKE $3) \
-         AND ($4::uuid IS NULL OR id < $4) \
-         ORDER BY id DESC LIMIT $5",
-        [
-            status.map(|s| s.as_str().to_string()).into(),
-            query.category.into(),
-            pattern.into(),
-            cursor.into(),
-            Value::from(i64::from(limit) + 1),
-        ],
-    ))
-    .all(&state.db)
-    .await?;
+    let mut select = entity::Entity::find().filter(Column::DeletedAt.is_null());
+    if let Some(status) = status {
+        select = select.filter(Column::Status.eq(status.as_str()));
+    }
+    if let Some(category) = query.category {
+        // `@>` keeps the GIN index on `categories` in use.
+        select = select.filter(
+            Expr::col(Column::Categories).binary(PgBinOper::Contains, Expr::val(vec![category])),
+        );
+    }
+    if let Some(pattern) = pattern {
+        select = select.filter(Expr::cust_with_values("title ILIKE $1", [pattern]));
+    }
+    if let Some(cursor) = cursor {
+        select = select.filter(Column::Id.lt(cursor));
+    }
+    let rows = select.order_by_desc(Column::Id).limit(u64::from(limit) + 1).all(&state.db).await?;
     let page = Page::from_rows(
         rows.into_iter().map(Episode::try_from).collect::<Result<_, _>>()?,
         limit,

@@ -6,4 +6,5 @@
 //! notification worker's insert), each with a comment saying why.
 
 pub mod activity;
+pub mod episode;
 pub mod notification;

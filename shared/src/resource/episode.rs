@@ -2,7 +2,12 @@
 //! api's 202 preview and the command worker use, its rows and its events.
 
 use chrono::{DateTime, SubsecRound, Utc};
-use sea_orm::{ConnectionTrait, DatabaseTransaction, DbErr, FromQueryResult};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
+};
+
+use crate::entity::episode as entity;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -204,21 +209,8 @@ episode_event!(EpisodeCreated, "episode_created", "created");
 episode_event!(EpisodeUpdated, "episode_updated", "updated");
 episode_event!(EpisodeDeleted, "episode_deleted", "deleted");
 
-/// An `episodes` row (`SELECT *`).
-#[derive(Debug, FromQueryResult)]
-pub struct EpisodeRow {
-    pub id: Uuid,
-    pub title: String,
-    pub description: String,
-    pub status: String,
-    pub categories: Vec<String>,
-    pub created_by: Uuid,
-    pub updated_by: Uuid,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    pub deleted_at: Option<DateTime<Utc>>,
-    pub version: i64,
-}
+/// An `episodes` row: its entity's model.
+pub use crate::entity::episode::Model as EpisodeRow;
 
 impl TryFrom<EpisodeRow> for Episode {
     type Error = DbErr;
@@ -247,13 +239,11 @@ pub async fn find(
     id: Uuid,
     include_deleted: bool,
 ) -> Result<Option<Episode>, DbErr> {
-    let row = EpisodeRow::find_by_statement(sql(
-        "SELECT * FROM episodes WHERE id = $1 AND ($2 OR deleted_at IS NULL)",
-        [id.into(), include_deleted.into()],
-    ))
-    .one(db)
-    .await?;
-    row.map(Episode::try_from).transpose()
+    let mut select = entity::Entity::find_by_id(id);
+    if !include_deleted {
+        select = select.filter(entity::Column::DeletedAt.is_null());
+    }
+    select.one(db).await?.map(Episode::try_from).transpose()
 }
 
 impl Stored for Episode {
@@ -262,22 +252,23 @@ impl Stored for Episode {
     }
 
     async fn load(txn: &DatabaseTransaction, ids: Vec<Uuid>) -> Result<Vec<Self>, DbErr> {
-        EpisodeRow::find_by_statement(sql(
-            "SELECT * FROM episodes WHERE id = ANY($1) ORDER BY id FOR UPDATE",
-            [ids.into()],
-        ))
-        .all(txn)
-        .await?
-        .into_iter()
-        .map(Episode::try_from)
-        .collect()
+        entity::Entity::find()
+            .filter(entity::Column::Id.is_in(ids))
+            .order_by_asc(entity::Column::Id)
+            .lock_exclusive()
+            .all(txn)
+            .await?
+            .into_iter()
+            .map(Episode::try_from)
+            .collect()
     }
 
     async fn upsert(txn: &DatabaseTransaction, changed: &[&Self]) -> Result<(), DbErr> {
         let column = |f: &dyn Fn(&Episode) -> String| -> Vec<String> {
             changed.iter().map(|e| f(e)).collect()
         };
-        // Arrays of arrays do not unnest row by row, so categories travel as JSON text.
+        // One statement for the batch's rows (UNNEST + ON CONFLICT), not one per row as an
+        // entity's save would be. Arrays of arrays do not unnest row by row, so categories travel as JSON text.
         let categories =
             column(&|e| serde_json::to_string(&e.categories).unwrap_or_else(|_| "[]".into()));
         let deleted_at = column(&|e| e.deleted_at.map(|d| d.to_rfc3339()).unwrap_or_default());
