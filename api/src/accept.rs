@@ -12,9 +12,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, FromQueryResult};
 use sha2::{Digest, Sha256};
-use showrunner_shared::contracts::{Actor, COMMAND_VERSION, Command, CommandEnvelope};
+use showrunner_shared::contracts::{
+    Actor, COMMAND_VERSION, Command, CommandEnvelope, OutgoingEvent,
+};
 use showrunner_shared::db::sql;
-use showrunner_shared::resource::{CommandStatus, RejectionCode};
+use showrunner_shared::resource::{At, CommandStatus, Rejection, RejectionCode};
 use uuid::Uuid;
 
 use crate::error::ApiError;
@@ -79,15 +81,15 @@ pub enum Outcome {
 struct Existing {
     request_hash: Option<String>,
     response: Option<serde_json::Value>,
-    status: String,
+    status: CommandStatus,
     message: Option<serde_json::Value>,
 }
 
 #[derive(FromQueryResult)]
 pub struct CommandState {
-    pub status: String,
+    pub status: CommandStatus,
     pub error: Option<String>,
-    pub error_code: Option<String>,
+    pub error_code: Option<RejectionCode>,
 }
 
 /// Records, publishes and (optionally) waits for one command. `data` is the resource as it
@@ -228,7 +230,7 @@ async fn replay(
             )],
         });
     }
-    if existing.status == CommandStatus::Pending.as_str()
+    if existing.status == CommandStatus::Pending
         && let Some(message) = existing.message
     {
         // Still pending: its first publish may not have been confirmed (503). Publish the
@@ -241,7 +243,7 @@ async fn replay(
         let mut wait = state.waiters.register(command_id);
         if command_state(state, command_id)
             .await?
-            .is_some_and(|s| s.status != CommandStatus::Pending.as_str())
+            .is_some_and(|s| s.status != CommandStatus::Pending)
             || wait_for(state, limit, &mut wait).await
         {
             return Ok(Some(Outcome::Applied { command_id, body }));
@@ -289,7 +291,7 @@ pub async fn command_state(
 /// The problem a rejected command answers with when the caller waited for it.
 pub fn rejection(state: &CommandState) -> ApiError {
     let reason = state.error.clone().unwrap_or_else(|| "the command was rejected".into());
-    match state.error_code.as_deref().and_then(RejectionCode::parse) {
+    match state.error_code {
         Some(RejectionCode::NotFound) => ApiError::NotFound(reason),
         Some(RejectionCode::Gone) => ApiError::Gone(reason),
         Some(RejectionCode::PreconditionFailed) => ApiError::PreconditionFailed(reason),
@@ -407,9 +409,9 @@ pub struct Applied {
 pub async fn check_applied(state: &AppState, command_id: Uuid) -> Result<Uuid, ApiError> {
     #[derive(FromQueryResult)]
     struct Row {
-        status: String,
+        status: CommandStatus,
         error: Option<String>,
-        error_code: Option<String>,
+        error_code: Option<RejectionCode>,
         resource_id: Uuid,
     }
     let row = Row::find_by_statement(sql(
@@ -419,7 +421,7 @@ pub async fn check_applied(state: &AppState, command_id: Uuid) -> Result<Uuid, A
     .one(&state.db)
     .await?
     .ok_or_else(|| anyhow::anyhow!("command {command_id} vanished"))?;
-    if row.status == CommandStatus::Rejected.as_str() {
+    if row.status == CommandStatus::Rejected {
         return Err(rejection(&CommandState {
             status: row.status,
             error: row.error,
@@ -427,6 +429,93 @@ pub async fn check_applied(state: &AppState, command_id: Uuid) -> Result<Uuid, A
         }));
     }
     Ok(row.resource_id)
+}
+
+/// The moment a write is accepted, at the database's precision (microseconds), so the 202
+/// preview and the stored row agree.
+pub fn now() -> DateTime<Utc> {
+    use chrono::SubsecRound;
+    Utc::now().trunc_subsecs(6)
+}
+
+/// The resource as `command` leaves it by its resource's own rule (`rule`: the same pure
+/// function the worker runs): the 202 body. `None` if the rule refuses it as things stand (the
+/// worker decides; it may see otherwise).
+pub fn preview<R: serde::Serialize>(
+    user: &User,
+    mut current: Option<R>,
+    now: DateTime<Utc>,
+    rule: impl FnOnce(&mut Option<R>, &At<'_>) -> Result<OutgoingEvent, Rejection>,
+) -> Result<Option<serde_json::Value>, ApiError> {
+    let actor = Actor { id: user.id(), name: user.0.name.clone() };
+    // The command id is not known yet; it only names the event, which a preview drops.
+    let at = At { command_id: Uuid::nil(), actor: &actor, accepted_at: now, now };
+    if rule(&mut current, &at).is_err() {
+        return Ok(None);
+    }
+    Ok(Some(serde_json::to_value(current).map_err(anyhow::Error::from)?))
+}
+
+/// Submits a create's or an update's command and answers it: 202, or after `Prefer: wait` the
+/// resource as the worker left it (`read`) with `applied_status`.
+#[allow(clippy::too_many_arguments)]
+pub async fn answer<F, Fut>(
+    state: &AppState,
+    user: &User,
+    command: Command,
+    data: serde_json::Value,
+    now: DateTime<Utc>,
+    fingerprint: &str,
+    options: &WriteOptions,
+    applied_status: StatusCode,
+    read: F,
+) -> Result<axum::response::Response, ApiError>
+where
+    F: FnOnce(Uuid) -> Fut,
+    Fut: Future<Output = Result<Applied, ApiError>>,
+{
+    let outcome = submit(state, user, command, data, now, fingerprint.as_bytes(), options).await?;
+    wait_applied(finish(state, outcome, applied_status, read).await, options)
+}
+
+/// `?permanent=` of a DELETE.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteQuery {
+    #[serde(default)]
+    pub permanent: bool,
+}
+
+/// A DELETE's command submitted and answered. Only admins delete permanently; a permanent
+/// delete that waited answers from its command (the row is gone), a soft one with the
+/// resource as it was left (`read`). `ids` is the 202 body without its `deleteType`.
+pub async fn delete<F, Fut>(
+    state: &AppState,
+    user: &User,
+    headers: &HeaderMap,
+    (command, permanent): (Command, bool),
+    mut ids: serde_json::Value,
+    fingerprint: &str,
+    read: F,
+) -> Result<axum::response::Response, ApiError>
+where
+    F: FnOnce(Uuid) -> Fut,
+    Fut: Future<Output = Result<Applied, ApiError>>,
+{
+    if permanent && !user.is_admin() {
+        return Err(ApiError::Forbidden("only admins delete permanently".into()));
+    }
+    let options = write_options(state, headers)?;
+    ids["deleteType"] = serde_json::json!(if permanent { "permanent" } else { "soft" });
+    let outcome =
+        submit(state, user, command, ids, now(), fingerprint.as_bytes(), &options).await?;
+    let result = match outcome {
+        Outcome::Applied { command_id, body } if permanent => {
+            finish_permanent_delete(state, command_id, body).await
+        }
+        other => finish(state, other, StatusCode::OK, read).await,
+    };
+    wait_applied(result, &options)
 }
 
 /// A request body as `T`, naming the field that fails. serde would also read a struct from an

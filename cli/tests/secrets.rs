@@ -12,7 +12,9 @@ use uuid::Uuid;
 
 const SHOWRUNNER: &str = env!("CARGO_BIN_EXE_showrunner");
 const PG_SERVER: &str = "127.0.0.1:5432";
-const MANAGEMENT: &str = "http://127.0.0.1:15672";
+
+mod common;
+use common::{clean_up, delete_vhost_and_user, management_put};
 
 /// The configuration a run gets through `SHOWRUNNER__*` (nothing inherited from the caller).
 fn showrunner(env: &[(&str, String)]) -> Command {
@@ -68,7 +70,6 @@ impl Sandbox {
             .await
             .expect("create database");
         let _ = admin.close().await;
-        let http = reqwest::Client::new();
         for (path, body) in [
             (format!("vhosts/{}", sandbox.name), serde_json::json!({})),
             (
@@ -80,13 +81,7 @@ impl Sandbox {
                 serde_json::json!({"configure": ".*", "write": ".*", "read": ".*"}),
             ),
         ] {
-            http.put(format!("{MANAGEMENT}/api/{path}"))
-                .basic_auth("guest", Some("guest"))
-                .json(&body)
-                .send()
-                .await
-                .and_then(|r| r.error_for_status())
-                .unwrap_or_else(|e| panic!("RabbitMQ management API, {path}: {e}"));
+            management_put(&path, body).await;
         }
         sandbox
     }
@@ -95,29 +90,15 @@ impl Sandbox {
 impl Drop for Sandbox {
     fn drop(&mut self) {
         let name = self.name.clone();
-        // Drop cannot await: clean up from a thread with a runtime of its own.
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
-                return;
-            };
-            rt.block_on(async {
-                let http = reqwest::Client::new();
-                for path in [format!("vhosts/{name}"), format!("users/{name}")] {
-                    let _ = http
-                        .delete(format!("{MANAGEMENT}/api/{path}"))
-                        .basic_auth("guest", Some("guest"))
-                        .send()
-                        .await;
-                }
-                let url = format!("postgres://postgres@{PG_SERVER}/postgres");
-                if let Ok(admin) = Database::connect(url).await {
-                    let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-                    let _ = admin.execute_unprepared(&sql).await;
-                    let _ = admin.close().await;
-                }
-            });
-        })
-        .join();
+        clean_up(move || async move {
+            delete_vhost_and_user(&name).await;
+            let url = format!("postgres://postgres@{PG_SERVER}/postgres");
+            if let Ok(admin) = Database::connect(url).await {
+                let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                let _ = admin.execute_unprepared(&sql).await;
+                let _ = admin.close().await;
+            }
+        });
     }
 }
 

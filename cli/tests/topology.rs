@@ -10,7 +10,9 @@ use showrunner_shared::broker::{self, BrokerError, topology};
 use uuid::Uuid;
 
 const SHOWRUNNER: &str = env!("CARGO_BIN_EXE_showrunner");
-const MANAGEMENT: &str = "http://127.0.0.1:15672";
+
+mod common;
+use common::{MANAGEMENT, clean_up, delete_vhost_and_user, management_put};
 
 /// A vhost and a user of this test, removed on drop.
 struct Vhost {
@@ -18,18 +20,6 @@ struct Vhost {
 }
 
 impl Vhost {
-    async fn put(path: &str, body: serde_json::Value) {
-        reqwest::Client::new()
-            .put(format!("{MANAGEMENT}/api/{path}"))
-            .basic_auth("guest", Some("guest"))
-            .timeout(Duration::from_secs(30))
-            .json(&body)
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .unwrap_or_else(|e| panic!("RabbitMQ management API, {path}: {e}"));
-    }
-
     async fn queues(&self) -> Vec<String> {
         let queues: serde_json::Value = reqwest::Client::new()
             .get(format!("{MANAGEMENT}/api/queues/{}", self.name))
@@ -54,23 +44,7 @@ impl Vhost {
 impl Drop for Vhost {
     fn drop(&mut self) {
         let name = self.name.clone();
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
-                return;
-            };
-            rt.block_on(async {
-                let http = reqwest::Client::new();
-                for path in [format!("vhosts/{name}"), format!("users/{name}")] {
-                    let _ = http
-                        .delete(format!("{MANAGEMENT}/api/{path}"))
-                        .basic_auth("guest", Some("guest"))
-                        .timeout(Duration::from_secs(60))
-                        .send()
-                        .await;
-                }
-            });
-        })
-        .join();
+        clean_up(move || async move { delete_vhost_and_user(&name).await });
     }
 }
 
@@ -88,8 +62,8 @@ fn run_topology(amqp_url: &str) -> std::process::Output {
 #[tokio::test]
 async fn topology_declares_everything_once_and_refuses_a_user_without_configure_rights() {
     let vhost = Vhost { name: format!("sr_test_{}", Uuid::now_v7().simple()) };
-    Vhost::put(&format!("vhosts/{}", vhost.name), serde_json::json!({})).await;
-    Vhost::put(
+    management_put(&format!("vhosts/{}", vhost.name), serde_json::json!({})).await;
+    management_put(
         &format!("permissions/{}/guest", vhost.name),
         serde_json::json!({"configure": ".*", "write": ".*", "read": ".*"}),
     )
@@ -97,12 +71,12 @@ async fn topology_declares_everything_once_and_refuses_a_user_without_configure_
 
     // A role's user: no configure rights.
     let password = format!("topology-PW-{}", Uuid::now_v7().simple());
-    Vhost::put(
+    management_put(
         &format!("users/{}", vhost.name),
         serde_json::json!({"password": password, "tags": ""}),
     )
     .await;
-    Vhost::put(
+    management_put(
         &format!("permissions/{0}/{0}", vhost.name),
         serde_json::json!({"configure": "^$", "write": "^showrunner\\.events$", "read": "^$"}),
     )

@@ -13,6 +13,9 @@ use crate::resource::composition::{CompositionChanges, CompositionName, Tracks};
 pub use crate::resource::episode::{
     Episode, EpisodeChanges, EpisodeCreated, EpisodeDeleted, EpisodeUpdated,
 };
+// Events have a module of their own; these paths stay for callers.
+pub use crate::event::{EVENT_VERSION, Event, EventData, EventEnvelope, OutgoingEvent};
+use crate::jobs::JobStatus;
 
 /// Who did it: carried by every command and event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,67 +123,20 @@ impl Command {
     }
 }
 
-pub const EVENT_VERSION: u32 = 1;
-
-/// Every event on the events exchange. `data` is one of the payloads below, named by `event`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct EventEnvelope {
-    pub id: Uuid,
-    pub event: String,
-    pub version: u32,
-    pub occurred_at: DateTime<Utc>,
-    pub actor: Option<Actor>,
-    pub correlation_id: Option<Uuid>,
-    pub causation_id: Option<Uuid>,
-    pub data: serde_json::Value,
-}
-
-/// An event ready to be written to an outbox: its envelope and where it goes.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OutgoingEvent {
-    pub routing_key: String,
-    pub envelope: EventEnvelope,
-}
-
-impl OutgoingEvent {
-    /// Builds an event with a fresh time-ordered id.
-    pub fn new<D: EventData>(
-        subject: &D::Subject,
-        data: &D,
-        actor: Option<Actor>,
-        correlation_id: Option<Uuid>,
-        occurred_at: DateTime<Utc>,
-    ) -> Self {
-        Self {
-            routing_key: D::routing_key(subject),
-            envelope: EventEnvelope {
-                id: Uuid::now_v7(),
-                event: D::NAME.to_string(),
-                version: EVENT_VERSION,
-                occurred_at,
-                actor,
-                correlation_id,
-                causation_id: correlation_id,
-                // Serializing these plain structs cannot fail.
-                data: serde_json::to_value(data).unwrap_or(serde_json::Value::Null),
-            },
-        }
-    }
-}
-
-/// A typed event payload: its name on the wire and its routing key.
-pub trait EventData: Serialize {
-    const NAME: &'static str;
-    type Subject: ?Sized;
-    fn routing_key(subject: &Self::Subject) -> String;
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeleteType {
     Soft,
     Permanent,
+}
+
+impl DeleteType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Soft => "soft",
+            Self::Permanent => "permanent",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -229,11 +185,11 @@ pub struct Presence {
     pub viewers: Vec<Viewer>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct ViewerJoined(pub Presence);
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct ViewerLeft(pub Presence);
 
@@ -342,7 +298,7 @@ pub struct JobCancelled {
     pub cancelled_by: Actor,
     /// The status it left: `queued`, `scheduled`, `retrying`, or `running` (its handler was
     /// asked to stop).
-    pub previous_status: String,
+    pub previous_status: JobStatus,
     pub timestamp: DateTime<Utc>,
 }
 

@@ -7,7 +7,8 @@
 //! - **missing envelope**: not a JSON object, or an object with neither `id` nor `version`;
 //! - **unsupported version N**: a `version` this build does not read (also when the rest of the
 //!   message would not decode: a newer writer may have changed it);
-//! - **undecodable**: any other serde error (unknown command type, invalid field...);
+//! - **undecodable**: any other serde error (unknown command type, invalid field, a known
+//!   event whose `data` does not fit its type...);
 //! - **forged envelope**: it decodes, but does not hold together (see each `check`): a nil id,
 //!   an absurd timestamp, a command on a partition its episode does not hash to, an event whose
 //!   routing key is not its resource's (`episode_created` must travel on
@@ -21,7 +22,6 @@
 //! signs commands.
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
@@ -29,9 +29,9 @@ use crate::broker::topology::{JOBS_KEY, partition_of};
 use crate::config::Settings;
 use crate::contracts::{
     COMMAND_VERSION, CommandEnvelope, CommandRejected, EVENT_VERSION, EpisodeCreated,
-    EpisodeDeleted, EpisodeUpdated, EventData, EventEnvelope, JobCancelled, JobCompleted,
+    EpisodeDeleted, EpisodeUpdated, Event, EventData, EventEnvelope, JobCancelled, JobCompleted,
     JobFailed, JobProcessorStarted, JobProgress, JobQueued, JobRequest, JobRequeued, JobRetry,
-    JobStarted, NotificationCreated, Presence, ViewerJoined, ViewerLeft,
+    JobStarted, NotificationCreated, ViewerJoined, ViewerLeft,
 };
 use crate::resource::composition::{CompositionCreated, CompositionDeleted, CompositionUpdated};
 
@@ -222,9 +222,10 @@ impl Inbound for EventEnvelope {
     fn check(&self, routing_key: &str, _rules: &Rules, now: DateTime<Utc>) -> Result<(), String> {
         not_nil("id", self.id)?;
         sane_time("occurredAt", self.occurred_at, now)?;
-        let name_ok = !self.event.is_empty()
-            && self.event.len() <= 100
-            && self.event.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+        let name = self.event.name();
+        let name_ok = !name.is_empty()
+            && name.len() <= 100
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
         if !name_ok {
             return Err("event name is empty, too long or not [a-z0-9_.-]".into());
         }
@@ -239,7 +240,7 @@ impl Inbound for EventEnvelope {
             None => {
                 let family = routing_key.split('.').next().unwrap_or_default();
                 if OWNED_FAMILIES.contains(&family) {
-                    Err(format!("unknown event {:?} on {family}.* topic", self.event))
+                    Err(format!("unknown event {name:?} on {family}.* topic"))
                 } else {
                     Ok(())
                 }
@@ -257,14 +258,8 @@ pub fn is_topic(key: &str) -> bool {
         })
 }
 
-/// The checks of a known event: `None` if the event name is not one of ours.
+/// The checks of a known event: `None` if the event is not one of ours.
 fn known_event(e: &EventEnvelope, key: &str) -> Option<Result<(), String>> {
-    fn data<'a, D: Deserialize<'a>>(e: &'a EventEnvelope) -> Result<D, String> {
-        D::deserialize(&e.data).map_err(|error| format!("{} data: {error}", e.event))
-    }
-    fn actor(e: &EventEnvelope) -> Result<Uuid, String> {
-        e.actor.as_ref().map(|a| a.id).ok_or_else(|| format!("{} without an actor", e.event))
-    }
     /// The routing key must be `D`'s for the subject the data names.
     fn keyed<D: EventData<Subject = Uuid>>(key: &str, subject: Uuid) -> Result<(), String> {
         let expected = D::routing_key(&subject);
@@ -274,88 +269,57 @@ fn known_event(e: &EventEnvelope, key: &str) -> Option<Result<(), String>> {
             Err(format!("{} of {subject} on {key:?}, expected {expected:?}", D::NAME))
         }
     }
-    let result = match e.event.as_str() {
-        EpisodeCreated::NAME => actor(e).and_then(|_| {
-            let d: EpisodeCreated = data(e)?;
-            keyed::<EpisodeCreated>(key, d.episode.id)
-        }),
-        EpisodeUpdated::NAME => actor(e).and_then(|_| {
-            let d: EpisodeUpdated = data(e)?;
-            keyed::<EpisodeUpdated>(key, d.episode.id)
-        }),
-        EpisodeDeleted::NAME => actor(e).and_then(|_| {
-            let d: EpisodeDeleted = data(e)?;
-            keyed::<EpisodeDeleted>(key, d.episode_id)
-        }),
-        CompositionCreated::NAME => actor(e).and_then(|_| {
-            let d: CompositionCreated = data(e)?;
-            keyed::<CompositionCreated>(key, d.composition.episode_id)
-        }),
-        CompositionUpdated::NAME => actor(e).and_then(|_| {
-            let d: CompositionUpdated = data(e)?;
-            keyed::<CompositionUpdated>(key, d.composition.episode_id)
-        }),
-        CompositionDeleted::NAME => actor(e).and_then(|_| {
-            let d: CompositionDeleted = data(e)?;
-            keyed::<CompositionDeleted>(key, d.episode_id)
-        }),
-        ViewerJoined::NAME => actor(e).and_then(|_| {
-            let d: Presence = data(e)?;
-            keyed::<ViewerJoined>(key, d.episode_id)
-        }),
-        ViewerLeft::NAME => actor(e).and_then(|_| {
-            let d: Presence = data(e)?;
-            keyed::<ViewerLeft>(key, d.episode_id)
-        }),
+    let actor = || {
+        e.actor.as_ref().map(|a| a.id).ok_or_else(|| format!("{} without an actor", e.event.name()))
+    };
+    let result = match &e.event {
+        Event::EpisodeCreated(d) => {
+            actor().and_then(|_| keyed::<EpisodeCreated>(key, d.episode.id))
+        }
+        Event::EpisodeUpdated(d) => {
+            actor().and_then(|_| keyed::<EpisodeUpdated>(key, d.episode.id))
+        }
+        Event::EpisodeDeleted(d) => {
+            actor().and_then(|_| keyed::<EpisodeDeleted>(key, d.episode_id))
+        }
+        Event::CompositionCreated(d) => {
+            actor().and_then(|_| keyed::<CompositionCreated>(key, d.composition.episode_id))
+        }
+        Event::CompositionUpdated(d) => {
+            actor().and_then(|_| keyed::<CompositionUpdated>(key, d.composition.episode_id))
+        }
+        Event::CompositionDeleted(d) => {
+            actor().and_then(|_| keyed::<CompositionDeleted>(key, d.episode_id))
+        }
+        Event::ViewerJoined(d) => actor().and_then(|_| keyed::<ViewerJoined>(key, d.0.episode_id)),
+        Event::ViewerLeft(d) => actor().and_then(|_| keyed::<ViewerLeft>(key, d.0.episode_id)),
         // Told to the actor whose command it was.
-        CommandRejected::NAME => actor(e).and_then(|actor| {
-            let _: CommandRejected = data(e)?;
-            keyed::<CommandRejected>(key, actor)
-        }),
-        NotificationCreated::NAME => data::<NotificationCreated>(e)
-            .and_then(|d| keyed::<NotificationCreated>(key, d.notification.user_id)),
-        JobStarted::NAME => actor(e).and_then(|_| {
-            let d: JobStarted = data(e)?;
-            keyed::<JobStarted>(key, d.job_id)
-        }),
-        JobCompleted::NAME => actor(e).and_then(|_| {
-            let d: JobCompleted = data(e)?;
-            keyed::<JobCompleted>(key, d.job_id)
-        }),
-        JobRetry::NAME => actor(e).and_then(|_| {
-            let d: JobRetry = data(e)?;
-            keyed::<JobRetry>(key, d.job_id)
-        }),
-        JobFailed::NAME => actor(e).and_then(|_| {
-            let d: JobFailed = data(e)?;
-            keyed::<JobFailed>(key, d.job_id)
-        }),
-        JobQueued::NAME => actor(e).and_then(|_| {
-            let d: JobQueued = data(e)?;
-            keyed::<JobQueued>(key, d.job_id)
-        }),
-        JobCancelled::NAME => actor(e).and_then(|_| {
-            let d: JobCancelled = data(e)?;
+        Event::CommandRejected(_) => actor().and_then(|a| keyed::<CommandRejected>(key, a)),
+        Event::NotificationCreated(d) => keyed::<NotificationCreated>(key, d.notification.user_id),
+        Event::JobStarted(d) => actor().and_then(|_| keyed::<JobStarted>(key, d.job_id)),
+        Event::JobCompleted(d) => actor().and_then(|_| keyed::<JobCompleted>(key, d.job_id)),
+        Event::JobRetry(d) => actor().and_then(|_| keyed::<JobRetry>(key, d.job_id)),
+        Event::JobFailed(d) => actor().and_then(|_| keyed::<JobFailed>(key, d.job_id)),
+        Event::JobQueued(d) => actor().and_then(|_| keyed::<JobQueued>(key, d.job_id)),
+        Event::JobCancelled(d) => actor().and_then(|_| {
             not_nil("cancelledBy.id", d.cancelled_by.id)?;
             keyed::<JobCancelled>(key, d.job_id)
         }),
-        JobRequeued::NAME => actor(e).and_then(|_| {
-            let d: JobRequeued = data(e)?;
+        Event::JobRequeued(d) => actor().and_then(|_| {
             not_nil("requeuedBy.id", d.requeued_by.id)?;
             keyed::<JobRequeued>(key, d.job_id)
         }),
-        JobProgress::NAME => actor(e).and_then(|_| {
-            let d: JobProgress = data(e)?;
+        Event::JobProgress(d) => actor().and_then(|_| {
             if d.percent > 100 {
                 return Err(format!("job_progress percent {} is over 100", d.percent));
             }
             keyed::<JobProgress>(key, d.job_id)
         }),
-        JobProcessorStarted::NAME => data::<JobProcessorStarted>(e).and_then(|_| {
+        Event::JobProcessorStarted(_) => {
             let expected = JobProcessorStarted::routing_key(&());
             if key == expected { Ok(()) } else { Err(format!("job_processor_started on {key:?}")) }
-        }),
-        _ => return None,
+        }
+        Event::Other(_) => return None,
     };
     Some(result)
 }

@@ -13,6 +13,74 @@ use crate::broker::topology::{
 use crate::broker::{Outgoing, PublishError, Publisher, publisher_json_properties};
 use crate::contracts::JobRequest;
 
+/// Where a job is, as `jobs.status` stores it (and its CHECK constraint lists).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    sea_orm::EnumIter,
+    sea_orm::DeriveActiveEnum,
+)]
+#[serde(rename_all = "snake_case")]
+#[sea_orm(rs_type = "String", db_type = "Text", rename_all = "snake_case")]
+pub enum JobStatus {
+    /// Waiting for a worker.
+    Queued,
+    /// Waiting for its `runAt`.
+    Scheduled,
+    Running,
+    /// Failed an attempt, the next one waits in a delay tier.
+    Retrying,
+    Succeeded,
+    /// Out of attempts (or failed permanently): parked.
+    Failed,
+    Cancelled,
+}
+
+impl JobStatus {
+    pub const ALL: [Self; 7] = [
+        Self::Queued,
+        Self::Scheduled,
+        Self::Running,
+        Self::Retrying,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Scheduled => "scheduled",
+            Self::Running => "running",
+            Self::Retrying => "retrying",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+
+    /// Not yet running, so it can be cancelled without asking a worker.
+    pub fn is_waiting(self) -> bool {
+        matches!(self, Self::Queued | Self::Scheduled | Self::Retrying)
+    }
+}
+
+impl std::fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Milliseconds from `now` until the request may run (0 when it may run now).
 pub fn remaining_ms(request: &JobRequest, now: DateTime<Utc>) -> u64 {
     request.not_before.map(|at| (at - now).num_milliseconds().max(0) as u64).unwrap_or(0)

@@ -9,6 +9,8 @@ pub mod contracts;
 pub mod db;
 pub mod domain;
 pub mod egress;
+pub mod entity;
+pub mod event;
 pub mod inbound;
 pub mod jobs;
 pub mod metrics;

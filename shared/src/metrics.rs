@@ -297,16 +297,18 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub async fn encode_database(db: &DatabaseConnection) -> String {
     #[derive(FromQueryResult)]
     struct Count {
-        status: String,
+        n: i64,
+    }
+    #[derive(FromQueryResult)]
+    struct ByStatus {
+        status: crate::jobs::JobStatus,
         n: i64,
     }
     let mut out = String::new();
     let query = async {
         let outbox =
-            Count::find_by_statement(sql("SELECT '' AS status, count(*) AS n FROM outbox", []))
-                .one(db)
-                .await?;
-        let jobs = Count::find_by_statement(sql(
+            Count::find_by_statement(sql("SELECT count(*) AS n FROM outbox", [])).one(db).await?;
+        let jobs = ByStatus::find_by_statement(sql(
             "SELECT status, count(*) AS n FROM jobs GROUP BY status ORDER BY status",
             [],
         ))
@@ -323,8 +325,7 @@ pub async fn encode_database(db: &DatabaseConnection) -> String {
     out.push_str("# TYPE showrunner_outbox_backlog gauge\n");
     let _ = writeln!(out, "showrunner_outbox_backlog {}", outbox.map_or(0, |c| c.n));
     out.push_str("# HELP showrunner_jobs Jobs by status.\n# TYPE showrunner_jobs gauge\n");
-    for status in ["queued", "scheduled", "running", "retrying", "succeeded", "failed", "cancelled"]
-    {
+    for status in crate::jobs::JobStatus::ALL {
         let n = jobs.iter().find(|c| c.status == status).map_or(0, |c| c.n);
         let _ = writeln!(out, "showrunner_jobs{{status=\"{status}\"}} {n}");
     }

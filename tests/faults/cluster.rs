@@ -29,7 +29,7 @@ use uuid::Uuid;
 use crate::Log;
 use crate::load::{Accepted, Api, ClientReport};
 
-const RABBIT_BIN: &str = "/usr/lib/rabbitmq/bin";
+use crate::services::{self, RABBIT_BIN};
 /// Nodes in the cluster: the smallest that survives the loss of one.
 const SIZE: usize = 3;
 /// How long a node stays down before the suite brings it back.
@@ -81,18 +81,9 @@ struct Node {
 
 impl Node {
     fn env(&self, command: &mut Command) {
-        let d = &self.dir;
         command
             .env("HOME", &self.home)
-            .env("RABBITMQ_NODENAME", &self.name)
-            .env("RABBITMQ_NODE_PORT", self.amqp.to_string())
-            .env("RABBITMQ_DIST_PORT", self.dist.to_string())
-            .env("RABBITMQ_MNESIA_BASE", d.join("mnesia"))
-            .env("RABBITMQ_LOG_BASE", d.join("log"))
-            .env("RABBITMQ_CONFIG_FILE", d.join("rabbitmq"))
-            .env("RABBITMQ_ADVANCED_CONFIG_FILE", d.join("advanced.config"))
-            .env("RABBITMQ_ENABLED_PLUGINS_FILE", d.join("enabled_plugins"))
-            .env("RABBITMQ_PID_FILE", d.join("pid"))
+            .envs(services::node_env(&self.dir, &self.name, self.amqp, self.dist))
             // Three VMs share two cores: schedulers that spin while idle would eat them.
             .env("RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS", "+sbwt none +sbwtdcpu none +sbwtdio none");
     }
@@ -120,42 +111,28 @@ impl Node {
     }
 
     fn spawn(&mut self) -> anyhow::Result<()> {
-        let _ = std::fs::remove_file(self.dir.join("pid"));
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("server.out"))?;
-        let mut command = Command::new(format!("{RABBIT_BIN}/rabbitmq-server"));
+        let mut command = Command::from(services::server_command(&self.dir)?);
         self.env(&mut command);
-        command.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
         self.child = Some(command.spawn().context("start rabbitmq-server")?);
         Ok(())
     }
 
     /// Waits until the node runs (`await_startup`), or fails if it exits or takes too long.
     async fn wait_started(&mut self) -> anyhow::Result<()> {
-        let deadline = Instant::now() + START_LIMIT;
+        let deadline = (Instant::now() + START_LIMIT, START_LIMIT);
         loop {
-            let status = self
+            let awaited = self
                 .ctl(&["-q", "await_startup", "--timeout", "5"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status()
-                .await;
-            if status.is_ok_and(|s| s.success()) {
+                .await
+                .is_ok_and(|s| s.success());
+            let exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            if services::node_started(&self.name, &self.dir, awaited, exited, deadline)? {
                 return Ok(());
             }
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                bail!(
-                    "{} exited ({status}); see {}",
-                    self.name,
-                    self.dir.join("server.out").display()
-                );
-            }
-            if Instant::now() > deadline {
-                bail!("{} did not start within {START_LIMIT:?}", self.name);
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::time::sleep(services::START_POLL).await;
         }
     }
 

@@ -9,7 +9,59 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-const RABBIT_BIN: &str = "/usr/lib/rabbitmq/bin";
+pub const RABBIT_BIN: &str = "/usr/lib/rabbitmq/bin";
+
+/// How often a starting RabbitMQ node is asked whether it runs.
+pub const START_POLL: Duration = Duration::from_millis(500);
+
+/// The environment `rabbitmq-server` and `rabbitmqctl` need for a private node whose files are
+/// in `dir` (the single node here and each node of the cluster).
+pub fn node_env(dir: &Path, node: &str, port: u16, dist_port: u16) -> Vec<(&'static str, String)> {
+    let at = |file: &str| dir.join(file).to_string_lossy().into_owned();
+    vec![
+        ("RABBITMQ_NODENAME", node.to_string()),
+        ("RABBITMQ_NODE_PORT", port.to_string()),
+        ("RABBITMQ_DIST_PORT", dist_port.to_string()),
+        ("RABBITMQ_MNESIA_BASE", at("mnesia")),
+        ("RABBITMQ_LOG_BASE", at("log")),
+        ("RABBITMQ_CONFIG_FILE", at("rabbitmq")),
+        ("RABBITMQ_ADVANCED_CONFIG_FILE", at("advanced.config")),
+        ("RABBITMQ_ENABLED_PLUGINS_FILE", at("enabled_plugins")),
+        ("RABBITMQ_PID_FILE", at("pid")),
+    ]
+}
+
+/// `rabbitmq-server` for the node in `dir`, its output appended to `dir/server.out` (the old
+/// pid file removed: the node writes it once it runs).
+pub fn server_command(dir: &Path) -> anyhow::Result<Command> {
+    let _ = std::fs::remove_file(dir.join("pid"));
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("server.out"))?;
+    let mut command = Command::new(format!("{RABBIT_BIN}/rabbitmq-server"));
+    command.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    Ok(command)
+}
+
+/// One look at a starting node: `Ok(true)` once `await_startup` answered yes (`awaited`), an
+/// error once its server process exited or `deadline` passed, `Ok(false)` to look again after
+/// [`START_POLL`].
+pub fn node_started(
+    name: &str,
+    dir: &Path,
+    awaited: bool,
+    exited: Option<std::process::ExitStatus>,
+    (deadline, limit): (Instant, Duration),
+) -> anyhow::Result<bool> {
+    if awaited {
+        return Ok(true);
+    }
+    if let Some(status) = exited {
+        bail!("{name} exited ({status}); see {}", dir.join("server.out").display());
+    }
+    if Instant::now() > deadline {
+        bail!("{name} did not start within {limit:?}");
+    }
+    Ok(false)
+}
 
 /// A free TCP port on loopback (free now; the services bind it right after).
 pub fn free_port() -> anyhow::Result<u16> {
@@ -150,50 +202,28 @@ impl Rabbit {
     }
 
     fn env(&self, command: &mut Command) {
-        let d = &self.dir;
-        command
-            .env("RABBITMQ_NODENAME", &self.node)
-            .env("RABBITMQ_NODE_PORT", self.port.to_string())
-            .env("RABBITMQ_DIST_PORT", self.dist_port.to_string())
-            .env("RABBITMQ_MNESIA_BASE", d.join("mnesia"))
-            .env("RABBITMQ_LOG_BASE", d.join("log"))
-            .env("RABBITMQ_CONFIG_FILE", d.join("rabbitmq"))
-            .env("RABBITMQ_ADVANCED_CONFIG_FILE", d.join("advanced.config"))
-            .env("RABBITMQ_ENABLED_PLUGINS_FILE", d.join("enabled_plugins"))
-            .env("RABBITMQ_PID_FILE", d.join("pid"));
+        command.envs(node_env(&self.dir, &self.node, self.port, self.dist_port));
     }
 
     /// Starts the node and waits until it takes AMQP connections.
     pub fn start(&mut self) -> anyhow::Result<()> {
-        let _ = std::fs::remove_file(self.dir.join("pid"));
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("server.out"))?;
-        let mut command = Command::new(format!("{RABBIT_BIN}/rabbitmq-server"));
+        let mut command = server_command(&self.dir)?;
         self.env(&mut command);
-        command.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
         self.child = Some(command.spawn().context("start rabbitmq-server")?);
-        let deadline = Instant::now() + Duration::from_secs(90);
+        let limit = Duration::from_secs(90);
+        let deadline = Instant::now() + limit;
         loop {
             let mut ctl = Command::new(format!("{RABBIT_BIN}/rabbitmqctl"));
             self.env(&mut ctl);
             ctl.args(["-n", &self.node, "-q", "await_startup", "--timeout", "5"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null());
-            if ctl.status().is_ok_and(|s| s.success()) {
+            let awaited = ctl.status().is_ok_and(|s| s.success());
+            let exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            if node_started("rabbitmq-server", &self.dir, awaited, exited, (deadline, limit))? {
                 return Ok(());
             }
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                bail!(
-                    "rabbitmq-server exited ({status}); see {}",
-                    self.dir.join("server.out").display()
-                );
-            }
-            if Instant::now() > deadline {
-                bail!("RabbitMQ did not start within 90 s");
-            }
-            std::thread::sleep(Duration::from_millis(500));
+            std::thread::sleep(START_POLL);
         }
     }
 

@@ -228,7 +228,7 @@ async fn hostile_events_are_parked_by_every_event_consumer_which_goes_on() {
 
     send_event(huge()).await;
     send_event(vec![b'{', 0xff, b'}']).await;
-    send_event(json_bytes(&good.envelope.data)).await;
+    send_event(json_bytes(&good.envelope.event.data())).await;
     let mut v9 = serde_json::to_value(&good.envelope).expect("json");
     v9["version"] = json!(9);
     send_event(json_bytes(&v9)).await;

@@ -349,11 +349,7 @@ async fn a_running_job_reports_progress_at_a_bounded_rate() {
     assert!(str_of(&midway["progress"], "message").starts_with("step "), "{midway}");
     job_with_status(&app, &alice, &id, "succeeded").await;
 
-    let events = wait_for("the job's events", DEADLINE, || async {
-        let events = logged(&app, &id).await;
-        events.iter().any(|e| e.event == "job_completed").then_some(events)
-    })
-    .await;
+    let events = logged_until(&app, &id, "job_completed").await;
     let progress: Vec<&Logged> = events.iter().filter(|e| e.event == "job_progress").collect();
     assert!(progress.len() >= 2, "{} progress events", progress.len());
     // At most one per interval (400 ms): twenty reports became a handful of events.
@@ -414,11 +410,7 @@ async fn a_running_job_is_cancelled_on_whichever_of_two_workers_runs_it() {
     for (id, by) in [(&honours, "alice"), (&ignores, "root")] {
         let job = job_with_status(&app, &alice, id, "cancelled").await;
         assert_eq!(job["result"], Value::Null, "{job}");
-        let events = wait_for("job_cancelled", DEADLINE, || async {
-            let events = logged(&app, id).await;
-            events.iter().any(|e| e.event == "job_cancelled").then_some(events)
-        })
-        .await;
+        let events = logged_until(&app, id, "job_cancelled").await;
         let names: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
         assert!(!names.contains(&"job_completed"), "{names:?}");
         let cancelled = events.iter().find(|e| e.event == "job_cancelled").map(|e| e.data.clone());
@@ -433,17 +425,18 @@ async fn a_running_job_is_cancelled_on_whichever_of_two_workers_runs_it() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn a_killed_workers_job_is_taken_over_after_its_lease_not_its_timeout() {
-    // The timeout is two minutes; the lease (renewed every second while the job runs) is 3 s.
-    let mut app = spawn_with(
+/// A stack without job worker, a job worker in a process of its own (to be killed), and a job
+/// running there that would sleep ten minutes. The timeout is two minutes; the lease (renewed
+/// every second while the job runs) is 3 s.
+async fn a_job_running_in_a_worker_process() -> (TestApp, String, tokio::process::Child, String) {
+    let app = spawn_with(
         &Switch::default(),
         0,
         &[("jobs.timeout_secs", "120"), ("jobs.lease_secs", "3")],
     )
     .await;
     let alice = app.token("alice", Role::Member);
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_it-job-worker"))
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_it-job-worker"))
         .envs(app.env())
         .env("SHOWRUNNER__JOBS__LEASE_SECS", "3")
         .env("SHOWRUNNER__LOG__FILTER", "warn")
@@ -455,6 +448,21 @@ async fn a_killed_workers_job_is_taken_over_after_its_lease_not_its_timeout() {
             .await;
     let id = str_of(&created, "id").to_string();
     job_with_status(&app, &alice, &id, "running").await;
+    (app, alice, child, id)
+}
+
+/// The job's logged events once `name` is among them.
+async fn logged_until(app: &TestApp, id: &str, name: &str) -> Vec<Logged> {
+    wait_for(name, DEADLINE, || async {
+        let events = logged(app, id).await;
+        events.iter().any(|e| e.event == name).then_some(events)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_killed_workers_job_is_taken_over_after_its_lease_not_its_timeout() {
+    let (mut app, alice, mut child, id) = a_job_running_in_a_worker_process().await;
     // Past a few renewals: the lease is alive only because it is renewed.
     let renewed = wait_for("a renewed lease", DEADLINE, || async {
         (app.count(&format!(
@@ -560,25 +568,7 @@ async fn scheduled_jobs_run_not_before_their_time_and_can_be_cancelled() {
 
 #[tokio::test]
 async fn a_job_cancelled_after_its_worker_died_is_not_run_again() {
-    let mut app = spawn_with(
-        &Switch::default(),
-        0,
-        &[("jobs.timeout_secs", "120"), ("jobs.lease_secs", "3")],
-    )
-    .await;
-    let alice = app.token("alice", Role::Member);
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_it-job-worker"))
-        .envs(app.env())
-        .env("SHOWRUNNER__JOBS__LEASE_SECS", "3")
-        .env("SHOWRUNNER__LOG__FILTER", "warn")
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the job worker process");
-    let created =
-        submit(&app, &alice, json!({"type": "test.sleep", "payload": {"firstAttemptMs": 600000}}))
-            .await;
-    let id = str_of(&created, "id").to_string();
-    job_with_status(&app, &alice, &id, "running").await;
+    let (mut app, alice, mut child, id) = a_job_running_in_a_worker_process().await;
     child.start_kill().expect("SIGKILL");
     let _ = child.wait().await;
     // Asked to stop once nobody runs it: the row keeps the request.
@@ -591,11 +581,7 @@ async fn a_job_cancelled_after_its_worker_died_is_not_run_again() {
     app.start_job_worker();
     let cancelled = job_with_status(&app, &alice, &id, "cancelled").await;
     assert_eq!(cancelled["attempts"], 1, "not run again: {cancelled}");
-    let events = wait_for("job_cancelled", DEADLINE, || async {
-        let events = logged(&app, &id).await;
-        events.iter().any(|e| e.event == "job_cancelled").then_some(events)
-    })
-    .await;
+    let events = logged_until(&app, &id, "job_cancelled").await;
     let names: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
     assert_eq!(names, ["job_queued", "job_started", "job_cancelled"]);
     app.stop().await;

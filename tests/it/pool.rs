@@ -12,11 +12,12 @@ use showrunner_tests::{Options, TestApp, wait_until};
 
 use crate::support::{DEADLINE, problem};
 
-#[tokio::test]
-async fn an_exhausted_pool_answers_503_after_the_bound_and_loses_nothing() {
+/// A stack whose every role's pool has two connections and waits one second for one, and a
+/// transaction that holds the episodes table locked until it is dropped.
+async fn a_small_pool_and_a_locked_episodes_table()
+-> (TestApp, String, sea_orm::DatabaseTransaction) {
     let app = TestApp::spawn_with(Options {
         extra: vec![
-            // Every role's pool: two connections, and one second of waiting for one.
             ("database.max_connections".into(), "2".into()),
             ("database.acquire_timeout_secs".into(), "1".into()),
         ],
@@ -24,11 +25,16 @@ async fn an_exhausted_pool_answers_503_after_the_bound_and_loses_nothing() {
     })
     .await;
     let alice = app.token("alice", Role::Member);
-
-    // Hold the episodes table: the episode worker's batch and every episode read now wait
-    // inside PostgreSQL, each on a pooled connection.
     let lock = app.db.begin().await.expect("begin");
     lock.execute_unprepared("LOCK TABLE episodes IN ACCESS EXCLUSIVE MODE").await.expect("lock");
+    (app, alice, lock)
+}
+
+#[tokio::test]
+async fn an_exhausted_pool_answers_503_after_the_bound_and_loses_nothing() {
+    // Hold the episodes table: the episode worker's batch and every episode read now wait
+    // inside PostgreSQL, each on a pooled connection.
+    let (app, alice, lock) = a_small_pool_and_a_locked_episodes_table().await;
 
     // Writes are still accepted (their rows go to `commands`); their worker waits.
     let mut accepted = Vec::new();
@@ -109,22 +115,8 @@ async fn an_exhausted_pool_answers_503_after_the_bound_and_loses_nothing() {
 /// was not, and invites a retry that would create it twice).
 #[tokio::test]
 async fn an_applied_write_whose_result_cannot_be_read_answers_202_not_503() {
-    let app = TestApp::spawn_with(Options {
-        extra: vec![
-            ("database.max_connections".into(), "2".into()),
-            ("database.acquire_timeout_secs".into(), "1".into()),
-        ],
-        ..Options::default()
-    })
-    .await;
-    let alice = app.token("alice", Role::Member);
-
     // The worker waits on the episodes table while the write is recorded and published.
-    let episodes = app.db.begin().await.expect("begin");
-    episodes
-        .execute_unprepared("LOCK TABLE episodes IN ACCESS EXCLUSIVE MODE")
-        .await
-        .expect("lock");
+    let (app, alice, episodes) = a_small_pool_and_a_locked_episodes_table().await;
     let request = app
         .http
         .post(app.api("/episodes"))

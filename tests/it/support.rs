@@ -312,7 +312,9 @@ pub async fn close_connections(vhost: &str, roles: &[&str]) -> Option<usize> {
         let response =
             management(reqwest::Method::DELETE, &format!("connections/{}", encode(name)), None)
                 .await;
-        assert!(response.status().is_success(), "close {name}: {}", response.status());
+        // 404: it closed on its own between the listing and now (a reconnecting role).
+        let status = response.status();
+        assert!(status.is_success() || status == 404, "close {name}: {status}");
     }
     Some(connections.len())
 }

@@ -125,8 +125,8 @@ pub fn frame_of(envelope: &EventEnvelope, topic: &str, traceparent: Option<&str>
         "op": "event",
         "id": envelope.id,
         "topic": topic,
-        "event": envelope.event,
-        "data": envelope.data,
+        "event": envelope.event.name(),
+        "data": envelope.event.data_value(),
         "traceId": trace_id,
     })
     .to_string()

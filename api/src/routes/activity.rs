@@ -7,9 +7,10 @@ use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use sea_orm::{FromQueryResult, Value};
+use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde::{Deserialize, Serialize};
-use showrunner_shared::db::sql;
+use showrunner_shared::entity::activity::{self, Column};
+use showrunner_shared::resource::ResourceType;
 use uuid::Uuid;
 
 use crate::error::ApiError;
@@ -31,7 +32,7 @@ struct ActivityQuery {
     cursor: Option<String>,
 }
 
-#[derive(FromQueryResult, Serialize)]
+#[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct ActivityView {
     id: Uuid,
@@ -45,6 +46,25 @@ struct ActivityView {
     occurred_at: DateTime<Utc>,
 }
 
+impl From<activity::Model> for ActivityView {
+    fn from(r: activity::Model) -> Self {
+        Self {
+            id: r.id,
+            event: r.event,
+            resource_type: r.resource_type,
+            resource_id: r.resource_id,
+            actor_id: r.actor_id,
+            actor_name: r.actor_name,
+            correlation_id: r.correlation_id,
+            data: r.data,
+            occurred_at: r.occurred_at,
+        }
+    }
+}
+
+/// Resource types whose history the whole team reads.
+const TEAM_RESOURCES: [ResourceType; 2] = [ResourceType::Episode, ResourceType::Composition];
+
 async fn list(
     State(state): State<AppState>,
     user: User,
@@ -55,23 +75,34 @@ async fn list(
     }
     let limit = page_limit(query.limit, state.settings.limits.max_page_size)?;
     let cursor = parse_cursor(query.cursor.as_deref())?;
-    let rows = ActivityView::find_by_statement(sql(
-        "SELECT id, event, resource_type, resource_id, actor_id, actor_name, correlation_id, data, occurred_at \
-         FROM activity_log WHERE ($1::text IS NULL OR resource_type = $1) \
-         AND ($2::uuid IS NULL OR resource_id = $2) AND ($3::uuid IS NULL OR actor_id = $3) \
-         AND ($4::uuid IS NULL OR id < $4) \
-         AND ($6 OR resource_type IN ('episode', 'composition') OR actor_id = $7) ORDER BY id DESC LIMIT $5",
-        [
-            query.resource_type.into(),
-            query.resource_id.into(),
-            query.actor_id.into(),
-            cursor.into(),
-            Value::from(i64::from(limit) + 1),
-            user.is_admin().into(),
-            user.id().into(),
-        ],
-    ))
-    .all(&state.db)
-    .await?;
+    let mut select = activity::Entity::find();
+    if let Some(resource_type) = query.resource_type {
+        select = select.filter(Column::ResourceType.eq(resource_type));
+    }
+    if let Some(resource_id) = query.resource_id {
+        select = select.filter(Column::ResourceId.eq(resource_id));
+    }
+    if let Some(actor_id) = query.actor_id {
+        select = select.filter(Column::ActorId.eq(actor_id));
+    }
+    if let Some(cursor) = cursor {
+        select = select.filter(Column::Id.lt(cursor));
+    }
+    if !user.is_admin() {
+        let team = TEAM_RESOURCES.map(ResourceType::as_str);
+        select = select.filter(
+            Condition::any()
+                .add(Column::ResourceType.is_in(team))
+                .add(Column::ActorId.eq(user.id())),
+        );
+    }
+    let rows = select
+        .order_by_desc(Column::Id)
+        .limit(u64::from(limit) + 1)
+        .all(&state.db)
+        .await?
+        .into_iter()
+        .map(ActivityView::from)
+        .collect();
     Ok(Json(Page::from_rows(rows, limit, |r| r.id)))
 }

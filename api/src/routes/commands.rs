@@ -23,10 +23,10 @@ pub fn router() -> Router<AppState> {
 struct CommandView {
     id: Uuid,
     kind: String,
-    status: String,
+    status: showrunner_shared::resource::CommandStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
-    resource_type: String,
+    resource_type: showrunner_shared::resource::ResourceType,
     resource_id: Uuid,
     accepted_at: DateTime<Utc>,
     completed_at: Option<DateTime<Utc>>,

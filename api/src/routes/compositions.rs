@@ -7,16 +7,16 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use showrunner_shared::contracts::{Actor, Command};
+use showrunner_shared::contracts::Command;
 use showrunner_shared::resource::composition::{
     self, Composition, CompositionChanges, CompositionName, Track, Tracks,
 };
-use showrunner_shared::resource::{At, episode};
+use showrunner_shared::resource::episode;
 use uuid::Uuid;
 
-use crate::accept::{self, Applied, Outcome, finish, typed, wait_applied, write_options};
+use crate::accept::{self, Applied, DeleteQuery, typed, write_options};
 use crate::error::ApiError;
 use crate::extract::{JsonBody, PathId, PathIds, QueryParams, User};
 use crate::routes::{Page, page_limit, parse_cursor};
@@ -57,10 +57,6 @@ fn tracks(raw: Vec<Track>) -> Result<Tracks, ApiError> {
     })
 }
 
-fn now() -> DateTime<Utc> {
-    Utc::now().trunc_subsecs(6)
-}
-
 async fn create(
     State(state): State<AppState>,
     user: User,
@@ -77,12 +73,21 @@ async fn create(
         name: body.name,
         tracks: tracks(body.tracks)?,
     };
-    let now = now();
+    let now = accept::now();
     let data = preview(&user, None, &command, now)?.unwrap_or_default();
-    let outcome =
-        accept::submit(&state, &user, command, data, now, fingerprint.as_bytes(), &options).await?;
     let read = |id| read_applied(&state, episode_id, id);
-    wait_applied(finish(&state, outcome, StatusCode::CREATED, read).await, &options)
+    accept::answer(
+        &state,
+        &user,
+        command,
+        data,
+        now,
+        &fingerprint,
+        &options,
+        StatusCode::CREATED,
+        read,
+    )
+    .await
 }
 
 async fn update(
@@ -107,24 +112,16 @@ async fn update(
     known["episodeId"] = serde_json::json!(episode_id);
     let command =
         Command::UpdateComposition { episode_id, composition_id: id, changes, if_version };
-    let now = now();
+    let now = accept::now();
     // As it will be if it is there already and its rules take the change as things stand;
     // otherwise only the changes are known, and the worker decides.
     let data = match composition::find(&state.db, episode_id, id, false).await? {
         Some(current) => preview(&user, Some(current), &command, now)?.unwrap_or(known),
         None => known,
     };
-    let outcome =
-        accept::submit(&state, &user, command, data, now, fingerprint.as_bytes(), &options).await?;
     let read = |id| read_applied(&state, episode_id, id);
-    wait_applied(finish(&state, outcome, StatusCode::OK, read).await, &options)
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DeleteQuery {
-    #[serde(default)]
-    permanent: bool,
+    accept::answer(&state, &user, command, data, now, &fingerprint, &options, StatusCode::OK, read)
+        .await
 }
 
 async fn delete(
@@ -134,29 +131,13 @@ async fn delete(
     headers: HeaderMap,
     QueryParams(query): QueryParams<DeleteQuery>,
 ) -> Result<Response, ApiError> {
-    if query.permanent && !user.is_admin() {
-        return Err(ApiError::Forbidden("only admins delete permanently".into()));
-    }
-    let options = write_options(&state, &headers)?;
+    let permanent = query.permanent;
     let fingerprint =
-        format!("DELETE /episodes/{episode_id}/compositions/{id}?permanent={}", query.permanent);
-    let delete_type = if query.permanent { "permanent" } else { "soft" };
-    let data = serde_json::json!({ "id": id, "episodeId": episode_id, "deleteType": delete_type });
-    let command =
-        Command::DeleteComposition { episode_id, composition_id: id, permanent: query.permanent };
-    let outcome =
-        accept::submit(&state, &user, command, data, now(), fingerprint.as_bytes(), &options)
-            .await?;
-    let result = match outcome {
-        Outcome::Applied { command_id, body } if query.permanent => {
-            accept::finish_permanent_delete(&state, command_id, body).await
-        }
-        other => {
-            let read = |id| read_applied(&state, episode_id, id);
-            finish(&state, other, StatusCode::OK, read).await
-        }
-    };
-    wait_applied(result, &options)
+        format!("DELETE /episodes/{episode_id}/compositions/{id}?permanent={permanent}");
+    let command = Command::DeleteComposition { episode_id, composition_id: id, permanent };
+    let ids = serde_json::json!({ "id": id, "episodeId": episode_id });
+    let read = |id| read_applied(&state, episode_id, id);
+    accept::delete(&state, &user, &headers, (command, permanent), ids, &fingerprint, read).await
 }
 
 /// `If-Match: "<version>"`: the version the update is conditional on; `*` (or no header) is
@@ -178,17 +159,11 @@ fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
 /// `None` if the rules refuse it as things stand.
 fn preview(
     user: &User,
-    mut current: Option<Composition>,
+    current: Option<Composition>,
     command: &Command,
     now: DateTime<Utc>,
 ) -> Result<Option<serde_json::Value>, ApiError> {
-    let actor = Actor { id: user.id(), name: user.0.name.clone() };
-    // The command id is not known yet; it only names the event, which a preview drops.
-    let at = At { command_id: Uuid::nil(), actor: &actor, accepted_at: now, now };
-    if composition::change(&mut current, command, &at).is_err() {
-        return Ok(None);
-    }
-    Ok(Some(serde_json::to_value(current).map_err(anyhow::Error::from)?))
+    accept::preview(user, current, now, |state, at| composition::change(state, command, at))
 }
 
 /// How a write that waited reads the applied composition.

@@ -5,16 +5,18 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use chrono::{DateTime, SubsecRound, Utc};
-use sea_orm::{FromQueryResult, Value};
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::extension::postgres::PgBinOper;
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde::Deserialize;
 use showrunner_shared::contracts::{Actor, Command, Episode, EpisodeChanges};
-use showrunner_shared::db::{EpisodeRow, sql};
 use showrunner_shared::domain::{Categories, Description, EpisodeStatus, Title};
-use showrunner_shared::resource::{At, episode};
+use showrunner_shared::entity::episode::{self as entity, Column};
+use showrunner_shared::resource::episode;
 use uuid::Uuid;
 
-use crate::accept::{self, Applied, Outcome, finish, typed, wait_applied, write_options};
+use crate::accept::{self, Applied, DeleteQuery, typed, write_options};
 use crate::error::ApiError;
 use crate::extract::{JsonBody, PathId, QueryParams, User};
 use crate::relay::presence;
@@ -40,10 +42,6 @@ struct CreateBody {
     categories: Categories,
 }
 
-fn now() -> DateTime<Utc> {
-    Utc::now().trunc_subsecs(6)
-}
-
 fn draft() -> EpisodeStatus {
     EpisodeStatus::Draft
 }
@@ -65,14 +63,21 @@ async fn create(
         status: body.status,
         categories: body.categories,
     };
-    let now = now();
+    let now = accept::now();
     let data = preview(&user, None, &command, now)?.unwrap_or_default();
-    let outcome =
-        accept::submit(&state, &user, command, data, now, fingerprint.as_bytes(), &options).await?;
-    wait_applied(
-        finish(&state, outcome, StatusCode::CREATED, |id| read_applied(&state, id)).await,
+    let read = |id| read_applied(&state, id);
+    accept::answer(
+        &state,
+        &user,
+        command,
+        data,
+        now,
+        &fingerprint,
         &options,
+        StatusCode::CREATED,
+        read,
     )
+    .await
 }
 
 async fn update(
@@ -94,7 +99,7 @@ async fn update(
     let mut known = serde_json::to_value(&changes).map_err(anyhow::Error::from)?;
     known["id"] = serde_json::json!(id);
     let command = Command::UpdateEpisode { episode_id: id, changes };
-    let now = now();
+    let now = accept::now();
     // The resource as it will be, if the episode is already there (a PATCH may follow a
     // create that is not applied yet, or the episode's rules may refuse it: then only the
     // changes are known, and the worker decides).
@@ -102,29 +107,20 @@ async fn update(
         Some(current) => preview(&user, Some(current), &command, now)?.unwrap_or(known),
         None => known,
     };
-    let outcome =
-        accept::submit(&state, &user, command, data, now, fingerprint.as_bytes(), &options).await?;
-    wait_applied(
-        finish(&state, outcome, StatusCode::OK, |id| read_applied(&state, id)).await,
-        &options,
-    )
+    let read = |id| read_applied(&state, id);
+    accept::answer(&state, &user, command, data, now, &fingerprint, &options, StatusCode::OK, read)
+        .await
 }
 
 /// The episode as `command` leaves it, by the same `apply` the worker runs: the 202 body.
 /// `None` if the rules refuse it as things stand (the worker decides; it may see otherwise).
 fn preview(
     user: &User,
-    mut current: Option<Episode>,
+    current: Option<Episode>,
     command: &Command,
     now: DateTime<Utc>,
 ) -> Result<Option<serde_json::Value>, ApiError> {
-    let actor = Actor { id: user.id(), name: user.0.name.clone() };
-    // The command id is not known yet; it only names the event, which a preview drops.
-    let at = At { command_id: Uuid::nil(), actor: &actor, accepted_at: now, now };
-    if episode::apply(&mut current, command, &at).is_err() {
-        return Ok(None);
-    }
-    Ok(Some(serde_json::to_value(current).map_err(anyhow::Error::from)?))
+    accept::preview(user, current, now, |state, at| episode::apply(state, command, at))
 }
 
 /// How a write that waited reads the applied episode.
@@ -138,13 +134,6 @@ async fn read_applied(state: &AppState, id: Uuid) -> Result<Applied, ApiError> {
     })
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DeleteQuery {
-    #[serde(default)]
-    permanent: bool,
-}
-
 async fn delete(
     State(state): State<AppState>,
     user: User,
@@ -152,23 +141,12 @@ async fn delete(
     headers: HeaderMap,
     QueryParams(query): QueryParams<DeleteQuery>,
 ) -> Result<Response, ApiError> {
-    if query.permanent && !user.is_admin() {
-        return Err(ApiError::Forbidden("only admins delete permanently".into()));
-    }
-    let options = write_options(&state, &headers)?;
-    let fingerprint = format!("DELETE /episodes/{id}?permanent={}", query.permanent);
-    let data = serde_json::json!({ "id": id, "deleteType": if query.permanent { "permanent" } else { "soft" } });
-    let command = Command::DeleteEpisode { episode_id: id, permanent: query.permanent };
-    let outcome =
-        accept::submit(&state, &user, command, data, now(), fingerprint.as_bytes(), &options)
-            .await?;
-    let result = match outcome {
-        Outcome::Applied { command_id, body } if query.permanent => {
-            accept::finish_permanent_delete(&state, command_id, body).await
-        }
-        other => finish(&state, other, StatusCode::OK, |id| read_applied(&state, id)).await,
-    };
-    wait_applied(result, &options)
+    let permanent = query.permanent;
+    let fingerprint = format!("DELETE /episodes/{id}?permanent={permanent}");
+    let command = Command::DeleteEpisode { episode_id: id, permanent };
+    let ids = serde_json::json!({ "id": id });
+    let read = |id| read_applied(&state, id);
+    accept::delete(&state, &user, &headers, (command, permanent), ids, &fingerprint, read).await
 }
 
 async fn find(
@@ -235,23 +213,23 @@ async fn list(
         .q
         .as_deref()
         .map(|q| format!("%{}%", q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")));
-    let rows = EpisodeRow::find_by_statement(sql(
-        "SELECT * FROM episodes WHERE deleted_at IS NULL \
-         AND ($1::text IS NULL OR status = $1) \
-         AND ($2::text IS NULL OR categories @> ARRAY[$2::text]) \
-         AND ($3::text IS NULL OR title ILIKE $3) \
-         AND ($4::uuid IS NULL OR id < $4) \
-         ORDER BY id DESC LIMIT $5",
-        [
-            status.map(|s| s.as_str().to_string()).into(),
-            query.category.into(),
-            pattern.into(),
-            cursor.into(),
-            Value::from(i64::from(limit) + 1),
-        ],
-    ))
-    .all(&state.db)
-    .await?;
+    let mut select = entity::Entity::find().filter(Column::DeletedAt.is_null());
+    if let Some(status) = status {
+        select = select.filter(Column::Status.eq(status.as_str()));
+    }
+    if let Some(category) = query.category {
+        // `@>` keeps the GIN index on `categories` in use.
+        select = select.filter(
+            Expr::col(Column::Categories).binary(PgBinOper::Contains, Expr::val(vec![category])),
+        );
+    }
+    if let Some(pattern) = pattern {
+        select = select.filter(Expr::cust_with_values("title ILIKE $1", [pattern]));
+    }
+    if let Some(cursor) = cursor {
+        select = select.filter(Column::Id.lt(cursor));
+    }
+    let rows = select.order_by_desc(Column::Id).limit(u64::from(limit) + 1).all(&state.db).await?;
     let page = Page::from_rows(
         rows.into_iter().map(Episode::try_from).collect::<Result<_, _>>()?,
         limit,

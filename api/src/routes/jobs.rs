@@ -21,6 +21,7 @@ use showrunner_shared::contracts::{
 };
 use showrunner_shared::db::sql;
 use showrunner_shared::domain::FieldError;
+use showrunner_shared::jobs::JobStatus;
 use showrunner_shared::jobs::types::{JobTypes, Refusal};
 use showrunner_shared::outbox::{self, StoredEvent};
 use uuid::Uuid;
@@ -39,8 +40,6 @@ pub fn router() -> Router<AppState> {
         .route("/jobs/{id}/cancel", post(cancel))
 }
 
-const STATUSES: [&str; 7] =
-    ["queued", "scheduled", "running", "retrying", "succeeded", "failed", "cancelled"];
 const TYPE_MAX: usize = 100;
 /// Namespace of the `idempotency_id` of keyed jobs (UUIDv5 of creator and key).
 const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x0b5e_77a1_92c4_4d0e_8f3a_6c1d_2e4f_7a9b);
@@ -62,7 +61,7 @@ struct JobRow {
     id: Uuid,
     job_type: String,
     payload: serde_json::Value,
-    status: String,
+    status: JobStatus,
     attempts: i32,
     max_attempts: i32,
     last_error: Option<String>,
@@ -93,7 +92,7 @@ struct JobView {
     #[serde(rename = "type")]
     job_type: String,
     payload: serde_json::Value,
-    status: String,
+    status: JobStatus,
     attempts: i32,
     max_attempts: i32,
     last_error: Option<String>,
@@ -282,7 +281,7 @@ async fn create(
             request.job_id.into(),
             body.job_type.clone().into(),
             body.payload.into(),
-            if run_at.is_some() { "scheduled" } else { "queued" }.into(),
+            if run_at.is_some() { JobStatus::Scheduled } else { JobStatus::Queued }.into(),
             max_attempts.into(),
             body.episode_id.into(),
             user.id().into(),
@@ -388,7 +387,7 @@ async fn replay(
             errors: vec![FieldError::new("Idempotency-Key", "reused with a different request")],
         });
     }
-    if matches!(job.status.as_str(), "queued" | "scheduled")
+    if matches!(job.status, JobStatus::Queued | JobStatus::Scheduled)
         && let Some(dispatch_id) = keyed.dispatch_id
     {
         let publisher = state.broker.publisher().ok_or_else(unavailable)?;
@@ -456,14 +455,17 @@ async fn list(
     QueryParams(query): QueryParams<ListQuery>,
 ) -> Result<Response, ApiError> {
     let limit = page_limit(query.limit, state.settings.limits.max_page_size)?;
-    if let Some(s) = &query.status
-        && !STATUSES.contains(&s.as_str())
-    {
-        return Err(ApiError::bad_param(
-            "status",
-            format!("must be one of {}", STATUSES.join(", ")),
-        ));
-    }
+    let status = match query.status.as_deref().map(|s| (s, JobStatus::parse(s))) {
+        None => None,
+        Some((_, Some(status))) => Some(status),
+        Some((_, None)) => {
+            let names: Vec<&str> = JobStatus::ALL.iter().map(|s| s.as_str()).collect();
+            return Err(ApiError::bad_param(
+                "status",
+                format!("must be one of {}", names.join(", ")),
+            ));
+        }
+    };
     let cursor = parse_cursor(query.cursor.as_deref())?;
     // Members list their own jobs; admins everyone's.
     let owner = (!user.is_admin()).then(|| user.id());
@@ -474,7 +476,7 @@ async fn list(
              AND ($4::uuid IS NULL OR created_by = $4) ORDER BY id DESC LIMIT $5"
         ),
         [
-            query.status.into(),
+            status.map(JobStatus::as_str).into(),
             query.job_type.into(),
             cursor.into(),
             owner.into(),
@@ -571,8 +573,8 @@ async fn cancel(
     let Some(previous) = lock_status(&txn, id).await? else {
         return Err(ApiError::NotFound(format!("job {id} does not exist")));
     };
-    match previous.as_str() {
-        "queued" | "scheduled" | "retrying" => {
+    match previous {
+        JobStatus::Queued | JobStatus::Scheduled | JobStatus::Retrying => {
             let job = JobRow::find_by_statement(sql(
                 &format!(
                     "UPDATE jobs SET status = 'cancelled', next_attempt_at = NULL, \
@@ -599,7 +601,7 @@ async fn cancel(
             publish_events(&state, &events).await;
             Ok(Json(serde_json::json!({ "data": job.view() })).into_response())
         }
-        "running" => {
+        JobStatus::Running => {
             // The first request to stop counts; asking again changes nothing.
             let job = JobRow::find_by_statement(sql(
                 &format!(
@@ -628,10 +630,10 @@ async fn cancel(
 }
 
 /// The job's status, its row locked for the rest of `txn`.
-async fn lock_status(txn: &DatabaseTransaction, id: Uuid) -> Result<Option<String>, ApiError> {
+async fn lock_status(txn: &DatabaseTransaction, id: Uuid) -> Result<Option<JobStatus>, ApiError> {
     #[derive(FromQueryResult)]
     struct Status {
-        status: String,
+        status: JobStatus,
     }
     Ok(Status::find_by_statement(sql(
         "SELECT status FROM jobs WHERE id = $1 FOR UPDATE",

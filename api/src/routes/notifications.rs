@@ -6,9 +6,10 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, FromQueryResult, Value};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde::{Deserialize, Serialize};
-use showrunner_shared::db::sql;
+use showrunner_shared::entity::notification::{self, Column};
 use uuid::Uuid;
 
 use crate::error::ApiError;
@@ -33,7 +34,7 @@ struct NotificationQuery {
     cursor: Option<String>,
 }
 
-#[derive(FromQueryResult, Serialize)]
+#[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct NotificationView {
     id: Uuid,
@@ -47,6 +48,27 @@ struct NotificationView {
     created_at: DateTime<Utc>,
 }
 
+impl From<notification::Model> for NotificationView {
+    fn from(r: notification::Model) -> Self {
+        Self {
+            id: r.id,
+            kind: r.kind,
+            title: r.title,
+            message: r.message,
+            resource_type: r.resource_type,
+            resource_id: r.resource_id,
+            event_id: r.event_id,
+            read_at: r.read_at,
+            created_at: r.created_at,
+        }
+    }
+}
+
+/// The caller's notifications.
+fn own(user: &User) -> sea_orm::Select<notification::Entity> {
+    notification::Entity::find().filter(Column::UserId.eq(user.id()))
+}
+
 async fn list(
     State(state): State<AppState>,
     user: User,
@@ -54,30 +76,31 @@ async fn list(
 ) -> Result<Json<Page<NotificationView>>, ApiError> {
     let limit = page_limit(query.limit, state.settings.limits.max_page_size)?;
     let cursor = parse_cursor(query.cursor.as_deref())?;
-    let rows = NotificationView::find_by_statement(sql(
-        "SELECT id, kind, title, message, resource_type, resource_id, event_id, read_at, created_at \
-         FROM notifications WHERE user_id = $1 AND (NOT $2 OR read_at IS NULL) \
-         AND ($3::uuid IS NULL OR id < $3) ORDER BY id DESC LIMIT $4",
-        [user.id().into(), query.unread.into(), cursor.into(), Value::from(i64::from(limit) + 1)],
-    ))
-    .all(&state.db)
-    .await?;
+    let mut select = own(&user);
+    if query.unread {
+        select = select.filter(Column::ReadAt.is_null());
+    }
+    if let Some(cursor) = cursor {
+        select = select.filter(Column::Id.lt(cursor));
+    }
+    let rows = select
+        .order_by_desc(Column::Id)
+        .limit(u64::from(limit) + 1)
+        .all(&state.db)
+        .await?
+        .into_iter()
+        .map(NotificationView::from)
+        .collect();
     Ok(Json(Page::from_rows(rows, limit, |r| r.id)))
 }
 
-#[derive(FromQueryResult, Serialize)]
+#[derive(Serialize)]
 struct Count {
-    count: i64,
+    count: u64,
 }
 
 async fn unread_count(State(state): State<AppState>, user: User) -> Result<Json<Count>, ApiError> {
-    let count = Count::find_by_statement(sql(
-        "SELECT count(*) AS count FROM notifications WHERE user_id = $1 AND read_at IS NULL",
-        [user.id().into()],
-    ))
-    .one(&state.db)
-    .await?
-    .map_or(0, |c| c.count);
+    let count = own(&user).filter(Column::ReadAt.is_null()).count(&state.db).await?;
     Ok(Json(Count { count }))
 }
 
@@ -86,14 +109,14 @@ async fn read_one(
     user: User,
     PathId(id): PathId,
 ) -> Result<StatusCode, ApiError> {
-    let found = state
-        .db
-        .execute_raw(sql(
-            "UPDATE notifications SET read_at = COALESCE(read_at, now()) WHERE id = $1 AND user_id = $2",
-            [id.into(), user.id().into()],
-        ))
+    // Reading it again keeps the first time: the row is found (204), nothing changes.
+    let found = notification::Entity::update_many()
+        .col_expr(Column::ReadAt, Expr::cust("COALESCE(read_at, now())"))
+        .filter(Column::Id.eq(id))
+        .filter(Column::UserId.eq(user.id()))
+        .exec(&state.db)
         .await?
-        .rows_affected();
+        .rows_affected;
     if found == 0 {
         return Err(ApiError::NotFound(format!("notification {id} does not exist")));
     }
@@ -101,13 +124,12 @@ async fn read_one(
 }
 
 async fn read_all(State(state): State<AppState>, user: User) -> Result<Json<Count>, ApiError> {
-    let updated = state
-        .db
-        .execute_raw(sql(
-            "UPDATE notifications SET read_at = now() WHERE user_id = $1 AND read_at IS NULL",
-            [user.id().into()],
-        ))
+    let count = notification::Entity::update_many()
+        .col_expr(Column::ReadAt, Expr::current_timestamp())
+        .filter(Column::UserId.eq(user.id()))
+        .filter(Column::ReadAt.is_null())
+        .exec(&state.db)
         .await?
-        .rows_affected();
-    Ok(Json(Count { count: updated as i64 }))
+        .rows_affected;
+    Ok(Json(Count { count }))
 }

@@ -9,6 +9,7 @@ use uuid::Uuid;
 use super::*;
 use crate::contracts::{Actor, Command, DeleteType, Episode, EpisodeChanges, OutgoingEvent};
 use crate::domain::EpisodeStatus;
+use crate::event::Foreign;
 
 const RULES: Rules = Rules { max_bytes: 65_536, partitions: 16, job_horizon: Duration::hours(2) };
 
@@ -149,9 +150,16 @@ fn forged_events_are_refused() {
     assert!(forged(&EventEnvelope { id: Uuid::nil(), ..good.envelope.clone() }, key));
     let far = now() + Duration::days(30);
     assert!(forged(&EventEnvelope { occurred_at: far, ..good.envelope.clone() }, key));
-    let wrong_data = serde_json::json!({"episode": {"id": id}});
-    assert!(forged(&EventEnvelope { data: wrong_data, ..good.envelope.clone() }, key));
-    let unknown = EventEnvelope { event: "episode_launched".into(), ..good.envelope.clone() };
+    // A known event whose data does not fit its type does not decode at all.
+    let mut wrong_data = serde_json::to_value(&good.envelope).unwrap_or_default();
+    wrong_data["data"] = serde_json::json!({"episode": {"id": id}});
+    let body = serde_json::to_vec(&wrong_data).unwrap_or_default();
+    assert!(matches!(
+        decode_event(&body, key),
+        Err(Refused::Undecodable(reason)) if reason.starts_with("episode_created data:")
+    ));
+    let launched = Foreign { event: "episode_launched".into(), data: serde_json::json!({}) };
+    let unknown = EventEnvelope { event: Event::Other(launched), ..good.envelope.clone() };
     assert!(forged(&unknown, key));
     assert!(forged(&unknown, &format!("user.{id}.notification")));
     // An unknown event on a topic of its own is a tolerant reader's business.
@@ -379,7 +387,7 @@ fn the_queue_operations_and_progress_events_are_checked() {
             &JobCancelled {
                 job_id: job,
                 cancelled_by: actor(),
-                previous_status: "running".into(),
+                previous_status: crate::jobs::JobStatus::Running,
                 timestamp: now(),
             },
             Some(actor()),
@@ -425,7 +433,9 @@ fn the_queue_operations_and_progress_events_are_checked() {
         assert!(matches!(decode_event(&body, &event.routing_key), Err(Refused::Forged(_))));
     }
     let mut over = events[3].envelope.clone();
-    over.data["percent"] = 101.into();
+    if let Event::JobProgress(progress) = &mut over.event {
+        progress.percent = 101;
+    }
     let body = serde_json::to_vec(&over).unwrap_or_default();
     assert!(matches!(decode_event(&body, &events[3].routing_key), Err(Refused::Forged(_))));
 }

@@ -8,7 +8,10 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::episode::{self, Episode};
-use super::{At, Rejection, RejectionCode, Stored, misrouted};
+use super::{
+    At, Bookkeeping, Rejection, RejectionCode, ResourceType, Stored, Tracked, delete, live,
+    misrouted, missing, touch,
+};
 use crate::contracts::{Command, DeleteType, EventData, OutgoingEvent};
 use crate::db::sql;
 use crate::domain::FieldError;
@@ -225,7 +228,7 @@ pub fn apply(
     at: &At<'_>,
 ) -> Result<OutgoingEvent, Rejection> {
     let episode_id = command.episode_id();
-    episode::live(&mut episode.cloned(), episode_id)?;
+    live(&mut episode.cloned(), episode_id)?;
     change(state, command, at)
 }
 
@@ -264,7 +267,8 @@ pub fn change(
             Ok(at.event(episode_id, &data))
         }
         Command::UpdateComposition { episode_id, composition_id, changes, if_version } => {
-            let composition = live(state, *episode_id, *composition_id)?;
+            let composition =
+                live(of_episode(state, *episode_id, *composition_id)?, *composition_id)?;
             if let Some(expected) = if_version
                 && *expected != composition.version
             {
@@ -291,9 +295,7 @@ pub fn change(
                 changed_fields.push("tracks".to_string());
             }
             if !changed_fields.is_empty() {
-                composition.updated_by = actor;
-                composition.updated_at = now;
-                composition.version += 1;
+                touch(composition, at);
             }
             let data = CompositionUpdated {
                 composition: composition.clone(),
@@ -304,23 +306,12 @@ pub fn change(
             Ok(at.event(episode_id, &data))
         }
         Command::DeleteComposition { episode_id, composition_id, permanent } => {
-            let name = if *permanent {
-                let found = state.as_ref().filter(|c| c.episode_id == *episode_id);
-                let name = found.ok_or_else(|| missing(*composition_id))?.name.clone();
-                *state = None;
-                name
-            } else {
-                let composition = live(state, *episode_id, *composition_id)?;
-                composition.deleted_at = Some(now);
-                composition.updated_by = actor;
-                composition.updated_at = now;
-                composition.version += 1;
-                composition.name.clone()
-            };
+            let slot = of_episode(state, *episode_id, *composition_id)?;
+            let deleted = delete(slot, *composition_id, *permanent, at)?;
             let data = CompositionDeleted {
                 composition_id: *composition_id,
                 episode_id: *episode_id,
-                name,
+                name: deleted.name,
                 delete_type: if *permanent { DeleteType::Permanent } else { DeleteType::Soft },
                 deleted_by: actor,
                 timestamp: now,
@@ -331,24 +322,29 @@ pub fn change(
     }
 }
 
-fn missing(id: Uuid) -> Rejection {
-    Rejection::new(RejectionCode::NotFound, format!("composition {id} does not exist"))
-}
-
-/// The composition if it exists under this episode and is not soft-deleted. One of another
-/// episode does not exist as far as this episode's path is concerned.
-fn live(
+/// The slot, unless it holds a composition of another episode: that one does not exist as far
+/// as this episode's path is concerned.
+fn of_episode(
     state: &mut Option<Composition>,
     episode_id: Uuid,
     id: Uuid,
-) -> Result<&mut Composition, Rejection> {
+) -> Result<&mut Option<Composition>, Rejection> {
     match state {
-        Some(c) if c.episode_id != episode_id => Err(missing(id)),
-        None => Err(missing(id)),
-        Some(c) if c.deleted_at.is_some() => {
-            Err(Rejection::new(RejectionCode::Gone, format!("composition {id} is deleted")))
+        Some(c) if c.episode_id != episode_id => Err(missing(ResourceType::Composition, id)),
+        _ => Ok(state),
+    }
+}
+
+impl Tracked for Composition {
+    const KIND: ResourceType = ResourceType::Composition;
+
+    fn bookkeeping(&mut self) -> Bookkeeping<'_> {
+        Bookkeeping {
+            updated_by: &mut self.updated_by,
+            updated_at: &mut self.updated_at,
+            version: &mut self.version,
+            deleted_at: &mut self.deleted_at,
         }
-        Some(c) => Ok(c),
     }
 }
 
@@ -522,24 +518,6 @@ impl Stored for Composition {
         txn.execute_raw(sql("DELETE FROM compositions WHERE id = ANY($1)", [ids.into()])).await?;
         Ok(())
     }
-}
-
-/// Which composition a composition event is about (`data.composition.id` or
-/// `data.compositionId`), for the activity row; `None` if `data` is neither.
-pub fn subject(data: &serde_json::Value) -> Option<Uuid> {
-    #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Id {
-        id: Uuid,
-    }
-    #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Subject {
-        composition: Option<Id>,
-        composition_id: Option<Uuid>,
-    }
-    let s = Subject::deserialize(data).ok()?;
-    s.composition.map(|c| c.id).or(s.composition_id)
 }
 
 #[cfg(test)]

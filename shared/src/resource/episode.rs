@@ -2,11 +2,19 @@
 //! api's 202 preview and the command worker use, its rows and its events.
 
 use chrono::{DateTime, SubsecRound, Utc};
-use sea_orm::{ConnectionTrait, DatabaseTransaction, DbErr, FromQueryResult};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
+};
+
+use crate::entity::episode as entity;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{At, Rejection, RejectionCode, Stored, misrouted};
+use super::{
+    At, Bookkeeping, Rejection, RejectionCode, ResourceType, Stored, Tracked, delete, live,
+    misrouted, touch,
+};
 use crate::contracts::{Command, DeleteType, EventData, OutgoingEvent};
 use crate::db::sql;
 use crate::domain::{Categories, Description, EpisodeStatus, Title};
@@ -89,9 +97,7 @@ pub fn apply(
             let episode = live(state, *episode_id)?;
             let changed_fields = apply_changes(episode, changes);
             if !changed_fields.is_empty() {
-                episode.updated_by = actor;
-                episode.updated_at = now;
-                episode.version += 1;
+                touch(episode, at);
             }
             let data = EpisodeUpdated {
                 episode: episode.clone(),
@@ -102,19 +108,10 @@ pub fn apply(
             Ok(at.event(episode_id, &data))
         }
         Command::DeleteEpisode { episode_id, permanent } => {
-            let title = if *permanent {
-                state.take().ok_or_else(|| missing(*episode_id))?.title
-            } else {
-                let episode = live(state, *episode_id)?;
-                episode.deleted_at = Some(now);
-                episode.updated_by = actor;
-                episode.updated_at = now;
-                episode.version += 1;
-                episode.title.clone()
-            };
+            let deleted = delete(state, *episode_id, *permanent, at)?;
             let data = EpisodeDeleted {
                 episode_id: *episode_id,
-                title,
+                title: deleted.title,
                 delete_type: if *permanent { DeleteType::Permanent } else { DeleteType::Soft },
                 deleted_by: actor,
                 timestamp: now,
@@ -125,19 +122,16 @@ pub fn apply(
     }
 }
 
-fn missing(id: Uuid) -> Rejection {
-    Rejection::new(RejectionCode::NotFound, format!("episode {id} does not exist"))
-}
+impl Tracked for Episode {
+    const KIND: ResourceType = ResourceType::Episode;
 
-/// The episode if it exists and is not soft-deleted; what a write on it is rejected with if
-/// not. Also the check every child resource's command makes on its episode.
-pub fn live(state: &mut Option<Episode>, id: Uuid) -> Result<&mut Episode, Rejection> {
-    match state {
-        None => Err(missing(id)),
-        Some(e) if e.deleted_at.is_some() => {
-            Err(Rejection::new(RejectionCode::Gone, format!("episode {id} is deleted")))
+    fn bookkeeping(&mut self) -> Bookkeeping<'_> {
+        Bookkeeping {
+            updated_by: &mut self.updated_by,
+            updated_at: &mut self.updated_at,
+            version: &mut self.version,
+            deleted_at: &mut self.deleted_at,
         }
-        Some(e) => Ok(e),
     }
 }
 
@@ -215,21 +209,8 @@ episode_event!(EpisodeCreated, "episode_created", "created");
 episode_event!(EpisodeUpdated, "episode_updated", "updated");
 episode_event!(EpisodeDeleted, "episode_deleted", "deleted");
 
-/// An `episodes` row (`SELECT *`).
-#[derive(Debug, FromQueryResult)]
-pub struct EpisodeRow {
-    pub id: Uuid,
-    pub title: String,
-    pub description: String,
-    pub status: String,
-    pub categories: Vec<String>,
-    pub created_by: Uuid,
-    pub updated_by: Uuid,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    pub deleted_at: Option<DateTime<Utc>>,
-    pub version: i64,
-}
+/// An `episodes` row: its entity's model.
+pub use crate::entity::episode::Model as EpisodeRow;
 
 impl TryFrom<EpisodeRow> for Episode {
     type Error = DbErr;
@@ -258,13 +239,11 @@ pub async fn find(
     id: Uuid,
     include_deleted: bool,
 ) -> Result<Option<Episode>, DbErr> {
-    let row = EpisodeRow::find_by_statement(sql(
-        "SELECT * FROM episodes WHERE id = $1 AND ($2 OR deleted_at IS NULL)",
-        [id.into(), include_deleted.into()],
-    ))
-    .one(db)
-    .await?;
-    row.map(Episode::try_from).transpose()
+    let mut select = entity::Entity::find_by_id(id);
+    if !include_deleted {
+        select = select.filter(entity::Column::DeletedAt.is_null());
+    }
+    select.one(db).await?.map(Episode::try_from).transpose()
 }
 
 impl Stored for Episode {
@@ -273,22 +252,23 @@ impl Stored for Episode {
     }
 
     async fn load(txn: &DatabaseTransaction, ids: Vec<Uuid>) -> Result<Vec<Self>, DbErr> {
-        EpisodeRow::find_by_statement(sql(
-            "SELECT * FROM episodes WHERE id = ANY($1) ORDER BY id FOR UPDATE",
-            [ids.into()],
-        ))
-        .all(txn)
-        .await?
-        .into_iter()
-        .map(Episode::try_from)
-        .collect()
+        entity::Entity::find()
+            .filter(entity::Column::Id.is_in(ids))
+            .order_by_asc(entity::Column::Id)
+            .lock_exclusive()
+            .all(txn)
+            .await?
+            .into_iter()
+            .map(Episode::try_from)
+            .collect()
     }
 
     async fn upsert(txn: &DatabaseTransaction, changed: &[&Self]) -> Result<(), DbErr> {
         let column = |f: &dyn Fn(&Episode) -> String| -> Vec<String> {
             changed.iter().map(|e| f(e)).collect()
         };
-        // Arrays of arrays do not unnest row by row, so categories travel as JSON text.
+        // One statement for the batch's rows (UNNEST + ON CONFLICT), not one per row as an
+        // entity's save would be. Arrays of arrays do not unnest row by row, so categories travel as JSON text.
         let categories =
             column(&|e| serde_json::to_string(&e.categories).unwrap_or_else(|_| "[]".into()));
         let deleted_at = column(&|e| e.deleted_at.map(|d| d.to_rfc3339()).unwrap_or_default());
@@ -368,7 +348,10 @@ mod tests {
             },
         };
         let event = apply(&mut state, &update, &at(&actor)).expect("applies");
-        assert_eq!(event.envelope.data["changedFields"], serde_json::json!(["status"]));
+        let crate::event::Event::EpisodeUpdated(updated) = &event.envelope.event else {
+            panic!("not an update: {event:?}");
+        };
+        assert_eq!(updated.changed_fields, ["status"]);
         assert_eq!(state.as_ref().map(|e| e.version), Some(2));
         let delete = Command::DeleteEpisode { episode_id: id, permanent: false };
         assert!(apply(&mut state, &delete, &at(&actor)).is_ok());

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::future::Future;
 
 use chrono::{DateTime, Utc};
-use sea_orm::{DatabaseTransaction, DbErr};
+use sea_orm::{DatabaseTransaction, DbErr, DeriveActiveEnum, EnumIter};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -22,8 +22,11 @@ use composition::Composition;
 use episode::Episode;
 
 /// What a command acts on, as the `commands` and `activity_log` rows name it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, EnumIter, DeriveActiveEnum,
+)]
 #[serde(rename_all = "snake_case")]
+#[sea_orm(rs_type = "String", db_type = "Text", rename_all = "snake_case")]
 pub enum ResourceType {
     Episode,
     Composition,
@@ -40,8 +43,9 @@ impl ResourceType {
 
 /// Where a command is, as `commands.status` stores it: `pending` until the worker applied or
 /// rejected it (then it is that command's inbox mark: never applied again).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, EnumIter, DeriveActiveEnum)]
 #[serde(rename_all = "snake_case")]
+#[sea_orm(rs_type = "String", db_type = "Text", rename_all = "snake_case")]
 pub enum CommandStatus {
     Pending,
     Applied,
@@ -66,7 +70,9 @@ impl CommandStatus {
 
 /// Why a command was rejected, stored as `commands.error_code`; the api picks its HTTP status
 /// from it when the caller waited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, EnumIter, DeriveActiveEnum)]
+#[serde(rename_all = "snake_case")]
+#[sea_orm(rs_type = "String", db_type = "Text", rename_all = "snake_case")]
 pub enum RejectionCode {
     /// The resource (or its episode) does not exist: 404.
     NotFound,
@@ -136,6 +142,67 @@ impl<'a> At<'a> {
     ) -> OutgoingEvent {
         OutgoingEvent::new(subject, data, Some(self.actor.clone()), Some(self.command_id), self.now)
     }
+}
+
+/// The bookkeeping fields every resource row carries, borrowed for a change.
+pub struct Bookkeeping<'a> {
+    pub updated_by: &'a mut Uuid,
+    pub updated_at: &'a mut DateTime<Utc>,
+    pub version: &'a mut i64,
+    pub deleted_at: &'a mut Option<DateTime<Utc>>,
+}
+
+/// A resource row with [`Bookkeeping`]: what [`live`], [`touch`] and [`delete`] need, so the
+/// rules of existence, soft deletion and versions are written once for every resource.
+pub trait Tracked: Clone {
+    const KIND: ResourceType;
+    fn bookkeeping(&mut self) -> Bookkeeping<'_>;
+}
+
+/// The rejection of a command on a resource that does not exist (404).
+pub fn missing(kind: ResourceType, id: Uuid) -> Rejection {
+    Rejection::new(RejectionCode::NotFound, format!("{} {id} does not exist", kind.as_str()))
+}
+
+/// The row if it exists and is not soft-deleted; what a write on it is rejected with if not
+/// (404 missing, 410 deleted).
+pub fn live<R: Tracked>(slot: &mut Option<R>, id: Uuid) -> Result<&mut R, Rejection> {
+    let Some(row) = slot else {
+        return Err(missing(R::KIND, id));
+    };
+    if row.bookkeeping().deleted_at.is_some() {
+        return Err(Rejection::new(
+            RejectionCode::Gone,
+            format!("{} {id} is deleted", R::KIND.as_str()),
+        ));
+    }
+    Ok(row)
+}
+
+/// Records a change by the command's actor: who, when, and a new version.
+pub fn touch<R: Tracked>(row: &mut R, at: &At<'_>) {
+    let b = row.bookkeeping();
+    *b.updated_by = at.actor.id;
+    *b.updated_at = at.now;
+    *b.version += 1;
+}
+
+/// A delete: a permanent one empties the slot (the row must exist, deleted or not), a soft one
+/// marks the live row deleted (a change, so a new version). The row as it was last, for the
+/// event.
+pub fn delete<R: Tracked>(
+    slot: &mut Option<R>,
+    id: Uuid,
+    permanent: bool,
+    at: &At<'_>,
+) -> Result<R, Rejection> {
+    if permanent {
+        return slot.take().ok_or_else(|| missing(R::KIND, id));
+    }
+    let row = live(slot, id)?;
+    *row.bookkeeping().deleted_at = Some(at.now);
+    touch(row, at);
+    Ok(row.clone())
 }
 
 /// A resource's rows as the command worker reads and writes them, inside the batch's

@@ -31,7 +31,8 @@ use lapin::{BasicProperties, Channel, Confirmation};
 use serde_json::Value;
 use showrunner_shared::auth::Role;
 use showrunner_shared::broker::topology::EVENTS_EXCHANGE;
-use showrunner_shared::contracts::EventEnvelope;
+use showrunner_shared::contracts::{Event, EventEnvelope};
+use showrunner_shared::event::Foreign;
 use showrunner_tests::{Options, TestApp};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -57,13 +58,12 @@ impl Bridge {
     async fn publish(&self, topic: &str, data: Value) -> anyhow::Result<()> {
         let envelope = EventEnvelope {
             id: Uuid::now_v7(),
-            event: "bench.tick".into(),
             version: 1,
             occurred_at: chrono::Utc::now(),
             actor: None,
             correlation_id: None,
             causation_id: None,
-            data,
+            event: Event::Other(Foreign { event: "bench.tick".into(), data }),
         };
         let body = serde_json::to_vec(&envelope)?;
         let properties = BasicProperties::default()

@@ -5,8 +5,8 @@
 
 use sea_orm::Value;
 use showrunner_shared::broker::topology::ACTIVITY_BINDINGS;
-use showrunner_shared::contracts::EventEnvelope;
-use showrunner_shared::resource::composition;
+use showrunner_shared::contracts::{Event, EventEnvelope};
+use showrunner_shared::resource::ResourceType;
 use showrunner_shared::topics;
 use uuid::Uuid;
 
@@ -36,15 +36,15 @@ impl Rows {
     /// absent ids travel as nil and the statement turns them back into NULL).
     pub fn push(&mut self, incoming: &Incoming<EventEnvelope>) {
         let e = &incoming.body;
-        let (resource_type, resource_id) = resource_of(&incoming.routing_key, &e.data);
+        let (resource_type, resource_id) = resource_of(&incoming.routing_key, &e.event);
         self.ids.push(e.id);
-        self.events.push(e.event.clone());
+        self.events.push(e.event.name().to_string());
         self.resource_types.push(resource_type);
         self.resource_ids.push(resource_id.unwrap_or_default());
         self.actor_ids.push(e.actor.as_ref().map(|a| a.id).unwrap_or_default());
         self.actor_names.push(e.actor.as_ref().map(|a| a.name.clone()).unwrap_or_default());
         self.correlations.push(e.correlation_id.unwrap_or_default());
-        self.data.push(e.data.to_string());
+        self.data.push(serde_json::to_string(&e.event.data()).unwrap_or_default());
         self.occurred.push(e.occurred_at);
     }
 
@@ -84,42 +84,49 @@ pub fn insert(first: usize) -> String {
 
 /// `episode.<id>.created` -> ("episode", Some(id)); `system.jobs.started` -> ("system", None);
 /// an episode's child, `episode.<id>.composition.created`, is the child's: ("composition", the
-/// composition's id from the event's data).
-fn resource_of(routing_key: &str, data: &serde_json::Value) -> (String, Option<Uuid>) {
-    let mut parts = routing_key.split('.');
-    let kind = parts.next().unwrap_or_default().to_string();
-    let id = parts.next().and_then(|p| Uuid::parse_str(p).ok());
-    match (parts.next(), parts.next()) {
-        (Some(composition::TOPIC_WORD), Some(_)) => {
-            (composition::TOPIC_WORD.to_string(), composition::subject(data))
+/// composition's id from the event).
+fn resource_of(routing_key: &str, event: &Event) -> (String, Option<Uuid>) {
+    let composition = |id| (ResourceType::Composition.as_str().to_string(), Some(id));
+    match event {
+        Event::CompositionCreated(d) => composition(d.composition.id),
+        Event::CompositionUpdated(d) => composition(d.composition.id),
+        Event::CompositionDeleted(d) => composition(d.composition_id),
+        _ => {
+            let mut parts = routing_key.split('.');
+            let kind = parts.next().unwrap_or_default().to_string();
+            (kind, parts.next().and_then(|p| Uuid::parse_str(p).ok()))
         }
-        _ => (kind, id),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use showrunner_shared::contracts::DeleteType;
+    use showrunner_shared::event::Foreign;
+    use showrunner_shared::resource::composition::CompositionDeleted;
 
     #[test]
-    fn resources_come_from_the_routing_key() {
+    fn resources_come_from_the_routing_key_and_a_child_from_its_event() {
         let id = Uuid::from_u128(5);
-        let none = serde_json::Value::Null;
+        let foreign = Event::Other(Foreign { event: "x".into(), data: serde_json::Value::Null });
         assert_eq!(
-            resource_of(&format!("episode.{id}.created"), &none),
+            resource_of(&format!("episode.{id}.created"), &foreign),
             ("episode".into(), Some(id))
         );
-        assert_eq!(resource_of("system.jobs.started", &none), ("system".into(), None));
-        assert_eq!(resource_of("", &none), (String::new(), None));
+        assert_eq!(resource_of("system.jobs.started", &foreign), ("system".into(), None));
+        assert_eq!(resource_of("", &foreign), (String::new(), None));
         let cid = Uuid::from_u128(6);
-        let created = serde_json::json!({ "composition": { "id": cid } });
+        let deleted = CompositionDeleted {
+            composition_id: cid,
+            episode_id: id,
+            name: "Cut".into(),
+            delete_type: DeleteType::Soft,
+            deleted_by: id,
+            timestamp: chrono::Utc::now(),
+        };
         assert_eq!(
-            resource_of(&format!("episode.{id}.composition.created"), &created),
-            ("composition".into(), Some(cid))
-        );
-        let deleted = serde_json::json!({ "compositionId": cid, "episodeId": id });
-        assert_eq!(
-            resource_of(&format!("episode.{id}.composition.deleted"), &deleted),
+            resource_of(&format!("episode.{id}.composition.deleted"), &deleted.into()),
             ("composition".into(), Some(cid))
         );
     }

@@ -110,7 +110,7 @@ async fn apply_batch(
 #[derive(FromQueryResult)]
 struct CommandRow {
     id: Uuid,
-    status: String,
+    status: CommandStatus,
 }
 
 async fn already_handled(
@@ -130,11 +130,7 @@ async fn already_handled(
     ))
     .all(txn)
     .await?;
-    Ok(rows
-        .into_iter()
-        .filter(|r| r.status != CommandStatus::Pending.as_str())
-        .map(|r| r.id)
-        .collect())
+    Ok(rows.into_iter().filter(|r| r.status != CommandStatus::Pending).map(|r| r.id).collect())
 }
 
 /// Writes each command's outcome; how many were written. A command whose row is no longer

@@ -2,13 +2,16 @@
 //! deletion confirmations to the actor, rejected commands, failed jobs), unique per
 //! (event, user), and publishes `notification_created` through the outbox.
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use sea_orm::{FromQueryResult, TransactionTrait};
 use showrunner_shared::contracts::{
-    EventEnvelope, Notification, NotificationCreated, OutgoingEvent,
+    CommandRejected, EpisodeCreated, EpisodeDeleted, Event, EventData, EventEnvelope, JobFailed,
+    Notification, NotificationCreated, OutgoingEvent,
 };
 use showrunner_shared::db::sql;
+use showrunner_shared::entity::notification;
 use showrunner_shared::outbox::{self, StoredEvent};
+use showrunner_shared::resource::ResourceType;
 use uuid::Uuid;
 
 use crate::runtime::{BatchHandler, Context, Incoming};
@@ -28,90 +31,49 @@ struct Draft {
 
 /// What, if anything, an event tells whom.
 fn draft_for(event: &EventEnvelope, routing_key: &str) -> Option<Draft> {
-    let str_at = |path: &[&str]| {
-        path.iter()
-            .try_fold(&event.data, |v, k| v.get(k))
-            .and_then(|v| v.as_str())
-            .map(str::to_string)
-    };
-    let uuid_at = |path: &[&str]| str_at(path).and_then(|s| Uuid::parse_str(&s).ok());
     let actor = event.actor.as_ref()?;
-    match event.event.as_str() {
-        "episode_created" => {
-            let title = str_at(&["episode", "title"])?;
-            Some(Draft {
-                user_id: actor.id,
-                kind: "episode_created",
-                title: "Episode created".into(),
-                message: format!("Your episode \"{title}\" was created."),
-                resource_type: "episode",
-                resource_id: uuid_at(&["episode", "id"])?,
-            })
-        }
-        "episode_deleted" => {
-            let title = str_at(&["title"])?;
-            let how = str_at(&["deleteType"]).unwrap_or_default();
-            Some(Draft {
-                user_id: actor.id,
-                kind: "episode_deleted",
-                title: "Episode deleted".into(),
-                message: format!("Your episode \"{title}\" was deleted ({how})."),
-                resource_type: "episode",
-                resource_id: uuid_at(&["episodeId"])?,
-            })
-        }
-        "command_rejected" => {
+    match &event.event {
+        Event::EpisodeCreated(d) => Some(Draft {
+            user_id: actor.id,
+            kind: EpisodeCreated::NAME,
+            title: "Episode created".into(),
+            message: format!("Your episode \"{}\" was created.", d.episode.title),
+            resource_type: ResourceType::Episode.as_str(),
+            resource_id: d.episode.id,
+        }),
+        Event::EpisodeDeleted(d) => Some(Draft {
+            user_id: actor.id,
+            kind: EpisodeDeleted::NAME,
+            title: "Episode deleted".into(),
+            message: format!(
+                "Your episode \"{}\" was deleted ({}).",
+                d.title,
+                d.delete_type.as_str()
+            ),
+            resource_type: ResourceType::Episode.as_str(),
+            resource_id: d.episode_id,
+        }),
+        Event::CommandRejected(d) => {
             // user.<id>.command: the owner of the routing key is the one to tell.
             let user_id = routing_key.split('.').nth(1).and_then(|s| Uuid::parse_str(s).ok())?;
             Some(Draft {
                 user_id,
-                kind: "command_rejected",
+                kind: CommandRejected::NAME,
                 title: "Change rejected".into(),
-                message: str_at(&["reason"])?,
+                message: d.reason.clone(),
                 resource_type: "command",
-                resource_id: uuid_at(&["commandId"])?,
+                resource_id: d.command_id,
             })
         }
-        "job_failed" => Some(Draft {
+        Event::JobFailed(d) => Some(Draft {
             user_id: actor.id,
-            kind: "job_failed",
+            kind: JobFailed::NAME,
             title: "Job failed".into(),
-            message: format!("Job failed: {}", str_at(&["error"]).unwrap_or_default()),
+            message: format!("Job failed: {}", d.error),
             resource_type: "job",
-            resource_id: uuid_at(&["jobId"])?,
+            resource_id: d.job_id,
         }),
         _ => None,
-    }
-}
-
-#[derive(FromQueryResult)]
-struct NotificationRow {
-    id: Uuid,
-    user_id: Uuid,
-    event_id: Uuid,
-    kind: String,
-    title: String,
-    message: String,
-    resource_type: Option<String>,
-    resource_id: Option<Uuid>,
-    read_at: Option<DateTime<Utc>>,
-    created_at: DateTime<Utc>,
-}
-
-impl From<NotificationRow> for Notification {
-    fn from(r: NotificationRow) -> Self {
-        Notification {
-            id: r.id,
-            user_id: r.user_id,
-            kind: r.kind,
-            title: r.title,
-            message: r.message,
-            resource_type: r.resource_type,
-            resource_id: r.resource_id,
-            event_id: r.event_id,
-            read_at: r.read_at,
-            created_at: r.created_at,
-        }
     }
 }
 
@@ -135,14 +97,15 @@ impl BatchHandler for Notifications {
             drafts.iter().map(|(_, _, d)| f(d)).collect()
         };
         let txn = ctx.db.begin().await?;
-        let rows = NotificationRow::find_by_statement(sql(
+        // One statement for the whole batch (UNNEST, with the unique (event, user) pair
+        // skipping what a redelivery would add twice): an entity insert is a row's work.
+        let rows = notification::Model::find_by_statement(sql(
             "INSERT INTO notifications (id, user_id, event_id, kind, title, message, resource_type, \
              resource_id) \
              SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], \
              $6::text[], $7::text[], $8::uuid[]) \
              ON CONFLICT (event_id, user_id) DO NOTHING \
-             RETURNING id, user_id, event_id, kind, title, message, resource_type, resource_id, \
-             read_at, created_at",
+             RETURNING *",
             [
                 ids.into(),
                 drafts.iter().map(|(_, _, d)| d.user_id).collect::<Vec<_>>().into(),
@@ -185,47 +148,78 @@ impl BatchHandler for Notifications {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use showrunner_shared::contracts::Actor;
+    use showrunner_shared::contracts::{Actor, DeleteType, Episode, EpisodeUpdated};
+    use showrunner_shared::domain::EpisodeStatus;
 
-    fn event(name: &str, data: serde_json::Value) -> EventEnvelope {
+    fn event(event: Event) -> EventEnvelope {
         EventEnvelope {
             id: Uuid::now_v7(),
-            event: name.into(),
             version: 1,
             occurred_at: Utc::now(),
             actor: Some(Actor { id: Uuid::from_u128(1), name: "Alice".into() }),
             correlation_id: None,
             causation_id: None,
-            data,
+            event,
+        }
+    }
+
+    fn pilot(id: Uuid) -> Episode {
+        let at = Utc::now();
+        let by = Uuid::from_u128(1);
+        Episode {
+            id,
+            title: "Pilot".into(),
+            description: String::new(),
+            status: EpisodeStatus::Draft,
+            categories: Vec::new(),
+            created_by: by,
+            updated_by: by,
+            created_at: at,
+            updated_at: at,
+            deleted_at: None,
+            version: 1,
         }
     }
 
     #[test]
     fn creation_and_deletion_notify_the_actor_and_updates_do_not() {
-        let id = Uuid::from_u128(9);
+        let (id, by, at) = (Uuid::from_u128(9), Uuid::from_u128(1), Utc::now());
         let created =
-            event("episode_created", serde_json::json!({"episode": {"id": id, "title": "Pilot"}}));
+            event(EpisodeCreated { episode: pilot(id), created_by: by, timestamp: at }.into());
         let draft = draft_for(&created, "episode.x.created").expect("a notification");
         assert_eq!(
-            (draft.user_id, draft.kind, draft.resource_id),
-            (Uuid::from_u128(1), "episode_created", id)
+            (draft.user_id, draft.kind, draft.resource_id, draft.message.as_str()),
+            (by, "episode_created", id, "Your episode \"Pilot\" was created.")
         );
         let deleted = event(
-            "episode_deleted",
-            serde_json::json!({"episodeId": id, "title": "Pilot", "deleteType": "soft"}),
+            EpisodeDeleted {
+                episode_id: id,
+                title: "Pilot".into(),
+                delete_type: DeleteType::Soft,
+                deleted_by: by,
+                timestamp: at,
+            }
+            .into(),
         );
-        assert_eq!(draft_for(&deleted, "").map(|d| d.kind), Some("episode_deleted"));
-        let updated = event("episode_updated", serde_json::json!({}));
-        assert_eq!(draft_for(&updated, ""), None);
+        let draft = draft_for(&deleted, "").expect("a notification");
+        assert_eq!(
+            (draft.kind, draft.message.as_str()),
+            ("episode_deleted", "Your episode \"Pilot\" was deleted (soft).")
+        );
+        let updated = EpisodeUpdated {
+            episode: pilot(id),
+            changed_fields: vec!["title".into()],
+            updated_by: by,
+            timestamp: at,
+        };
+        assert_eq!(draft_for(&event(updated.into()), ""), None);
     }
 
     #[test]
     fn a_rejection_notifies_the_user_of_the_routing_key() {
         let user = Uuid::from_u128(3);
-        let rejected = event(
-            "command_rejected",
-            serde_json::json!({"commandId": Uuid::from_u128(4), "reason": "nope"}),
-        );
+        let rejected =
+            event(CommandRejected { command_id: Uuid::from_u128(4), reason: "nope".into() }.into());
         let draft = draft_for(&rejected, &format!("user.{user}.command")).expect("a notification");
         assert_eq!((draft.user_id, draft.message.as_str()), (user, "nope"));
     }

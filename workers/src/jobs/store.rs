@@ -15,6 +15,7 @@ use showrunner_shared::contracts::{
     OutgoingEvent,
 };
 use showrunner_shared::db::sql;
+use showrunner_shared::jobs::JobStatus;
 use showrunner_shared::outbox::{self, StoredEvent};
 use uuid::Uuid;
 
@@ -58,7 +59,7 @@ pub enum Claim {
 #[derive(FromQueryResult)]
 struct RowState {
     id: Uuid,
-    status: String,
+    status: JobStatus,
     dispatch_id: Option<Uuid>,
     locked_until: Option<DateTime<Utc>>,
     lease_expired: bool,
@@ -107,19 +108,18 @@ pub async fn claim_many(
             {
                 Some(Claim::Skip("duplicate copy".into()))
             }
-            Some(s) if s.status == "running" && s.lease_expired && s.cancel_requested => {
+            Some(s) if s.status == JobStatus::Running && s.lease_expired && s.cancel_requested => {
                 abandoned.push(request.job_id);
                 Some(Claim::Skip("cancelled while its worker was gone".into()))
             }
             Some(s)
-                if matches!(s.status.as_str(), "queued" | "scheduled" | "retrying")
-                    || (s.status == "running" && s.lease_expired) =>
+                if s.status.is_waiting() || (s.status == JobStatus::Running && s.lease_expired) =>
             {
                 runnable.push(request.job_id);
                 None
             }
-            Some(s) => Some(match (s.status.as_str(), s.locked_until) {
-                ("running", Some(until)) => Claim::Held(until),
+            Some(s) => Some(match (s.status, s.locked_until) {
+                (JobStatus::Running, Some(until)) => Claim::Held(until),
                 (status, _) => Claim::Skip(format!("job is {status}")),
             }),
         };
@@ -203,7 +203,7 @@ async fn cancel_abandoned(
             let data = JobCancelled {
                 job_id: e.id,
                 cancelled_by,
-                previous_status: "running".into(),
+                previous_status: JobStatus::Running,
                 timestamp: now,
             };
             let event = OutgoingEvent::new(&e.id, &data, Some(creator), Some(e.id), now);
@@ -352,7 +352,7 @@ pub async fn cancel_running(
     let events = vec![job.event(&JobCancelled {
         job_id: job.id,
         cancelled_by,
-        previous_status: "running".into(),
+        previous_status: JobStatus::Running,
         timestamp: Utc::now(),
     })];
     outbox::insert(&txn, &events).await?;
