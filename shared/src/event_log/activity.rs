@@ -1,16 +1,15 @@
-//! The activity log: one `activity_log` row per recorded event, keyed by the event id, so a
-//! redelivered event adds nothing. The sequencer (`event_log.rs`) writes these rows in the same
-//! statement that gives the events their place in the event log: the activity log needs no
-//! queue of its own, which saves every event one quorum queue and a transaction.
+//! The activity log: one `activity_log` row per recorded event, keyed by the event id, so an
+//! event recorded twice adds nothing. [`super::record`] writes these rows in the statement that
+//! writes the events into the event log, in the producer's own transaction: the activity log
+//! needs no queue and no consumer of its own.
 
 use sea_orm::Value;
-use showrunner_shared::broker::topology::ACTIVITY_BINDINGS;
-use showrunner_shared::contracts::EventEnvelope;
-use showrunner_shared::resource::composition;
-use showrunner_shared::topics;
 use uuid::Uuid;
 
-use crate::runtime::Incoming;
+use crate::broker::topology::ACTIVITY_BINDINGS;
+use crate::contracts::EventEnvelope;
+use crate::resource::composition;
+use crate::topics;
 
 /// Whether the activity log records an event with this routing key.
 pub fn records(routing_key: &str) -> bool {
@@ -32,11 +31,11 @@ pub struct Rows {
 }
 
 impl Rows {
-    /// Adds the row of `incoming` (arrays cannot hold SQL NULL through the driver here, so
-    /// absent ids travel as nil and the statement turns them back into NULL).
-    pub fn push(&mut self, incoming: &Incoming<EventEnvelope>) {
-        let e = &incoming.body;
-        let (resource_type, resource_id) = resource_of(&incoming.routing_key, &e.data);
+    /// Adds the row of the event `e` sent with `routing_key` (arrays cannot hold SQL NULL
+    /// through the driver here, so absent ids travel as nil and the statement turns them back
+    /// into NULL).
+    pub fn push(&mut self, routing_key: &str, e: &EventEnvelope) {
+        let (resource_type, resource_id) = resource_of(routing_key, &e.data);
         self.ids.push(e.id);
         self.events.push(e.event.clone());
         self.resource_types.push(resource_type);
