@@ -162,6 +162,13 @@ impl BrokerLink {
                             // so clients get every event in order.
                             if frame.seq > self.last_seq.load(Ordering::Relaxed) + 1 {
                                 self.catch_up(db, waiters, hub).await?;
+                                if frame.seq > self.last_seq.load(Ordering::Relaxed) {
+                                    // Not in the log after all: the shipper commits a number
+                                    // before it publishes it, so this frame is not its own.
+                                    let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                                    tracing::warn!(seq = frame.seq, dropped, topic = %delivery.routing_key, "event beyond the event log dropped");
+                                    continue;
+                                }
                             }
                             if let Some(command_id) = event.correlation_id {
                                 waiters.wake(command_id);
