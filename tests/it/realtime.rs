@@ -43,7 +43,10 @@ pub(crate) async fn next(socket: &mut Socket) -> Value {
 }
 
 /// The next frame that satisfies `wanted`, returning the frames skipped on the way.
-pub(crate) async fn next_where(socket: &mut Socket, wanted: impl Fn(&Value) -> bool) -> (Value, Vec<Value>) {
+pub(crate) async fn next_where(
+    socket: &mut Socket,
+    wanted: impl Fn(&Value) -> bool,
+) -> (Value, Vec<Value>) {
     let mut skipped = Vec::new();
     loop {
         let frame = next(socket).await;

@@ -197,9 +197,8 @@ async fn catch_up(
 
 /// Whether something waits to be numbered (an index-only look at the partial index).
 async fn unshipped(db: &DatabaseConnection) -> Result<bool, DbErr> {
-    let row = db
-        .query_one_raw(sql("SELECT 1 FROM event_log WHERE seq IS NULL LIMIT 1", []))
-        .await?;
+    let row =
+        db.query_one_raw(sql("SELECT 1 FROM event_log WHERE seq IS NULL LIMIT 1", [])).await?;
     Ok(row.is_some())
 }
 

@@ -21,8 +21,8 @@ use showrunner_shared::contracts::{
 };
 use showrunner_shared::db::sql;
 use showrunner_shared::domain::FieldError;
-use showrunner_shared::jobs::types::{JobTypes, Refusal};
 use showrunner_shared::event_log::{self, StoredEvent};
+use showrunner_shared::jobs::types::{JobTypes, Refusal};
 use uuid::Uuid;
 
 use crate::accept::WriteOptions;
@@ -337,11 +337,7 @@ async fn forget(state: &AppState, job: &JobRow, events: &[StoredEvent]) -> Resul
         ))
         .await?;
     if unshipped.rows_affected() == ids.len() as u64 {
-        txn.execute_raw(sql(
-            "DELETE FROM activity_log WHERE id = ANY($1)",
-            [ids.into()],
-        ))
-        .await?;
+        txn.execute_raw(sql("DELETE FROM activity_log WHERE id = ANY($1)", [ids.into()])).await?;
         txn.execute_raw(sql(
             "DELETE FROM jobs WHERE id = $1 AND status IN ('queued', 'scheduled')",
             [job.id.into()],

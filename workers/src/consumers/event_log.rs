@@ -17,7 +17,11 @@ pub struct Importer;
 impl BatchHandler for Importer {
     type Message = EventEnvelope;
 
-    async fn handle(&self, ctx: &Context, batch: &[&Incoming<EventEnvelope>]) -> anyhow::Result<()> {
+    async fn handle(
+        &self,
+        ctx: &Context,
+        batch: &[&Incoming<EventEnvelope>],
+    ) -> anyhow::Result<()> {
         // A redelivered event finds its row and keeps its first place.
         let mut seen = HashSet::new();
         let events: Vec<StoredEvent> = batch
