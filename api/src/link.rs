@@ -1,7 +1,8 @@
 //! The api's link to RabbitMQ, kept alive in the background: it connects (with exponential
-//! backoff), declares the topology, opens a confirm-mode publisher, and consumes the events
-//! exchange through an exclusive queue to wake `Prefer: wait` requests. While it is down,
-//! writes answer 503 and `/ready` says so.
+//! backoff), declares the topology, opens a confirm-mode publisher, and consumes the live
+//! exchange (what the log shipper publishes, numbered) through an exclusive queue, to feed the
+//! WebSocket relay and wake `Prefer: wait` requests. While it is down, writes answer 503 and
+//! `/ready` says so.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -113,8 +114,8 @@ impl BrokerLink {
             let publisher =
                 Publisher::open(&conn, Duration::from_secs(settings.amqp.confirm_timeout_secs))
                     .await?;
-            // One exclusive, auto-deleted queue of this instance's own: the sequenced events
-            // feed the WebSocket relay, and their `correlationId` wakes requests waiting on a
+            // One exclusive, auto-deleted queue of this instance's own: the shipped events feed
+            // the WebSocket relay, and their `correlationId` wakes requests waiting on a
             // command.
             let live = own_queue(
                 &channel,
@@ -155,6 +156,20 @@ impl BrokerLink {
                     let delivery = ended(delivery)?;
                     match live_frame(&delivery, &rules) {
                         Ok((event, frame)) => {
+                            // The shipper numbers without gaps: a jump means something was not
+                            // heard (a publish that failed and comes again later, a shipper
+                            // that took over and publishes again): read it from the log first,
+                            // so clients get every event in order.
+                            if frame.seq > self.last_seq.load(Ordering::Relaxed) + 1 {
+                                self.catch_up(db, waiters, hub).await?;
+                                if frame.seq > self.last_seq.load(Ordering::Relaxed) {
+                                    // Not in the log after all: the shipper commits a number
+                                    // before it publishes it, so this frame is not its own.
+                                    let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                                    tracing::warn!(seq = frame.seq, dropped, topic = %delivery.routing_key, "event beyond the event log dropped");
+                                    continue;
+                                }
+                            }
                             if let Some(command_id) = event.correlation_id {
                                 waiters.wake(command_id);
                             }

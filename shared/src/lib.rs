@@ -1,5 +1,5 @@
 //! What every Showrunner process shares: configuration, domain rules, message contracts, the
-//! broker and database runtime, the outbox and the bearer tokens. No HTTP here.
+//! broker and database runtime, the event log and the bearer tokens. No HTTP here.
 
 pub mod auth;
 pub mod broker;
@@ -11,6 +11,7 @@ pub mod domain;
 pub mod egress;
 pub mod entity;
 pub mod event;
+pub mod event_log;
 pub mod inbound;
 pub mod jobs;
 pub mod metrics;

@@ -1,6 +1,8 @@
-//! The transactional outbox: events are written in the same transaction as the change they
-//! describe, published after commit with confirms, then deleted. A sweeper publishes whatever a
-//! crash between commit and publish left behind, so no committed event is ever lost.
+//! What is left of the transactional outbox: events that a version before the event log was
+//! written in the producer's transaction (issue 14) left in the `outbox` table. Nothing writes
+//! there any more; the workers' sweeper publishes what is left to the events exchange, where
+//! the activity worker's importer records it in the event log like any event published from
+//! outside. New events go through [`crate::event_log::record`].
 
 use std::time::Duration;
 
@@ -9,8 +11,8 @@ use uuid::Uuid;
 
 use crate::broker::topology::EVENTS_EXCHANGE;
 use crate::broker::{Outgoing, PublishError, Publisher};
-use crate::contracts::OutgoingEvent;
 use crate::db::sql;
+pub use crate::event_log::StoredEvent;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
@@ -20,50 +22,8 @@ pub enum OutboxError {
     Publish(#[from] PublishError),
 }
 
-/// An event as stored in the outbox, ready to publish.
-#[derive(Debug, Clone, FromQueryResult)]
-pub struct StoredEvent {
-    pub id: Uuid,
-    pub routing_key: String,
-    pub body: String,
-    pub traceparent: Option<String>,
-}
-
-impl StoredEvent {
-    pub fn from_outgoing(event: &OutgoingEvent, traceparent: Option<String>) -> Self {
-        Self {
-            id: event.envelope.id,
-            routing_key: event.routing_key.clone(),
-            // Serializing an envelope of plain values cannot fail.
-            body: serde_json::to_string(&event.envelope).unwrap_or_default(),
-            traceparent,
-        }
-    }
-}
-
-/// Writes events into the outbox inside the caller's transaction (one statement for all).
-pub async fn insert(conn: &impl ConnectionTrait, events: &[StoredEvent]) -> Result<(), DbErr> {
-    if events.is_empty() {
-        return Ok(());
-    }
-    let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
-    let keys: Vec<String> = events.iter().map(|e| e.routing_key.clone()).collect();
-    let bodies: Vec<String> = events.iter().map(|e| e.body.clone()).collect();
-    let traces: Vec<String> =
-        events.iter().map(|e| e.traceparent.clone().unwrap_or_default()).collect();
-    conn.execute_raw(sql(
-        "INSERT INTO outbox (id, routing_key, body, traceparent) \
-         SELECT id, key, body, NULLIF(trace, '') \
-         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[]) AS t(id, key, body, trace) \
-         ON CONFLICT (id) DO NOTHING",
-        [ids.into(), keys.into(), bodies.into(), traces.into()],
-    ))
-    .await?;
-    Ok(())
-}
-
 /// Publishes events in order with confirms, then deletes them from the outbox.
-pub async fn publish(
+async fn publish(
     db: &impl ConnectionTrait,
     publisher: &Publisher,
     events: &[StoredEvent],
@@ -96,8 +56,8 @@ fn event_properties(e: &StoredEvent) -> lapin::BasicProperties {
     crate::broker::publisher_json_properties(&e.id.to_string(), "event", headers)
 }
 
-/// Publishes outbox rows older than `older_than` (left by a crash), oldest first. Rows are
-/// locked with `SKIP LOCKED`, so several sweepers never publish the same row at once.
+/// Publishes outbox rows older than `older_than`, oldest first. Rows are locked with
+/// `SKIP LOCKED`, so several sweepers never publish the same row at once.
 pub async fn sweep(
     db: &DatabaseConnection,
     publisher: &Publisher,

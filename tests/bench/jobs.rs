@@ -3,7 +3,7 @@
 //! worker processes start; each job is one committed `INSERT INTO peer_done ... ON CONFLICT DO
 //! NOTHING`. Scenario `retry`: every tenth job fails its first attempt and succeeds on its retry
 //! (delays 100 ms to 1 s, like Dramatiq's). Unlike the peers, every job also keeps its row's
-//! status, its events (through the outbox, to the events exchange) and its activity log rows,
+//! status, its events (into the event log, which the shipper publishes) and its activity log rows,
 //! as in production: the activity and notification workers run in this process.
 //!
 //! `wall_jobs_s` = N / (worker start -> last peer_done row), the peers' figure. Also printed:
@@ -30,8 +30,8 @@ use showrunner_shared::broker::topology::{JOBS_EXCHANGE, JOBS_KEY};
 use showrunner_shared::broker::{Outgoing, Publisher, publisher_json_properties};
 use showrunner_shared::contracts::{Actor, JobQueued, JobRequest, OutgoingEvent};
 use showrunner_shared::db::sql;
+use showrunner_shared::event_log::{self, StoredEvent};
 use showrunner_shared::jobs::types::JobType;
-use showrunner_shared::outbox::{self, StoredEvent};
 use showrunner_tests::{Options, TestApp};
 use showrunner_workers::jobs::{JobContext, JobError, JobHandler, Registry};
 use uuid::Uuid;
@@ -323,8 +323,8 @@ async fn enqueue(
             .collect();
         publisher.publish_all(messages).await?;
         if queued_events() {
-            // `job_queued`, as `POST /jobs` writes it: into the outbox with the row, published
-            // after the request is confirmed.
+            // `job_queued`, as `POST /jobs` writes it: into the event log (the shipper
+            // publishes it).
             let events: Vec<StoredEvent> = ids
                 .iter()
                 .map(|id| {
@@ -342,8 +342,7 @@ async fn enqueue(
                     StoredEvent::from_outgoing(&event, None)
                 })
                 .collect();
-            outbox::insert(&app.db, &events).await?;
-            outbox::publish(&app.db, publisher, &events).await?;
+            event_log::record(&app.db, &events).await?;
         }
     }
     Ok(())

@@ -20,6 +20,7 @@ use showrunner_shared::contracts::{
     Actor, COMMAND_VERSION, Command, CommandEnvelope, Episode, EpisodeCreated, OutgoingEvent,
 };
 use showrunner_shared::domain::EpisodeStatus;
+use showrunner_shared::event_log::{self, StoredEvent};
 use showrunner_tests::job_handlers::{self, Switch};
 use showrunner_tests::{Options, TestApp, wait_for, wait_until};
 use tokio_tungstenite::tungstenite::Message;
@@ -226,20 +227,25 @@ async fn hostile_events_are_parked_by_every_event_consumer_which_goes_on() {
         async move { publish(&channel, EVENTS_EXCHANGE, &key, &body, FieldTable::default()).await }
     };
 
-    send_event(huge()).await;
-    send_event(vec![b'{', 0xff, b'}']).await;
-    send_event(json_bytes(&good.envelope.event.data())).await;
     let mut v9 = serde_json::to_value(&good.envelope).expect("json");
     v9["version"] = json!(9);
-    send_event(json_bytes(&v9)).await;
     // Another episode's creation on this episode's topic.
     let mut misrouted = created_event(Uuid::now_v7()).envelope;
     misrouted.id = Uuid::now_v7();
-    send_event(json_bytes(&misrouted)).await;
     let mut anonymous = good.envelope.clone();
     anonymous.id = Uuid::now_v7();
     anonymous.actor = None;
-    send_event(json_bytes(&anonymous)).await;
+    let hostile = [
+        huge(),
+        vec![b'{', 0xff, b'}'],
+        json_bytes(&good.envelope.event.data()),
+        json_bytes(&v9),
+        json_bytes(&misrouted),
+        json_bytes(&anonymous),
+    ];
+    for body in &hostile {
+        send_event(body.clone()).await;
+    }
     send_event(json_bytes(&good.envelope)).await;
 
     let id = good.envelope.id;
@@ -266,6 +272,12 @@ async fn hostile_events_are_parked_by_every_event_consumer_which_goes_on() {
         "forged envelope: episode_created without an actor",
     ];
     for queue in [NOTIFICATIONS_QUEUE, EVENT_LOG_QUEUE] {
+        if queue == NOTIFICATIONS_QUEUE {
+            // The notification worker hears the live exchange: the same forgeries sent there.
+            for body in &hostile {
+                publish(&channel, LIVE_EXCHANGE, &key, body, seq(1_000_000)).await;
+            }
+        }
         let reasons = parked_reasons(&channel, queue, expected.len()).await;
         assert_reasons(&reasons, &expected);
     }
@@ -381,8 +393,18 @@ async fn hostile_sequenced_events_are_dropped_and_the_relay_goes_on() {
         .await;
     publish(&channel, LIVE_EXCHANGE, "t.hostile", &[0xff, 0x00], seq(1_000_002)).await;
     publish(&channel, LIVE_EXCHANGE, "t.hostile", &huge(), seq(1_000_003)).await;
+    // A well-formed frame whose number the event log does not hold is not the shipper's.
+    let beyond = envelope("test_ping");
+    publish(&channel, LIVE_EXCHANGE, "t.hostile", &json_bytes(&beyond), seq(1_000_004)).await;
+    // What the shipper publishes gets through.
     let good = envelope("test_ping");
-    publish(&channel, LIVE_EXCHANGE, "t.hostile", &json_bytes(&good), seq(1_000_004)).await;
+    let event = StoredEvent {
+        id: good["id"].as_str().and_then(|id| id.parse().ok()).expect("id"),
+        routing_key: "t.hostile".into(),
+        body: good.to_string(),
+        traceparent: None,
+    };
+    event_log::record(&app.db, &[event]).await.expect("recorded");
 
     let frame = next_event(&mut socket).await;
     assert_eq!(frame["id"], good["id"], "the first event delivered is the good one: {frame}");

@@ -13,21 +13,21 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::{DEADLINE, create_episode, send, str_of};
 
-type Socket =
+pub(crate) type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn connect(app: &TestApp, instance: usize, token: &str) -> Socket {
+pub(crate) async fn connect(app: &TestApp, instance: usize, token: &str) -> Socket {
     let (socket, _) =
         tokio_tungstenite::connect_async(app.ws_url(instance, token)).await.expect("websocket");
     socket
 }
 
-async fn say(socket: &mut Socket, frame: Value) {
+pub(crate) async fn say(socket: &mut Socket, frame: Value) {
     socket.send(Message::Text(frame.to_string().into())).await.expect("send");
 }
 
 /// The next JSON text frame; panics at the deadline or when the socket ends.
-async fn next(socket: &mut Socket) -> Value {
+pub(crate) async fn next(socket: &mut Socket) -> Value {
     loop {
         let message = tokio::time::timeout(DEADLINE, socket.next())
             .await
@@ -43,7 +43,10 @@ async fn next(socket: &mut Socket) -> Value {
 }
 
 /// The next frame that satisfies `wanted`, returning the frames skipped on the way.
-async fn next_where(socket: &mut Socket, wanted: impl Fn(&Value) -> bool) -> (Value, Vec<Value>) {
+pub(crate) async fn next_where(
+    socket: &mut Socket,
+    wanted: impl Fn(&Value) -> bool,
+) -> (Value, Vec<Value>) {
     let mut skipped = Vec::new();
     loop {
         let frame = next(socket).await;
@@ -54,7 +57,7 @@ async fn next_where(socket: &mut Socket, wanted: impl Fn(&Value) -> bool) -> (Va
     }
 }
 
-async fn subscribe(socket: &mut Socket, topics: &[&str]) {
+pub(crate) async fn subscribe(socket: &mut Socket, topics: &[&str]) {
     say(socket, json!({"op": "subscribe", "topics": topics})).await;
     let (reply, _) = next_where(socket, |f| f["op"] != "event").await;
     assert_eq!(reply["op"], "subscribed", "{reply}");

@@ -10,7 +10,7 @@ use showrunner_shared::auth::Role;
 use showrunner_shared::broker::topology::{COMMANDS_EXCHANGE, command_queue, partition_of};
 use showrunner_shared::contracts::CommandEnvelope;
 use showrunner_shared::db::sql;
-use showrunner_shared::outbox::{self, StoredEvent};
+use showrunner_shared::event_log::StoredEvent;
 use showrunner_tests::{Options, TestApp, wait_for, wait_until};
 use uuid::Uuid;
 
@@ -144,16 +144,24 @@ async fn a_keyed_write_whose_publish_failed_is_kept_republished_by_its_retry_and
 }
 
 #[tokio::test]
-async fn the_outbox_sweeper_publishes_what_a_crashed_worker_left_behind() {
+async fn the_outbox_sweeper_publishes_what_an_older_version_left_behind() {
     let app = TestApp::spawn_with(Options {
         extra: vec![("workers.outbox_sweep_after_secs".into(), "1".into())],
         ..Options::default()
     })
     .await;
-    // What a worker leaves when it dies between its commit and the publish of its outbox.
-    let event = created_event(Uuid::now_v7());
-    let id = event.envelope.id;
-    outbox::insert(&app.db, &[StoredEvent::from_outgoing(&event, None)]).await.expect("insert");
+    // What a worker of a version before the event log was written in its transaction left when
+    // it died between its commit and the publish of its outbox: the sweeper publishes it, the
+    // importer records it, the shipper ships it to the notification worker.
+    let event = StoredEvent::from_outgoing(&created_event(Uuid::now_v7()), None);
+    let id = event.id;
+    app.db
+        .execute_raw(sql(
+            "INSERT INTO outbox (id, routing_key, body) VALUES ($1, $2, $3)",
+            [id.into(), event.routing_key.into(), event.body.into()],
+        ))
+        .await
+        .expect("insert");
     wait_until("the sweeper to publish and delete the row", DEADLINE, || async {
         app.count("SELECT count(*) FROM outbox").await == 0
     })

@@ -8,6 +8,7 @@ pub mod ops;
 pub mod partitions;
 pub mod runtime;
 pub mod session;
+pub mod shipper;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,7 +25,6 @@ use tokio_stream::StreamMap;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::consumers::event_log::EventLog;
 use crate::consumers::{commands::Commands, notification::Notifications};
 use crate::runtime::{BatchHandler, Context, Source, consume, process_batch};
 
@@ -233,14 +233,22 @@ async fn follow_ownership(
     }
 }
 
-/// Runs the activity worker until `cancel`: the event log sequencer, which writes the activity
-/// log in the same statement (single active consumer: one activity worker at a time is the
-/// writer, the others stand by).
+/// Runs the activity worker until `cancel`: the log shipper (one active at a time, the others
+/// stand by) and the importer of events published to the events exchange from outside.
 pub async fn run_activity_worker(
     settings: Arc<Settings>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    run_queue_worker(settings, cancel, "activity-worker", topology::EVENT_LOG_QUEUE, EventLog).await
+    const ROLE: &str = "activity-worker";
+    let importer = run_queue_worker(
+        settings.clone(),
+        cancel.clone(),
+        ROLE,
+        topology::EVENT_LOG_QUEUE,
+        crate::consumers::event_log::Importer,
+    );
+    let (imported, shipped) = tokio::join!(importer, shipper::run(settings, ROLE, cancel));
+    imported.and(shipped)
 }
 
 /// Runs the notification worker until `cancel`.
@@ -294,8 +302,7 @@ pub async fn run_job_worker_with(
         probe.consuming(true);
         let result = jobs::consumer::consume(&runner, &channel, &tag, &cancel).await;
         probe.consuming(false);
-        // The finished jobs' events leave before the connection closes, not through the
-        // sweeper of another worker seconds later.
+        // What the finished jobs handed the committer is written before the connection closes.
         runner.committer.flush(Duration::from_secs(5)).await;
         sweeper.abort();
         let _ = bounded(channel.close(200, "stopping".into())).await;
@@ -309,7 +316,8 @@ pub async fn run_job_worker_with(
     Ok(())
 }
 
-/// The job worker's sweeper: the outbox and pending commands like every worker, plus job
+/// The job worker's sweeper: what an older version left in the outbox and pending commands like
+/// every worker, plus job
 /// requests that seem lost (see `jobs::store::stranded`), every second.
 async fn sweep_jobs_forever(ctx: Context, cancel: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -338,10 +346,10 @@ async fn republish_stranded(ctx: &Context) -> anyhow::Result<usize> {
     Ok(requests.len())
 }
 
-/// `job_processor_started`, through the outbox like every event.
+/// `job_processor_started`, through the event log like every event.
 async fn announce(ctx: &Context, instance: &str) {
     use showrunner_shared::contracts::{JobProcessorStarted, OutgoingEvent};
-    use showrunner_shared::outbox::{self, StoredEvent};
+    use showrunner_shared::event_log::{self, StoredEvent};
     let jobs = &ctx.settings.jobs;
     let event = OutgoingEvent::new(
         &(),
@@ -355,14 +363,8 @@ async fn announce(ctx: &Context, instance: &str) {
         chrono::Utc::now(),
     );
     let events = [StoredEvent::from_outgoing(&event, None)];
-    let result = match outbox::insert(&ctx.db, &events).await {
-        Ok(()) => {
-            outbox::publish(&ctx.db, &ctx.publisher, &events).await.map_err(anyhow::Error::from)
-        }
-        Err(e) => Err(e.into()),
-    };
-    if let Err(error) = result {
-        tracing::warn!(%error, "could not announce the job worker; the sweeper may publish it later");
+    if let Err(error) = event_log::record(&ctx.db, &events).await {
+        tracing::warn!(%error, "could not announce the job worker");
     }
 }
 

@@ -1,6 +1,7 @@
 //! The consume loop, written once for every consumer: take a batch, decode it (parking what does
-//! not decode), apply it in one transaction through a [`BatchHandler`], publish the events the
-//! transaction wrote to the outbox, then ack the batch with one frame.
+//! not decode), apply it in one transaction through a [`BatchHandler`] (which writes its events
+//! into the event log in that transaction: the log shipper publishes them), then ack the batch
+//! with one frame.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -18,7 +19,6 @@ use showrunner_shared::broker::{
 use showrunner_shared::config::Settings;
 use showrunner_shared::inbound::{self, Inbound, Rules};
 use showrunner_shared::metrics;
-use showrunner_shared::outbox::{self, StoredEvent};
 use tokio_util::sync::CancellationToken;
 
 /// What a handler needs: the database, a confirm-mode publisher and the configuration.
@@ -37,8 +37,8 @@ pub struct Incoming<T> {
     pub body: T,
 }
 
-/// A consumer: applies a batch of messages in one transaction and returns the events that
-/// transaction wrote to the outbox (the runtime publishes them after the commit).
+/// A consumer: applies a batch of messages in one transaction, its events recorded in the event
+/// log by that transaction (`showrunner_shared::event_log::record`).
 pub trait BatchHandler: Send + Sync + 'static {
     /// Decoded and checked by [`inbound::decode`]: what fails is parked, never handled.
     type Message: Inbound + Send + Sync;
@@ -47,7 +47,7 @@ pub trait BatchHandler: Send + Sync + 'static {
         &self,
         ctx: &Context,
         batch: &[&Incoming<Self::Message>],
-    ) -> impl Future<Output = anyhow::Result<Vec<StoredEvent>>> + Send;
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
 
 /// Why a consume loop stopped other than by shutdown: the caller reconnects.
@@ -136,7 +136,7 @@ impl Source {
     }
 }
 
-/// Decodes a batch (parking what does not decode), applies it, publishes its outbox events.
+/// Decodes a batch (parking what does not decode) and applies it.
 /// `queue` names the batch in logs; `sources[i]` says where `batch[i]` came from.
 pub async fn process_batch<H: BatchHandler>(
     ctx: &Context,
@@ -165,18 +165,15 @@ pub async fn process_batch<H: BatchHandler>(
     }
     let messages: Vec<_> = decoded.iter().map(|(_, _, m)| m).collect();
     let started = std::time::Instant::now();
-    let events = match apply_with_retry(ctx, queue, handler, &messages, BATCH_ATTEMPTS, cancel)
-        .await
-    {
-        Some(Ok(events)) => events,
+    match apply_with_retry(ctx, queue, handler, &messages, BATCH_ATTEMPTS, cancel).await {
+        Some(Ok(())) => {}
         Some(Err(error)) if messages.len() > 1 => {
             tracing::warn!(queue, %error, "batch keeps failing, applying its messages one by one");
-            let mut events = Vec::new();
             for (delivery, source, message) in &decoded {
                 match apply_with_retry(ctx, queue, handler, &[message], SINGLE_ATTEMPTS, cancel)
                     .await
                 {
-                    Some(Ok(mut e)) => events.append(&mut e),
+                    Some(Ok(())) => {}
                     Some(Err(error)) => {
                         tracing::error!(queue, %error, "message keeps failing, parked");
                         park(ctx, &source.queue, delivery, &format!("handler failed: {error}"))
@@ -185,23 +182,17 @@ pub async fn process_batch<H: BatchHandler>(
                     None => return Err(ConsumeError::Ended),
                 }
             }
-            events
         }
         Some(Err(error)) => {
             tracing::error!(queue, %error, "message keeps failing, parked");
             let (delivery, source, _) = &decoded[0];
             park(ctx, &source.queue, delivery, &format!("handler failed: {error}")).await?;
-            Vec::new()
         }
         // Shut down mid-retry, or the broker went away: nothing is acked, the broker
         // redelivers the batch.
         None => return Err(ConsumeError::Ended),
-    };
-    metrics::HANDLER_SECONDS.observe_duration(&[queue], started.elapsed());
-    if let Err(error) = outbox::publish(&ctx.db, &ctx.publisher, &events).await {
-        // The events are committed in the outbox: the sweeper publishes them later.
-        tracing::warn!(queue, %error, count = events.len(), "outbox publish failed, left to the sweeper");
     }
+    metrics::HANDLER_SECONDS.observe_duration(&[queue], started.elapsed());
     Ok(())
 }
 
@@ -242,7 +233,7 @@ async fn apply_with_retry<H: BatchHandler>(
     messages: &[&Incoming<H::Message>],
     attempts: usize,
     cancel: &CancellationToken,
-) -> Option<anyhow::Result<Vec<StoredEvent>>> {
+) -> Option<anyhow::Result<()>> {
     let mut delays = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(100))
         .with_max_delay(Duration::from_secs(5))
@@ -252,7 +243,7 @@ async fn apply_with_retry<H: BatchHandler>(
     let mut failures = 0;
     loop {
         match handler.handle(ctx, messages).await {
-            Ok(events) => return Some(Ok(events)),
+            Ok(()) => return Some(Ok(())),
             Err(error) => {
                 if !ctx.publisher.is_open() {
                     // The broker connection is gone: the message is not at fault and retrying

@@ -3,16 +3,16 @@
 //! `episode.<id>.#`), refreshed while it lasts and gone after `http.presence_ttl_secs` without
 //! a refresh. `viewer_joined` is published when a user's first session appears, `viewer_left`
 //! when the last one goes (deleted by `DELETE ... RETURNING`, so with several api instances
-//! each departure is announced once).
+//! each departure is announced once). Both are recorded in the event log like every event, so
+//! they reach WebSocket clients in the log's order and a resume replays them.
 
 use chrono::Utc;
 use sea_orm::{ConnectionTrait, FromQueryResult};
-use showrunner_shared::broker::topology::EVENTS_EXCHANGE;
-use showrunner_shared::broker::{Outgoing, publisher_json_properties};
 use showrunner_shared::contracts::{
     Actor, EventData, OutgoingEvent, Presence, Viewer, ViewerJoined, ViewerLeft,
 };
 use showrunner_shared::db::sql;
+use showrunner_shared::event_log::{self, StoredEvent};
 use uuid::Uuid;
 
 use crate::state::AppState;
@@ -142,12 +142,9 @@ async fn remove(state: &AppState, delete: &str, values: Vec<sea_orm::Value>) {
     }
 }
 
-/// Publishes `viewer_joined` or `viewer_left` with the current viewers. Presence is ephemeral
-/// state, so it goes straight to the exchange rather than through an outbox.
+/// Records `viewer_joined` or `viewer_left` with the current viewers in the event log (one
+/// statement of its own: presence rows are ephemeral and change no other state).
 async fn announce(state: &AppState, episode_id: Uuid, user: &Actor, joined: bool) {
-    let Some(publisher) = state.broker.publisher() else {
-        return;
-    };
     let viewers = match viewers(state, episode_id).await {
         Ok(v) => v,
         Err(error) => {
@@ -163,19 +160,9 @@ async fn announce(state: &AppState, episode_id: Uuid, user: &Actor, joined: bool
         OutgoingEvent::new(&episode_id, &ViewerLeft(presence), Some(user.clone()), None, now)
     };
     debug_assert_eq!(event.routing_key, ViewerJoined::routing_key(&episode_id));
-    let body = serde_json::to_vec(&event.envelope).unwrap_or_default();
-    let id = event.envelope.id.to_string();
-    let result = publisher
-        .publish(Outgoing {
-            exchange: EVENTS_EXCHANGE,
-            routing_key: &event.routing_key,
-            body: &body,
-            properties: publisher_json_properties(&id, "event", Default::default()),
-            mandatory: false,
-        })
-        .await;
+    let result = event_log::record(&state.db, &[StoredEvent::from_outgoing(&event, None)]).await;
     if let Err(error) = result {
-        tracing::warn!(%error, "presence event not published");
+        tracing::warn!(%error, "presence event not recorded");
     }
 }
 

@@ -299,7 +299,7 @@ impl Session {
         }
         let db = &self.state.db;
         let found = Seq::find_by_statement(sql(
-            "SELECT seq FROM event_log WHERE id = $1",
+            "SELECT seq FROM event_log WHERE id = $1 AND seq IS NOT NULL",
             [last_event_id.into()],
         ))
         .one(db)

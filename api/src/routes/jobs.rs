@@ -1,5 +1,5 @@
 //! `/jobs`: a job request is checked against the declared job types, recorded (`queued`, or
-//! `scheduled` with `runAt`) with its `job_queued` event in the outbox, and published with a
+//! `scheduled` with `runAt`) with its `job_queued` event in the event log, and published with a
 //! publisher confirm before the 202; the job worker runs it. Members see and cancel their own
 //! jobs; admins see all and replay failed ones. Every queue operation (queue, cancel, replay)
 //! writes its event in the transaction that changes the row, so the activity log and the
@@ -21,9 +21,9 @@ use showrunner_shared::contracts::{
 };
 use showrunner_shared::db::sql;
 use showrunner_shared::domain::FieldError;
+use showrunner_shared::event_log::{self, StoredEvent};
 use showrunner_shared::jobs::JobStatus;
 use showrunner_shared::jobs::types::{JobTypes, Refusal};
-use showrunner_shared::outbox::{self, StoredEvent};
 use uuid::Uuid;
 
 use crate::accept::WriteOptions;
@@ -196,14 +196,6 @@ fn job_event<D: EventData<Subject = Uuid>>(job: &JobRow, data: &D) -> StoredEven
     )
 }
 
-/// Publishes committed events; what fails stays in the outbox for the workers' sweepers.
-async fn publish_events(state: &AppState, events: &[StoredEvent]) {
-    let Some(publisher) = state.broker.publisher() else { return };
-    if let Err(error) = outbox::publish(&state.db, &publisher, events).await {
-        tracing::warn!(%error, "job event publish failed, left to the sweeper");
-    }
-}
-
 /// The longest delay the broker's tiers hold in one hop: a job scheduled further ahead is held
 /// by its row until the job workers' sweeper publishes it (`dispatch_id` stays NULL till then).
 fn longest_tier() -> chrono::Duration {
@@ -313,33 +305,61 @@ async fn create(
             timestamp: now,
         },
     )];
-    outbox::insert(&txn, &events).await?;
+    event_log::record(&txn, &events).await?;
     // Committed before the publish: a worker that gets the request at once finds the row.
     txn.commit().await?;
     if !held_by_row && let Err(error) = publish_request(&publisher, &request).await {
         tracing::warn!(%error, job_id = %job.id, "job publish failed");
         if idempotency_id.is_none() {
-            // Not confirmed, so not accepted: forget it (and its event), the client may retry.
-            forget(&state, job.id, &events).await?;
+            // Not confirmed, so not accepted: forget it, the client may retry.
+            forget(&state, &job, &events).await?;
         }
         // A keyed job stays: the client's retry with the key publishes it again (and, if
         // nobody retries, the job workers' sweeper does), as keyed commands do.
         return Err(unavailable());
     }
-    publish_events(&state, &events).await;
     Ok(accepted(job))
 }
 
-/// Deletes a job whose request was not confirmed, with its `job_queued` still in the outbox.
-async fn forget(state: &AppState, id: Uuid, events: &[StoredEvent]) -> Result<(), ApiError> {
+/// Forgets a job whose request was not confirmed. Its `job_queued` was committed with the row
+/// and may have been shipped already: if it was not, both go and nobody hears of the job; if
+/// it was, the job is cancelled instead (with `job_cancelled`), so whoever heard it queued
+/// hears it end.
+async fn forget(state: &AppState, job: &JobRow, events: &[StoredEvent]) -> Result<(), ApiError> {
     let txn = state.db.begin().await?;
-    txn.execute_raw(sql(
-        "DELETE FROM jobs WHERE id = $1 AND status IN ('queued', 'scheduled')",
-        [id.into()],
-    ))
-    .await?;
     let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
-    txn.execute_raw(sql("DELETE FROM outbox WHERE id = ANY($1)", [ids.into()])).await?;
+    // Waits for a shipper numbering these rows right now, then sees their `seq`.
+    let unshipped = txn
+        .execute_raw(sql(
+            "DELETE FROM event_log WHERE id = ANY($1) AND seq IS NULL",
+            [ids.clone().into()],
+        ))
+        .await?;
+    if unshipped.rows_affected() == ids.len() as u64 {
+        txn.execute_raw(sql("DELETE FROM activity_log WHERE id = ANY($1)", [ids.into()])).await?;
+        txn.execute_raw(sql(
+            "DELETE FROM jobs WHERE id = $1 AND status IN ('queued', 'scheduled')",
+            [job.id.into()],
+        ))
+        .await?;
+    } else {
+        let cancelled = txn
+            .execute_raw(sql(
+                "UPDATE jobs SET status = 'cancelled', completed_at = now(), updated_at = now() \
+                 WHERE id = $1 AND status IN ('queued', 'scheduled')",
+                [job.id.into()],
+            ))
+            .await?;
+        if cancelled.rows_affected() > 0 {
+            let data = JobCancelled {
+                job_id: job.id,
+                cancelled_by: job.creator(),
+                previous_status: job.status.clone(),
+                timestamp: Utc::now(),
+            };
+            event_log::record(&txn, &[job_event(job, &data)]).await?;
+        }
+    }
     txn.commit().await?;
     Ok(())
 }
@@ -545,7 +565,7 @@ async fn retry(
             timestamp: Utc::now(),
         },
     )];
-    outbox::insert(&txn, &events).await?;
+    event_log::record(&txn, &events).await?;
     // The row stays locked until the publish is confirmed: a worker that gets the request
     // first waits for the commit and then finds the new dispatch id.
     if let Err(error) = publish_request(&publisher, &request).await {
@@ -553,7 +573,6 @@ async fn retry(
         return Err(unavailable());
     }
     txn.commit().await?;
-    publish_events(&state, &events).await;
     Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "data": job.view() }))).into_response())
 }
 
@@ -596,9 +615,8 @@ async fn cancel(
                     timestamp: Utc::now(),
                 },
             )];
-            outbox::insert(&txn, &events).await?;
+            event_log::record(&txn, &events).await?;
             txn.commit().await?;
-            publish_events(&state, &events).await;
             Ok(Json(serde_json::json!({ "data": job.view() })).into_response())
         }
         JobStatus::Running => {

@@ -12,13 +12,16 @@ use crate::config::{AmqpSettings, QueueType};
 
 /// Direct exchange carrying commands; routing key = partition number.
 pub const COMMANDS_EXCHANGE: &str = "showrunner.commands";
-/// Topic exchange carrying every event.
+/// Topic exchange where events from outside a producer's transaction arrive (an older
+/// version's outbox, an operator, another system): the activity worker's importer records them
+/// in the event log. Producers of this version write the log directly.
 pub const EVENTS_EXCHANGE: &str = "showrunner.events";
 /// Direct exchange of the parking lot; routing key = the queue a message was parked from.
 pub const PARKED_EXCHANGE: &str = "showrunner.parked";
-/// Topic exchange of the sequenced events (header `x-seq`), which the WebSocket relays consume.
+/// Topic exchange of the shipped events (header `x-seq`, their place in the event log): the
+/// WebSocket relays and the notification worker consume it.
 pub const LIVE_EXCHANGE: &str = "showrunner.live";
-/// Every event, for the sequencer that writes the event log (single active consumer).
+/// Every event of the events exchange, for the importer that records it in the event log.
 pub const EVENT_LOG_QUEUE: &str = "showrunner.eventlog";
 /// The activity worker's queue before the sequencer wrote the activity log: deleted at declare,
 /// so that a broker upgraded from then does not fill it with copies nobody consumes.
@@ -38,7 +41,7 @@ pub const JOB_DELAY_TIERS_MS: [u64; 18] = [
 ];
 pub const NOTIFICATIONS_QUEUE: &str = "showrunner.notifications";
 
-/// The events the activity log records (the sequencer filters the event log's batches by them).
+/// The events the activity log records (`event_log::record` writes their activity rows).
 pub const ACTIVITY_BINDINGS: &[&str] = &[
     "episode.*.created",
     "episode.*.updated",
@@ -47,7 +50,7 @@ pub const ACTIVITY_BINDINGS: &[&str] = &[
     "job.*.*",
     "system.jobs.*",
 ];
-/// The events that may produce a notification.
+/// The events that may produce a notification (bound on the live exchange).
 pub const NOTIFICATION_BINDINGS: &[&str] =
     &["episode.*.created", "episode.*.deleted", "user.*.command", "job.*.failed"];
 
@@ -143,6 +146,13 @@ impl Declarer<'_> {
         Ok(())
     }
 
+    async fn unbind(&self, queue: &str, exchange: &str, key: &str) -> Result<(), BrokerError> {
+        self.ch
+            .queue_unbind(queue.into(), exchange.into(), key.into(), FieldTable::default())
+            .await?;
+        Ok(())
+    }
+
     async fn bind(&self, queue: &str, exchange: &str, key: &str) -> Result<(), BrokerError> {
         self.ch
             .queue_bind(
@@ -184,19 +194,27 @@ async fn declare_all(d: &mut Declarer<'_>, amqp: &AmqpSettings) -> Result<(), Br
         d.bind(&name, COMMANDS_EXCHANGE, &p.to_string()).await?;
         work_queues.push(name);
     }
-    for (queue, keys) in
-        [(NOTIFICATIONS_QUEUE, NOTIFICATION_BINDINGS), (EVENT_LOG_QUEUE, &["#"][..])]
-    {
+    for (queue, exchange, keys) in [
+        (NOTIFICATIONS_QUEUE, LIVE_EXCHANGE, NOTIFICATION_BINDINGS),
+        (EVENT_LOG_QUEUE, EVENTS_EXCHANGE, &["#"][..]),
+    ] {
         let mut args = work_queue_args(amqp, queue);
         if queue == EVENT_LOG_QUEUE {
-            // One writer at a time gives the log its single order.
+            // Kept as it was declared (a queue's arguments cannot change): one importer at a
+            // time, which also keeps what it imports in arrival order.
             args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
         }
         d.queue(queue, args).await?;
         for key in keys {
-            d.bind(queue, EVENTS_EXCHANGE, key).await?;
+            d.bind(queue, exchange, key).await?;
         }
         work_queues.push(queue.to_string());
+    }
+    // Before issue 14 the notifications queue heard the events exchange. Events published there
+    // now reach it once they are in the log, through the live exchange; a binding left from
+    // then would deliver them twice. Unbinding what is not bound succeeds.
+    for key in NOTIFICATION_BINDINGS {
+        d.unbind(NOTIFICATIONS_QUEUE, EVENTS_EXCHANGE, key).await?;
     }
     // Deleting a queue that does not exist succeeds, so this is idempotent too. Its parking lot
     // stays: what was parked there is for an operator to read.

@@ -2,7 +2,7 @@
 //! resource. One transaction per batch holds the resources' changes (each resource's rules are
 //! its `apply` in `showrunner_shared::resource`), the command outcomes (the `commands` row is
 //! this consumer's inbox: a command no longer `pending` was handled before and is skipped) and
-//! the outbox events. Nothing here knows one resource from another.
+//! the events, written into the event log last. Nothing here knows one resource from another.
 
 use std::collections::HashSet;
 
@@ -10,7 +10,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::{ConnectionTrait, DbErr, FromQueryResult, TransactionTrait};
 use showrunner_shared::contracts::{CommandEnvelope, CommandRejected, OutgoingEvent};
 use showrunner_shared::db::sql;
-use showrunner_shared::outbox::{self, StoredEvent};
+use showrunner_shared::event_log::{self, StoredEvent};
 use showrunner_shared::resource::{Batch, CommandStatus, Rejection};
 use uuid::Uuid;
 
@@ -26,7 +26,7 @@ impl BatchHandler for Commands {
         &self,
         ctx: &Context,
         batch: &[&Incoming<CommandEnvelope>],
-    ) -> anyhow::Result<Vec<StoredEvent>> {
+    ) -> anyhow::Result<()> {
         // A conflict means another worker applied some of these commands while this transaction
         // ran (it briefly held the partition too); it rolled back, and the next attempt finds
         // them handled and skips them.
@@ -40,7 +40,7 @@ impl BatchHandler for Commands {
                         "commands applied by another worker meanwhile, batch rolled back and tried again"
                     );
                 }
-                Ok(events) => return Ok(events),
+                Ok(()) => return Ok(()),
                 // The database error itself, so the runtime can tell a lost connection.
                 Err(BatchError::Db(error)) => return Err(error.into()),
                 Err(error) => return Err(error.into()),
@@ -57,11 +57,11 @@ enum BatchError {
     Db(#[from] DbErr),
 }
 
-/// Applies the batch in one transaction; the events it wrote to the outbox.
+/// Applies the batch in one transaction, its events recorded in the event log.
 async fn apply_batch(
     ctx: &Context,
     batch: &[&Incoming<CommandEnvelope>],
-) -> Result<Vec<StoredEvent>, BatchError> {
+) -> Result<(), BatchError> {
     let txn = ctx.db.begin().await?;
     // Every lookup here is by primary key. On a young table without statistics the planner
     // picks (and caches) sequential scans, which made each batch read the whole table.
@@ -102,9 +102,10 @@ async fn apply_batch(
         txn.rollback().await?;
         return Err(BatchError::HandledElsewhere(outcomes.len() - recorded));
     }
-    outbox::insert(&txn, &events).await?;
+    // Last: every lock this batch waits for is held by now (see `event_log`).
+    event_log::record(&txn, &events).await?;
     txn.commit().await?;
-    Ok(events)
+    Ok(())
 }
 
 #[derive(FromQueryResult)]

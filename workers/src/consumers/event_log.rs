@@ -1,107 +1,35 @@
-//! The sequencer: writes every event into `event_log`, which gives it its place (`seq`) in one
-//! total order, then republishes it on the live exchange with an `x-seq` header for the
-//! WebSocket relays. One writer at a time (single active consumer), so `seq` order is commit
-//! order and a client that resumes from an event id misses nothing and repeats nothing.
-//!
-//! The same statement writes the activity log's rows (`activity.rs`): the sequencer sees every
-//! event already, and one statement per batch is cheaper than a queue, a consumer and a
-//! transaction of their own.
+//! The importer: records in the event log the events that reach the events exchange from
+//! outside a producer's transaction (what a version before issue 14 left in its outbox or in
+//! this queue during an upgrade, and events an operator or another system publishes there).
+//! They are recorded like every event, with their activity rows (`event_log::record`), and the
+//! log shipper numbers and publishes them. Producers of this version write the log directly and
+//! never come through here.
 
 use std::collections::HashSet;
-use std::sync::LazyLock;
 
-use lapin::types::{AMQPValue, FieldTable};
-use sea_orm::FromQueryResult;
-use showrunner_shared::broker::topology::LIVE_EXCHANGE;
-use showrunner_shared::broker::{Outgoing, publisher_json_properties};
 use showrunner_shared::contracts::EventEnvelope;
-use showrunner_shared::db::sql;
-use showrunner_shared::outbox::StoredEvent;
-use uuid::Uuid;
+use showrunner_shared::event_log::{self, StoredEvent};
 
-use crate::consumers::activity;
 use crate::runtime::{BatchHandler, Context, Incoming};
 
-pub struct EventLog;
+pub struct Importer;
 
-/// The batch's event log rows ($1-$4) and, in a data-modifying CTE, its activity rows ($5-$13).
-static STATEMENT: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "WITH recorded AS ({}) \
-         INSERT INTO event_log (id, routing_key, body, traceparent) \
-         SELECT id, key, body, NULLIF(trace, '') \
-         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[]) \
-         WITH ORDINALITY AS t(id, key, body, trace, ord) ORDER BY ord \
-         ON CONFLICT (id) DO UPDATE SET id = EXCLUDED.id \
-         RETURNING seq, id",
-        activity::insert(5)
-    )
-});
-
-#[derive(FromQueryResult)]
-struct Logged {
-    seq: i64,
-    id: Uuid,
-}
-
-impl BatchHandler for EventLog {
+impl BatchHandler for Importer {
     type Message = EventEnvelope;
 
     async fn handle(
         &self,
         ctx: &Context,
         batch: &[&Incoming<EventEnvelope>],
-    ) -> anyhow::Result<Vec<StoredEvent>> {
+    ) -> anyhow::Result<()> {
+        // A redelivered event finds its row and keeps its first place.
         let mut seen = HashSet::new();
-        let mut events = Vec::new();
-        for incoming in batch {
-            if seen.insert(incoming.body.id) {
-                let body = serde_json::to_string(&incoming.body)?;
-                events.push((incoming, body));
-            }
-        }
-        let mut recorded = activity::Rows::default();
-        for (incoming, _) in events.iter().filter(|(m, _)| activity::records(&m.routing_key)) {
-            recorded.push(incoming);
-        }
-        // A redelivered event keeps its first place: the conflict returns the existing seq,
-        // and it is published again (its first publish may be what a crash cut off). Its
-        // activity row exists already and stays as it is. One statement, so both commit or
-        // neither does.
-        let mut values: Vec<sea_orm::Value> = vec![
-            events.iter().map(|(m, _)| m.body.id).collect::<Vec<_>>().into(),
-            events.iter().map(|(m, _)| m.routing_key.clone()).collect::<Vec<_>>().into(),
-            events.iter().map(|(_, b)| b.clone()).collect::<Vec<_>>().into(),
-            events
-                .iter()
-                .map(|(m, _)| m.traceparent.clone().unwrap_or_default())
-                .collect::<Vec<_>>()
-                .into(),
-        ];
-        values.extend(recorded.into_values());
-        let mut logged = Logged::find_by_statement(sql(&STATEMENT, values)).all(&ctx.db).await?;
-        logged.sort_by_key(|l| l.seq);
-
-        let mut messages = Vec::with_capacity(logged.len());
-        let ids: Vec<String> = logged.iter().map(|l| l.id.to_string()).collect();
-        for (row, id) in logged.iter().zip(&ids) {
-            let Some((incoming, body)) = events.iter().find(|(m, _)| m.body.id == row.id) else {
-                continue;
-            };
-            let mut headers = FieldTable::default();
-            headers.insert("x-seq".into(), AMQPValue::LongLongInt(row.seq));
-            if let Some(tp) = &incoming.traceparent {
-                headers.insert("traceparent".into(), AMQPValue::LongString(tp.as_str().into()));
-            }
-            messages.push(Outgoing {
-                exchange: LIVE_EXCHANGE,
-                routing_key: &incoming.routing_key,
-                body: body.as_bytes(),
-                properties: publisher_json_properties(id, "event", headers),
-                mandatory: false,
-            });
-        }
-        ctx.publisher.publish_all(messages).await?;
-        Ok(Vec::new())
+        let events: Vec<StoredEvent> = batch
+            .iter()
+            .filter(|m| seen.insert(m.body.id))
+            .map(|m| StoredEvent::from_envelope(&m.routing_key, &m.body, m.traceparent.clone()))
+            .collect();
+        event_log::record(&ctx.db, &events).await?;
+        Ok(())
     }
 }

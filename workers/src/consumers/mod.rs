@@ -1,6 +1,5 @@
 //! One module per consumer; each is a [`crate::runtime::BatchHandler`].
 
-pub mod activity;
 pub mod commands;
 pub mod event_log;
 pub mod notification;

@@ -1,6 +1,8 @@
 //! The notification worker's consumer: turns events into the seed's notifications (creation and
 //! deletion confirmations to the actor, rejected commands, failed jobs), unique per
-//! (event, user), and publishes `notification_created` through the outbox.
+//! (event, user), and records `notification_created` in the event log in the same transaction.
+//! Its queue is bound to the live exchange: it hears each event once, as the log shipper
+//! publishes it.
 
 use chrono::Utc;
 use sea_orm::{FromQueryResult, TransactionTrait};
@@ -10,7 +12,7 @@ use showrunner_shared::contracts::{
 };
 use showrunner_shared::db::sql;
 use showrunner_shared::entity::notification;
-use showrunner_shared::outbox::{self, StoredEvent};
+use showrunner_shared::event_log::{self, StoredEvent};
 use showrunner_shared::resource::ResourceType;
 use uuid::Uuid;
 
@@ -84,13 +86,13 @@ impl BatchHandler for Notifications {
         &self,
         ctx: &Context,
         batch: &[&Incoming<EventEnvelope>],
-    ) -> anyhow::Result<Vec<StoredEvent>> {
+    ) -> anyhow::Result<()> {
         let drafts: Vec<_> = batch
             .iter()
             .filter_map(|m| draft_for(&m.body, &m.routing_key).map(|d| (&m.body, m, d)))
             .collect();
         if drafts.is_empty() {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let ids: Vec<Uuid> = drafts.iter().map(|_| Uuid::now_v7()).collect();
         let column = |f: &dyn Fn(&Draft) -> String| -> Vec<String> {
@@ -139,9 +141,9 @@ impl BatchHandler for Notifications {
                 StoredEvent::from_outgoing(&event, traceparent)
             })
             .collect();
-        outbox::insert(&txn, &events).await?;
+        event_log::record(&txn, &events).await?;
         txn.commit().await?;
-        Ok(events)
+        Ok(())
     }
 }
 

@@ -19,7 +19,7 @@ use showrunner_shared::broker::checked_routing_key;
 use showrunner_shared::broker::topology::{JOBS_KEY, JOBS_QUEUE};
 use showrunner_shared::contracts::JobRequest;
 use showrunner_shared::inbound::{self, Rules};
-use showrunner_shared::{jobs, metrics, outbox, trace};
+use showrunner_shared::{jobs, metrics, trace};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -56,13 +56,9 @@ impl Runner {
         // (its timeout, or a cancel's grace), so even without renewals it ends in time.
         let lease = Duration::from_secs(jobs.lease_secs)
             .min(Duration::from_secs(jobs.timeout_secs + jobs.cancel_grace_secs) + LEASE_GRACE);
-        let committer = Committer::start(ctx.db.clone(), ctx.publisher.clone(), lease);
-        let tracker = Tracker::start(
-            ctx.db.clone(),
-            ctx.publisher.clone(),
-            lease,
-            Duration::from_millis(jobs.progress_interval_ms),
-        );
+        let committer = Committer::start(ctx.db.clone(), lease);
+        let tracker =
+            Tracker::start(ctx.db.clone(), lease, Duration::from_millis(jobs.progress_interval_ms));
         Self { ctx, registry, http, committer, tracker }
     }
 }
@@ -224,9 +220,8 @@ async fn process(runner: &Runner, delivery: &Delivery) -> anyhow::Result<()> {
     match stopped {
         Some(Stop::Cancelled) => {
             match store::cancel_running(&ctx.db, &job).await? {
-                Some(events) => {
+                Some(_recorded) => {
                     tracing::info!(job_id = %job.id, attempt = job.attempts, "running job cancelled");
-                    publish_events(runner, &events).await;
                 }
                 None => tracing::warn!(job_id = %job.id, "cancelled attempt was no longer ours"),
             }
@@ -319,7 +314,7 @@ async fn record(
     delivery: &Delivery,
 ) -> anyhow::Result<()> {
     let ctx = &runner.ctx;
-    let Some((txn, events)) = store::finish(&ctx.db, job, outcome).await? else {
+    let Some((txn, _recorded)) = store::finish(&ctx.db, job, outcome).await? else {
         tracing::warn!(job_id = %job.id, "attempt outlived its lease; its outcome is dropped");
         return Ok(());
     };
@@ -339,13 +334,5 @@ async fn record(
         }
     }
     txn.commit().await?;
-    publish_events(runner, &events).await;
     Ok(())
-}
-
-async fn publish_events(runner: &Runner, events: &[outbox::StoredEvent]) {
-    if let Err(error) = outbox::publish(&runner.ctx.db, &runner.ctx.publisher, events).await {
-        // Committed in the outbox: the sweeper publishes them.
-        tracing::warn!(%error, "outbox publish failed, left to the sweeper");
-    }
 }

@@ -1,6 +1,6 @@
 //! The job row's transitions. Each one is a guarded `UPDATE` (the job id, the dispatch id of
 //! the message being handled, the status it must have) plus the event it causes, written to
-//! the outbox in the same transaction: the row and the events never disagree.
+//! the event log in the same transaction: the row and the events never disagree.
 
 use std::time::Duration;
 
@@ -15,8 +15,8 @@ use showrunner_shared::contracts::{
     OutgoingEvent,
 };
 use showrunner_shared::db::sql;
+use showrunner_shared::event_log::{self, StoredEvent};
 use showrunner_shared::jobs::JobStatus;
-use showrunner_shared::outbox::{self, StoredEvent};
 use uuid::Uuid;
 
 /// A job whose attempt this worker now holds.
@@ -48,7 +48,7 @@ impl ClaimedJob {
 /// What a job request found.
 #[derive(Debug)]
 pub enum Claim {
-    /// Run it (its `job_started` is committed in the outbox).
+    /// Run it (its `job_started` is committed in the event log).
     Run(ClaimedJob),
     /// Another worker holds the attempt until then (this copy is a redelivery): look again later.
     Held(DateTime<Utc>),
@@ -151,7 +151,7 @@ pub async fn claim_many(
     if !abandoned.is_empty() {
         events.extend(cancel_abandoned(&txn, &abandoned).await?);
     }
-    outbox::insert(&txn, &events).await?;
+    event_log::record(&txn, &events).await?;
     txn.commit().await?;
     let claims = requests
         .iter()
@@ -253,7 +253,7 @@ pub async fn succeed_many(
         }
         flags.push(ok);
     }
-    outbox::insert(&txn, &events).await?;
+    event_log::record(&txn, &events).await?;
     txn.commit().await?;
     Ok((flags, events))
 }
@@ -266,7 +266,7 @@ pub enum Outcome {
 }
 
 /// Records the outcome of `job`'s failed attempt in an open transaction, with its event in the
-/// outbox. The caller publishes what must be durable first (the delayed retry, the parked
+/// event log. The caller publishes what must be durable first (the delayed retry, the parked
 /// copy), then commits. `None`: the attempt is no longer this worker's (its lease expired and
 /// another worker took the job), so nothing is recorded.
 pub async fn finish(
@@ -318,7 +318,7 @@ pub async fn finish(
         return Ok(None);
     }
     let events = vec![event];
-    outbox::insert(&txn, &events).await?;
+    event_log::record(&txn, &events).await?;
     Ok(Some((txn, events)))
 }
 
@@ -355,7 +355,7 @@ pub async fn cancel_running(
         previous_status: JobStatus::Running,
         timestamp: Utc::now(),
     })];
-    outbox::insert(&txn, &events).await?;
+    event_log::record(&txn, &events).await?;
     txn.commit().await?;
     Ok(Some(events))
 }

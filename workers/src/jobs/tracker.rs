@@ -17,10 +17,9 @@ use std::time::Duration;
 
 use chrono::Utc;
 use sea_orm::{DatabaseConnection, DbErr, FromQueryResult, TransactionTrait};
-use showrunner_shared::broker::Publisher;
 use showrunner_shared::contracts::JobProgress;
 use showrunner_shared::db::sql;
-use showrunner_shared::outbox::{self, StoredEvent};
+use showrunner_shared::event_log::{self, StoredEvent};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -97,15 +96,10 @@ pub struct Tracker {
 }
 
 impl Tracker {
-    pub fn start(
-        db: DatabaseConnection,
-        publisher: Publisher,
-        lease: Duration,
-        progress_every: Duration,
-    ) -> Self {
+    pub fn start(db: DatabaseConnection, lease: Duration, progress_every: Duration) -> Self {
         let running: Arc<Table> = Arc::default();
         let weak = Arc::downgrade(&running);
-        tokio::spawn(heartbeat(db, publisher, weak, lease, progress_every));
+        tokio::spawn(heartbeat(db, weak, lease, progress_every));
         Self { running }
     }
 
@@ -130,7 +124,6 @@ impl Tracker {
 /// `progress_every`; ends when the tracker is dropped.
 async fn heartbeat(
     db: DatabaseConnection,
-    publisher: Publisher,
     running: std::sync::Weak<Table>,
     lease: Duration,
     progress_every: Duration,
@@ -177,13 +170,8 @@ async fn heartbeat(
             if reports.is_empty() {
                 continue;
             }
-            match write_progress(&db, &reports).await {
-                Ok(events) => {
-                    if let Err(error) = outbox::publish(&db, &publisher, &events).await {
-                        tracing::warn!(%error, "job progress publish failed, left to the sweeper");
-                    }
-                }
-                Err(error) => tracing::warn!(%error, "job progress write failed"),
+            if let Err(error) = write_progress(&db, &reports).await {
+                tracing::warn!(%error, "job progress write failed");
             }
         }
     }
@@ -270,7 +258,7 @@ async fn write_progress(
             })
         })
         .collect();
-    outbox::insert(&txn, &events).await?;
+    event_log::record(&txn, &events).await?;
     txn.commit().await?;
     Ok(events)
 }

@@ -1,16 +1,16 @@
-//! The activity log: one `activity_log` row per recorded event, keyed by the event id, so a
-//! redelivered event adds nothing. The sequencer (`event_log.rs`) writes these rows in the same
-//! statement that gives the events their place in the event log: the activity log needs no
-//! queue of its own, which saves every event one quorum queue and a transaction.
+//! The activity log: one `activity_log` row per recorded event, keyed by the event id, so an
+//! event recorded twice adds nothing. [`super::record`] writes these rows in the statement that
+//! writes the events into the event log, in the producer's own transaction: the activity log
+//! needs no queue and no consumer of its own.
 
 use sea_orm::Value;
-use showrunner_shared::broker::topology::ACTIVITY_BINDINGS;
-use showrunner_shared::contracts::{Event, EventEnvelope};
-use showrunner_shared::resource::ResourceType;
-use showrunner_shared::topics;
 use uuid::Uuid;
 
-use crate::runtime::Incoming;
+use crate::broker::topology::ACTIVITY_BINDINGS;
+use crate::contracts::EventEnvelope;
+use crate::event::Event;
+use crate::resource::ResourceType;
+use crate::topics;
 
 /// Whether the activity log records an event with this routing key.
 pub fn records(routing_key: &str) -> bool {
@@ -32,11 +32,11 @@ pub struct Rows {
 }
 
 impl Rows {
-    /// Adds the row of `incoming` (arrays cannot hold SQL NULL through the driver here, so
-    /// absent ids travel as nil and the statement turns them back into NULL).
-    pub fn push(&mut self, incoming: &Incoming<EventEnvelope>) {
-        let e = &incoming.body;
-        let (resource_type, resource_id) = resource_of(&incoming.routing_key, &e.event);
+    /// Adds the row of the event `e` sent with `routing_key` (arrays cannot hold SQL NULL
+    /// through the driver here, so absent ids travel as nil and the statement turns them back
+    /// into NULL).
+    pub fn push(&mut self, routing_key: &str, e: &EventEnvelope) {
+        let (resource_type, resource_id) = resource_of(routing_key, &e.event);
         self.ids.push(e.id);
         self.events.push(e.event.name().to_string());
         self.resource_types.push(resource_type);
@@ -102,9 +102,9 @@ fn resource_of(routing_key: &str, event: &Event) -> (String, Option<Uuid>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use showrunner_shared::contracts::DeleteType;
-    use showrunner_shared::event::Foreign;
-    use showrunner_shared::resource::composition::CompositionDeleted;
+    use crate::contracts::DeleteType;
+    use crate::event::Foreign;
+    use crate::resource::composition::CompositionDeleted;
 
     #[test]
     fn resources_come_from_the_routing_key_and_a_child_from_its_event() {

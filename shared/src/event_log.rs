@@ -1,0 +1,98 @@
+//! The event log: every event, written by the transaction that makes it true, in one total
+//! order (`seq`) that the log shipper gives it when it ships it to the broker.
+//!
+//! A producer (a command batch, a job transition, a notification, the api's job routes and
+//! presence) calls [`record`] inside its own transaction: the event's `event_log` row and its
+//! `activity_log` row commit with the change or not at all, so nothing is published that did
+//! not happen and nothing that happened goes unpublished. The row waits with `seq` NULL; its
+//! `ord` (a sequence, taken by this insert) orders the rows the shipper finds together. The
+//! insert must be the last statement of the transaction that can wait for a lock: then of two
+//! transactions that touched the same row, the one that waited has the larger `ord`, and it
+//! commits later, so it is never shipped first. The shipper (`workers/src/shipper.rs`) numbers
+//! what has committed, in `ord` order, one number after the other, and publishes it.
+
+pub mod activity;
+
+use sea_orm::{ConnectionTrait, DbErr, FromQueryResult};
+use uuid::Uuid;
+
+use crate::contracts::{EventEnvelope, OutgoingEvent};
+use crate::db::sql;
+
+/// An event as it is written into the event log.
+#[derive(Debug, Clone, FromQueryResult)]
+pub struct StoredEvent {
+    pub id: Uuid,
+    pub routing_key: String,
+    pub body: String,
+    pub traceparent: Option<String>,
+}
+
+impl StoredEvent {
+    pub fn from_outgoing(event: &OutgoingEvent, traceparent: Option<String>) -> Self {
+        Self::from_envelope(&event.routing_key, &event.envelope, traceparent)
+    }
+
+    pub fn from_envelope(
+        routing_key: &str,
+        envelope: &EventEnvelope,
+        traceparent: Option<String>,
+    ) -> Self {
+        Self {
+            id: envelope.id,
+            routing_key: routing_key.to_string(),
+            // Serializing an envelope of plain values cannot fail.
+            body: serde_json::to_string(envelope).unwrap_or_default(),
+            traceparent,
+        }
+    }
+}
+
+/// The statement of [`record`]: the events ($1-$4) in the given order, and in a data-modifying
+/// CTE their activity rows ($5-$13), so both commit together.
+static STATEMENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH recorded AS ({}) \
+         INSERT INTO event_log (id, routing_key, body, traceparent) \
+         SELECT id, key, body, NULLIF(trace, '') \
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[]) \
+         WITH ORDINALITY AS t(id, key, body, trace, n) ORDER BY n \
+         ON CONFLICT (id) DO NOTHING",
+        activity::insert(5)
+    )
+});
+
+/// Writes `events` into the event log, with their activity rows, inside the caller's
+/// transaction (one statement). An event already recorded (same id) is left as it is. Call it
+/// after every statement of the transaction that may wait for a lock (see the module's doc).
+pub async fn record(conn: &impl ConnectionTrait, events: &[StoredEvent]) -> Result<(), DbErr> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut rows = activity::Rows::default();
+    for event in events.iter().filter(|e| activity::records(&e.routing_key)) {
+        // Our own bodies always parse; one that does not (hand-made) just has no activity row.
+        if let Ok(envelope) = serde_json::from_str::<EventEnvelope>(&event.body) {
+            rows.push(&event.routing_key, &envelope);
+        }
+    }
+    let mut values: Vec<sea_orm::Value> = vec![
+        events.iter().map(|e| e.id).collect::<Vec<_>>().into(),
+        events.iter().map(|e| e.routing_key.clone()).collect::<Vec<_>>().into(),
+        events.iter().map(|e| e.body.clone()).collect::<Vec<_>>().into(),
+        events.iter().map(|e| e.traceparent.clone().unwrap_or_default()).collect::<Vec<_>>().into(),
+    ];
+    values.extend(rows.into_values());
+    conn.execute_raw(sql(&STATEMENT, values)).await?;
+    Ok(())
+}
+
+/// An event the shipper numbered: its place in the total order and what to publish.
+#[derive(Debug, Clone, FromQueryResult)]
+pub struct Shipped {
+    pub seq: i64,
+    pub id: Uuid,
+    pub routing_key: String,
+    pub body: String,
+    pub traceparent: Option<String>,
+}
