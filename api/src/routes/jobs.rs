@@ -354,7 +354,7 @@ async fn forget(state: &AppState, job: &JobRow, events: &[StoredEvent]) -> Resul
             let data = JobCancelled {
                 job_id: job.id,
                 cancelled_by: job.creator(),
-                previous_status: job.status.clone(),
+                previous_status: job.status,
                 timestamp: Utc::now(),
             };
             event_log::record(&txn, &[job_event(job, &data)]).await?;
