@@ -68,7 +68,7 @@ impl Sandbox {
             .await
             .expect("create database");
         let _ = admin.close().await;
-        let http = reqwest::Client::new();
+        let http = showrunner_shared::tls::client();
         for (path, body) in [
             (format!("vhosts/{}", sandbox.name), serde_json::json!({})),
             (
@@ -101,7 +101,7 @@ impl Drop for Sandbox {
                 return;
             };
             rt.block_on(async {
-                let http = reqwest::Client::new();
+                let http = showrunner_shared::tls::client();
                 for path in [format!("vhosts/{name}"), format!("users/{name}")] {
                     let _ = http
                         .delete(format!("{MANAGEMENT}/api/{path}"))
@@ -232,7 +232,7 @@ async fn no_secret_reaches_the_logs() {
     })
     .await;
     let origin = base.trim_end_matches("/api/v1").to_string();
-    let http = reqwest::Client::new();
+    let http = showrunner_shared::tls::client();
     let start = Instant::now();
     while !http.get(format!("{origin}/ready")).send().await.is_ok_and(|r| r.status().is_success()) {
         assert!(start.elapsed() < Duration::from_secs(60), "not ready:\n{}", stack.output());

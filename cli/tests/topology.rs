@@ -19,7 +19,7 @@ struct Vhost {
 
 impl Vhost {
     async fn put(path: &str, body: serde_json::Value) {
-        reqwest::Client::new()
+        showrunner_shared::tls::client()
             .put(format!("{MANAGEMENT}/api/{path}"))
             .basic_auth("guest", Some("guest"))
             .timeout(Duration::from_secs(30))
@@ -31,7 +31,7 @@ impl Vhost {
     }
 
     async fn queues(&self) -> Vec<String> {
-        let queues: serde_json::Value = reqwest::Client::new()
+        let queues: serde_json::Value = showrunner_shared::tls::client()
             .get(format!("{MANAGEMENT}/api/queues/{}", self.name))
             .basic_auth("guest", Some("guest"))
             .timeout(Duration::from_secs(30))
@@ -59,7 +59,7 @@ impl Drop for Vhost {
                 return;
             };
             rt.block_on(async {
-                let http = reqwest::Client::new();
+                let http = showrunner_shared::tls::client();
                 for path in [format!("vhosts/{name}"), format!("users/{name}")] {
                     let _ = http
                         .delete(format!("{MANAGEMENT}/api/{path}"))

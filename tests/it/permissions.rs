@@ -38,7 +38,7 @@ impl Users {
     async fn create(&mut self, role: &str, sets: &Value) -> String {
         let user = self.name(role);
         let password = uuid::Uuid::now_v7().simple().to_string();
-        let http = reqwest::Client::new();
+        let http = showrunner_shared::tls::client();
         let put = |path: String, body: Value| {
             http.put(format!("{MANAGEMENT}/api/{path}"))
                 .basic_auth("guest", Some("guest"))
@@ -70,7 +70,7 @@ impl Drop for Users {
                 return;
             };
             rt.block_on(async {
-                let http = reqwest::Client::new();
+                let http = showrunner_shared::tls::client();
                 for user in names {
                     let _ = http
                         .delete(format!("{MANAGEMENT}/api/users/{user}"))
@@ -161,7 +161,7 @@ async fn every_role_works_with_only_its_permissions_and_no_more() {
     .await;
     // Each role is connected as its own user.
     wait_until("every role user to hold a connection", DEADLINE, || async {
-        let Ok(response) = reqwest::Client::new()
+        let Ok(response) = showrunner_shared::tls::client()
             .get(format!("{MANAGEMENT}/api/vhosts/{}/connections", app.name))
             .basic_auth("guest", Some("guest"))
             .timeout(Duration::from_secs(30))

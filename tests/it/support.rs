@@ -263,7 +263,7 @@ pub async fn management(
     path: &str,
     body: Option<Value>,
 ) -> reqwest::Response {
-    let mut request = reqwest::Client::new()
+    let mut request = showrunner_shared::tls::client()
         .request(method, format!("{MANAGEMENT}/api/{path}"))
         .basic_auth("guest", Some("guest"));
     if let Some(body) = body {
@@ -366,7 +366,7 @@ impl Roles {
     }
 
     pub async fn ready(&self) -> (StatusCode, Value) {
-        send(reqwest::Client::new().get(self.url("/ready"))).await
+        send(showrunner_shared::tls::client().get(self.url("/ready"))).await
     }
 
     pub async fn wait_ready(&self, wanted: StatusCode) -> Value {

@@ -153,7 +153,7 @@ impl TestApp {
             addrs: addrs.clone(),
             settings,
             db,
-            http: reqwest::Client::new(),
+            http: showrunner_shared::tls::client(),
             cancel,
             roles,
             episode_workers,
@@ -321,7 +321,7 @@ async fn ensure_management() -> anyhow::Result<()> {
     static READY: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
     READY
         .get_or_try_init(|| async {
-            let http = reqwest::Client::new();
+            let http = showrunner_shared::tls::client();
             let up = || async {
                 http.get(format!("{MANAGEMENT}/api/overview"))
                     .basic_auth("guest", Some("guest"))
@@ -354,7 +354,7 @@ async fn ensure_management() -> anyhow::Result<()> {
 
 async fn create_vhost(name: &str) -> anyhow::Result<()> {
     ensure_management().await?;
-    let http = reqwest::Client::new();
+    let http = showrunner_shared::tls::client();
     let put = |path: String, body: serde_json::Value| {
         http.put(format!("{MANAGEMENT}/api/{path}"))
             .basic_auth("guest", Some("guest"))
@@ -375,7 +375,7 @@ async fn create_vhost(name: &str) -> anyhow::Result<()> {
 }
 
 async fn cleanup(name: &str) {
-    let http = reqwest::Client::new();
+    let http = showrunner_shared::tls::client();
     let _ = http
         .delete(format!("{MANAGEMENT}/api/vhosts/{name}"))
         .basic_auth("guest", Some("guest"))
@@ -404,7 +404,7 @@ where
 
 /// Queue details from the management API (`messages`, `consumers`, `single_active_consumer_tag`...).
 pub async fn queue_info(vhost: &str, queue: &str) -> Option<serde_json::Value> {
-    reqwest::Client::new()
+    showrunner_shared::tls::client()
         .get(format!("{MANAGEMENT}/api/queues/{vhost}/{queue}"))
         .basic_auth("guest", Some("guest"))
         .send()
