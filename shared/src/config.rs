@@ -367,8 +367,6 @@ pub struct JobSettings {
     /// Longest run of one attempt, in seconds. At most 1500: a job holds its delivery while it
     /// runs, and RabbitMQ closes the channel of a delivery unacked for 30 minutes.
     pub timeout_secs: u64,
-    /// Directory where `episode.export` writes its JSON documents.
-    pub export_dir: PathBuf,
     /// Hosts a `webhook` may reach: names (`hooks.example.com`, `*.example.com`), addresses or
     /// CIDR blocks (`127.0.0.1`, `10.1.0.0/16`). Empty: any host with public addresses. An
     /// address or block listed here is reachable even when it is private or loopback.
@@ -607,7 +605,6 @@ impl Settings {
             .set_default("jobs.prefetch", 64)?
             .set_default("jobs.max_in_flight", 32)?
             .set_default("jobs.timeout_secs", 300)?
-            .set_default("jobs.export_dir", "exports")?
             .set_default("jobs.webhook_allow_hosts", "")?
             .set_default("jobs.webhook_allow_private", false)?
             .set_default("jobs.webhook_timeout_secs", 30)?
@@ -743,9 +740,6 @@ impl Settings {
         }
         if !(1..=3600).contains(&self.shutdown.grace_secs) {
             return Err(invalid("shutdown.grace_secs", "must be between 1 and 3600"));
-        }
-        if jobs.export_dir.as_os_str().is_empty() {
-            return Err(invalid("jobs.export_dir", "must not be empty"));
         }
         if self.amqp.max_message_bytes < 1024 {
             return Err(invalid("amqp.max_message_bytes", "must be at least 1024"));

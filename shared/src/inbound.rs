@@ -34,6 +34,7 @@ use crate::contracts::{
     JobStarted, NotificationCreated, Presence, ViewerJoined, ViewerLeft,
 };
 use crate::resource::composition::{CompositionCreated, CompositionDeleted, CompositionUpdated};
+use crate::resource::file::{FileDeleted, FileUploaded};
 
 /// Why a message was refused; its `Display` is the `x-parked-reason`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -298,6 +299,14 @@ fn known_event(e: &EventEnvelope, key: &str) -> Option<Result<(), String>> {
         CompositionDeleted::NAME => actor(e).and_then(|_| {
             let d: CompositionDeleted = data(e)?;
             keyed::<CompositionDeleted>(key, d.episode_id)
+        }),
+        FileUploaded::NAME => actor(e).and_then(|_| {
+            let d: FileUploaded = data(e)?;
+            keyed::<FileUploaded>(key, d.file.episode_id)
+        }),
+        FileDeleted::NAME => actor(e).and_then(|_| {
+            let d: FileDeleted = data(e)?;
+            keyed::<FileDeleted>(key, d.episode_id)
         }),
         ViewerJoined::NAME => actor(e).and_then(|_| {
             let d: Presence = data(e)?;

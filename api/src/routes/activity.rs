@@ -1,5 +1,5 @@
 //! `GET /activity`: the activity log, newest first, filtered by resource or actor. Episodes and
-//! their compositions are the team's: every member reads their history. Everything else (jobs,
+//! their compositions and files are the team's: every member reads their history. Everything else (jobs,
 //! a user's own topics, the system) is its actor's: a member sees only their own rows and may
 //! not ask for another user's (`actorId`), admins see all.
 
@@ -60,7 +60,7 @@ async fn list(
          FROM activity_log WHERE ($1::text IS NULL OR resource_type = $1) \
          AND ($2::uuid IS NULL OR resource_id = $2) AND ($3::uuid IS NULL OR actor_id = $3) \
          AND ($4::uuid IS NULL OR id < $4) \
-         AND ($6 OR resource_type IN ('episode', 'composition') OR actor_id = $7) ORDER BY id DESC LIMIT $5",
+         AND ($6 OR resource_type IN ('episode', 'composition', 'file') OR actor_id = $7) ORDER BY id DESC LIMIT $5",
         [
             query.resource_type.into(),
             query.resource_id.into(),

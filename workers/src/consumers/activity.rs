@@ -6,7 +6,7 @@
 use sea_orm::Value;
 use showrunner_shared::broker::topology::ACTIVITY_BINDINGS;
 use showrunner_shared::contracts::EventEnvelope;
-use showrunner_shared::resource::composition;
+use showrunner_shared::resource::{composition, file};
 use showrunner_shared::topics;
 use uuid::Uuid;
 
@@ -93,6 +93,7 @@ fn resource_of(routing_key: &str, data: &serde_json::Value) -> (String, Option<U
         (Some(composition::TOPIC_WORD), Some(_)) => {
             (composition::TOPIC_WORD.to_string(), composition::subject(data))
         }
+        (Some(file::TOPIC_WORD), Some(_)) => (file::TOPIC_WORD.to_string(), file::subject(data)),
         _ => (kind, id),
     }
 }
@@ -117,6 +118,11 @@ mod tests {
             resource_of(&format!("episode.{id}.composition.created"), &created),
             ("composition".into(), Some(cid))
         );
+        let file = serde_json::json!({ "file": { "id": cid } });
+        assert_eq!(
+            resource_of(&format!("episode.{id}.file.uploaded"), &file),
+            ("file".into(), Some(cid))
+        );
         let deleted = serde_json::json!({ "compositionId": cid, "episodeId": id });
         assert_eq!(
             resource_of(&format!("episode.{id}.composition.deleted"), &deleted),
@@ -129,6 +135,7 @@ mod tests {
         let id = Uuid::from_u128(5);
         assert!(records(&format!("episode.{id}.created")));
         assert!(records(&format!("episode.{id}.composition.updated")));
+        assert!(records(&format!("episode.{id}.file.deleted")));
         assert!(records(&format!("job.{id}.failed")));
         assert!(records("system.jobs.started"));
         assert!(!records(&format!("user.{id}.notification")));
