@@ -8,6 +8,7 @@ mod compositions;
 mod drain;
 mod edge;
 mod episodes;
+mod files;
 mod hostile;
 mod jobs;
 mod jobs_prod;

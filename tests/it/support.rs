@@ -398,3 +398,18 @@ pub async fn stack(episode: bool, activity: bool, notification: bool) -> TestApp
     })
     .await
 }
+
+/// Uploads `bytes` as an audio file of the episode, waiting for it to be recorded; its id.
+pub async fn upload(app: &TestApp, token: &str, episode: &str, name: &str, bytes: &[u8]) -> String {
+    let (status, body) = send(
+        app.http
+            .post(app.api(&format!("/episodes/{episode}/files?name={name}")))
+            .bearer_auth(token)
+            .header("Content-Type", "audio/wav")
+            .header("Prefer", "wait=10")
+            .body(bytes.to_vec()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    str_of(&body["data"], "id").to_string()
+}

@@ -90,7 +90,10 @@ impl TestApp {
         let database_url = format!("{PG_SERVER}/{name}");
         let amqp_url = format!("{AMQP_SERVER}/{name}");
         let partitions = options.partitions.to_string();
+        // The stack's files in this process's memory, under the stack's own name.
+        let storage_url = format!("memory://{name}");
         let mut pairs: Vec<(&str, &str)> = vec![
+            ("storage.url", &storage_url),
             ("database.url", &database_url),
             ("database.max_connections", "10"),
             ("amqp.url", &amqp_url),
