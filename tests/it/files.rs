@@ -547,3 +547,147 @@ async fn a_composition_exports_as_an_otio_timeline_file() {
     assert_eq!(time(&a[1]["source_range"]["duration"]), rt(750_000.0));
     app.stop().await;
 }
+
+/// The S3-compatible server of the S3 tests: `SHOWRUNNER_TEST_S3` if set (CI starts moto and
+/// sets it), else the one `tests/s3/moto.sh` starts (installing moto from PyPI the first time).
+/// `None`, with the reason printed, when neither can be had: the test is then skipped.
+fn s3_endpoint() -> Option<String> {
+    if let Ok(endpoint) = std::env::var("SHOWRUNNER_TEST_S3") {
+        return Some(endpoint);
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/s3/moto.sh");
+    match std::process::Command::new("bash").arg(script).output() {
+        Ok(out) if out.status.success() => {
+            Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        }
+        Ok(out) => {
+            eprintln!(
+                "SKIPPED: no S3 server: {script} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            None
+        }
+        Err(error) => {
+            eprintln!("SKIPPED: no S3 server: cannot run {script}: {error}");
+            None
+        }
+    }
+}
+
+/// A test's own bucket on the S3 server, emptied and removed by [`S3Bucket::remove`] (moto keeps
+/// buckets in memory: one a failed test leaves goes with the server).
+struct S3Bucket {
+    endpoint: String,
+    name: String,
+}
+
+impl S3Bucket {
+    async fn create(endpoint: &str) -> Self {
+        let name = format!("sr-test-{}", uuid::Uuid::now_v7().simple());
+        // moto takes unsigned bucket requests.
+        let response = showrunner_shared::tls::client()
+            .put(format!("{endpoint}/{name}"))
+            .send()
+            .await
+            .expect("create the bucket");
+        assert!(response.status().is_success(), "create bucket: {}", response.status());
+        Self { endpoint: endpoint.to_string(), name }
+    }
+
+    fn settings(&self) -> Vec<(String, String)> {
+        [
+            ("storage.url", format!("s3://{}", self.name)),
+            ("storage.s3.endpoint", self.endpoint.clone()),
+            ("storage.s3.allow_http", "true".into()),
+            ("storage.s3.access_key_id", "test".into()),
+            ("storage.s3.secret_access_key", "test".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    /// Empties and removes the bucket.
+    async fn remove(self, store: &Storage) {
+        let keys: Vec<_> = store.store().list(None).filter_map(|m| async { m.ok() }).collect().await;
+        for meta in keys {
+            let _ = store.delete(&meta.location).await;
+        }
+        let _ = showrunner_shared::tls::client()
+            .delete(format!("{}/{}", self.endpoint, self.name))
+            .send()
+            .await;
+    }
+}
+
+#[tokio::test]
+async fn files_live_in_an_s3_bucket_streamed_in_parts() {
+    let Some(endpoint) = s3_endpoint() else { return };
+    let bucket = S3Bucket::create(&endpoint).await;
+    let mut options = with_jobs(&[]);
+    options.extra.extend(bucket.settings());
+    let app = TestApp::spawn_with(options).await;
+    let alice = app.token("alice", Role::Member);
+    let admin = app.token("root", Role::Admin);
+    let ep = episode(&app, &alice).await;
+
+    // 20 MiB in 1 MiB pieces: past the first part, so a multipart upload of three parts.
+    let piece: Vec<u8> = (0..1024 * 1024u32).map(|i| (i % 253) as u8).collect();
+    let mut hasher = Sha256::new();
+    for _ in 0..20 {
+        hasher.update(&piece);
+    }
+    let sha: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let chunks = {
+        let piece = bytes::Bytes::from(piece.clone());
+        futures_util::stream::iter((0..20).map(move |_| Ok::<_, std::io::Error>(piece.clone())))
+    };
+    let (status, created) = send(
+        app.http
+            .post(format!("{}?name=stems.wav", files(&app, &ep)))
+            .bearer_auth(&alice)
+            .header("Content-Type", "audio/wav")
+            .header("Prefer", "wait=10")
+            .body(reqwest::Body::wrap_stream(chunks)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["data"]["size"], 20 * 1024 * 1024);
+    assert_eq!(created["data"]["sha256"], sha.as_str());
+    let id = str_of(&created["data"], "id").to_string();
+    let store = store(&app);
+    let key = storage::file_key(ep.parse().expect("uuid"), id.parse().expect("uuid"));
+    assert_eq!(store.store().head(&key).await.expect("in the bucket").size, 20 * 1024 * 1024);
+
+    // A range across a part boundary (8 MiB), read back from the bucket.
+    let content = format!("{}/{id}/content", files(&app, &ep));
+    let start = 8 * 1024 * 1024 - 10;
+    let response = app
+        .http
+        .get(&content)
+        .bearer_auth(&alice)
+        .header("Range", format!("bytes={start}-{}", start + 19))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), StatusCode::PARTIAL_CONTENT);
+    let expected: Vec<u8> = (start..start + 20).map(|i| ((i % (1024 * 1024)) % 253) as u8).collect();
+    assert_eq!(response.bytes().await.expect("body").as_ref(), expected.as_slice());
+
+    // The permanent delete's purge empties the bucket.
+    let response = app
+        .http
+        .delete(format!("{}/{id}?permanent=true", files(&app, &ep)))
+        .bearer_auth(&admin)
+        .header("Prefer", "wait=10")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    wait_until("the purge to empty the bucket", DEADLINE, || async {
+        store.store().list(None).count().await == 0
+    })
+    .await;
+    app.stop().await;
+    bucket.remove(&store).await;
+}
