@@ -260,8 +260,8 @@ pub async fn body_deadline(
         return next.run(request).await;
     }
     let expired = Arc::new(AtomicBool::new(false));
-    let idle = crate::routes::files::is_upload(request.method(), request.uri().path())
-        .then_some(limit);
+    let idle =
+        crate::routes::files::is_upload(request.method(), request.uri().path()).then_some(limit);
     let request = request.map(|body| {
         Body::new(Deadline {
             body,

@@ -48,7 +48,8 @@ fn reset_peak() {
 
 fn dd(args: &[&str]) -> anyhow::Result<f64> {
     let started = Instant::now();
-    let status = std::process::Command::new("dd").args(args).stderr(std::process::Stdio::null()).status()?;
+    let status =
+        std::process::Command::new("dd").args(args).stderr(std::process::Stdio::null()).status()?;
     anyhow::ensure!(status.success(), "dd {args:?} failed");
     Ok(started.elapsed().as_secs_f64())
 }
@@ -203,11 +204,13 @@ async fn run() -> anyhow::Result<()> {
         let s3 = transfer(&app, s3_bytes).await;
         let store = showrunner_shared::storage::Storage::open(&app.settings.storage)?;
         app.stop().await;
-        let keys: Vec<_> = store.store().list(None).filter_map(|m| async { m.ok() }).collect().await;
+        let keys: Vec<_> =
+            store.store().list(None).filter_map(|m| async { m.ok() }).collect().await;
         for meta in keys {
             let _ = store.delete(&meta.location).await;
         }
-        let _ = showrunner_shared::tls::client().delete(format!("{endpoint}/{bucket}")).send().await;
+        let _ =
+            showrunner_shared::tls::client().delete(format!("{endpoint}/{bucket}")).send().await;
         report("s3", s3_bytes, &s3?);
     } else {
         println!("    s3: skipped (no S3 server)");

@@ -13,7 +13,9 @@ use showrunner_shared::storage::{self, Storage};
 use showrunner_tests::{Options, TestApp, wait_until};
 use tokio::io::AsyncWriteExt;
 
-use crate::support::{DEADLINE, create_episode, expect_problem, send, settled_command, str_of, upload};
+use crate::support::{
+    DEADLINE, create_episode, expect_problem, send, settled_command, str_of, upload,
+};
 
 async fn episode(app: &TestApp, token: &str) -> String {
     let (status, body) = create_episode(app, token, json!({"title": "Pilot"}), true).await;
@@ -203,9 +205,8 @@ async fn uploads_over_the_limit_of_a_refused_type_or_episode_store_nothing() {
     let alice = app.token("alice", Role::Member);
     let admin = app.token("root", Role::Admin);
     let ep = episode(&app, &alice).await;
-    let post = |ep: &str| {
-        app.http.post(format!("{}?name=a.wav", files(&app, ep))).bearer_auth(&alice)
-    };
+    let post =
+        |ep: &str| app.http.post(format!("{}?name=a.wav", files(&app, ep))).bearer_auth(&alice);
 
     // Declared too large: 413 before a byte is read.
     expect_problem(
@@ -231,7 +232,11 @@ async fn uploads_over_the_limit_of_a_refused_type_or_episode_store_nothing() {
     expect_problem(post(&ep).body("x"), StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
     // No name, or a name with a slash: 422 naming it.
     let problem = expect_problem(
-        app.http.post(files(&app, &ep)).bearer_auth(&alice).header("Content-Type", "audio/wav").body("x"),
+        app.http
+            .post(files(&app, &ep))
+            .bearer_auth(&alice)
+            .header("Content-Type", "audio/wav")
+            .body("x"),
         StatusCode::UNPROCESSABLE_ENTITY,
     )
     .await;
@@ -247,10 +252,16 @@ async fn uploads_over_the_limit_of_a_refused_type_or_episode_store_nothing() {
     .await;
     // A missing episode: 404; a deleted one: 410.
     let missing = uuid::Uuid::now_v7().to_string();
-    expect_problem(post(&missing).header("Content-Type", "audio/wav").body("x"), StatusCode::NOT_FOUND)
-        .await;
+    expect_problem(
+        post(&missing).header("Content-Type", "audio/wav").body("x"),
+        StatusCode::NOT_FOUND,
+    )
+    .await;
     let (status, _) = send(
-        app.http.delete(app.api(&format!("/episodes/{ep}"))).bearer_auth(&admin).header("Prefer", "wait=10"),
+        app.http
+            .delete(app.api(&format!("/episodes/{ep}")))
+            .bearer_auth(&admin)
+            .header("Prefer", "wait=10"),
     )
     .await;
     assert_eq!(status, StatusCode::OK);
@@ -438,8 +449,11 @@ async fn a_file_in_use_is_kept_and_a_permanent_delete_purges_its_bytes() {
     })
     .await;
     expect_problem(app.http.get(&one).bearer_auth(&alice), StatusCode::NOT_FOUND).await;
-    expect_problem(app.http.get(format!("{one}/content")).bearer_auth(&alice), StatusCode::NOT_FOUND)
-        .await;
+    expect_problem(
+        app.http.get(format!("{one}/content")).bearer_auth(&alice),
+        StatusCode::NOT_FOUND,
+    )
+    .await;
     // The soft-deleted file keeps its bytes; the other episode's file is untouched.
     assert_eq!(objects(&app).await, 2);
     app.stop().await;
@@ -488,12 +502,10 @@ async fn a_composition_exports_as_an_otio_timeline_file() {
     .await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     let composition = str_of(&created["data"], "id").to_string();
-    let (status, job) = send(
-        app.http.post(app.api("/jobs")).bearer_auth(&alice).json(&json!({
-            "type": "composition.export",
-            "payload": {"episodeId": ep, "compositionId": composition}
-        })),
-    )
+    let (status, job) = send(app.http.post(app.api("/jobs")).bearer_auth(&alice).json(&json!({
+        "type": "composition.export",
+        "payload": {"episodeId": ep, "compositionId": composition}
+    })))
     .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{job}");
     let job_id = str_of(&job["data"], "id").to_string();
@@ -523,7 +535,10 @@ async fn a_composition_exports_as_an_otio_timeline_file() {
     assert_eq!(otio["tracks"]["OTIO_SCHEMA"], "Stack.1");
     let tracks = otio["tracks"]["children"].as_array().cloned().unwrap_or_default();
     assert_eq!(tracks.len(), 2);
-    assert_eq!((tracks[0]["OTIO_SCHEMA"].as_str(), tracks[0]["kind"].as_str()), (Some("Track.1"), Some("Video")));
+    assert_eq!(
+        (tracks[0]["OTIO_SCHEMA"].as_str(), tracks[0]["kind"].as_str()),
+        (Some("Track.1"), Some("Video"))
+    );
     assert_eq!(tracks[1]["kind"], "Audio");
     // Video: the clips in time order, back to back.
     let v = tracks[0]["children"].as_array().cloned().unwrap_or_default();
@@ -534,10 +549,7 @@ async fn a_composition_exports_as_an_otio_timeline_file() {
     assert_eq!(v[1]["source_range"]["OTIO_SCHEMA"], "TimeRange.1");
     let reference = &v[1]["media_references"][str_of(&v[1], "active_media_reference_key")];
     assert_eq!(reference["OTIO_SCHEMA"], "ExternalReference.1");
-    assert_eq!(
-        reference["target_url"],
-        format!("/api/v1/episodes/{ep}/files/{video}/content")
-    );
+    assert_eq!(reference["target_url"], format!("/api/v1/episodes/{ep}/files/{video}/content"));
     assert_eq!(v[0]["name"], "picture.mov");
     // Audio: a gap, then the clip.
     let a = tracks[1]["children"].as_array().cloned().unwrap_or_default();
@@ -609,7 +621,8 @@ impl S3Bucket {
 
     /// Empties and removes the bucket.
     async fn remove(self, store: &Storage) {
-        let keys: Vec<_> = store.store().list(None).filter_map(|m| async { m.ok() }).collect().await;
+        let keys: Vec<_> =
+            store.store().list(None).filter_map(|m| async { m.ok() }).collect().await;
         for meta in keys {
             let _ = store.delete(&meta.location).await;
         }
@@ -671,7 +684,8 @@ async fn files_live_in_an_s3_bucket_streamed_in_parts() {
         .await
         .expect("sent");
     assert_eq!(response.status(), StatusCode::PARTIAL_CONTENT);
-    let expected: Vec<u8> = (start..start + 20).map(|i| ((i % (1024 * 1024)) % 253) as u8).collect();
+    let expected: Vec<u8> =
+        (start..start + 20).map(|i| ((i % (1024 * 1024)) % 253) as u8).collect();
     assert_eq!(response.bytes().await.expect("body").as_ref(), expected.as_slice());
 
     // The permanent delete's purge empties the bucket.

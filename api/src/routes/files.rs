@@ -117,9 +117,8 @@ async fn upload(
         })?,
     };
     let name = FileName::try_from(raw_name).map_err(|m| ApiError::field("name", m))?;
-    let too_large = || {
-        ApiError::PayloadTooLarge(format!("a file may have at most {} bytes", files.max_bytes))
-    };
+    let too_large =
+        || ApiError::PayloadTooLarge(format!("a file may have at most {} bytes", files.max_bytes));
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -164,10 +163,9 @@ async fn upload(
         }
         return Err(error);
     }
-    writer.shutdown().await.map_err(|e| store_failed(object_store::Error::Generic {
-        store: "upload",
-        source: Box::new(e),
-    }))?;
+    writer.shutdown().await.map_err(|e| {
+        store_failed(object_store::Error::Generic { store: "upload", source: Box::new(e) })
+    })?;
 
     let sha256 = hex(&hasher.finalize());
     let fingerprint = format!(
@@ -311,10 +309,18 @@ pub fn wanted(range: Option<&str>, size: u64) -> Wanted {
     let (first, last) = (first.trim(), last.trim());
     match (first.parse::<u64>(), last.parse::<u64>()) {
         (Ok(a), Ok(b)) if a <= b => {
-            if a >= size { Wanted::Unsatisfiable } else { Wanted::Part(a, b.min(size - 1)) }
+            if a >= size {
+                Wanted::Unsatisfiable
+            } else {
+                Wanted::Part(a, b.min(size - 1))
+            }
         }
         (Ok(a), Err(_)) if last.is_empty() => {
-            if a >= size { Wanted::Unsatisfiable } else { Wanted::Part(a, size - 1) }
+            if a >= size {
+                Wanted::Unsatisfiable
+            } else {
+                Wanted::Part(a, size - 1)
+            }
         }
         (Err(_), Ok(n)) if first.is_empty() => {
             if n == 0 || size == 0 {

@@ -109,7 +109,8 @@ pub struct Sha256Hex(String);
 impl TryFrom<String> for Sha256Hex {
     type Error = String;
     fn try_from(value: String) -> Result<Self, String> {
-        if value.len() == 64 && value.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        if value.len() == 64
+            && value.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         {
             Ok(Self(value))
         } else {
@@ -411,10 +412,7 @@ pub async fn compositions_using(
 /// Queues a `file.purge` job for each (episode, file): the job removes the object once no row
 /// names it. Written as `scheduled` for now without a dispatch id, so the job workers' sweeper
 /// publishes it within a second (and again, like any job, if that publish is lost).
-pub async fn queue_purges(
-    txn: &DatabaseTransaction,
-    purges: &[(Uuid, Uuid)],
-) -> Result<(), DbErr> {
+pub async fn queue_purges(txn: &DatabaseTransaction, purges: &[(Uuid, Uuid)]) -> Result<(), DbErr> {
     if purges.is_empty() {
         return Ok(());
     }
@@ -562,7 +560,12 @@ mod tests {
     #[test]
     fn a_file_used_by_a_composition_is_not_deleted() {
         let actor = Actor { id: Uuid::from_u128(1), name: "Alice".into() };
-        let at = At { command_id: Uuid::now_v7(), actor: &actor, accepted_at: Utc::now(), now: Utc::now() };
+        let at = At {
+            command_id: Uuid::now_v7(),
+            actor: &actor,
+            accepted_at: Utc::now(),
+            now: Utc::now(),
+        };
         let (episode_id, file_id) = (Uuid::now_v7(), Uuid::now_v7());
         let record = Command::RecordFile {
             episode_id,
@@ -578,7 +581,10 @@ mod tests {
         assert_eq!(code(change(&mut state, None, &record, &at)), Err(RejectionCode::Conflict));
         let delete = |permanent| Command::DeleteFile { episode_id, file_id, permanent };
         let used = Some(Uuid::now_v7());
-        assert_eq!(code(change(&mut state, used, &delete(false), &at)), Err(RejectionCode::Conflict));
+        assert_eq!(
+            code(change(&mut state, used, &delete(false), &at)),
+            Err(RejectionCode::Conflict)
+        );
         assert_eq!(code(change(&mut state, None, &delete(false), &at)), Ok(()));
         assert_eq!(code(change(&mut state, None, &delete(false), &at)), Err(RejectionCode::Gone));
         assert_eq!(code(change(&mut state, None, &delete(true), &at)), Ok(()));

@@ -47,15 +47,9 @@ impl JobHandler for CompositionExport {
         let document = otio(&composition, |file_id| names.get(&file_id).cloned());
         let bytes = serde_json::to_vec_pretty(&document).map_err(JobError::permanent)?;
         let name = format!("composition-{id}.otio");
-        let file = store(
-            ctx,
-            episode_id,
-            export_file_id(ctx.job_id),
-            &name,
-            "application/json",
-            bytes,
-        )
-        .await?;
+        let file =
+            store(ctx, episode_id, export_file_id(ctx.job_id), &name, "application/json", bytes)
+                .await?;
         ctx.progress(100, "written");
         Ok(json!({
             "fileId": file.id,

@@ -19,9 +19,8 @@ impl JobHandler for FilePurge {
         ctx: &JobContext,
         payload: FilePurgePayload,
     ) -> Result<serde_json::Value, JobError> {
-        let named = file::existing(&ctx.db, vec![payload.file_id])
-            .await
-            .map_err(JobError::retryable)?;
+        let named =
+            file::existing(&ctx.db, vec![payload.file_id]).await.map_err(JobError::retryable)?;
         if named.contains(&payload.file_id) {
             // A row (or a command about to write one) names the object: it is not garbage.
             return Ok(serde_json::json!({ "deleted": false, "reason": "the file still exists" }));

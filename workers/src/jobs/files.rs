@@ -41,7 +41,9 @@ pub async fn store(
 ) -> Result<File, JobError> {
     // The export belongs to a live episode, like an upload.
     if episode::find(&ctx.db, episode_id, false).await.map_err(JobError::retryable)?.is_none() {
-        return Err(JobError::permanent(anyhow!("episode {episode_id} does not exist or is deleted")));
+        return Err(JobError::permanent(anyhow!(
+            "episode {episode_id} does not exist or is deleted"
+        )));
     }
     let creator = creator(ctx).await?;
     let sha256 = hex(&Sha256::digest(&bytes));
