@@ -589,6 +589,6 @@ mod tests {
         assert_eq!(code(change(&mut state, None, &delete(false), &at)), Err(RejectionCode::Gone));
         assert_eq!(code(change(&mut state, None, &delete(true), &at)), Ok(()));
         assert_eq!(state, None);
-        assert_eq!(unusable(None, episode_id, file_id).is_some(), true);
+        assert!(unusable(None, episode_id, file_id).is_some());
     }
 }
