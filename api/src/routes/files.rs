@@ -72,9 +72,12 @@ impl Cleanup {
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        if let Some(key) = self.key.take() {
+        // No runtime (the process is ending): the orphan sweeper removes it later.
+        if let (Some(key), Ok(runtime)) =
+            (self.key.take(), tokio::runtime::Handle::try_current())
+        {
             let storage = self.storage.clone();
-            tokio::spawn(async move {
+            runtime.spawn(async move {
                 if let Err(error) = storage.delete(&key).await {
                     // The orphan sweeper removes it after `files.orphan_after_secs`.
                     tracing::warn!(%error, %key, "could not remove an unfinished upload");
