@@ -27,7 +27,8 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 showrunner \
  && useradd --system --uid 10001 --gid showrunner --no-create-home --home-dir /nonexistent \
-      --shell /usr/sbin/nologin showrunner
+      --shell /usr/sbin/nologin showrunner \
+ && mkdir -p /files && chown showrunner:showrunner /files
 COPY --from=builder /out/showrunner /usr/local/bin/showrunner
 COPY --from=builder /out/showrunner-api /usr/local/bin/showrunner-api
 COPY --from=builder /out/showrunner-migrate /usr/local/bin/showrunner-migrate

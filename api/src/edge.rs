@@ -249,7 +249,8 @@ fn refuse(stream: TcpStream, refusal: Refusal, lingering: &Arc<tokio::sync::Sema
 
 /// Gives a request's body `limit` to arrive, from the end of its headers; a body still
 /// arriving then is cut and the request answered 408 (connection closed). Requests without a
-/// body are not touched.
+/// body are not touched. A file upload (gigabytes, `routes::files::is_upload`) may take as
+/// long as it needs in all, but no more than `limit` between two pieces of its body.
 pub async fn body_deadline(
     State(limit): State<Duration>,
     request: Request,
@@ -259,10 +260,13 @@ pub async fn body_deadline(
         return next.run(request).await;
     }
     let expired = Arc::new(AtomicBool::new(false));
+    let idle =
+        crate::routes::files::is_upload(request.method(), request.uri().path()).then_some(limit);
     let request = request.map(|body| {
         Body::new(Deadline {
             body,
             sleep: Box::pin(tokio::time::sleep(limit)),
+            idle,
             expired: expired.clone(),
         })
     });
@@ -283,6 +287,8 @@ pub async fn body_deadline(
 struct Deadline {
     body: Body,
     sleep: Pin<Box<tokio::time::Sleep>>,
+    /// Set: the deadline moves this far past every piece of body that arrives.
+    idle: Option<Duration>,
     expired: Arc<AtomicBool>,
 }
 
@@ -300,6 +306,9 @@ impl http_body::Body for Deadline {
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         let this = self.get_mut();
         if let Poll::Ready(frame) = Pin::new(&mut this.body).poll_frame(cx) {
+            if let (Some(idle), Some(Ok(_))) = (this.idle, &frame) {
+                this.sleep.as_mut().reset(tokio::time::Instant::now() + idle);
+            }
             return Poll::Ready(frame);
         }
         if this.sleep.as_mut().poll(cx).is_ready() {

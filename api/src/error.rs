@@ -30,6 +30,9 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("{0}")]
     RequestTimeout(String),
+    /// A `Range` no byte of the resource satisfies (416); `size` goes into `Content-Range`.
+    #[error("{detail}")]
+    RangeNotSatisfiable { detail: String, size: u64 },
     #[error("{0}")]
     MethodNotAllowed(String),
     #[error("{detail}")]
@@ -82,6 +85,11 @@ impl ApiError {
             Self::RequestTimeout(_) => {
                 (StatusCode::REQUEST_TIMEOUT, "request-timeout", "Request Timeout")
             }
+            Self::RangeNotSatisfiable { .. } => (
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "range-not-satisfiable",
+                "Range Not Satisfiable",
+            ),
             Self::MethodNotAllowed(_) => {
                 (StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method Not Allowed")
             }
@@ -158,6 +166,11 @@ impl IntoResponse for ApiError {
             Self::Unavailable { retry_after_secs, .. }
             | Self::TooManyRequests { retry_after_secs: Some(retry_after_secs), .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            Self::RangeNotSatisfiable { size, .. } => {
+                if let Ok(value) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                    headers.insert(header::CONTENT_RANGE, value);
+                }
             }
             _ => {}
         }

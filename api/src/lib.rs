@@ -34,6 +34,7 @@ pub fn app(state: AppState) -> Router {
     let v1 = Router::new()
         .merge(routes::episodes::router())
         .merge(routes::compositions::router())
+        .merge(routes::files::router())
         .merge(routes::commands::router())
         .merge(routes::jobs::router())
         .merge(routes::activity::router())
@@ -87,6 +88,8 @@ pub async fn run_with(
         return Ok(());
     };
     showrunner_migrations::ensure_current(&db).await?;
+    let storage = showrunner_shared::storage::Storage::open(&settings.storage)?;
+    tracing::info!(?storage, "file storage");
     let broker = Arc::new(BrokerLink::default());
     let waiters = Arc::new(Waiters::default());
     let hub = Arc::new(Hub::default());
@@ -113,6 +116,7 @@ pub async fn run_with(
         verifier,
         job_types: Arc::new(job_types),
         openapi,
+        storage,
         shutdown: cancel.clone(),
     };
     let expiry = tokio::spawn(relay::presence::expire_forever(state.clone(), cancel.clone()));

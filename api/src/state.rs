@@ -25,6 +25,8 @@ pub struct AppState {
     pub job_types: Arc<showrunner_shared::jobs::types::JobTypes>,
     /// The OpenAPI document served, with the job types above in `POST /jobs`.
     pub openapi: Arc<str>,
+    /// Where files' bytes are.
+    pub storage: showrunner_shared::storage::Storage,
     /// Cancelled when the process shuts down: WebSocket sessions close on it.
     pub shutdown: tokio_util::sync::CancellationToken,
 }

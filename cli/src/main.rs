@@ -20,6 +20,8 @@ const USAGE: &str = "usage: showrunner [--config FILE] up
        showrunner [--config FILE] token --user NAME [--name DISPLAY] [--email EMAIL] [--role member|admin] [--hours N]";
 
 fn main() {
+    // Before any HTTP client exists (the JWKS fetcher, webhooks, S3).
+    showrunner_shared::tls::install();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let settings = match Settings::load(path_from_args()) {
         Ok(s) => Arc::new(s),

@@ -195,7 +195,7 @@ async fn no_secret_reaches_the_logs() {
             ("SHOWRUNNER__AMQP__PARTITIONS", "2".to_string()),
             ("SHOWRUNNER__HTTP__ADDR", "127.0.0.1:0".to_string()),
             ("SHOWRUNNER__OPS__ADDR", "127.0.0.1:0".to_string()),
-            ("SHOWRUNNER__JOBS__EXPORT_DIR", dir.join("exports").display().to_string()),
+            ("SHOWRUNNER__STORAGE__URL", format!("file://{}", dir.join("files").display())),
             ("SHOWRUNNER__JOBS__MAX_ATTEMPTS", "1".to_string()),
             // As much as every library logs: a leak at any level counts.
             ("SHOWRUNNER__LOG__FILTER", "trace".to_string()),
@@ -213,7 +213,7 @@ async fn no_secret_reaches_the_logs() {
     })
     .await;
     let origin = base.trim_end_matches("/api/v1").to_string();
-    let http = reqwest::Client::new();
+    let http = showrunner_shared::tls::client();
     let start = Instant::now();
     while !http.get(format!("{origin}/ready")).send().await.is_ok_and(|r| r.status().is_success()) {
         assert!(start.elapsed() < Duration::from_secs(60), "not ready:\n{}", stack.output());

@@ -21,7 +21,7 @@ struct Vhost {
 
 impl Vhost {
     async fn queues(&self) -> Vec<String> {
-        let queues: serde_json::Value = reqwest::Client::new()
+        let queues: serde_json::Value = showrunner_shared::tls::client()
             .get(format!("{MANAGEMENT}/api/queues/{}", self.name))
             .basic_auth("guest", Some("guest"))
             .timeout(Duration::from_secs(30))

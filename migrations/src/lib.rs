@@ -9,6 +9,7 @@ mod m20261125_000003_event_log;
 mod m20261202_000001_job_operations;
 mod m20261202_000004_compositions;
 mod m20261203_000001_event_path;
+mod m20261203_000002_files;
 
 pub struct Migrator;
 
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000001_job_operations::Migration),
             Box::new(m20261202_000004_compositions::Migration),
             Box::new(m20261203_000001_event_path::Migration),
+            Box::new(m20261203_000002_files::Migration),
         ]
     }
 }

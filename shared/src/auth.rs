@@ -116,7 +116,7 @@ pub struct Verifier {
 
 impl Verifier {
     pub fn new(auth: &AuthSettings) -> Self {
-        let http = reqwest::Client::builder()
+        let http = crate::tls::client_builder()
             .timeout(Duration::from_secs(auth.jwks_timeout_secs))
             // A key set never moves far; a redirect chain is a misconfiguration or a trap.
             .redirect(reqwest::redirect::Policy::limited(3))

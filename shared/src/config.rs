@@ -6,6 +6,10 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+/// Media types uploads may have unless `files.allowed_types` says otherwise.
+pub const DEFAULT_FILE_TYPES: &str = "audio/*,video/*,image/*,application/pdf,text/plain,\
+    application/json,application/octet-stream";
+
 /// The development JWT secret. Fine on a laptop; the `production` profile refuses it.
 pub const DEV_JWT_SECRET: &str = "showrunner-dev-secret-change-me";
 
@@ -26,6 +30,8 @@ pub struct Settings {
     pub limits: LimitSettings,
     pub ops: OpsSettings,
     pub shutdown: ShutdownSettings,
+    pub storage: StorageSettings,
+    pub files: FileSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -361,8 +367,6 @@ pub struct JobSettings {
     /// Longest run of one attempt, in seconds. At most 1500: a job holds its delivery while it
     /// runs, and RabbitMQ closes the channel of a delivery unacked for 30 minutes.
     pub timeout_secs: u64,
-    /// Directory where `episode.export` writes its JSON documents.
-    pub export_dir: PathBuf,
     /// Hosts a `webhook` may reach: names (`hooks.example.com`, `*.example.com`), addresses or
     /// CIDR blocks (`127.0.0.1`, `10.1.0.0/16`). Empty: any host with public addresses. An
     /// address or block listed here is reachable even when it is private or loopback.
@@ -405,6 +409,45 @@ fn list_or_commas<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>,
         Form::Text(text) => text.split(',').map(str::to_string).collect(),
     };
     Ok(items.into_iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+}
+
+/// Where files' bytes are kept (see `crate::storage`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSettings {
+    /// Empty: the local folder `data/files` under the working directory (created at start);
+    /// `file:///absolute/folder`; `memory://<name>` (the process's memory, for tests);
+    /// `s3://<bucket>` (with `storage.s3.*`).
+    pub url: String,
+    pub s3: S3Settings,
+}
+
+/// An S3-compatible service. The keys are secrets: never logged.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Settings {
+    /// `https://s3.eu-west-1.amazonaws.com`, `http://127.0.0.1:9000`...; empty: AWS's own.
+    pub endpoint: String,
+    pub region: String,
+    pub access_key_id: Secret,
+    pub secret_access_key: Secret,
+    /// Allow an `http://` endpoint (a local test server).
+    pub allow_http: bool,
+}
+
+/// Uploads: how large, which media types, and when an object no row names is removed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSettings {
+    /// Largest upload, in bytes: 413 as soon as a body goes beyond it.
+    pub max_bytes: u64,
+    /// Media types an upload may have (`audio/*` matches every audio type); others get 415.
+    /// A TOML array, or a comma-separated string in the environment.
+    #[serde(deserialize_with = "list_or_commas")]
+    pub allowed_types: Vec<String>,
+    /// Age after which an object that no file row (and no pending command) names is removed
+    /// by the job workers' sweeper: what a crash between storing and recording leaves.
+    pub orphan_after_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -562,7 +605,6 @@ impl Settings {
             .set_default("jobs.prefetch", 64)?
             .set_default("jobs.max_in_flight", 32)?
             .set_default("jobs.timeout_secs", 300)?
-            .set_default("jobs.export_dir", "exports")?
             .set_default("jobs.webhook_allow_hosts", "")?
             .set_default("jobs.webhook_allow_private", false)?
             .set_default("jobs.webhook_timeout_secs", 30)?
@@ -583,7 +625,16 @@ impl Settings {
             .set_default("limits.max_connections_per_user", 20)?
             .set_default("limits.requests_per_sec", 100)?
             .set_default("limits.request_burst", 200)?
-            .set_default("ops.enabled", true)?;
+            .set_default("ops.enabled", true)?
+            .set_default("storage.url", "")?
+            .set_default("storage.s3.endpoint", "")?
+            .set_default("storage.s3.region", "us-east-1")?
+            .set_default("storage.s3.access_key_id", "")?
+            .set_default("storage.s3.secret_access_key", "")?
+            .set_default("storage.s3.allow_http", false)?
+            .set_default("files.max_bytes", 5_u64 * 1024 * 1024 * 1024)?
+            .set_default("files.allowed_types", DEFAULT_FILE_TYPES)?
+            .set_default("files.orphan_after_secs", 3600)?;
         if let Some(path) = file {
             builder = builder.add_source(config::File::from(path).required(true));
         }
@@ -690,9 +741,6 @@ impl Settings {
         if !(1..=3600).contains(&self.shutdown.grace_secs) {
             return Err(invalid("shutdown.grace_secs", "must be between 1 and 3600"));
         }
-        if jobs.export_dir.as_os_str().is_empty() {
-            return Err(invalid("jobs.export_dir", "must not be empty"));
-        }
         if self.amqp.max_message_bytes < 1024 {
             return Err(invalid("amqp.max_message_bytes", "must be at least 1024"));
         }
@@ -716,6 +764,15 @@ impl Settings {
         }
         if !(50..=60_000).contains(&jobs.progress_interval_ms) {
             return Err(invalid("jobs.progress_interval_ms", "must be between 50 and 60000"));
+        }
+        if self.files.max_bytes == 0 {
+            return Err(invalid("files.max_bytes", "must be at least 1"));
+        }
+        if self.files.orphan_after_secs < 10 {
+            return Err(invalid("files.orphan_after_secs", "must be at least 10"));
+        }
+        if let Err(error) = crate::storage::Location::parse(&self.storage.url) {
+            return Err(invalid("storage.url", &error));
         }
         self.validate_limits()
     }

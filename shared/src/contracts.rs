@@ -9,6 +9,7 @@ use uuid::Uuid;
 use crate::domain::{Categories, Description, EpisodeStatus, Title};
 use crate::resource::ResourceType;
 use crate::resource::composition::{CompositionChanges, CompositionName, Tracks};
+use crate::resource::file::{FileName, MediaType, Sha256Hex};
 // Each resource's types live in its module (`crate::resource`); these paths stay for callers.
 pub use crate::resource::episode::{
     Episode, EpisodeChanges, EpisodeCreated, EpisodeDeleted, EpisodeUpdated,
@@ -81,6 +82,21 @@ pub enum Command {
         composition_id: Uuid,
         permanent: bool,
     },
+    /// The bytes are stored already (`storage::file_key(episode_id, file_id)`); this records
+    /// the file (`file.record`).
+    RecordFile {
+        episode_id: Uuid,
+        file_id: Uuid,
+        name: FileName,
+        content_type: MediaType,
+        size: i64,
+        sha256: Sha256Hex,
+    },
+    DeleteFile {
+        episode_id: Uuid,
+        file_id: Uuid,
+        permanent: bool,
+    },
 }
 
 impl Command {
@@ -93,7 +109,9 @@ impl Command {
             | Self::DeleteEpisode { episode_id, .. }
             | Self::CreateComposition { episode_id, .. }
             | Self::UpdateComposition { episode_id, .. }
-            | Self::DeleteComposition { episode_id, .. } => *episode_id,
+            | Self::DeleteComposition { episode_id, .. }
+            | Self::RecordFile { episode_id, .. }
+            | Self::DeleteFile { episode_id, .. } => *episode_id,
         }
     }
 
@@ -108,6 +126,9 @@ impl Command {
             | Self::DeleteComposition { composition_id, .. } => {
                 (ResourceType::Composition, *composition_id)
             }
+            Self::RecordFile { file_id, .. } | Self::DeleteFile { file_id, .. } => {
+                (ResourceType::File, *file_id)
+            }
         }
     }
 
@@ -119,6 +140,8 @@ impl Command {
             Self::CreateComposition { .. } => "create_composition",
             Self::UpdateComposition { .. } => "update_composition",
             Self::DeleteComposition { .. } => "delete_composition",
+            Self::RecordFile { .. } => "record_file",
+            Self::DeleteFile { .. } => "delete_file",
         }
     }
 }

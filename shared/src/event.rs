@@ -21,6 +21,7 @@ use crate::contracts::{
 };
 use crate::resource::composition::{CompositionCreated, CompositionDeleted, CompositionUpdated};
 use crate::resource::episode::{EpisodeCreated, EpisodeDeleted, EpisodeUpdated};
+use crate::resource::file::{FileDeleted, FileUploaded};
 
 pub const EVENT_VERSION: u32 = 1;
 
@@ -96,6 +97,8 @@ events!(
     CompositionCreated,
     CompositionUpdated,
     CompositionDeleted,
+    FileUploaded,
+    FileDeleted,
     ViewerJoined,
     ViewerLeft,
     CommandRejected,

@@ -34,6 +34,7 @@ use crate::contracts::{
     JobStarted, NotificationCreated, ViewerJoined, ViewerLeft,
 };
 use crate::resource::composition::{CompositionCreated, CompositionDeleted, CompositionUpdated};
+use crate::resource::file::{FileDeleted, FileUploaded};
 
 /// Why a message was refused; its `Display` is the `x-parked-reason`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -293,6 +294,8 @@ fn known_event(e: &EventEnvelope, key: &str) -> Option<Result<(), String>> {
         }
         Event::ViewerJoined(d) => actor().and_then(|_| keyed::<ViewerJoined>(key, d.0.episode_id)),
         Event::ViewerLeft(d) => actor().and_then(|_| keyed::<ViewerLeft>(key, d.0.episode_id)),
+        Event::FileUploaded(d) => actor().and_then(|_| keyed::<FileUploaded>(key, d.file.episode_id)),
+        Event::FileDeleted(d) => actor().and_then(|_| keyed::<FileDeleted>(key, d.episode_id)),
         // Told to the actor whose command it was.
         Event::CommandRejected(_) => actor().and_then(|a| keyed::<CommandRejected>(key, a)),
         Event::NotificationCreated(d) => keyed::<NotificationCreated>(key, d.notification.user_id),

@@ -20,6 +20,8 @@ pub mod process;
 pub mod resource;
 pub mod retry;
 pub mod shutdown;
+pub mod storage;
 pub mod telemetry;
+pub mod tls;
 pub mod topics;
 pub mod trace;

@@ -22,6 +22,8 @@ where
     F: FnOnce(Arc<Settings>, CancellationToken) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
+    // Before any HTTP client exists (the JWKS fetcher, webhooks, S3).
+    crate::tls::install();
     let settings = match Settings::load(path_from_args()) {
         Ok(s) => Arc::new(s),
         Err(error) => {

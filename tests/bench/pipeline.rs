@@ -154,7 +154,7 @@ async fn run(app: &TestApp, [n, rate, concurrency]: [usize; 3]) -> anyhow::Resul
     let raw_cpu = raw_start.since(n);
     let seen: Seen = Arc::default();
     let events = watch_events(app, seen.clone()).await?;
-    let (url, http) = (app.api("/episodes").into(), reqwest::Client::new());
+    let (url, http) = (app.api("/episodes").into(), showrunner_shared::tls::client());
     let token = app.token("bench", Role::Member).into();
     let poster = Poster { http, url, token };
 

@@ -101,7 +101,7 @@ async fn bad(
 async fn normal(app: &TestApp, addr: SocketAddr, until: Instant) -> (Histogram<u64>, usize) {
     let mut latencies = Histogram::<u64>::new(3).unwrap_or_else(|_| unreachable!());
     let mut failures = 0;
-    let http = reqwest::Client::builder()
+    let http = showrunner_shared::tls::client_builder()
         .local_address(Some(Ipv4Addr::new(127, 0, 0, 200).into()))
         .timeout(Duration::from_secs(5))
         .build()

@@ -233,7 +233,7 @@ impl Cluster {
                 child: None,
             });
         }
-        let http = reqwest::Client::builder()
+        let http = showrunner_shared::tls::client_builder()
             .timeout(Duration::from_secs(10))
             .build()
             .context("an HTTP client")?;

@@ -59,10 +59,10 @@ pub struct Api {
 
 impl Api {
     pub fn new(base: String) -> Self {
-        let http = reqwest::Client::builder()
+        let http = showrunner_shared::tls::client_builder()
             .timeout(Duration::from_secs(15))
             .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
+            .unwrap_or_else(|_| showrunner_shared::tls::client());
         Self { base, http }
     }
 }

@@ -101,7 +101,7 @@ export SHOWRUNNER__AMQP__PARTITIONS=4
 export SHOWRUNNER__HTTP__ADDR=127.0.0.1:0
 SHOWRUNNER__AUTH__JWT_SECRET=fuzz-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
 export SHOWRUNNER__AUTH__JWT_SECRET
-export SHOWRUNNER__JOBS__EXPORT_DIR=$WORK/exports
+export SHOWRUNNER__STORAGE__URL=file://$WORK/files
 export SHOWRUNNER__LOG__FILTER=warn
 # A free port for the workers' ops server, so a `showrunner up` elsewhere on the machine does
 # not collide; and the per-user rate limit out of the way (tests/it/limits.rs covers it): a

@@ -173,7 +173,7 @@ async fn undecodable_commands_are_parked_with_their_reason_and_the_worker_goes_o
 
 /// The worker id inside each partition's active consumer tag, by partition queue.
 pub(crate) async fn active_consumers(vhost: &str) -> HashMap<String, String> {
-    let consumers: serde_json::Value = match reqwest::Client::new()
+    let consumers: serde_json::Value = match showrunner_shared::tls::client()
         .get(format!("{MANAGEMENT}/api/consumers/{vhost}"))
         .basic_auth("guest", Some("guest"))
         .send()

@@ -55,6 +55,8 @@ async fn every_route_creates_reads_lists_updates_and_deletes() {
     let bob = app.token("bob", Role::Member);
     let admin = app.token("root", Role::Admin);
     let ep = episode(&app, &alice).await;
+    let file = crate::support::upload(&app, &alice, &ep, "take.wav", b"RIFF").await;
+    let clip = |start: i64, duration: i64| json!({"fileId": file, "startUs": start, "sourceInUs": 0, "durationUs": duration});
 
     // Create, waiting: 201 with Location and the composition as applied.
     let tracks = json!([{"kind": "video", "clips": [clip(0, 1_000), clip(2_000, 500)]},

@@ -589,9 +589,7 @@ async fn a_request_that_arrives_before_its_row_commits_waits_for_the_commit() {
 
 #[tokio::test]
 async fn an_episode_export_writes_the_episode_and_its_history() {
-    let dir = std::env::temp_dir().join(format!("sr-export-{}", uuid::Uuid::now_v7().simple()));
-    let dir_str = dir.display().to_string();
-    let app = spawn_with(&Switch::default(), 1, &[("jobs.export_dir", dir_str.as_str())]).await;
+    let app = spawn_with(&Switch::default(), 1, &[]).await;
     let alice = app.token("alice", Role::Member);
     let (status, created) = crate::support::create_episode(
         &app,
@@ -617,11 +615,29 @@ async fn an_episode_export_writes_the_episode_and_its_history() {
     .await;
     let done = job_with_status(&app, &alice, str_of(&job_row, "id"), "succeeded").await;
     assert_eq!(done["result"]["activityCount"], 1);
-    let path = dir.join(format!("episode-{episode_id}.json"));
-    assert_eq!(done["result"]["path"], path.display().to_string());
-    let document: Value =
-        serde_json::from_slice(&std::fs::read(&path).expect("the export file")).expect("json");
+    // The export is a file of the episode, downloadable like any file.
+    let file_id = str_of(&done["result"], "fileId").to_string();
+    let url = str_of(&done["result"], "url").to_string();
+    assert_eq!(url, format!("/api/v1/episodes/{episode_id}/files/{file_id}/content"));
+    let response = app
+        .http
+        .get(format!("http://{}{url}", app.addr))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .expect("download");
+    assert_eq!(response.status(), StatusCode::OK);
+    let document: Value = response.json().await.expect("json");
     assert_eq!(document["episode"]["title"], "Pilot");
+    let (status, file) = crate::support::send(
+        app.http
+            .get(app.api(&format!("/episodes/{episode_id}/files/{file_id}")))
+            .bearer_auth(&alice),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{file}");
+    assert_eq!(file["data"]["name"], format!("episode-{episode_id}.json"));
+    assert_eq!(file["data"]["contentType"], "application/json");
     assert_eq!(document["activity"][0]["event"], "episode_created");
 
     // A missing episode fails at once: no retry can make it exist.
@@ -633,7 +649,6 @@ async fn an_episode_export_writes_the_episode_and_its_history() {
     .await;
     let failed = job_with_status(&app, &alice, str_of(&missing, "id"), "failed").await;
     assert_eq!(failed["attempts"], 1);
-    let _ = std::fs::remove_dir_all(&dir);
     app.stop().await;
 }
 

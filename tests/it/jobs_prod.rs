@@ -127,7 +127,9 @@ async fn undeclared_types_and_misfit_payloads_are_refused_naming_the_field() {
     assert_eq!(
         tags,
         [
+            "composition.export",
             "episode.export",
+            "file.purge",
             "test.flaky",
             "test.permanent",
             "test.sleep",

@@ -9,6 +9,7 @@ mod drain;
 mod edge;
 mod episodes;
 mod event_path;
+mod files;
 mod hostile;
 mod jobs;
 mod jobs_prod;

@@ -38,7 +38,7 @@ impl Users {
     async fn create(&mut self, role: &str, sets: &Value) -> String {
         let user = self.name(role);
         let password = uuid::Uuid::now_v7().simple().to_string();
-        let http = reqwest::Client::new();
+        let http = showrunner_shared::tls::client();
         let put = |path: String, body: Value| {
             http.put(format!("{MANAGEMENT}/api/{path}"))
                 .basic_auth("guest", Some("guest"))
@@ -70,7 +70,7 @@ impl Drop for Users {
                 return;
             };
             rt.block_on(async {
-                let http = reqwest::Client::new();
+                let http = showrunner_shared::tls::client();
                 for user in names {
                     let _ = http
                         .delete(format!("{MANAGEMENT}/api/users/{user}"))
@@ -116,14 +116,13 @@ async fn every_role_works_with_only_its_permissions_and_no_more() {
     topology::declare(&deploy, &app.settings.amqp).await.expect("the deploy user declares");
     let _ = deploy.close(200, "done".into()).await;
 
-    let exports = std::env::temp_dir().join(format!("{}-exports", app.name));
     let mut urls = std::collections::HashMap::new();
     for role in ROLES {
         urls.insert(role, users.create(role, &sets).await);
     }
     let settings_for = |role: &str| {
         let partitions = app.settings.amqp.partitions.to_string();
-        let exports = exports.to_string_lossy().to_string();
+        let storage = app.settings.storage.url.clone();
         Arc::new(
             Settings::with_overrides(&[
                 ("database.url", &app.settings.database.url),
@@ -137,7 +136,7 @@ async fn every_role_works_with_only_its_permissions_and_no_more() {
                 ("ops.enabled", "false"),
                 ("jobs.webhook_allow_hosts", "127.0.0.1"),
                 ("jobs.initial_delay_ms", "100"),
-                ("jobs.export_dir", &exports),
+                ("storage.url", &storage),
             ])
             .expect("settings"),
         )
@@ -161,7 +160,7 @@ async fn every_role_works_with_only_its_permissions_and_no_more() {
     .await;
     // Each role is connected as its own user.
     wait_until("every role user to hold a connection", DEADLINE, || async {
-        let Ok(response) = reqwest::Client::new()
+        let Ok(response) = showrunner_shared::tls::client()
             .get(format!("{MANAGEMENT}/api/vhosts/{}/connections", app.name))
             .basic_auth("guest", Some("guest"))
             .timeout(Duration::from_secs(30))
@@ -295,7 +294,6 @@ async fn every_role_works_with_only_its_permissions_and_no_more() {
     while let Some(result) = roles.join_next().await {
         assert!(matches!(result, Ok(Ok(()))), "a role ended with {result:?}");
     }
-    let _ = std::fs::remove_dir_all(&exports);
     drop(users);
     app.stop().await;
 }

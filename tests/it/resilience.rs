@@ -41,7 +41,7 @@ async fn without_the_broker_writes_answer_503_and_nothing_is_recorded() {
     let app = TestApp::spawn().await;
     let alice = app.token("alice", Role::Member);
     // Deleting the vhost closes every connection to it and refuses new ones.
-    reqwest::Client::new()
+    showrunner_shared::tls::client()
         .delete(format!("{MANAGEMENT}/api/vhosts/{}", app.name))
         .basic_auth("guest", Some("guest"))
         .send()

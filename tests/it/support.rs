@@ -263,7 +263,7 @@ pub async fn management(
     path: &str,
     body: Option<Value>,
 ) -> reqwest::Response {
-    let mut request = reqwest::Client::new()
+    let mut request = showrunner_shared::tls::client()
         .request(method, format!("{MANAGEMENT}/api/{path}"))
         .basic_auth("guest", Some("guest"));
     if let Some(body) = body {
@@ -368,7 +368,7 @@ impl Roles {
     }
 
     pub async fn ready(&self) -> (StatusCode, Value) {
-        send(reqwest::Client::new().get(self.url("/ready"))).await
+        send(showrunner_shared::tls::client().get(self.url("/ready"))).await
     }
 
     pub async fn wait_ready(&self, wanted: StatusCode) -> Value {
@@ -399,4 +399,19 @@ pub async fn stack(episode: bool, activity: bool, notification: bool) -> TestApp
         ..Options::default()
     })
     .await
+}
+
+/// Uploads `bytes` as an audio file of the episode, waiting for it to be recorded; its id.
+pub async fn upload(app: &TestApp, token: &str, episode: &str, name: &str, bytes: &[u8]) -> String {
+    let (status, body) = send(
+        app.http
+            .post(app.api(&format!("/episodes/{episode}/files?name={name}")))
+            .bearer_auth(token)
+            .header("Content-Type", "audio/wav")
+            .header("Prefer", "wait=10")
+            .body(bytes.to_vec()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    str_of(&body["data"], "id").to_string()
 }

@@ -25,7 +25,7 @@ fn sample(text: &str, series: &str) -> f64 {
 }
 
 async fn metrics_of(url: &str) -> String {
-    let response = reqwest::Client::new().get(url).send().await.expect("scrape");
+    let response = showrunner_shared::tls::client().get(url).send().await.expect("scrape");
     assert_eq!(response.status(), StatusCode::OK);
     let content_type =
         response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default();

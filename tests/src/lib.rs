@@ -90,7 +90,10 @@ impl TestApp {
         let database_url = format!("{PG_SERVER}/{name}");
         let amqp_url = format!("{AMQP_SERVER}/{name}");
         let partitions = options.partitions.to_string();
+        // The stack's files in this process's memory, under the stack's own name.
+        let storage_url = format!("memory://{name}");
         let mut pairs: Vec<(&str, &str)> = vec![
+            ("storage.url", &storage_url),
             ("database.url", &database_url),
             ("database.max_connections", "10"),
             ("amqp.url", &amqp_url),
@@ -153,7 +156,7 @@ impl TestApp {
             addrs: addrs.clone(),
             settings,
             db,
-            http: reqwest::Client::new(),
+            http: showrunner_shared::tls::client(),
             cancel,
             roles,
             episode_workers,
@@ -321,7 +324,7 @@ async fn ensure_management() -> anyhow::Result<()> {
     static READY: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
     READY
         .get_or_try_init(|| async {
-            let http = reqwest::Client::new();
+            let http = showrunner_shared::tls::client();
             let up = || async {
                 http.get(format!("{MANAGEMENT}/api/overview"))
                     .basic_auth("guest", Some("guest"))
@@ -354,7 +357,7 @@ async fn ensure_management() -> anyhow::Result<()> {
 
 async fn create_vhost(name: &str) -> anyhow::Result<()> {
     ensure_management().await?;
-    let http = reqwest::Client::new();
+    let http = showrunner_shared::tls::client();
     let put = |path: String, body: serde_json::Value| {
         http.put(format!("{MANAGEMENT}/api/{path}"))
             .basic_auth("guest", Some("guest"))
@@ -375,7 +378,7 @@ async fn create_vhost(name: &str) -> anyhow::Result<()> {
 }
 
 async fn cleanup(name: &str) {
-    let http = reqwest::Client::new();
+    let http = showrunner_shared::tls::client();
     let _ = http
         .delete(format!("{MANAGEMENT}/api/vhosts/{name}"))
         .basic_auth("guest", Some("guest"))
@@ -404,7 +407,7 @@ where
 
 /// Queue details from the management API (`messages`, `consumers`, `single_active_consumer_tag`...).
 pub async fn queue_info(vhost: &str, queue: &str) -> Option<serde_json::Value> {
-    reqwest::Client::new()
+    showrunner_shared::tls::client()
         .get(format!("{MANAGEMENT}/api/queues/{vhost}/{queue}"))
         .basic_auth("guest", Some("guest"))
         .send()

@@ -291,13 +291,20 @@ pub async fn run_job_worker_with(
     let probe = ops.probe(ROLE, &db);
     let tag = format!("{}/{}", process_label(ROLE), Uuid::now_v7());
     let http = jobs::webhook::client()?;
-    tracing::info!(types = ?registry.types(), "job worker starting");
+    let storage = showrunner_shared::storage::Storage::open(&settings.storage)?;
+    tracing::info!(types = ?registry.types(), ?storage, "job worker starting");
     let mut pacer = session::Pacer::default();
     while let Some((conn, ctx)) = pacer.connect(&settings, &db, ROLE, &cancel).await {
         let Some(channel) = session::open_channel(&conn).await else { continue };
         announce(&ctx, &tag).await;
         let sweeper = tokio::spawn(sweep_jobs_forever(ctx.clone(), cancel.child_token()));
-        let runner = jobs::consumer::Runner::new(ctx, registry.clone(), http.clone());
+        let orphans = tokio::spawn(jobs::files::sweep_orphans_forever(
+            ctx.clone(),
+            storage.clone(),
+            cancel.child_token(),
+        ));
+        let runner =
+            jobs::consumer::Runner::new(ctx, registry.clone(), http.clone(), storage.clone());
         probe.connected(&conn);
         probe.consuming(true);
         let result = jobs::consumer::consume(&runner, &channel, &tag, &cancel).await;
@@ -305,6 +312,7 @@ pub async fn run_job_worker_with(
         // What the finished jobs handed the committer is written before the connection closes.
         runner.committer.flush(Duration::from_secs(5)).await;
         sweeper.abort();
+        orphans.abort();
         let _ = bounded(channel.close(200, "stopping".into())).await;
         let _ = bounded(conn.close(200, "stopping".into())).await;
         match result {

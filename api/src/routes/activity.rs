@@ -1,5 +1,5 @@
 //! `GET /activity`: the activity log, newest first, filtered by resource or actor. Episodes and
-//! their compositions are the team's: every member reads their history. Everything else (jobs,
+//! their compositions and files are the team's: every member reads their history. Everything else (jobs,
 //! a user's own topics, the system) is its actor's: a member sees only their own rows and may
 //! not ask for another user's (`actorId`), admins see all.
 
@@ -63,7 +63,8 @@ impl From<activity::Model> for ActivityView {
 }
 
 /// Resource types whose history the whole team reads.
-const TEAM_RESOURCES: [ResourceType; 2] = [ResourceType::Episode, ResourceType::Composition];
+const TEAM_RESOURCES: [ResourceType; 3] =
+    [ResourceType::Episode, ResourceType::Composition, ResourceType::File];
 
 async fn list(
     State(state): State<AppState>,

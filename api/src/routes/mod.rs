@@ -4,6 +4,7 @@ pub mod activity;
 pub mod commands;
 pub mod compositions;
 pub mod episodes;
+pub mod files;
 pub mod health;
 pub mod jobs;
 pub mod notifications;

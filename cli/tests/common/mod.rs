@@ -11,7 +11,7 @@ pub const MANAGEMENT: &str = "http://127.0.0.1:15672";
 
 /// A PUT to the management API (a vhost, a user, permissions); panics naming the path.
 pub async fn management_put(path: &str, body: serde_json::Value) {
-    reqwest::Client::new()
+    showrunner_shared::tls::client()
         .put(format!("{MANAGEMENT}/api/{path}"))
         .basic_auth("guest", Some("guest"))
         .timeout(Duration::from_secs(30))
@@ -24,7 +24,7 @@ pub async fn management_put(path: &str, body: serde_json::Value) {
 
 /// Deletes a test's own vhost and broker user; failures are ignored (the test is over).
 pub async fn delete_vhost_and_user(name: &str) {
-    let http = reqwest::Client::new();
+    let http = showrunner_shared::tls::client();
     for path in [format!("vhosts/{name}"), format!("users/{name}")] {
         let _ = http
             .delete(format!("{MANAGEMENT}/api/{path}"))

@@ -47,6 +47,7 @@ pub const ACTIVITY_BINDINGS: &[&str] = &[
     "episode.*.updated",
     "episode.*.deleted",
     "episode.*.composition.*",
+    "episode.*.file.*",
     "job.*.*",
     "system.jobs.*",
 ];

@@ -84,13 +84,15 @@ pub fn insert(first: usize) -> String {
 
 /// `episode.<id>.created` -> ("episode", Some(id)); `system.jobs.started` -> ("system", None);
 /// an episode's child, `episode.<id>.composition.created`, is the child's: ("composition", the
-/// composition's id from the event).
+/// composition's id from the event); a file's likewise.
 fn resource_of(routing_key: &str, event: &Event) -> (String, Option<Uuid>) {
     let composition = |id| (ResourceType::Composition.as_str().to_string(), Some(id));
     match event {
         Event::CompositionCreated(d) => composition(d.composition.id),
         Event::CompositionUpdated(d) => composition(d.composition.id),
         Event::CompositionDeleted(d) => composition(d.composition_id),
+        Event::FileUploaded(d) => (ResourceType::File.as_str().to_string(), Some(d.file.id)),
+        Event::FileDeleted(d) => (ResourceType::File.as_str().to_string(), Some(d.file_id)),
         _ => {
             let mut parts = routing_key.split('.');
             let kind = parts.next().unwrap_or_default().to_string();
@@ -105,6 +107,7 @@ mod tests {
     use crate::contracts::DeleteType;
     use crate::event::Foreign;
     use crate::resource::composition::CompositionDeleted;
+    use crate::resource::file::FileDeleted;
 
     #[test]
     fn resources_come_from_the_routing_key_and_a_child_from_its_event() {
@@ -129,6 +132,19 @@ mod tests {
             resource_of(&format!("episode.{id}.composition.deleted"), &deleted.into()),
             ("composition".into(), Some(cid))
         );
+        let fid = Uuid::from_u128(7);
+        let file_deleted = FileDeleted {
+            file_id: fid,
+            episode_id: id,
+            name: "stem.wav".into(),
+            delete_type: DeleteType::Soft,
+            deleted_by: id,
+            timestamp: chrono::Utc::now(),
+        };
+        assert_eq!(
+            resource_of(&format!("episode.{id}.file.deleted"), &file_deleted.into()),
+            ("file".into(), Some(fid))
+        );
     }
 
     #[test]
@@ -136,6 +152,7 @@ mod tests {
         let id = Uuid::from_u128(5);
         assert!(records(&format!("episode.{id}.created")));
         assert!(records(&format!("episode.{id}.composition.updated")));
+        assert!(records(&format!("episode.{id}.file.deleted")));
         assert!(records(&format!("job.{id}.failed")));
         assert!(records("system.jobs.started"));
         assert!(!records(&format!("user.{id}.notification")));

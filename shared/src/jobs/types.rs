@@ -114,7 +114,11 @@ impl fmt::Debug for JobTypes {
 impl JobTypes {
     /// The job types every deployment has.
     pub fn builtin() -> Self {
-        Self::default().with::<Webhook>().with::<EpisodeExport>()
+        Self::default()
+            .with::<Webhook>()
+            .with::<EpisodeExport>()
+            .with::<FilePurge>()
+            .with::<CompositionExport>()
     }
 
     /// Adds (or replaces) the declaration of `T::NAME`.
@@ -259,8 +263,8 @@ pub struct ExportPayload {
 
 impl JobType for EpisodeExport {
     const NAME: &'static str = "episode.export";
-    const SUMMARY: &'static str = "Write the episode and its activity history to \
-        `<jobs.export_dir>/episode-<id>.json`; reports progress.";
+    const SUMMARY: &'static str = "Write the episode and its activity history as a JSON file \
+        of the episode (`file_uploaded`; the result names the file); reports progress.";
     type Payload = ExportPayload;
 
     fn payload_schema() -> Value {
@@ -269,6 +273,68 @@ impl JobType for EpisodeExport {
             "required": ["episodeId"],
             "additionalProperties": false,
             "properties": { "episodeId": { "type": "string", "format": "uuid" } }
+        })
+    }
+}
+
+/// `file.purge`: removes a file's object from storage once no file row (and no pending
+/// command) names it. The command worker queues one for every permanently deleted file and
+/// every file record it refused; one that finds the file still named removes nothing.
+pub struct FilePurge;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FilePurgePayload {
+    pub episode_id: Uuid,
+    pub file_id: Uuid,
+}
+
+impl JobType for FilePurge {
+    const NAME: &'static str = crate::resource::file::PURGE_JOB;
+    const SUMMARY: &'static str = "Remove a file's bytes from storage once no file row names \
+        them (queued by permanent deletes; a file still named is left alone).";
+    type Payload = FilePurgePayload;
+
+    fn payload_schema() -> Value {
+        json!({
+            "type": "object",
+            "required": ["episodeId", "fileId"],
+            "additionalProperties": false,
+            "properties": {
+                "episodeId": { "type": "string", "format": "uuid" },
+                "fileId": { "type": "string", "format": "uuid" }
+            }
+        })
+    }
+}
+
+/// `composition.export`: writes a composition as OpenTimelineIO JSON (`.otio`), a file of its
+/// episode.
+pub struct CompositionExport;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CompositionExportPayload {
+    pub episode_id: Uuid,
+    pub composition_id: Uuid,
+}
+
+impl JobType for CompositionExport {
+    const NAME: &'static str = "composition.export";
+    const SUMMARY: &'static str = "Write the composition as OpenTimelineIO JSON (a Timeline of \
+        Tracks of Clips referring to the files' download URLs) as a `.otio` file of the \
+        episode (`file_uploaded`; the result names the file).";
+    type Payload = CompositionExportPayload;
+
+    fn payload_schema() -> Value {
+        json!({
+            "type": "object",
+            "required": ["episodeId", "compositionId"],
+            "additionalProperties": false,
+            "properties": {
+                "episodeId": { "type": "string", "format": "uuid" },
+                "compositionId": { "type": "string", "format": "uuid" }
+            }
         })
     }
 }
@@ -287,7 +353,7 @@ mod tests {
             panic!("teleport is not a type");
         };
         assert_eq!(given, "teleport");
-        assert_eq!(known, ["episode.export", "webhook"]);
+        assert_eq!(known, ["composition.export", "episode.export", "file.purge", "webhook"]);
     }
 
     #[test]
@@ -322,7 +388,15 @@ mod tests {
             .flatten()
             .map(|v| &v["properties"]["type"]["const"])
             .collect();
-        assert_eq!(tags, [&json!("episode.export"), &json!("webhook")]);
-        assert_eq!(schema["oneOf"][1]["properties"]["payload"]["required"], json!(["url"]));
+        assert_eq!(
+            tags,
+            [
+                &json!("composition.export"),
+                &json!("episode.export"),
+                &json!("file.purge"),
+                &json!("webhook")
+            ]
+        );
+        assert_eq!(schema["oneOf"][3]["properties"]["payload"]["required"], json!(["url"]));
     }
 }

@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::episode::{self, Episode};
+use super::file::{self, File};
 use super::{
-    At, Bookkeeping, Rejection, RejectionCode, ResourceType, Stored, Tracked, delete, live,
+    At, Bookkeeping, Rejection, RejectionCode, ResourceType, Slots, Stored, Tracked, delete, live,
     misrouted, missing, touch,
 };
 use crate::contracts::{Command, DeleteType, EventData, OutgoingEvent};
@@ -60,8 +61,8 @@ pub enum TrackKind {
     Audio,
 }
 
-/// A span of one of the episode's files placed on the timeline. Until files exist, `fileId` is
-/// checked as a UUID only.
+/// A span of one of the episode's files placed on the timeline. The command worker checks that
+/// the file is one of the episode's and not deleted ([`apply`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Clip {
@@ -220,16 +221,54 @@ pub struct Composition {
 }
 
 /// Applies one composition command in the command worker: the episode must exist and be live
-/// (a write on a deleted episode is `gone`), then [`change`] applies it.
+/// (a write on a deleted episode is `gone`), every clip must name a live file of the episode
+/// (rejected naming the clip otherwise), then [`change`] applies it.
 pub fn apply(
     episode: Option<&Episode>,
+    files: &Slots<File>,
     state: &mut Option<Composition>,
     command: &Command,
     at: &At<'_>,
 ) -> Result<OutgoingEvent, Rejection> {
     let episode_id = command.episode_id();
     live(&mut episode.cloned(), episode_id)?;
+    let tracks = match command {
+        Command::CreateComposition { tracks, .. } => Some(tracks),
+        Command::UpdateComposition { changes, .. } => changes.tracks.as_ref(),
+        _ => None,
+    };
+    for (t, track) in tracks.map(Tracks::as_slice).unwrap_or_default().iter().enumerate() {
+        for (c, clip) in track.clips.iter().enumerate() {
+            if let Some(why) = file::unusable(files.get(clip.file_id), episode_id, clip.file_id) {
+                return Err(Rejection::new(
+                    RejectionCode::Conflict,
+                    format!("tracks[{t}].clips[{c}]: {why}"),
+                ));
+            }
+        }
+    }
     change(state, command, at)
+}
+
+/// The files a composition command's clips name (the command worker loads them with the
+/// batch).
+pub fn files_named(command: &Command) -> Vec<Uuid> {
+    let tracks = match command {
+        Command::CreateComposition { tracks, .. } => Some(tracks),
+        Command::UpdateComposition { changes, .. } => changes.tracks.as_ref(),
+        _ => None,
+    };
+    tracks
+        .map(Tracks::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .flat_map(|t| t.clips.iter().map(|c| c.file_id))
+        .collect()
+}
+
+/// Does one of the composition's clips name `file_id`?
+pub fn uses(composition: &Composition, file_id: Uuid) -> bool {
+    composition.tracks.iter().flat_map(|t| &t.clips).any(|c| c.file_id == file_id)
 }
 
 /// The composition's own rules, without its episode's: what the api's preview runs on the
@@ -611,6 +650,10 @@ mod tests {
         };
         assert_eq!(code(change(&mut state, &other_episode, &at)), Err(RejectionCode::NotFound));
         let mut gone = None;
-        assert_eq!(code(apply(None, &mut gone, &create, &at)), Err(RejectionCode::NotFound));
+        let files = Slots { slots: Default::default() };
+        assert_eq!(
+            code(apply(None, &files, &mut gone, &create, &at)),
+            Err(RejectionCode::NotFound)
+        );
     }
 }

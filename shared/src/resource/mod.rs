@@ -8,6 +8,7 @@
 
 pub mod composition;
 pub mod episode;
+pub mod file;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -20,6 +21,7 @@ use uuid::Uuid;
 use crate::contracts::{Actor, Command, CommandEnvelope, OutgoingEvent};
 use composition::Composition;
 use episode::Episode;
+use file::File;
 
 /// What a command acts on, as the `commands` and `activity_log` rows name it.
 #[derive(
@@ -30,6 +32,7 @@ use episode::Episode;
 pub enum ResourceType {
     Episode,
     Composition,
+    File,
 }
 
 impl ResourceType {
@@ -37,6 +40,7 @@ impl ResourceType {
         match self {
             Self::Episode => "episode",
             Self::Composition => "composition",
+            Self::File => "file",
         }
     }
 }
@@ -258,6 +262,20 @@ impl<R: Stored> Slots<R> {
         self.slots.get(&id).and_then(|(_, after)| after.as_ref())
     }
 
+    /// Every row as the batch leaves it so far.
+    pub fn current(&self) -> impl Iterator<Item = &R> {
+        self.slots.values().filter_map(|(_, after)| after.as_ref())
+    }
+
+    /// The ids of the rows the batch deleted.
+    fn removed(&self) -> Vec<Uuid> {
+        self.slots
+            .iter()
+            .filter(|(_, (before, after))| before.is_some() && after.is_none())
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
     async fn upsert(&self, txn: &DatabaseTransaction) -> Result<(), DbErr> {
         let changed: Vec<&R> = self
             .slots
@@ -268,12 +286,7 @@ impl<R: Stored> Slots<R> {
     }
 
     async fn remove(&self, txn: &DatabaseTransaction) -> Result<(), DbErr> {
-        let deleted: Vec<Uuid> = self
-            .slots
-            .iter()
-            .filter(|(_, (before, after))| before.is_some() && after.is_none())
-            .map(|(id, _)| *id)
-            .collect();
+        let deleted = self.removed();
         if deleted.is_empty() { Ok(()) } else { R::remove(txn, deleted).await }
     }
 }
@@ -285,11 +298,15 @@ impl<R: Stored> Slots<R> {
 pub struct Batch {
     pub episodes: Slots<Episode>,
     pub compositions: Slots<Composition>,
+    pub files: Slots<File>,
+    /// (episode, file) whose object must go: permanently deleted files, rejected records.
+    purges: Vec<(Uuid, Uuid)>,
 }
 
 impl Batch {
-    /// Loads and locks the rows the commands touch: episodes first, then compositions, each in
-    /// id order (one lock order for every batch).
+    /// Loads and locks the rows the commands touch: episodes first, then compositions (also
+    /// those using a file a command deletes), then files (also those a clip names), each in id
+    /// order (one lock order for every batch).
     pub async fn load<'a>(
         txn: &DatabaseTransaction,
         commands: impl Iterator<Item = &'a Command> + Clone,
@@ -303,8 +320,18 @@ impl Batch {
         };
         let episodes =
             Slots::load(txn, commands.clone().map(Command::episode_id).collect()).await?;
-        let compositions = Slots::load(txn, of(ResourceType::Composition).collect()).await?;
-        Ok(Self { episodes, compositions })
+        let deleted_files = commands
+            .clone()
+            .filter(|c| matches!(c, Command::DeleteFile { .. }))
+            .map(|c| c.resource().1)
+            .collect();
+        let mut composition_ids: Vec<Uuid> = of(ResourceType::Composition).collect();
+        composition_ids.extend(file::compositions_using(txn, deleted_files).await?);
+        let compositions = Slots::load(txn, composition_ids).await?;
+        let mut file_ids: Vec<Uuid> = of(ResourceType::File).collect();
+        file_ids.extend(commands.clone().flat_map(composition::files_named));
+        let files = Slots::load(txn, file_ids).await?;
+        Ok(Self { episodes, compositions, files, purges: Vec::new() })
     }
 
     /// Applies one command to the batch's state: the event it causes, or why not.
@@ -319,19 +346,53 @@ impl Batch {
             (ResourceType::Episode, id) => episode::apply(self.episodes.get_mut(id), command, &at),
             (ResourceType::Composition, id) => composition::apply(
                 self.episodes.get(command.episode_id()),
+                &self.files,
                 self.compositions.get_mut(id),
                 command,
                 &at,
             ),
+            (ResourceType::File, id) => {
+                let episode_id = command.episode_id();
+                let used_by = match command {
+                    Command::DeleteFile { .. } => self
+                        .compositions
+                        .current()
+                        .find(|c| c.deleted_at.is_none() && composition::uses(c, id))
+                        .map(|c| c.id),
+                    _ => None,
+                };
+                let result = file::apply(
+                    self.episodes.get(episode_id),
+                    self.files.get_mut(id),
+                    used_by,
+                    command,
+                    &at,
+                );
+                // Its bytes are stored already: a record refused leaves them to purge.
+                let purge = match command {
+                    Command::RecordFile { .. } => result.is_err(),
+                    Command::DeleteFile { permanent, .. } => *permanent && result.is_ok(),
+                    _ => false,
+                };
+                if purge {
+                    self.purges.push((episode_id, id));
+                }
+                result
+            }
         }
     }
 
     /// Writes what the batch changed: upserts parents before children, deletes children before
-    /// parents (an episode's permanent delete cascades to its compositions).
+    /// parents (an episode's permanent delete cascades to its compositions and files), and
+    /// queues the purge of the objects no row will name.
     pub async fn write(&self, txn: &DatabaseTransaction) -> Result<(), DbErr> {
         self.episodes.upsert(txn).await?;
         self.compositions.upsert(txn).await?;
+        self.files.upsert(txn).await?;
+        self.files.remove(txn).await?;
+        file::queue_purges(txn, &self.purges).await?;
         self.compositions.remove(txn).await?;
+        file::queue_purges_of_episodes(txn, self.episodes.removed()).await?;
         self.episodes.remove(txn).await
     }
 }

@@ -45,12 +45,18 @@ pub struct Runner {
     pub ctx: Context,
     pub registry: Registry,
     pub http: reqwest::Client,
+    pub storage: showrunner_shared::storage::Storage,
     pub committer: Committer,
     pub tracker: Tracker,
 }
 
 impl Runner {
-    pub fn new(ctx: Context, registry: Registry, http: reqwest::Client) -> Self {
+    pub fn new(
+        ctx: Context,
+        registry: Registry,
+        http: reqwest::Client,
+        storage: showrunner_shared::storage::Storage,
+    ) -> Self {
         let jobs = &ctx.settings.jobs;
         // Renewed every second while the attempt runs; never longer than an attempt can last
         // (its timeout, or a cancel's grace), so even without renewals it ends in time.
@@ -59,7 +65,7 @@ impl Runner {
         let committer = Committer::start(ctx.db.clone(), lease);
         let tracker =
             Tracker::start(ctx.db.clone(), lease, Duration::from_millis(jobs.progress_interval_ms));
-        Self { ctx, registry, http, committer, tracker }
+        Self { ctx, registry, http, storage, committer, tracker }
     }
 }
 
@@ -274,6 +280,7 @@ async fn run(
         db: runner.ctx.db.clone(),
         settings: runner.ctx.settings.clone(),
         http: runner.http.clone(),
+        storage: runner.storage.clone(),
         signals: signals.clone(),
     };
     let timeout = Duration::from_secs(jobs.timeout_secs);

@@ -1,7 +1,7 @@
-//! `episode.export`: writes an episode and its activity history as one JSON document,
-//! `<jobs.export_dir>/episode-<id>.json`. Written to a temporary file and renamed, so a reader
-//! never sees half a document and a repeated attempt simply replaces it. Reports its progress
-//! and stops between steps when cancelled.
+//! `episode.export`: writes an episode and its activity history as one JSON document, a file
+//! of the episode (`episode-<id>.json`, `file_uploaded`, downloadable like any file). A repeated
+//! attempt writes the same file (its id comes from the job's). Reports its progress and stops
+//! between steps when cancelled.
 
 use anyhow::anyhow;
 use chrono::{DateTime, Utc};
@@ -12,6 +12,7 @@ use showrunner_shared::db::{EpisodeRow, sql};
 use showrunner_shared::jobs::types::{self, ExportPayload};
 use uuid::Uuid;
 
+use super::files::{export_file_id, store};
 use super::{JobContext, JobError, JobHandler};
 
 pub struct EpisodeExport;
@@ -63,26 +64,16 @@ impl JobHandler for EpisodeExport {
             "exportedAt": Utc::now(),
             "jobId": ctx.job_id,
         });
-        let dir = &ctx.settings.jobs.export_dir;
-        let path = dir.join(format!("episode-{id}.json"));
-        let temporary = dir.join(format!(".episode-{id}.json.{}", ctx.job_id));
         let bytes = serde_json::to_vec_pretty(&document).map_err(JobError::permanent)?;
-        let size = bytes.len();
-        let (dir_owned, target) = (dir.clone(), path.clone());
-        let written = tokio::task::spawn_blocking(move || {
-            std::fs::create_dir_all(&dir_owned)?;
-            std::fs::write(&temporary, &bytes)?;
-            std::fs::rename(&temporary, &target)
-        })
-        .await
-        .map_err(JobError::permanent)?;
-        written
-            .map_err(|e| JobError::retryable(anyhow!("cannot write {}: {e}", path.display())))?;
+        let name = format!("episode-{id}.json");
+        let file =
+            store(ctx, id, export_file_id(ctx.job_id), &name, "application/json", bytes).await?;
         ctx.progress(100, "written");
         Ok(serde_json::json!({
-            "path": path.display().to_string(),
+            "fileId": file.id,
+            "url": format!("/api/v1/episodes/{id}/files/{}/content", file.id),
             "activityCount": activity.len(),
-            "bytes": size,
+            "bytes": file.size,
         }))
     }
 }

@@ -3,8 +3,11 @@
 //! concurrency and schedules retries through the broker's delay tiers.
 
 pub mod committer;
+pub mod composition_export;
 pub mod consumer;
 pub mod episode_export;
+pub mod file_purge;
+pub mod files;
 pub mod schedule;
 pub mod store;
 pub mod tracker;
@@ -53,6 +56,8 @@ pub struct JobContext {
     pub db: DatabaseConnection,
     pub settings: Arc<Settings>,
     pub http: reqwest::Client,
+    /// Where files' bytes are (exports write files, `file.purge` removes them).
+    pub storage: showrunner_shared::storage::Storage,
     signals: tracker::Signals,
 }
 
@@ -133,7 +138,11 @@ impl std::fmt::Debug for Registry {
 impl Registry {
     /// The job types every deployment has.
     pub fn builtin() -> Self {
-        Self::default().with(webhook::Webhook).with(episode_export::EpisodeExport)
+        Self::default()
+            .with(webhook::Webhook)
+            .with(episode_export::EpisodeExport)
+            .with(file_purge::FilePurge)
+            .with(composition_export::CompositionExport)
     }
 
     /// Adds (or replaces) the handler of `H::Job::NAME`.

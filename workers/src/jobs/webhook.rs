@@ -144,7 +144,7 @@ fn pinned_client(
     addrs: &[SocketAddr],
     timeout: Duration,
 ) -> reqwest::Result<reqwest::Client> {
-    let mut builder = reqwest::Client::builder()
+    let mut builder = showrunner_shared::tls::client_builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(CONNECT_TIMEOUT)
@@ -193,7 +193,7 @@ fn allowed_url(raw: &str) -> anyhow::Result<Url> {
 
 /// The HTTP client other job types share: bounded connect time, no proxy, no redirects.
 pub fn client() -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
+    showrunner_shared::tls::client_builder()
         .no_proxy()
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(Duration::from_secs(30))
