@@ -253,8 +253,17 @@ async fn one_run(
     expect("jobs retried (peer_done attempt > 0)", retried, failing);
     let attempts = app.count("SELECT sum(attempts) FROM jobs WHERE status = 'succeeded'").await;
     expect("attempts of the succeeded jobs", attempts, n64 + failing);
+    let done = app.count(&format!("SELECT count(*) FROM peer_done WHERE run_id = '{run}'")).await;
+    expect("peer_done rows", done, n64);
+    expect(
+        "jobs not succeeded",
+        app.count("SELECT count(*) FROM jobs WHERE status <> 'succeeded'").await,
+        0,
+    );
     if records_activity() {
+        let queued = if queued_events() { n64 } else { 0 };
         for (event, want) in [
+            ("job_queued", queued),
             ("job_started", n64 + failing),
             ("job_retry", failing),
             ("job_completed", n64),
@@ -265,6 +274,9 @@ async fn one_run(
             );
             expect(&format!("{event} activity rows"), settled_count(app, &query).await, want);
         }
+        // Nothing else either: every job activity row is one of the above.
+        let all = "SELECT count(*) FROM activity_log WHERE resource_type = 'job'";
+        expect("job activity rows in all", settled_count(app, all).await, events);
     }
     anyhow::ensure!(wrong.is_empty(), "the run's counts are wrong: {}", wrong.join("; "));
     Ok(RunResult { enqueue, wall, status, activity, retried, cpu })

@@ -158,7 +158,10 @@ impl Proto {
 
 // ---------------- shared counters ----------------
 struct St {
-    /// Bumped before each fan-out phase: every phase's publisher numbers its events from 0.
+    /// Bumped before each fan-out phase whose events the relay numbers itself (`internal`: from
+    /// 0 again). The external publisher numbers each phase's events from where the last one
+    /// ended (`--seq0`), so every client's sequence only ever rises and a late frame of an
+    /// earlier phase counts as out of order.
     phase: AtomicU64,
     /// Frames a client got a second time (or out of order): by topic and sequence, per client.
     duplicates: AtomicU64,
@@ -203,11 +206,15 @@ struct Seen {
     all_seq: Option<u64>,
 }
 
-/// The event's topic (the first `"topic":"..."`, the frame's own).
-fn topic_of(s: &str) -> &str {
-    let Some(i) = s.find("\"topic\":\"") else { return "" };
-    let rest = &s[i + 9..];
-    rest.find('"').map(|end| &rest[..end]).unwrap_or("")
+/// Every `"topic":"..."` of a frame: the relay's own (Showrunner's frame names the topic it
+/// was routed by) and the one the publisher put in the event's data. A frame is on the right
+/// topic only if all of them are, so a frame routed to the wrong client is told whichever of
+/// the two the relay got wrong.
+fn topics_of(s: &str) -> impl Iterator<Item = &str> {
+    s.match_indices("\"topic\":\"").map(move |(i, key)| {
+        let rest = &s[i + key.len()..];
+        rest.find('"').map(|end| &rest[..end]).unwrap_or("")
+    })
 }
 
 #[inline]
@@ -215,10 +222,19 @@ fn on_event(st: &St, seen: &mut Seen, s: &str) {
     let now = now_us();
     let lat = now.saturating_sub(num_after(s, "\"ts\":"));
     st.last_rx.store(now, Relaxed);
-    let topic = topic_of(s);
     let seq = num_after(s, "\"seq\":");
-    let is_all = topic == "all";
-    if !is_all && topic != seen.room {
+    let mut topics = topics_of(s).peekable();
+    let is_all = topics.peek() == Some(&"all");
+    let expected = if is_all { "all" } else { seen.room.as_str() };
+    let mut any = false;
+    for topic in topics {
+        any = true;
+        if topic != expected {
+            st.misrouted.fetch_add(1, Relaxed);
+            return;
+        }
+    }
+    if !any {
         st.misrouted.fetch_add(1, Relaxed);
         return;
     }
@@ -381,6 +397,8 @@ async fn publish(a: Args) -> Res<()> {
     let rooms: u64 = a.num("rooms", "100");
     let size: usize = a.num("size", "64");
     let prefix = a.get("prefix", "t");
+    // The first event's sequence number (the run numbers phases on from each other).
+    let seq0: u64 = a.num("seq0", "0");
     let data = "x".repeat(size);
     let mut s = TcpStream::connect(a.get("ingest", "127.0.0.1:3001")).await?;
     s.set_nodelay(true)?;
@@ -399,8 +417,9 @@ async fn publish(a: Args) -> Res<()> {
             use std::fmt::Write;
             let _ = writeln!(
                 buf,
-                "{{\"op\":\"pub\",\"topic\":\"{prefix}{}\",\"seq\":{sent},\"ts\":{now},\"data\":\"{data}\"}}",
-                sent % rooms
+                "{{\"op\":\"pub\",\"topic\":\"{prefix}{}\",\"seq\":{},\"ts\":{now},\"data\":\"{data}\"}}",
+                sent % rooms,
+                seq0 + sent
             );
             sent += 1;
         }
@@ -523,12 +542,18 @@ async fn run(a: Args) -> Res<()> {
     let exe = std::env::current_exe()?;
 
     // ---- b. fan-out at rising rates ----
+    let mut next_seq = 0u64;
+    let mut after_internal = false;
     for src in &sources {
         for &rate in &rates {
             let total_secs = warm + secs + 1;
             st.events.store(0, Relaxed);
-            st.phase.fetch_add(1, Relaxed);
             let mut child = None;
+            if src == "internal" || after_internal {
+                // The relay's own numbering starts again at 0 (and after it, the publisher's).
+                st.phase.fetch_add(1, Relaxed);
+            }
+            after_internal = src == "internal";
             if src == "internal" {
                 ing.write_all(
                     format!("{{\"op\":\"rate\",\"rate\":{rate},\"secs\":{total_secs},\"rooms\":{rooms},\"size\":{size},\"prefix\":\"{prefix}\"}}\n").as_bytes(),
@@ -539,8 +564,10 @@ async fn run(a: Args) -> Res<()> {
                     tokio::process::Command::new(&exe)
                         .args(["publish", "--ingest", &ingest, "--rate", &rate.to_string(), "--secs", &total_secs.to_string()])
                         .args(["--rooms", &rooms.to_string(), "--size", &size.to_string(), "--prefix", &prefix])
+                        .args(["--seq0", &next_seq.to_string()])
                         .spawn()?,
                 );
+                next_seq += (rate * total_secs as f64) as u64;
             }
             let pub_start = now_us();
             let cpid = child.as_ref().and_then(|c| c.id()).unwrap_or(0);
