@@ -73,9 +73,7 @@ impl Cleanup {
 impl Drop for Cleanup {
     fn drop(&mut self) {
         // No runtime (the process is ending): the orphan sweeper removes it later.
-        if let (Some(key), Ok(runtime)) =
-            (self.key.take(), tokio::runtime::Handle::try_current())
-        {
+        if let (Some(key), Ok(runtime)) = (self.key.take(), tokio::runtime::Handle::try_current()) {
             let storage = self.storage.clone();
             runtime.spawn(async move {
                 if let Err(error) = storage.delete(&key).await {
