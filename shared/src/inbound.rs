@@ -294,7 +294,9 @@ fn known_event(e: &EventEnvelope, key: &str) -> Option<Result<(), String>> {
         }
         Event::ViewerJoined(d) => actor().and_then(|_| keyed::<ViewerJoined>(key, d.0.episode_id)),
         Event::ViewerLeft(d) => actor().and_then(|_| keyed::<ViewerLeft>(key, d.0.episode_id)),
-        Event::FileUploaded(d) => actor().and_then(|_| keyed::<FileUploaded>(key, d.file.episode_id)),
+        Event::FileUploaded(d) => {
+            actor().and_then(|_| keyed::<FileUploaded>(key, d.file.episode_id))
+        }
         Event::FileDeleted(d) => actor().and_then(|_| keyed::<FileDeleted>(key, d.episode_id)),
         // Told to the actor whose command it was.
         Event::CommandRejected(_) => actor().and_then(|a| keyed::<CommandRejected>(key, a)),

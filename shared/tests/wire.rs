@@ -21,6 +21,7 @@ use showrunner_shared::resource::composition::{
     Clip, Composition, CompositionChanges, CompositionCreated, CompositionDeleted,
     CompositionUpdated, Track, TrackKind, Tracks,
 };
+use showrunner_shared::resource::file::{File, FileDeleted, FileUploaded};
 use uuid::Uuid;
 
 fn at() -> DateTime<Utc> {
@@ -52,6 +53,23 @@ fn tracks() -> Tracks {
         Clip { file_id: id(0xf), start_us: 0, source_in_us: 500_000, duration_us: 2_000_000 };
     Tracks::validate(vec![Track { kind: TrackKind::Audio, clips: vec![clip] }])
         .expect("valid tracks")
+}
+
+/// The SHA-256 of the empty input, as a file's checksum sample.
+const SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+fn file() -> File {
+    File {
+        id: id(0xf),
+        episode_id: id(1),
+        name: "stem.wav".into(),
+        content_type: "audio/wav".into(),
+        size: 1_048_576,
+        sha256: SHA256.into(),
+        created_by: alice().id,
+        created_at: at(),
+        deleted_at: None,
+    }
 }
 
 fn episode() -> Episode {
@@ -96,6 +114,8 @@ fn slot(command: &Command) -> usize {
         Command::CreateComposition { .. } => 3,
         Command::UpdateComposition { .. } => 4,
         Command::DeleteComposition { .. } => 5,
+        Command::RecordFile { .. } => 6,
+        Command::DeleteFile { .. } => 7,
     }
 }
 
@@ -133,6 +153,15 @@ fn commands() -> Vec<Command> {
             if_version: Some(3),
         },
         Command::DeleteComposition { episode_id: id(1), composition_id: id(2), permanent: true },
+        Command::RecordFile {
+            episode_id: id(1),
+            file_id: id(0xf),
+            name: parse(serde_json::json!("stem.wav")),
+            content_type: parse(serde_json::json!("audio/wav")),
+            size: 1_048_576,
+            sha256: parse(serde_json::json!(SHA256)),
+        },
+        Command::DeleteFile { episode_id: id(1), file_id: id(0xf), permanent: false },
     ]
 }
 
@@ -140,7 +169,7 @@ fn commands() -> Vec<Command> {
 fn every_command_is_pinned() {
     let commands = commands();
     let slots: Vec<usize> = commands.iter().map(slot).collect();
-    assert_eq!(slots, (0..6).collect::<Vec<_>>(), "one sample per command kind, in order");
+    assert_eq!(slots, (0..8).collect::<Vec<_>>(), "one sample per command kind, in order");
     for command in commands {
         let kind = command.kind();
         let envelope = CommandEnvelope {
@@ -234,6 +263,27 @@ fn events() -> Vec<OutgoingEvent> {
                 episode_id: id(1),
                 name: "Rough cut".into(),
                 delete_type: DeleteType::Permanent,
+                deleted_by: alice().id,
+                timestamp: at(),
+            },
+            by.clone(),
+            cause,
+            at(),
+        ),
+        OutgoingEvent::new(
+            &id(1),
+            &FileUploaded { file: file(), uploaded_by: alice().id, timestamp: at() },
+            by.clone(),
+            cause,
+            at(),
+        ),
+        OutgoingEvent::new(
+            &id(1),
+            &FileDeleted {
+                file_id: id(0xf),
+                episode_id: id(1),
+                name: "stem.wav".into(),
+                delete_type: DeleteType::Soft,
                 deleted_by: alice().id,
                 timestamp: at(),
             },

@@ -155,7 +155,7 @@ pub fn apply(
     command: &Command,
     at: &At<'_>,
 ) -> Result<OutgoingEvent, Rejection> {
-    episode::live(&mut episode.cloned(), command.episode_id())?;
+    super::live(&mut episode.cloned(), command.episode_id())?;
     change(state, used_by, command, at)
 }
 
