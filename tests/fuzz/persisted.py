@@ -20,7 +20,7 @@ EPISODE_STATUSES = {"draft", "in_production", "published", "archived"}
 COMMAND_STATUSES = {"pending", "applied", "rejected"}
 JOB_STATUSES = {"queued", "scheduled", "running", "retrying", "succeeded", "failed", "cancelled"}
 # The job types `showrunner up` declares (shared/src/jobs/types.rs, JobTypes::builtin).
-JOB_TYPES = {"webhook", "episode.export"}
+JOB_TYPES = {"webhook", "episode.export", "composition.export", "file.purge"}
 JOB_TYPE = re.compile(r"^[a-z0-9._-]{1,100}$")
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]([\t\x20-\x7e]{0,198}[\x21-\x7e])?$")
 # Rust's char::is_whitespace (Unicode White_Space), which str::trim uses; Python's
