@@ -10,6 +10,8 @@ mod m20261202_000001_job_operations;
 mod m20261202_000004_compositions;
 mod m20261203_000001_event_path;
 mod m20261203_000002_files;
+mod m20261204_000001_partitioned_activity;
+mod m20261204_000002_lifecycle;
 
 pub struct Migrator;
 
@@ -24,6 +26,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000004_compositions::Migration),
             Box::new(m20261203_000001_event_path::Migration),
             Box::new(m20261203_000002_files::Migration),
+            Box::new(m20261204_000001_partitioned_activity::Migration),
+            Box::new(m20261204_000002_lifecycle::Migration),
         ]
     }
 }

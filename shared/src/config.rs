@@ -32,6 +32,7 @@ pub struct Settings {
     pub shutdown: ShutdownSettings,
     pub storage: StorageSettings,
     pub files: FileSettings,
+    pub retention: RetentionSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -349,6 +350,35 @@ pub struct WorkerSettings {
     pub command_republish_after_secs: u64,
 }
 
+/// How long what is not history is kept, and how the history's partitions are kept (the
+/// workers' retention sweep, `workers/src/retention.rs`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// Seconds between two sweeps of one process.
+    pub interval_secs: u64,
+    /// Rows deleted per statement (each statement is its own short transaction).
+    pub batch_size: u32,
+    /// Finished command rows (applied or rejected) are deleted this many seconds after they
+    /// were accepted. At least 86,400: a command row is the Idempotency-Key record, documented
+    /// to hold for 24 h.
+    pub commands_secs: u64,
+    /// Finished job rows (succeeded, failed, cancelled) are deleted this many seconds after
+    /// they finished; their activity rows stay.
+    pub jobs_secs: u64,
+    /// Read notifications are deleted this many seconds after they were read.
+    pub read_notifications_secs: u64,
+    /// Presence rows whose last refresh is older than `http.presence_ttl_secs` plus this are
+    /// deleted by the workers (the api expires them itself, with `viewer_left`; this only
+    /// clears what no api was running to expire).
+    pub presence_grace_secs: u64,
+    /// Monthly partitions of `activity_log` created ahead of the current month.
+    pub activity_months_ahead: u32,
+    /// Partitions of `activity_log` wholly older than this many months are dropped; 0 keeps
+    /// the history for ever.
+    pub activity_months: u32,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobSettings {
@@ -634,7 +664,15 @@ impl Settings {
             .set_default("storage.s3.allow_http", false)?
             .set_default("files.max_bytes", 5_u64 * 1024 * 1024 * 1024)?
             .set_default("files.allowed_types", DEFAULT_FILE_TYPES)?
-            .set_default("files.orphan_after_secs", 3600)?;
+            .set_default("files.orphan_after_secs", 3600)?
+            .set_default("retention.interval_secs", 60)?
+            .set_default("retention.batch_size", 1000)?
+            .set_default("retention.commands_secs", 2 * 86_400)?
+            .set_default("retention.jobs_secs", 30 * 86_400)?
+            .set_default("retention.read_notifications_secs", 30 * 86_400)?
+            .set_default("retention.presence_grace_secs", 3600)?
+            .set_default("retention.activity_months_ahead", 2)?
+            .set_default("retention.activity_months", 0)?;
         if let Some(path) = file {
             builder = builder.add_source(config::File::from(path).required(true));
         }
@@ -671,6 +709,21 @@ impl Settings {
             return Err(invalid("amqp.delivery_limit", "must be at least 1"));
         }
         self.validate_amqp_nodes()?;
+        if self.retention.commands_secs < 86_400 {
+            return Err(invalid(
+                "retention.commands_secs",
+                "must be at least 86400: a command row is the Idempotency-Key record, kept 24 h",
+            ));
+        }
+        if self.retention.batch_size == 0 || self.retention.interval_secs == 0 {
+            return Err(invalid(
+                "retention.batch_size",
+                "retention.batch_size and retention.interval_secs must be at least 1",
+            ));
+        }
+        if !(1..=24).contains(&self.retention.activity_months_ahead) {
+            return Err(invalid("retention.activity_months_ahead", "must be between 1 and 24"));
+        }
         if !self.database.url.starts_with("postgres://")
             && !self.database.url.starts_with("postgresql://")
         {

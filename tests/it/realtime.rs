@@ -369,7 +369,10 @@ async fn a_resume_beyond_max_replay_is_refused_and_one_within_it_replays() {
 #[tokio::test]
 async fn an_event_past_the_retention_cannot_be_resumed_from() {
     let app = TestApp::spawn_with(Options {
-        extra: vec![("realtime.event_log_retention_secs".into(), "1".into())],
+        extra: vec![
+            ("realtime.event_log_retention_secs".into(), "1".into()),
+            ("retention.interval_secs".into(), "1".into()),
+        ],
         ..Default::default()
     })
     .await;
@@ -380,7 +383,7 @@ async fn an_event_past_the_retention_cannot_be_resumed_from() {
         logged_creations(&app).await.into_iter().next()
     })
     .await;
-    // The episode worker's sweeper deletes what is older than the retention.
+    // The workers' retention sweep deletes what is older than the retention.
     wait_until("the event to leave the event log", DEADLINE, || async {
         app.count(&format!("SELECT count(*) FROM event_log WHERE id = '{event}'")).await == 0
     })

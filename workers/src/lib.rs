@@ -6,6 +6,7 @@ pub mod jobs;
 mod observe;
 pub mod ops;
 pub mod partitions;
+pub mod retention;
 pub mod runtime;
 pub mod session;
 pub mod shipper;
@@ -335,6 +336,7 @@ async fn sweep_jobs_forever(ctx: Context, cancel: CancellationToken) {
             _ = tick.tick() => {}
         }
         session::sweep(&ctx).await;
+        retention::tick(&ctx);
         match republish_stranded(&ctx).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(count = n, "sweeper republished stranded job requests"),
@@ -414,7 +416,10 @@ async fn sweep_forever(ctx: Context, cancel: CancellationToken) {
     loop {
         tokio::select! {
             () = cancel.cancelled() => return,
-            _ = tick.tick() => session::sweep(&ctx).await,
+            _ = tick.tick() => {
+                session::sweep(&ctx).await;
+                retention::tick(&ctx);
+            }
         }
     }
 }

@@ -169,18 +169,6 @@ pub async fn sweep(ctx: &Context) {
         Ok(n) => tracing::info!(count = n, "sweeper published outbox rows"),
         Err(error) => tracing::warn!(%error, "outbox sweep failed"),
     }
-    let retention = ctx.settings.realtime.event_log_retention_secs as f64;
-    if let Err(error) = ctx
-        .db
-        .execute_raw(sql(
-            "DELETE FROM event_log WHERE seq IN (SELECT seq FROM event_log \
-             WHERE logged_at < now() - make_interval(secs => $1) ORDER BY seq LIMIT 10000)",
-            [retention.into()],
-        ))
-        .await
-    {
-        tracing::warn!(%error, "event log retention failed");
-    }
     match republish_pending(ctx).await {
         Ok(0) => {}
         Ok(n) => tracing::info!(count = n, "sweeper republished pending commands"),

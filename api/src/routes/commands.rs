@@ -1,5 +1,8 @@
 //! `GET /commands/{id}`: what became of an accepted command. Only its creator (or an admin)
-//! sees it; to anyone else it does not exist.
+//! sees it; to anyone else it does not exist. A finished command's record is kept
+//! `retention.commands_secs` (two days by default, never less than the 24 h of idempotency)
+//! and then deleted by the workers' retention sweep: it answers 404 from then on, saying it
+//! expired when its id (a UUIDv7, unless the command was keyed) tells it is that old.
 
 use axum::extract::State;
 use axum::routing::get;
@@ -47,6 +50,22 @@ async fn read(
     .one(&state.db)
     .await?
     .filter(|c| c.user_id == user.id() || user.is_admin())
-    .ok_or_else(|| ApiError::NotFound(format!("command {id} does not exist")))?;
+    .ok_or_else(|| not_found(&state, id))?;
     Ok(Json(view))
+}
+
+fn not_found(state: &AppState, id: Uuid) -> ApiError {
+    let kept = state.settings.retention.commands_secs;
+    let issued = id.get_timestamp().map(|t| t.to_unix().0);
+    let now = u64::try_from(Utc::now().timestamp()).unwrap_or(0);
+    if issued.is_some_and(|issued| issued.saturating_add(kept) < now) {
+        return ApiError::NotFound(format!(
+            "command {id} has expired: command records are kept {} hours after acceptance",
+            kept / 3600
+        ));
+    }
+    ApiError::NotFound(format!(
+        "command {id} does not exist (or its record expired: command records are kept {} hours)",
+        kept / 3600
+    ))
 }

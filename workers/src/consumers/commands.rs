@@ -137,7 +137,9 @@ async fn already_handled(
 /// Writes each command's outcome; how many were written. A command whose row is no longer
 /// `pending` is left as it is and not counted: a command published without a recorded row (the
 /// api records one first, a hand-published one has none) can be inserted by two workers at
-/// once, and the second must learn that it lost rather than overwrite the first.
+/// once, and the second must learn that it lost rather than overwrite the first. The stored
+/// message is cleared: only a pending command's is read again (the republish sweeper, a keyed
+/// retry), so an outcome row keeps what `GET /commands/{id}` and a keyed retry answer.
 async fn record_outcomes(
     txn: &impl ConnectionTrait,
     outcomes: &[(&CommandEnvelope, Option<Rejection>)],
@@ -177,7 +179,7 @@ async fn record_outcomes(
          $7::text[], $9::text[]) AS t(id, user_id, kind, resource_id, status, error, code, \
          resource_type) \
          ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, error = EXCLUDED.error, \
-         error_code = EXCLUDED.error_code, completed_at = EXCLUDED.completed_at \
+         error_code = EXCLUDED.error_code, completed_at = EXCLUDED.completed_at, message = NULL \
          WHERE commands.status = 'pending'",
             [
                 ids.into(),
