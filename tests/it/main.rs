@@ -23,5 +23,6 @@ mod pool;
 mod realtime;
 mod recovery;
 mod resilience;
+mod retention;
 mod stray;
 mod support;
