@@ -267,7 +267,7 @@ mod tests {
 
     #[test]
     fn months_roll_over_years() {
-        let d = |y, m, day| NaiveDate::from_ymd_opt(y, m, day).unwrap();
+        let d = |y, m, day| NaiveDate::from_ymd_opt(y, m, day).expect("a valid date");
         assert_eq!(first_of_month(d(2026, 12, 3), 0), d(2026, 12, 1));
         assert_eq!(first_of_month(d(2026, 12, 31), 2), d(2027, 2, 1));
         assert_eq!(first_of_month(d(2026, 1, 15), -1), d(2025, 12, 1));
