@@ -304,6 +304,9 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     snapshots.push((total_applied, sizes(&db).await?));
 
     let ok = summary(&db, &args, &rows, &snapshots, sent_all, total_applied, failed_total).await?;
+    if let Err(error) = plans(&db).await {
+        eprintln!("could not explain the activity queries: {error:#}");
+    }
     cancel.cancel();
     while roles.join_next().await.is_some() {}
     Ok(ok)
@@ -493,4 +496,46 @@ async fn summary(
         eprintln!("FAILED: {failed} posts failed, {total_applied} of {} applied", args.n);
     }
     Ok(ok)
+}
+
+#[derive(FromQueryResult)]
+struct Sample {
+    resource: Uuid,
+    actor: Uuid,
+    cursor: Uuid,
+}
+
+/// The plans of the API's activity queries (by resource, by actor, with a cursor) on the data
+/// the run left: every partition by its index, the months above the cursor pruned.
+async fn plans(db: &DatabaseConnection) -> anyhow::Result<()> {
+    use sea_orm::ConnectionTrait;
+    let sample = Sample::find_by_statement(sql(
+        "SELECT resource_id AS resource, actor_id AS actor, id AS cursor FROM activity_log \
+         WHERE resource_id IS NOT NULL AND actor_id IS NOT NULL ORDER BY id DESC OFFSET 1000 LIMIT 1",
+        [],
+    ))
+    .one(db)
+    .await?
+    .context("no activity rows")?;
+    let (resource, actor, cursor) = (sample.resource, sample.actor, sample.cursor);
+    for query in [
+        format!(
+            "SELECT * FROM activity_log WHERE resource_type = 'episode' AND resource_id = '{resource}' \
+             AND id < '{cursor}' ORDER BY id DESC LIMIT 21"
+        ),
+        format!(
+            "SELECT * FROM activity_log WHERE actor_id = '{actor}' AND id < '{cursor}' \
+             ORDER BY id DESC LIMIT 21"
+        ),
+        format!("SELECT * FROM activity_log WHERE id < '{cursor}' ORDER BY id DESC LIMIT 21"),
+    ] {
+        println!("\nEXPLAIN (ANALYZE, COSTS OFF) {query}");
+        let rows = db
+            .query_all_raw(sql(&format!("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) {query}"), []))
+            .await?;
+        for row in rows {
+            println!("  {}", row.try_get::<String>("", "QUERY PLAN")?);
+        }
+    }
+    Ok(())
 }
