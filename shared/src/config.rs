@@ -1003,6 +1003,18 @@ mod tests {
     }
 
     #[test]
+    fn retention_keeps_commands_for_the_idempotency_window() {
+        let s = Settings::with_overrides(&[]).expect("defaults load");
+        assert_eq!(s.retention.commands_secs, 172_800);
+        let err = Settings::with_overrides(&[("retention.commands_secs", "3600")])
+            .expect_err("less than 24 h must fail");
+        assert!(err.to_string().contains("retention.commands_secs"), "{err}");
+        let err = Settings::with_overrides(&[("retention.activity_months_ahead", "0")])
+            .expect_err("no month ahead must fail");
+        assert!(err.to_string().contains("retention.activity_months_ahead"), "{err}");
+    }
+
+    #[test]
     fn job_settings_are_checked() {
         let s = Settings::with_overrides(&[]).expect("defaults load");
         assert_eq!((s.jobs.max_attempts, s.jobs.timeout_secs), (5, 300));
