@@ -122,6 +122,8 @@ struct Interval {
     latency: Histogram<u64>,
     accepted: u64,
     failed: u64,
+    /// Why posts failed: the status, or the client's error kind, and how often.
+    failures: BTreeMap<String, u64>,
 }
 
 impl Interval {
@@ -130,6 +132,7 @@ impl Interval {
             latency: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds"),
             accepted: 0,
             failed: 0,
+            failures: BTreeMap::new(),
         }
     }
 }
@@ -152,6 +155,10 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         ("limits.requests_per_sec", "1000000"),
         ("limits.request_burst", "1000000"),
         ("log.filter", "warn"),
+        // Every request comes from 127.0.0.1: the api's per-address cap (256 connections, a
+        // defence against one client) would refuse the load with 503 whenever latency puts
+        // more than 256 requests in flight. The first run (README) had it on.
+        ("http.max_connections_per_address", "0"),
     ];
     pairs.extend(args.settings.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     let settings = Arc::new(Settings::with_overrides(&pairs)?);
@@ -265,13 +272,23 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             let sent = Instant::now();
             let result = http.post(&url).bearer_auth(token).json(&body).send().await;
             let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
-            let ok = result.is_ok_and(|r| r.status() == reqwest::StatusCode::ACCEPTED);
+            let failure = match &result {
+                Ok(r) if r.status() == reqwest::StatusCode::ACCEPTED => None,
+                Ok(r) => Some(r.status().to_string()),
+                Err(e) if e.is_timeout() => Some("timeout".to_string()),
+                Err(e) if e.is_connect() => Some("connect".to_string()),
+                Err(_) => Some("request error".to_string()),
+            };
             if let Ok(mut interval) = current.lock() {
-                if ok {
-                    interval.accepted += 1;
-                    interval.latency.saturating_record(micros);
-                } else {
-                    interval.failed += 1;
+                match failure {
+                    None => {
+                        interval.accepted += 1;
+                        interval.latency.saturating_record(micros);
+                    }
+                    Some(why) => {
+                        interval.failed += 1;
+                        *interval.failures.entry(why).or_default() += 1;
+                    }
                 }
             }
             drop(permit);
@@ -400,7 +417,7 @@ async fn report(
         total as f64 / 1_048_576.0,
         dead.join(" / "),
         if interval.failed > 0 {
-            format!("  ({} posts failed)", interval.failed)
+            format!("  ({} posts failed: {:?})", interval.failed, interval.failures)
         } else {
             String::new()
         }
