@@ -388,7 +388,7 @@ async fn content(
         let got = state.storage.store().get_opts(&key, options).await.map_err(|e| {
             ApiError::Internal(anyhow::anyhow!("file {id}: reading its object failed: {e}"))
         })?;
-        Some(got.into_stream())
+        Some(storage::into_stream(got))
     };
     let length = range.map(|(a, b)| b - a + 1).unwrap_or(size);
     if let Ok(v) = HeaderValue::from_str(&found.content_type) {
