@@ -2,9 +2,14 @@
 // - openapi.ts from api/openapi.json (openapi-typescript): `paths` and `components`;
 // - messages.ts from api/asyncapi.json's schemas (json-schema-to-typescript): every event
 //   envelope and payload, command and WebSocket frame.
+// - api/console/client/*.js: the client compiled (tsc), which the api embeds for its console.
 // `--check` writes nothing and exits 1 when a committed file differs from what it would write
 // (CI runs it, so a contract change without regenerated types fails).
-import { readFile, writeFile, mkdir } from 'node:fs/promises';
+import { readFile, writeFile, mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import openapiTS, { astToString } from 'openapi-typescript';
 import { compile } from 'json-schema-to-typescript';
@@ -77,7 +82,7 @@ const outputs = {
   [here('../src/generated/messages.ts')]: await messageTypes(),
 };
 let stale = 0;
-for (const [path, text] of Object.entries(outputs)) {
+async function settle(path, text) {
   if (check) {
     const current = await readFile(path, 'utf8').catch(() => '');
     if (current !== text) {
@@ -85,10 +90,26 @@ for (const [path, text] of Object.entries(outputs)) {
       stale += 1;
     }
   } else {
-    await mkdir(here('../src/generated'), { recursive: true });
+    await mkdir(join(path, '..'), { recursive: true });
     await writeFile(path, text);
     console.log(`wrote ${path}`);
   }
 }
+for (const [path, text] of Object.entries(outputs)) await settle(path, text);
+
+// The console's copy of the client: compiled from src/ as it is now.
+const CONSOLE_FILES = ['index.js', 'errors.js', 'rest.js', 'realtime.js', 'generated/messages.js'];
+const out = await mkdtemp(join(tmpdir(), 'showrunner-client-'));
+try {
+  const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
+  execFileSync(process.execPath, [tsc, '-p', here('../tsconfig.json'), '--outDir', out, '--declaration', 'false'], {
+    stdio: 'inherit',
+  });
+  for (const file of CONSOLE_FILES) {
+    await settle(here(`../../../api/console/client/${file}`), await readFile(join(out, file), 'utf8'));
+  }
+} finally {
+  await rm(out, { recursive: true, force: true });
+}
 if (stale > 0) process.exit(1);
-if (check) console.log('generated types are current');
+if (check) console.log('generated types and the console client are current');
