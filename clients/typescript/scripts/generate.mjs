@@ -22,7 +22,7 @@ const banner = (source) =>
 
 async function openapiTypes() {
   const text = await readFile(here('../../../api/openapi.json'), 'utf8');
-  const ast = await openapiTS(JSON.parse(text), { alphabetize: false, exportType: true });
+  const ast = await openapiTS(JSON.parse(text), { alphabetize: false, exportType: true, defaultNonNullable: false });
   return banner('api/openapi.json') + '\n' + astToString(ast);
 }
 

@@ -307,7 +307,7 @@ export class ShowrunnerClient {
 
   readonly commands = {
     /** A write's command: `pending`, `applied` or `rejected` (with `error`). */
-    get: (id: string) => this.get<{ data: CommandState } | CommandState>(`/commands/${id}`),
+    get: (id: string) => this.get<CommandState>(`/commands/${id}`),
   };
 
   readonly jobs = {

@@ -564,11 +564,11 @@ export type components = {
         EpisodeCreate: {
             title: components["schemas"]["Title"];
             /** @default  */
-            description: components["schemas"]["Description"];
+            description?: components["schemas"]["Description"];
             /** @default draft */
-            status: components["schemas"]["EpisodeStatus"];
+            status?: components["schemas"]["EpisodeStatus"];
             /** @default [] */
-            categories: components["schemas"]["Categories"];
+            categories?: components["schemas"]["Categories"];
         };
         /** @description The fields to set; an absent or `null` field stays unchanged. At least one field must be given a value. */
         EpisodeChanges: {
@@ -851,7 +851,7 @@ export type components = {
         Track: {
             kind: components["schemas"]["TrackKind"];
             /** @default [] */
-            clips: components["schemas"]["Clip"][];
+            clips?: components["schemas"]["Clip"][];
         };
         Tracks: components["schemas"]["Track"][];
         /** @description 1 to 200 characters, not only white space. */
