@@ -39,6 +39,20 @@ async function consoleAs(user, role) {
   await page.setViewport({ width: 1400, height: 900 });
   const problems = [];
   page.on('pageerror', (e) => problems.push(String(e)));
+  // A switch for the test to cut this page's connection and hold it down, as a lost network
+  // would: open sockets are dropped and new ones fail until it is turned back.
+  await page.evaluateOnNewDocument(() => {
+    const Native = window.WebSocket;
+    window.__sockets = [];
+    window.__offline = false;
+    window.WebSocket = class extends Native {
+      constructor(...args) {
+        if (window.__offline) throw new DOMException('offline (test)', 'NetworkError');
+        super(...args);
+        window.__sockets.push(this);
+      }
+    };
+  });
   await page.goto(stack.origin + '/', { waitUntil: 'load' });
   await page.type('#secret', SECRET);
   await page.$eval('#user', (input, value) => (input.value = value), user);
@@ -92,11 +106,46 @@ test('two users: one creates and edits, the other sees it live, with the viewer'
   assert.ok(listed.some((t) => t.startsWith(renamed)), listed.join(' | '));
   await shot(bob.page, '4-bob-sees-the-change');
 
+  // Bob's network goes away and comes back: his console keeps trying, reconnects at once on the
+  // browser's `online`, resumes, and shows what changed meanwhile.
+  const bobStates = [];
+  await bob.page.exposeFunction('recordState', (s) => bobStates.push(s));
+  await bob.page.evaluate(() => {
+    new MutationObserver(() => window.recordState(document.querySelector('#state').textContent)).observe(
+      document.querySelector('#state'),
+      { childList: true, characterData: true, subtree: true },
+    );
+  });
+  await bob.page.evaluate(() => {
+    window.__offline = true;
+    for (const socket of window.__sockets.splice(0)) socket.close();
+  });
+  await bob.page.waitForFunction(() => document.querySelector('#state').textContent !== 'open', { timeout: 20_000 });
+  const offlineTitle = `${renamed}, while Bob was away`;
+  await alice.page.$eval('#edit-title', (input, v) => (input.value = v), offlineTitle);
+  await alice.page.click('#edit-episode button[type=submit]');
+  await alice.page.waitForFunction(
+    (t) => [...document.querySelectorAll('#episodes li')].some((li) => li.textContent.startsWith(t)),
+    { timeout: 20_000 },
+    offlineTitle,
+  );
+  await bob.page.evaluate(() => {
+    window.__offline = false;
+    window.dispatchEvent(new Event('online'));
+  });
+  await bob.page.waitForFunction(
+    (t) => document.querySelector('#edit-title').value === t && document.querySelector('#state').textContent === 'open',
+    { timeout: 20_000 },
+    offlineTitle,
+  );
+  assert.ok(bobStates.includes('reconnecting'), `Bob's states: ${bobStates}`);
+  await shot(bob.page, '5-bob-back-online');
+
   // Alice has her notification; the badge counts it.
   await alice.page.waitForFunction(() => Number(document.querySelector('#unread').textContent) >= 1, { timeout: 20_000 });
   // The activity feed moved on both sides.
   assert.ok((await bob.page.$$('#activity li')).length >= 2);
-  await shot(alice.page, '5-alice');
+  await shot(alice.page, '6-alice');
 
   assert.deepEqual([...alice.problems, ...bob.problems], []);
 });
