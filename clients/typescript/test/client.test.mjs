@@ -6,14 +6,23 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import { ShowrunnerClient, Realtime, ProblemError, NetworkError } from '../dist/index.js';
 import { Stack, token, waitUntil } from './stack.mjs';
 
 let stack;
+// Every answer the tests got through the client, checked at the end against the statuses
+// api/openapi.json documents for its operation.
+const answers = [];
+const recording = async (url, init) => {
+  const response = await fetch(url, init);
+  answers.push({ method: (init?.method ?? 'GET').toLowerCase(), path: new URL(url).pathname, status: response.status });
+  return response;
+};
 const alice = { sub: randomUUID(), name: 'Alice', role: 'admin' };
 const bob = { sub: randomUUID(), name: 'Bob', role: 'member' };
 const clientOf = (who, extra = {}) =>
-  new ShowrunnerClient({ baseUrl: stack.origin, token: token(who), retryBaseMs: 50, ...extra });
+  new ShowrunnerClient({ baseUrl: stack.origin, token: token(who), retryBaseMs: 50, fetch: recording, ...extra });
 const realtimes = [];
 const realtimeOf = (who, extra = {}) => {
   const rt = new Realtime({ baseUrl: stack.origin, token: token(who), initialDelayMs: 50, maxDelayMs: 500, ...extra });
@@ -130,7 +139,7 @@ test('problem+json becomes a typed error with the field errors', async () => {
     api.episodes.delete(randomUUID(), { permanent: true }),
     (e) => e instanceof ProblemError && e.status === 403,
   );
-  const nobody = new ShowrunnerClient({ baseUrl: stack.origin });
+  const nobody = new ShowrunnerClient({ baseUrl: stack.origin, fetch: recording });
   await assert.rejects(nobody.episodes.list(), (e) => e instanceof ProblemError && e.status === 401);
 });
 
@@ -245,4 +254,24 @@ test('presence, and a token refresh that keeps the subscriptions', async () => {
 
   b.unwatch(episode.id);
   await waitUntil('Bob gone from the viewers', () => names(a) === 'Alice');
+});
+
+test('every status the tests met is documented for its operation', async () => {
+  const doc = JSON.parse(await readFile(new URL('../../../api/openapi.json', import.meta.url), 'utf8'));
+  const templates = Object.keys(doc.paths).map((template) => ({
+    template,
+    pattern: new RegExp(`^/api/v1${template.replace(/\{[^}]+\}/g, '[^/]+')}$`),
+  }));
+  const undocumented = new Set();
+  for (const { method, path, status } of answers) {
+    // Described by itself, not by the OpenAPI document.
+    if (path === '/api/v1/asyncapi.json') continue;
+    const found = templates.find((t) => t.pattern.test(path));
+    assert.ok(found, `no documented path for ${path}`);
+    const operation = doc.paths[found.template][method];
+    assert.ok(operation, `${method} ${found.template} is not documented`);
+    if (!(String(status) in operation.responses)) undocumented.add(`${method} ${found.template} ${status}`);
+  }
+  assert.ok(answers.length > 50, `only ${answers.length} answers recorded`);
+  assert.deepEqual([...undocumented], []);
 });
