@@ -186,6 +186,8 @@ export class Realtime {
             return;
         }
         this.ws = ws;
+        // Also bounds the handshake: a connection that never opens is dropped like a silent one.
+        this.bumpIdle();
         ws.onopen = () => {
             if (this.ws !== ws)
                 return;
@@ -257,6 +259,18 @@ export class Realtime {
                     // Live from here: the next gap is counted from the next event.
                     this.lastEventId = undefined;
                     this.opened();
+                    for (const h of this.recoveryHandlers)
+                        h({ recovered: false, reason: frame.code, lastEventId });
+                }
+                else if (this.resuming && frame.code !== 'unavailable') {
+                    // A held topic was refused (the resume subscribes them first), so nothing was
+                    // resumed: say so, and what was refused.
+                    const lastEventId = this.resuming;
+                    this.resuming = undefined;
+                    this.lastEventId = undefined;
+                    this.opened();
+                    for (const h of this.errorHandlers)
+                        h({ code: frame.code, message: frame.message });
                     for (const h of this.recoveryHandlers)
                         h({ recovered: false, reason: frame.code, lastEventId });
                 }
