@@ -248,6 +248,92 @@ mod tests {
         assert_eq!(listed(&doc, &format!("{s}/Command/properties/kind/enum")), kinds);
     }
 
+    /// Every string literal right after `marker` in the non-test code of `folder`.
+    fn literals_after(folder: &str, marker: &str) -> BTreeSet<String> {
+        let mut files = Vec::new();
+        sources(&crate_dir().join(folder), &mut files);
+        let mut found = BTreeSet::new();
+        for file in files {
+            let text = std::fs::read_to_string(&file).expect("readable");
+            let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+            for (at, _) in code.match_indices(marker) {
+                let rest = code[at + marker.len()..].trim_start();
+                if let Some(literal) = rest.strip_prefix('"').and_then(|r| r.split('"').next()) {
+                    found.insert(literal.to_string());
+                }
+            }
+        }
+        found
+    }
+
+    /// The `op` consts of the frames in the `oneOf` of `schema` (nested `oneOf`s followed).
+    fn frame_ops(doc: &Value, schema: &str) -> BTreeSet<String> {
+        let mut ops = BTreeSet::new();
+        let mut pending = vec![schema.to_string()];
+        while let Some(name) = pending.pop() {
+            let s = &doc["components"]["schemas"][&name];
+            if let Some(alternatives) = s["oneOf"].as_array() {
+                for r in alternatives {
+                    let target = r["$ref"].as_str().expect("a $ref");
+                    pending.push(target.rsplit('/').next().unwrap_or_default().to_string());
+                }
+            } else {
+                ops.insert(s["properties"]["op"]["const"].as_str().expect("an op").to_string());
+            }
+        }
+        ops
+    }
+
+    /// The WebSocket frames of `api/asyncapi.json` against the relay's code: the requests it
+    /// parses, the ops it answers with and the error codes it sends.
+    #[test]
+    fn the_websocket_frames_match_the_relay() {
+        let doc = document("asyncapi.json");
+        let server_ops = literals_after("src/relay", "\"op\":");
+        assert_eq!(server_ops, frame_ops(&doc, "ServerFrame"), "ops the relay sends");
+        let codes = literals_after("src/relay", "error(");
+        assert_eq!(codes, listed(&doc, "/components/schemas/ErrorFrame/properties/code/enum"));
+        // The requests: the variants of `Request`, lowercased (its serde `rename_all`).
+        let socket =
+            std::fs::read_to_string(crate_dir().join("src/relay/socket.rs")).expect("read");
+        let body = socket.split("enum Request {").nth(1).expect("enum Request");
+        let body = body.split("\n}").next().unwrap_or_default();
+        let requests: BTreeSet<String> = body
+            .lines()
+            .filter(|l| l.starts_with("    ") && !l.starts_with("     "))
+            .filter_map(|l| l.trim().split(|c: char| !c.is_ascii_alphanumeric()).next())
+            .filter(|w| w.starts_with(|c: char| c.is_ascii_uppercase()))
+            .map(str::to_lowercase)
+            .collect();
+        assert_eq!(requests, frame_ops(&doc, "ClientFrame"), "requests the relay parses");
+        // An event frame's fields, as the relay writes one.
+        use showrunner_shared::contracts::{CommandRejected, EventEnvelope};
+        let envelope = EventEnvelope {
+            id: uuid::Uuid::from_u128(1),
+            version: 1,
+            occurred_at: chrono::Utc::now(),
+            actor: None,
+            correlation_id: None,
+            causation_id: None,
+            event: CommandRejected { command_id: uuid::Uuid::from_u128(2), reason: "r".into() }
+                .into(),
+        };
+        let frame: Value = serde_json::from_str(&crate::relay::frame_of(
+            &envelope,
+            "user.x.command",
+            Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+        ))
+        .expect("JSON");
+        let fields: BTreeSet<String> =
+            frame.as_object().expect("an object").keys().cloned().collect();
+        let schema = &doc["components"]["schemas"]["CommandRejectedFrame"];
+        let documented: BTreeSet<String> =
+            schema["properties"].as_object().expect("properties").keys().cloned().collect();
+        assert_eq!(fields, documented, "an event frame's fields");
+        assert_eq!(frame["event"], schema["properties"]["event"]["const"]);
+        assert_eq!(frame["traceId"], "0af7651916cd43dd8448eb211c80319c");
+    }
+
     #[tokio::test]
     async fn every_problem_type_is_documented() {
         let doc = document("openapi.json");

@@ -690,6 +690,7 @@ export interface ErrorFrame {
   op: "error";
   code:
     | "bad_request"
+    | "unsupported"
     | "invalid_topic"
     | "forbidden"
     | "too_many_subscriptions"
