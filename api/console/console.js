@@ -22,13 +22,17 @@ const b64url = (bytes) =>
   btoa(String.fromCharCode(...new Uint8Array(bytes))).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
 const text = (s) => new TextEncoder().encode(s);
 
-/** The same user for the same name: a UUID from the name's SHA-256. */
+/** The user id `showrunner token --user NAME` gives NAME (a UUID as it is, else UUIDv5 of
+ * `showrunner-user:NAME` in the OID namespace), so the console and the CLI agree on who is who. */
 async function userId(name) {
-  const h = [...new Uint8Array(await crypto.subtle.digest('SHA-256', text(`showrunner-console:${name}`)))]
-    .slice(0, 16)
-    .map((b) => b.toString(16).padStart(2, '0'))
-    .join('');
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-4${h.slice(13, 16)}-8${h.slice(17, 20)}-${h.slice(20, 32)}`;
+  if (/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(name)) return name.toLowerCase();
+  const namespace = '6ba7b8129dad11d180b400c04fd430c8'.match(/../g).map((h) => parseInt(h, 16));
+  const input = new Uint8Array([...namespace, ...text(`showrunner-user:${name}`)]);
+  const b = new Uint8Array(await crypto.subtle.digest('SHA-1', input)).slice(0, 16);
+  b[6] = (b[6] & 0x0f) | 0x50;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const h = [...b].map((x) => x.toString(16).padStart(2, '0')).join('');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
 
 async function mint(secret, name, role) {
@@ -244,7 +248,7 @@ $('paste').onsubmit = (ev) => {
 };
 $('mint').onsubmit = (ev) => {
   ev.preventDefault();
-  mint($('secret').value, $('user').value.trim().toLowerCase(), $('role').value)
+  mint($('secret').value, $('user').value.trim(), $('role').value)
     .then(signIn)
     .catch((e) => ($('signin-error').textContent = String(e.message ?? e)));
 };
