@@ -9,4 +9,5 @@ pub mod activity;
 pub mod composition;
 pub mod episode;
 pub mod file;
+pub mod job;
 pub mod notification;
