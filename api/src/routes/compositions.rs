@@ -10,6 +10,7 @@ use axum::routing::get;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use showrunner_shared::contracts::Command;
+use showrunner_shared::resource;
 use showrunner_shared::resource::composition::{
     self, Composition, CompositionChanges, CompositionName, Track, Tracks,
 };
@@ -114,7 +115,7 @@ async fn update(
     let now = accept::now();
     // As it will be if it is there already and its rules take the change as things stand;
     // otherwise only the changes are known, and the worker decides.
-    let data = match composition::find(&state.db, episode_id, id, false).await? {
+    let data = match resource::find::<Composition>(&state.db, episode_id, id, false).await? {
         Some(current) => preview(&user, Some(current), &command, now)?.unwrap_or(known),
         None => known,
     };

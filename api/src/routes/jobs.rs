@@ -394,7 +394,8 @@ async fn replay(
 fn accepted(job: JobRow) -> Response {
     let location = HeaderValue::from_str(&format!("/api/v1/jobs/{}", job.id));
     let mut response =
-        (StatusCode::ACCEPTED, Json(serde_json::json!({ "data": JobView::from(job) }))).into_response();
+        (StatusCode::ACCEPTED, Json(serde_json::json!({ "data": JobView::from(job) })))
+            .into_response();
     if let Ok(location) = location {
         response.headers_mut().insert(header::LOCATION, location);
     }
@@ -541,7 +542,8 @@ async fn retry(
         return Err(unavailable());
     }
     txn.commit().await?;
-    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "data": JobView::from(job) }))).into_response())
+    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "data": JobView::from(job) })))
+        .into_response())
 }
 
 /// A queued, scheduled or retrying job is cancelled at once (200; a copy of its request that

@@ -346,7 +346,7 @@ pub fn change(
                 composition_id: *composition_id,
                 episode_id: *episode_id,
                 name: deleted.name,
-                delete_type: if *permanent { DeleteType::Permanent } else { DeleteType::Soft },
+                delete_type: DeleteType::of(*permanent),
                 deleted_by: actor,
                 timestamp: now,
             };
@@ -436,16 +436,6 @@ impl Table for Composition {
     const ID: entity::Column = entity::Column::Id;
     const EPISODE_ID: entity::Column = entity::Column::EpisodeId;
     const DELETED_AT: entity::Column = entity::Column::DeletedAt;
-}
-
-/// The composition under `episode_id`; soft-deleted ones only when `include_deleted`.
-pub async fn find(
-    db: &impl ConnectionTrait,
-    episode_id: Uuid,
-    id: Uuid,
-    include_deleted: bool,
-) -> Result<Option<Composition>, DbErr> {
-    super::find(db, episode_id, id, include_deleted).await
 }
 
 impl Stored for Composition {

@@ -103,7 +103,7 @@ pub fn apply(
             let data = EpisodeDeleted {
                 episode_id: *episode_id,
                 title: deleted.title,
-                delete_type: if *permanent { DeleteType::Permanent } else { DeleteType::Soft },
+                delete_type: DeleteType::of(*permanent),
                 deleted_by: actor,
                 timestamp: now,
             };

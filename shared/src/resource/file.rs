@@ -201,7 +201,7 @@ pub fn change(
                 file_id: *file_id,
                 episode_id: *episode_id,
                 name: deleted.name,
-                delete_type: if *permanent { DeleteType::Permanent } else { DeleteType::Soft },
+                delete_type: DeleteType::of(*permanent),
                 deleted_by: actor,
                 timestamp: now,
             };
@@ -297,16 +297,6 @@ impl Table for File {
     const ID: entity::Column = entity::Column::Id;
     const EPISODE_ID: entity::Column = entity::Column::EpisodeId;
     const DELETED_AT: entity::Column = entity::Column::DeletedAt;
-}
-
-/// The file under `episode_id`; soft-deleted ones only when `include_deleted`.
-pub async fn find(
-    db: &impl ConnectionTrait,
-    episode_id: Uuid,
-    id: Uuid,
-    include_deleted: bool,
-) -> Result<Option<File>, DbErr> {
-    super::find(db, episode_id, id, include_deleted).await
 }
 
 /// Which of `file_ids` have a row (deleted or not): the objects that must stay. Raw: one
