@@ -216,11 +216,21 @@ impl<H: BatchHandler> Part for Queue<H> {
 /// What every worker sweeps, every second: the outbox rows and pending commands crashes left
 /// behind (`session::sweep`).
 pub async fn sweep_forever(ctx: Context, cancel: CancellationToken) {
+    every_second(&cancel, || session::sweep(&ctx)).await;
+}
+
+/// Runs `sweep` every second (a sweep that overran is followed by the next at once) until
+/// `cancel`.
+pub async fn every_second<F, Fut>(cancel: &CancellationToken, mut sweep: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             () = cancel.cancelled() => return,
-            _ = tick.tick() => session::sweep(&ctx).await,
+            _ = tick.tick() => sweep().await,
         }
     }
 }

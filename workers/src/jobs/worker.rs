@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::role::{Part, Role, Session};
+use crate::role::{Part, Role, Session, every_second};
 use crate::runtime::Context;
 use crate::session;
 
@@ -79,19 +79,15 @@ impl Part for Worker {
 /// The job worker's sweeper: what every worker sweeps (`session::sweep`), plus job requests
 /// that seem lost (see `store::stranded`), every second.
 pub async fn sweep_jobs_forever(ctx: Context, cancel: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+    every_second(&cancel, || async {
         session::sweep(&ctx).await;
         match republish_stranded(&ctx).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(count = n, "sweeper republished stranded job requests"),
             Err(error) => tracing::warn!(%error, "job sweep failed"),
         }
-    }
+    })
+    .await;
 }
 
 async fn republish_stranded(ctx: &Context) -> anyhow::Result<usize> {
