@@ -1,13 +1,17 @@
 //! The fan-out: which connected client wants which topic. One broker consumer per api instance
 //! feeds [`Hub::dispatch`], which finds the subscribers through a topic trie and hands each a
 //! shared, already-serialized frame through its bounded queue. A full queue closes that client;
-//! nobody else waits for it.
+//! nobody else waits for it. Each frame counts the queues it is still in, so the time from its
+//! arrival to its write into the last matching socket is measured where it happens
+//! (`showrunner_relay_fanout_seconds`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
 
 use axum::extract::ws::Utf8Bytes;
+use showrunner_shared::metrics;
 use showrunner_shared::topics::TopicIndex;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -24,6 +28,50 @@ pub struct FrameData {
     /// Who may receive it, decided once per event.
     pub audience: Audience,
     pub text: Utf8Bytes,
+    /// When the relay took the event (from the broker, or from the log on a catch-up).
+    pub arrived: Instant,
+    /// Deliveries of this frame not yet released, plus [`UNCOUNTED`] until the dispatch knows
+    /// how many it made: whoever brings it to zero saw the last socket get the frame.
+    outstanding: AtomicUsize,
+}
+
+/// Far more than any dispatch makes; see [`FrameData::outstanding`].
+const UNCOUNTED: usize = usize::MAX / 2;
+
+impl FrameData {
+    pub fn new(
+        seq: i64,
+        topic: String,
+        audience: Audience,
+        text: Utf8Bytes,
+        arrived: Instant,
+    ) -> Self {
+        Self { seq, topic, audience, text, arrived, outstanding: AtomicUsize::new(UNCOUNTED) }
+    }
+
+    fn release(&self, n: usize) {
+        if self.outstanding.fetch_sub(n, Ordering::AcqRel) == n {
+            metrics::RELAY_FANOUT_SECONDS.observe(self.arrived.elapsed());
+        }
+    }
+}
+
+/// A frame in one client's queue. Dropping it (written to the socket, skipped as already sent,
+/// or left in the queue of a client that went away) releases that client's share of the frame.
+#[derive(Debug)]
+pub struct Delivery(Frame);
+
+impl std::ops::Deref for Delivery {
+    type Target = FrameData;
+    fn deref(&self) -> &FrameData {
+        &self.0
+    }
+}
+
+impl Drop for Delivery {
+    fn drop(&mut self) {
+        self.0.release(1);
+    }
 }
 
 /// Who may receive an event. `user.<id>.…` topics are their owner's alone (not even admins see
@@ -72,7 +120,7 @@ pub type Frame = Arc<FrameData>;
 struct Client {
     user: Viewer,
     patterns: Vec<String>,
-    queue: mpsc::Sender<Frame>,
+    queue: mpsc::Sender<Delivery>,
     /// Cancelled when the client fell behind: its session closes it.
     overflow: CancellationToken,
 }
@@ -115,7 +163,7 @@ impl Drop for Slot {
 /// What a session gets when it registers.
 pub struct Registration {
     pub id: ClientId,
-    pub frames: mpsc::Receiver<Frame>,
+    pub frames: mpsc::Receiver<Delivery>,
     pub overflow: CancellationToken,
 }
 
@@ -190,6 +238,8 @@ impl Hub {
 
     /// Hands `frame` to every client whose patterns match and who may see it.
     pub fn dispatch(&self, frame: &Frame) {
+        // Every `Delivery` made is released once, whether queued or refused.
+        let mut made = 0;
         let inner = self.read();
         for id in inner.index.matching(&frame.topic) {
             let Some(client) = inner.clients.get(&id) else {
@@ -198,7 +248,8 @@ impl Hub {
             if !frame.audience.includes(client.user) {
                 continue;
             }
-            match client.queue.try_send(frame.clone()) {
+            made += 1;
+            match client.queue.try_send(Delivery(frame.clone())) {
                 Ok(()) => {
                     self.delivered.fetch_add(1, Ordering::Relaxed);
                 }
@@ -210,6 +261,11 @@ impl Hub {
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => {}
             }
+        }
+        drop(inner);
+        // No recipient, no fan-out to time.
+        if made > 0 {
+            frame.release(UNCOUNTED - made);
         }
     }
 
@@ -241,12 +297,13 @@ mod tests {
     }
 
     fn framed(topic: &str, seq: i64, actor: Option<Uuid>) -> Frame {
-        Arc::new(FrameData {
+        Arc::new(FrameData::new(
             seq,
-            topic: topic.into(),
-            audience: Audience::of(topic, actor),
-            text: format!("{{\"seq\":{seq}}}").into(),
-        })
+            topic.into(),
+            Audience::of(topic, actor),
+            format!("{{\"seq\":{seq}}}").into(),
+            Instant::now(),
+        ))
     }
 
     fn member(id: Uuid) -> Viewer {
@@ -287,6 +344,28 @@ mod tests {
         }
         assert!(slow.overflow.is_cancelled());
         assert!(!fast.overflow.is_cancelled());
+    }
+
+    #[tokio::test]
+    async fn a_frame_counts_the_queues_it_is_still_in() {
+        let hub = Hub::default();
+        let mut a = hub.register(member(Uuid::from_u128(1)), 8);
+        let b = hub.register(member(Uuid::from_u128(2)), 8);
+        let _idle = hub.register(member(Uuid::from_u128(3)), 8);
+        hub.subscribe(a.id, "#");
+        hub.subscribe(b.id, "episode.#");
+        let sent = frame("episode.1.updated", 1);
+        hub.dispatch(&sent);
+        assert_eq!(sent.outstanding.load(Ordering::Relaxed), 2);
+        drop(a.frames.try_recv());
+        assert_eq!(sent.outstanding.load(Ordering::Relaxed), 1);
+        // A client that goes away releases what its queue held.
+        drop(b);
+        assert_eq!(sent.outstanding.load(Ordering::Relaxed), 0);
+        // An event nobody matches is not a fan-out: it stays uncounted.
+        let unheard = frame("user.x.notification", 2);
+        hub.dispatch(&unheard);
+        assert_eq!(unheard.outstanding.load(Ordering::Relaxed), UNCOUNTED);
     }
 
     #[test]

@@ -12,10 +12,11 @@ use sea_orm::FromQueryResult;
 use serde::Deserialize;
 use showrunner_shared::contracts::Actor;
 use showrunner_shared::db::sql;
+use showrunner_shared::metrics;
 use showrunner_shared::topics;
 use uuid::Uuid;
 
-use super::hub::{ClientId, Slot, Viewer, may_subscribe};
+use super::hub::{ClientId, Delivery, Slot, Viewer, may_subscribe};
 use super::{frame_text, presence};
 use crate::extract::User;
 use crate::state::AppState;
@@ -174,28 +175,37 @@ const MAX_COALESCED: usize = 16;
 
 /// Writes `first` and whatever else is already queued for this client (up to
 /// [`MAX_COALESCED`]) with one flush: under load that is one `send` syscall for many frames
-/// instead of one each, and the kernel time per delivery is what bounds the relay.
+/// instead of one each, and the kernel time per delivery is what bounds the relay. The frames
+/// are released (and timed, `showrunner_relay_socket_seconds`) once the flush has handed them
+/// to the socket.
 async fn write_queued(
     sink: &mut Sink,
-    queue: &mut tokio::sync::mpsc::Receiver<super::hub::Frame>,
+    queue: &mut tokio::sync::mpsc::Receiver<Delivery>,
     session: &mut Session,
-    first: super::hub::Frame,
+    first: Delivery,
 ) -> Result<(), axum::Error> {
     let mut next = Some(first);
-    let mut written = 0;
+    let mut written = Vec::with_capacity(MAX_COALESCED);
     while let Some(frame) = next.take() {
         // At or below the last seq: already delivered by a resume's replay.
         if frame.seq > session.last_seq {
             session.last_seq = frame.seq;
             session.first_live.get_or_insert(frame.seq);
             sink.feed(Message::Text(frame.text.clone())).await?;
-            written += 1;
+            written.push(frame);
         }
-        if written < MAX_COALESCED {
+        if written.len() < MAX_COALESCED {
             next = queue.try_recv().ok();
         }
     }
-    if written > 0 { sink.flush().await } else { Ok(()) }
+    if written.is_empty() {
+        return Ok(());
+    }
+    sink.flush().await?;
+    for frame in written {
+        metrics::RELAY_SOCKET_SECONDS.observe(frame.arrived.elapsed());
+    }
+    Ok(())
 }
 
 /// Whether a read failed because the client's frame or message is over the size limit.
