@@ -175,7 +175,7 @@ impl BrokerLink {
                             }
                             // At or below `last_seq`: the catch-up sent it already.
                             if self.last_seq.fetch_max(frame.seq, Ordering::Relaxed) < frame.seq {
-                                hub.dispatch(&frame);
+                                hub.dispatch(&frame).await;
                             }
                         }
                         Err(reason) => {
@@ -233,11 +233,11 @@ impl BrokerLink {
                     row.seq,
                     row.routing_key,
                     audience,
-                    text.into(),
+                    &text,
                     Instant::now(),
                 ));
                 if self.last_seq.fetch_max(row.seq, Ordering::Relaxed) < row.seq {
-                    hub.dispatch(&frame);
+                    hub.dispatch(&frame).await;
                     sent += 1;
                 }
             }
@@ -313,6 +313,6 @@ fn live_frame(
         .map_err(|r| r.to_string())?;
     let text = frame_of(&envelope, topic, traceparent);
     let audience = Audience::of(topic, envelope.actor.as_ref().map(|a| a.id));
-    let frame = FrameData::new(seq, topic.to_string(), audience, text.into(), arrived);
+    let frame = FrameData::new(seq, topic.to_string(), audience, &text, arrived);
     Ok((envelope, Arc::new(frame)))
 }

@@ -42,8 +42,9 @@ async fn next_text(
     >,
 ) -> Value {
     loop {
-        let message =
-            tokio::time::timeout(DEADLINE, socket.next()).await.expect("a frame before the deadline");
+        let message = tokio::time::timeout(DEADLINE, socket.next())
+            .await
+            .expect("a frame before the deadline");
         match message {
             Some(Ok(Message::Text(text))) => return serde_json::from_str(&text).expect("JSON"),
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
