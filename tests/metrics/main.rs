@@ -113,7 +113,7 @@ async fn metrics_are_prometheus_text_and_move_when_a_command_is_applied() {
         assert!(after.contains(family), "{family} missing from the worker's metrics");
     }
 
-    assert_eq!(next_text(&mut socket).await["event"], "episode.created");
+    assert_eq!(next_text(&mut socket).await["event"], "episode_created");
     let fanouts = "showrunner_relay_fanout_seconds_count";
     let writes = "showrunner_relay_socket_seconds_count";
     // Observed once the write returns, which may be just after the client read the frame.

@@ -276,9 +276,9 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// `size_of` the value `f` returns (for an async fn: its future), without calling it.
-fn returned_size<F, A, B, C, D, R>(_: F) -> usize
+fn returned_size<F, A, B, C, D, E, G, R>(_: F) -> usize
 where
-    F: FnOnce(A, B, C, D) -> R,
+    F: FnOnce(A, B, C, D, E, G) -> R,
 {
     std::mem::size_of::<R>()
 }
