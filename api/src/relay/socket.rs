@@ -64,11 +64,12 @@ struct Session {
     watching: BTreeSet<Uuid>,
 }
 
-/// How a connection ends: with a close frame of ours, or without (the client left or closed).
+/// How a connection ends: with a close frame of ours, or without (the client left, or broke
+/// the framing, which ends the connection without a word as tungstenite did).
 enum End {
     Close(u16, String),
-    /// The client sent a close frame: answer it.
-    Answer,
+    /// The client sent a close frame: answer it with its status code.
+    Answer(Vec<u8>),
     Gone,
 }
 
@@ -125,7 +126,8 @@ pub async fn run(
                     break 'session End::Close(CLOSE_TOO_BIG, too_big_reason(max));
                 }
                 Err(WireError::Protocol(what)) => {
-                    break 'session End::Close(wire::CLOSE_PROTOCOL, what.into());
+                    tracing::debug!(reason = what, "WebSocket client broke the framing");
+                    break 'session End::Gone;
                 }
             };
             last_heard = Instant::now();
@@ -140,7 +142,7 @@ pub async fn run(
                     None
                 }
                 Incoming::Pong => None,
-                Incoming::Close => break 'session End::Answer,
+                Incoming::Close(code) => break 'session End::Answer(code),
             };
             if let Some(reply) = reply {
                 outlet.push(text_frame(&reply));
@@ -184,7 +186,7 @@ pub async fn run(
     };
     let last = match &end {
         End::Close(code, reason) => Some((*code, wire::close(*code, reason))),
-        End::Answer => Some((CLOSE_NORMAL, wire::close(CLOSE_NORMAL, ""))),
+        End::Answer(code) => Some((CLOSE_NORMAL, wire::frame(wire::CLOSE, code))),
         End::Gone => None,
     };
     if let Some((code, frame)) = last {

@@ -11,9 +11,6 @@ pub const CLOSE: u8 = 0x8;
 pub const PING: u8 = 0x9;
 pub const PONG: u8 = 0xA;
 
-/// RFC 6455 "protocol error": a client frame that breaks the framing rules.
-pub const CLOSE_PROTOCOL: u16 = 1002;
-
 /// One unmasked, final server frame.
 pub fn frame(opcode: u8, payload: &[u8]) -> Bytes {
     let mut out = Vec::with_capacity(payload.len() + 10);
@@ -51,7 +48,8 @@ pub enum Incoming {
     Binary,
     Ping(Vec<u8>),
     Pong,
-    Close,
+    /// Its status code, if it had one (two bytes).
+    Close(Vec<u8>),
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -88,7 +86,7 @@ impl Reader {
             let message = match opcode {
                 PING => Incoming::Ping(payload),
                 PONG => Incoming::Pong,
-                CLOSE => Incoming::Close,
+                CLOSE => Incoming::Close(payload.get(..2).map(<[u8]>::to_vec).unwrap_or_default()),
                 TEXT | BINARY if self.partial.is_some() => {
                     return Err(WireError::Protocol("a new message inside a fragmented one"));
                 }
@@ -220,7 +218,7 @@ mod tests {
                 Incoming::Ping(b"p".to_vec()),
                 Incoming::Text("fragmented".into()),
                 Incoming::Binary,
-                Incoming::Close,
+                Incoming::Close(vec![3, 232]),
             ]
         );
         assert_eq!(reader.buf.capacity(), 0);
