@@ -322,7 +322,7 @@ pub static WEBSOCKETS: GaugeVec =
 /// millisecond when nothing waits, and the benchmark's limit of interest is 20 ms.
 pub const FANOUT_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15,
-    0.25, 0.5, 1.0, 2.5, 5.0,
+    0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0,
 ];
 pub static RELAY_FANOUT_SECONDS: TimeHistogram = TimeHistogram::new(
     "showrunner_relay_fanout_seconds",

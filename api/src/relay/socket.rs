@@ -101,6 +101,8 @@ pub async fn run(
     state.hub.subscribe(session.id, &format!("user.{}.#", user.id()));
     let mut reader = wire::Reader::default();
     reader.push(&early);
+    // A slice of hyper's read buffer: kept, it would keep that whole buffer for the session.
+    drop(early);
     let heartbeat = Duration::from_secs(settings.heartbeat_secs);
     let mut tick = tokio::time::interval(heartbeat);
     tick.tick().await;
@@ -166,12 +168,8 @@ pub async fn run(
                 if readable.is_err() {
                     break End::Gone;
                 }
-                let mut chunk = [0u8; 1024];
-                match outlet.stream().try_read(&mut chunk) {
-                    Ok(0) => break End::Gone,
-                    Ok(n) => reader.push(&chunk[..n]),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(_) => break End::Gone,
+                if !read_into(outlet.stream(), &mut reader) {
+                    break End::Gone;
                 }
             }
             _ = tick.tick() => {
@@ -198,13 +196,33 @@ pub async fn run(
         outlet.finish(frame);
         let _ = tokio::time::timeout(wait, outlet.flush()).await;
         // Unread bytes make the close a reset, which can destroy the close frame in flight.
-        let mut chunk = [0u8; 1024];
-        while let Ok(1..) = outlet.stream().try_read(&mut chunk) {}
+        discard_unread(outlet.stream());
     }
     state.hub.unregister(session.id);
     for episode in std::mem::take(&mut session.watching) {
         Box::pin(presence::leave(&state, episode, session.user.id, &session.session)).await;
     }
+}
+
+/// Reads what the socket has into `reader`; `false` when the client is gone. Not async, so its
+/// buffer is on the stack while it runs, not in every idle connection's future.
+fn read_into(stream: &TcpStream, reader: &mut wire::Reader) -> bool {
+    let mut chunk = [0u8; 1024];
+    match stream.try_read(&mut chunk) {
+        Ok(0) => false,
+        Ok(n) => {
+            reader.push(&chunk[..n]);
+            true
+        }
+        Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+    }
+}
+
+/// Reads and drops what the client sent and nobody read: closing a socket that holds unread
+/// bytes resets it, which can destroy the close frame in flight.
+fn discard_unread(stream: &TcpStream) {
+    let mut chunk = [0u8; 1024];
+    while let Ok(1..) = stream.try_read(&mut chunk) {}
 }
 
 /// Waits for `deadline`, or forever once it is gone.
