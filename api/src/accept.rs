@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, FromQueryResult};
 use sha2::{Digest, Sha256};
 use showrunner_shared::contracts::{
-    Actor, COMMAND_VERSION, Command, CommandEnvelope, OutgoingEvent,
+    Actor, COMMAND_VERSION, Command, CommandEnvelope, DeleteType, OutgoingEvent,
 };
 use showrunner_shared::db::sql;
 use showrunner_shared::resource::{At, CommandStatus, Rejection, RejectionCode};
@@ -506,7 +506,7 @@ where
         return Err(ApiError::Forbidden("only admins delete permanently".into()));
     }
     let options = write_options(state, headers)?;
-    ids["deleteType"] = serde_json::json!(if permanent { "permanent" } else { "soft" });
+    ids["deleteType"] = serde_json::json!(DeleteType::of(permanent));
     let outcome =
         submit(state, user, command, ids, now(), fingerprint.as_bytes(), &options).await?;
     let result = match outcome {

@@ -83,9 +83,16 @@ impl Drop for Slot {
 
 /// A TCP stream that holds its connection's [`Slot`]. hyper hands the stream itself to an
 /// upgraded WebSocket, so the slot is held for as long as the WebSocket lives too.
-struct Counted {
+pub(crate) struct Counted {
     stream: TcpStream,
     _slot: Slot,
+}
+
+impl Counted {
+    /// The stream, and what holds its slot: the relay owns an upgraded WebSocket's socket.
+    pub(crate) fn into_parts(self) -> (TcpStream, Box<dyn std::any::Any + Send + Sync>) {
+        (self.stream, Box::new(self._slot))
+    }
 }
 
 impl AsyncRead for Counted {

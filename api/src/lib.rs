@@ -5,6 +5,7 @@ pub mod accept;
 pub mod edge;
 pub mod error;
 pub mod extract;
+pub mod kit;
 pub mod limits;
 pub mod link;
 pub mod observe;
@@ -49,6 +50,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .nest("/api/v1", v1)
         .merge(routes::health::router())
+        .merge(kit::router())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async {
             ApiError::MethodNotAllowed("this route does not take that method".into())

@@ -6,7 +6,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
@@ -175,7 +175,7 @@ impl BrokerLink {
                             }
                             // At or below `last_seq`: the catch-up sent it already.
                             if self.last_seq.fetch_max(frame.seq, Ordering::Relaxed) < frame.seq {
-                                hub.dispatch(&frame);
+                                hub.dispatch(&frame).await;
                             }
                         }
                         Err(reason) => {
@@ -229,14 +229,15 @@ impl BrokerLink {
                 let text = frame_of(&envelope, &row.routing_key, row.traceparent.as_deref());
                 let audience =
                     Audience::of(&row.routing_key, envelope.actor.as_ref().map(|a| a.id));
-                let frame = Arc::new(FrameData {
-                    seq: row.seq,
-                    topic: row.routing_key,
+                let frame = Arc::new(FrameData::new(
+                    row.seq,
+                    row.routing_key,
                     audience,
-                    text: text.into(),
-                });
+                    &text,
+                    Instant::now(),
+                ));
                 if self.last_seq.fetch_max(row.seq, Ordering::Relaxed) < row.seq {
-                    hub.dispatch(&frame);
+                    hub.dispatch(&frame).await;
                     sent += 1;
                 }
             }
@@ -295,6 +296,8 @@ fn live_frame(
     delivery: &lapin::message::Delivery,
     rules: &Rules,
 ) -> Result<(EventEnvelope, Frame), String> {
+    // The fan-out is timed from here: the event's arrival at the relay.
+    let arrived = Instant::now();
     let headers = delivery.properties.headers().as_ref();
     let seq = match headers.and_then(|h| h.inner().get("x-seq")) {
         Some(AMQPValue::LongLongInt(n)) if *n > 0 => *n,
@@ -310,6 +313,6 @@ fn live_frame(
         .map_err(|r| r.to_string())?;
     let text = frame_of(&envelope, topic, traceparent);
     let audience = Audience::of(topic, envelope.actor.as_ref().map(|a| a.id));
-    let frame = FrameData { seq, topic: topic.to_string(), audience, text: text.into() };
+    let frame = FrameData::new(seq, topic.to_string(), audience, &text, arrived);
     Ok((envelope, Arc::new(frame)))
 }

@@ -79,13 +79,9 @@ async fn up(settings: Arc<Settings>) -> anyhow::Result<()> {
     tokio::spawn(ops.clone().serve(ops_listener, cancel.clone()));
     use showrunner_workers::ops::scoped;
     let (s, c) = (&settings, &cancel);
-    roles.spawn(scoped(ops.clone(), showrunner_workers::run_episode_worker(s.clone(), c.clone())));
-    roles.spawn(scoped(ops.clone(), showrunner_workers::run_activity_worker(s.clone(), c.clone())));
-    roles.spawn(scoped(
-        ops.clone(),
-        showrunner_workers::run_notification_worker(s.clone(), c.clone()),
-    ));
-    roles.spawn(scoped(ops.clone(), showrunner_workers::run_job_worker(s.clone(), c.clone())));
+    for role in showrunner_workers::Role::ALL {
+        roles.spawn(scoped(ops.clone(), role.run(s.clone(), c.clone())));
+    }
     println!("Showrunner is up:");
     println!("  REST API     http://{addr}/api/v1  (OpenAPI: http://{addr}/api/v1/openapi.json)");
     println!(

@@ -154,6 +154,11 @@ pub enum DeleteType {
 }
 
 impl DeleteType {
+    /// The type of a delete asked for with `?permanent=`.
+    pub fn of(permanent: bool) -> Self {
+        if permanent { Self::Permanent } else { Self::Soft }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Soft => "soft",

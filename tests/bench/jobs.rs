@@ -92,7 +92,7 @@ fn main() -> ExitCode {
     if std::env::args().any(|a| a == "--worker") {
         let registry = Registry::builtin().with(BenchInsert);
         showrunner_shared::process::main("bench-jobs --worker", move |settings, cancel| {
-            showrunner_workers::run_job_worker_with(settings, registry, cancel)
+            showrunner_workers::Role::Job.run_with(settings, registry, cancel)
         });
         return ExitCode::SUCCESS;
     }

@@ -4,6 +4,6 @@
 fn main() {
     let registry = showrunner_tests::job_handlers::registry(&Default::default());
     showrunner_shared::process::main("it-job-worker", move |settings, cancel| {
-        showrunner_workers::run_job_worker_with(settings, registry, cancel)
+        showrunner_workers::Role::Job.run_with(settings, registry, cancel)
     })
 }

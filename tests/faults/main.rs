@@ -902,14 +902,24 @@ async fn check(
         format!("{} / {}", jobs.accepted.len(), jobs.not_accepted),
     );
     note("jobs by status (all rows)", format!("{job_status:?}"));
+    // A job whose POST was answered 503 (its request not confirmed) is forgotten by the api: its
+    // row is deleted, or, when its `job_queued` was shipped already, it ends `cancelled` so
+    // that whoever heard it queued hears it end. Only a job that was not accepted may end so.
+    let mut refused_and_cancelled = 0;
     for (id, status) in &job_rows {
-        if status != "succeeded" && status != "failed" {
+        if status == "cancelled" && !jobs.accepted.contains_key(id) {
+            refused_and_cancelled += 1;
+        } else if status != "succeeded" && status != "failed" {
             violations.push(format!("job {id} is still {status}"));
         }
         if status == "failed" {
             want_notes.push((*id, "job_failed"));
         }
     }
+    note(
+        "jobs refused with 503 and ended cancelled by the api",
+        format!("{refused_and_cancelled}"),
+    );
     for (id, end) in &jobs.accepted {
         let want = match end {
             JobEnd::Succeeded => "succeeded",
@@ -944,7 +954,8 @@ async fn check(
     }
     let completions = IdCount::find_by_statement(sql(
         "SELECT resource_id AS id, event AS label, count(*) AS n FROM activity_log \
-         WHERE event IN ('job_completed', 'job_failed') GROUP BY resource_id, event",
+         WHERE event IN ('job_completed', 'job_failed', 'job_cancelled') \
+         GROUP BY resource_id, event",
         [],
     ))
     .all(db)
@@ -952,7 +963,11 @@ async fn check(
     let completions: HashMap<(Uuid, String), i64> =
         completions.into_iter().filter_map(|r| Some(((r.id?, r.label), r.n))).collect();
     for (id, status) in &job_rows {
-        let event = if status == "succeeded" { "job_completed" } else { "job_failed" };
+        let event = match status.as_str() {
+            "succeeded" => "job_completed",
+            "cancelled" => "job_cancelled",
+            _ => "job_failed",
+        };
         let n = completions.get(&(*id, event.to_string())).copied().unwrap_or(0);
         if n != 1 {
             violations.push(format!("job {id} ({status}) has {n} {event} activity rows"));

@@ -185,7 +185,8 @@ async fn only_the_lease_holder_ships_and_contending_shippers_keep_one_gapless_or
         .map(|_| {
             let (settings, cancel) = (app.settings.clone(), cancel.clone());
             tokio::spawn(async move {
-                showrunner_workers::shipper::run(settings, "activity-worker", cancel).await
+                use showrunner_workers::{Role, role, shipper::Shipper};
+                role::serve(&settings, Role::Activity, Shipper::new(), None, &cancel).await
             })
         })
         .collect();

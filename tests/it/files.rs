@@ -407,6 +407,18 @@ async fn a_file_in_use_is_kept_and_a_permanent_delete_purges_its_bytes() {
     .await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     let composition = str_of(&created["data"], "id").to_string();
+    // An update's tracks are checked against the files table the same way.
+    let problem = expect_problem(
+        app.http
+            .patch(format!("{compositions}/{composition}"))
+            .bearer_auth(&alice)
+            .header("Prefer", "wait=10")
+            .json(&json!({"tracks": with_clip(&foreign)["tracks"]})),
+        StatusCode::CONFLICT,
+    )
+    .await;
+    let detail = str_of(&problem, "detail");
+    assert!(detail.starts_with("tracks[0].clips[0]: file "), "{detail}");
 
     // Used by a live composition: neither delete goes through.
     let one = format!("{}/{file}", files(&app, &ep));

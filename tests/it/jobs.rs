@@ -3,6 +3,7 @@
 //! queue, and a worker killed with SIGKILL in the middle of a job.
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use lapin::BasicProperties;
 use lapin::options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
@@ -14,7 +15,9 @@ use showrunner_shared::broker::topology::{JOBS_EXCHANGE, JOBS_KEY, JOBS_QUEUE, p
 use showrunner_tests::job_handlers::{self, Switch};
 use showrunner_tests::{Options, TestApp, wait_for, wait_until};
 
-use crate::support::{Capture, DEADLINE, Hits, close_connections, management, send, serve, str_of};
+use crate::support::{
+    Capture, DEADLINE, Hits, close_connections, encode, management, send, serve, str_of,
+};
 
 /// A stack with one job worker running the test job types, and short retry delays.
 async fn spawn(switch: &Switch) -> TestApp {
@@ -311,6 +314,123 @@ async fn a_permanent_error_fails_the_job_at_once() {
     assert_eq!(failed["attempts"], 1);
     let events = wait_events(&app, &id, "job_failed", 3).await;
     assert_eq!(names(&events), ["job_queued", "job_started", "job_failed"]);
+    app.stop().await;
+}
+
+const PLACEHOLDER: &[u8] = b"{\"placeholder\": true}";
+
+/// A parking lot that does not confirm (the broker nacks every copy here; in a cluster, a quorum
+/// queue electing a new leader after its node stopped) holds the failed job's delivery until it
+/// does: the copy lands there once, soon after, and is never handed to the jobs queue's
+/// dead-letter exchange, whose at-least-once resend comes minutes late if at all (the cluster
+/// fault suite found failed jobs missing from the parking lot that way).
+#[tokio::test]
+async fn a_failed_job_waits_for_a_parking_lot_that_refuses_copies_then_lands_there_once() {
+    let capture = Capture::default();
+    let _logs = capture.install();
+    let app = spawn(&Switch::default()).await;
+    let alice = app.token("alice", Role::Member);
+    let parking = parked_queue(JOBS_QUEUE);
+    let policy = format!("policies/{}/refuse-parking", encode(&app.name));
+    let refuse = json!({
+        "pattern": format!("^{}$", parking.replace('.', "\\.")),
+        "definition": {"max-length": 1, "overflow": "reject-publish"},
+        "apply-to": "queues",
+        "priority": 100,
+    });
+    let put = management(reqwest::Method::PUT, &policy, Some(refuse)).await;
+    assert!(put.status().is_success(), "{}", put.status());
+    wait_until("the refusing policy applied", DEADLINE, || async {
+        showrunner_tests::queue_info(&app.name, &parking)
+            .await
+            .is_some_and(|i| i["effective_policy_definition"]["max-length"] == 1)
+    })
+    .await;
+
+    // A quorum queue refuses a message once it holds more than its limit: two placeholders
+    // fill it.
+    let conn = app.amqp().await;
+    let channel = conn.create_channel().await.expect("channel");
+    channel.confirm_select(ConfirmSelectOptions::default()).await.expect("confirms");
+    for _ in 0..2 {
+        let placeholder = channel
+            .basic_publish(
+                "".into(),
+                parking.as_str().into(),
+                BasicPublishOptions::default(),
+                PLACEHOLDER,
+                BasicProperties::default(),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+        assert!(placeholder.is_ack(), "{placeholder:?}");
+    }
+
+    let created =
+        submit(&app, &alice, json!({"type": "test.permanent", "payload": null, "maxAttempts": 1}))
+            .await;
+    let id = str_of(&created, "id").to_string();
+    wait_until("the worker retrying the refused copy", DEADLINE, || {
+        let lines = capture.lines();
+        async move { lines.iter().any(|l| l.contains("parking not confirmed, trying again")) }
+    })
+    .await;
+    // Nothing is settled while the copy is refused: the outcome is not committed and the
+    // delivery is still held by the worker.
+    let running = job(&app, &alice, &id).await;
+    assert_eq!(running["status"], "running", "{running}");
+    wait_until("the delivery held unacked", DEADLINE, || async {
+        showrunner_tests::queue_info(&app.name, JOBS_QUEUE)
+            .await
+            .is_some_and(|i| i["messages_unacknowledged"] == 1)
+    })
+    .await;
+
+    // It takes messages again once under its limit (3.10 never says so when the policy is
+    // removed instead): taking the placeholders out ends the refusal.
+    for _ in 0..2 {
+        let taken = channel
+            .basic_get(parking.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .expect("basic.get")
+            .expect("a placeholder");
+        assert_eq!(taken.delivery.data, PLACEHOLDER);
+    }
+    let failed = job_with_status(&app, &alice, &id, "failed").await;
+    assert_eq!(failed["attempts"], 1, "{failed}");
+    // Well within the dead-letter exchange's resend interval: the copy is the worker's own.
+    wait_until("the copy in the parking lot", Duration::from_secs(20), || async {
+        showrunner_tests::queue_info(&app.name, &parking).await.and_then(|i| i["messages"].as_i64())
+            == Some(1)
+    })
+    .await;
+    wait_until("the jobs queue settled", DEADLINE, || async {
+        showrunner_tests::queue_info(&app.name, JOBS_QUEUE)
+            .await
+            .and_then(|i| i["messages"].as_i64())
+            == Some(0)
+    })
+    .await;
+    let deleted = management(reqwest::Method::DELETE, &policy, None).await;
+    assert!(deleted.status().is_success(), "{}", deleted.status());
+    let mut copies = Vec::new();
+    while let Some(copy) = channel
+        .basic_get(parking.as_str().into(), BasicGetOptions { no_ack: true })
+        .await
+        .expect("basic.get")
+    {
+        copies.push(serde_json::from_slice::<Value>(&copy.delivery.data).expect("json"));
+    }
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    assert_eq!(copies[0]["jobId"], id.as_str(), "{copies:?}");
+    let lines = capture.lines();
+    assert!(
+        !lines.iter().any(|l| l.contains("handing the message to the queue's dead-letter")),
+        "DLX used"
+    );
+    let _ = conn.close(200, "done".into()).await;
     app.stop().await;
 }
 

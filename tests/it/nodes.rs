@@ -37,7 +37,7 @@ async fn an_api_and_a_worker_connect_past_a_first_node_that_refuses() {
     let base = format!("http://{}", listener.local_addr().expect("its address"));
     let api = tokio::spawn(showrunner_api::run(settings.clone(), listener, cancel.clone()));
     let worker =
-        tokio::spawn(showrunner_workers::run_episode_worker(settings.clone(), cancel.clone()));
+        tokio::spawn(showrunner_workers::Role::Episode.run(settings.clone(), cancel.clone()));
     wait_until("the api to be ready", DEADLINE, || async {
         app.http.get(format!("{base}/ready")).send().await.is_ok_and(|r| r.status().is_success())
     })

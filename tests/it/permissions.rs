@@ -146,14 +146,9 @@ async fn every_role_works_with_only_its_permissions_and_no_more() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let api = format!("http://{}", listener.local_addr().expect("addr"));
     roles.spawn(showrunner_api::run(settings_for("api"), listener, cancel.child_token()));
-    use showrunner_workers as w;
-    roles.spawn(w::run_episode_worker(settings_for("episode-worker"), cancel.child_token()));
-    roles.spawn(w::run_activity_worker(settings_for("activity-worker"), cancel.child_token()));
-    roles.spawn(w::run_notification_worker(
-        settings_for("notification-worker"),
-        cancel.child_token(),
-    ));
-    roles.spawn(w::run_job_worker(settings_for("job-worker"), cancel.child_token()));
+    for role in showrunner_workers::Role::ALL {
+        roles.spawn(role.run(settings_for(role.name()), cancel.child_token()));
+    }
     wait_until("the least-privilege api to be ready", DEADLINE, || async {
         app.http.get(format!("{api}/ready")).send().await.is_ok_and(|r| r.status().is_success())
     })

@@ -21,11 +21,9 @@ async fn a_process_refuses_a_database_without_the_current_schema() {
     let result =
         showrunner_api::run(settings.clone(), listener, tokio_util::sync::CancellationToken::new())
             .await;
-    let worker = showrunner_workers::run_episode_worker(
-        settings,
-        tokio_util::sync::CancellationToken::new(),
-    )
-    .await;
+    let worker = showrunner_workers::Role::Episode
+        .run(settings, tokio_util::sync::CancellationToken::new())
+        .await;
     admin
         .execute_unprepared(&format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
         .await
@@ -81,7 +79,7 @@ async fn a_process_started_before_its_database_waits_for_it() {
     let cancel = tokio_util::sync::CancellationToken::new();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let api = tokio::spawn(showrunner_api::run(settings.clone(), listener, cancel.clone()));
-    let worker = tokio::spawn(showrunner_workers::run_episode_worker(settings, cancel.clone()));
+    let worker = tokio::spawn(showrunner_workers::Role::Episode.run(settings, cancel.clone()));
     // Still waiting after several attempts (the first delays are 0.2, 0.4, 0.8 s).
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     assert!(!api.is_finished() && !worker.is_finished(), "a process gave up on its database");

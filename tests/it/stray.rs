@@ -403,7 +403,7 @@ async fn partitions_moving_under_load_apply_every_command_once_and_in_order() {
     // A second worker joins: half the partitions move to it while commands are in flight.
     let second = tokio_util::sync::CancellationToken::new();
     let joined =
-        tokio::spawn(showrunner_workers::run_episode_worker(app.settings.clone(), second.clone()));
+        tokio::spawn(showrunner_workers::Role::Episode.run(app.settings.clone(), second.clone()));
     wait_until("two workers sharing the partitions", DEADLINE, || async {
         owners(&app).await == (2, partitions)
     })

@@ -326,13 +326,8 @@ pub struct Roles {
     tasks: tokio::task::JoinSet<anyhow::Result<()>>,
 }
 
-#[derive(Clone, Copy)]
-pub enum Worker {
-    Episode,
-    Activity,
-    Notification,
-    Job,
-}
+/// A worker role, as the tests start it.
+pub use showrunner_workers::Role as Worker;
 
 impl Roles {
     pub async fn start(app: &TestApp, roles: &[Worker]) -> Self {
@@ -344,19 +339,7 @@ impl Roles {
         let mut tasks = tokio::task::JoinSet::new();
         for role in roles {
             let (s, c) = (app.settings.clone(), cancel.child_token());
-            match role {
-                Worker::Episode => {
-                    tasks.spawn(scoped(ops.clone(), showrunner_workers::run_episode_worker(s, c)))
-                }
-                Worker::Activity => {
-                    tasks.spawn(scoped(ops.clone(), showrunner_workers::run_activity_worker(s, c)))
-                }
-                Worker::Notification => tasks
-                    .spawn(scoped(ops.clone(), showrunner_workers::run_notification_worker(s, c))),
-                Worker::Job => {
-                    tasks.spawn(scoped(ops.clone(), showrunner_workers::run_job_worker(s, c)))
-                }
-            };
+            tasks.spawn(scoped(ops.clone(), role.run(s, c)));
         }
         let roles = Self { addr, cancel, tasks };
         roles.wait_ready(StatusCode::OK).await;

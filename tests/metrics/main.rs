@@ -8,10 +8,12 @@
 #[path = "../it/support.rs"]
 mod support;
 
+use futures_util::{SinkExt, StreamExt};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use showrunner_shared::auth::Role;
 use showrunner_tests::wait_for;
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::{DEADLINE, Roles, Worker, management, send, stack, str_of};
 
@@ -33,6 +35,24 @@ async fn metrics_of(url: &str) -> String {
     response.text().await.expect("text")
 }
 
+/// The next text frame of `socket`, as JSON.
+async fn next_text(
+    socket: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+) -> Value {
+    loop {
+        let message = tokio::time::timeout(DEADLINE, socket.next())
+            .await
+            .expect("a frame before the deadline");
+        match message {
+            Some(Ok(Message::Text(text))) => return serde_json::from_str(&text).expect("JSON"),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            other => panic!("socket ended: {other:?}"),
+        }
+    }
+}
+
 #[tokio::test]
 async fn metrics_are_prometheus_text_and_move_when_a_command_is_applied() {
     let app = stack(false, true, true).await;
@@ -46,6 +66,14 @@ async fn metrics_are_prometheus_text_and_move_when_a_command_is_applied() {
     let posts =
         "showrunner_http_requests_total{method=\"POST\",route=\"/api/v1/episodes\",status=\"201\"}";
     let before = metrics_of(&worker_url).await;
+    // A WebSocket client of another user, subscribed to creations only: the one event it gets
+    // is the one fan-out of this test (alice's own `user.` topics are not bob's).
+    let bob = app.token("bob", Role::Member);
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async(app.ws_url(0, &bob)).await.expect("websocket");
+    let subscribe = json!({"op": "subscribe", "topics": ["episode.*.created"]});
+    socket.send(Message::Text(subscribe.to_string().into())).await.expect("send");
+    assert_eq!(next_text(&mut socket).await["op"], "subscribed");
     let api_before = metrics_of(&api_url).await;
 
     let (status, created) = send(
@@ -85,7 +113,26 @@ async fn metrics_are_prometheus_text_and_move_when_a_command_is_applied() {
         assert!(after.contains(family), "{family} missing from the worker's metrics");
     }
 
-    let api_after = metrics_of(&api_url).await;
+    assert_eq!(next_text(&mut socket).await["event"], "episode_created");
+    let fanouts = "showrunner_relay_fanout_seconds_count";
+    let writes = "showrunner_relay_socket_seconds_count";
+    // Observed once the write returns, which may be just after the client read the frame.
+    let api_after = wait_for("the relay's fan-out histograms to move", DEADLINE, || {
+        let url = api_url.clone();
+        let before = api_before.clone();
+        async move {
+            let text = metrics_of(&url).await;
+            (sample(&text, fanouts) > sample(&before, fanouts)
+                && sample(&text, writes) > sample(&before, writes))
+            .then_some(text)
+        }
+    })
+    .await;
+    for series in [fanouts, writes] {
+        assert_eq!(sample(&api_after, series), sample(&api_before, series) + 1.0, "{series}");
+    }
+    assert!(api_after.contains("# TYPE showrunner_relay_fanout_seconds histogram"));
+    assert!(api_after.contains("showrunner_relay_fanout_seconds_bucket{le=\"0.02\"} "));
     let timed = "showrunner_http_request_duration_seconds_count{method=\"POST\",route=\"/api/v1/episodes\"}";
     for series in [posts, timed] {
         assert_eq!(sample(&api_after, series), sample(&api_before, series) + 1.0, "{series}");

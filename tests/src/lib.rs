@@ -13,6 +13,7 @@ use sea_orm::{
 };
 use showrunner_shared::auth::{self, Claims, Role};
 use showrunner_shared::config::Settings;
+use showrunner_workers::Role as Worker;
 use showrunner_workers::jobs::Registry;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -126,29 +127,20 @@ impl TestApp {
         }
         let addr = addrs[0];
         let mut episode_workers = Vec::new();
-        for _ in 0..options.episode_workers {
-            let token = cancel.child_token();
-            episode_workers.push(token.clone());
-            roles.spawn(showrunner_workers::run_episode_worker(settings.clone(), token));
-        }
-        for _ in 0..options.activity_workers {
-            roles.spawn(showrunner_workers::run_activity_worker(
-                settings.clone(),
-                cancel.child_token(),
-            ));
-        }
-        for _ in 0..options.notification_workers {
-            roles.spawn(showrunner_workers::run_notification_worker(
-                settings.clone(),
-                cancel.child_token(),
-            ));
-        }
-        for _ in 0..options.job_workers {
-            roles.spawn(showrunner_workers::run_job_worker_with(
-                settings.clone(),
-                options.job_registry.clone(),
-                cancel.child_token(),
-            ));
+        for (role, count) in [
+            (Worker::Episode, options.episode_workers),
+            (Worker::Activity, options.activity_workers),
+            (Worker::Notification, options.notification_workers),
+            (Worker::Job, options.job_workers),
+        ] {
+            for _ in 0..count {
+                let token = cancel.child_token();
+                if role == Worker::Episode {
+                    episode_workers.push(token.clone());
+                }
+                let registry = options.job_registry.clone();
+                roles.spawn(role.run_with(settings.clone(), registry, token));
+            }
         }
         let app = Self {
             name,
@@ -206,7 +198,7 @@ impl TestApp {
 
     /// Starts one more job worker in this process, with the stack's job types.
     pub fn start_job_worker(&mut self) {
-        self.roles.spawn(showrunner_workers::run_job_worker_with(
+        self.roles.spawn(Worker::Job.run_with(
             self.settings.clone(),
             self.job_registry.clone(),
             self.cancel.child_token(),
@@ -241,7 +233,7 @@ impl TestApp {
     pub fn start_episode_worker(&mut self) {
         let token = self.cancel.child_token();
         self.episode_workers.push(token.clone());
-        self.roles.spawn(showrunner_workers::run_episode_worker(self.settings.clone(), token));
+        self.roles.spawn(Worker::Episode.run(self.settings.clone(), token));
     }
 
     /// Stops the `index`th episode worker (it drains and leaves).

@@ -196,22 +196,53 @@ pub async fn process_batch<H: BatchHandler>(
     Ok(())
 }
 
-/// Parks `delivery` in the parking lot of `queue`, the queue it was consumed from. When the
-/// publish fails on an open channel (the parking queue deleted, unbound or refusing), the
-/// delivery is rejected without requeue instead: the queue's dead-letter settings send it to the
-/// same parking lot (at least once, on quorum queues), and the rest of the batch goes on rather
-/// than the whole batch failing and coming back for ever. Only a dead channel is an error.
+/// How long [`park`] keeps trying a parking lot that does not confirm (a quorum queue electing
+/// a new leader after a node stopped takes seconds) before it gives the delivery back.
+const PARK_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Parks `delivery` in the parking lot of `queue`, the queue it was consumed from.
+///
+/// A copy the broker did not confirm (a nack, no confirm in time, a publish error on a channel
+/// that is still open) is the broker's trouble, not the parking lot's: the publish is tried again
+/// with backoff for up to [`PARK_PATIENCE`], and if it still fails the error goes up, nothing is
+/// acked and the broker redelivers. The queue's own dead-letter exchange is not used for that:
+/// at-least-once dead-lettering resends what its target did not confirm only minutes later, so a
+/// message handed to it during a node failure reached the parking lot late or, as seen on 3.10,
+/// not at all (the cluster fault suite, "failed jobs missing").
+///
+/// Only when the copy is returned unroutable (the parking queue deleted or unbound) is the
+/// delivery rejected without requeue instead: the dead-letter exchange is then the one way left,
+/// and the rest of the batch goes on rather than the whole batch failing and coming back for ever.
 pub async fn park(
     ctx: &Context,
     queue: &str,
     delivery: &Delivery,
     reason: &str,
 ) -> Result<(), ConsumeError> {
-    let error = match ctx.publisher.park(queue, delivery, reason).await {
-        Ok(()) => return Ok(()),
-        Err(error) => error,
+    use showrunner_shared::broker::PublishError;
+    let deadline = tokio::time::Instant::now() + PARK_PATIENCE;
+    let mut delays = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times()
+        .build();
+    let error = loop {
+        match ctx.publisher.park(queue, delivery, reason).await {
+            Ok(()) => return Ok(()),
+            Err(error @ PublishError::Unroutable { .. }) => break error,
+            Err(error) => {
+                let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                if !ctx.publisher.is_open() || tokio::time::Instant::now() + delay > deadline {
+                    tracing::error!(queue, %error, "cannot park a message: it goes back to the broker for redelivery");
+                    return Err(error.into());
+                }
+                tracing::warn!(queue, %error, ?delay, "parking not confirmed, trying again");
+                tokio::time::sleep(delay).await;
+            }
+        }
     };
-    tracing::error!(queue, %error, "cannot park a message, handing it to the queue's dead-letter exchange");
+    tracing::error!(queue, %error, "parking lot unroutable, handing the message to the queue's dead-letter exchange");
     let options = BasicRejectOptions { requeue: false };
     match showrunner_shared::broker::bounded(delivery.acker.reject(options)).await {
         Some(Ok(true)) => {

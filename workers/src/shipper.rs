@@ -17,20 +17,20 @@
 //! numbering and its confirms): consumers drop what they have (relays by `seq`, notifications by
 //! their unique key).
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lapin::types::{AMQPValue, FieldTable};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, FromQueryResult, TransactionTrait};
 use showrunner_shared::broker::topology::LIVE_EXCHANGE;
-use showrunner_shared::broker::{Outgoing, Publisher, bounded, publisher_json_properties};
-use showrunner_shared::config::Settings;
+use showrunner_shared::broker::{Outgoing, Publisher, publisher_json_properties};
 use showrunner_shared::db::sql;
 use showrunner_shared::event_log::Shipped;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::session;
+use crate::role::{Part, Role, Session};
+use crate::runtime::Context;
 
 /// How long a lease lasts without renewal: how long a dead shipper holds up the log.
 pub const LEASE: Duration = Duration::from_secs(5);
@@ -45,41 +45,54 @@ const IDLE_POLL_MAX: Duration = Duration::from_millis(8);
 /// Most rows numbered (and published in one confirmed batch) at a time.
 const BATCH: i64 = 2_000;
 
-/// Runs a shipper (active or standing by) until `cancel`.
-pub async fn run(
-    settings: Arc<Settings>,
-    role: &str,
-    cancel: CancellationToken,
-) -> anyhow::Result<()> {
-    let Some(db) = session::database(&settings, role, &cancel).await? else { return Ok(()) };
-    let me = Uuid::now_v7();
-    tracing::info!(shipper = %me, "log shipper starting");
-    let mut pacer = session::Pacer::default();
-    while let Some((conn, ctx)) = pacer.connect(&settings, &db, role, &cancel).await {
-        let result = loop {
-            match lead(&db, &ctx.publisher, &conn, me, &cancel).await {
-                Ok(()) => break Ok(()),
+/// The log shipper as a part of the activity role (`crate::role`), active or standing by.
+pub struct Shipper {
+    me: Uuid,
+}
+
+impl Shipper {
+    pub fn new() -> Self {
+        let me = Uuid::now_v7();
+        tracing::info!(shipper = %me, "log shipper starting");
+        Self { me }
+    }
+}
+
+impl Default for Shipper {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Part for Shipper {
+    fn label(&self) -> String {
+        format!("{}/shipper", Role::Activity.name())
+    }
+
+    /// None of its own: the importer beside it in the role sweeps.
+    fn sweeps(&self, _: &Context, _: &CancellationToken, _: &mut JoinSet<()>) {}
+
+    async fn session(&mut self, s: Session<'_>) -> anyhow::Result<()> {
+        loop {
+            match lead(&s.ctx.db, &s.ctx.publisher, s.conn, self.me, s.cancel).await {
+                Ok(()) => return Ok(()),
                 // The database failed under us: what was numbered may not be published, so
                 // take the lease again (which publishes from the last confirmed number on).
-                Err(ShipError::Db(error)) if ctx.publisher.is_open() => {
+                Err(ShipError::Db(error)) if s.ctx.publisher.is_open() => {
                     tracing::warn!(%error, "log shipper: database error, starting over");
                     tokio::select! {
-                        () = cancel.cancelled() => break Ok(()),
+                        () = s.cancel.cancelled() => return Ok(()),
                         () = tokio::time::sleep(STANDBY_POLL) => {}
                     }
                 }
-                Err(error) => break Err(error),
+                Err(error) => return Err(error.into()),
             }
-        };
-        let _ = bounded(conn.close(200, "log shipper stopping".into())).await;
-        match result {
-            Ok(()) => break,
-            Err(error) => tracing::warn!(%error, "log shipper stopped, reconnecting"),
         }
     }
-    release(&db, me).await;
-    tracing::info!("log shipper stopped");
-    Ok(())
+
+    async fn leave(&mut self, db: &DatabaseConnection) {
+        release(db, self.me).await;
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -1,29 +1,98 @@
 //! The fan-out: which connected client wants which topic. One broker consumer per api instance
-//! feeds [`Hub::dispatch`], which finds the subscribers through a topic trie and hands each a
-//! shared, already-serialized frame through its bounded queue. A full queue closes that client;
-//! nobody else waits for it.
+//! feeds [`Hub::dispatch`]; the clients are split into shards, each with a task that finds its
+//! subscribers through a topic trie and writes the event's frame, encoded once, straight into
+//! each one's socket ([`Outlet`]). A client whose socket does not keep up is closed; nobody else
+//! waits for it. Each frame counts the shards and the sockets it still waits for, so the time
+//! from its arrival to its write into the last matching socket is measured where it happens
+//! (`showrunner_relay_fanout_seconds`).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::Instant;
 
-use axum::extract::ws::Utf8Bytes;
+use bytes::Bytes;
+use showrunner_shared::metrics;
 use showrunner_shared::topics::TopicIndex;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+use super::outlet::Outlet;
+use super::wire;
 
 pub type ClientId = u64;
 
-/// One event on its way to clients: its place in the event log and its frame, serialized once
-/// and shared (the queues carry a pointer, the socket sends the same bytes to everyone).
+/// Events a shard's queue holds before the broker consumer waits for it.
+const SHARD_QUEUE: usize = 1024;
+
+/// One event on its way to clients: its place in the event log and its WebSocket frame,
+/// encoded once and shared (every socket gets the same bytes).
 #[derive(Debug)]
 pub struct FrameData {
     pub seq: i64,
     pub topic: String,
     /// Who may receive it, decided once per event.
     pub audience: Audience,
-    pub text: Utf8Bytes,
+    /// The whole WebSocket frame, header included.
+    pub wire: Bytes,
+    /// When the relay took the event (from the broker, or from the log on a catch-up).
+    pub arrived: Instant,
+    /// Shards still walking their clients for it, plus its frames waiting in sockets' queues:
+    /// whoever brings it to zero saw the last socket get the frame.
+    outstanding: AtomicUsize,
+    /// Whether any socket matched (an event nobody wants is not a fan-out to time).
+    reached: AtomicBool,
+}
+
+impl FrameData {
+    /// The event's frame from its client text (`{"op":"event",...}`).
+    pub fn new(seq: i64, topic: String, audience: Audience, text: &str, arrived: Instant) -> Self {
+        Self {
+            seq,
+            topic,
+            audience,
+            wire: wire::frame(wire::TEXT, text.as_bytes()),
+            arrived,
+            outstanding: AtomicUsize::new(0),
+            reached: AtomicBool::new(false),
+        }
+    }
+
+    fn release(&self) {
+        if self.outstanding.fetch_sub(1, Ordering::AcqRel) == 1
+            && self.reached.load(Ordering::Relaxed)
+        {
+            metrics::RELAY_FANOUT_SECONDS.observe(self.arrived.elapsed());
+        }
+    }
+}
+
+pub type Frame = Arc<FrameData>;
+
+/// A frame waiting in one socket's queue; dropping it (written, or dropped with the queue)
+/// releases it from its fan-out count.
+pub struct Delivery(Frame);
+
+impl Delivery {
+    /// Only while a shard still counts `frame` (it walks its clients): the count cannot reach
+    /// zero in between.
+    pub(super) fn new(frame: &Frame) -> Self {
+        frame.outstanding.fetch_add(1, Ordering::AcqRel);
+        Self(frame.clone())
+    }
+}
+
+impl std::ops::Deref for Delivery {
+    type Target = FrameData;
+    fn deref(&self) -> &FrameData {
+        &self.0
+    }
+}
+
+impl Drop for Delivery {
+    fn drop(&mut self) {
+        self.0.release();
+    }
 }
 
 /// Who may receive an event. `user.<id>.…` topics are their owner's alone (not even admins see
@@ -67,14 +136,10 @@ pub struct Viewer {
     pub admin: bool,
 }
 
-pub type Frame = Arc<FrameData>;
-
 struct Client {
     user: Viewer,
     patterns: Vec<String>,
-    queue: mpsc::Sender<Frame>,
-    /// Cancelled when the client fell behind: its session closes it.
-    overflow: CancellationToken,
+    outlet: Arc<Outlet>,
 }
 
 #[derive(Default)]
@@ -83,15 +148,63 @@ struct Inner {
     clients: HashMap<ClientId, Client>,
 }
 
+/// Some of the clients, walked by one task.
 #[derive(Default)]
-pub struct Hub {
+struct Shard {
     inner: RwLock<Inner>,
+}
+
+impl Shard {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes `frame` into every socket of this shard whose patterns match and who may see it.
+    fn deliver(&self, frame: &Frame) {
+        let inner = self.read();
+        let mut reached = false;
+        for id in inner.index.matching(&frame.topic) {
+            let Some(client) = inner.clients.get(&id) else {
+                continue;
+            };
+            if frame.audience.includes(client.user) {
+                reached |= client.outlet.live(frame);
+            }
+        }
+        drop(inner);
+        if reached {
+            frame.reached.store(true, Ordering::Relaxed);
+        }
+        frame.release();
+    }
+}
+
+async fn shard_task(shard: Arc<Shard>, mut frames: mpsc::Receiver<Frame>) {
+    while let Some(frame) = frames.recv().await {
+        shard.deliver(&frame);
+    }
+}
+
+pub struct Hub {
+    shards: Vec<Arc<Shard>>,
+    /// The shards' queues, their tasks started by the first dispatch (on the runtime).
+    queues: OnceLock<Vec<mpsc::Sender<Frame>>>,
     next: AtomicU64,
-    pub delivered: AtomicU64,
-    pub overflowed: AtomicU64,
     connections: AtomicUsize,
     /// Open connections per user, for `limits.max_connections_per_user`.
     per_user: Mutex<HashMap<Uuid, usize>>,
+}
+
+impl Default for Hub {
+    /// One shard per core: each writes into its sockets on its own thread.
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 16);
+        Self::with_shards(cores)
+    }
 }
 
 /// One of a user's connection slots, held for the life of the connection.
@@ -112,14 +225,17 @@ impl Drop for Slot {
     }
 }
 
-/// What a session gets when it registers.
-pub struct Registration {
-    pub id: ClientId,
-    pub frames: mpsc::Receiver<Frame>,
-    pub overflow: CancellationToken,
-}
-
 impl Hub {
+    pub fn with_shards(n: usize) -> Self {
+        Self {
+            shards: (0..n.max(1)).map(|_| Arc::default()).collect(),
+            queues: OnceLock::new(),
+            next: AtomicU64::new(0),
+            connections: AtomicUsize::new(0),
+            per_user: Mutex::default(),
+        }
+    }
+
     /// Takes one of `user`'s `max` connection slots; `None` when all are taken.
     pub fn reserve(self: &Arc<Self>, user: Uuid, max: usize) -> Option<Slot> {
         let mut per_user = self.per_user.lock().unwrap_or_else(|p| p.into_inner());
@@ -131,18 +247,21 @@ impl Hub {
         Some(Slot { hub: self.clone(), user })
     }
 
-    pub fn register(&self, user: Viewer, buffer: usize) -> Registration {
+    fn shard(&self, id: ClientId) -> &Shard {
+        let n = self.shards.len() as u64;
+        &self.shards[usize::try_from(id % n).unwrap_or(0)]
+    }
+
+    pub fn register(&self, user: Viewer, outlet: Arc<Outlet>) -> ClientId {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let (queue, frames) = mpsc::channel(buffer);
-        let overflow = CancellationToken::new();
-        let client = Client { user, patterns: Vec::new(), queue, overflow: overflow.clone() };
-        self.write().clients.insert(id, client);
+        let client = Client { user, patterns: Vec::new(), outlet };
+        self.shard(id).write().clients.insert(id, client);
         self.connections.fetch_add(1, Ordering::Relaxed);
-        Registration { id, frames, overflow }
+        id
     }
 
     pub fn unregister(&self, id: ClientId) {
-        let mut inner = self.write();
+        let mut inner = self.shard(id).write();
         if let Some(client) = inner.clients.remove(&id) {
             for pattern in &client.patterns {
                 inner.index.remove(pattern, id);
@@ -153,7 +272,7 @@ impl Hub {
 
     /// Adds a pattern; `false` if the client already has it.
     pub fn subscribe(&self, id: ClientId, pattern: &str) -> bool {
-        let mut inner = self.write();
+        let mut inner = self.shard(id).write();
         let Some(client) = inner.clients.get_mut(&id) else {
             return false;
         };
@@ -167,7 +286,7 @@ impl Hub {
 
     /// Removes a pattern; `false` if the client did not have it.
     pub fn unsubscribe(&self, id: ClientId, pattern: &str) -> bool {
-        let mut inner = self.write();
+        let mut inner = self.shard(id).write();
         let Some(client) = inner.clients.get_mut(&id) else {
             return false;
         };
@@ -181,44 +300,32 @@ impl Hub {
     }
 
     pub fn patterns(&self, id: ClientId) -> Vec<String> {
-        self.read().clients.get(&id).map(|c| c.patterns.clone()).unwrap_or_default()
+        self.shard(id).read().clients.get(&id).map(|c| c.patterns.clone()).unwrap_or_default()
     }
 
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::Relaxed)
     }
 
-    /// Hands `frame` to every client whose patterns match and who may see it.
-    pub fn dispatch(&self, frame: &Frame) {
-        let inner = self.read();
-        for id in inner.index.matching(&frame.topic) {
-            let Some(client) = inner.clients.get(&id) else {
-                continue;
-            };
-            if !frame.audience.includes(client.user) {
-                continue;
-            }
-            match client.queue.try_send(frame.clone()) {
-                Ok(()) => {
-                    self.delivered.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    if !client.overflow.is_cancelled() {
-                        self.overflowed.fetch_add(1, Ordering::Relaxed);
-                        client.overflow.cancel();
-                    }
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
+    /// Hands `frame` to every shard, in order: each writes it into its matching sockets. Waits
+    /// only when a shard is more than [`SHARD_QUEUE`] events behind.
+    pub async fn dispatch(&self, frame: &Frame) {
+        let queues = self.queues.get_or_init(|| {
+            self.shards
+                .iter()
+                .map(|shard| {
+                    let (queue, frames) = mpsc::channel(SHARD_QUEUE);
+                    tokio::spawn(shard_task(shard.clone(), frames));
+                    queue
+                })
+                .collect()
+        });
+        frame.outstanding.store(queues.len(), Ordering::Release);
+        for queue in queues {
+            if queue.send(frame.clone()).await.is_err() {
+                frame.release();
             }
         }
-    }
-
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
-        self.inner.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
-        self.inner.write().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -234,59 +341,171 @@ pub fn may_subscribe(user: Uuid, pattern: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use tokio::io::AsyncReadExt;
+    use tokio::net::{TcpListener, TcpStream};
+
     use super::*;
 
     fn frame(topic: &str, seq: i64) -> Frame {
-        framed(topic, seq, None)
+        framed(topic, seq, None, "")
     }
 
-    fn framed(topic: &str, seq: i64, actor: Option<Uuid>) -> Frame {
-        Arc::new(FrameData {
+    fn framed(topic: &str, seq: i64, actor: Option<Uuid>, pad: &str) -> Frame {
+        let text = format!("{{\"seq\":{seq},\"pad\":\"{pad}\"}}");
+        Arc::new(FrameData::new(
             seq,
-            topic: topic.into(),
-            audience: Audience::of(topic, actor),
-            text: format!("{{\"seq\":{seq}}}").into(),
-        })
+            topic.into(),
+            Audience::of(topic, actor),
+            &text,
+            Instant::now(),
+        ))
     }
 
     fn member(id: Uuid) -> Viewer {
         Viewer { id, admin: false }
     }
 
+    /// A connected socket pair: the relay's end in an outlet queueing at most `limit` frames,
+    /// and the client's end.
+    async fn socket(limit: usize) -> (Arc<Outlet>, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let server = accepted.expect("accept").0;
+        (Arc::new(Outlet::new(server, Box::new(()), limit)), client.expect("connect"))
+    }
+
+    /// Waits until the shards are done with `frames` (and no socket's queue holds them).
+    async fn settled(frames: &[&Frame]) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while frames.iter().any(|f| f.outstanding.load(Ordering::Acquire) > 0) {
+            assert!(Instant::now() < deadline, "frames not delivered");
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// The seqs of the event frames the client has received.
+    async fn seqs(client: &mut TcpStream) -> Vec<i64> {
+        let mut bytes = Vec::new();
+        let mut buf = [0u8; 4096];
+        let wait = Duration::from_millis(100);
+        while let Ok(Ok(n @ 1..)) = tokio::time::timeout(wait, client.read(&mut buf)).await {
+            bytes.extend_from_slice(&buf[..n]);
+        }
+        let mut seqs = Vec::new();
+        let mut at = 0;
+        while at < bytes.len() {
+            assert_eq!(bytes[at], 0x81, "a final text frame");
+            let len = usize::from(bytes[at + 1]);
+            let event: serde_json::Value =
+                serde_json::from_slice(&bytes[at + 2..at + 2 + len]).expect("JSON");
+            seqs.push(event["seq"].as_i64().expect("seq"));
+            at += 2 + len;
+        }
+        seqs
+    }
+
     #[tokio::test]
     async fn events_reach_matching_clients_only() {
-        let hub = Hub::default();
+        let hub = Hub::with_shards(2);
         let (alice, bob) = (Uuid::from_u128(1), Uuid::from_u128(2));
-        let mut a = hub.register(member(alice), 8);
-        let mut b = hub.register(member(bob), 8);
-        hub.subscribe(a.id, "episode.*.created");
-        hub.subscribe(b.id, "job.#");
-        hub.subscribe(b.id, "#");
-        hub.dispatch(&frame("episode.9.created", 1));
-        hub.dispatch(&frame(&format!("user.{alice}.notification"), 2));
-        assert_eq!(a.frames.try_recv().map(|f| f.seq).ok(), Some(1));
-        assert!(a.frames.try_recv().is_err());
+        let ((a_out, mut a), (b_out, mut b)) = (socket(8).await, socket(8).await);
+        let a_id = hub.register(member(alice), a_out);
+        let b_id = hub.register(member(bob), b_out);
+        hub.subscribe(a_id, "episode.*.created");
+        hub.subscribe(b_id, "job.#");
+        hub.subscribe(b_id, "#");
+        let (created, private) =
+            (frame("episode.9.created", 1), frame(&format!("user.{alice}.notification"), 2));
+        hub.dispatch(&created).await;
+        hub.dispatch(&private).await;
+        settled(&[&created, &private]).await;
+        assert_eq!(seqs(&mut a).await, [1]);
         // Bob's `#` reaches the episode but not Alice's own topic.
-        assert_eq!(b.frames.try_recv().map(|f| f.seq).ok(), Some(1));
-        assert!(b.frames.try_recv().is_err());
-        hub.unregister(a.id);
-        hub.unregister(b.id);
+        assert_eq!(seqs(&mut b).await, [1]);
+        hub.unregister(a_id);
+        hub.unregister(b_id);
         assert_eq!(hub.connections(), 0);
     }
 
     #[tokio::test]
-    async fn a_full_queue_marks_only_that_client() {
-        let hub = Hub::default();
-        let slow = hub.register(member(Uuid::from_u128(1)), 2);
-        let mut fast = hub.register(member(Uuid::from_u128(2)), 2);
-        hub.subscribe(slow.id, "#");
-        hub.subscribe(fast.id, "#");
-        for seq in 0..3 {
-            hub.dispatch(&frame("episode.1.updated", seq));
-            while fast.frames.try_recv().is_ok() {}
+    async fn a_socket_that_does_not_keep_up_closes_only_that_client() {
+        let hub = Hub::with_shards(2);
+        let ((slow, _slow_client), (roomy, _roomy_client)) = (socket(2).await, socket(64).await);
+        let slow_id = hub.register(member(Uuid::from_u128(1)), slow.clone());
+        let roomy_id = hub.register(member(Uuid::from_u128(2)), roomy.clone());
+        hub.subscribe(slow_id, "#");
+        hub.subscribe(roomy_id, "#");
+        // Nobody reads: 20 MiB is more than the kernel holds for a loopback socket.
+        let pad = "x".repeat(1 << 20);
+        let frames: Vec<Frame> =
+            (1..=20).map(|seq| framed("episode.1.updated", seq, None, &pad)).collect();
+        for frame in &frames {
+            hub.dispatch(frame).await;
         }
-        assert!(slow.overflow.is_cancelled());
-        assert!(!fast.overflow.is_cancelled());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !slow.overflow.is_cancelled() {
+            assert!(Instant::now() < deadline, "the slow client was not marked");
+            tokio::task::yield_now().await;
+        }
+        assert!(!roomy.overflow.is_cancelled());
+    }
+
+    #[tokio::test]
+    async fn a_frame_counts_the_shards_and_the_queues_it_waits_in() {
+        let hub = Hub::with_shards(2);
+        let (waiting, _client) = socket(64).await;
+        let id = hub.register(member(Uuid::from_u128(1)), waiting.clone());
+        hub.subscribe(id, "#");
+        let pad = "x".repeat(1 << 20);
+        let frames: Vec<Frame> =
+            (1..=20).map(|seq| framed("episode.1.updated", seq, None, &pad)).collect();
+        for frame in &frames {
+            hub.dispatch(frame).await;
+        }
+        // The last ones wait in the socket's queue (nobody reads); they hold their count.
+        let last = frames.last().expect("frames");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while last.outstanding.load(Ordering::Acquire) != 1 {
+            assert!(Instant::now() < deadline, "the last frame was not queued");
+            tokio::task::yield_now().await;
+        }
+        assert!(last.reached.load(Ordering::Relaxed));
+        // A client that goes away releases what its queue held.
+        hub.unregister(id);
+        drop(waiting);
+        settled(&frames.iter().collect::<Vec<_>>()).await;
+        // An event nobody matches reaches no one.
+        let unheard = frame("user.x.notification", 21);
+        hub.dispatch(&unheard).await;
+        settled(&[&unheard]).await;
+        assert!(!unheard.reached.load(Ordering::Relaxed));
+    }
+
+    #[tokio::test]
+    async fn a_resume_holds_live_frames_and_lets_through_only_those_it_did_not_replay() {
+        let hub = Hub::with_shards(1);
+        let (outlet, mut client) = socket(8).await;
+        let id = hub.register(member(Uuid::from_u128(1)), outlet.clone());
+        hub.subscribe(id, "#");
+        let first = frame("episode.1.updated", 1);
+        hub.dispatch(&first).await;
+        settled(&[&first]).await;
+        assert_eq!(outlet.hold(), Some(1));
+        let held: Vec<Frame> = (2..=4).map(|seq| frame("episode.1.updated", seq)).collect();
+        for frame in &held {
+            hub.dispatch(frame).await;
+        }
+        assert_eq!(seqs(&mut client).await, [1]);
+        // The replay covered 2 and 3: only 4 follows.
+        outlet.release(3);
+        assert_eq!(seqs(&mut client).await, [4]);
+        let again = frame("episode.1.updated", 4);
+        hub.dispatch(&again).await;
+        settled(&[&again]).await;
+        assert_eq!(seqs(&mut client).await, Vec::<i64>::new());
     }
 
     #[test]
@@ -303,8 +522,8 @@ mod tests {
         assert!(Audience::of("episode.1.created", None).includes(me_member));
     }
 
-    #[test]
-    fn job_events_reach_their_creator_and_admins_system_events_admins() {
+    #[tokio::test]
+    async fn job_events_reach_their_creator_and_admins_system_events_admins() {
         let (alice, bob) = (Uuid::from_u128(1), Uuid::from_u128(2));
         let admin = Viewer { id: Uuid::from_u128(3), admin: true };
         let job = Audience::of("job.5.completed", Some(alice));
@@ -313,13 +532,18 @@ mod tests {
         let system = Audience::of("system.jobs.started", None);
         assert!(system.includes(admin) && !system.includes(member(alice)));
 
-        let hub = Hub::default();
-        let mut b = hub.register(member(bob), 8);
-        hub.subscribe(b.id, "#");
-        hub.dispatch(&framed("job.5.completed", 1, Some(alice)));
-        hub.dispatch(&framed("job.6.completed", 2, Some(bob)));
-        assert_eq!(b.frames.try_recv().map(|f| f.seq).ok(), Some(2));
-        assert!(b.frames.try_recv().is_err());
+        let hub = Hub::with_shards(2);
+        let (outlet, mut client) = socket(8).await;
+        let b = hub.register(member(bob), outlet);
+        hub.subscribe(b, "#");
+        let (alices, bobs) = (
+            framed("job.5.completed", 1, Some(alice), ""),
+            framed("job.6.completed", 2, Some(bob), ""),
+        );
+        hub.dispatch(&alices).await;
+        hub.dispatch(&bobs).await;
+        settled(&[&alices, &bobs]).await;
+        assert_eq!(seqs(&mut client).await, [2]);
     }
 
     #[test]

@@ -4,16 +4,21 @@
 //! event anyway and one queue keeps the broker's work constant as clients come and go.
 
 pub mod hub;
+pub mod outlet;
 pub mod presence;
 pub mod socket;
+pub mod wire;
 
 use axum::Router;
-use axum::extract::State;
+use axum::body::Body;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::extract::{Extension, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
 use axum::routing::any;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
 use sea_orm::{DatabaseConnection, DbErr, FromQueryResult};
 use serde::Deserialize;
 use showrunner_shared::contracts::EventEnvelope;
@@ -50,9 +55,6 @@ pub async fn logged_between(
     .await
 }
 
-/// Bytes of frames kept before tungstenite writes without waiting for the flush.
-const WRITE_BUFFER: usize = 8 * 1024;
-
 pub fn router() -> Router<AppState> {
     Router::new().route("/ws", any(upgrade))
 }
@@ -67,6 +69,9 @@ async fn upgrade(
     headers: HeaderMap,
     // Not axum's `Query`: its rejection (`?token=a&token=b`) is text/plain.
     QueryParams(query): QueryParams<TokenQuery>,
+    // Taken before axum's extractor moves it: the relay owns the upgraded socket itself.
+    on_upgrade: Option<Extension<OnUpgrade>>,
+    // Only for its checks of the handshake (and their rejections).
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let token = bearer(&headers).map(str::to_string).or(query.token).ok_or_else(|| {
@@ -89,22 +94,38 @@ async fn upgrade(
         ),
         retry_after_secs: None,
     })?;
-    let max = state.settings.realtime.max_frame_bytes;
-    // Small per-socket buffers: tungstenite's defaults (128 KiB to read) would make ten
-    // thousand idle connections cost a gigabyte; a client's frames are small (a larger one
-    // still arrives, the buffer is only the read chunk). The write buffer holds the frames one
-    // flush coalesces (socket.rs), so it is sized for a few of them, not for the default.
-    Ok(ws
-        .read_buffer_size(1024)
-        .write_buffer_size(WRITE_BUFFER)
-        .max_write_buffer_size(max.max(1 << 20))
-        .max_message_size(max)
-        .max_frame_size(max)
-        .on_upgrade(move |socket| async move {
-            let _open = crate::observe::OpenSocket::open();
-            socket::run(socket, state, user, slot).await
-        })
-        .into_response())
+    drop(ws);
+    let key = headers.get(header::SEC_WEBSOCKET_KEY).map(|k| k.as_bytes().to_vec());
+    let (Some(Extension(on_upgrade)), Some(key)) = (on_upgrade, key) else {
+        return Err(ApiError::bad_param("upgrade", "an HTTP/1.1 WebSocket handshake is required"));
+    };
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(error) => {
+                tracing::debug!(%error, "WebSocket upgrade failed");
+                return;
+            }
+        };
+        // The edge serves every connection on its own stream type: the socket comes back whole.
+        let Ok(parts) = upgraded.downcast::<TokioIo<crate::edge::Counted>>() else {
+            tracing::error!("upgraded connection is not the edge's TCP stream");
+            return;
+        };
+        let (stream, keep) = parts.io.into_inner().into_parts();
+        let _open = crate::observe::OpenSocket::open();
+        socket::run(stream, keep, parts.read_buf, state, user, slot).await;
+    });
+    let accept = tungstenite::handshake::derive_accept_key(&key);
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    let accept = HeaderValue::from_str(&accept)
+        .map_err(|_| ApiError::bad_param("upgrade", "Sec-WebSocket-Key"))?;
+    headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    Ok(response)
 }
 
 /// The client frame of a logged event, and who may receive it.

@@ -1,21 +1,24 @@
 //! One WebSocket connection: its subscriptions, its heartbeat, resume from the event log, and
 //! presence for the episodes it watches. Frames are JSON text: see the contract's WebSocket
-//! section.
+//! section. The session reads the socket; events are written into it by the hub's shards
+//! ([`Outlet`]), and the session writes what the kernel did not take at once.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::stream::SplitSink;
-use futures_util::{SinkExt, StreamExt};
+use bytes::Bytes;
 use sea_orm::FromQueryResult;
 use serde::Deserialize;
 use showrunner_shared::contracts::Actor;
 use showrunner_shared::db::sql;
 use showrunner_shared::topics;
+use tokio::net::TcpStream;
 use uuid::Uuid;
 
 use super::hub::{ClientId, Slot, Viewer, may_subscribe};
+use super::outlet::Outlet;
+use super::wire::{self, Incoming, WireError};
 use super::{frame_text, presence};
 use crate::extract::User;
 use crate::state::AppState;
@@ -27,6 +30,10 @@ const CLOSE_GOING_AWAY: u16 = 1001;
 pub const CLOSE_TOO_BIG: u16 = 1009;
 /// RFC 6455 "policy violation": no frame within `http.ws_first_frame_secs` of the handshake.
 pub const CLOSE_SILENT: u16 = 1008;
+const CLOSE_NORMAL: u16 = 1000;
+
+/// Replayed frames written with one flush at most.
+const REPLAY_BATCH: usize = 64;
 
 #[derive(Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
@@ -53,33 +60,49 @@ struct Session {
     viewer: Viewer,
     /// The socket's presence session key.
     session: String,
-    /// Seq of the last event sent: later frames at or below it were already delivered.
-    last_seq: i64,
-    /// Seq of the first live event sent, if any: a resume replays only what came before it.
-    first_live: Option<i64>,
+    outlet: Arc<Outlet>,
     watching: BTreeSet<Uuid>,
 }
 
-type Sink = SplitSink<WebSocket, Message>;
+/// How a connection ends: with a close frame of ours, or without (the client left, or broke
+/// the framing, which ends the connection without a word as tungstenite did).
+enum End {
+    Close(u16, String),
+    /// The client sent a close frame: answer it with its status code.
+    Answer(Vec<u8>),
+    Gone,
+}
 
-/// Serves one connection; `_slot` is its place in the user's connection limit, given back
-/// when the connection ends.
-pub async fn run(socket: WebSocket, state: AppState, user: User, _slot: Slot) {
+/// Serves one connection on the socket the handshake left (`early`: bytes the client sent right
+/// after it); `keep` and `_slot` are its places in the edge's and the user's connection limits,
+/// given back when the connection ends.
+pub async fn run(
+    stream: TcpStream,
+    keep: Box<dyn std::any::Any + Send + Sync>,
+    early: Bytes,
+    state: AppState,
+    user: User,
+    _slot: Slot,
+) {
     let settings = state.settings.realtime.clone();
     let viewer = Viewer { id: user.id(), admin: user.is_admin() };
-    let mut registration = state.hub.register(viewer, settings.send_buffer);
+    let _ = stream.set_nodelay(true);
+    let outlet = Arc::new(Outlet::new(stream, keep, settings.send_buffer));
+    let id = state.hub.register(viewer, outlet.clone());
     let mut session = Session {
-        id: registration.id,
+        id,
         user: Actor { id: user.id(), name: user.0.name.clone() },
         viewer,
         session: Uuid::now_v7().to_string(),
-        last_seq: 0,
-        first_live: None,
+        outlet: outlet.clone(),
         watching: BTreeSet::new(),
         state: state.clone(),
     };
     state.hub.subscribe(session.id, &format!("user.{}.#", user.id()));
-    let (mut sink, mut stream) = socket.split();
+    let mut reader = wire::Reader::default();
+    reader.push(&early);
+    // A slice of hyper's read buffer: kept, it would keep that whole buffer for the session.
+    drop(early);
     let heartbeat = Duration::from_secs(settings.heartbeat_secs);
     let mut tick = tokio::time::interval(heartbeat);
     tick.tick().await;
@@ -90,75 +113,116 @@ pub async fn run(socket: WebSocket, state: AppState, user: User, _slot: Slot) {
     // dropped after the first frame, so idle connections do not carry the timer.
     let first_frame_secs = state.settings.http.ws_first_frame_secs;
     let mut first_frame = Some(Box::pin(tokio::time::sleep(Duration::from_secs(first_frame_secs))));
-    let _ = sink.send(Message::Ping(Default::default())).await;
+    outlet.push(wire::frame(wire::PING, b""));
+    let max = settings.max_frame_bytes;
+    let too_slow =
+        || End::Close(CLOSE_TOO_SLOW, "send buffer overflow: the client reads too slowly".into());
 
-    let close: Option<(u16, String)> = loop {
+    let end = 'session: loop {
+        // What the client sent already, message by message.
+        loop {
+            let message = match reader.next(max) {
+                Ok(Some(message)) => message,
+                Ok(None) => break,
+                Err(WireError::TooBig) => {
+                    break 'session End::Close(CLOSE_TOO_BIG, too_big_reason(max));
+                }
+                Err(WireError::Protocol(what)) => {
+                    tracing::debug!(reason = what, "WebSocket client broke the framing");
+                    break 'session End::Gone;
+                }
+            };
+            last_heard = Instant::now();
+            first_frame = None;
+            let reply = match message {
+                // Boxed: the rare, large request futures (resume, presence) stay out of every
+                // idle connection's task.
+                Incoming::Text(text) => Box::pin(session.handle(&text)).await,
+                Incoming::Binary => Some(error("unsupported", "frames are JSON text")),
+                Incoming::Ping(payload) => {
+                    outlet.push(wire::frame(wire::PONG, &payload));
+                    None
+                }
+                Incoming::Pong => None,
+                Incoming::Close(code) => break 'session End::Answer(code),
+            };
+            if let Some(reply) = reply {
+                outlet.push(text_frame(&reply));
+            }
+        }
         tokio::select! {
             biased;
-            () = registration.overflow.cancelled() => {
-                break Some((CLOSE_TOO_SLOW, "send buffer overflow: the client reads too slowly".into()));
-            }
-            () = shutdown.cancelled() => break Some((CLOSE_GOING_AWAY, "server shutting down".into())),
-            frame = registration.frames.recv() => {
-                let Some(frame) = frame else { break None };
+            () = outlet.overflow.cancelled() => break too_slow(),
+            () = shutdown.cancelled() => break End::Close(CLOSE_GOING_AWAY, "server shutting down".into()),
+            () = outlet.ready.notified() => {
                 // A client that does not read blocks this write: its overflow ends the wait.
-                let overflow = registration.overflow.clone();
                 tokio::select! {
-                    sent = write_queued(&mut sink, &mut registration.frames, &mut session, frame) => {
-                        if sent.is_err() { break None }
-                    }
-                    () = overflow.cancelled() => {
-                        break Some((CLOSE_TOO_SLOW, "send buffer overflow: the client reads too slowly".into()));
-                    }
+                    written = outlet.flush() => if written.is_err() { break End::Gone },
+                    () = outlet.overflow.cancelled() => break too_slow(),
                 }
             }
             () = until(&mut first_frame) => {
-                break Some((CLOSE_SILENT, format!("no frame within {first_frame_secs} s of the handshake")));
+                break End::Close(CLOSE_SILENT, format!("no frame within {first_frame_secs} s of the handshake"));
             }
-            message = stream.next() => {
-                last_heard = Instant::now();
-                first_frame = None;
-                let reply = match message {
-                    // Boxed: the rare, large request futures (resume, presence) stay out of
-                    // every idle connection's task.
-                    Some(Ok(Message::Text(text))) => Box::pin(session.handle(&text, &mut sink)).await,
-                    Some(Ok(Message::Binary(_))) => Some(error("unsupported", "frames are JSON text")),
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => None,
-                    Some(Err(e)) if too_big(&e) => break Some((CLOSE_TOO_BIG, too_big_reason(settings.max_frame_bytes))),
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break None,
-                };
-                if let Some(reply) = reply
-                    && send(&mut sink, &reply).await.is_err()
-                {
-                    break None;
+            readable = outlet.stream().readable() => {
+                if readable.is_err() {
+                    break End::Gone;
+                }
+                if !read_into(outlet.stream(), &mut reader) {
+                    break End::Gone;
                 }
             }
             _ = tick.tick() => {
                 if last_heard.elapsed() > heartbeat * 3 {
-                    break Some((CLOSE_GOING_AWAY, "no pong: connection presumed dead".into()));
+                    break End::Close(CLOSE_GOING_AWAY, "no pong: connection presumed dead".into());
                 }
                 let watching: Vec<Uuid> = session.watching.iter().copied().collect();
                 Box::pin(presence::refresh(&state, &watching, session.user.id, &session.session)).await;
-                if sink.send(Message::Ping(Default::default())).await.is_err() {
-                    break None;
-                }
+                outlet.push(wire::frame(wire::PING, b""));
             }
         }
     };
-    if let Some((code, reason)) = close {
+    let last = match &end {
+        End::Close(code, reason) => Some((*code, wire::close(*code, reason))),
+        End::Answer(code) => Some((CLOSE_NORMAL, wire::frame(wire::CLOSE, code))),
+        End::Gone => None,
+    };
+    if let Some((code, frame)) = last {
         // A client that does not read may never take the close frame: give it a moment only.
         // A slow one gets longer: its close frame waits behind everything the kernel holds for
-        // it, and the kernel takes more from this task only once the client has read about half
-        // of that, which a slow reader needs seconds for (the wait is this client's own task;
-        // the hub no longer queues for it, its overflow is marked).
+        // it, which a slow reader needs seconds to take (the wait is this client's own task;
+        // no event is queued for it any more, its overflow is marked).
         let wait = Duration::from_secs(if code == CLOSE_TOO_SLOW { 10 } else { 1 });
-        let frame = Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from(reason) }));
-        let _ = tokio::time::timeout(wait, sink.send(frame)).await;
+        outlet.finish(frame);
+        let _ = tokio::time::timeout(wait, outlet.flush()).await;
+        // Unread bytes make the close a reset, which can destroy the close frame in flight.
+        discard_unread(outlet.stream());
     }
     state.hub.unregister(session.id);
     for episode in std::mem::take(&mut session.watching) {
         Box::pin(presence::leave(&state, episode, session.user.id, &session.session)).await;
     }
+}
+
+/// Reads what the socket has into `reader`; `false` when the client is gone. Not async, so its
+/// buffer is on the stack while it runs, not in every idle connection's future.
+fn read_into(stream: &TcpStream, reader: &mut wire::Reader) -> bool {
+    let mut chunk = [0u8; 1024];
+    match stream.try_read(&mut chunk) {
+        Ok(0) => false,
+        Ok(n) => {
+            reader.push(&chunk[..n]);
+            true
+        }
+        Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+    }
+}
+
+/// Reads and drops what the client sent and nobody read: closing a socket that holds unread
+/// bytes resets it, which can destroy the close frame in flight.
+fn discard_unread(stream: &TcpStream) {
+    let mut chunk = [0u8; 1024];
+    while let Ok(1..) = stream.try_read(&mut chunk) {}
 }
 
 /// Waits for `deadline`, or forever once it is gone.
@@ -169,58 +233,20 @@ async fn until(deadline: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>) {
     }
 }
 
-/// Frames written with one flush at most: bounds the write buffer a busy client keeps.
-const MAX_COALESCED: usize = 16;
-
-/// Writes `first` and whatever else is already queued for this client (up to
-/// [`MAX_COALESCED`]) with one flush: under load that is one `send` syscall for many frames
-/// instead of one each, and the kernel time per delivery is what bounds the relay.
-async fn write_queued(
-    sink: &mut Sink,
-    queue: &mut tokio::sync::mpsc::Receiver<super::hub::Frame>,
-    session: &mut Session,
-    first: super::hub::Frame,
-) -> Result<(), axum::Error> {
-    let mut next = Some(first);
-    let mut written = 0;
-    while let Some(frame) = next.take() {
-        // At or below the last seq: already delivered by a resume's replay.
-        if frame.seq > session.last_seq {
-            session.last_seq = frame.seq;
-            session.first_live.get_or_insert(frame.seq);
-            sink.feed(Message::Text(frame.text.clone())).await?;
-            written += 1;
-        }
-        if written < MAX_COALESCED {
-            next = queue.try_recv().ok();
-        }
-    }
-    if written > 0 { sink.flush().await } else { Ok(()) }
-}
-
-/// Whether a read failed because the client's frame or message is over the size limit.
-fn too_big(error: &axum::Error) -> bool {
-    use std::error::Error as _;
-    matches!(
-        error.source().and_then(|e| e.downcast_ref::<tungstenite::Error>()),
-        Some(tungstenite::Error::Capacity(_))
-    )
-}
-
 fn too_big_reason(max: usize) -> String {
     format!("frame larger than {max} bytes")
-}
-
-async fn send(sink: &mut Sink, text: &str) -> Result<(), axum::Error> {
-    sink.send(Message::Text(Utf8Bytes::from(text))).await
 }
 
 fn error(code: &str, message: &str) -> String {
     serde_json::json!({ "op": "error", "code": code, "message": message }).to_string()
 }
 
+fn text_frame(reply: &str) -> Bytes {
+    wire::frame(wire::TEXT, reply.as_bytes())
+}
+
 impl Session {
-    async fn handle(&mut self, text: &str, sink: &mut Sink) -> Option<String> {
+    async fn handle(&mut self, text: &str) -> Option<String> {
         let request = match serde_json::from_str::<Request>(text) {
             Ok(r) => r,
             Err(e) => {
@@ -251,11 +277,9 @@ impl Session {
                     if reply.contains("\"error\"") {
                         return Some(reply);
                     }
-                    if send(sink, &reply).await.is_err() {
-                        return None;
-                    }
+                    self.outlet.push(text_frame(&reply));
                 }
-                self.resume(last_event_id, sink).await
+                self.resume(last_event_id).await
             }
         }
     }
@@ -292,7 +316,20 @@ impl Session {
 
     /// Sends, in order, the events after `last_event_id` that this client may see and that
     /// live delivery has not sent yet; `None` when all went well.
-    async fn resume(&mut self, last_event_id: Uuid, sink: &mut Sink) -> Option<String> {
+    /// Sends, in order, the events after `last_event_id` that this client may see and that
+    /// live delivery has not sent yet, then the reply; live events wait meanwhile, and those the
+    /// replay covered are not sent again.
+    async fn resume(&mut self, last_event_id: Uuid) -> Option<String> {
+        // Live delivery has covered everything from its first event on.
+        let until = self.outlet.hold().unwrap_or(i64::MAX);
+        let (replayed_through, reply) = self.replay(last_event_id, until).await;
+        self.outlet.push(text_frame(&reply));
+        self.outlet.release(replayed_through);
+        None
+    }
+
+    /// The replay of [`Self::resume`]: how far it went (0: nowhere) and the reply.
+    async fn replay(&mut self, last_event_id: Uuid, until: i64) -> (i64, String) {
         #[derive(FromQueryResult)]
         struct Seq {
             seq: i64,
@@ -307,36 +344,35 @@ impl Session {
         let from = match found {
             Ok(Some(s)) => s.seq,
             Ok(None) => {
-                return Some(error(
-                    "resume_unavailable",
-                    "that event is unknown or older than the event log keeps: reload instead",
-                ));
+                return (
+                    0,
+                    error(
+                        "resume_unavailable",
+                        "that event is unknown or older than the event log keeps: reload instead",
+                    ),
+                );
             }
             Err(e) => {
                 tracing::warn!(error = %e, "resume lookup failed");
-                return Some(error("unavailable", "cannot resume now, try again"));
+                return (0, error("unavailable", "cannot resume now, try again"));
             }
         };
         let max = self.state.settings.realtime.max_replay;
-        // Live delivery has covered everything from its first event on.
-        let until = self.first_live.unwrap_or(i64::MAX);
         let limit = i64::try_from(max.saturating_add(1)).unwrap_or(i64::MAX);
         let rows = super::logged_between(db, from, until, limit).await;
         let rows = match rows {
             Ok(rows) if rows.len() as u64 > max => {
-                return Some(error(
-                    "resume_too_far",
-                    "too many events were missed: reload instead",
-                ));
+                return (0, error("resume_too_far", "too many events were missed: reload instead"));
             }
             Ok(rows) => rows,
             Err(e) => {
                 tracing::warn!(error = %e, "resume query failed");
-                return Some(error("unavailable", "cannot resume now, try again"));
+                return (0, error("unavailable", "cannot resume now, try again"));
             }
         };
         let replayed_through = rows.last().map_or(from, |r| r.seq);
         let patterns = self.state.hub.patterns(self.id);
+        let mut sent = 0;
         for row in rows {
             if !patterns.iter().any(|p| topics::matches(p, &row.routing_key)) {
                 continue;
@@ -349,13 +385,19 @@ impl Session {
             if !audience.includes(self.viewer) {
                 continue;
             }
-            if send(sink, &text).await.is_err() {
-                return None;
+            self.outlet.push(wire::frame(wire::TEXT, text.as_bytes()));
+            sent += 1;
+            // A client that does not read fills its queue with live events meanwhile: it is
+            // then closed, and the replay stops.
+            if sent % REPLAY_BATCH == 0 {
+                tokio::select! {
+                    _ = self.outlet.flush() => {}
+                    () = self.outlet.overflow.cancelled() => break,
+                }
             }
         }
-        // Live frames queued meanwhile at or below what the query covered are duplicates.
-        self.last_seq = self.last_seq.max(replayed_through);
-        Some(serde_json::json!({ "op": "resumed", "lastEventId": last_event_id }).to_string())
+        let reply = serde_json::json!({ "op": "resumed", "lastEventId": last_event_id });
+        (replayed_through, reply.to_string())
     }
 }
 

@@ -10,16 +10,16 @@ use axum::routing::get;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use showrunner_shared::contracts::Command;
+use showrunner_shared::resource;
 use showrunner_shared::resource::composition::{
     self, Composition, CompositionChanges, CompositionName, Track, Tracks,
 };
-use showrunner_shared::resource::episode;
 use uuid::Uuid;
 
 use crate::accept::{self, Applied, DeleteQuery, typed, write_options};
 use crate::error::ApiError;
 use crate::extract::{JsonBody, PathId, PathIds, QueryParams, User};
-use crate::routes::{Page, page_limit, parse_cursor};
+use crate::routes::{PageQuery, applied_of_episode, episode_page, of_episode};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -115,7 +115,7 @@ async fn update(
     let now = accept::now();
     // As it will be if it is there already and its rules take the change as things stand;
     // otherwise only the changes are known, and the worker decides.
-    let data = match composition::find(&state.db, episode_id, id, false).await? {
+    let data = match resource::find::<Composition>(&state.db, episode_id, id, false).await? {
         Some(current) => preview(&user, Some(current), &command, now)?.unwrap_or(known),
         None => known,
     };
@@ -168,13 +168,7 @@ fn preview(
 
 /// How a write that waited reads the applied composition.
 async fn read_applied(state: &AppState, episode_id: Uuid, id: Uuid) -> Result<Applied, ApiError> {
-    let found = composition::find(&state.db, episode_id, id, true)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("composition {id} does not exist")))?;
-    Ok(Applied {
-        data: serde_json::to_value(found).map_err(anyhow::Error::from)?,
-        location: format!("/api/v1/episodes/{episode_id}/compositions/{id}"),
-    })
+    applied_of_episode::<Composition>(state, episode_id, id, "compositions").await
 }
 
 async fn read(
@@ -182,9 +176,7 @@ async fn read(
     _user: User,
     PathIds(episode_id, id): PathIds,
 ) -> Result<Response, ApiError> {
-    let found = composition::find(&state.db, episode_id, id, false)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("composition {id} does not exist")))?;
+    let found: Composition = of_episode(&state, episode_id, id, false).await?;
     let etag = HeaderValue::from_str(&format!("\"{}\"", found.version)).ok();
     let mut response = axum::Json(serde_json::json!({ "data": found })).into_response();
     if let Some(etag) = etag {
@@ -193,24 +185,11 @@ async fn read(
     Ok(response)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ListQuery {
-    limit: Option<u32>,
-    cursor: Option<String>,
-}
-
 async fn list(
     State(state): State<AppState>,
     _user: User,
     PathId(episode_id): PathId,
-    QueryParams(query): QueryParams<ListQuery>,
+    QueryParams(query): QueryParams<PageQuery>,
 ) -> Result<Response, ApiError> {
-    let limit = page_limit(query.limit, state.settings.limits.max_page_size)?;
-    let cursor = parse_cursor(query.cursor.as_deref())?;
-    if episode::find(&state.db, episode_id, false).await?.is_none() {
-        return Err(ApiError::NotFound(format!("episode {episode_id} does not exist")));
-    }
-    let rows = composition::list(&state.db, episode_id, cursor, u64::from(limit) + 1).await?;
-    Ok(axum::Json(Page::from_rows(rows, limit, |c| c.id)).into_response())
+    episode_page::<Composition>(&state, episode_id, query).await
 }

@@ -10,23 +10,23 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use showrunner_shared::contracts::{Actor, Command};
+use showrunner_shared::contracts::Command;
+use showrunner_shared::resource::episode;
 use showrunner_shared::resource::file::{self, File, FileName, MediaType, Sha256Hex};
-use showrunner_shared::resource::{At, episode};
 use showrunner_shared::storage::{self, Storage};
 use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
 
-use crate::accept::{self, Applied, Outcome, finish, wait_applied, write_options};
+use crate::accept::{self, Applied, DeleteQuery, Outcome, finish, wait_applied, write_options};
 use crate::error::ApiError;
 use crate::extract::{PathId, PathIds, QueryParams, User};
-use crate::routes::{Page, page_limit, parse_cursor};
+use crate::routes::{PageQuery, applied_of_episode, episode_page, of_episode};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -83,10 +83,6 @@ impl Drop for Cleanup {
             });
         }
     }
-}
-
-fn now() -> DateTime<Utc> {
-    Utc::now().trunc_subsecs(6)
 }
 
 async fn upload(
@@ -182,7 +178,7 @@ async fn upload(
         size: i64::try_from(size).unwrap_or(i64::MAX),
         sha256: Sha256Hex::try_from(sha256).map_err(|m| anyhow::anyhow!(m))?,
     };
-    let now = now();
+    let now = accept::now();
     let data = preview(&user, None, &command, now)?.unwrap_or_default();
     let outcome =
         match accept::submit(&state, &user, command, data, now, fingerprint.as_bytes(), &options)
@@ -347,9 +343,7 @@ async fn content(
     PathIds(episode_id, id): PathIds,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let found = file::find(&state.db, episode_id, id, false)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("file {id} does not exist")))?;
+    let found: File = of_episode(&state, episode_id, id, false).await?;
     let etag = format!("\"{}\"", found.sha256);
     let mut common = HeaderMap::new();
     if let Ok(v) = HeaderValue::from_str(&etag) {
@@ -388,7 +382,7 @@ async fn content(
         let got = state.storage.store().get_opts(&key, options).await.map_err(|e| {
             ApiError::Internal(anyhow::anyhow!("file {id}: reading its object failed: {e}"))
         })?;
-        Some(got.into_stream())
+        Some(storage::into_stream(got))
     };
     let length = range.map(|(a, b)| b - a + 1).unwrap_or(size);
     if let Ok(v) = HeaderValue::from_str(&found.content_type) {
@@ -410,13 +404,6 @@ async fn content(
     Ok((status, common, body).into_response())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DeleteQuery {
-    #[serde(default)]
-    permanent: bool,
-}
-
 async fn delete(
     State(state): State<AppState>,
     user: User,
@@ -424,53 +411,27 @@ async fn delete(
     headers: HeaderMap,
     QueryParams(query): QueryParams<DeleteQuery>,
 ) -> Result<Response, ApiError> {
-    if query.permanent && !user.is_admin() {
-        return Err(ApiError::Forbidden("only admins delete permanently".into()));
-    }
-    let options = write_options(&state, &headers)?;
-    let fingerprint =
-        format!("DELETE /episodes/{episode_id}/files/{id}?permanent={}", query.permanent);
-    let delete_type = if query.permanent { "permanent" } else { "soft" };
-    let data = serde_json::json!({ "id": id, "episodeId": episode_id, "deleteType": delete_type });
-    let command = Command::DeleteFile { episode_id, file_id: id, permanent: query.permanent };
-    let outcome =
-        accept::submit(&state, &user, command, data, now(), fingerprint.as_bytes(), &options)
-            .await?;
-    let result = match outcome {
-        Outcome::Applied { command_id, body } if query.permanent => {
-            accept::finish_permanent_delete(&state, command_id, body).await
-        }
-        other => {
-            let read = |id| read_applied(&state, episode_id, id);
-            finish(&state, other, StatusCode::OK, read).await
-        }
-    };
-    wait_applied(result, &options)
+    let permanent = query.permanent;
+    let fingerprint = format!("DELETE /episodes/{episode_id}/files/{id}?permanent={permanent}");
+    let command = Command::DeleteFile { episode_id, file_id: id, permanent };
+    let ids = serde_json::json!({ "id": id, "episodeId": episode_id });
+    let read = |id| read_applied(&state, episode_id, id);
+    accept::delete(&state, &user, &headers, (command, permanent), ids, &fingerprint, read).await
 }
 
 /// The file as `command` leaves it, by the rules the worker runs: the 202 body.
 fn preview(
     user: &User,
-    mut current: Option<File>,
+    current: Option<File>,
     command: &Command,
     now: DateTime<Utc>,
 ) -> Result<Option<serde_json::Value>, ApiError> {
-    let actor = Actor { id: user.id(), name: user.0.name.clone() };
-    let at = At { command_id: Uuid::nil(), actor: &actor, accepted_at: now, now };
-    if file::change(&mut current, None, command, &at).is_err() {
-        return Ok(None);
-    }
-    Ok(Some(serde_json::to_value(current).map_err(anyhow::Error::from)?))
+    accept::preview(user, current, now, |state, at| file::change(state, None, command, at))
 }
 
+/// How a write that waited reads the applied file.
 async fn read_applied(state: &AppState, episode_id: Uuid, id: Uuid) -> Result<Applied, ApiError> {
-    let found = file::find(&state.db, episode_id, id, true)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("file {id} does not exist")))?;
-    Ok(Applied {
-        data: serde_json::to_value(found).map_err(anyhow::Error::from)?,
-        location: format!("/api/v1/episodes/{episode_id}/files/{id}"),
-    })
+    applied_of_episode::<File>(state, episode_id, id, "files").await
 }
 
 async fn read(
@@ -478,32 +439,17 @@ async fn read(
     _user: User,
     PathIds(episode_id, id): PathIds,
 ) -> Result<Response, ApiError> {
-    let found = file::find(&state.db, episode_id, id, false)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("file {id} does not exist")))?;
+    let found: File = of_episode(&state, episode_id, id, false).await?;
     Ok(axum::Json(serde_json::json!({ "data": found })).into_response())
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ListQuery {
-    limit: Option<u32>,
-    cursor: Option<String>,
 }
 
 async fn list(
     State(state): State<AppState>,
     _user: User,
     PathId(episode_id): PathId,
-    QueryParams(query): QueryParams<ListQuery>,
+    QueryParams(query): QueryParams<PageQuery>,
 ) -> Result<Response, ApiError> {
-    let limit = page_limit(query.limit, state.settings.limits.max_page_size)?;
-    let cursor = parse_cursor(query.cursor.as_deref())?;
-    if episode::find(&state.db, episode_id, false).await?.is_none() {
-        return Err(ApiError::NotFound(format!("episode {episode_id} does not exist")));
-    }
-    let rows = file::list(&state.db, episode_id, cursor, u64::from(limit) + 1).await?;
-    Ok(axum::Json(Page::from_rows(rows, limit, |f| f.id)).into_response())
+    episode_page::<File>(&state, episode_id, query).await
 }
 
 #[cfg(test)]

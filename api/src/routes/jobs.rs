@@ -11,7 +11,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, DatabaseTransaction, FromQueryResult, TransactionTrait, Value};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, FromQueryResult, QueryFilter,
+    QueryOrder, QuerySelect, TransactionTrait,
+};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use showrunner_shared::broker::topology::JOB_DELAY_TIERS_MS;
@@ -21,6 +24,8 @@ use showrunner_shared::contracts::{
 };
 use showrunner_shared::db::sql;
 use showrunner_shared::domain::FieldError;
+// The job row as the routes read it: its entity's model.
+use showrunner_shared::entity::job::{self as entity, Model as JobRow};
 use showrunner_shared::event_log::{self, StoredEvent};
 use showrunner_shared::jobs::JobStatus;
 use showrunner_shared::jobs::types::{JobTypes, Refusal};
@@ -55,34 +60,12 @@ struct CreateBody {
     run_at: Option<DateTime<Utc>>,
 }
 
-/// The job row as the routes read it.
-#[derive(Debug, FromQueryResult)]
-struct JobRow {
-    id: Uuid,
-    job_type: String,
-    payload: serde_json::Value,
-    status: JobStatus,
-    attempts: i32,
-    max_attempts: i32,
-    last_error: Option<String>,
-    result: Option<serde_json::Value>,
-    next_attempt_at: Option<DateTime<Utc>>,
-    episode_id: Option<Uuid>,
-    created_by: Uuid,
-    created_by_name: String,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    completed_at: Option<DateTime<Utc>>,
-    run_at: Option<DateTime<Utc>>,
-    progress_percent: Option<i16>,
-    progress_message: Option<String>,
-    progress_at: Option<DateTime<Utc>>,
-    cancel_requested_at: Option<DateTime<Utc>>,
-}
-
-const COLUMNS: &str = "id, type AS job_type, payload, status, attempts, max_attempts, last_error, \
-    result, next_attempt_at, episode_id, created_by, created_by_name, created_at, updated_at, \
-    completed_at, run_at, progress_percent, progress_message, progress_at, cancel_requested_at";
+/// The columns of [`JobRow`], for the statements that write a row and return it in one
+/// (`RETURNING`).
+const COLUMNS: &str = "id, type, payload, status, attempts, max_attempts, last_error, result, \
+    next_attempt_at, episode_id, created_by, created_by_name, created_at, updated_at, \
+    completed_at, run_at, progress_percent, progress_message, progress_at, cancel_requested_at, \
+    dispatch_id, idempotency_id, request_hash";
 
 /// The job as REST shows it.
 #[derive(Debug, Serialize)]
@@ -116,36 +99,37 @@ struct Progress {
     at: DateTime<Utc>,
 }
 
-impl JobRow {
-    fn creator(&self) -> Actor {
-        Actor { id: self.created_by, name: self.created_by_name.clone() }
-    }
+/// Who created the job.
+fn creator(job: &JobRow) -> Actor {
+    Actor { id: job.created_by, name: job.created_by_name.clone() }
+}
 
-    fn view(self) -> JobView {
-        let progress = match (self.progress_percent, self.progress_at) {
+impl From<JobRow> for JobView {
+    fn from(job: JobRow) -> Self {
+        let progress = match (job.progress_percent, job.progress_at) {
             (Some(percent), Some(at)) => {
-                Some(Progress { percent, message: self.progress_message.unwrap_or_default(), at })
+                Some(Progress { percent, message: job.progress_message.unwrap_or_default(), at })
             }
             _ => None,
         };
         JobView {
-            id: self.id,
-            job_type: self.job_type,
-            payload: self.payload,
-            status: self.status,
-            attempts: self.attempts,
-            max_attempts: self.max_attempts,
-            last_error: self.last_error,
-            result: self.result,
-            next_attempt_at: self.next_attempt_at,
-            episode_id: self.episode_id,
-            created_by: self.created_by,
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-            completed_at: self.completed_at,
-            run_at: self.run_at,
+            id: job.id,
+            job_type: job.job_type,
+            payload: job.payload,
+            status: job.status,
+            attempts: job.attempts,
+            max_attempts: job.max_attempts,
+            last_error: job.last_error,
+            result: job.result,
+            next_attempt_at: job.next_attempt_at,
+            episode_id: job.episode_id,
+            created_by: job.created_by,
+            created_at: job.created_at,
+            updated_at: job.updated_at,
+            completed_at: job.completed_at,
+            run_at: job.run_at,
             progress,
-            cancel_requested_at: self.cancel_requested_at,
+            cancel_requested_at: job.cancel_requested_at,
         }
     }
 }
@@ -188,7 +172,7 @@ fn check_declared(
 /// The event of a job, as every job event is: its actor is the job's creator (who the
 /// WebSocket delivers a job's events to, beside admins), its correlation id the job's.
 fn job_event<D: EventData<Subject = Uuid>>(job: &JobRow, data: &D) -> StoredEvent {
-    let event = OutgoingEvent::new(&job.id, data, Some(job.creator()), Some(job.id), Utc::now());
+    let event = OutgoingEvent::new(&job.id, data, Some(creator(job)), Some(job.id), Utc::now());
     let traceparent = crate::observe::current_traceparent();
     StoredEvent::from_outgoing(
         &event,
@@ -261,6 +245,7 @@ async fn create(
     let request =
         JobRequest { job_id: Uuid::now_v7(), dispatch_id: Uuid::now_v7(), not_before: run_at };
     let txn = state.db.begin().await?;
+    // Raw: the insert, its idempotency conflict and the row written are one statement.
     let inserted = JobRow::find_by_statement(sql(
         &format!(
             "INSERT INTO jobs (id, type, payload, status, max_attempts, episode_id, created_by, \
@@ -353,7 +338,7 @@ async fn forget(state: &AppState, job: &JobRow, events: &[StoredEvent]) -> Resul
         if cancelled.rows_affected() > 0 {
             let data = JobCancelled {
                 job_id: job.id,
-                cancelled_by: job.creator(),
+                cancelled_by: creator(job),
                 previous_status: job.status,
                 timestamp: Utc::now(),
             };
@@ -382,33 +367,19 @@ async fn replay(
     idempotency_id: Uuid,
     fingerprint: &str,
 ) -> Result<Option<Response>, ApiError> {
-    #[derive(FromQueryResult)]
-    struct Keyed {
-        request_hash: Option<String>,
-        dispatch_id: Option<Uuid>,
-    }
-    let found = JobRow::find_by_statement(sql(
-        &format!("SELECT {COLUMNS} FROM jobs WHERE idempotency_id = $1"),
-        [idempotency_id.into()],
-    ))
-    .one(&state.db)
-    .await?;
+    let found = entity::Entity::find()
+        .filter(entity::Column::IdempotencyId.eq(idempotency_id))
+        .one(&state.db)
+        .await?;
     let Some(job) = found else { return Ok(None) };
-    let keyed = Keyed::find_by_statement(sql(
-        "SELECT request_hash, dispatch_id FROM jobs WHERE id = $1",
-        [job.id.into()],
-    ))
-    .one(&state.db)
-    .await?
-    .ok_or_else(|| ApiError::NotFound(format!("job {} does not exist", job.id)))?;
-    if keyed.request_hash.as_deref() != Some(fingerprint) {
+    if job.request_hash.as_deref() != Some(fingerprint) {
         return Err(ApiError::Validation {
             detail: "this Idempotency-Key was used with a different request".into(),
             errors: vec![FieldError::new("Idempotency-Key", "reused with a different request")],
         });
     }
     if matches!(job.status, JobStatus::Queued | JobStatus::Scheduled)
-        && let Some(dispatch_id) = keyed.dispatch_id
+        && let Some(dispatch_id) = job.dispatch_id
     {
         let publisher = state.broker.publisher().ok_or_else(unavailable)?;
         let request = JobRequest { job_id: job.id, dispatch_id, not_before: job.run_at };
@@ -423,7 +394,8 @@ async fn replay(
 fn accepted(job: JobRow) -> Response {
     let location = HeaderValue::from_str(&format!("/api/v1/jobs/{}", job.id));
     let mut response =
-        (StatusCode::ACCEPTED, Json(serde_json::json!({ "data": job.view() }))).into_response();
+        (StatusCode::ACCEPTED, Json(serde_json::json!({ "data": JobView::from(job) })))
+            .into_response();
     if let Ok(location) = location {
         response.headers_mut().insert(header::LOCATION, location);
     }
@@ -440,14 +412,11 @@ fn request_hash(body: &serde_json::Value) -> String {
 
 /// The job, if the caller may see it (its creator or an admin); otherwise it does not exist.
 async fn visible(state: &AppState, user: &User, id: Uuid) -> Result<JobRow, ApiError> {
-    JobRow::find_by_statement(sql(
-        &format!("SELECT {COLUMNS} FROM jobs WHERE id = $1"),
-        [id.into()],
-    ))
-    .one(&state.db)
-    .await?
-    .filter(|j| j.created_by == user.id() || user.is_admin())
-    .ok_or_else(|| ApiError::NotFound(format!("job {id} does not exist")))
+    entity::Entity::find_by_id(id)
+        .one(&state.db)
+        .await?
+        .filter(|j| j.created_by == user.id() || user.is_admin())
+        .ok_or_else(|| ApiError::NotFound(format!("job {id} does not exist")))
 }
 
 async fn read(
@@ -456,7 +425,7 @@ async fn read(
     PathId(id): PathId,
 ) -> Result<Response, ApiError> {
     let job = visible(&state, &user, id).await?;
-    Ok(Json(serde_json::json!({ "data": job.view() })).into_response())
+    Ok(Json(serde_json::json!({ "data": JobView::from(job) })).into_response())
 }
 
 #[derive(Deserialize)]
@@ -489,23 +458,22 @@ async fn list(
     let cursor = parse_cursor(query.cursor.as_deref())?;
     // Members list their own jobs; admins everyone's.
     let owner = (!user.is_admin()).then(|| user.id());
-    let rows = JobRow::find_by_statement(sql(
-        &format!(
-            "SELECT {COLUMNS} FROM jobs WHERE ($1::text IS NULL OR status = $1) \
-             AND ($2::text IS NULL OR type = $2) AND ($3::uuid IS NULL OR id < $3) \
-             AND ($4::uuid IS NULL OR created_by = $4) ORDER BY id DESC LIMIT $5"
-        ),
-        [
-            status.map(JobStatus::as_str).into(),
-            query.job_type.into(),
-            cursor.into(),
-            owner.into(),
-            Value::from(i64::from(limit) + 1),
-        ],
-    ))
-    .all(&state.db)
-    .await?;
-    let views: Vec<JobView> = rows.into_iter().map(JobRow::view).collect();
+    let mut select = entity::Entity::find();
+    if let Some(status) = status {
+        select = select.filter(entity::Column::Status.eq(status));
+    }
+    if let Some(job_type) = query.job_type {
+        select = select.filter(entity::Column::JobType.eq(job_type));
+    }
+    if let Some(cursor) = cursor {
+        select = select.filter(entity::Column::Id.lt(cursor));
+    }
+    if let Some(owner) = owner {
+        select = select.filter(entity::Column::CreatedBy.eq(owner));
+    }
+    let rows =
+        select.order_by_desc(entity::Column::Id).limit(u64::from(limit) + 1).all(&state.db).await?;
+    let views: Vec<JobView> = rows.into_iter().map(JobView::from).collect();
     Ok(Json(Page::from_rows(views, limit, |j| j.id)).into_response())
 }
 
@@ -533,6 +501,7 @@ async fn retry(
     .await?;
     let job = match before {
         None => None,
+        // Raw: the reset of many columns and the row it leaves, in one statement.
         Some(before) => JobRow::find_by_statement(sql(
             &format!(
                 "UPDATE jobs SET status = 'queued', attempts = 0, dispatch_id = $2, \
@@ -573,7 +542,8 @@ async fn retry(
         return Err(unavailable());
     }
     txn.commit().await?;
-    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "data": job.view() }))).into_response())
+    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "data": JobView::from(job) })))
+        .into_response())
 }
 
 /// A queued, scheduled or retrying job is cancelled at once (200; a copy of its request that
@@ -594,6 +564,7 @@ async fn cancel(
     };
     match previous {
         JobStatus::Queued | JobStatus::Scheduled | JobStatus::Retrying => {
+            // Raw: the update and the row it leaves, in one statement.
             let job = JobRow::find_by_statement(sql(
                 &format!(
                     "UPDATE jobs SET status = 'cancelled', next_attempt_at = NULL, \
@@ -617,10 +588,11 @@ async fn cancel(
             )];
             event_log::record(&txn, &events).await?;
             txn.commit().await?;
-            Ok(Json(serde_json::json!({ "data": job.view() })).into_response())
+            Ok(Json(serde_json::json!({ "data": JobView::from(job) })).into_response())
         }
         JobStatus::Running => {
-            // The first request to stop counts; asking again changes nothing.
+            // The first request to stop counts; asking again changes nothing. Raw: set from the
+            // row's own values (COALESCE) and returned, in one statement.
             let job = JobRow::find_by_statement(sql(
                 &format!(
                     "UPDATE jobs SET cancel_requested_at = COALESCE(cancel_requested_at, now()), \
@@ -634,7 +606,7 @@ async fn cancel(
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("job {id} does not exist")))?;
             txn.commit().await?;
-            Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "data": job.view() })))
+            Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "data": JobView::from(job) })))
                 .into_response())
         }
         status => {

@@ -9,10 +9,14 @@ pub mod health;
 pub mod jobs;
 pub mod notifications;
 
-use serde::Serialize;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use showrunner_shared::resource::{self, Stored, Tracked, episode};
 use uuid::Uuid;
 
+use crate::accept::Applied;
 use crate::error::ApiError;
+use crate::state::AppState;
 
 pub const PAGE_DEFAULT: u32 = 20;
 
@@ -52,4 +56,57 @@ pub fn parse_cursor(cursor: Option<&str>) -> Result<Option<Uuid>, ApiError> {
                 .map_err(|_| ApiError::bad_param("cursor", "is not a cursor this API issued"))
         })
         .transpose()
+}
+
+/// `?limit=&cursor=` of a list without other filters.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+/// A page of an episode's live `R` (compositions, files), newest first; 404 if the episode is
+/// not there.
+pub async fn episode_page<R: Stored + Serialize>(
+    state: &AppState,
+    episode_id: Uuid,
+    query: PageQuery,
+) -> Result<Response, ApiError> {
+    let limit = page_limit(query.limit, state.settings.limits.max_page_size)?;
+    let cursor = parse_cursor(query.cursor.as_deref())?;
+    if episode::find(&state.db, episode_id, false).await?.is_none() {
+        return Err(ApiError::NotFound(format!("episode {episode_id} does not exist")));
+    }
+    let rows: Vec<R> =
+        resource::list_of_episode(&state.db, episode_id, cursor, u64::from(limit) + 1).await?;
+    Ok(axum::Json(Page::from_rows(rows, limit, R::id)).into_response())
+}
+
+/// An episode's `R` (composition, file), or 404 naming it; soft-deleted ones only when
+/// `include_deleted`.
+pub async fn of_episode<R: Stored + Tracked>(
+    state: &AppState,
+    episode_id: Uuid,
+    id: Uuid,
+    include_deleted: bool,
+) -> Result<R, ApiError> {
+    resource::find(&state.db, episode_id, id, include_deleted)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("{} {id} does not exist", R::KIND.as_str())))
+}
+
+/// How a write that waited reads the applied `R` of an episode, which lives at
+/// `/api/v1/episodes/<episode_id>/<collection>/<id>`.
+pub async fn applied_of_episode<R: Stored + Tracked + Serialize>(
+    state: &AppState,
+    episode_id: Uuid,
+    id: Uuid,
+    collection: &str,
+) -> Result<Applied, ApiError> {
+    let found: R = of_episode(state, episode_id, id, true).await?;
+    Ok(Applied {
+        data: serde_json::to_value(found).map_err(anyhow::Error::from)?,
+        location: format!("/api/v1/episodes/{episode_id}/{collection}/{id}"),
+    })
 }

@@ -6,5 +6,8 @@
 //! notification worker's insert), each with a comment saying why.
 
 pub mod activity;
+pub mod composition;
 pub mod episode;
+pub mod file;
+pub mod job;
 pub mod notification;

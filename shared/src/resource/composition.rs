@@ -3,19 +3,20 @@
 //! and its three events (`episode.<episodeId>.composition.<verb>`).
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, DatabaseTransaction, DbErr, FromQueryResult};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbErr};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::episode::{self, Episode};
 use super::file::{self, File};
 use super::{
-    At, Bookkeeping, Rejection, RejectionCode, ResourceType, Slots, Stored, Tracked, delete, live,
-    misrouted, missing, touch,
+    At, Bookkeeping, Changes, Rejection, RejectionCode, ResourceType, Slots, Stored, Table,
+    Tracked, create, delete, live, misrouted, of_episode, touch,
 };
 use crate::contracts::{Command, DeleteType, EventData, OutgoingEvent};
 use crate::db::sql;
 use crate::domain::FieldError;
+use crate::entity::composition as entity;
 
 pub const NAME_MAX: usize = 200;
 pub const TRACKS_MAX: usize = 16;
@@ -282,13 +283,7 @@ pub fn change(
     let now = at.now;
     match command {
         Command::CreateComposition { episode_id, composition_id, name, tracks } => {
-            if state.is_some() {
-                return Err(Rejection::new(
-                    RejectionCode::Conflict,
-                    format!("composition {composition_id} already exists"),
-                ));
-            }
-            let composition = Composition {
+            let row = Composition {
                 id: *composition_id,
                 episode_id: *episode_id,
                 name: name.as_str().to_string(),
@@ -301,7 +296,7 @@ pub fn change(
                 updated_at: at.accepted_at,
                 deleted_at: None,
             };
-            *state = Some(composition.clone());
+            let composition = create(state, *composition_id, row)?;
             let data = CompositionCreated { composition, created_by: actor, timestamp: now };
             Ok(at.event(episode_id, &data))
         }
@@ -351,7 +346,7 @@ pub fn change(
                 composition_id: *composition_id,
                 episode_id: *episode_id,
                 name: deleted.name,
-                delete_type: if *permanent { DeleteType::Permanent } else { DeleteType::Soft },
+                delete_type: DeleteType::of(*permanent),
                 deleted_by: actor,
                 timestamp: now,
             };
@@ -361,29 +356,22 @@ pub fn change(
     }
 }
 
-/// The slot, unless it holds a composition of another episode: that one does not exist as far
-/// as this episode's path is concerned.
-fn of_episode(
-    state: &mut Option<Composition>,
-    episode_id: Uuid,
-    id: Uuid,
-) -> Result<&mut Option<Composition>, Rejection> {
-    match state {
-        Some(c) if c.episode_id != episode_id => Err(missing(ResourceType::Composition, id)),
-        _ => Ok(state),
-    }
-}
-
 impl Tracked for Composition {
     const KIND: ResourceType = ResourceType::Composition;
 
     fn bookkeeping(&mut self) -> Bookkeeping<'_> {
         Bookkeeping {
-            updated_by: &mut self.updated_by,
-            updated_at: &mut self.updated_at,
-            version: &mut self.version,
             deleted_at: &mut self.deleted_at,
+            changes: Some(Changes {
+                updated_by: &mut self.updated_by,
+                updated_at: &mut self.updated_at,
+                version: &mut self.version,
+            }),
         }
+    }
+
+    fn episode_id(&self) -> Uuid {
+        self.episode_id
     }
 }
 
@@ -422,25 +410,9 @@ episode::episode_event!(CompositionDeleted, "composition_deleted", "composition.
 /// Routing keys of composition events: `episode.<episodeId>.composition.<verb>`.
 pub const TOPIC_WORD: &str = "composition";
 
-/// A `compositions` row (`SELECT *`); the tracks are JSON.
-#[derive(Debug, FromQueryResult)]
-struct CompositionRow {
-    id: Uuid,
-    episode_id: Uuid,
-    name: String,
-    tracks: serde_json::Value,
-    duration_us: i64,
-    version: i64,
-    created_by: Uuid,
-    updated_by: Uuid,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    deleted_at: Option<DateTime<Utc>>,
-}
-
-impl TryFrom<CompositionRow> for Composition {
+impl TryFrom<entity::Model> for Composition {
     type Error = DbErr;
-    fn try_from(r: CompositionRow) -> Result<Self, DbErr> {
+    fn try_from(r: entity::Model) -> Result<Self, DbErr> {
         let tracks = serde_json::from_value(r.tracks)
             .map_err(|e| DbErr::Custom(format!("composition {} tracks: {e}", r.id)))?;
         Ok(Self {
@@ -459,58 +431,16 @@ impl TryFrom<CompositionRow> for Composition {
     }
 }
 
-/// The composition under `episode_id`; soft-deleted ones only when `include_deleted`.
-pub async fn find(
-    db: &impl ConnectionTrait,
-    episode_id: Uuid,
-    id: Uuid,
-    include_deleted: bool,
-) -> Result<Option<Composition>, DbErr> {
-    CompositionRow::find_by_statement(sql(
-        "SELECT * FROM compositions WHERE id = $1 AND episode_id = $2 \
-         AND ($3 OR deleted_at IS NULL)",
-        [id.into(), episode_id.into(), include_deleted.into()],
-    ))
-    .one(db)
-    .await?
-    .map(Composition::try_from)
-    .transpose()
-}
-
-/// The episode's live compositions, newest first, from before `cursor`; `limit` of them.
-pub async fn list(
-    db: &impl ConnectionTrait,
-    episode_id: Uuid,
-    cursor: Option<Uuid>,
-    limit: u64,
-) -> Result<Vec<Composition>, DbErr> {
-    CompositionRow::find_by_statement(sql(
-        "SELECT * FROM compositions WHERE episode_id = $1 AND deleted_at IS NULL \
-         AND ($2::uuid IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
-        [episode_id.into(), cursor.into(), i64::try_from(limit).unwrap_or(i64::MAX).into()],
-    ))
-    .all(db)
-    .await?
-    .into_iter()
-    .map(Composition::try_from)
-    .collect()
+impl Table for Composition {
+    type Entity = entity::Entity;
+    const ID: entity::Column = entity::Column::Id;
+    const EPISODE_ID: entity::Column = entity::Column::EpisodeId;
+    const DELETED_AT: entity::Column = entity::Column::DeletedAt;
 }
 
 impl Stored for Composition {
     fn id(&self) -> Uuid {
         self.id
-    }
-
-    async fn load(txn: &DatabaseTransaction, ids: Vec<Uuid>) -> Result<Vec<Self>, DbErr> {
-        CompositionRow::find_by_statement(sql(
-            "SELECT * FROM compositions WHERE id = ANY($1) ORDER BY id FOR UPDATE",
-            [ids.into()],
-        ))
-        .all(txn)
-        .await?
-        .into_iter()
-        .map(Composition::try_from)
-        .collect()
     }
 
     async fn upsert(txn: &DatabaseTransaction, changed: &[&Self]) -> Result<(), DbErr> {
@@ -550,11 +480,6 @@ impl Stored for Composition {
             ],
         ))
         .await?;
-        Ok(())
-    }
-
-    async fn remove(txn: &DatabaseTransaction, ids: Vec<Uuid>) -> Result<(), DbErr> {
-        txn.execute_raw(sql("DELETE FROM compositions WHERE id = ANY($1)", [ids.into()])).await?;
         Ok(())
     }
 }

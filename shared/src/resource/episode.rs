@@ -2,18 +2,15 @@
 //! api's 202 preview and the command worker use, its rows and its events.
 
 use chrono::{DateTime, SubsecRound, Utc};
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect,
-};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbErr};
 
 use crate::entity::episode as entity;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{
-    At, Bookkeeping, Rejection, RejectionCode, ResourceType, Stored, Tracked, delete, live,
-    misrouted, touch,
+    At, Bookkeeping, Changes, Rejection, ResourceType, Stored, Table, Tracked, create, delete,
+    live, misrouted, touch,
 };
 use crate::contracts::{Command, DeleteType, EventData, OutgoingEvent};
 use crate::db::sql;
@@ -70,14 +67,8 @@ pub fn apply(
     let now = at.now;
     match command {
         Command::CreateEpisode { episode_id, title, description, status, categories } => {
-            if state.is_some() {
-                return Err(Rejection::new(
-                    RejectionCode::Conflict,
-                    format!("episode {episode_id} already exists"),
-                ));
-            }
             let created_at = at.accepted_at.trunc_subsecs(6);
-            let episode = Episode {
+            let row = Episode {
                 id: *episode_id,
                 title: title.as_str().to_string(),
                 description: description.as_str().to_string(),
@@ -90,7 +81,7 @@ pub fn apply(
                 deleted_at: None,
                 version: 1,
             };
-            *state = Some(episode.clone());
+            let episode = create(state, *episode_id, row)?;
             Ok(at.event(episode_id, &EpisodeCreated { episode, created_by: actor, timestamp: now }))
         }
         Command::UpdateEpisode { episode_id, changes } => {
@@ -112,7 +103,7 @@ pub fn apply(
             let data = EpisodeDeleted {
                 episode_id: *episode_id,
                 title: deleted.title,
-                delete_type: if *permanent { DeleteType::Permanent } else { DeleteType::Soft },
+                delete_type: DeleteType::of(*permanent),
                 deleted_by: actor,
                 timestamp: now,
             };
@@ -127,11 +118,17 @@ impl Tracked for Episode {
 
     fn bookkeeping(&mut self) -> Bookkeeping<'_> {
         Bookkeeping {
-            updated_by: &mut self.updated_by,
-            updated_at: &mut self.updated_at,
-            version: &mut self.version,
             deleted_at: &mut self.deleted_at,
+            changes: Some(Changes {
+                updated_by: &mut self.updated_by,
+                updated_at: &mut self.updated_at,
+                version: &mut self.version,
+            }),
         }
+    }
+
+    fn episode_id(&self) -> Uuid {
+        self.id
     }
 }
 
@@ -239,11 +236,15 @@ pub async fn find(
     id: Uuid,
     include_deleted: bool,
 ) -> Result<Option<Episode>, DbErr> {
-    let mut select = entity::Entity::find_by_id(id);
-    if !include_deleted {
-        select = select.filter(entity::Column::DeletedAt.is_null());
-    }
-    select.one(db).await?.map(Episode::try_from).transpose()
+    super::find(db, id, id, include_deleted).await
+}
+
+impl Table for Episode {
+    type Entity = entity::Entity;
+    const ID: entity::Column = entity::Column::Id;
+    /// An episode is its own episode.
+    const EPISODE_ID: entity::Column = entity::Column::Id;
+    const DELETED_AT: entity::Column = entity::Column::DeletedAt;
 }
 
 impl Stored for Episode {
@@ -251,24 +252,11 @@ impl Stored for Episode {
         self.id
     }
 
-    async fn load(txn: &DatabaseTransaction, ids: Vec<Uuid>) -> Result<Vec<Self>, DbErr> {
-        entity::Entity::find()
-            .filter(entity::Column::Id.is_in(ids))
-            .order_by_asc(entity::Column::Id)
-            .lock_exclusive()
-            .all(txn)
-            .await?
-            .into_iter()
-            .map(Episode::try_from)
-            .collect()
-    }
-
     async fn upsert(txn: &DatabaseTransaction, changed: &[&Self]) -> Result<(), DbErr> {
         let column = |f: &dyn Fn(&Episode) -> String| -> Vec<String> {
             changed.iter().map(|e| f(e)).collect()
         };
-        // One statement for the batch's rows (UNNEST + ON CONFLICT), not one per row as an
-        // entity's save would be. Arrays of arrays do not unnest row by row, so categories travel as JSON text.
+        // Arrays of arrays do not unnest row by row, so categories travel as JSON text.
         let categories =
             column(&|e| serde_json::to_string(&e.categories).unwrap_or_else(|_| "[]".into()));
         let deleted_at = column(&|e| e.deleted_at.map(|d| d.to_rfc3339()).unwrap_or_default());
@@ -304,17 +292,13 @@ impl Stored for Episode {
         .await?;
         Ok(())
     }
-
-    async fn remove(txn: &DatabaseTransaction, ids: Vec<Uuid>) -> Result<(), DbErr> {
-        txn.execute_raw(sql("DELETE FROM episodes WHERE id = ANY($1)", [ids.into()])).await?;
-        Ok(())
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::contracts::Actor;
+    use crate::resource::RejectionCode;
 
     fn at(actor: &Actor) -> At<'_> {
         At { command_id: Uuid::now_v7(), actor, accepted_at: Utc::now(), now: Utc::now() }

@@ -9,9 +9,13 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::episode::{self, Episode};
-use super::{At, Rejection, RejectionCode, Stored, misrouted};
+use super::{
+    At, Bookkeeping, Rejection, ResourceType, Stored, Table, Tracked, create, delete, misrouted,
+    of_episode,
+};
 use crate::contracts::{Command, DeleteType, EventData, OutgoingEvent};
 use crate::db::sql;
+use crate::entity::file as entity;
 
 pub const NAME_MAX: usize = 255;
 /// The job type that removes a file's object (`crate::jobs::types::FilePurge`).
@@ -170,13 +174,7 @@ pub fn change(
     let now = at.now;
     match command {
         Command::RecordFile { episode_id, file_id, name, content_type, size, sha256 } => {
-            if state.is_some() {
-                return Err(Rejection::new(
-                    RejectionCode::Conflict,
-                    format!("file {file_id} already exists"),
-                ));
-            }
-            let file = File {
+            let row = File {
                 id: *file_id,
                 episode_id: *episode_id,
                 name: name.as_str().to_string(),
@@ -187,31 +185,23 @@ pub fn change(
                 created_at: at.accepted_at,
                 deleted_at: None,
             };
-            *state = Some(file.clone());
+            let file = create(state, *file_id, row)?;
             Ok(at.event(episode_id, &FileUploaded { file, uploaded_by: actor, timestamp: now }))
         }
         Command::DeleteFile { episode_id, file_id, permanent } => {
             if let Some(composition) = used_by {
                 return Err(Rejection::new(
-                    RejectionCode::Conflict,
+                    super::RejectionCode::Conflict,
                     format!("file {file_id} is used by composition {composition}"),
                 ));
             }
-            let name = if *permanent {
-                let found = state.as_ref().filter(|f| f.episode_id == *episode_id);
-                let name = found.ok_or_else(|| missing(*file_id))?.name.clone();
-                *state = None;
-                name
-            } else {
-                let file = live(state, *episode_id, *file_id)?;
-                file.deleted_at = Some(now);
-                file.name.clone()
-            };
+            let slot = of_episode(state, *episode_id, *file_id)?;
+            let deleted = delete(slot, *file_id, *permanent, at)?;
             let data = FileDeleted {
                 file_id: *file_id,
                 episode_id: *episode_id,
-                name,
-                delete_type: if *permanent { DeleteType::Permanent } else { DeleteType::Soft },
+                name: deleted.name,
+                delete_type: DeleteType::of(*permanent),
                 deleted_by: actor,
                 timestamp: now,
             };
@@ -221,19 +211,16 @@ pub fn change(
     }
 }
 
-fn missing(id: Uuid) -> Rejection {
-    Rejection::new(RejectionCode::NotFound, format!("file {id} does not exist"))
-}
+/// A file is only created and deleted, never changed: no version, nothing a change records.
+impl Tracked for File {
+    const KIND: ResourceType = ResourceType::File;
 
-/// The file if it exists under this episode and is not soft-deleted.
-fn live(state: &mut Option<File>, episode_id: Uuid, id: Uuid) -> Result<&mut File, Rejection> {
-    match state {
-        Some(f) if f.episode_id != episode_id => Err(missing(id)),
-        None => Err(missing(id)),
-        Some(f) if f.deleted_at.is_some() => {
-            Err(Rejection::new(RejectionCode::Gone, format!("file {id} is deleted")))
-        }
-        Some(f) => Ok(f),
+    fn bookkeeping(&mut self) -> Bookkeeping<'_> {
+        Bookkeeping { deleted_at: &mut self.deleted_at, changes: None }
+    }
+
+    fn episode_id(&self) -> Uuid {
+        self.episode_id
     }
 }
 
@@ -288,22 +275,10 @@ pub fn subject(data: &serde_json::Value) -> Option<Uuid> {
     s.file.map(|f| f.id).or(s.file_id)
 }
 
-#[derive(Debug, FromQueryResult)]
-struct FileRow {
-    id: Uuid,
-    episode_id: Uuid,
-    name: String,
-    content_type: String,
-    size: i64,
-    sha256: String,
-    created_by: Uuid,
-    created_at: DateTime<Utc>,
-    deleted_at: Option<DateTime<Utc>>,
-}
-
-impl From<FileRow> for File {
-    fn from(r: FileRow) -> Self {
-        Self {
+impl TryFrom<entity::Model> for File {
+    type Error = DbErr;
+    fn try_from(r: entity::Model) -> Result<Self, DbErr> {
+        Ok(Self {
             id: r.id,
             episode_id: r.episode_id,
             name: r.name,
@@ -313,54 +288,19 @@ impl From<FileRow> for File {
             created_by: r.created_by,
             created_at: r.created_at,
             deleted_at: r.deleted_at,
-        }
+        })
     }
 }
 
-const COLUMNS: &str =
-    "id, episode_id, name, content_type, size, sha256, created_by, created_at, deleted_at";
-
-/// The file under `episode_id`; soft-deleted ones only when `include_deleted`.
-pub async fn find(
-    db: &impl ConnectionTrait,
-    episode_id: Uuid,
-    id: Uuid,
-    include_deleted: bool,
-) -> Result<Option<File>, DbErr> {
-    Ok(FileRow::find_by_statement(sql(
-        &format!(
-            "SELECT {COLUMNS} FROM files WHERE id = $1 AND episode_id = $2 \
-             AND ($3 OR deleted_at IS NULL)"
-        ),
-        [id.into(), episode_id.into(), include_deleted.into()],
-    ))
-    .one(db)
-    .await?
-    .map(File::from))
+impl Table for File {
+    type Entity = entity::Entity;
+    const ID: entity::Column = entity::Column::Id;
+    const EPISODE_ID: entity::Column = entity::Column::EpisodeId;
+    const DELETED_AT: entity::Column = entity::Column::DeletedAt;
 }
 
-/// The episode's live files, newest first, from before `cursor`; `limit` of them.
-pub async fn list(
-    db: &impl ConnectionTrait,
-    episode_id: Uuid,
-    cursor: Option<Uuid>,
-    limit: u64,
-) -> Result<Vec<File>, DbErr> {
-    Ok(FileRow::find_by_statement(sql(
-        &format!(
-            "SELECT {COLUMNS} FROM files WHERE episode_id = $1 AND deleted_at IS NULL \
-             AND ($2::uuid IS NULL OR id < $2) ORDER BY id DESC LIMIT $3"
-        ),
-        [episode_id.into(), cursor.into(), i64::try_from(limit).unwrap_or(i64::MAX).into()],
-    ))
-    .all(db)
-    .await?
-    .into_iter()
-    .map(File::from)
-    .collect())
-}
-
-/// Which of `file_ids` have a row (deleted or not): the objects that must stay.
+/// Which of `file_ids` have a row (deleted or not): the objects that must stay. Raw: one
+/// statement asks both tables (a row, or a pending record that will write one).
 pub async fn existing(
     db: &impl ConnectionTrait,
     file_ids: Vec<Uuid>,
@@ -383,7 +323,7 @@ pub async fn existing(
 }
 
 /// The live compositions whose clips name one of `file_ids` (to lock and check them when a
-/// file is deleted).
+/// file is deleted). Raw: the clips are JSON inside the row, unnested in the statement.
 pub async fn compositions_using(
     txn: &DatabaseTransaction,
     file_ids: Vec<Uuid>,
@@ -411,7 +351,8 @@ pub async fn compositions_using(
 
 /// Queues a `file.purge` job for each (episode, file): the job removes the object once no row
 /// names it. Written as `scheduled` for now without a dispatch id, so the job workers' sweeper
-/// publishes it within a second (and again, like any job, if that publish is lost).
+/// publishes it within a second (and again, like any job, if that publish is lost). Raw: one
+/// statement for the batch's purges.
 pub async fn queue_purges(txn: &DatabaseTransaction, purges: &[(Uuid, Uuid)]) -> Result<(), DbErr> {
     if purges.is_empty() {
         return Ok(());
@@ -439,63 +380,42 @@ pub async fn queue_purges_of_episodes(
     txn: &DatabaseTransaction,
     episode_ids: Vec<Uuid>,
 ) -> Result<(), DbErr> {
-    #[derive(FromQueryResult)]
-    struct Pair {
-        id: Uuid,
-        episode_id: Uuid,
-    }
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
     if episode_ids.is_empty() {
         return Ok(());
     }
-    let pairs = Pair::find_by_statement(sql(
-        "SELECT id, episode_id FROM files WHERE episode_id = ANY($1)",
-        [episode_ids.into()],
-    ))
-    .all(txn)
-    .await?;
-    let purges: Vec<(Uuid, Uuid)> = pairs.into_iter().map(|p| (p.episode_id, p.id)).collect();
+    let purges: Vec<(Uuid, Uuid)> = entity::Entity::find()
+        .select_only()
+        .columns([entity::Column::EpisodeId, entity::Column::Id])
+        .filter(entity::Column::EpisodeId.is_in(episode_ids))
+        .into_tuple()
+        .all(txn)
+        .await?;
     queue_purges(txn, &purges).await
 }
 
 /// Inserts a file row outside the command path (a job's export, written by the job worker in
-/// its own transaction).
+/// its own transaction); a row already there (the job ran before) is left as it is.
 pub async fn insert(db: &impl ConnectionTrait, file: &File) -> Result<(), DbErr> {
-    db.execute_raw(sql(
-        &format!(
-            "INSERT INTO files ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-             ON CONFLICT (id) DO NOTHING"
-        ),
-        [
-            file.id.into(),
-            file.episode_id.into(),
-            file.name.clone().into(),
-            file.content_type.clone().into(),
-            file.size.into(),
-            file.sha256.clone().into(),
-            file.created_by.into(),
-            file.created_at.into(),
-            file.deleted_at.into(),
-        ],
-    ))
-    .await?;
+    use sea_orm::{EntityTrait, IntoActiveModel};
+    let model = entity::Model {
+        id: file.id,
+        episode_id: file.episode_id,
+        name: file.name.clone(),
+        content_type: file.content_type.clone(),
+        size: file.size,
+        sha256: file.sha256.clone(),
+        created_by: file.created_by,
+        created_at: file.created_at,
+        deleted_at: file.deleted_at,
+    };
+    entity::Entity::insert(model.into_active_model()).on_conflict_do_nothing().exec(db).await?;
     Ok(())
 }
 
 impl Stored for File {
     fn id(&self) -> Uuid {
         self.id
-    }
-
-    async fn load(txn: &DatabaseTransaction, ids: Vec<Uuid>) -> Result<Vec<Self>, DbErr> {
-        Ok(FileRow::find_by_statement(sql(
-            &format!("SELECT {COLUMNS} FROM files WHERE id = ANY($1) ORDER BY id FOR UPDATE"),
-            [ids.into()],
-        ))
-        .all(txn)
-        .await?
-        .into_iter()
-        .map(File::from)
-        .collect())
     }
 
     async fn upsert(txn: &DatabaseTransaction, changed: &[&Self]) -> Result<(), DbErr> {
@@ -527,17 +447,13 @@ impl Stored for File {
         .await?;
         Ok(())
     }
-
-    async fn remove(txn: &DatabaseTransaction, ids: Vec<Uuid>) -> Result<(), DbErr> {
-        txn.execute_raw(sql("DELETE FROM files WHERE id = ANY($1)", [ids.into()])).await?;
-        Ok(())
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::contracts::Actor;
+    use crate::resource::RejectionCode;
 
     #[test]
     fn names_and_media_types() {

@@ -14,7 +14,10 @@ use std::collections::HashMap;
 use std::future::Future;
 
 use chrono::{DateTime, Utc};
-use sea_orm::{DatabaseTransaction, DbErr, DeriveActiveEnum, EnumIter};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbErr, DeriveActiveEnum, EntityTrait,
+    EnumIter, QueryFilter, QueryOrder, QuerySelect,
+};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -148,24 +151,60 @@ impl<'a> At<'a> {
     }
 }
 
-/// The bookkeeping fields every resource row carries, borrowed for a change.
+/// The bookkeeping fields a resource row carries, borrowed for a change.
 pub struct Bookkeeping<'a> {
+    pub deleted_at: &'a mut Option<DateTime<Utc>>,
+    /// Who changed it last, when, and its version: `None` for a resource that is only created
+    /// and deleted, never changed (the file).
+    pub changes: Option<Changes<'a>>,
+}
+
+/// The fields a change of a resource row sets.
+pub struct Changes<'a> {
     pub updated_by: &'a mut Uuid,
     pub updated_at: &'a mut DateTime<Utc>,
     pub version: &'a mut i64,
-    pub deleted_at: &'a mut Option<DateTime<Utc>>,
 }
 
-/// A resource row with [`Bookkeeping`]: what [`live`], [`touch`] and [`delete`] need, so the
-/// rules of existence, soft deletion and versions are written once for every resource.
+/// A resource row with [`Bookkeeping`]: what [`create`], [`of_episode`], [`live`], [`touch`]
+/// and [`delete`] need, so the rules of existence, soft deletion and versions are written once
+/// for every resource.
 pub trait Tracked: Clone {
     const KIND: ResourceType;
     fn bookkeeping(&mut self) -> Bookkeeping<'_>;
+    /// The episode it belongs to (an episode: itself).
+    fn episode_id(&self) -> Uuid;
 }
 
 /// The rejection of a command on a resource that does not exist (404).
 pub fn missing(kind: ResourceType, id: Uuid) -> Rejection {
     Rejection::new(RejectionCode::NotFound, format!("{} {id} does not exist", kind.as_str()))
+}
+
+/// A create: the slot must be empty (a second create of one id is a conflict); the row as
+/// created, for the event.
+pub fn create<R: Tracked>(slot: &mut Option<R>, id: Uuid, row: R) -> Result<R, Rejection> {
+    if slot.is_some() {
+        return Err(Rejection::new(
+            RejectionCode::Conflict,
+            format!("{} {id} already exists", R::KIND.as_str()),
+        ));
+    }
+    *slot = Some(row.clone());
+    Ok(row)
+}
+
+/// The slot, unless it holds a row of another episode: that one does not exist as far as this
+/// episode's path is concerned (404).
+pub fn of_episode<R: Tracked>(
+    slot: &mut Option<R>,
+    episode_id: Uuid,
+    id: Uuid,
+) -> Result<&mut Option<R>, Rejection> {
+    match slot {
+        Some(row) if row.episode_id() != episode_id => Err(missing(R::KIND, id)),
+        _ => Ok(slot),
+    }
 }
 
 /// The row if it exists and is not soft-deleted; what a write on it is rejected with if not
@@ -183,12 +222,14 @@ pub fn live<R: Tracked>(slot: &mut Option<R>, id: Uuid) -> Result<&mut R, Reject
     Ok(row)
 }
 
-/// Records a change by the command's actor: who, when, and a new version.
+/// Records a change by the command's actor: who, when, and a new version (nothing for a
+/// resource without versions).
 pub fn touch<R: Tracked>(row: &mut R, at: &At<'_>) {
-    let b = row.bookkeeping();
-    *b.updated_by = at.actor.id;
-    *b.updated_at = at.now;
-    *b.version += 1;
+    if let Some(c) = row.bookkeeping().changes {
+        *c.updated_by = at.actor.id;
+        *c.updated_at = at.now;
+        *c.version += 1;
+    }
 }
 
 /// A delete: a permanent one empties the slot (the row must exist, deleted or not), a soft one
@@ -209,10 +250,49 @@ pub fn delete<R: Tracked>(
     Ok(row.clone())
 }
 
+/// A resource whose rows are an entity's (`crate::entity`): the reads every resource makes the
+/// same way ([`find`], [`list_of_episode`], the batch's locked load) are written once over it.
+pub trait Table: Sized + TryFrom<<Self::Entity as EntityTrait>::Model, Error = DbErr> {
+    type Entity: EntityTrait;
+    const ID: <Self::Entity as EntityTrait>::Column;
+    const EPISODE_ID: <Self::Entity as EntityTrait>::Column;
+    const DELETED_AT: <Self::Entity as EntityTrait>::Column;
+}
+
+/// The row `id` of `episode_id`; soft-deleted ones only when `include_deleted`.
+pub async fn find<R: Table>(
+    db: &impl ConnectionTrait,
+    episode_id: Uuid,
+    id: Uuid,
+    include_deleted: bool,
+) -> Result<Option<R>, DbErr> {
+    let mut select = R::Entity::find().filter(R::ID.eq(id)).filter(R::EPISODE_ID.eq(episode_id));
+    if !include_deleted {
+        select = select.filter(R::DELETED_AT.is_null());
+    }
+    select.one(db).await?.map(R::try_from).transpose()
+}
+
+/// The episode's live rows, newest first (ids are UUIDv7), from before `cursor`; `limit` of
+/// them.
+pub async fn list_of_episode<R: Table>(
+    db: &impl ConnectionTrait,
+    episode_id: Uuid,
+    cursor: Option<Uuid>,
+    limit: u64,
+) -> Result<Vec<R>, DbErr> {
+    let mut select =
+        R::Entity::find().filter(R::EPISODE_ID.eq(episode_id)).filter(R::DELETED_AT.is_null());
+    if let Some(cursor) = cursor {
+        select = select.filter(R::ID.lt(cursor));
+    }
+    select.order_by_desc(R::ID).limit(limit).all(db).await?.into_iter().map(R::try_from).collect()
+}
+
 /// A resource's rows as the command worker reads and writes them, inside the batch's
 /// transaction. Multi-row statements: one batch is one statement per resource, not one per
 /// command.
-pub trait Stored: Clone + PartialEq + Send + Sync + Sized {
+pub trait Stored: Table + Clone + PartialEq + Send + Sync {
     fn id(&self) -> Uuid;
 
     /// The rows with these ids, locked (`FOR UPDATE`) in id order, so two transactions never
@@ -220,9 +300,22 @@ pub trait Stored: Clone + PartialEq + Send + Sync + Sized {
     fn load(
         txn: &DatabaseTransaction,
         ids: Vec<Uuid>,
-    ) -> impl Future<Output = Result<Vec<Self>, DbErr>> + Send;
+    ) -> impl Future<Output = Result<Vec<Self>, DbErr>> + Send {
+        async move {
+            Self::Entity::find()
+                .filter(Self::ID.is_in(ids))
+                .order_by_asc(Self::ID)
+                .lock_exclusive()
+                .all(txn)
+                .await?
+                .into_iter()
+                .map(Self::try_from)
+                .collect()
+        }
+    }
 
-    /// Inserts or updates these rows.
+    /// Inserts or updates these rows: one raw statement (UNNEST + ON CONFLICT) for the batch's
+    /// rows, not one per row as an entity's save would be.
     fn upsert(
         txn: &DatabaseTransaction,
         rows: &[&Self],
@@ -232,7 +325,12 @@ pub trait Stored: Clone + PartialEq + Send + Sync + Sized {
     fn remove(
         txn: &DatabaseTransaction,
         ids: Vec<Uuid>,
-    ) -> impl Future<Output = Result<(), DbErr>> + Send;
+    ) -> impl Future<Output = Result<(), DbErr>> + Send {
+        async move {
+            Self::Entity::delete_many().filter(Self::ID.is_in(ids)).exec(txn).await?;
+            Ok(())
+        }
+    }
 }
 
 /// The rows of one resource a batch touches: each as it was before the batch, and as the

@@ -12,7 +12,8 @@
 //! `{"op":"rate",...}` (the peer relays' own timer) is not implemented: run the generator with
 //! `--sources external` (its separate publisher process feeds this port).
 //!
-//! Prints `WS_URL=...`, `PID=...` and `READY` on stdout (and into `--info FILE` if given), then
+//! Prints `WS_URL=...`, `METRICS_URL=...` (the api's, with the relay's fan-out histograms),
+//! `PID=...` and `READY` on stdout (and into `--info FILE` if given), then
 //! runs until SIGINT/SIGTERM, when it stops the stack
 //! (dropping its database and vhost).
 //!
@@ -214,7 +215,8 @@ async fn main() -> anyhow::Result<()> {
     );
     let pid = std::process::id();
     let text = format!(
-        "WS_URL={ws_url}\nINGEST=127.0.0.1:{ingest_port}\nPID={pid}\nDB_VHOST={}\nREADY\n",
+        "WS_URL={ws_url}\nMETRICS_URL={}\nINGEST=127.0.0.1:{ingest_port}\nPID={pid}\nDB_VHOST={}\nREADY\n",
+        app.url("/metrics"),
         app.name
     );
     print!("{text}");
@@ -274,9 +276,9 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// `size_of` the value `f` returns (for an async fn: its future), without calling it.
-fn returned_size<F, A, B, C, D, R>(_: F) -> usize
+fn returned_size<F, A, B, C, D, E, G, R>(_: F) -> usize
 where
-    F: FnOnce(A, B, C, D) -> R,
+    F: FnOnce(A, B, C, D, E, G) -> R,
 {
     std::mem::size_of::<R>()
 }

@@ -176,15 +176,10 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         listener,
         cancel.child_token(),
     ));
-    roles.spawn(showrunner_workers::run_episode_worker(settings.clone(), cancel.child_token()));
-    roles.spawn(showrunner_workers::run_activity_worker(settings.clone(), cancel.child_token()));
-    roles
-        .spawn(showrunner_workers::run_notification_worker(settings.clone(), cancel.child_token()));
-    roles.spawn(showrunner_workers::run_job_worker_with(
-        settings.clone(),
-        registry,
-        cancel.child_token(),
-    ));
+    use showrunner_workers::Role as Worker;
+    for role in [Worker::Episode, Worker::Activity, Worker::Notification, Worker::Job] {
+        roles.spawn(role.run_with(settings.clone(), registry.clone(), cancel.child_token()));
+    }
     let http = showrunner_shared::tls::client();
     let ready = api.replace("/api/v1/episodes", "/ready");
     let started = Instant::now();

@@ -1,8 +1,5 @@
-//! `showrunner-activity-worker`: see `showrunner_workers::run_activity_worker`.
+//! `showrunner-activity-worker`: see `showrunner_workers::Role::Activity`.
 
 fn main() {
-    showrunner_shared::process::main(
-        "showrunner-activity-worker",
-        showrunner_workers::run_activity_worker,
-    )
+    showrunner_workers::Role::Activity.main()
 }

@@ -1,8 +1,5 @@
-//! `showrunner-episode-worker`: see `showrunner_workers::run_episode_worker`.
+//! `showrunner-episode-worker`: see `showrunner_workers::Role::Episode`.
 
 fn main() {
-    showrunner_shared::process::main(
-        "showrunner-episode-worker",
-        showrunner_workers::run_episode_worker,
-    )
+    showrunner_workers::Role::Episode.main()
 }

@@ -1,5 +1,5 @@
-//! `showrunner-job-worker`: see `showrunner_workers::run_job_worker`.
+//! `showrunner-job-worker`: see `showrunner_workers::Role::Job`.
 
 fn main() {
-    showrunner_shared::process::main("showrunner-job-worker", showrunner_workers::run_job_worker)
+    showrunner_workers::Role::Job.main()
 }

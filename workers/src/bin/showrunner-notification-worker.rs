@@ -1,8 +1,5 @@
-//! `showrunner-notification-worker`: see `showrunner_workers::run_notification_worker`.
+//! `showrunner-notification-worker`: see `showrunner_workers::Role::Notification`.
 
 fn main() {
-    showrunner_shared::process::main(
-        "showrunner-notification-worker",
-        showrunner_workers::run_notification_worker,
-    )
+    showrunner_workers::Role::Notification.main()
 }

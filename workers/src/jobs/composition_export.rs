@@ -8,8 +8,8 @@
 use anyhow::anyhow;
 use serde_json::{Value, json};
 use showrunner_shared::jobs::types::{self, CompositionExportPayload};
-use showrunner_shared::resource::composition::{self, Composition, TrackKind};
-use showrunner_shared::resource::file;
+use showrunner_shared::resource::composition::{Composition, TrackKind};
+use showrunner_shared::resource::{self, file};
 
 use super::files::{export_file_id, store};
 use super::{JobContext, JobError, JobHandler};
@@ -29,13 +29,13 @@ impl JobHandler for CompositionExport {
     ) -> Result<serde_json::Value, JobError> {
         let (episode_id, id) = (payload.episode_id, payload.composition_id);
         ctx.progress(0, "reading the composition");
-        let composition = composition::find(&ctx.db, episode_id, id, false)
+        let composition = resource::find::<Composition>(&ctx.db, episode_id, id, false)
             .await
             .map_err(JobError::retryable)?
             .ok_or_else(|| JobError::permanent(anyhow!("composition {id} does not exist")))?;
         let mut names = std::collections::HashMap::new();
         for clip in composition.tracks.iter().flat_map(|t| &t.clips) {
-            if let Some(f) = file::find(&ctx.db, episode_id, clip.file_id, true)
+            if let Some(f) = resource::find::<file::File>(&ctx.db, episode_id, clip.file_id, true)
                 .await
                 .map_err(JobError::retryable)?
             {

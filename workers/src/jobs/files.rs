@@ -13,8 +13,8 @@ use sha2::{Digest, Sha256};
 use showrunner_shared::contracts::{Actor, OutgoingEvent};
 use showrunner_shared::db::sql;
 use showrunner_shared::event_log::{self, StoredEvent};
-use showrunner_shared::resource::episode;
 use showrunner_shared::resource::file::{self, File, FileUploaded};
+use showrunner_shared::resource::{self, episode};
 use showrunner_shared::storage::{self, Storage};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -67,8 +67,9 @@ pub async fn store(
         deleted_at: None,
     };
     let txn = ctx.db.begin().await.map_err(JobError::retryable)?;
-    if let Some(stored) =
-        file::find(&txn, episode_id, file_id, true).await.map_err(JobError::retryable)?
+    if let Some(stored) = resource::find::<File>(&txn, episode_id, file_id, true)
+        .await
+        .map_err(JobError::retryable)?
     {
         return Ok(stored);
     }

@@ -12,6 +12,7 @@ pub mod schedule;
 pub mod store;
 pub mod tracker;
 pub mod webhook;
+pub mod worker;
 
 use std::collections::HashMap;
 use std::future::Future;

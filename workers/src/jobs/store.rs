@@ -1,6 +1,9 @@
 //! The job row's transitions. Each one is a guarded `UPDATE` (the job id, the dispatch id of
 //! the message being handled, the status it must have) plus the event it causes, written to
-//! the event log in the same transaction: the row and the events never disagree.
+//! the event log in the same transaction: the row and the events never disagree. They stay raw
+//! statements, not the `jobs` entity (`showrunner_shared::entity::job`, which the api's reads
+//! use): each guard, update and `RETURNING` of what the event needs is one round trip, and the
+//! claims and sweeps work on many rows (`FOR UPDATE SKIP LOCKED`, `UNNEST`) in one statement.
 
 use std::time::Duration;
 

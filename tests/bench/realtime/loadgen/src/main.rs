@@ -90,6 +90,105 @@ fn pct(s: &[u64], p: f64) -> u64 {
     }
     0
 }
+/// GET `url` (plain `http://host:port/path`) and return the body; empty if it fails. Used to
+/// read the relay's own histograms (`--metrics`), so a failure only leaves them out.
+async fn scrape(url: &str) -> String {
+    use tokio::io::AsyncReadExt;
+    let Some(rest) = url.strip_prefix("http://") else { return String::new() };
+    let (host, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let fetch = async {
+        let mut s = TcpStream::connect(host).await.ok()?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes()).await.ok()?;
+        let mut body = Vec::new();
+        s.read_to_end(&mut body).await.ok()?;
+        let text = String::from_utf8_lossy(&body).into_owned();
+        text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+    };
+    tokio::time::timeout(Duration::from_secs(5), fetch).await.ok().flatten().unwrap_or_default()
+}
+
+/// The cumulative buckets `(upper bound in s, count)` of histogram `name` in a Prometheus text
+/// scrape, +Inf last.
+fn buckets_of(text: &str, name: &str) -> Vec<(f64, u64)> {
+    let prefix = format!("{name}_bucket{{le=\"");
+    text.lines()
+        .filter_map(|l| l.strip_prefix(prefix.as_str()))
+        .filter_map(|rest| {
+            let (le, count) = rest.split_once("\"} ")?;
+            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+            Some((le, count.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// The `p`th percentile in ms of the observations between two scrapes of one histogram,
+/// interpolated inside its bucket as Prometheus' `histogram_quantile` does; `None` if no
+/// observation. Past the last finite bound it is that bound (read: "more than").
+fn bucket_pct(before: &[(f64, u64)], after: &[(f64, u64)], p: f64) -> Option<f64> {
+    let diff: Vec<(f64, u64)> = after
+        .iter()
+        .map(|&(le, n)| (le, n - before.iter().find(|b| b.0 == le).map_or(0, |b| b.1)))
+        .collect();
+    let total = diff.last()?.1;
+    if total == 0 {
+        return None;
+    }
+    let rank = p / 100.0 * total as f64;
+    let (mut low, mut below) = (0.0, 0u64);
+    for &(le, n) in &diff {
+        if n as f64 >= rank {
+            if le.is_infinite() {
+                return Some(low * 1e3);
+            }
+            let inside = (n - below) as f64;
+            let at = if inside > 0.0 { (rank - below as f64) / inside } else { 1.0 };
+            return Some((low + (le - low) * at) * 1e3);
+        }
+        (low, below) = (le, n);
+    }
+    None
+}
+
+/// The relay's own fan-out between two scrapes: per event to the last socket, and per socket.
+struct RelaySide {
+    events: u64,
+    last_p50: Option<f64>,
+    last_p99: Option<f64>,
+    socket_p50: Option<f64>,
+    socket_p99: Option<f64>,
+}
+
+const FANOUT: &str = "showrunner_relay_fanout_seconds";
+const PER_SOCKET: &str = "showrunner_relay_socket_seconds";
+
+fn relay_side(before: &str, after: &str) -> RelaySide {
+    let (lb, la) = (buckets_of(before, FANOUT), buckets_of(after, FANOUT));
+    let (sb, sa) = (buckets_of(before, PER_SOCKET), buckets_of(after, PER_SOCKET));
+    let events = la.last().map_or(0, |l| l.1) - lb.last().map_or(0, |l| l.1);
+    RelaySide {
+        events,
+        last_p50: bucket_pct(&lb, &la, 50.0),
+        last_p99: bucket_pct(&lb, &la, 99.0),
+        socket_p50: bucket_pct(&sb, &sa, 50.0),
+        socket_p99: bucket_pct(&sb, &sa, 99.0),
+    }
+}
+
+impl RelaySide {
+    fn text(&self) -> String {
+        let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
+        format!(
+            "relay fan-out ms (to the last socket) p50={} p99={} per socket p50={} p99={} ({} events)",
+            f(self.last_p50), f(self.last_p99), f(self.socket_p50), f(self.socket_p99), self.events
+        )
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({"relay_events": self.events, "relay_last_p50_ms": self.last_p50, "relay_last_p99_ms": self.last_p99,
+            "relay_socket_p50_ms": self.socket_p50, "relay_socket_p99_ms": self.socket_p99})
+    }
+}
+
 fn pct_sorted(v: &[u64], p: f64) -> u64 {
     if v.is_empty() {
         return 0;
@@ -453,6 +552,11 @@ async fn run(a: Args) -> Res<()> {
     let secs: u64 = a.num("secs", "10");
     let bcast: usize = a.num("bcast", "30");
     let label = a.get("label", "");
+    // The relay's /metrics, if it has the fan-out histograms (Showrunner): read at each
+    // window's edges and printed beside what the clients saw.
+    let metrics = a.get("metrics", "");
+    // A step whose client-side p99 passes this ends the ramp, as a saturated one does.
+    let stop_p99_ms: f64 = a.num("stop-p99-ms", "1000");
     let out = a.get("out", "");
     let rates: Vec<f64> = a.get("rates", "100,500,1000,2000").split(',').filter(|s| !s.is_empty()).map(|s| s.parse().unwrap()).collect();
     let sources: Vec<String> = a.get("sources", "internal,external").split(',').filter(|s| !s.is_empty()).map(String::from).collect();
@@ -576,11 +680,13 @@ async fn run(a: Args) -> Res<()> {
             st.max.store(0, Relaxed);
             let e0 = st.events.load(Relaxed);
             let (s0, g0, p0) = (cpu_ticks(pid), cpu_ticks(me), if cpid > 0 { cpu_ticks(cpid) } else { 0 });
+            let m0 = if metrics.is_empty() { String::new() } else { scrape(&metrics).await };
             let w0 = now_us();
             sleep(Duration::from_secs(secs)).await;
             let w1 = now_us();
             let e1 = st.events.load(Relaxed);
             let (s1, g1, p1) = (cpu_ticks(pid), cpu_ticks(me), if cpid > 0 { cpu_ticks(cpid) } else { 0 });
+            let relay = if metrics.is_empty() { None } else { Some(relay_side(&m0, &scrape(&metrics).await)) };
             let snap = st.hist.snap();
             let mx = st.max.load(Relaxed);
             if let Some(mut c) = child {
@@ -622,11 +728,18 @@ async fn run(a: Args) -> Res<()> {
                 gcpu / scpu.max(0.01),
                 if saturated { "  SATURATED" } else { "" }
             );
-            emit(json!({"label": label, "phase": "fanout", "source": src, "rate": rate, "target_dps": target, "delivered_dps": dps,
+            if let Some(relay) = &relay {
+                println!("[{label}]   {}", relay.text());
+            }
+            let mut line = json!({"label": label, "phase": "fanout", "source": src, "rate": rate, "target_dps": target, "delivered_dps": dps,
                 "p50_ms": p50 as f64 / 1e3, "p90_ms": p90 as f64 / 1e3, "p99_ms": p99 as f64 / 1e3, "p999_ms": p999 as f64 / 1e3, "max_ms": mx as f64 / 1e3,
                 "server_cpu_pct": scpu, "gen_cpu_pct": gcpu, "pub_cpu_pct": pcpu, "drain_ms": drain_ms, "rx": total_rx, "expected": expected,
-                "saturated": saturated, "server_rss_kb": rss_kb(pid), "w0_us": w0, "w1_us": w1}));
-            if saturated {
+                "saturated": saturated, "server_rss_kb": rss_kb(pid), "w0_us": w0, "w1_us": w1});
+            if let (Some(relay), Some(obj)) = (&relay, line.as_object_mut()) {
+                obj.extend(relay.json().as_object().cloned().unwrap_or_default());
+            }
+            emit(line);
+            if saturated || p99 as f64 / 1e3 > stop_p99_ms {
                 break;
             }
             sleep(Duration::from_secs(2)).await;
@@ -637,6 +750,7 @@ async fn run(a: Args) -> Res<()> {
     let data = "x".repeat(size);
     let mut lasts = Vec::new();
     st.b_hist.reset();
+    let m0 = if metrics.is_empty() { String::new() } else { scrape(&metrics).await };
     let (s0, g0) = (cpu_ticks(pid), cpu_ticks(me));
     let mut incomplete = 0;
     for k in 0..bcast {
@@ -658,6 +772,7 @@ async fn run(a: Args) -> Res<()> {
         sleep(Duration::from_millis(250)).await;
     }
     let (s1, g1) = (cpu_ticks(pid), cpu_ticks(me));
+    let relay = if metrics.is_empty() { None } else { Some(relay_side(&m0, &scrape(&metrics).await)) };
     lasts.sort();
     let bs = st.b_hist.snap();
     if bcast > 0 {
@@ -667,10 +782,17 @@ async fn run(a: Args) -> Res<()> {
             pct(&bs, 50.0) as f64 / 1e3, pct(&bs, 99.0) as f64 / 1e3,
             (s1 - s0) as f64 / hz, (g1 - g0) as f64 / hz
         );
-        emit(json!({"label": label, "phase": "broadcast", "reps": bcast, "clients": n_ok,
+        if let Some(relay) = &relay {
+            println!("[{label}]   {}", relay.text());
+        }
+        let mut line = json!({"label": label, "phase": "broadcast", "reps": bcast, "clients": n_ok,
             "last_p50_ms": pct_sorted(&lasts, 50.0) as f64 / 1e3, "last_p99_ms": pct_sorted(&lasts, 99.0) as f64 / 1e3, "last_max_ms": *lasts.last().unwrap() as f64 / 1e3,
             "client_p50_ms": pct(&bs, 50.0) as f64 / 1e3, "client_p99_ms": pct(&bs, 99.0) as f64 / 1e3, "incomplete": incomplete,
-            "server_cpu_s": (s1 - s0) as f64 / hz, "gen_cpu_s": (g1 - g0) as f64 / hz}));
+            "server_cpu_s": (s1 - s0) as f64 / hz, "gen_cpu_s": (g1 - g0) as f64 / hz});
+        if let (Some(relay), Some(obj)) = (&relay, line.as_object_mut()) {
+            obj.extend(relay.json().as_object().cloned().unwrap_or_default());
+        }
+        emit(line);
     }
     let (dupes, misrouted) = (st.duplicates.load(Relaxed), st.misrouted.load(Relaxed));
     println!("[{label}] end: server RSS {:.1} MiB, gen RSS {:.1} MiB, closed {}; frames seen twice or out of order {dupes}, misrouted {misrouted}", rss_kb(pid) as f64 / 1024.0, rss_kb(me) as f64 / 1024.0, st.closed.load(Relaxed));
