@@ -1457,7 +1457,7 @@ export interface operations {
             };
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
-            /** @description No such command, or it is not the caller's. */
+            /** @description No such command, or it is not the caller's, or its record expired: a command's record (and with it its Idempotency-Key) is kept `retention.commands_secs` after it was accepted (48 hours by default, never less than 24 hours), then deleted. The problem's `detail` says `expired` when the id (a UUIDv7, for commands sent without an Idempotency-Key) is older than that. */
             404: {
                 headers: {
                     [name: string]: unknown;
