@@ -339,6 +339,26 @@ pub static BROKER_RECONNECTS: CounterVec = CounterVec::new(
     "RabbitMQ connections opened (the first one, then one per reconnect), by role.",
     &["role"],
 );
+pub static RETENTION_DELETED: CounterVec = CounterVec::new(
+    "showrunner_retention_deleted_total",
+    "Rows deleted by the retention sweep, by table.",
+    &["table"],
+);
+pub static RETENTION_ERRORS: CounterVec = CounterVec::new(
+    "showrunner_retention_errors_total",
+    "Retention sweeps of one table that failed (activity_log: its partitions not made or dropped).",
+    &["table"],
+);
+/// Bounds for one table's retention sweep: a batch of a few thousand rows takes milliseconds;
+/// a backlog is worked off for up to half `retention.interval_secs`.
+pub const SWEEP_BUCKETS: &[f64] =
+    &[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 150.0, 300.0];
+pub static RETENTION_SECONDS: HistogramVec = HistogramVec::new(
+    "showrunner_retention_sweep_seconds",
+    "Time one table's retention sweep took, all its batches.",
+    &["table"],
+    SWEEP_BUCKETS,
+);
 
 /// The process's metrics in the text format.
 pub fn encode() -> String {
@@ -353,11 +373,14 @@ pub fn encode() -> String {
         &MESSAGES_RETRIED,
         &HTTP_REQUESTS,
         &BROKER_RECONNECTS,
+        &RETENTION_DELETED,
+        &RETENTION_ERRORS,
     ] {
         counter.encode(&mut out);
     }
     HANDLER_SECONDS.encode(&mut out);
     HTTP_SECONDS.encode(&mut out);
+    RETENTION_SECONDS.encode(&mut out);
     WEBSOCKETS.encode(&mut out);
     RELAY_FANOUT_SECONDS.encode(&mut out);
     RELAY_SOCKET_SECONDS.encode(&mut out);

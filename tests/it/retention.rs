@@ -9,6 +9,7 @@ use sea_orm::{ConnectionTrait, FromQueryResult, TransactionTrait};
 use serde_json::json;
 use showrunner_shared::auth::Role;
 use showrunner_shared::db::sql;
+use showrunner_shared::metrics;
 use showrunner_tests::{Options, TestApp};
 use showrunner_workers::retention;
 use uuid::Uuid;
@@ -171,6 +172,10 @@ async fn each_sweep_removes_what_it_should_and_nothing_else() {
         .await;
     }
 
+    let tables = ["commands", "event_log", "jobs", "notifications", "user_presence"];
+    // The metrics are the process's: other tests' sweeps may add to them, never take away.
+    let deleted = || tables.map(|t| metrics::RETENTION_DELETED.get(&[t]));
+    let before = deleted();
     let swept = match retention::sweep(&app.db, &app.settings).await {
         Ok(swept) => swept,
         Err(error) => panic!("retention sweep failed: {error}"),
@@ -180,6 +185,17 @@ async fn each_sweep_removes_what_it_should_and_nothing_else() {
         (3, 1, 3, 1, 1),
         "{swept:?}"
     );
+    let after = deleted();
+    for ((table, before), (after, expected)) in
+        tables.iter().zip(before).zip(after.into_iter().zip([3, 1, 3, 1, 1]))
+    {
+        assert!(after - before >= expected, "{table}: metric {before} -> {after}");
+    }
+    let text = metrics::encode();
+    for table in tables {
+        let series = format!("showrunner_retention_sweep_seconds_count{{table=\"{table}\"}}");
+        assert!(text.contains(&series), "{series} missing from /metrics");
+    }
 
     assert_eq!(ids(&app, "SELECT id FROM commands").await, sorted(vec![old_pending, new_applied]));
     assert_eq!(

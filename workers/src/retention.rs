@@ -33,6 +33,7 @@ use chrono::{Datelike, NaiveDate, Utc};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, FromQueryResult};
 use showrunner_shared::config::Settings;
 use showrunner_shared::db::sql;
+use showrunner_shared::metrics;
 
 use crate::runtime::Context;
 
@@ -97,85 +98,30 @@ pub async fn sweep(db: &DatabaseConnection, settings: &Arc<Settings>) -> Result<
     let budget = Duration::from_secs(r.interval_secs.div_ceil(2).max(1));
     let mut swept = Swept::default();
     let mut first_error = None;
-    let secs = |s: u64| s as f64;
-    keep(
-        &mut first_error,
-        delete_in_batches(
-            db,
-            "DELETE FROM commands WHERE id IN (SELECT id FROM commands \
-             WHERE accepted_at < now() - make_interval(secs => $1) AND status <> 'pending' \
-             ORDER BY accepted_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
-            secs(r.commands_secs),
-            batch,
-            budget,
-        )
-        .await,
-        &mut swept.commands,
-    );
-    keep(
-        &mut first_error,
-        delete_in_batches(
-            db,
-            "DELETE FROM event_log WHERE seq IN (SELECT seq FROM event_log \
-             WHERE seq IS NOT NULL AND logged_at < now() - make_interval(secs => $1) \
-             ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED)",
-            secs(settings.realtime.event_log_retention_secs),
-            batch,
-            budget,
-        )
-        .await,
-        &mut swept.event_log,
-    );
-    keep(
-        &mut first_error,
-        delete_in_batches(
-            db,
-            "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs \
-             WHERE status IN ('succeeded', 'failed', 'cancelled') \
-             AND completed_at < now() - make_interval(secs => $1) \
-             ORDER BY completed_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
-            secs(r.jobs_secs),
-            batch,
-            budget,
-        )
-        .await,
-        &mut swept.jobs,
-    );
-    keep(
-        &mut first_error,
-        delete_in_batches(
-            db,
-            "DELETE FROM notifications WHERE id IN (SELECT id FROM notifications \
-             WHERE read_at IS NOT NULL AND read_at < now() - make_interval(secs => $1) \
-             ORDER BY read_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
-            secs(r.read_notifications_secs),
-            batch,
-            budget,
-        )
-        .await,
-        &mut swept.notifications,
-    );
-    keep(
-        &mut first_error,
-        delete_in_batches(
-            db,
-            "DELETE FROM user_presence WHERE (episode_id, user_id, session) IN \
-             (SELECT episode_id, user_id, session FROM user_presence \
-             WHERE last_seen < now() - make_interval(secs => $1) \
-             ORDER BY last_seen LIMIT $2 FOR UPDATE SKIP LOCKED)",
-            secs(settings.http.presence_ttl_secs.saturating_add(r.presence_grace_secs)),
-            batch,
-            budget,
-        )
-        .await,
-        &mut swept.presence,
-    );
+    for rule in &RULES {
+        let started = Instant::now();
+        let age = (rule.age_secs)(settings) as f64;
+        let result = delete_in_batches(db, rule.delete, age, batch, budget).await;
+        metrics::RETENTION_SECONDS.observe_duration(&[rule.table], started.elapsed());
+        match result {
+            Ok(n) => {
+                metrics::RETENTION_DELETED.inc_by(&[rule.table], n);
+                *(rule.count)(&mut swept) = n;
+            }
+            Err(error) => {
+                metrics::RETENTION_ERRORS.inc(&[rule.table]);
+                tracing::warn!(%error, table = rule.table, "retention of one table failed");
+                first_error.get_or_insert(error);
+            }
+        }
+    }
     match partitions(db, settings, Utc::now().date_naive()).await {
         Ok((made, dropped)) => {
             swept.partitions_made = made;
             swept.partitions_dropped = dropped;
         }
         Err(error) => {
+            metrics::RETENTION_ERRORS.inc(&["activity_log"]);
             tracing::warn!(%error, "activity log partitions not kept");
             first_error.get_or_insert(error);
         }
@@ -186,18 +132,66 @@ pub async fn sweep(db: &DatabaseConnection, settings: &Arc<Settings>) -> Result<
     }
 }
 
-fn keep(first_error: &mut Option<DbErr>, result: Result<u64, DbErr>, into: &mut u64) {
-    match result {
-        Ok(n) => *into = n,
-        Err(error) => {
-            tracing::warn!(%error, "retention of one table failed");
-            first_error.get_or_insert(error);
-        }
-    }
+/// One table's retention: its rows older than `age_secs` go, `$1` of `delete` being that
+/// age in seconds and `$2` the batch size; `count` is where [`Swept`] reports it.
+struct Rule {
+    table: &'static str,
+    delete: &'static str,
+    age_secs: fn(&Settings) -> u64,
+    count: fn(&mut Swept) -> &mut u64,
 }
 
+/// Every table swept by age, in the order of the module's list above. Each subquery picks the
+/// oldest rows by the column its index orders (so a batch reads an index range, not the
+/// table), and `SKIP LOCKED` lets two sweeping processes share the work.
+const RULES: [Rule; 5] = [
+    Rule {
+        table: "commands",
+        delete: "DELETE FROM commands WHERE id IN (SELECT id FROM commands \
+             WHERE accepted_at < now() - make_interval(secs => $1) AND status <> 'pending' \
+             ORDER BY accepted_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        age_secs: |s| s.retention.commands_secs,
+        count: |w| &mut w.commands,
+    },
+    Rule {
+        table: "event_log",
+        delete: "DELETE FROM event_log WHERE seq IN (SELECT seq FROM event_log \
+             WHERE seq IS NOT NULL AND logged_at < now() - make_interval(secs => $1) \
+             ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        age_secs: |s| s.realtime.event_log_retention_secs,
+        count: |w| &mut w.event_log,
+    },
+    Rule {
+        table: "jobs",
+        delete: "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs \
+             WHERE status IN ('succeeded', 'failed', 'cancelled') \
+             AND completed_at < now() - make_interval(secs => $1) \
+             ORDER BY completed_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        age_secs: |s| s.retention.jobs_secs,
+        count: |w| &mut w.jobs,
+    },
+    Rule {
+        table: "notifications",
+        delete: "DELETE FROM notifications WHERE id IN (SELECT id FROM notifications \
+             WHERE read_at IS NOT NULL AND read_at < now() - make_interval(secs => $1) \
+             ORDER BY read_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        age_secs: |s| s.retention.read_notifications_secs,
+        count: |w| &mut w.notifications,
+    },
+    Rule {
+        table: "user_presence",
+        delete: "DELETE FROM user_presence WHERE (episode_id, user_id, session) IN \
+             (SELECT episode_id, user_id, session FROM user_presence \
+             WHERE last_seen < now() - make_interval(secs => $1) \
+             ORDER BY last_seen LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        age_secs: |s| s.http.presence_ttl_secs.saturating_add(s.retention.presence_grace_secs),
+        count: |w| &mut w.presence,
+    },
+];
+
 /// Runs `delete` (whose `$1` is an age in seconds and `$2` the batch size) until a batch
-/// deletes less than a full batch or `budget` is spent; how many rows it deleted.
+/// deletes less than a full batch or `budget` is spent, pausing after each full batch as long
+/// as it took; how many rows it deleted.
 async fn delete_in_batches(
     db: &DatabaseConnection,
     delete: &str,
@@ -208,11 +202,15 @@ async fn delete_in_batches(
     let started = Instant::now();
     let mut total = 0;
     loop {
+        let batch_started = Instant::now();
         let n = db.execute_raw(sql(delete, [age_secs.into(), batch.into()])).await?.rows_affected();
         total += n;
         if n < u64::try_from(batch).unwrap_or(u64::MAX) || started.elapsed() >= budget {
             return Ok(total);
         }
+        // A backlog is deleted at most half the time: the pause lets the commits of the write
+        // path (and the WAL they wait on) through between two batches.
+        tokio::time::sleep(batch_started.elapsed()).await;
     }
 }
 
