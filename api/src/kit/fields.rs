@@ -152,7 +152,8 @@ fn any() -> Node {
 
 /// `#/components/schemas/X` or `#/$defs/X` in `root` (JSON pointer, percent-decoded).
 fn resolve<'a>(root: &'a Value, reference: &str) -> &'a Value {
-    let pointer = reference.strip_prefix('#').unwrap_or_else(|| panic!("a local $ref: {reference}"));
+    let pointer =
+        reference.strip_prefix('#').unwrap_or_else(|| panic!("a local $ref: {reference}"));
     let bytes = pointer.as_bytes();
     let mut decoded = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -182,17 +183,14 @@ fn node(root: &Value, schema: &Value) -> Node {
     if let Some(reference) = object.get("$ref").and_then(Value::as_str) {
         return node(root, resolve(root, reference));
     }
-    let shaped = ["type", "properties", "items", "enum", "const"].iter().any(|k| object.contains_key(*k));
+    let shaped =
+        ["type", "properties", "items", "enum", "const"].iter().any(|k| object.contains_key(*k));
     if !shaped {
         // `anyOf`/`oneOf` beside a shape are constraints (EpisodeChanges' "one of these is
         // set"); without one they are the alternatives.
         let alternatives = object.get("anyOf").or_else(|| object.get("oneOf"));
         if let Some(alternatives) = alternatives.and_then(Value::as_array) {
-            return alternatives
-                .iter()
-                .map(|a| node(root, a))
-                .reduce(union)
-                .unwrap_or_else(any);
+            return alternatives.iter().map(|a| node(root, a)).reduce(union).unwrap_or_else(any);
         }
         assert!(!object.contains_key("allOf"), "allOf is not supported: {schema}");
         return any();
@@ -217,8 +215,7 @@ fn node(root: &Value, schema: &Value) -> Node {
             n.types.extend(values.iter().map(|v| json_type(v).to_string()));
         }
         // `null` in an enum is the node's nullability, already in its types.
-        n.values =
-            Some(values.iter().filter(|v| !v.is_null()).map(Value::to_string).collect());
+        n.values = Some(values.iter().filter(|v| !v.is_null()).map(Value::to_string).collect());
     }
     if let Some(properties) = object.get("properties").and_then(Value::as_object) {
         n.types.insert("object".into());
@@ -289,14 +286,7 @@ fn union(a: Node, b: Node) -> Node {
         (Some(x), Some(y)) => Some(Box::new(union(*x, *y))),
         (x, y) => x.or(y),
     };
-    Node {
-        any: false,
-        types,
-        values,
-        fields,
-        closed,
-        items,
-    }
+    Node { any: false, types, values, fields, closed, items }
 }
 
 /// In an answer, a field that may be absent is absent rather than `null`: serde leaves it out
@@ -329,7 +319,13 @@ fn exempt(n: &mut Node, path: &[&str], what: Exempt) {
 }
 
 /// `path -> "string|null [values] required closed"` for `n` and everything below it.
-fn facts(n: &Node, path: &str, required: Option<bool>, request: bool, out: &mut BTreeMap<String, String>) {
+fn facts(
+    n: &Node,
+    path: &str,
+    required: Option<bool>,
+    request: bool,
+    out: &mut BTreeMap<String, String>,
+) {
     let mut fact = if n.any {
         "any JSON".to_string()
     } else {
@@ -458,7 +454,10 @@ fn every_body_field_of_the_openapi_document_matches_its_rust_type() {
     }
     let doc_keys = documented(&doc);
     let stale: Vec<&String> = table.keys().filter(|k| !doc_keys.contains_key(*k)).collect();
-    assert!(unmapped.is_empty(), "documented JSON bodies without a Rust type in bodies(): {unmapped:#?}");
+    assert!(
+        unmapped.is_empty(),
+        "documented JSON bodies without a Rust type in bodies(): {unmapped:#?}"
+    );
     assert!(stale.is_empty(), "bodies() maps bodies the document does not have: {stale:#?}");
     assert!(compared > 300, "only {compared} facts compared");
     assert!(mismatches.is_empty(), "{} mismatches:\n{}", mismatches.len(), mismatches.join("\n"));

@@ -397,8 +397,7 @@ async fn replay(
 fn accepted(job: JobRow) -> Response {
     let location = HeaderValue::from_str(&format!("/api/v1/jobs/{}", job.id));
     let mut response =
-        (StatusCode::ACCEPTED, Json(Data { data: JobView::from(job) }))
-            .into_response();
+        (StatusCode::ACCEPTED, Json(Data { data: JobView::from(job) })).into_response();
     if let Ok(location) = location {
         response.headers_mut().insert(header::LOCATION, location);
     }
@@ -545,8 +544,7 @@ async fn retry(
         return Err(unavailable());
     }
     txn.commit().await?;
-    Ok((StatusCode::ACCEPTED, Json(Data { data: JobView::from(job) }))
-        .into_response())
+    Ok((StatusCode::ACCEPTED, Json(Data { data: JobView::from(job) })).into_response())
 }
 
 /// A queued, scheduled or retrying job is cancelled at once (200; a copy of its request that
@@ -609,8 +607,7 @@ async fn cancel(
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("job {id} does not exist")))?;
             txn.commit().await?;
-            Ok((StatusCode::ACCEPTED, Json(Data { data: JobView::from(job) }))
-                .into_response())
+            Ok((StatusCode::ACCEPTED, Json(Data { data: JobView::from(job) })).into_response())
         }
         status => {
             drop(txn);
