@@ -157,9 +157,16 @@ async function select(id) {
 function renderCompositions(list) {
   $('compositions').replaceChildren(
     ...list.map((c) => {
+      const name = el('input', { value: c.name, className: 'rename', required: true, maxLength: 200 });
+      name.setAttribute('aria-label', `New name of ${c.name}`);
+      const rename = el('button', { textContent: 'rename', className: 'rename' });
+      // Conditional on the version shown: a rename made elsewhere meanwhile is refused (412),
+      // not silently overwritten.
+      rename.onclick = () =>
+        guard(() => api.compositions.update(c.episodeId, c.id, { name: name.value }, { wait: 5, ifVersion: c.version }));
       const del = el('button', { textContent: 'delete', className: 'danger' });
       del.onclick = () => guard(() => api.compositions.delete(c.episodeId, c.id, { wait: 5 }));
-      const li = el('li', {}, `${c.name} (v${c.version}) `, del);
+      const li = el('li', {}, el('span', { className: 'label', textContent: `${c.name} (v${c.version})` }), ' ', name, rename, del);
       li.dataset.id = c.id;
       return li;
     }),
@@ -267,6 +274,8 @@ $('edit-episode').onsubmit = (ev) => {
   void guard(() => api.episodes.update(selected, changes, { wait: 5 }));
 };
 $('delete-episode').onclick = () => void guard(() => api.episodes.delete(selected, { wait: 5 }));
+$('export-episode').onclick = () =>
+  void guard(() => api.jobs.create({ type: 'episode.export', payload: { episodeId: selected }, episodeId: selected }));
 $('create-composition').onsubmit = (ev) => {
   ev.preventDefault();
   void guard(async () => {

@@ -29,6 +29,53 @@ use crate::waiters::Wait;
 const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x6b1f_3c8e_4d2a_4f5b_9e7c_1a2b_3c4d_5e6f);
 const IDEMPOTENCY_KEY_MAX: usize = 200;
 
+/// `{data, commandId}`: a write's answer, 202 (`data` as the command will leave the resource)
+/// or 200/201 after `Prefer: wait` (`data` as the worker left it).
+#[derive(serde::Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Written<T> {
+    pub data: T,
+    pub command_id: Uuid,
+}
+
+/// What an update's 202 says when the resource cannot be previewed (not readable yet, or its
+/// rules refuse the change as things stand): its ids and the changes asked for.
+#[derive(serde::Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct Known<I, C> {
+    #[serde(flatten)]
+    pub ids: I,
+    #[serde(flatten)]
+    pub changes: C,
+}
+
+/// What a delete's 202 says: the resource's ids and how it is deleted.
+#[derive(serde::Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Deleting<I> {
+    #[serde(flatten)]
+    pub ids: I,
+    pub delete_type: DeleteType,
+}
+
+/// An episode's id, as its 202 bodies name it.
+#[derive(serde::Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct EpisodeIds {
+    pub id: Uuid,
+}
+
+/// A composition's or file's ids, as their 202 bodies name them.
+#[derive(serde::Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ItemIds {
+    pub id: Uuid,
+    pub episode_id: Uuid,
+}
+
 /// What the caller asked for beside the body.
 pub struct WriteOptions {
     pub idempotency_key: Option<String>,
@@ -124,7 +171,7 @@ pub async fn submit(
         accepted_at,
         command,
     };
-    let body = serde_json::json!({ "data": data, "commandId": command_id });
+    let body = serde_json::to_value(Written { data, command_id }).map_err(anyhow::Error::from)?;
     let bytes = serde_json::to_vec(&envelope).map_err(anyhow::Error::from)?;
     let mut message = serde_json::to_value(&envelope).map_err(anyhow::Error::from)?;
     // Kept beside the envelope so that a sweeper's republish continues the same trace.
@@ -373,7 +420,7 @@ where
                 }
                 other => other?,
             };
-            let body = serde_json::json!({ "data": applied.data, "commandId": command_id });
+            let body = Written { data: applied.data, command_id };
             let mut response = (applied_status, axum::Json(body)).into_response();
             if applied_status == StatusCode::CREATED
                 && let Ok(location) = HeaderValue::from_str(&applied.location)
@@ -494,7 +541,7 @@ pub async fn delete<F, Fut>(
     user: &User,
     headers: &HeaderMap,
     (command, permanent): (Command, bool),
-    mut ids: serde_json::Value,
+    ids: impl serde::Serialize,
     fingerprint: &str,
     read: F,
 ) -> Result<axum::response::Response, ApiError>
@@ -506,9 +553,10 @@ where
         return Err(ApiError::Forbidden("only admins delete permanently".into()));
     }
     let options = write_options(state, headers)?;
-    ids["deleteType"] = serde_json::json!(DeleteType::of(permanent));
+    let data = serde_json::to_value(Deleting { ids, delete_type: DeleteType::of(permanent) })
+        .map_err(anyhow::Error::from)?;
     let outcome =
-        submit(state, user, command, ids, now(), fingerprint.as_bytes(), &options).await?;
+        submit(state, user, command, data, now(), fingerprint.as_bytes(), &options).await?;
     let result = match outcome {
         Outcome::Applied { command_id, body } if permanent => {
             finish_permanent_delete(state, command_id, body).await

@@ -69,6 +69,9 @@ fn page(media_type: &'static str, text: &'static str) -> Response {
     response
 }
 
+#[cfg(test)]
+mod fields;
+
 /// `api/openapi.json` against the code: every route the router declares, with its methods,
 /// is documented and every documented one exists; every value of the Rust enums that travel in
 /// REST bodies is in the document's enum and nothing else; every problem type the api answers
@@ -97,7 +100,7 @@ mod tests {
         PathBuf::from(env!("CARGO_MANIFEST_DIR"))
     }
 
-    fn document(name: &str) -> Value {
+    pub(super) fn document(name: &str) -> Value {
         let text = std::fs::read_to_string(crate_dir().join(name)).expect("readable");
         serde_json::from_str(&text).expect("JSON")
     }

@@ -11,6 +11,7 @@ pub const CATEGORY_MAX: usize = 50;
 /// PostgreSQL text cannot hold U+0000, so no field may.
 const NUL: &str = "must not contain the NUL character";
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EpisodeStatus {
@@ -39,6 +40,7 @@ impl EpisodeStatus {
 }
 
 /// One rule a field broke, as the `errors` array of a problem+json body shows it.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FieldError {
     pub field: String,
@@ -52,6 +54,7 @@ impl FieldError {
 }
 
 /// 1 to 200 characters, not only white space.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Title(String);
@@ -85,6 +88,7 @@ impl Title {
 }
 
 /// Up to 10,000 characters.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Description(String);
@@ -116,6 +120,7 @@ impl Description {
 }
 
 /// At most 20 distinct categories of 1 to 50 characters each, order kept.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(try_from = "Vec<String>", into = "Vec<String>")]
 pub struct Categories(Vec<String>);

@@ -14,6 +14,7 @@ use crate::broker::{Outgoing, PublishError, Publisher, publisher_json_properties
 use crate::contracts::JobRequest;
 
 /// Where a job is, as `jobs.status` stores it (and its CHECK constraint lists).
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(
     Debug,
     Clone,

@@ -32,9 +32,10 @@ struct ActivityQuery {
     cursor: Option<String>,
 }
 
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct ActivityView {
+pub(crate) struct ActivityView {
     id: Uuid,
     event: String,
     resource_type: String,

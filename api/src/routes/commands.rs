@@ -21,9 +21,10 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/commands/{id}", get(read))
 }
 
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[derive(FromQueryResult, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct CommandView {
+pub(crate) struct CommandView {
     id: Uuid,
     kind: String,
     status: showrunner_shared::resource::CommandStatus,

@@ -16,10 +16,10 @@ use showrunner_shared::resource::composition::{
 };
 use uuid::Uuid;
 
-use crate::accept::{self, Applied, DeleteQuery, typed, write_options};
+use crate::accept::{self, Applied, DeleteQuery, ItemIds, Known, typed, write_options};
 use crate::error::ApiError;
 use crate::extract::{JsonBody, PathId, PathIds, QueryParams, User};
-use crate::routes::{PageQuery, applied_of_episode, episode_page, of_episode};
+use crate::routes::{Data, PageQuery, applied_of_episode, episode_page, of_episode};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -28,17 +28,19 @@ pub fn router() -> Router<AppState> {
         .route("/episodes/{id}/compositions/{cid}", get(read).patch(update).delete(delete))
 }
 
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CreateBody {
+pub(crate) struct CreateBody {
     name: CompositionName,
     #[serde(default)]
     tracks: Vec<Track>,
 }
 
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct UpdateBody {
+pub(crate) struct UpdateBody {
     #[serde(default)]
     name: Option<CompositionName>,
     #[serde(default)]
@@ -107,9 +109,9 @@ async fn update(
     if changes.is_empty() {
         return Err(ApiError::field("body", "at least one of name, tracks is required"));
     }
-    let mut known = serde_json::to_value(&changes).map_err(anyhow::Error::from)?;
-    known["id"] = serde_json::json!(id);
-    known["episodeId"] = serde_json::json!(episode_id);
+    let ids = ItemIds { id, episode_id };
+    let known =
+        serde_json::to_value(Known { ids, changes: &changes }).map_err(anyhow::Error::from)?;
     let command =
         Command::UpdateComposition { episode_id, composition_id: id, changes, if_version };
     let now = accept::now();
@@ -135,7 +137,7 @@ async fn delete(
     let fingerprint =
         format!("DELETE /episodes/{episode_id}/compositions/{id}?permanent={permanent}");
     let command = Command::DeleteComposition { episode_id, composition_id: id, permanent };
-    let ids = serde_json::json!({ "id": id, "episodeId": episode_id });
+    let ids = ItemIds { id, episode_id };
     let read = |id| read_applied(&state, episode_id, id);
     accept::delete(&state, &user, &headers, (command, permanent), ids, &fingerprint, read).await
 }
@@ -178,7 +180,7 @@ async fn read(
 ) -> Result<Response, ApiError> {
     let found: Composition = of_episode(&state, episode_id, id, false).await?;
     let etag = HeaderValue::from_str(&format!("\"{}\"", found.version)).ok();
-    let mut response = axum::Json(serde_json::json!({ "data": found })).into_response();
+    let mut response = axum::Json(Data { data: found }).into_response();
     if let Some(etag) = etag {
         response.headers_mut().insert(header::ETAG, etag);
     }

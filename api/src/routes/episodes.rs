@@ -10,17 +10,17 @@ use sea_orm::sea_query::extension::postgres::PgBinOper;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde::Deserialize;
-use showrunner_shared::contracts::{Actor, Command, Episode, EpisodeChanges};
+use showrunner_shared::contracts::{Actor, Command, Episode, EpisodeChanges, Viewer};
 use showrunner_shared::domain::{Categories, Description, EpisodeStatus, Title};
 use showrunner_shared::entity::episode::{self as entity, Column};
 use showrunner_shared::resource::episode;
 use uuid::Uuid;
 
-use crate::accept::{self, Applied, DeleteQuery, typed, write_options};
+use crate::accept::{self, Applied, DeleteQuery, EpisodeIds, Known, typed, write_options};
 use crate::error::ApiError;
 use crate::extract::{JsonBody, PathId, QueryParams, User};
 use crate::relay::presence;
-use crate::routes::{Page, page_limit};
+use crate::routes::{Data, Page, page_limit};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -30,9 +30,10 @@ pub fn router() -> Router<AppState> {
         .route("/episodes/{id}/viewers", get(viewers))
 }
 
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CreateBody {
+pub(crate) struct CreateBody {
     title: Title,
     #[serde(default)]
     description: Description,
@@ -96,8 +97,8 @@ async fn update(
             "at least one of title, description, status, categories is required",
         ));
     }
-    let mut known = serde_json::to_value(&changes).map_err(anyhow::Error::from)?;
-    known["id"] = serde_json::json!(id);
+    let known = serde_json::to_value(Known { ids: EpisodeIds { id }, changes: &changes })
+        .map_err(anyhow::Error::from)?;
     let command = Command::UpdateEpisode { episode_id: id, changes };
     let now = accept::now();
     // The resource as it will be, if the episode is already there (a PATCH may follow a
@@ -144,7 +145,7 @@ async fn delete(
     let permanent = query.permanent;
     let fingerprint = format!("DELETE /episodes/{id}?permanent={permanent}");
     let command = Command::DeleteEpisode { episode_id: id, permanent };
-    let ids = serde_json::json!({ "id": id });
+    let ids = EpisodeIds { id };
     let read = |id| read_applied(&state, id);
     accept::delete(&state, &user, &headers, (command, permanent), ids, &fingerprint, read).await
 }
@@ -168,7 +169,15 @@ async fn read(
     let actor = Actor { id: user.id(), name: user.0.name.clone() };
     presence::join(&state, id, &actor, presence::HTTP_SESSION).await?;
     let viewers = presence::viewers(&state, id).await?;
-    Ok(axum::Json(serde_json::json!({ "data": episode, "viewers": viewers })).into_response())
+    Ok(axum::Json(WithViewers { data: episode, viewers }).into_response())
+}
+
+/// `GET /episodes/{id}`: the episode and who is looking at it.
+#[derive(serde::Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub(crate) struct WithViewers {
+    data: Episode,
+    viewers: Vec<Viewer>,
 }
 
 async fn viewers(
@@ -180,7 +189,7 @@ async fn viewers(
         return Err(ApiError::NotFound(format!("episode {id} does not exist")));
     }
     let viewers = presence::viewers(&state, id).await?;
-    Ok(axum::Json(serde_json::json!({ "data": viewers })).into_response())
+    Ok(axum::Json(Data { data: viewers }).into_response())
 }
 
 #[derive(Deserialize)]

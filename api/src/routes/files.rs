@@ -23,10 +23,12 @@ use showrunner_shared::storage::{self, Storage};
 use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
 
-use crate::accept::{self, Applied, DeleteQuery, Outcome, finish, wait_applied, write_options};
+use crate::accept::{
+    self, Applied, DeleteQuery, ItemIds, Outcome, finish, wait_applied, write_options,
+};
 use crate::error::ApiError;
 use crate::extract::{PathId, PathIds, QueryParams, User};
-use crate::routes::{PageQuery, applied_of_episode, episode_page, of_episode};
+use crate::routes::{Data, PageQuery, applied_of_episode, episode_page, of_episode};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -414,7 +416,7 @@ async fn delete(
     let permanent = query.permanent;
     let fingerprint = format!("DELETE /episodes/{episode_id}/files/{id}?permanent={permanent}");
     let command = Command::DeleteFile { episode_id, file_id: id, permanent };
-    let ids = serde_json::json!({ "id": id, "episodeId": episode_id });
+    let ids = ItemIds { id, episode_id };
     let read = |id| read_applied(&state, episode_id, id);
     accept::delete(&state, &user, &headers, (command, permanent), ids, &fingerprint, read).await
 }
@@ -440,7 +442,7 @@ async fn read(
     PathIds(episode_id, id): PathIds,
 ) -> Result<Response, ApiError> {
     let found: File = of_episode(&state, episode_id, id, false).await?;
-    Ok(axum::Json(serde_json::json!({ "data": found })).into_response())
+    Ok(axum::Json(Data { data: found }).into_response())
 }
 
 async fn list(

@@ -5,6 +5,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use serde::Serialize;
 
 use crate::state::AppState;
 
@@ -14,7 +15,7 @@ pub const OPENAPI: &str = include_str!("../../openapi.json");
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/health", get(|| async { Json(serde_json::json!({ "status": "ok" })) }))
+        .route("/health", get(|| async { Json(Liveness { status: Alive::Ok }) }))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route(
@@ -33,9 +34,31 @@ async fn metrics(State(state): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
 }
 
+/// `GET /health`: `{"status": "ok"}` whenever the process answers at all.
+#[derive(Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub(crate) struct Liveness {
+    status: Alive,
+}
+
+#[derive(Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[serde(rename_all = "lowercase")]
+enum Alive {
+    Ok,
+}
+
+/// `GET /ready`: which dependency answered.
+#[derive(Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub(crate) struct Readiness {
+    database: bool,
+    broker: bool,
+}
+
 async fn ready(State(state): State<AppState>) -> Response {
     let database = state.db.ping().await.is_ok();
     let broker = state.broker.publisher().is_some();
     let status = if database && broker { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(serde_json::json!({ "database": database, "broker": broker }))).into_response()
+    (status, Json(Readiness { database, broker })).into_response()
 }

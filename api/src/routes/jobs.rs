@@ -34,7 +34,7 @@ use uuid::Uuid;
 use crate::accept::WriteOptions;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, PathId, QueryParams, User};
-use crate::routes::{Page, page_limit, parse_cursor};
+use crate::routes::{Data, Page, page_limit, parse_cursor};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -49,9 +49,10 @@ const TYPE_MAX: usize = 100;
 /// Namespace of the `idempotency_id` of keyed jobs (UUIDv5 of creator and key).
 const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x0b5e_77a1_92c4_4d0e_8f3a_6c1d_2e4f_7a9b);
 
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CreateBody {
+pub(crate) struct CreateBody {
     #[serde(rename = "type")]
     job_type: String,
     payload: serde_json::Value,
@@ -68,9 +69,10 @@ const COLUMNS: &str = "id, type, payload, status, attempts, max_attempts, last_e
     dispatch_id, idempotency_id, request_hash";
 
 /// The job as REST shows it.
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct JobView {
+pub(crate) struct JobView {
     id: Uuid,
     #[serde(rename = "type")]
     job_type: String,
@@ -91,6 +93,7 @@ struct JobView {
     cancel_requested_at: Option<DateTime<Utc>>,
 }
 
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Progress {
@@ -394,8 +397,7 @@ async fn replay(
 fn accepted(job: JobRow) -> Response {
     let location = HeaderValue::from_str(&format!("/api/v1/jobs/{}", job.id));
     let mut response =
-        (StatusCode::ACCEPTED, Json(serde_json::json!({ "data": JobView::from(job) })))
-            .into_response();
+        (StatusCode::ACCEPTED, Json(Data { data: JobView::from(job) })).into_response();
     if let Ok(location) = location {
         response.headers_mut().insert(header::LOCATION, location);
     }
@@ -425,7 +427,7 @@ async fn read(
     PathId(id): PathId,
 ) -> Result<Response, ApiError> {
     let job = visible(&state, &user, id).await?;
-    Ok(Json(serde_json::json!({ "data": JobView::from(job) })).into_response())
+    Ok(Json(Data { data: JobView::from(job) }).into_response())
 }
 
 #[derive(Deserialize)]
@@ -542,8 +544,7 @@ async fn retry(
         return Err(unavailable());
     }
     txn.commit().await?;
-    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "data": JobView::from(job) })))
-        .into_response())
+    Ok((StatusCode::ACCEPTED, Json(Data { data: JobView::from(job) })).into_response())
 }
 
 /// A queued, scheduled or retrying job is cancelled at once (200; a copy of its request that
@@ -588,7 +589,7 @@ async fn cancel(
             )];
             event_log::record(&txn, &events).await?;
             txn.commit().await?;
-            Ok(Json(serde_json::json!({ "data": JobView::from(job) })).into_response())
+            Ok(Json(Data { data: JobView::from(job) }).into_response())
         }
         JobStatus::Running => {
             // The first request to stop counts; asking again changes nothing. Raw: set from the
@@ -606,8 +607,7 @@ async fn cancel(
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("job {id} does not exist")))?;
             txn.commit().await?;
-            Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "data": JobView::from(job) })))
-                .into_response())
+            Ok((StatusCode::ACCEPTED, Json(Data { data: JobView::from(job) })).into_response())
         }
         status => {
             drop(txn);

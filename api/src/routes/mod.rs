@@ -21,6 +21,7 @@ use crate::state::AppState;
 pub const PAGE_DEFAULT: u32 = 20;
 
 /// A page of a list, newest first; `nextCursor` is null on the last page.
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Page<T> {
@@ -36,6 +37,13 @@ impl<T> Page<T> {
         let next_cursor = if more { rows.last().map(|r| id(r).to_string()) } else { None };
         Self { data: rows, next_cursor }
     }
+}
+
+/// `{data}`: what a read of one resource (or of a short list) answers.
+#[derive(Serialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct Data<T> {
+    pub data: T,
 }
 
 /// The page size: `limit`, which must be 1 to `max` (`limits.max_page_size`); a larger one is

@@ -34,9 +34,10 @@ struct NotificationQuery {
     cursor: Option<String>,
 }
 
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct NotificationView {
+pub(crate) struct NotificationView {
     id: Uuid,
     kind: String,
     title: String,
@@ -94,8 +95,9 @@ async fn list(
     Ok(Json(Page::from_rows(rows, limit, |r| r.id)))
 }
 
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[derive(Serialize)]
-struct Count {
+pub(crate) struct Count {
     count: u64,
 }
 

@@ -1,11 +1,13 @@
 // The console in headless Chromium (Debian's `chromium`, driven by puppeteer-core; no browser
 // download): two browser sessions as two users. Alice creates and edits an episode; Bob, who
 // has the console open, sees it appear, sees it change and sees Alice among its viewers, all
-// without a reload. Screenshots go to SHOWRUNNER_SCREENSHOTS (default a folder under /tmp).
+// without a reload. Then the episode's parts: a composition created by one and renamed by the
+// other, a file uploaded, and an export job whose status moves on, each seen live. Screenshots
+// go to SHOWRUNNER_SCREENSHOTS (default a folder under /tmp).
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import puppeteer from 'puppeteer-core';
 import { Stack, SECRET } from './stack.mjs';
@@ -147,5 +149,83 @@ test('two users: one creates and edits, the other sees it live, with the viewer'
   assert.ok((await bob.page.$$('#activity li')).length >= 2);
   await shot(alice.page, '6-alice');
 
+  assert.deepEqual([...alice.problems, ...bob.problems], []);
+});
+
+/** The texts of the `li`s of list `#id`. */
+const items = (page, id) => page.$$eval(`#${id} li`, (lis) => lis.map((li) => li.textContent));
+
+/** Waits until some `li` of list `#id` on `page` has a text matching `pattern` (a RegExp source). */
+function listed(page, id, pattern) {
+  return page.waitForFunction(
+    (id, p) => [...document.querySelectorAll(`#${id} li`)].some((li) => new RegExp(p).test(li.textContent)),
+    { timeout: 30_000 },
+    id,
+    pattern,
+  );
+}
+
+test("an episode's compositions, files and jobs, live on both sides", async () => {
+  const alice = await consoleAs('alice', 'admin');
+  const bob = await consoleAs('bob', 'member');
+
+  // Alice creates an episode (her console opens it); Bob opens it too.
+  const title = `Parts ${Date.now()}`;
+  await alice.page.type('#new-title', title);
+  await alice.page.click('#create-episode button');
+  await alice.page.waitForFunction((t) => document.querySelector('#edit-title').value === t, { timeout: 20_000 }, title);
+  await listed(bob.page, 'episodes', `^${title}`);
+  await bob.page.evaluate((t) => {
+    [...document.querySelectorAll('#episodes li')].find((li) => li.textContent.startsWith(t)).click();
+  }, title);
+  await bob.page.waitForFunction(() => /Alice/.test(document.querySelector('#viewers').textContent), { timeout: 20_000 });
+
+  // A composition: Alice adds it, Bob sees it listed; Bob renames it, Alice sees the new name
+  // and version.
+  await alice.page.type('#new-composition', 'Rough cut');
+  await alice.page.click('#create-composition button');
+  await listed(bob.page, 'compositions', '^Rough cut \\(v1\\)');
+  await shot(bob.page, '7-bob-sees-the-composition');
+  await bob.page.$eval('#compositions li input.rename', (input) => (input.value = 'Fine cut'));
+  await bob.page.click('#compositions li button.rename');
+  await listed(alice.page, 'compositions', '^Fine cut \\(v2\\)');
+  assert.deepEqual(
+    (await items(alice.page, 'compositions')).map((t) => t.replace(/renamedelete$/, '')),
+    ['Fine cut (v2) '],
+  );
+  await shot(alice.page, '8-alice-sees-the-rename');
+
+  // A file: Alice uploads a small one through the page's file input; Bob sees it listed with
+  // its size.
+  const path = join(SHOTS, 'notes.txt');
+  const bytes = 'Showrunner console test: a small file.\n';
+  writeFileSync(path, bytes);
+  const input = await alice.page.$('#file');
+  await input.uploadFile(path);
+  await alice.page.click('#upload-file button');
+  await listed(bob.page, 'files', `^notes\\.txt \\(${Buffer.byteLength(bytes)} bytes\\)`);
+  await listed(alice.page, 'files', '^notes\\.txt');
+  await shot(bob.page, '9-bob-sees-the-file');
+
+  // A job: Alice queues the episode's export; her jobs list shows it and follows its status
+  // until it succeeded, and the file it writes appears in both consoles' file lists.
+  const statuses = [];
+  await alice.page.exposeFunction('recordJobs', (texts) => statuses.push(...texts));
+  await alice.page.evaluate(() => {
+    const report = () =>
+      window.recordJobs([...document.querySelectorAll('#jobs li')].filter((li) => li.textContent.startsWith('episode.export')).map((li) => li.textContent));
+    new MutationObserver(report).observe(document.querySelector('#jobs'), { childList: true, subtree: true, characterData: true });
+  });
+  await alice.page.click('#export-episode');
+  await listed(alice.page, 'jobs', '^episode\\.export [0-9a-f]{8}: succeeded$');
+  const seen = [...new Set(statuses.map((t) => t.replace(/^episode\.export [0-9a-f]{8}: /, '')))];
+  assert.equal(seen.at(-1), 'succeeded', `statuses seen: ${seen}`);
+  assert.ok(seen.length >= 2 && seen.some((s) => /^(queued|running)/.test(s)), `statuses seen: ${seen}`);
+  await listed(alice.page, 'files', '^episode-[0-9a-f-]{36}\\.json');
+  await listed(bob.page, 'files', '^episode-[0-9a-f-]{36}\\.json');
+  await shot(alice.page, '10-alice-sees-the-job-and-its-file');
+
+  assert.equal(await alice.page.$eval('#detail-error', (e) => e.textContent), '');
+  assert.equal(await bob.page.$eval('#detail-error', (e) => e.textContent), '');
   assert.deepEqual([...alice.problems, ...bob.problems], []);
 });

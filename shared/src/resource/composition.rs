@@ -23,6 +23,7 @@ pub const TRACKS_MAX: usize = 16;
 pub const CLIPS_MAX: usize = 1_000;
 
 /// 1 to 200 characters, not only white space, no NUL (PostgreSQL text cannot hold it).
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct CompositionName(String);
@@ -55,6 +56,7 @@ impl CompositionName {
     }
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TrackKind {
@@ -64,6 +66,7 @@ pub enum TrackKind {
 
 /// A span of one of the episode's files placed on the timeline. The command worker checks that
 /// the file is one of the episode's and not deleted ([`apply`]).
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Clip {
@@ -73,6 +76,7 @@ pub struct Clip {
     pub duration_us: i64,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Track {
@@ -83,6 +87,7 @@ pub struct Track {
 
 /// A timeline that keeps the rules: at most 16 tracks of at most 1,000 clips, `startUs` and
 /// `sourceInUs` >= 0, `durationUs` > 0, no two clips of a track overlapping.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "Vec<Track>", into = "Vec<Track>")]
 pub struct Tracks(Vec<Track>);
@@ -189,6 +194,7 @@ fn check(tracks: &[Track]) -> Vec<FieldError> {
 }
 
 /// The fields a PATCH sets; absent means unchanged. `tracks` replace the whole timeline.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CompositionChanges {
@@ -205,6 +211,7 @@ impl CompositionChanges {
 }
 
 /// The composition resource, as REST answers and events carry it.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Composition {

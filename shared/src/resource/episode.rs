@@ -17,6 +17,7 @@ use crate::db::sql;
 use crate::domain::{Categories, Description, EpisodeStatus, Title};
 
 /// The episode resource, as REST answers and events carry it.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Episode {
@@ -34,6 +35,7 @@ pub struct Episode {
 }
 
 /// The fields a PATCH sets; absent means unchanged.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EpisodeChanges {

@@ -136,6 +136,7 @@ impl Sha256Hex {
 }
 
 /// The file resource, as REST answers and events carry it.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct File {

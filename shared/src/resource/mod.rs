@@ -27,6 +27,7 @@ use episode::Episode;
 use file::File;
 
 /// What a command acts on, as the `commands` and `activity_log` rows name it.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, EnumIter, DeriveActiveEnum,
 )]
@@ -50,6 +51,7 @@ impl ResourceType {
 
 /// Where a command is, as `commands.status` stores it: `pending` until the worker applied or
 /// rejected it (then it is that command's inbox mark: never applied again).
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, EnumIter, DeriveActiveEnum)]
 #[serde(rename_all = "snake_case")]
 #[sea_orm(rs_type = "String", db_type = "Text", rename_all = "snake_case")]

@@ -245,7 +245,7 @@ export interface Track {
   /**
    * @maxItems 1000
    */
-  clips?: Clip[];
+  clips: Clip[];
 }
 /**
  * A span of one of the episode's files on the timeline, in integer microseconds. The clips of a track do not overlap. Until files exist, `fileId` is checked as a UUID only.

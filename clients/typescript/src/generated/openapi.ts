@@ -850,10 +850,16 @@ export type components = {
         };
         Track: {
             kind: components["schemas"]["TrackKind"];
+            clips: components["schemas"]["Clip"][];
+        };
+        /** @description A track as a request gives it: `clips` may be left out (none). */
+        TrackInput: {
+            kind: components["schemas"]["TrackKind"];
             /** @default [] */
             clips?: components["schemas"]["Clip"][];
         };
         Tracks: components["schemas"]["Track"][];
+        TracksInput: components["schemas"]["TrackInput"][];
         /** @description 1 to 200 characters, not only white space. */
         CompositionName: string;
         Composition: {
@@ -879,20 +885,58 @@ export type components = {
         };
         CompositionCreate: {
             name: components["schemas"]["CompositionName"];
-            tracks?: components["schemas"]["Tracks"];
+            tracks?: components["schemas"]["TracksInput"];
         };
-        /** @description `tracks` replace the whole timeline. */
-        CompositionChanges: {
-            name?: components["schemas"]["CompositionName"];
-            tracks?: components["schemas"]["Tracks"];
+        /** @description The fields to set; an absent or `null` field stays unchanged. At least one field must be given a value. `tracks` replace the whole timeline. */
+        CompositionUpdate: {
+            name?: components["schemas"]["CompositionName"] | null;
+            tracks?: components["schemas"]["TracksInput"] | null;
         };
         CompositionApplied: {
             data: components["schemas"]["Composition"];
             commandId: components["schemas"]["CommandId"];
         };
-        CompositionAccepted: {
-            /** @description The composition as the command will leave it (only the changes, `id` and `episodeId` when it is not known yet; `deleteType` for a delete). */
-            data: Record<string, never>;
+        /** @description The composition as an accepted update will leave it. When it is not (yet) readable, e.g. its create is still being applied, or its rules refuse the change as things stand, only `id`, `episodeId` and the fields the request sets. */
+        CompositionPreview: {
+            /** Format: uuid */
+            id: string;
+            /** Format: uuid */
+            episodeId: string;
+            name?: components["schemas"]["CompositionName"];
+            tracks?: components["schemas"]["Tracks"];
+            /** @description The end of the last clip; 0 when there is none. */
+            durationUs?: number;
+            version?: number;
+            /** Format: uuid */
+            createdBy?: string;
+            /** Format: uuid */
+            updatedBy?: string;
+            /** Format: date-time */
+            createdAt?: string;
+            /** Format: date-time */
+            updatedAt?: string;
+            /** Format: date-time */
+            deletedAt?: string | null;
+        };
+        /** @description A file's or composition's delete as accepted. */
+        EpisodeItemDeletePreview: {
+            /** Format: uuid */
+            id: string;
+            /** Format: uuid */
+            episodeId: string;
+            /** @enum {string} */
+            deleteType: "soft" | "permanent";
+        };
+        CompositionCreateAccepted: {
+            data: components["schemas"]["Composition"];
+            commandId: components["schemas"]["CommandId"];
+        };
+        CompositionUpdateAccepted: {
+            data: components["schemas"]["CompositionPreview"];
+            commandId: components["schemas"]["CommandId"];
+        };
+        CompositionDeleteAccepted: {
+            data: components["schemas"]["EpisodeItemDeletePreview"];
             commandId: components["schemas"]["CommandId"];
         };
         CompositionEnvelope: {
@@ -929,9 +973,12 @@ export type components = {
             data: components["schemas"]["File"];
             commandId: components["schemas"]["CommandId"];
         };
-        FileAccepted: {
-            /** @description The file as the command will leave it (`id`, `episodeId` and `deleteType` for a delete). */
-            data: Record<string, never>;
+        FileUploadAccepted: {
+            data: components["schemas"]["File"];
+            commandId: components["schemas"]["CommandId"];
+        };
+        FileDeleteAccepted: {
+            data: components["schemas"]["EpisodeItemDeletePreview"];
             commandId: components["schemas"]["CommandId"];
         };
         FilePage: {
@@ -1991,7 +2038,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["CompositionAccepted"];
+                    "application/json": components["schemas"]["CompositionCreateAccepted"];
                 };
             };
             400: components["responses"]["BadRequest"];
@@ -2121,7 +2168,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["CompositionAccepted"];
+                    "application/json": components["schemas"]["CompositionDeleteAccepted"];
                 };
             };
             /** @description With `Prefer: wait`, permanently deleted. */
@@ -2197,7 +2244,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["CompositionChanges"];
+                "application/json": components["schemas"]["CompositionUpdate"];
             };
         };
         responses: {
@@ -2220,7 +2267,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["CompositionAccepted"];
+                    "application/json": components["schemas"]["CompositionUpdateAccepted"];
                 };
             };
             400: components["responses"]["BadRequest"];
@@ -2371,7 +2418,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["FileAccepted"];
+                    "application/json": components["schemas"]["FileUploadAccepted"];
                 };
             };
             400: components["responses"]["BadRequest"];
@@ -2524,7 +2571,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["FileAccepted"];
+                    "application/json": components["schemas"]["FileDeleteAccepted"];
                 };
             };
             /** @description With `Prefer: wait`, permanently deleted. */
