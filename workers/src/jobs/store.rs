@@ -48,6 +48,21 @@ impl ClaimedJob {
     }
 }
 
+/// Locks the job rows of `ids` in id order, in `txn`. Every transaction that updates several
+/// running jobs' rows at once (a success batch, the lease heartbeat, the progress
+/// writes) takes its locks this way first: an `UPDATE ... FROM UNNEST` locks in whatever order
+/// its join yields, and a success batch and the heartbeat of the same worker, each holding some
+/// of the other's rows, deadlocked under load; PostgreSQL then failed the batch and its jobs
+/// ran again after their leases (the job benchmark's exact counts caught it).
+pub(crate) async fn lock_in_order(txn: &DatabaseTransaction, ids: Vec<Uuid>) -> Result<(), DbErr> {
+    txn.execute_raw(sql(
+        "SELECT id FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        [ids.into()],
+    ))
+    .await?;
+    Ok(())
+}
+
 /// What a job request found.
 #[derive(Debug)]
 pub enum Claim {
@@ -226,6 +241,7 @@ pub async fn succeed_many(
         id: Uuid,
     }
     let txn = db.begin().await?;
+    lock_in_order(&txn, done.iter().map(|(j, _)| j.id).collect()).await?;
     let updated = Updated::find_by_statement(sql(
         "UPDATE jobs AS j SET status = 'succeeded', result = t.result::jsonb, last_error = NULL, \
          locked_until = NULL, completed_at = now(), updated_at = now() \

@@ -200,7 +200,9 @@ async fn renew_leases(
     held: &[(ClaimedJob, Signals)],
     lease: Duration,
 ) -> Result<Vec<Renewed>, DbErr> {
-    Renewed::find_by_statement(sql(
+    let txn = db.begin().await?;
+    super::store::lock_in_order(&txn, held.iter().map(|(j, _)| j.id).collect()).await?;
+    let renewed = Renewed::find_by_statement(sql(
         "UPDATE jobs AS j SET locked_until = now() + make_interval(secs => $4) \
          FROM UNNEST($1::uuid[], $2::uuid[], $3::int[]) AS t(id, dispatch, attempt) \
          WHERE j.id = t.id AND j.dispatch_id = t.dispatch AND j.attempts = t.attempt \
@@ -213,8 +215,10 @@ async fn renew_leases(
             lease.as_secs_f64().into(),
         ],
     ))
-    .all(db)
-    .await
+    .all(&txn)
+    .await?;
+    txn.commit().await?;
+    Ok(renewed)
 }
 
 /// Writes the latest report of each job and its `job_progress`, in one transaction.
@@ -227,6 +231,7 @@ async fn write_progress(
         id: Uuid,
     }
     let txn = db.begin().await?;
+    super::store::lock_in_order(&txn, reports.iter().map(|(j, _)| j.id).collect()).await?;
     let updated = Updated::find_by_statement(sql(
         "UPDATE jobs AS j SET progress_percent = t.percent, progress_message = t.message, \
          progress_at = now() \
