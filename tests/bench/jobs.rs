@@ -8,12 +8,15 @@
 //!
 //! `wall_jobs_s` = N / (worker start -> last peer_done row), the peers' figure. Also printed:
 //! when every job row said `succeeded` and when the activity log held every job event, and
-//! the CPU seconds each party used (job workers, RabbitMQ, PostgreSQL, this process).
+//! the CPU seconds each party used (job workers, RabbitMQ, PostgreSQL, this process), in all
+//! and per job, and PostgreSQL's commits, rows inserted and rows updated per job in the
+//! benchmark's database (`pg_stat_database`).
 //!
 //!     cargo run --release -p showrunner-tests --bin bench-jobs
 //!
 //! Environment: `BENCH_N` (20000), `BENCH_RUNS` (3), `BENCH_SCENARIOS` (`plain,retry`),
-//! `BENCH_WORKERS` (2), `BENCH_IN_FLIGHT` (128), `BENCH_PREFETCH` (256), `BENCH_DB_POOL` (16);
+//! `BENCH_WORKERS` (2), `BENCH_IN_FLIGHT` (128), `BENCH_PREFETCH` (256), `BENCH_DB_POOL` (16),
+//! `BENCH_POLL_MS` (50, how often the driver counts what is done; the peers' harness: 50);
 //! to see what costs what: `BENCH_ACTIVITY_WORKERS=0` (events published, no activity log
 //! written) and `BENCH_QUEUE_TYPE=classic` (classic instead of quorum queues).
 //! `bench-jobs --worker` is one job worker process with the benchmark job type (the driver
@@ -91,9 +94,12 @@ fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
 fn main() -> ExitCode {
     if std::env::args().any(|a| a == "--worker") {
         let registry = Registry::builtin().with(BenchInsert);
-        showrunner_shared::process::main("bench-jobs --worker", move |settings, cancel| {
-            showrunner_workers::Role::Job.run_with(settings, registry, cancel)
-        });
+        let role = showrunner_workers::Role::Job;
+        showrunner_shared::process::main_threads(
+            "bench-jobs --worker",
+            role.worker_threads(),
+            move |settings, cancel| role.run_with(settings, registry, cancel),
+        );
         return ExitCode::SUCCESS;
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -119,6 +125,8 @@ struct RunResult {
     activity: Duration,
     retried: i64,
     cpu: HashMap<&'static str, f64>,
+    /// PostgreSQL per job: commits, rows inserted, rows updated (`PgCounters::since`).
+    pg: [f64; 3],
 }
 
 async fn drive() -> anyhow::Result<()> {
@@ -147,7 +155,8 @@ async fn drive() -> anyhow::Result<()> {
             println!(
                 "showrunner procs={workers} scenario={scenario} run={run} n={n} enqueue_jobs_s={:.0} \
                  wall_jobs_s={:.0} (wall {:.2}s from worker start) status_jobs_s={:.0} \
-                 activity_jobs_s={:.0} retried={} cpu_s: {}",
+                 activity_jobs_s={:.0} retried={} cpu_s: {} cpu_us_per_job: {} \
+                 pg_per_job: commits={:.2} inserted={:.2} updated={:.2}",
                 n as f64 / r.enqueue.as_secs_f64(),
                 n as f64 / r.wall.as_secs_f64(),
                 r.wall.as_secs_f64(),
@@ -155,6 +164,10 @@ async fn drive() -> anyhow::Result<()> {
                 n as f64 / r.activity.as_secs_f64(),
                 r.retried,
                 cpu_line(&r.cpu, r.activity),
+                per_job_line(&r.cpu, n),
+                r.pg[0],
+                r.pg[1],
+                r.pg[2],
             );
             results.push(r);
         }
@@ -201,6 +214,7 @@ async fn one_run(
     let exe = std::env::current_exe()?;
     let mut children = Workers(Vec::new());
     let cpu_before = cpu_snapshot(&[]);
+    let pg_before = pg_counters(app).await?;
     let t0 = Instant::now();
     for i in 0..workers {
         let log = std::fs::File::create(logs.join(format!("job-worker-{i}.log")))?;
@@ -240,6 +254,9 @@ async fn one_run(
     let cpu_after = cpu_snapshot(&pids);
     let cpu = cpu_used(&cpu_before, &cpu_after, &pids);
     children.stop();
+    // The statistics collector publishes a backend's counts up to a second late.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let pg = pg_counters(app).await?.since(&pg_before, n);
     let retried = app
         .count(&format!("SELECT count(*) FROM peer_done WHERE run_id = '{run}' AND attempt > 0"))
         .await;
@@ -279,7 +296,39 @@ async fn one_run(
         expect("job activity rows in all", settled_count(app, all).await, events);
     }
     anyhow::ensure!(wrong.is_empty(), "the run's counts are wrong: {}", wrong.join("; "));
-    Ok(RunResult { enqueue, wall, status, activity, retried, cpu })
+    Ok(RunResult { enqueue, wall, status, activity, retried, cpu, pg })
+}
+
+/// PostgreSQL's counters of the benchmark's database (`pg_stat_database`): everyone's
+/// transactions and rows there, the job workers' and the driver's (shipper, polling) alike.
+#[derive(FromQueryResult)]
+struct PgCounters {
+    commits: i64,
+    inserted: i64,
+    updated: i64,
+}
+
+impl PgCounters {
+    /// Per job since `before`: commits, rows inserted, rows updated.
+    fn since(&self, before: &Self, n: usize) -> [f64; 3] {
+        let per = |a: i64, b: i64| (a - b) as f64 / n as f64;
+        [
+            per(self.commits, before.commits),
+            per(self.inserted, before.inserted),
+            per(self.updated, before.updated),
+        ]
+    }
+}
+
+async fn pg_counters(app: &TestApp) -> anyhow::Result<PgCounters> {
+    PgCounters::find_by_statement(Statement::from_string(
+        DbBackend::Postgres,
+        "SELECT xact_commit AS commits, tup_inserted AS inserted, tup_updated AS updated \
+         FROM pg_stat_database WHERE datname = current_database()",
+    ))
+    .one(&app.db)
+    .await?
+    .context("no pg_stat_database row")
 }
 
 /// Whether this run records activity (`BENCH_ACTIVITY_WORKERS=0` measures without it).
@@ -432,7 +481,10 @@ async fn wait_count(
             return Ok(since.elapsed());
         }
         anyhow::ensure!(since.elapsed() < deadline, "only {n}/{want} after {deadline:?}: {query}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // The peers' harness looks every 50 ms (`common.py`, `wait_done`): so does this one, so
+        // that both pay the same for being watched (a count over the run's rows costs
+        // PostgreSQL a few milliseconds of the CPU the jobs share).
+        tokio::time::sleep(Duration::from_millis(env_or("BENCH_POLL_MS", 50))).await;
     }
 }
 
@@ -485,6 +537,17 @@ fn cpu_used(
         *used.entry(*group).or_insert(0.0) += seconds - earlier;
     }
     used
+}
+
+/// Each party's CPU per job, in microseconds.
+fn per_job_line(cpu: &HashMap<&'static str, f64>, n: usize) -> String {
+    let mut groups: Vec<_> = cpu.iter().collect();
+    groups.sort_by(|a, b| b.1.total_cmp(a.1));
+    let mut parts: Vec<String> =
+        groups.iter().map(|(g, s)| format!("{g}={:.0}", *s * 1e6 / n as f64)).collect();
+    let total: f64 = cpu.values().sum();
+    parts.push(format!("total={:.0}", total * 1e6 / n as f64));
+    parts.join(" ")
 }
 
 fn cpu_line(cpu: &HashMap<&'static str, f64>, over: Duration) -> String {
