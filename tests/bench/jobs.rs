@@ -94,12 +94,9 @@ fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
 fn main() -> ExitCode {
     if std::env::args().any(|a| a == "--worker") {
         let registry = Registry::builtin().with(BenchInsert);
-        let role = showrunner_workers::Role::Job;
-        showrunner_shared::process::main_threads(
-            "bench-jobs --worker",
-            role.worker_threads(),
-            move |settings, cancel| role.run_with(settings, registry, cancel),
-        );
+        showrunner_shared::process::main("bench-jobs --worker", move |settings, cancel| {
+            showrunner_workers::Role::Job.run_with(settings, registry, cancel)
+        });
         return ExitCode::SUCCESS;
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
