@@ -49,6 +49,11 @@ runuser -u postgres -- "$pgbin/pg_ctl" -D "$dir/pg" -l "$dir/run/postgres.log" -
 echo "soak: PostgreSQL $(basename "$(dirname "$pgbin")") on 127.0.0.1:$port ($dir/pg), autovacuum $(
   runuser -u postgres -- psql -h 127.0.0.1 -p "$port" -U postgres -Atc 'SHOW autovacuum' postgres), vhost $vhost"
 
+# A fresh machine's RabbitMQ has its management plugin off; the vhost is made through it.
+if ! curl -sf -m 10 -u guest:guest "$mgmt/overview" >/dev/null; then
+  rabbitmq-plugins enable --quiet rabbitmq_management >/dev/null
+  for _ in $(seq 60); do curl -sf -m 5 -u guest:guest "$mgmt/overview" >/dev/null && break; sleep 1; done
+fi
 curl -sf -m 10 -u guest:guest -X PUT -H 'content-type: application/json' -d '{}' "$mgmt/vhosts/$vhost" >/dev/null
 curl -sf -m 10 -u guest:guest -X PUT -H 'content-type: application/json' \
   -d '{"configure":".*","write":".*","read":".*"}' "$mgmt/permissions/$vhost/guest" >/dev/null
