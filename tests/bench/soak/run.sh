@@ -44,7 +44,7 @@ install -d -o postgres -m 700 "$dir/pg"
 install -d -o postgres -m 755 "$dir/run"
 runuser -u postgres -- "$pgbin/initdb" -A trust -U postgres -E UTF8 -D "$dir/pg" >/dev/null
 runuser -u postgres -- "$pgbin/pg_ctl" -D "$dir/pg" -l "$dir/run/postgres.log" -w -t 60 \
-  -o "-p $port -c listen_addresses=127.0.0.1 -k $dir/run -c max_connections=200 -c autovacuum=on" \
+  -o "-p $port -c listen_addresses=127.0.0.1 -k $dir/run -c max_connections=200 -c autovacuum=on -c log_checkpoints=on -c log_autovacuum_min_duration=1000 -c log_timezone=UTC" \
   start >/dev/null
 echo "soak: PostgreSQL $(basename "$(dirname "$pgbin")") on 127.0.0.1:$port ($dir/pg), autovacuum $(
   runuser -u postgres -- psql -h 127.0.0.1 -p "$port" -U postgres -Atc 'SHOW autovacuum' postgres), vhost $vhost"
@@ -58,7 +58,18 @@ curl -sf -m 10 -u guest:guest -X PUT -H 'content-type: application/json' -d '{}'
 curl -sf -m 10 -u guest:guest -X PUT -H 'content-type: application/json' \
   -d '{"configure":".*","write":".*","read":".*"}' "$mgmt/permissions/$vhost/guest" >/dev/null
 
+status=0
 "$target/$profile/bench-soak" \
   --database-url "postgres://postgres@127.0.0.1:$port/showrunner" \
   --amqp-url "amqp://guest:guest@127.0.0.1:5672/$vhost" \
-  --set realtime.event_log_retention_secs=600 "$@"
+  --set realtime.event_log_retention_secs=600 "$@" || status=$?
+
+# What PostgreSQL did meanwhile, by wall-clock time, to set beside the rows' `at` column: a p99
+# spike that coincides with a checkpoint or a long autovacuum is the database's I/O, not the
+# code's.
+echo
+echo "PostgreSQL checkpoints (start, then what was written) and autovacuums over 1 s:"
+grep -E 'checkpoint starting|checkpoint complete|automatic (vacuum|analyze)' "$dir/run/postgres.log" |
+  sed -E 's/^([0-9-]+ )?([0-9:]+)(\.[0-9]+)? UTC \[[0-9]+\] LOG: +/\2 /; s/; distance=.*//; s/ (index scans|pages|tuples|buffer usage|avg read rate|system usage|WAL usage):.*//' |
+  grep -vE '^\s' || true
+exit "$status"
