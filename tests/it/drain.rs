@@ -20,22 +20,42 @@ use crate::support::{DEADLINE, send};
 
 const GRACE_SECS: u64 = 10;
 
-fn role(app: &TestApp, role: &str, extra: &[(&str, String)]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_sr-role"))
+/// A role process, its output in a file of its own: shown when its drain fails, so that a
+/// failure says which step the process was in (the log is at `info`, with times).
+struct RoleProcess {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+fn role(app: &TestApp, role: &str, extra: &[(&str, String)]) -> RoleProcess {
+    let log = std::env::temp_dir().join(format!("sr-drain-{role}-{}.log", uuid::Uuid::now_v7()));
+    let file = std::fs::File::create(&log).expect("role log file");
+    let child = Command::new(env!("CARGO_BIN_EXE_sr-role"))
         .arg(role)
         .envs(app.env())
         .env("SHOWRUNNER__SHUTDOWN__GRACE_SECS", GRACE_SECS.to_string())
         .env("SHOWRUNNER__WORKERS__HEARTBEAT_SECS", "1")
         .env("SHOWRUNNER__WORKERS__HEARTBEAT_TTL_SECS", "4")
-        .env("SHOWRUNNER__LOG__FILTER", "warn")
+        .env("SHOWRUNNER__LOG__FILTER", "info")
         .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(file.try_clone().expect("role log file"))
+        .stderr(file)
         .kill_on_drop(true)
         .spawn()
-        .unwrap_or_else(|e| panic!("start sr-role {role}: {e}"))
+        .unwrap_or_else(|e| panic!("start sr-role {role}: {e}"));
+    RoleProcess { child, log }
 }
 
-/// SIGTERM, then the exit status and how long the drain took.
-async fn terminate(child: &mut Child) -> (std::process::ExitStatus, Duration) {
+impl Drop for RoleProcess {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// SIGTERM, then the exit status and how long the drain took. A drain that did not end with
+/// 0 within the grace prints the last lines of the process's log.
+async fn terminate(process: &mut RoleProcess) -> (std::process::ExitStatus, Duration) {
+    let child = &mut process.child;
     let pid = child.id().expect("still running");
     let started = Instant::now();
     let sent = std::process::Command::new("kill")
@@ -44,11 +64,21 @@ async fn terminate(child: &mut Child) -> (std::process::ExitStatus, Duration) {
         .expect("kill");
     assert!(sent.success());
     let limit = Duration::from_secs(GRACE_SECS + 5);
-    let status = tokio::time::timeout(limit, child.wait())
-        .await
-        .unwrap_or_else(|_| panic!("still running {limit:?} after SIGTERM"))
-        .expect("wait");
-    (status, started.elapsed())
+    let status = tokio::time::timeout(limit, child.wait()).await;
+    let took = started.elapsed();
+    let drained =
+        matches!(&status, Ok(Ok(s)) if s.success()) && took < Duration::from_secs(GRACE_SECS);
+    if !drained {
+        let log = std::fs::read_to_string(&process.log).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(80).collect();
+        eprintln!(
+            "--- sr-role (pid {pid}) after SIGTERM: {status:?} in {took:?}; its last log lines:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
+    let status =
+        status.unwrap_or_else(|_| panic!("still running {limit:?} after SIGTERM")).expect("wait");
+    (status, took)
 }
 
 /// Creates episodes through `base` until `stop`; the ids of those accepted (2xx).
