@@ -417,7 +417,7 @@ pub struct JobSettings {
     /// renewal.
     pub lease_secs: u64,
     /// How often a job worker renews the leases of the attempts it runs and looks for cancel
-    /// requests (one statement for all of them), in milliseconds: at least 10, at most a third
+    /// requests (one statement for all of them), in milliseconds: at least 1, at most a third
     /// of `jobs.lease_secs`, so that a lease outlives two missed renewals. Tests shorten it to
     /// make the renewal meet the worker's other writes often.
     pub lease_renew_ms: u64,
@@ -816,10 +816,10 @@ impl Settings {
         if !(3..=300).contains(&jobs.lease_secs) {
             return Err(invalid("jobs.lease_secs", "must be between 3 and 300"));
         }
-        if !(10..=jobs.lease_secs * 1000 / 3).contains(&jobs.lease_renew_ms) {
+        if !(1..=jobs.lease_secs * 1000 / 3).contains(&jobs.lease_renew_ms) {
             return Err(invalid(
                 "jobs.lease_renew_ms",
-                "must be at least 10 and at most a third of jobs.lease_secs",
+                "must be at least 1 and at most a third of jobs.lease_secs",
             ));
         }
         if !(1..=600).contains(&jobs.cancel_grace_secs) {
@@ -1036,7 +1036,7 @@ mod tests {
             ("jobs.timeout_secs", "3600"),
             ("jobs.max_delay_ms", "10"),
             ("jobs.max_in_flight", "0"),
-            ("jobs.lease_renew_ms", "5"),
+            ("jobs.lease_renew_ms", "0"),
             // A third of the default 10 s lease at most.
             ("jobs.lease_renew_ms", "3334"),
         ] {

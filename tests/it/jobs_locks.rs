@@ -1,7 +1,8 @@
 //! Job rows that one worker updates many at a time from two places, its success batch and its
 //! lease renewal: the two never deadlock. Once step by step with the real statements, holding
-//! a row so that each has locked what the other needs next; once under load, many short jobs
-//! on two workers renewing their leases every 10 ms, each job run exactly once.
+//! a row so that each has locked what the other needs next (deterministic); once under load,
+//! thousands of short jobs on two workers renewing their leases back to back, each job run
+//! exactly once (probabilistic: it caught the bug in about half of the runs without the fix).
 //!
 //! The bug they guard against (found by the job benchmark's exact counts): each statement is an
 //! `UPDATE ... FROM UNNEST` that locks rows in the order its join yields them; a batch and a
@@ -22,7 +23,7 @@ use showrunner_workers::jobs::store::{self, ClaimedJob};
 use showrunner_workers::jobs::tracker::{self, Signals};
 use uuid::Uuid;
 
-use crate::support::DEADLINE;
+use crate::support::{Capture, DEADLINE};
 
 /// Backends of this test's database waiting for a lock.
 async fn waiting_for_locks(app: &TestApp) -> i64 {
@@ -150,21 +151,34 @@ async fn a_success_batch_and_a_lease_renewal_locking_the_same_rows_both_commit()
     app.stop().await;
 }
 
-/// Jobs of the load test, their handlers' sleep drawn from 0 to this many milliseconds.
-const LOAD_JOBS: usize = 3_000;
-const LOAD_MAX_MS: u64 = 20;
+/// The load test's jobs, each sleeping `LOAD_JOB_MS` (jobs claimed together end together,
+/// which makes large success batches), on `LOAD_WORKERS` workers of `LOAD_IN_FLIGHT` jobs each.
+const LOAD_JOBS: usize = 8_000;
+const LOAD_JOB_MS: u64 = 50;
+const LOAD_WORKERS: usize = 2;
+const LOAD_IN_FLIGHT: &str = "512";
 
 #[tokio::test]
 async fn many_short_jobs_beside_a_fast_lease_renewal_each_run_exactly_once() {
     let count = Count::default();
     let settings = [
-        ("jobs.max_in_flight", "256"),
-        ("jobs.prefetch", "256"),
+        ("jobs.max_in_flight", LOAD_IN_FLIGHT),
+        ("jobs.prefetch", LOAD_IN_FLIGHT),
         ("jobs.lease_secs", "3"),
-        // A renewal every 10 ms instead of every second: a hundred times the chances to meet
-        // a success batch over the same rows.
-        ("jobs.lease_renew_ms", "10"),
+        // The renewal back to back instead of once a second: each one is a chance to meet a
+        // success batch over the same rows. Without `lock_in_order` this run deadlocked in
+        // about half of the tries (README "Jobs"); the step-by-step test above always does.
+        ("jobs.lease_renew_ms", "1"),
     ];
+    // The workers' warnings, where a write that PostgreSQL failed is logged.
+    let warnings = Capture::default();
+    let _logs = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter("warn")
+            .with_writer(warnings.clone())
+            .finish(),
+    );
     let mut app = TestApp::spawn_with(Options {
         episode_workers: 0,
         activity_workers: 0,
@@ -175,12 +189,12 @@ async fn many_short_jobs_beside_a_fast_lease_renewal_each_run_exactly_once() {
     })
     .await;
     // Every job queued before a worker runs, as the job benchmark does: the workers start with
-    // a full queue and keep 256 jobs each in flight from the first moment.
+    // a full queue and keep `LOAD_IN_FLIGHT` jobs each in flight from the first moment.
     let creator = TestApp::user_id("alice");
     let ids: Vec<Uuid> = (0..LOAD_JOBS).map(|_| Uuid::now_v7()).collect();
     let dispatches: Vec<Uuid> = ids.iter().map(|_| Uuid::now_v7()).collect();
     let payloads: Vec<String> =
-        ids.iter().map(|_| json!({"ms": fastrand::u64(0..=LOAD_MAX_MS)}).to_string()).collect();
+        ids.iter().map(|_| json!({"ms": LOAD_JOB_MS}).to_string()).collect();
     app.db
         .execute_raw(sql(
             "INSERT INTO jobs (id, type, payload, status, max_attempts, created_by, \
@@ -215,8 +229,9 @@ async fn many_short_jobs_beside_a_fast_lease_renewal_each_run_exactly_once() {
             .collect();
         publisher.publish_all(messages).await.expect("the requests confirmed");
     }
-    app.start_job_worker();
-    app.start_job_worker();
+    for _ in 0..LOAD_WORKERS {
+        app.start_job_worker();
+    }
 
     let deadline = Duration::from_secs(45);
     wait_until(&format!("{LOAD_JOBS} jobs to succeed"), deadline, || async {
@@ -229,6 +244,11 @@ async fn many_short_jobs_beside_a_fast_lease_renewal_each_run_exactly_once() {
     assert_eq!(again, 0, "jobs with more than one attempt");
     let started = app.count("SELECT count(*) FROM activity_log WHERE event = 'job_started'").await;
     assert_eq!(started, LOAD_JOBS as i64, "job_started events");
+    // Nor did either statement fail: a deadlock may abort the renewal instead of the batch,
+    // which runs nothing twice but is the same fault.
+    let deadlocks: Vec<String> =
+        warnings.lines().into_iter().filter(|l| l.contains("deadlock")).collect();
+    assert_eq!(deadlocks, Vec::<String>::new(), "job writes that deadlocked");
     let runs = count.runs();
     let twice: Vec<(&Uuid, &u32)> = runs.iter().filter(|(_, n)| **n != 1).collect();
     assert_eq!(twice, Vec::new(), "jobs whose handler ran more than once");
