@@ -412,9 +412,15 @@ pub struct JobSettings {
     pub webhook_max_response_bytes: usize,
     /// Redirects a webhook follows (each hop checked like the first URL).
     pub webhook_max_redirects: u32,
-    /// A running attempt's lease, in seconds: its worker renews it every second; a worker that
-    /// died has its job taken over this long after its last renewal.
+    /// A running attempt's lease, in seconds: its worker renews it every
+    /// `jobs.lease_renew_ms`; a worker that died has its job taken over this long after its last
+    /// renewal.
     pub lease_secs: u64,
+    /// How often a job worker renews the leases of the attempts it runs and looks for cancel
+    /// requests (one statement for all of them), in milliseconds: at least 1, at most a third
+    /// of `jobs.lease_secs`, so that a lease outlives two missed renewals. Tests shorten it to
+    /// make the renewal meet the worker's other writes often.
+    pub lease_renew_ms: u64,
     /// How long a running job asked to stop (`POST /jobs/{id}/cancel`) may take to do so before
     /// its worker abandons it and discards whatever it returns, in seconds.
     pub cancel_grace_secs: u64,
@@ -641,6 +647,7 @@ impl Settings {
             .set_default("jobs.webhook_max_response_bytes", 1_048_576)?
             .set_default("jobs.webhook_max_redirects", 5)?
             .set_default("jobs.lease_secs", 10)?
+            .set_default("jobs.lease_renew_ms", 1000)?
             .set_default("jobs.cancel_grace_secs", 10)?
             .set_default("jobs.max_schedule_days", 30)?
             .set_default("jobs.progress_interval_ms", 250)?
@@ -808,6 +815,12 @@ impl Settings {
         }
         if !(3..=300).contains(&jobs.lease_secs) {
             return Err(invalid("jobs.lease_secs", "must be between 3 and 300"));
+        }
+        if !(1..=jobs.lease_secs * 1000 / 3).contains(&jobs.lease_renew_ms) {
+            return Err(invalid(
+                "jobs.lease_renew_ms",
+                "must be at least 1 and at most a third of jobs.lease_secs",
+            ));
         }
         if !(1..=600).contains(&jobs.cancel_grace_secs) {
             return Err(invalid("jobs.cancel_grace_secs", "must be between 1 and 600"));
@@ -1023,6 +1036,9 @@ mod tests {
             ("jobs.timeout_secs", "3600"),
             ("jobs.max_delay_ms", "10"),
             ("jobs.max_in_flight", "0"),
+            ("jobs.lease_renew_ms", "0"),
+            // A third of the default 10 s lease at most.
+            ("jobs.lease_renew_ms", "3334"),
         ] {
             let err = Settings::with_overrides(&[(key, value)]).expect_err("must fail");
             assert!(err.to_string().contains(key), "{err}");

@@ -12,6 +12,7 @@ mod event_path;
 mod files;
 mod hostile;
 mod jobs;
+mod jobs_locks;
 mod jobs_prod;
 mod limits;
 mod nodes;

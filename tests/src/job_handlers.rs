@@ -1,8 +1,9 @@
 //! Job types that exist only for tests (and the job benchmark's separate processes): they fail
 //! on demand, hang, or sleep, so the worker's retry, parking and recovery can be shown.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::anyhow;
@@ -10,6 +11,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use showrunner_shared::jobs::types::JobType;
 use showrunner_workers::jobs::{JobContext, JobError, JobHandler, Registry};
+use uuid::Uuid;
 
 /// Any JSON at all (the test types that ignore their payload).
 fn any() -> Value {
@@ -175,6 +177,43 @@ impl JobHandler for Steps {
             ctx.progress(percent, &format!("step {step} of {steps}"));
         }
         Ok(serde_json::json!({ "steps": steps }))
+    }
+}
+
+/// `test.count`: counts its runs per job (the test reads them), then sleeps `ms`. Not in
+/// [`registry`]: a test adds its own counter with `.with(count.clone())`.
+#[derive(Clone, Default)]
+pub struct Count(Arc<Mutex<HashMap<Uuid, u32>>>);
+
+impl Count {
+    /// How many times each job's handler started so far.
+    pub fn runs(&self) -> HashMap<Uuid, u32> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+}
+
+#[derive(Deserialize)]
+pub struct CountPayload {
+    pub ms: u64,
+}
+
+impl JobType for Count {
+    const NAME: &'static str = "test.count";
+    const SUMMARY: &'static str = "Counts its runs per job, then sleeps `ms`.";
+    type Payload = CountPayload;
+    fn payload_schema() -> Value {
+        json!({"type": "object", "required": ["ms"],
+               "properties": {"ms": {"type": "integer", "minimum": 0}}})
+    }
+}
+
+impl JobHandler for Count {
+    type Job = Self;
+
+    async fn run(&self, ctx: &JobContext, p: CountPayload) -> Result<serde_json::Value, JobError> {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner).entry(ctx.job_id).or_default() += 1;
+        tokio::time::sleep(Duration::from_millis(p.ms)).await;
+        Ok(serde_json::json!({ "attempt": ctx.attempt }))
     }
 }
 

@@ -58,13 +58,19 @@ impl Runner {
         storage: showrunner_shared::storage::Storage,
     ) -> Self {
         let jobs = &ctx.settings.jobs;
-        // Renewed every second while the attempt runs; never longer than an attempt can last
-        // (its timeout, or a cancel's grace), so even without renewals it ends in time.
+        // Renewed every `jobs.lease_renew_ms` while the attempt runs (at least three times per
+        // lease); never longer than an attempt can last (its timeout, or a cancel's grace), so
+        // even without renewals it ends in time.
         let lease = Duration::from_secs(jobs.lease_secs)
             .min(Duration::from_secs(jobs.timeout_secs + jobs.cancel_grace_secs) + LEASE_GRACE);
+        let renew_every = Duration::from_millis(jobs.lease_renew_ms).min(lease / 3);
         let committer = Committer::start(ctx.db.clone(), lease);
-        let tracker =
-            Tracker::start(ctx.db.clone(), lease, Duration::from_millis(jobs.progress_interval_ms));
+        let tracker = Tracker::start(
+            ctx.db.clone(),
+            lease,
+            renew_every,
+            Duration::from_millis(jobs.progress_interval_ms),
+        );
         Self { ctx, registry, http, storage, committer, tracker }
     }
 }

@@ -1,7 +1,7 @@
 //! What a job worker keeps about the attempts it runs, and the loop that keeps them alive:
 //!
-//! - **lease heartbeat**: every second one `UPDATE` renews the lease (`locked_until`) of every
-//!   attempt this worker runs, so the lease can be short (`jobs.lease_secs`) and a worker killed
+//! - **lease heartbeat**: every `jobs.lease_renew_ms` (a second) one `UPDATE` renews the lease
+//!   (`locked_until`) of every attempt this worker runs, so the lease can be short (`jobs.lease_secs`) and a worker killed
 //!   with `kill -9` has its job picked up seconds after, not `jobs.timeout_secs` after;
 //! - **cancel requests**: the same statement returns which of them someone asked to stop
 //!   (`POST /jobs/{id}/cancel` sets `cancel_requested_at`), and their handlers' tokens are
@@ -25,8 +25,6 @@ use uuid::Uuid;
 
 use super::store::ClaimedJob;
 
-/// How often leases are renewed and cancel requests looked for.
-pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// Longest progress message kept.
 const MESSAGE_MAX: usize = 200;
 
@@ -96,10 +94,17 @@ pub struct Tracker {
 }
 
 impl Tracker {
-    pub fn start(db: DatabaseConnection, lease: Duration, progress_every: Duration) -> Self {
+    /// Starts the loop: leases of `lease` renewed every `renew_every`, progress written every
+    /// `progress_every`.
+    pub fn start(
+        db: DatabaseConnection,
+        lease: Duration,
+        renew_every: Duration,
+        progress_every: Duration,
+    ) -> Self {
         let running: Arc<Table> = Arc::default();
         let weak = Arc::downgrade(&running);
-        tokio::spawn(heartbeat(db, weak, lease, progress_every));
+        tokio::spawn(heartbeat(db, weak, lease, renew_every, progress_every));
         Self { running }
     }
 
@@ -120,17 +125,18 @@ impl Tracker {
     }
 }
 
-/// Renews leases and looks for cancel requests every [`HEARTBEAT`], writes progress every
+/// Renews leases and looks for cancel requests every `renew_every`, writes progress every
 /// `progress_every`; ends when the tracker is dropped.
 async fn heartbeat(
     db: DatabaseConnection,
     running: std::sync::Weak<Table>,
     lease: Duration,
+    renew_every: Duration,
     progress_every: Duration,
 ) {
     let mut progress_tick = tokio::time::interval(progress_every);
     progress_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut lease_tick = tokio::time::interval(HEARTBEAT);
+    let mut lease_tick = tokio::time::interval(renew_every);
     lease_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let renew = tokio::select! {
@@ -187,15 +193,18 @@ fn snapshot(table: &Table, keep: impl Fn(&Running) -> bool) -> Vec<(ClaimedJob, 
         .collect()
 }
 
-#[derive(FromQueryResult)]
-struct Renewed {
-    id: Uuid,
-    cancel_requested: bool,
+/// An attempt whose lease was renewed.
+#[derive(Debug, FromQueryResult)]
+pub struct Renewed {
+    pub id: Uuid,
+    /// Someone asked it to stop.
+    pub cancel_requested: bool,
 }
 
 /// One statement for every attempt held: renews what is still this worker's (same dispatch,
-/// same attempt, still running) and says which of them were asked to stop.
-async fn renew_leases(
+/// same attempt, still running) and says which of them were asked to stop. Public for the
+/// test that runs it against a success batch over the same rows (`tests/it/jobs_locks.rs`).
+pub async fn renew_leases(
     db: &DatabaseConnection,
     held: &[(ClaimedJob, Signals)],
     lease: Duration,
