@@ -26,3 +26,4 @@ mod resilience;
 mod retention;
 mod stray;
 mod support;
+mod waits;
