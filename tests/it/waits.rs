@@ -9,7 +9,7 @@ use reqwest::StatusCode;
 use sea_orm::{ConnectionTrait, Database};
 use serde_json::json;
 use showrunner_shared::auth::Role;
-use showrunner_tests::{PG_SERVER, TestApp, wait_until};
+use showrunner_tests::{PG_SERVER, wait_until};
 
 use crate::support::{DEADLINE, expect_problem, send, stack, str_of};
 
