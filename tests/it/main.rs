@@ -27,4 +27,3 @@ mod resilience;
 mod retention;
 mod stray;
 mod support;
-mod waits;
