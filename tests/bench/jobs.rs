@@ -29,9 +29,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use sea_orm::{ConnectionTrait, DbBackend, FromQueryResult, Statement};
 use serde::Deserialize;
-use showrunner_shared::broker::topology::{JOBS_EXCHANGE, JOBS_KEY};
-use showrunner_shared::broker::{Outgoing, Publisher, publisher_json_properties};
-use showrunner_shared::contracts::{Actor, JobQueued, JobRequest, OutgoingEvent};
+use showrunner_shared::broker::Publisher;
+use showrunner_shared::contracts::{Actor, JobQueued, OutgoingEvent};
 use showrunner_shared::db::sql;
 use showrunner_shared::event_log::{self, StoredEvent};
 use showrunner_shared::jobs::types::JobType;
@@ -361,25 +360,7 @@ async fn enqueue(
                 [ids.clone().into(), dispatches.clone().into(), payloads.into(), creator.into()],
             ))
             .await?;
-        let bodies: Vec<(String, Vec<u8>)> = ids
-            .iter()
-            .zip(&dispatches)
-            .map(|(id, dispatch)| {
-                let request = JobRequest { job_id: *id, dispatch_id: *dispatch, not_before: None };
-                (dispatch.to_string(), serde_json::to_vec(&request).unwrap_or_default())
-            })
-            .collect();
-        let messages = bodies
-            .iter()
-            .map(|(message_id, body)| Outgoing {
-                exchange: JOBS_EXCHANGE,
-                routing_key: JOBS_KEY,
-                body,
-                properties: publisher_json_properties(message_id, "job", Default::default()),
-                mandatory: true,
-            })
-            .collect();
-        publisher.publish_all(messages).await?;
+        showrunner_tests::publish_job_requests(publisher, &ids, &dispatches).await?;
         if queued_events() {
             // `job_queued`, as `POST /jobs` writes it: into the event log (the shipper
             // publishes it).

@@ -13,9 +13,7 @@ use std::time::Duration;
 
 use sea_orm::{ConnectionTrait, TransactionTrait};
 use serde_json::json;
-use showrunner_shared::broker::topology::{JOBS_EXCHANGE, JOBS_KEY};
-use showrunner_shared::broker::{Outgoing, Publisher, publisher_json_properties};
-use showrunner_shared::contracts::JobRequest;
+use showrunner_shared::broker::Publisher;
 use showrunner_shared::db::sql;
 use showrunner_tests::job_handlers::{self, Count, Switch};
 use showrunner_tests::{Options, TestApp, wait_until};
@@ -206,27 +204,9 @@ async fn many_short_jobs_beside_a_fast_lease_renewal_each_run_exactly_once() {
     let conn = app.amqp().await;
     let publisher =
         Publisher::open(&conn, Duration::from_secs(30)).await.expect("a publisher with confirms");
-    let bodies: Vec<(String, Vec<u8>)> = ids
-        .iter()
-        .zip(&dispatches)
-        .map(|(id, dispatch)| {
-            let request = JobRequest { job_id: *id, dispatch_id: *dispatch, not_before: None };
-            (dispatch.to_string(), serde_json::to_vec(&request).expect("a request's JSON"))
-        })
-        .collect();
-    for chunk in bodies.chunks(500) {
-        let messages = chunk
-            .iter()
-            .map(|(message_id, body)| Outgoing {
-                exchange: JOBS_EXCHANGE,
-                routing_key: JOBS_KEY,
-                body,
-                properties: publisher_json_properties(message_id, "job", Default::default()),
-                mandatory: true,
-            })
-            .collect();
-        publisher.publish_all(messages).await.expect("the requests confirmed");
-    }
+    showrunner_tests::publish_job_requests(&publisher, &ids, &dispatches)
+        .await
+        .expect("the requests confirmed");
     for _ in 0..LOAD_WORKERS {
         app.start_job_worker();
     }

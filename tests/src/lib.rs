@@ -429,3 +429,40 @@ where
         pause = (pause * 2).min(Duration::from_millis(200));
     }
 }
+
+/// Publishes one job request per (job, dispatch) pair to the jobs exchange, with confirms, 500
+/// at a time, as `POST /jobs` does once the job rows are recorded: the tests and `bench-jobs`
+/// that queue thousands of jobs insert the rows in one statement and then call this.
+pub async fn publish_job_requests(
+    publisher: &showrunner_shared::broker::Publisher,
+    ids: &[Uuid],
+    dispatches: &[Uuid],
+) -> Result<(), showrunner_shared::broker::PublishError> {
+    use showrunner_shared::broker::topology::{JOBS_EXCHANGE, JOBS_KEY};
+    use showrunner_shared::broker::{Outgoing, publisher_json_properties};
+    use showrunner_shared::contracts::JobRequest;
+
+    let bodies: Vec<(String, Vec<u8>)> = ids
+        .iter()
+        .zip(dispatches)
+        .map(|(id, dispatch)| {
+            let request = JobRequest { job_id: *id, dispatch_id: *dispatch, not_before: None };
+            // A struct of two ids and an absent time always serializes.
+            (dispatch.to_string(), serde_json::to_vec(&request).unwrap_or_default())
+        })
+        .collect();
+    for chunk in bodies.chunks(500) {
+        let messages = chunk
+            .iter()
+            .map(|(message_id, body)| Outgoing {
+                exchange: JOBS_EXCHANGE,
+                routing_key: JOBS_KEY,
+                body,
+                properties: publisher_json_properties(message_id, "job", Default::default()),
+                mandatory: true,
+            })
+            .collect();
+        publisher.publish_all(messages).await?;
+    }
+    Ok(())
+}
