@@ -343,24 +343,15 @@ async fn enqueue(
 ) -> anyhow::Result<()> {
     let creator = TestApp::user_id("bench");
     for chunk in (0..n).collect::<Vec<_>>().chunks(1_000) {
-        let ids: Vec<Uuid> = chunk.iter().map(|_| Uuid::now_v7()).collect();
-        let dispatches: Vec<Uuid> = chunk.iter().map(|_| Uuid::now_v7()).collect();
         let payloads: Vec<String> = chunk
             .iter()
             .map(|i| {
                 serde_json::json!({"runId": run_id, "jobId": i, "failOnce": fail_once}).to_string()
             })
             .collect();
-        app.db
-            .execute_raw(sql(
-                "INSERT INTO jobs (id, type, payload, status, max_attempts, created_by, \
-                 created_by_name, dispatch_id) \
-                 SELECT id, 'bench.insert', payload::jsonb, 'queued', 3, $4, 'bench', dispatch \
-                 FROM UNNEST($1::uuid[], $2::uuid[], $3::text[]) AS t(id, dispatch, payload)",
-                [ids.clone().into(), dispatches.clone().into(), payloads.into(), creator.into()],
-            ))
-            .await?;
-        showrunner_tests::publish_job_requests(publisher, &ids, &dispatches).await?;
+        let ids =
+            showrunner_tests::queue_jobs(&app.db, publisher, "bench.insert", 3, "bench", payloads)
+                .await?;
         if queued_events() {
             // `job_queued`, as `POST /jobs` writes it: into the event log (the shipper
             // publishes it).

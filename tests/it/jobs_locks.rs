@@ -186,27 +186,13 @@ async fn many_short_jobs_beside_a_fast_lease_renewal_each_run_exactly_once() {
     .await;
     // Every job queued before a worker runs, as the job benchmark does: the workers start with
     // a full queue and keep `LOAD_IN_FLIGHT` jobs each in flight from the first moment.
-    let creator = TestApp::user_id("alice");
-    let ids: Vec<Uuid> = (0..LOAD_JOBS).map(|_| Uuid::now_v7()).collect();
-    let dispatches: Vec<Uuid> = ids.iter().map(|_| Uuid::now_v7()).collect();
-    let payloads: Vec<String> =
-        ids.iter().map(|_| json!({"ms": LOAD_JOB_MS}).to_string()).collect();
-    app.db
-        .execute_raw(sql(
-            "INSERT INTO jobs (id, type, payload, status, max_attempts, created_by, \
-             created_by_name, dispatch_id) \
-             SELECT id, 'test.count', payload::jsonb, 'queued', 5, $4, 'alice', dispatch \
-             FROM UNNEST($1::uuid[], $2::uuid[], $3::text[]) AS t(id, dispatch, payload)",
-            [ids.clone().into(), dispatches.clone().into(), payloads.into(), creator.into()],
-        ))
-        .await
-        .expect("insert the jobs");
+    let payloads = (0..LOAD_JOBS).map(|_| json!({"ms": LOAD_JOB_MS}).to_string()).collect();
     let conn = app.amqp().await;
     let publisher =
         Publisher::open(&conn, Duration::from_secs(30)).await.expect("a publisher with confirms");
-    showrunner_tests::publish_job_requests(&publisher, &ids, &dispatches)
+    showrunner_tests::queue_jobs(&app.db, &publisher, "test.count", 5, "alice", payloads)
         .await
-        .expect("the requests confirmed");
+        .expect("the jobs queued");
     for _ in 0..LOAD_WORKERS {
         app.start_job_worker();
     }

@@ -430,21 +430,45 @@ where
     }
 }
 
-/// Publishes one job request per (job, dispatch) pair to the jobs exchange, with confirms, 500
-/// at a time, as `POST /jobs` does once the job rows are recorded: the tests and `bench-jobs`
-/// that queue thousands of jobs insert the rows in one statement and then call this.
-pub async fn publish_job_requests(
+/// Queues one job of `job_type` per payload as `POST /jobs` does, without HTTP: the rows
+/// (`queued`, created by the test user `creator`, a fresh dispatch id each) in one statement,
+/// then their requests published with confirms, 500 at a time. For the tests and `bench-jobs`
+/// that queue thousands of jobs before a worker runs; the ids, in payload order.
+pub async fn queue_jobs(
+    db: &DatabaseConnection,
     publisher: &showrunner_shared::broker::Publisher,
-    ids: &[Uuid],
-    dispatches: &[Uuid],
-) -> Result<(), showrunner_shared::broker::PublishError> {
+    job_type: &str,
+    max_attempts: i32,
+    creator: &str,
+    payloads: Vec<String>,
+) -> anyhow::Result<Vec<Uuid>> {
     use showrunner_shared::broker::topology::{JOBS_EXCHANGE, JOBS_KEY};
     use showrunner_shared::broker::{Outgoing, publisher_json_properties};
     use showrunner_shared::contracts::JobRequest;
 
+    let ids: Vec<Uuid> = payloads.iter().map(|_| Uuid::now_v7()).collect();
+    let dispatches: Vec<Uuid> = payloads.iter().map(|_| Uuid::now_v7()).collect();
+    db.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "INSERT INTO jobs (id, type, payload, status, max_attempts, created_by, \
+         created_by_name, dispatch_id) \
+         SELECT id, $5, payload::jsonb, 'queued', $6, $4, $7, dispatch \
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::text[]) AS t(id, dispatch, payload)",
+        [
+            ids.clone().into(),
+            dispatches.clone().into(),
+            payloads.into(),
+            TestApp::user_id(creator).into(),
+            job_type.into(),
+            max_attempts.into(),
+            creator.into(),
+        ],
+    ))
+    .await
+    .context("record the job rows")?;
     let bodies: Vec<(String, Vec<u8>)> = ids
         .iter()
-        .zip(dispatches)
+        .zip(&dispatches)
         .map(|(id, dispatch)| {
             let request = JobRequest { job_id: *id, dispatch_id: *dispatch, not_before: None };
             // A struct of two ids and an absent time always serializes.
@@ -462,7 +486,7 @@ pub async fn publish_job_requests(
                 mandatory: true,
             })
             .collect();
-        publisher.publish_all(messages).await?;
+        publisher.publish_all(messages).await.context("publish the job requests")?;
     }
-    Ok(())
+    Ok(ids)
 }
