@@ -1,8 +1,9 @@
 //! What a job worker keeps about the attempts it runs, and the loop that keeps them alive:
 //!
-//! - **lease heartbeat**: every `jobs.lease_renew_ms` (a second) one `UPDATE` renews the lease
-//!   (`locked_until`) of every attempt this worker runs, so the lease can be short (`jobs.lease_secs`) and a worker killed
-//!   with `kill -9` has its job picked up seconds after, not `jobs.timeout_secs` after;
+//! - **lease heartbeat**: every `jobs.lease_renew_ms` (by default a second) one `UPDATE` renews
+//!   the lease (`locked_until`) of every attempt this worker runs, so the lease can be short
+//!   (`jobs.lease_secs`) and a worker killed with `kill -9` has its job picked up seconds
+//!   after, not `jobs.timeout_secs` after;
 //! - **cancel requests**: the same statement returns which of them someone asked to stop
 //!   (`POST /jobs/{id}/cancel` sets `cancel_requested_at`), and their handlers' tokens are
 //!   cancelled. So the request reaches whichever worker runs the job, with no message routing;
