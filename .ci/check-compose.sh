@@ -415,6 +415,8 @@ for name, binary in sorted(service_binary.items()):
     role = binary.removeprefix("showrunner-")
     raw = environment(service).get("SHOWRUNNER__DATABASE__MAX_CONNECTIONS")
     pool = int(raw) if raw else default_pool.get(role, fallback_pool)
+    # The api also holds one LISTEN connection beside its pool (api/src/settled.rs).
+    pool += 1 if role == "api" else 0
     replicas = (service.get("deploy") or {}).get("replicas", 1)
     replicas = replicas if isinstance(replicas, int) else 1
     opened += replicas * pool

@@ -12,6 +12,7 @@ pub mod observe;
 pub mod recorder;
 pub mod relay;
 pub mod routes;
+pub mod settled;
 pub mod state;
 pub mod waiters;
 
@@ -105,6 +106,13 @@ pub async fn run_with(
         hub.clone(),
         link_cancel.clone(),
     ));
+    // `Prefer: wait` hears of settled commands from PostgreSQL itself, at their commit.
+    let listen = tokio::spawn(settled::listen(
+        settings.database.clone(),
+        db.clone(),
+        waiters.clone(),
+        link_cancel.clone(),
+    ));
     let recorder = recorder::Recorder::start(db.clone());
     let verifier = Arc::new(showrunner_shared::auth::Verifier::new(&settings.auth));
     let openapi = routes::jobs::openapi(routes::health::OPENAPI, &job_types).into();
@@ -127,6 +135,7 @@ pub async fn run_with(
     cancel.cancel();
     link_cancel.cancel();
     let _ = link.await;
+    let _ = listen.await;
     let _ = expiry.await;
     tracing::info!("api stopped");
     Ok(())

@@ -1,5 +1,6 @@
-//! Requests waiting (`Prefer: wait`) for their command to be applied. The api's own event
-//! consumer calls [`Waiters::wake`] with each event's `correlationId`; no polling.
+//! Requests waiting (`Prefer: wait`) for their command to be applied or rejected. The
+//! command notifications (`settled.rs`) wake them by command id when the worker's transaction
+//! commits; the shipped events (`link.rs`) by their `correlationId`, later. No polling.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -30,10 +31,25 @@ impl Waiters {
     }
 
     pub fn wake(&self, command_id: Uuid) {
+        self.wake_all([command_id]);
+    }
+
+    /// Wakes the requests waiting on any of `command_ids` (taking the lock once).
+    pub fn wake_all(&self, command_ids: impl IntoIterator<Item = Uuid>) {
         let waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((sender, _)) = waiting.get(&command_id) {
-            let _ = sender.send(true);
+        if waiting.is_empty() {
+            return;
         }
+        for command_id in command_ids {
+            if let Some((sender, _)) = waiting.get(&command_id) {
+                let _ = sender.send(true);
+            }
+        }
+    }
+
+    /// The commands waited on now.
+    pub fn waiting(&self) -> Vec<Uuid> {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner()).keys().copied().collect()
     }
 
     pub fn len(&self) -> usize {
@@ -46,7 +62,7 @@ impl Waiters {
 }
 
 impl Wait {
-    /// Resolves once the command's event was seen.
+    /// Resolves once the command was seen settled (its outcome committed).
     pub async fn done(&mut self) {
         let _ = self.receiver.wait_for(|seen| *seen).await;
     }
@@ -78,9 +94,23 @@ mod tests {
         waiters.wake(id);
         a.done().await;
         b.done().await;
+        assert_eq!(waiters.waiting(), vec![id]);
         drop(a);
         assert_eq!(waiters.len(), 1);
         drop(b);
         assert!(waiters.is_empty());
+    }
+
+    #[tokio::test]
+    async fn wake_all_wakes_only_the_ids_it_names() {
+        let waiters = Arc::new(Waiters::default());
+        let (one, two, three) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let mut a = waiters.register(one);
+        let mut b = waiters.register(two);
+        let c = waiters.register(three);
+        waiters.wake_all([one, Uuid::now_v7(), two]);
+        a.done().await;
+        b.done().await;
+        assert!(!*c.receiver.borrow());
     }
 }

@@ -203,6 +203,8 @@ for role, (binary, addr_var) in ROLES.items():
     most = max([replicas] + [so["spec"].get("maxReplicaCount", 100) for so in scalers])
     pool_raw = values.get("SHOWRUNNER__DATABASE__MAX_CONNECTIONS")
     pool = int(pool_raw) if pool_raw else default_pool.get(role, fallback_pool)
+    # The api also holds one LISTEN connection beside its pool (api/src/settled.rs).
+    pool += 1 if role == "api" else 0
     total += most * pool
     budget_lines.append(f"{role} {most} x {pool}")
 

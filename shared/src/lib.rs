@@ -19,6 +19,7 @@ pub mod outbox;
 pub mod process;
 pub mod resource;
 pub mod retry;
+pub mod settled;
 pub mod shutdown;
 pub mod storage;
 pub mod telemetry;

@@ -27,3 +27,4 @@ mod resilience;
 mod retention;
 mod stray;
 mod support;
+mod waits;

@@ -2,7 +2,9 @@
 //! resource. One transaction per batch holds the resources' changes (each resource's rules are
 //! its `apply` in `showrunner_shared::resource`), the command outcomes (the `commands` row is
 //! this consumer's inbox: a command no longer `pending` was handled before and is skipped) and
-//! the events, written into the event log last. Nothing here knows one resource from another.
+//! the events, written into the event log last, and the notification that names the commands
+//! it settled (`showrunner_shared::settled`), which PostgreSQL delivers to the api's waiting
+//! requests when the transaction commits. Nothing here knows one resource from another.
 
 use std::collections::HashSet;
 
@@ -12,6 +14,7 @@ use showrunner_shared::contracts::{CommandEnvelope, CommandRejected, OutgoingEve
 use showrunner_shared::db::sql;
 use showrunner_shared::event_log::{self, StoredEvent};
 use showrunner_shared::resource::{Batch, CommandStatus, Rejection};
+use showrunner_shared::settled;
 use uuid::Uuid;
 
 use crate::runtime::{BatchHandler, Context, Incoming};
@@ -31,14 +34,22 @@ impl BatchHandler for Commands {
         // ran (it briefly held the partition too); it rolled back, and the next attempt finds
         // them handled and skips them.
         let mut attempt = 0;
+        let mut notify = true;
         loop {
-            match apply_batch(ctx, batch).await {
+            match apply_batch(ctx, batch, notify).await {
                 Err(BatchError::HandledElsewhere(count)) if attempt < 3 => {
                     attempt += 1;
                     tracing::warn!(
                         count,
                         "commands applied by another worker meanwhile, batch rolled back and tried again"
                     );
+                }
+                // A listener that stopped reading holds PostgreSQL's notification queue until
+                // it is full: the batch must not wait for it. Its waiting requests are woken by
+                // the shipped events instead, or answer 202 at their deadline.
+                Err(BatchError::Db(error)) if notify && settled::queue_full(&error) => {
+                    notify = false;
+                    tracing::warn!(%error, "notification queue full, batch applied again without notifying");
                 }
                 Ok(()) => return Ok(()),
                 // The database error itself, so the runtime can tell a lost connection.
@@ -61,6 +72,7 @@ enum BatchError {
 async fn apply_batch(
     ctx: &Context,
     batch: &[&Incoming<CommandEnvelope>],
+    notify: bool,
 ) -> Result<(), BatchError> {
     let txn = ctx.db.begin().await?;
     // Every lookup here is by primary key. On a young table without statistics the planner
@@ -104,6 +116,12 @@ async fn apply_batch(
     }
     // Last: every lock this batch waits for is held by now (see `event_log`).
     event_log::record(&txn, &events).await?;
+    if notify {
+        // Delivered at the commit, when every outcome above is readable; one statement, one
+        // notification per 239 commands.
+        let settled: Vec<Uuid> = outcomes.iter().map(|(envelope, _)| envelope.id).collect();
+        settled::notify(&txn, &settled).await?;
+    }
     txn.commit().await?;
     Ok(())
 }
