@@ -67,6 +67,12 @@ async fn members_are_refused_what_only_admins_may_do_and_nothing_changes() {
     assert_eq!(status, StatusCode::CREATED, "{created}");
     let episode = str_of(&created["data"], "id").to_string();
     let failed = insert_job(&app, "alice", "failed").await;
+    // `Prefer: wait` answers once the episode is committed; its notification follows from the
+    // event log, and must be in before the snapshot that refused requests may not change.
+    wait_until("the creation notification", DEADLINE, || async {
+        app.count("SELECT count(*) FROM notifications WHERE kind = 'episode_created'").await == 1
+    })
+    .await;
     let before = everything(&app).await;
 
     // Hard delete: admins only, whoever created the episode.

@@ -258,7 +258,7 @@ impl Session {
         };
         match request {
             Request::Ping => Some(serde_json::json!({ "op": "pong" }).to_string()),
-            Request::Subscribe { topics } => Some(self.subscribe(&topics).await),
+            Request::Subscribe { topics } => self.subscribe(&topics).await.err(),
             Request::Unsubscribe { topics } => {
                 for pattern in &topics {
                     if self.state.hub.unsubscribe(self.id, pattern)
@@ -272,31 +272,34 @@ impl Session {
                 Some(serde_json::json!({ "op": "unsubscribed", "topics": topics }).to_string())
             }
             Request::Resume { last_event_id, topics } => {
-                if !topics.is_empty() {
-                    let reply = self.subscribe(&topics).await;
-                    if reply.contains("\"error\"") {
-                        return Some(reply);
-                    }
-                    self.outlet.push(text_frame(&reply));
+                if !topics.is_empty()
+                    && let Err(reply) = self.subscribe(&topics).await
+                {
+                    return Some(reply);
                 }
                 self.resume(last_event_id).await
             }
         }
     }
 
-    async fn subscribe(&mut self, patterns: &[String]) -> String {
+    /// Subscribes to `patterns`, all or none: the `subscribed` reply is queued before the first
+    /// pattern reaches the hub, so it precedes every event the subscription delivers (a client
+    /// that reads the reply first may count on that). `Err` holds the error reply.
+    async fn subscribe(&mut self, patterns: &[String]) -> Result<(), String> {
         let max = self.state.settings.realtime.max_subscriptions;
         for pattern in patterns {
             if let Err(e) = topics::validate(pattern) {
-                return error("invalid_topic", &format!("{pattern:?}: {e}"));
+                return Err(error("invalid_topic", &format!("{pattern:?}: {e}")));
             }
             if !may_subscribe(self.user.id, pattern) {
-                return error("forbidden", &format!("{pattern:?} names another user's topics"));
+                return Err(error("forbidden", &format!("{pattern:?} names another user's topics")));
             }
         }
         if self.state.hub.patterns(self.id).len() + patterns.len() > max {
-            return error("too_many_subscriptions", &format!("at most {max} per connection"));
+            return Err(error("too_many_subscriptions", &format!("at most {max} per connection")));
         }
+        let reply = serde_json::json!({ "op": "subscribed", "topics": patterns });
+        self.outlet.push(text_frame(&reply.to_string()));
         for pattern in patterns {
             self.state.hub.subscribe(self.id, pattern);
             if let Some(episode) = watched_episode(pattern)
@@ -307,7 +310,7 @@ impl Session {
                 tracing::warn!(error = %e, "presence join failed");
             }
         }
-        serde_json::json!({ "op": "subscribed", "topics": patterns }).to_string()
+        Ok(())
     }
 
     fn watches_elsewhere(&self, episode: Uuid) -> bool {
