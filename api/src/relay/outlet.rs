@@ -43,7 +43,8 @@ struct State {
     pending: VecDeque<Pending>,
     /// Bytes of the first pending frame already written.
     offset: usize,
-    /// Live frames kept back while a resume replays the log (`Some` while it does).
+    /// Live frames kept back while a resume replays the log or a subscribe is answered (`Some`
+    /// meanwhile).
     held: Option<Vec<Frame>>,
     /// Seq of the last event sent: a live frame at or below it was sent by a replay.
     last_seq: i64,
@@ -212,8 +213,8 @@ impl Outlet {
         }
     }
 
-    /// Holds live frames back while a resume replays the log; returns the seq of the first live
-    /// event sent, where the replay stops.
+    /// Holds live frames back while a resume replays the log (or a subscribe is answered);
+    /// returns the seq of the first live event sent, where a replay stops.
     pub fn hold(&self) -> Option<i64> {
         let mut state = self.lock();
         if !state.closed {
@@ -222,8 +223,8 @@ impl Outlet {
         state.first_live
     }
 
-    /// Ends a resume that replayed through `replayed_through`: the frames held meanwhile follow,
-    /// those the replay covered left out.
+    /// Ends a hold whose replay went through `replayed_through` (0: none): the frames held
+    /// meanwhile follow, those the replay covered left out.
     pub fn release(&self, replayed_through: i64) {
         let mut state = self.lock();
         state.last_seq = state.last_seq.max(replayed_through);

@@ -282,9 +282,10 @@ impl Session {
         }
     }
 
-    /// Subscribes to `patterns`, all or none: the `subscribed` reply is queued before the first
-    /// pattern reaches the hub, so it precedes every event the subscription delivers (a client
-    /// that reads the reply first may count on that). `Err` holds the error reply.
+    /// Subscribes to `patterns`, all or none, and queues the `subscribed` reply; `Err` holds the
+    /// error reply. Live frames are held from before the first pattern reaches the hub until
+    /// the reply is queued, so the reply precedes every event the new patterns deliver, and it
+    /// still follows the presence join (a client that has it is a viewer).
     async fn subscribe(&mut self, patterns: &[String]) -> Result<(), String> {
         let max = self.state.settings.realtime.max_subscriptions;
         for pattern in patterns {
@@ -298,8 +299,8 @@ impl Session {
         if self.state.hub.patterns(self.id).len() + patterns.len() > max {
             return Err(error("too_many_subscriptions", &format!("at most {max} per connection")));
         }
-        let reply = serde_json::json!({ "op": "subscribed", "topics": patterns });
-        self.outlet.push(text_frame(&reply.to_string()));
+        // What the hub sends meanwhile waits behind the reply, as during a resume.
+        let _ = self.outlet.hold();
         for pattern in patterns {
             self.state.hub.subscribe(self.id, pattern);
             if let Some(episode) = watched_episode(pattern)
@@ -310,6 +311,10 @@ impl Session {
                 tracing::warn!(error = %e, "presence join failed");
             }
         }
+        let reply = serde_json::json!({ "op": "subscribed", "topics": patterns });
+        self.outlet.push(text_frame(&reply.to_string()));
+        // No replay: every held frame follows the reply, in the order it came.
+        self.outlet.release(0);
         Ok(())
     }
 
