@@ -175,9 +175,14 @@ async fn supervise(
                 last.insert(*p, d);
             }
         }
-        for (p, d) in &last {
-            let n = from.iter().filter(|q| *q == p).count() as u64;
-            if let Ok(false) | Err(_) = ack_through(d).await {
+        // The channels' acks are independent: sent together, the batch waits for the slowest
+        // one rather than for each in turn (a hand-off to lapin's I/O thread apiece).
+        let from = &from;
+        let acks = last.iter().map(|(p, d)| async move {
+            (from.iter().filter(|q| *q == p).count() as u64, ack_through(d).await)
+        });
+        for (n, acked) in futures_util::future::join_all(acks).await {
+            if let Ok(false) | Err(_) = acked {
                 metrics::MESSAGES_REJECTED.inc_by(&[queue], n);
                 tracing::warn!("ack not sent, channel closed: those commands will be redelivered");
             } else {
