@@ -293,7 +293,10 @@ impl Session {
                 return Err(error("invalid_topic", &format!("{pattern:?}: {e}")));
             }
             if !may_subscribe(self.user.id, pattern) {
-                return Err(error("forbidden", &format!("{pattern:?} names another user's topics")));
+                return Err(error(
+                    "forbidden",
+                    &format!("{pattern:?} names another user's topics"),
+                ));
             }
         }
         if self.state.hub.patterns(self.id).len() + patterns.len() > max {
