@@ -347,6 +347,10 @@ impl<R: Stored> Slots<R> {
         ids.sort_unstable();
         ids.dedup();
         let mut slots = HashMap::new();
+        // Most batches touch one or two of the tables: no round trip for the others.
+        if ids.is_empty() {
+            return Ok(Self { slots });
+        }
         for row in R::load(txn, ids).await? {
             slots.insert(row.id(), (Some(row.clone()), Some(row)));
         }
