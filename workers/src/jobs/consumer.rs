@@ -291,7 +291,9 @@ async fn run_job(runner: Runner, held: Held, job: ClaimedJob) {
                 Ok(Some(_recorded)) => {
                     tracing::info!(job_id = %job.id, attempt = job.attempts, "running job cancelled");
                 }
-                Ok(None) => tracing::warn!(job_id = %job.id, "cancelled attempt was no longer ours"),
+                Ok(None) => {
+                    tracing::warn!(job_id = %job.id, "cancelled attempt was no longer ours")
+                }
                 Err(error) => {
                     tracing::warn!(%error, "job request failed, trying again later");
                     return held.later(&ctx.publisher).await;
@@ -352,8 +354,9 @@ async fn run(
         signals: signals.clone(),
     };
     let timeout = Duration::from_secs(jobs.timeout_secs);
-    let mut handler = AssertUnwindSafe(runner.registry.run(&job.job_type, ctx, job.payload.clone()))
-        .catch_unwind();
+    let mut handler =
+        AssertUnwindSafe(runner.registry.run(&job.job_type, ctx, job.payload.clone()))
+            .catch_unwind();
     let result = tokio::select! {
         ran = tokio::time::timeout(timeout, &mut handler) => match ran {
             Ok(Ok(result)) => result,

@@ -191,7 +191,9 @@ impl Held {
                     // not sent stays held, so no multiple ack ever covers it.
                     Some(Ok(true)) => self.settled(),
                     Some(Ok(false)) | None => {
-                        tracing::warn!("nack not sent, channel closed: the request will be redelivered")
+                        tracing::warn!(
+                            "nack not sent, channel closed: the request will be redelivered"
+                        )
                     }
                     Some(Err(error)) => {
                         tracing::warn!(%error, "nack failed: the request will be redelivered")
