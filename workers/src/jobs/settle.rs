@@ -212,3 +212,55 @@ async fn requeue_later(publisher: &Publisher, delivery: &Delivery) -> anyhow::Re
     jobs::publish_traced(publisher, &request, Utc::now(), traceparent.as_deref()).await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Holds `held`, marks `finished` done, and returns what `due` sends: the tag a multiple
+    /// ack goes through with its count, and how many go alone.
+    fn check(state: &mut State, finished: &[u64], held_max: usize) -> (Option<usize>, usize) {
+        for tag in finished {
+            state.held.remove(tag);
+            let delivery = Delivery::mock(*tag, "".into(), "".into(), false, Vec::new());
+            state.finished.insert(*tag, delivery.acker);
+        }
+        let due = state.due(held_max);
+        (due.through.map(|(_, count)| count), due.alone.len())
+    }
+
+    fn holding(tags: std::ops::RangeInclusive<u64>) -> State {
+        let mut state = State::default();
+        for tag in tags {
+            state.held.insert(tag, Instant::now());
+        }
+        state
+    }
+
+    #[test]
+    fn a_multiple_ack_never_passes_a_delivery_still_held() {
+        let mut state = holding(1..=6);
+        // 2 and 3 wait behind 1.
+        assert_eq!(check(&mut state, &[2, 3], 10), (None, 0));
+        // 1 done: 1-3 in one frame; 5 waits behind 4.
+        assert_eq!(check(&mut state, &[1, 5], 10), (Some(3), 0));
+        assert_eq!(state.finished.keys().copied().collect::<Vec<_>>(), [5]);
+        // 4 settled alone (a nack): 5 goes, 6 is still held.
+        state.held.remove(&4);
+        assert_eq!(check(&mut state, &[], 10), (Some(1), 0));
+        assert_eq!(check(&mut state, &[6], 10), (Some(1), 0));
+        assert!(state.finished.is_empty() && state.held.is_empty());
+    }
+
+    #[test]
+    fn finished_deliveries_behind_a_long_job_go_alone() {
+        // Too many waiting: they go alone, the held one stays.
+        let mut state = holding(1..=4);
+        assert_eq!(check(&mut state, &[2, 3, 4], 3), (None, 3));
+        assert_eq!(state.held.keys().copied().collect::<Vec<_>>(), [1]);
+        // Waiting longer than HOLD behind it: alone too.
+        let mut state = holding(1..=2);
+        state.held.insert(1, Instant::now() - HOLD);
+        assert_eq!(check(&mut state, &[2], 10), (None, 1));
+    }
+}
