@@ -10,7 +10,7 @@
 //! when every job row said `succeeded` and when the activity log held every job event, and
 //! the CPU seconds each party used (job workers, RabbitMQ, PostgreSQL, this process), in all
 //! and per job, and PostgreSQL's commits, rows inserted and rows updated per job in the
-//! benchmark's database (`pg_stat_database`).
+//! benchmark's database (`pg_stat_database`), and the WAL records and bytes per job (`pg_stat_wal`).
 //!
 //!     cargo run --release -p showrunner-tests --bin bench-jobs
 //!
@@ -121,8 +121,9 @@ struct RunResult {
     activity: Duration,
     retried: i64,
     cpu: HashMap<&'static str, f64>,
-    /// PostgreSQL per job: commits, rows inserted, rows updated (`PgCounters::since`).
-    pg: [f64; 3],
+    /// PostgreSQL per job: commits, rows inserted, rows updated, WAL records and bytes
+    /// (`PgCounters::since`).
+    pg: [f64; 5],
 }
 
 async fn drive() -> anyhow::Result<()> {
@@ -152,7 +153,8 @@ async fn drive() -> anyhow::Result<()> {
                 "showrunner procs={workers} scenario={scenario} run={run} n={n} enqueue_jobs_s={:.0} \
                  wall_jobs_s={:.0} (wall {:.2}s from worker start) status_jobs_s={:.0} \
                  activity_jobs_s={:.0} retried={} cpu_s: {} cpu_us_per_job: {} \
-                 pg_per_job: commits={:.2} inserted={:.2} updated={:.2}",
+                 pg_per_job: commits={:.2} inserted={:.2} updated={:.2} wal_records={:.1} \
+                 wal_bytes={:.0}",
                 n as f64 / r.enqueue.as_secs_f64(),
                 n as f64 / r.wall.as_secs_f64(),
                 r.wall.as_secs_f64(),
@@ -164,6 +166,8 @@ async fn drive() -> anyhow::Result<()> {
                 r.pg[0],
                 r.pg[1],
                 r.pg[2],
+                r.pg[3],
+                r.pg[4],
             );
             results.push(r);
         }
@@ -296,22 +300,27 @@ async fn one_run(
 }
 
 /// PostgreSQL's counters of the benchmark's database (`pg_stat_database`): everyone's
-/// transactions and rows there, the job workers' and the driver's (shipper, polling) alike.
+/// transactions and rows there, the job workers' and the driver's (shipper, polling) alike;
+/// and the WAL written by the whole server (`pg_stat_wal`: whatever else runs on it counts).
 #[derive(FromQueryResult)]
 struct PgCounters {
     commits: i64,
     inserted: i64,
     updated: i64,
+    wal_records: i64,
+    wal_bytes: i64,
 }
 
 impl PgCounters {
-    /// Per job since `before`: commits, rows inserted, rows updated.
-    fn since(&self, before: &Self, n: usize) -> [f64; 3] {
+    /// Per job since `before`: commits, rows inserted, rows updated, WAL records and bytes.
+    fn since(&self, before: &Self, n: usize) -> [f64; 5] {
         let per = |a: i64, b: i64| (a - b) as f64 / n as f64;
         [
             per(self.commits, before.commits),
             per(self.inserted, before.inserted),
             per(self.updated, before.updated),
+            per(self.wal_records, before.wal_records),
+            per(self.wal_bytes, before.wal_bytes),
         ]
     }
 }
@@ -319,7 +328,9 @@ impl PgCounters {
 async fn pg_counters(app: &TestApp) -> anyhow::Result<PgCounters> {
     PgCounters::find_by_statement(Statement::from_string(
         DbBackend::Postgres,
-        "SELECT xact_commit AS commits, tup_inserted AS inserted, tup_updated AS updated \
+        "SELECT xact_commit AS commits, tup_inserted AS inserted, tup_updated AS updated, \
+         (SELECT wal_records FROM pg_stat_wal) AS wal_records, \
+         (SELECT wal_bytes::bigint FROM pg_stat_wal) AS wal_bytes \
          FROM pg_stat_database WHERE datname = current_database()",
     ))
     .one(&app.db)

@@ -1,33 +1,35 @@
-//! The job consume loop. Each delivery is one job request, handled in its own task (at most
-//! `jobs.max_in_flight` at once, `jobs.prefetch` held): claim the attempt in PostgreSQL, run the
-//! handler under `jobs.timeout_secs`, record the outcome, and ack only once what comes next
-//! is durable: the retry confirmed in a delay tier, or the job confirmed in the parking lot.
-//! The delivery is held while the job runs, so a worker that dies loses nothing: the broker
-//! hands the job to another worker, which waits out the dead worker's lease and runs it.
+//! The job consume loop. Each delivery is one job request, held (at most
+//! `jobs.max_in_flight` at once, `jobs.prefetch` fetched) until what comes next is durable:
+//! the deliveries that arrived together are claimed in one transaction, each claimed job runs
+//! in its own task under `jobs.timeout_secs`, its success goes to the committer (which acks
+//! once the row is committed), a failure is recorded with its retry or its parked copy
+//! confirmed by the broker first. The delivery is held while the job runs, so a worker that
+//! dies loses nothing: the broker hands the job to another worker, which waits out the dead
+//! worker's lease and runs it.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use lapin::Channel;
-use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use showrunner_shared::broker::bounded;
 use showrunner_shared::broker::checked_routing_key;
-use showrunner_shared::broker::topology::{JOBS_KEY, JOBS_QUEUE};
+use showrunner_shared::broker::topology::{JOBS_KEY, JOBS_QUEUE, job_delay_tier};
 use showrunner_shared::contracts::JobRequest;
 use showrunner_shared::inbound::{self, Rules};
 use showrunner_shared::{jobs, metrics, trace};
 use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
 use super::committer::Committer;
 use super::schedule::{RetryPolicy, retries_left};
+use super::settle::{Acks, Held};
 use super::store::{self, Claim, ClaimedJob, Outcome};
 use super::tracker::{Stop, Tracker};
 use super::{JobContext, JobError, Registry};
@@ -36,8 +38,8 @@ use crate::runtime::{ConsumeError, Context};
 /// How long past its longest run a claimed attempt stays reserved when the lease is not
 /// renewed: a redelivered copy waits this out before it may run the job again.
 pub const LEASE_GRACE: Duration = Duration::from_secs(2);
-/// When the database or the broker fails mid-way, the request comes back after this long.
-const RECHECK: Duration = Duration::from_millis(1_600);
+/// Most requests claimed in one transaction.
+const CLAIM_MAX: usize = 256;
 
 /// What every job task shares.
 #[derive(Clone)]
@@ -48,6 +50,8 @@ pub struct Runner {
     pub storage: showrunner_shared::storage::Storage,
     pub committer: Committer,
     pub tracker: Tracker,
+    /// How long a claim reserves an attempt (renewed by the tracker while it runs).
+    pub lease: Duration,
 }
 
 impl Runner {
@@ -64,15 +68,22 @@ impl Runner {
         let lease = Duration::from_secs(jobs.lease_secs)
             .min(Duration::from_secs(jobs.timeout_secs + jobs.cancel_grace_secs) + LEASE_GRACE);
         let renew_every = Duration::from_millis(jobs.lease_renew_ms).min(lease / 3);
-        let committer = Committer::start(ctx.db.clone(), lease);
+        let committer = Committer::start(ctx.db.clone(), ctx.publisher.clone());
         let tracker = Tracker::start(
             ctx.db.clone(),
             lease,
             renew_every,
             Duration::from_millis(jobs.progress_interval_ms),
         );
-        Self { ctx, registry, http, storage, committer, tracker }
+        Self { ctx, registry, http, storage, committer, tracker, lease }
     }
+}
+
+/// A request ready to be claimed, and its delivery.
+struct Due {
+    request: JobRequest,
+    traceparent: Option<String>,
+    held: Held,
 }
 
 /// Consumes the jobs queue until `cancel` (then lets in-flight jobs finish) or until the
@@ -97,9 +108,20 @@ pub async fn consume(
     };
     let mut consumer = bounded(start).await.ok_or(ConsumeError::Ended)??;
     let slots = Arc::new(Semaphore::new(jobs.max_in_flight));
-    let mut tasks = JoinSet::new();
+    let acks = Acks::new(jobs.prefetch);
+    // Finished deliveries held up behind a long job are acked alone after a while.
+    let overdue = tokio::spawn({
+        let acks = acks.clone();
+        async move {
+            loop {
+                tokio::time::sleep(super::settle::HOLD).await;
+                acks.ack_overdue().await;
+            }
+        }
+    });
     let result = loop {
-        while tasks.try_join_next().is_some() {}
+        // Wait for one delivery, then take whatever else is there (with a free slot each):
+        // what arrived while the last batch was claimed is claimed together.
         let permit = tokio::select! {
             biased;
             () = cancel.cancelled() => break Ok(()),
@@ -108,152 +130,185 @@ pub async fn consume(
                 Err(_) => break Ok(()),
             },
         };
-        let delivery = tokio::select! {
+        let first = tokio::select! {
             biased;
             () = cancel.cancelled() => break Ok(()),
             next = consumer.next() => next,
         };
-        match delivery {
+        let mut taken = match first {
             None => break Err(ConsumeError::Ended),
             Some(Err(error)) => break Err(error.into()),
-            Some(Ok(delivery)) => {
-                let runner = runner.clone();
-                tasks.spawn(async move {
-                    handle(&runner, delivery).await;
-                    drop(permit);
-                });
+            Some(Ok(delivery)) => vec![acks.hold(delivery, permit)],
+        };
+        while taken.len() < CLAIM_MAX {
+            let Ok(permit) = slots.clone().try_acquire_owned() else { break };
+            match consumer.next().now_or_never() {
+                Some(Some(Ok(delivery))) => taken.push(acks.hold(delivery, permit)),
+                // An error or the end shows again on the next call, after this batch.
+                _ => break,
             }
         }
+        metrics::MESSAGES_CONSUMED.inc_by(&[JOBS_QUEUE], taken.len() as u64);
+        let due: Vec<Due> = taken.into_iter().filter_map(|held| admit(runner, held)).collect();
+        claim(runner, due).await;
     };
-    // Drain: jobs already running finish and ack; unstarted deliveries go back on close.
-    while tasks.join_next().await.is_some() {}
+    // Drain: jobs already running finish and are acked (each holds its slot until then);
+    // unstarted deliveries go back on close.
+    let all = u32::try_from(jobs.max_in_flight).unwrap_or(u32::MAX);
+    let _ = slots.acquire_many(all).await;
+    acks.ack_overdue().await;
+    overdue.abort();
     result
 }
 
-async fn handle(runner: &Runner, delivery: Delivery) {
-    let span = crate::observe::job_span(&delivery);
-    handle_traced(runner, delivery).instrument(span).await;
-}
-
-async fn handle_traced(runner: &Runner, delivery: Delivery) {
-    metrics::MESSAGES_CONSUMED.inc(&[JOBS_QUEUE]);
-    let ack = || bounded(delivery.ack(BasicAckOptions::default()));
-    let acked = match process(runner, &delivery).await {
-        // Parked by rejecting it (its parking queue refused the copy): settled already.
-        Ok(()) if !delivery.acker.usable() && !delivery.acker.poisoned() => return,
-        Ok(()) => ack().await,
-        Err(error) => {
-            tracing::warn!(%error, "job request failed, trying again later");
-            match requeue_later(runner, &delivery).await {
-                Ok(()) => ack().await,
-                // Neither the database nor the broker took it: hand it back.
-                Err(_) => {
-                    metrics::MESSAGES_REJECTED.inc(&[JOBS_QUEUE]);
-                    bounded(delivery.nack(BasicNackOptions { requeue: true, multiple: false }))
-                        .await
-                }
-            }
-        }
-    };
-    match acked {
-        Some(Ok(true)) => metrics::MESSAGES_ACKED.inc(&[JOBS_QUEUE]),
-        Some(Ok(false)) | None => {
-            metrics::MESSAGES_REJECTED.inc(&[JOBS_QUEUE]);
-            tracing::warn!("ack not sent, channel closed: the request will be redelivered")
-        }
-        Some(Err(error)) => {
-            metrics::MESSAGES_REJECTED.inc(&[JOBS_QUEUE]);
-            tracing::warn!(%error, "ack failed: the request will be redelivered")
-        }
-    }
-}
-
-/// Sends the same request through the delay tiers, to be looked at again in a moment.
-async fn requeue_later(runner: &Runner, delivery: &Delivery) -> anyhow::Result<()> {
-    let mut request: JobRequest = serde_json::from_slice(&delivery.data)?;
-    request.not_before = Some(Utc::now() + RECHECK);
-    let traceparent = trace::from_amqp(&delivery.properties);
-    jobs::publish_traced(&runner.ctx.publisher, &request, Utc::now(), traceparent.as_deref())
-        .await?;
-    Ok(())
-}
-
-/// Everything but the ack. `Ok`: the delivery may be acked.
-async fn process(runner: &Runner, delivery: &Delivery) -> anyhow::Result<()> {
+/// Decodes the request of `held`: `Some` when it is due now; otherwise it is dealt with in a
+/// task of its own (parked when refused, sent on through the delay tiers, or claimed alone
+/// once its last few milliseconds have passed).
+fn admit(runner: &Runner, held: Held) -> Option<Due> {
     let ctx = &runner.ctx;
     let now = Utc::now();
     let rules = Rules::from_settings(&ctx.settings);
     // The jobs queue has one binding, so one that came through the default exchange is checked
     // as if it had come through it.
-    let routing_key = checked_routing_key(delivery, Some(JOBS_KEY));
-    let request: JobRequest = match inbound::decode(&delivery.data, &routing_key, &rules, now) {
+    let routing_key = checked_routing_key(&held.delivery, Some(JOBS_KEY));
+    let request: JobRequest = match inbound::decode(&held.delivery.data, &routing_key, &rules, now)
+    {
         Ok(r) => r,
         Err(refused) => {
-            // Hostile or broken: parked with its reason; the worker goes on with the next.
-            let reason = format!("job request refused: {refused}");
-            tracing::warn!(queue = JOBS_QUEUE, %reason, "refused message parked");
-            crate::runtime::park(ctx, JOBS_QUEUE, delivery, &reason).await?;
-            return Ok(());
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                // Hostile or broken: parked with its reason; the worker goes on with the next.
+                let reason = format!("job request refused: {refused}");
+                tracing::warn!(queue = JOBS_QUEUE, %reason, "refused message parked");
+                match crate::runtime::park(&ctx, JOBS_QUEUE, &held.delivery, &reason).await {
+                    Ok(()) if held.rejected() => held.settled(),
+                    Ok(()) => held.ack().await,
+                    Err(error) => {
+                        tracing::warn!(%error, "job request failed, trying again later");
+                        held.later(&ctx.publisher).await
+                    }
+                }
+            });
+            return None;
         }
     };
     // The request's trace travels with every copy of it, and the job's events continue it.
-    let traceparent = trace::from_amqp(&delivery.properties);
-    let tp = traceparent.as_deref();
-    if showrunner_shared::broker::topology::job_delay_tier(jobs::remaining_ms(&request, now))
-        .is_some()
-    {
-        // A delayed retry on its way: send it through the next tier.
-        jobs::publish_traced(&ctx.publisher, &request, now, tp).await?;
-        return Ok(());
+    let traceparent = trace::from_amqp(&held.delivery.properties);
+    let remaining = jobs::remaining_ms(&request, now);
+    if remaining == 0 {
+        return Some(Due { request, traceparent, held });
     }
-    // Less than the shortest tier remains: waited out here (at most 25 ms), so a scheduled job
-    // or a retry never starts before its time.
-    let early = jobs::remaining_ms(&request, Utc::now());
-    if early > 0 {
-        tokio::time::sleep(Duration::from_millis(early)).await;
-    }
-    let job = match runner.committer.claim(request.clone(), traceparent.clone()).await? {
-        Claim::Run(job) => job,
-        Claim::Held(until) => {
-            let mut later = request.clone();
-            later.not_before = Some(until + chrono::Duration::milliseconds(50));
-            tracing::info!(job_id = %request.job_id, %until, "job held by another worker, looking again after its lease");
-            jobs::publish_traced(&ctx.publisher, &later, Utc::now(), tp).await?;
-            return Ok(());
+    let runner = runner.clone();
+    let span = crate::observe::job_span(&held.delivery);
+    tokio::spawn(
+        async move {
+            if job_delay_tier(remaining).is_some() {
+                // A delayed retry on its way: send it through the next tier.
+                let tp = traceparent.as_deref();
+                match jobs::publish_traced(&runner.ctx.publisher, &request, now, tp).await {
+                    Ok(()) => held.ack().await,
+                    Err(error) => {
+                        tracing::warn!(%error, "job request failed, trying again later");
+                        held.later(&runner.ctx.publisher).await
+                    }
+                }
+                return;
+            }
+            // Less than the shortest tier remains: waited out here (at most 25 ms), so a
+            // scheduled job or a retry never starts before its time.
+            tokio::time::sleep(Duration::from_millis(remaining)).await;
+            claim(&runner, vec![Due { request, traceparent, held }]).await;
         }
-        Claim::Skip(reason) => {
-            tracing::debug!(job_id = %request.job_id, %reason, "job request skipped");
-            return Ok(());
+        .instrument(span),
+    );
+    None
+}
+
+/// Claims the attempts of `due` in one transaction; each claimed job runs in a task of its
+/// own, the rest are settled.
+async fn claim(runner: &Runner, due: Vec<Due>) {
+    if due.is_empty() {
+        return;
+    }
+    let traced: Vec<(JobRequest, Option<String>)> =
+        due.iter().map(|d| (d.request.clone(), d.traceparent.clone())).collect();
+    let claims = match store::claim_many(&runner.ctx.db, &traced, runner.lease).await {
+        Ok((claims, _recorded)) => claims,
+        Err(error) => {
+            tracing::warn!(%error, count = due.len(), "job claims failed, trying again later");
+            for d in due {
+                let publisher = runner.ctx.publisher.clone();
+                tokio::spawn(async move { d.held.later(&publisher).await });
+            }
+            return;
         }
     };
+    let mut skipped = Vec::new();
+    for (d, claim) in due.into_iter().zip(claims) {
+        match claim {
+            Claim::Run(job) => {
+                let span = crate::observe::job_span(&d.held.delivery);
+                tokio::spawn(run_job(runner.clone(), d.held, job).instrument(span));
+            }
+            Claim::Held(until) => {
+                let runner = runner.clone();
+                tokio::spawn(async move {
+                    let mut later = d.request.clone();
+                    later.not_before = Some(until + chrono::Duration::milliseconds(50));
+                    tracing::info!(job_id = %d.request.job_id, %until, "job held by another worker, looking again after its lease");
+                    let tp = d.traceparent.as_deref();
+                    match jobs::publish_traced(&runner.ctx.publisher, &later, Utc::now(), tp).await
+                    {
+                        Ok(()) => d.held.ack().await,
+                        Err(error) => {
+                            tracing::warn!(%error, "job request failed, trying again later");
+                            d.held.later(&runner.ctx.publisher).await
+                        }
+                    }
+                });
+            }
+            Claim::Skip(reason) => {
+                tracing::debug!(job_id = %d.request.job_id, %reason, "job request skipped");
+                skipped.push(d.held);
+            }
+        }
+    }
+    if let Some(acks) = skipped.first().map(|h| h.acks().clone()) {
+        acks.ack(skipped).await;
+    }
+}
+
+/// Runs a claimed job and settles its delivery: a success through the committer (acked once
+/// committed), anything else here.
+async fn run_job(runner: Runner, held: Held, job: ClaimedJob) {
+    let ctx = &runner.ctx;
     let started = std::time::Instant::now();
-    let (ran, stopped) = run(runner, &job).await;
+    let (ran, stopped) = run(&runner, &job).await;
     metrics::HANDLER_SECONDS.observe_duration(&[JOBS_QUEUE], started.elapsed());
     match stopped {
         Some(Stop::Cancelled) => {
-            match store::cancel_running(&ctx.db, &job).await? {
-                Some(_recorded) => {
+            match store::cancel_running(&ctx.db, &job).await {
+                Ok(Some(_recorded)) => {
                     tracing::info!(job_id = %job.id, attempt = job.attempts, "running job cancelled");
                 }
-                None => tracing::warn!(job_id = %job.id, "cancelled attempt was no longer ours"),
+                Ok(None) => {
+                    tracing::warn!(job_id = %job.id, "cancelled attempt was no longer ours")
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "job request failed, trying again later");
+                    return held.later(&ctx.publisher).await;
+                }
             }
-            return Ok(());
+            return held.ack().await;
         }
         Some(Stop::Lost) => {
             tracing::warn!(job_id = %job.id, "attempt lost its lease; its outcome is dropped");
-            return Ok(());
+            return held.ack().await;
         }
         None => {}
     }
     let outcome = match ran {
-        Ok(result) => {
-            if runner.committer.succeed(job.clone(), result).await? {
-                tracing::debug!(job_id = %job.id, job_type = %job.job_type, attempt = job.attempts, "job succeeded");
-            } else {
-                tracing::warn!(job_id = %job.id, "attempt outlived its lease; its outcome is dropped");
-            }
-            return Ok(());
-        }
+        Ok(result) => return runner.committer.succeed(job, result, held),
         Err(error) if error.is_retryable() && retries_left(job.attempts, job.max_attempts) => {
             let policy = RetryPolicy::from_settings(&ctx.settings.jobs);
             let delay = policy.delay_after(job.attempts.max(1) as u32, fastrand::f64());
@@ -266,14 +321,23 @@ async fn process(runner: &Runner, delivery: &Delivery) -> anyhow::Result<()> {
         }
         Err(error) => Outcome::Failed(error.to_string()),
     };
-    record(runner, &job, &outcome, delivery).await
+    match record(&runner, &job, &outcome, &held).await {
+        // Parked by rejecting it (its parking queue refused the copy): settled already.
+        Ok(()) if held.rejected() => held.settled(),
+        Ok(()) => held.ack().await,
+        Err(error) => {
+            tracing::warn!(%error, "job request failed, trying again later");
+            held.later(&ctx.publisher).await
+        }
+    }
 }
 
-/// Runs the handler in a task of its own (a panic fails the attempt, not the worker) under
-/// the configured timeout, its lease renewed by the tracker meanwhile. If the attempt is told
-/// to stop (a cancel request: the handler gets `jobs.cancel_grace_secs` to return; a lost
-/// lease: at once), the handler is abandoned and its result discarded; the second value says
-/// why.
+/// Runs the handler (a panic fails the attempt, not the worker) under the configured timeout,
+/// its lease renewed by the tracker meanwhile. If the attempt is told to stop (a cancel
+/// request: the handler gets `jobs.cancel_grace_secs` to return; a lost lease: at once), the
+/// handler is abandoned and its result discarded; the second value says why. The handler runs
+/// in the job's task: dropping it is what aborting a task of its own did, without a task and a
+/// wake-up more per job.
 async fn run(
     runner: &Runner,
     job: &ClaimedJob,
@@ -290,30 +354,34 @@ async fn run(
         signals: signals.clone(),
     };
     let timeout = Duration::from_secs(jobs.timeout_secs);
-    let mut task = tokio::spawn(runner.registry.run(&job.job_type, ctx, job.payload.clone()));
+    let mut handler =
+        AssertUnwindSafe(runner.registry.run(&job.job_type, ctx, job.payload.clone()))
+            .catch_unwind();
     let result = tokio::select! {
-        joined = tokio::time::timeout(timeout, &mut task) => match joined {
+        ran = tokio::time::timeout(timeout, &mut handler) => match ran {
             Ok(Ok(result)) => result,
-            Ok(Err(join_error)) => {
-                Err(JobError::permanent(anyhow::anyhow!("the handler panicked: {join_error}")))
+            Ok(Err(panic)) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                Err(JobError::permanent(anyhow::anyhow!("the handler panicked: {message}")))
             }
-            Err(_) => {
-                task.abort();
-                Err(JobError::retryable(anyhow::anyhow!("timed out after {timeout:?}")))
-            }
+            Err(_) => Err(JobError::retryable(anyhow::anyhow!("timed out after {timeout:?}"))),
         },
         () = signals.cancel.cancelled() => {
             let grace = match signals.stopped() {
                 Some(Stop::Cancelled) => Duration::from_secs(jobs.cancel_grace_secs),
                 _ => Duration::ZERO,
             };
-            if tokio::time::timeout(grace, &mut task).await.is_err() {
-                task.abort();
+            if tokio::time::timeout(grace, &mut handler).await.is_err() {
                 tracing::warn!(job_id = %job.id, ?grace, "handler did not stop in time: abandoned");
             }
             Err(JobError::permanent(anyhow::anyhow!("stopped")))
         }
     };
+    drop(handler);
     runner.tracker.leave(job);
     (result, signals.stopped())
 }
@@ -324,7 +392,7 @@ async fn record(
     runner: &Runner,
     job: &ClaimedJob,
     outcome: &Outcome,
-    delivery: &Delivery,
+    held: &Held,
 ) -> anyhow::Result<()> {
     let ctx = &runner.ctx;
     let Some((txn, _recorded)) = store::finish(&ctx.db, job, outcome).await? else {
@@ -341,7 +409,7 @@ async fn record(
             tracing::info!(job_id = %job.id, attempt = job.attempts, ?delay, %error, "job failed, retry scheduled");
         }
         Outcome::Failed(error) => {
-            crate::runtime::park(ctx, JOBS_QUEUE, delivery, &format!("job failed: {error}"))
+            crate::runtime::park(ctx, JOBS_QUEUE, &held.delivery, &format!("job failed: {error}"))
                 .await?;
             tracing::warn!(job_id = %job.id, attempt = job.attempts, %error, "job failed for good, parked");
         }

@@ -9,6 +9,7 @@ pub mod episode_export;
 pub mod file_purge;
 pub mod files;
 pub mod schedule;
+pub mod settle;
 pub mod store;
 pub mod tracker;
 pub mod webhook;
