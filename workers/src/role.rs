@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sea_orm::DatabaseConnection;
-use showrunner_shared::broker::{bounded, process_label, topology};
+use showrunner_shared::broker::{close_bounded, process_label, topology};
 use showrunner_shared::config::Settings;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -175,7 +175,7 @@ pub async fn serve<P: Part>(
             probe.consuming(false);
         }
         sweeps.abort_all();
-        let _ = bounded(conn.close(200, "stopping".into())).await;
+        let _ = close_bounded(conn.close(200, "stopping".into())).await;
         match result {
             Ok(()) => break,
             Err(error) => {
@@ -208,7 +208,7 @@ impl<H: BatchHandler> Part for Queue<H> {
         // The queue in the tag tells the consumer's role and queue in the management UI.
         let tag = format!("{}/{}", process_label(self.role.name()), self.queue);
         let result = consume(&s.ctx, &channel, self.queue, &tag, &self.handler, s.cancel).await;
-        let _ = bounded(channel.close(200, "stopping".into())).await;
+        let _ = close_bounded(channel.close(200, "stopping".into())).await;
         Ok(result?)
     }
 }

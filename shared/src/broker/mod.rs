@@ -31,6 +31,22 @@ pub async fn bounded<F: Future>(op: F) -> Option<F::Output> {
     tokio::time::timeout(OP_TIMEOUT, op).await.ok()
 }
 
+/// Longest wait for the broker's close-ok when a worker stops. A close needs no answer to be
+/// safe (what is unacked goes back to its queue either way), and its answer can be lost: when
+/// the broker closes a channel at the moment we do, lapin fails the connection ("invalid
+/// channel state: Closing") and the close never completes. Waited for with [`OP_TIMEOUT`],
+/// two such closes in a row outlasted `shutdown.grace_secs` (10 s) in a drain test.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `close` (of a channel or connection), or `None` after [`CLOSE_TIMEOUT`].
+pub async fn close_bounded<F: Future>(close: F) -> Option<F::Output> {
+    let closed = tokio::time::timeout(CLOSE_TIMEOUT, close).await.ok();
+    if closed.is_none() {
+        tracing::warn!("the broker did not confirm a close within {CLOSE_TIMEOUT:?}; going on");
+    }
+    closed
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
     #[error("cannot connect to RabbitMQ: {0}")]

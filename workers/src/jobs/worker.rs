@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use showrunner_shared::broker::{bounded, process_label};
+use showrunner_shared::broker::{close_bounded, process_label};
 use showrunner_shared::config::Settings;
 use showrunner_shared::storage::Storage;
 use tokio::task::JoinSet;
@@ -71,7 +71,7 @@ impl Part for Worker {
         let result = super::consumer::consume(&runner, &channel, &self.tag, s.cancel).await;
         // What the finished jobs handed the committer is written before the connection closes.
         runner.committer.flush(Duration::from_secs(5)).await;
-        let _ = bounded(channel.close(200, "stopping".into())).await;
+        let _ = close_bounded(channel.close(200, "stopping".into())).await;
         Ok(result?)
     }
 }
