@@ -12,6 +12,7 @@ mod m20261203_000001_event_path;
 mod m20261203_000002_files;
 mod m20261204_000001_partitioned_activity;
 mod m20261204_000002_lifecycle;
+mod m20261205_000001_notification_cursor;
 
 pub struct Migrator;
 
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000002_files::Migration),
             Box::new(m20261204_000001_partitioned_activity::Migration),
             Box::new(m20261204_000002_lifecycle::Migration),
+            Box::new(m20261205_000001_notification_cursor::Migration),
         ]
     }
 }

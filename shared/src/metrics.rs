@@ -390,8 +390,8 @@ pub fn encode() -> String {
 /// The `Content-Type` of [`encode`]'s output.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Gauges read from the database at scrape time: the events committed and not yet shipped, and
-/// the jobs by status.
+/// Gauges read from the database at scrape time: the events committed and not yet shipped, those
+/// the notification worker has not read, and the jobs by status.
 /// Nothing is written if the database does not answer (the scrape still shows the rest).
 pub async fn encode_database(db: &DatabaseConnection) -> String {
     #[derive(FromQueryResult)]
@@ -415,15 +415,25 @@ pub async fn encode_database(db: &DatabaseConnection) -> String {
             ))
             .one(db)
             .await?;
+        // Shipped events the notification worker has not read yet (numbers are dense, so a
+        // difference of numbers: the queue depth it had when it had a queue).
+        let unread = Count::find_by_statement(sql(
+            "SELECT GREATEST(COALESCE((SELECT max(seq) FROM event_log), 0) \
+             - (SELECT position FROM notification_cursor WHERE id = 1), 0) AS n",
+            [],
+        ))
+        .one(db)
+        .await?;
         let jobs = ByStatus::find_by_statement(sql(
             "SELECT status, count(*) AS n FROM jobs GROUP BY status ORDER BY status",
             [],
         ))
         .all(db)
         .await?;
-        Ok::<_, sea_orm::DbErr>((outbox, jobs))
+        Ok::<_, sea_orm::DbErr>((outbox, unread, jobs))
     };
-    let Ok(Ok((outbox, jobs))) = tokio::time::timeout(Duration::from_secs(2), query).await else {
+    let Ok(Ok((outbox, unread, jobs))) = tokio::time::timeout(Duration::from_secs(2), query).await
+    else {
         return out;
     };
     out.push_str(
@@ -431,6 +441,11 @@ pub async fn encode_database(db: &DatabaseConnection) -> String {
     );
     out.push_str("# TYPE showrunner_outbox_backlog gauge\n");
     let _ = writeln!(out, "showrunner_outbox_backlog {}", outbox.map_or(0, |c| c.n));
+    out.push_str(
+        "# HELP showrunner_notification_backlog Shipped events the notification worker has not \
+         read yet.\n# TYPE showrunner_notification_backlog gauge\n",
+    );
+    let _ = writeln!(out, "showrunner_notification_backlog {}", unread.map_or(0, |c| c.n));
     out.push_str("# HELP showrunner_jobs Jobs by status.\n# TYPE showrunner_jobs gauge\n");
     for status in crate::jobs::JobStatus::ALL {
         let n = jobs.iter().find(|c| c.status == status).map_or(0, |c| c.n);

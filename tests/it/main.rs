@@ -16,6 +16,7 @@ mod jobs_locks;
 mod jobs_prod;
 mod limits;
 mod nodes;
+mod notifier;
 mod oidc;
 mod ops;
 mod paging;

@@ -287,7 +287,7 @@ async fn one_trace_id_runs_from_the_request_to_the_logs_events_and_frames() {
         let has =
             |needle: &str, also: &str| lines.iter().any(|l| l.contains(needle) && l.contains(also));
         let found = has(TRACE_ID, "showrunner.commands")
-            && has(TRACE_ID, "showrunner.notifications")
+            && has(TRACE_ID, "\"queue\":\"event_log\"")
             && has(TRACE_ID, "\"route\":\"/api/v1/episodes\"")
             && has(job_trace, "job failed for good");
         std::future::ready(found.then_some(lines))

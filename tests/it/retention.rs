@@ -89,14 +89,17 @@ async fn each_sweep_removes_what_it_should_and_nothing_else() {
         .await;
     }
 
-    // Event log: shipped rows older than the retention (24 h) go; an unshipped row stays
-    // however old, and so does a recent one.
+    // Event log: shipped rows older than the retention (24 h) that the notification worker has
+    // read go; an unshipped row stays however old, so does one the notification worker has not
+    // read yet (after its position, 2 here), and so does a recent one.
     let (old_shipped, old_unshipped, new_shipped) =
         (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let not_notified = Uuid::now_v7();
     for (id, seq, age) in [
         (old_shipped, Some(1_i64), Age::hours(25)),
         (old_unshipped, None, Age::hours(25)),
         (new_shipped, Some(2), Age::hours(23)),
+        (not_notified, Some(3), Age::hours(25)),
     ] {
         exec(
             &app,
@@ -106,6 +109,9 @@ async fn each_sweep_removes_what_it_should_and_nothing_else() {
         )
         .await;
     }
+
+    // No notification worker runs here: its position says how far one read.
+    exec(&app, "UPDATE notification_cursor SET position = 2", vec![]).await;
 
     // Jobs: finished more than 30 days ago go (their activity rows stay); running or recent
     // ones stay.
@@ -200,7 +206,7 @@ async fn each_sweep_removes_what_it_should_and_nothing_else() {
     assert_eq!(ids(&app, "SELECT id FROM commands").await, sorted(vec![old_pending, new_applied]));
     assert_eq!(
         ids(&app, "SELECT id FROM event_log").await,
-        sorted(vec![old_unshipped, new_shipped])
+        sorted(vec![old_unshipped, new_shipped, not_notified])
     );
     assert_eq!(ids(&app, "SELECT id FROM jobs").await, sorted(vec![old_running, new_done]));
     assert_eq!(app.count("SELECT count(*) FROM activity_log WHERE resource_type = 'job'").await, 5);

@@ -16,8 +16,8 @@ use serde_json::json;
 use showrunner_shared::auth::Role;
 use showrunner_shared::broker::Publisher;
 use showrunner_shared::broker::topology::{
-    COMMANDS_EXCHANGE, EVENT_LOG_QUEUE, EVENTS_EXCHANGE, JOBS_QUEUE, NOTIFICATIONS_QUEUE,
-    command_queue, parked_queue, partition_of,
+    COMMANDS_EXCHANGE, EVENT_LOG_QUEUE, EVENTS_EXCHANGE, JOBS_QUEUE, command_queue, parked_queue,
+    partition_of,
 };
 use showrunner_shared::contracts::{
     Actor, COMMAND_VERSION, Command, CommandEnvelope, EpisodeChanges,
@@ -117,7 +117,7 @@ async fn stray_messages_are_parked_under_the_queue_they_came_from_and_nothing_wa
 
     // Through the default exchange (the management UI's "Publish message" on a queue): one
     // message that does not decode on every consumer's queue.
-    for queue in [p0.as_str(), EVENT_LOG_QUEUE, NOTIFICATIONS_QUEUE, JOBS_QUEUE] {
+    for queue in [p0.as_str(), EVENT_LOG_QUEUE, JOBS_QUEUE] {
         assert!(publish(&channel, "", queue, b"{\"not\": \"a message\"}").await, "{queue}");
     }
     // Through the events exchange with a routing key that means nothing to any event: it
@@ -155,26 +155,26 @@ async fn stray_messages_are_parked_under_the_queue_they_came_from_and_nothing_wa
     .await;
 
     wait_until("the strays parked", DEADLINE, || async {
-        let queues = [p0.as_str(), EVENT_LOG_QUEUE, NOTIFICATIONS_QUEUE, JOBS_QUEUE];
+        let queues = [p0.as_str(), EVENT_LOG_QUEUE, JOBS_QUEUE];
         let mut counts = Vec::new();
         for queue in queues {
             let info = showrunner_tests::queue_info(&app.name, &parked_queue(queue)).await;
             counts.push(info.and_then(|i| i["messages"].as_i64()).unwrap_or(-1));
         }
-        counts == [2, 2, 1, 1]
+        counts == [2, 2, 1]
     })
     .await;
     let commands = drain_parked(&channel, &p0).await;
     assert!(commands.iter().all(|(from, _)| *from == p0), "{commands:?}");
     assert!(commands[0].1.contains("envelope"), "{commands:?}");
     assert!(commands[1].1.contains("partition"), "{commands:?}");
-    for queue in [EVENT_LOG_QUEUE, NOTIFICATIONS_QUEUE, JOBS_QUEUE] {
+    for queue in [EVENT_LOG_QUEUE, JOBS_QUEUE] {
         let parked = drain_parked(&channel, queue).await;
         assert!(parked.iter().all(|(from, _)| from == queue), "{queue}: {parked:?}");
         assert!(!parked.is_empty(), "{queue}");
     }
     // Nothing left unacked or waiting in the consumers' own queues.
-    for queue in [p0.as_str(), EVENT_LOG_QUEUE, NOTIFICATIONS_QUEUE, JOBS_QUEUE] {
+    for queue in [p0.as_str(), EVENT_LOG_QUEUE, JOBS_QUEUE] {
         wait_until(&format!("{queue} empty"), DEADLINE, || async {
             showrunner_tests::queue_info(&app.name, queue)
                 .await

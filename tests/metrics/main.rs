@@ -171,7 +171,7 @@ async fn metrics_are_prometheus_text_and_move_when_a_command_is_applied() {
     for name in &names {
         assert!(name.starts_with("showrunner-") && name.ends_with(&pid), "{name}");
     }
-    let suffixes = ["/relay", "/showrunner.eventlog", "/showrunner.notifications", "/p000"];
+    let suffixes = ["/relay", "/showrunner.eventlog", "/p000"];
     let tags = wait_for("every consumer in the management API", DEADLINE, || async {
         let tags = list(format!("consumers/{}", app.name), |c| {
             c["consumer_tag"].as_str().unwrap_or("").to_string()

@@ -4,6 +4,7 @@
 
 pub mod consumers;
 pub mod jobs;
+pub mod notifier;
 mod observe;
 pub mod ops;
 pub mod partitions;

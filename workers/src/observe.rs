@@ -14,23 +14,34 @@ const MAX_IDS: usize = 64;
 /// The span of one batch: its queue, its size and the distinct trace ids of its messages
 /// (comma-separated in `trace_id`, so a search for one id matches).
 pub fn batch_span(queue: &str, batch: &[Delivery]) -> tracing::Span {
+    let traces = batch.iter().filter_map(|d| trace::from_amqp(&d.properties));
+    span_of(queue, batch.len(), traces)
+}
+
+/// [`batch_span`] of a batch read from somewhere else than a queue (`source`: the event log),
+/// given its messages' `traceparent`s.
+pub fn span_of(
+    source: &str,
+    size: usize,
+    traceparents: impl IntoIterator<Item = impl AsRef<str>>,
+) -> tracing::Span {
     let mut ids: Vec<String> = Vec::new();
-    for delivery in batch {
-        if let Some(id) =
-            trace::from_amqp(&delivery.properties).and_then(|t| trace::trace_id_of(&t))
-            && !ids.contains(&id)
-            && ids.len() < MAX_IDS
-        {
+    for id in traceparents.into_iter().filter_map(|t| trace::trace_id_of(t.as_ref())) {
+        if !ids.contains(&id) && ids.len() < MAX_IDS {
             ids.push(id);
         }
     }
-    tracing::info_span!("batch", queue, size = batch.len(), trace_id = %ids.join(","))
+    tracing::info_span!("batch", queue = source, size, trace_id = %ids.join(","))
 }
 
 /// Runs `handling` (of `batch`, from `queue`) inside its batch span, and logs at debug level
 /// that it ended, in the span too: with `showrunner_workers=debug` every batch has a line.
 pub async fn traced<T>(queue: &str, batch: &[Delivery], handling: impl Future<Output = T>) -> T {
-    let span = batch_span(queue, batch);
+    in_span(batch_span(queue, batch), handling).await
+}
+
+/// Runs `handling` inside `span`, and logs at debug level that it ended, in the span too.
+pub async fn in_span<T>(span: tracing::Span, handling: impl Future<Output = T>) -> T {
     let started = std::time::Instant::now();
     let result = handling.instrument(span.clone()).await;
     span.in_scope(|| {

@@ -17,9 +17,9 @@ use showrunner_shared::config::Settings;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::consumers::{event_log::Importer, notification::Notifications};
+use crate::consumers::event_log::Importer;
 use crate::runtime::{BatchHandler, Context, consume};
-use crate::{jobs, ops, session, shipper, supervisor};
+use crate::{jobs, notifier, ops, session, shipper, supervisor};
 
 /// A worker role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -29,7 +29,8 @@ pub enum Role {
     /// The importer of events published from outside, and the log shipper (one active at a
     /// time, the others stand by).
     Activity,
-    /// Turns events into notifications.
+    /// Turns events into notifications, reading the event log (one active at a time, the
+    /// others stand by).
     Notification,
     /// Runs jobs (competing consumers on the jobs queue: run as many as needed).
     Job,
@@ -91,12 +92,7 @@ impl Role {
                 imported.and(shipped)
             }
             Self::Notification => {
-                let queue = Queue {
-                    role: self,
-                    queue: topology::NOTIFICATIONS_QUEUE,
-                    handler: Notifications,
-                };
-                serve(&settings, self, queue, ops, &cancel).await
+                serve(&settings, self, notifier::Notifier::new(), ops, &cancel).await
             }
             Self::Job => {
                 let worker = jobs::worker::Worker::new(&settings, registry)?;

@@ -19,7 +19,7 @@ pub const EVENTS_EXCHANGE: &str = "showrunner.events";
 /// Direct exchange of the parking lot; routing key = the queue a message was parked from.
 pub const PARKED_EXCHANGE: &str = "showrunner.parked";
 /// Topic exchange of the shipped events (header `x-seq`, their place in the event log): the
-/// WebSocket relays and the notification worker consume it.
+/// WebSocket relays consume it (the notification worker reads the event log itself).
 pub const LIVE_EXCHANGE: &str = "showrunner.live";
 /// Every event of the events exchange, for the importer that records it in the event log.
 pub const EVENT_LOG_QUEUE: &str = "showrunner.eventlog";
@@ -39,7 +39,10 @@ pub const JOB_DELAY_TIERS_MS: [u64; 18] = [
     25, 50, 100, 200, 400, 800, 1_600, 3_200, 6_400, 12_800, 25_600, 51_200, 102_400, 204_800,
     409_600, 819_200, 1_638_400, 3_276_800,
 ];
-pub const NOTIFICATIONS_QUEUE: &str = "showrunner.notifications";
+/// The notification worker's queue before it read the event log (issue 14): deleted at
+/// declare, so that an upgraded broker does not fill it with copies nobody consumes. Its
+/// parking lot stays: what was parked there is for an operator to read.
+pub const RETIRED_NOTIFICATIONS_QUEUE: &str = "showrunner.notifications";
 
 /// The events the activity log records (`event_log::record` writes their activity rows).
 pub const ACTIVITY_BINDINGS: &[&str] = &[
@@ -51,8 +54,9 @@ pub const ACTIVITY_BINDINGS: &[&str] = &[
     "job.*.*",
     "system.jobs.*",
 ];
-/// The events that may produce a notification (bound on the live exchange).
-pub const NOTIFICATION_BINDINGS: &[&str] =
+/// The events that may produce a notification (the notification worker reads only these from
+/// the event log).
+pub const NOTIFYING_EVENTS: &[&str] =
     &["episode.*.created", "episode.*.deleted", "user.*.command", "job.*.failed"];
 
 pub fn command_queue(partition: u16) -> String {
@@ -147,13 +151,6 @@ impl Declarer<'_> {
         Ok(())
     }
 
-    async fn unbind(&self, queue: &str, exchange: &str, key: &str) -> Result<(), BrokerError> {
-        self.ch
-            .queue_unbind(queue.into(), exchange.into(), key.into(), FieldTable::default())
-            .await?;
-        Ok(())
-    }
-
     async fn bind(&self, queue: &str, exchange: &str, key: &str) -> Result<(), BrokerError> {
         self.ch
             .queue_bind(
@@ -195,31 +192,20 @@ async fn declare_all(d: &mut Declarer<'_>, amqp: &AmqpSettings) -> Result<(), Br
         d.bind(&name, COMMANDS_EXCHANGE, &p.to_string()).await?;
         work_queues.push(name);
     }
-    for (queue, exchange, keys) in [
-        (NOTIFICATIONS_QUEUE, LIVE_EXCHANGE, NOTIFICATION_BINDINGS),
-        (EVENT_LOG_QUEUE, EVENTS_EXCHANGE, &["#"][..]),
-    ] {
-        let mut args = work_queue_args(amqp, queue);
-        if queue == EVENT_LOG_QUEUE {
-            // Kept as it was declared (a queue's arguments cannot change): one importer at a
-            // time, which also keeps what it imports in arrival order.
-            args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
-        }
-        d.queue(queue, args).await?;
-        for key in keys {
-            d.bind(queue, exchange, key).await?;
-        }
-        work_queues.push(queue.to_string());
+    let mut args = work_queue_args(amqp, EVENT_LOG_QUEUE);
+    // Kept as it was declared (a queue's arguments cannot change): one importer at a time,
+    // which also keeps what it imports in arrival order.
+    args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+    d.queue(EVENT_LOG_QUEUE, args).await?;
+    d.bind(EVENT_LOG_QUEUE, EVENTS_EXCHANGE, "#").await?;
+    work_queues.push(EVENT_LOG_QUEUE.to_string());
+    // Deleting a queue that does not exist succeeds, so this is idempotent. The parking lots
+    // stay: what was parked there is for an operator to read. (The notification worker's
+    // migration starts it an hour back in the log, so events its old queue still held when
+    // the queue went are notified all the same.)
+    for retired in [RETIRED_ACTIVITY_QUEUE, RETIRED_NOTIFICATIONS_QUEUE] {
+        d.ch.queue_delete(retired.into(), QueueDeleteOptions::default()).await?;
     }
-    // Before issue 14 the notifications queue heard the events exchange. Events published there
-    // now reach it once they are in the log, through the live exchange; a binding left from
-    // then would deliver them twice. Unbinding what is not bound succeeds.
-    for key in NOTIFICATION_BINDINGS {
-        d.unbind(NOTIFICATIONS_QUEUE, EVENTS_EXCHANGE, key).await?;
-    }
-    // Deleting a queue that does not exist succeeds, so this is idempotent too. Its parking lot
-    // stays: what was parked there is for an operator to read.
-    d.ch.queue_delete(RETIRED_ACTIVITY_QUEUE.into(), QueueDeleteOptions::default()).await?;
     declare_jobs(d, amqp).await?;
     work_queues.push(JOBS_QUEUE.to_string());
     for source in &work_queues {
@@ -349,7 +335,7 @@ pub async fn verify(ch: &Channel, amqp: &AmqpSettings) -> Result<(), BrokerError
         JOBS_DELAY_EXCHANGE,
     ];
     let mut work_queues: Vec<String> = (0..amqp.partitions).map(command_queue).collect();
-    work_queues.extend([NOTIFICATIONS_QUEUE, EVENT_LOG_QUEUE, JOBS_QUEUE].map(String::from));
+    work_queues.extend([EVENT_LOG_QUEUE, JOBS_QUEUE].map(String::from));
     let mut queues: Vec<String> = work_queues.iter().map(|q| parked_queue(q)).collect();
     queues.extend(work_queues);
     queues.extend(JOB_DELAY_TIERS_MS.iter().map(|ttl| job_delay_queue(*ttl)));

@@ -2,4 +2,3 @@
 
 pub mod commands;
 pub mod event_log;
-pub mod notification;
