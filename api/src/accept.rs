@@ -17,6 +17,7 @@ use showrunner_shared::contracts::{
 };
 use showrunner_shared::db::sql;
 use showrunner_shared::resource::{At, CommandStatus, Rejection, RejectionCode};
+use showrunner_shared::settled::Settled;
 use uuid::Uuid;
 
 use crate::error::ApiError;
@@ -120,8 +121,10 @@ fn prefer_wait(headers: &HeaderMap, max: Duration) -> Option<Duration> {
 pub enum Outcome {
     /// Accepted, not (yet) applied: 202 with the stored first answer.
     Accepted { command_id: Uuid, body: serde_json::Value },
-    /// Applied within the wait; `body` is the 202 to answer if the result cannot be read.
-    Applied { command_id: Uuid, body: serde_json::Value },
+    /// Settled within the wait; `body` is the 202 to answer if the result cannot be read.
+    /// `resource_id` when it is known to be applied: then only the resource is read, not the
+    /// command's row first.
+    Applied { command_id: Uuid, body: serde_json::Value, resource_id: Option<Uuid> },
 }
 
 #[derive(FromQueryResult)]
@@ -236,19 +239,21 @@ pub async fn submit(
         });
     }
     if let (Some(wait), Some(limit)) = (wait.as_mut(), options.wait)
-        && wait_for(state, limit, wait).await
+        && let Some(settled) = wait_for(state, limit, wait).await
     {
-        return Ok(Outcome::Applied { command_id, body });
+        let resource_id = (settled == Settled::Applied).then_some(envelope.command.resource().1);
+        return Ok(Outcome::Applied { command_id, body, resource_id });
     }
     Ok(Outcome::Accepted { command_id, body })
 }
 
-/// Waits for the command's event; `false` when `limit` ran out first, or when the api began
-/// to shut down (the drain must not wait out a long `Prefer: wait`: 202 is still true).
-async fn wait_for(state: &AppState, limit: Duration, wait: &mut Wait) -> bool {
+/// Waits for the command to settle, and says what was heard of it; `None` when `limit` ran
+/// out first, or when the api began to shut down (the drain must not wait out a long
+/// `Prefer: wait`: 202 is still true).
+async fn wait_for(state: &AppState, limit: Duration, wait: &mut Wait) -> Option<Settled> {
     tokio::select! {
-        done = tokio::time::timeout(limit, wait.done()) => done.is_ok(),
-        () = state.shutdown.cancelled() => false,
+        done = tokio::time::timeout(limit, wait.done()) => done.ok(),
+        () = state.shutdown.cancelled() => None,
     }
 }
 
@@ -291,9 +296,10 @@ async fn replay(
         if command_state(state, command_id)
             .await?
             .is_some_and(|s| s.status != CommandStatus::Pending)
-            || wait_for(state, limit, &mut wait).await
+            || wait_for(state, limit, &mut wait).await.is_some()
         {
-            return Ok(Some(Outcome::Applied { command_id, body }));
+            // A retry: the command's row is read for its outcome, as it always was.
+            return Ok(Some(Outcome::Applied { command_id, body, resource_id: None }));
         }
     }
     Ok(Some(Outcome::Accepted { command_id, body }))
@@ -407,11 +413,14 @@ where
     use axum::response::IntoResponse;
     match outcome {
         Outcome::Accepted { command_id, body } => Ok(accepted(command_id, body)),
-        Outcome::Applied { command_id, body: accepted_body } => {
-            // The command is accepted (and applied): a database too busy to read the result
+        Outcome::Applied { command_id, body: accepted_body, resource_id } => {
+            // The command is accepted (and settled): a database too busy to read the result
             // now must not answer 503, which says "not accepted"; the 202 stays true.
             let found = async {
-                let resource_id = check_applied(state, command_id).await?;
+                let resource_id = match resource_id {
+                    Some(id) => id,
+                    None => check_applied(state, command_id).await?,
+                };
                 read(resource_id).await
             };
             let applied = match found.await {
@@ -555,10 +564,15 @@ where
     let options = write_options(state, headers)?;
     let data = serde_json::to_value(Deleting { ids, delete_type: DeleteType::of(permanent) })
         .map_err(anyhow::Error::from)?;
+    use axum::response::IntoResponse;
     let outcome =
         submit(state, user, command, data, now(), fingerprint.as_bytes(), &options).await?;
     let result = match outcome {
-        Outcome::Applied { command_id, body } if permanent => {
+        // Known applied: the row is gone, nothing to read.
+        Outcome::Applied { resource_id: Some(_), .. } if permanent => {
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        Outcome::Applied { command_id, body, resource_id: None } if permanent => {
             finish_permanent_delete(state, command_id, body).await
         }
         other => finish(state, other, StatusCode::OK, read).await,

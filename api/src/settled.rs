@@ -15,8 +15,9 @@ use sea_orm::sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sea_orm::{DatabaseConnection, FromQueryResult};
 use showrunner_shared::config::DatabaseSettings;
 use showrunner_shared::db::sql;
+use showrunner_shared::resource::CommandStatus;
 use showrunner_shared::retry::reconnect_delays;
-use showrunner_shared::settled::{CHANNEL, parse};
+use showrunner_shared::settled::{CHANNEL, Settled, parse};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -107,20 +108,25 @@ async fn connect(settings: &DatabaseSettings) -> anyhow::Result<PgListener> {
 /// Wakes the requests waiting on a command that is no longer pending; how many.
 pub async fn wake_settled(db: &DatabaseConnection, waiters: &Waiters) -> anyhow::Result<usize> {
     #[derive(FromQueryResult)]
-    struct Settled {
+    struct Row {
         id: Uuid,
+        status: CommandStatus,
     }
     let waiting = waiters.waiting();
     if waiting.is_empty() {
         return Ok(0);
     }
-    let settled = Settled::find_by_statement(sql(
-        "SELECT id FROM commands WHERE id = ANY($1) AND status <> 'pending'",
+    let settled = Row::find_by_statement(sql(
+        "SELECT id, status FROM commands WHERE id = ANY($1) AND status <> 'pending'",
         [waiting.into()],
     ))
     .all(db)
     .await?;
     let woken = settled.len();
-    waiters.wake_all(settled.into_iter().map(|s| s.id));
+    waiters.wake_all(settled.into_iter().map(|row| {
+        let how =
+            if row.status == CommandStatus::Applied { Settled::Applied } else { Settled::Settled };
+        (row.id, how)
+    }));
     Ok(woken)
 }

@@ -1,23 +1,28 @@
 //! Requests waiting (`Prefer: wait`) for their command to be applied or rejected. The
 //! command notifications (`settled.rs`) wake them by command id when the worker's transaction
-//! commits; the shipped events (`link.rs`) by their `correlationId`, later. No polling.
+//! commits, saying whether it was applied; the shipped events (`link.rs`) by their
+//! `correlationId`, later, saying only that it settled. No polling.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use showrunner_shared::settled::Settled;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+/// What was heard of one command (nothing yet: `None`), and how many requests wait on it.
+type Waited = (watch::Sender<Option<Settled>>, usize);
+
 #[derive(Default)]
 pub struct Waiters {
-    waiting: Mutex<HashMap<Uuid, (watch::Sender<bool>, usize)>>,
+    waiting: Mutex<HashMap<Uuid, Waited>>,
 }
 
 /// A registration; dropping it forgets the wait.
 pub struct Wait {
     waiters: Arc<Waiters>,
     command_id: Uuid,
-    receiver: watch::Receiver<bool>,
+    receiver: watch::Receiver<Option<Settled>>,
 }
 
 impl Waiters {
@@ -25,24 +30,32 @@ impl Waiters {
     pub fn register(self: &Arc<Self>, command_id: Uuid) -> Wait {
         let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
         let (sender, count) =
-            waiting.entry(command_id).or_insert_with(|| (watch::channel(false).0, 0));
+            waiting.entry(command_id).or_insert_with(|| (watch::channel(None).0, 0));
         *count += 1;
         Wait { waiters: self.clone(), command_id, receiver: sender.subscribe() }
     }
 
+    /// Wakes the requests waiting on `command_id`, settled (applied or rejected).
     pub fn wake(&self, command_id: Uuid) {
-        self.wake_all([command_id]);
+        self.wake_all([(command_id, Settled::Settled)]);
     }
 
-    /// Wakes the requests waiting on any of `command_ids` (taking the lock once).
-    pub fn wake_all(&self, command_ids: impl IntoIterator<Item = Uuid>) {
+    /// Wakes the requests waiting on any of the commands named (taking the lock once). What is
+    /// known stays known: a later "settled" does not hide an earlier "applied".
+    pub fn wake_all(&self, settled: impl IntoIterator<Item = (Uuid, Settled)>) {
         let waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
         if waiting.is_empty() {
             return;
         }
-        for command_id in command_ids {
+        for (command_id, how) in settled {
             if let Some((sender, _)) = waiting.get(&command_id) {
-                let _ = sender.send(true);
+                sender.send_if_modified(|seen| {
+                    let news = seen.is_none() || (how == Settled::Applied && *seen != Some(how));
+                    if news {
+                        *seen = Some(how);
+                    }
+                    news
+                });
             }
         }
     }
@@ -62,9 +75,14 @@ impl Waiters {
 }
 
 impl Wait {
-    /// Resolves once the command was seen settled (its outcome committed).
-    pub async fn done(&mut self) {
-        let _ = self.receiver.wait_for(|seen| *seen).await;
+    /// Resolves once the command was seen settled (its outcome committed), with what was heard
+    /// of it.
+    pub async fn done(&mut self) -> Settled {
+        match self.receiver.wait_for(Option::is_some).await {
+            Ok(seen) => seen.unwrap_or(Settled::Settled),
+            // The sender lives while this registration does; were it gone, the row tells.
+            Err(_) => Settled::Settled,
+        }
     }
 }
 
@@ -92,8 +110,8 @@ mod tests {
         let mut b = waiters.register(id);
         waiters.wake(Uuid::now_v7());
         waiters.wake(id);
-        a.done().await;
-        b.done().await;
+        assert_eq!(a.done().await, Settled::Settled);
+        assert_eq!(b.done().await, Settled::Settled);
         assert_eq!(waiters.waiting(), vec![id]);
         drop(a);
         assert_eq!(waiters.len(), 1);
@@ -108,9 +126,31 @@ mod tests {
         let mut a = waiters.register(one);
         let mut b = waiters.register(two);
         let c = waiters.register(three);
-        waiters.wake_all([one, Uuid::now_v7(), two]);
-        a.done().await;
-        b.done().await;
-        assert!(!*c.receiver.borrow());
+        waiters.wake_all([
+            (one, Settled::Applied),
+            (Uuid::now_v7(), Settled::Applied),
+            (two, Settled::Settled),
+        ]);
+        assert_eq!(a.done().await, Settled::Applied);
+        assert_eq!(b.done().await, Settled::Settled);
+        assert!(c.receiver.borrow().is_none());
+    }
+
+    #[tokio::test]
+    async fn applied_is_not_forgotten_when_the_event_says_settled_later() {
+        let waiters = Arc::new(Waiters::default());
+        let id = Uuid::now_v7();
+        let mut early = waiters.register(id);
+        waiters.wake_all([(id, Settled::Applied)]);
+        waiters.wake(id);
+        let mut late = waiters.register(id);
+        assert_eq!(early.done().await, Settled::Applied);
+        assert_eq!(late.done().await, Settled::Applied);
+        // And a "settled" first is made precise by an "applied" after it.
+        let other = Uuid::now_v7();
+        let mut wait = waiters.register(other);
+        waiters.wake(other);
+        waiters.wake_all([(other, Settled::Applied)]);
+        assert_eq!(wait.done().await, Settled::Applied);
     }
 }

@@ -41,9 +41,24 @@ async fn caught_up(app: &TestApp) -> bool {
 /// Only the holder of an unexpired lease notifies; when it gives the lease up a standby takes
 /// over from where the log was read. With three workers contending and the lease taken away
 /// half way, every creation is notified exactly once and the position reaches the log's end.
+/// The unique (event, user) key would hide a second application of a batch, so a trigger
+/// counts every committed insert of a notification, conflicting or not: that count must be
+/// one per event too.
 #[tokio::test]
 async fn only_the_lease_holder_notifies_and_contending_workers_notify_each_event_once() {
     let app = TestApp::spawn().await;
+    // A BEFORE INSERT row trigger runs for every row an INSERT ... ON CONFLICT DO NOTHING
+    // proposes, before the conflict check; its row commits only with the batch's transaction.
+    app.db
+        .execute_unprepared(
+            "CREATE TABLE notify_attempts (event_id uuid NOT NULL); \
+             CREATE FUNCTION count_attempt() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN INSERT INTO notify_attempts VALUES (NEW.event_id); RETURN NEW; END $$; \
+             CREATE TRIGGER count_attempt BEFORE INSERT ON notifications \
+             FOR EACH ROW EXECUTE FUNCTION count_attempt();",
+        )
+        .await
+        .expect("attempts counted");
     // Another worker holds the lease, as if it were active elsewhere.
     app.db
         .execute_raw(sql(
@@ -103,6 +118,14 @@ async fn only_the_lease_holder_notifies_and_contending_workers_notify_each_event
     for event in &events {
         assert_eq!(notified(&app, event.id).await, 1, "event {} notified once", event.id);
     }
+    let applied_twice = app
+        .count(
+            "SELECT count(*) FROM (SELECT event_id FROM notify_attempts GROUP BY event_id \
+             HAVING count(*) > 1) AS twice",
+        )
+        .await;
+    assert_eq!(applied_twice, 0, "events whose notification was inserted by two committed batches");
+    assert_eq!(app.count("SELECT count(*) FROM notify_attempts").await, 121);
     // Each notification's own event is in the log once.
     let created =
         "SELECT count(*) FROM event_log WHERE body::jsonb->>'event' = 'notification_created'";

@@ -14,7 +14,7 @@ use showrunner_shared::contracts::{CommandEnvelope, CommandRejected, OutgoingEve
 use showrunner_shared::db::sql;
 use showrunner_shared::event_log::{self, StoredEvent};
 use showrunner_shared::resource::{Batch, CommandStatus, Rejection};
-use showrunner_shared::settled;
+use showrunner_shared::settled::{self, Settled};
 use uuid::Uuid;
 
 use crate::runtime::{BatchHandler, Context, Incoming};
@@ -118,8 +118,14 @@ async fn apply_batch(
     event_log::record(&txn, &events).await?;
     if notify {
         // Delivered at the commit, when every outcome above is readable; one statement, one
-        // notification per 239 commands.
-        let settled: Vec<Uuid> = outcomes.iter().map(|(envelope, _)| envelope.id).collect();
+        // notification per 232 commands.
+        let settled: Vec<(Uuid, Settled)> = outcomes
+            .iter()
+            .map(|(envelope, rejection)| {
+                let how = if rejection.is_none() { Settled::Applied } else { Settled::Settled };
+                (envelope.id, how)
+            })
+            .collect();
         settled::notify(&txn, &settled).await?;
     }
     txn.commit().await?;
