@@ -122,9 +122,17 @@ pub enum Outcome {
     /// Accepted, not (yet) applied: 202 with the stored first answer.
     Accepted { command_id: Uuid, body: serde_json::Value },
     /// Settled within the wait; `body` is the 202 to answer if the result cannot be read.
-    /// `resource_id` when it is known to be applied: then only the resource is read, not the
-    /// command's row first.
-    Applied { command_id: Uuid, body: serde_json::Value, resource_id: Option<Uuid> },
+    Applied { command_id: Uuid, body: serde_json::Value, heard: Heard },
+}
+
+/// What a request that waited heard of its settled command, so what it still has to read.
+pub enum Heard {
+    /// Settled: the command's row says whether it was applied, then the resource is read.
+    Settled,
+    /// Applied: only the resource (this id) is read.
+    Applied(Uuid),
+    /// Applied, and the resource as the command left it: nothing is read.
+    AppliedAs(Uuid, std::sync::Arc<str>),
 }
 
 #[derive(FromQueryResult)]
@@ -241,8 +249,13 @@ pub async fn submit(
     if let (Some(wait), Some(limit)) = (wait.as_mut(), options.wait)
         && let Some(settled) = wait_for(state, limit, wait).await
     {
-        let resource_id = (settled == Settled::Applied).then_some(envelope.command.resource().1);
-        return Ok(Outcome::Applied { command_id, body, resource_id });
+        let resource_id = envelope.command.resource().1;
+        let heard = match settled {
+            Settled::AppliedAs(json) => Heard::AppliedAs(resource_id, json),
+            Settled::Applied => Heard::Applied(resource_id),
+            Settled::Settled => Heard::Settled,
+        };
+        return Ok(Outcome::Applied { command_id, body, heard });
     }
     Ok(Outcome::Accepted { command_id, body })
 }
@@ -299,7 +312,7 @@ async fn replay(
             || wait_for(state, limit, &mut wait).await.is_some()
         {
             // A retry: the command's row is read for its outcome, as it always was.
-            return Ok(Some(Outcome::Applied { command_id, body, resource_id: None }));
+            return Ok(Some(Outcome::Applied { command_id, body, heard: Heard::Settled }));
         }
     }
     Ok(Some(Outcome::Accepted { command_id, body }))
@@ -398,8 +411,10 @@ pub fn wait_applied(
     Ok(response)
 }
 
-/// Renders the outcome: 202 with the first answer, or the applied resource that `read` finds
-/// by the command's resource id, with its `Location` on 201 (or the problem that rejected it).
+/// Renders the outcome: 202 with the first answer, or the applied resource that `read` gives
+/// for the command's resource id (and the resource as the worker left it, when its
+/// notification carried it: then `read` reads nothing), with its `Location` on 201 (or the
+/// problem that rejected it).
 pub async fn finish<F, Fut>(
     state: &AppState,
     outcome: Outcome,
@@ -407,21 +422,22 @@ pub async fn finish<F, Fut>(
     read: F,
 ) -> Result<axum::response::Response, ApiError>
 where
-    F: FnOnce(Uuid) -> Fut,
+    F: FnOnce(Uuid, Option<serde_json::Value>) -> Fut,
     Fut: Future<Output = Result<Applied, ApiError>>,
 {
     use axum::response::IntoResponse;
     match outcome {
         Outcome::Accepted { command_id, body } => Ok(accepted(command_id, body)),
-        Outcome::Applied { command_id, body: accepted_body, resource_id } => {
+        Outcome::Applied { command_id, body: accepted_body, heard } => {
             // The command is accepted (and settled): a database too busy to read the result
             // now must not answer 503, which says "not accepted"; the 202 stays true.
             let found = async {
-                let resource_id = match resource_id {
-                    Some(id) => id,
-                    None => check_applied(state, command_id).await?,
-                };
-                read(resource_id).await
+                match heard {
+                    // Our own worker's JSON; were it unreadable, the resource is read instead.
+                    Heard::AppliedAs(id, json) => read(id, serde_json::from_str(&json).ok()).await,
+                    Heard::Applied(id) => read(id, None).await,
+                    Heard::Settled => read(check_applied(state, command_id).await?, None).await,
+                }
             };
             let applied = match found.await {
                 Err(ApiError::Unavailable { .. }) => {
@@ -527,7 +543,7 @@ pub async fn answer<F, Fut>(
     read: F,
 ) -> Result<axum::response::Response, ApiError>
 where
-    F: FnOnce(Uuid) -> Fut,
+    F: FnOnce(Uuid, Option<serde_json::Value>) -> Fut,
     Fut: Future<Output = Result<Applied, ApiError>>,
 {
     let outcome = submit(state, user, command, data, now, fingerprint.as_bytes(), options).await?;
@@ -555,7 +571,7 @@ pub async fn delete<F, Fut>(
     read: F,
 ) -> Result<axum::response::Response, ApiError>
 where
-    F: FnOnce(Uuid) -> Fut,
+    F: FnOnce(Uuid, Option<serde_json::Value>) -> Fut,
     Fut: Future<Output = Result<Applied, ApiError>>,
 {
     if permanent && !user.is_admin() {
@@ -568,13 +584,11 @@ where
     let outcome =
         submit(state, user, command, data, now(), fingerprint.as_bytes(), &options).await?;
     let result = match outcome {
-        // Known applied: the row is gone, nothing to read.
-        Outcome::Applied { resource_id: Some(_), .. } if permanent => {
-            Ok(StatusCode::NO_CONTENT.into_response())
-        }
-        Outcome::Applied { command_id, body, resource_id: None } if permanent => {
+        Outcome::Applied { command_id, body, heard: Heard::Settled } if permanent => {
             finish_permanent_delete(state, command_id, body).await
         }
+        // Known applied: the row is gone, nothing to read.
+        Outcome::Applied { .. } if permanent => Ok(StatusCode::NO_CONTENT.into_response()),
         other => finish(state, other, StatusCode::OK, read).await,
     };
     wait_applied(result, &options)

@@ -41,7 +41,8 @@ impl Waiters {
     }
 
     /// Wakes the requests waiting on any of the commands named (taking the lock once). What is
-    /// known stays known: a later "settled" does not hide an earlier "applied".
+    /// known stays known: a later "settled" does not hide an earlier "applied", nor a mark the
+    /// resource an earlier word carried.
     pub fn wake_all(&self, settled: impl IntoIterator<Item = (Uuid, Settled)>) {
         let waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
         if waiting.is_empty() {
@@ -50,7 +51,7 @@ impl Waiters {
         for (command_id, how) in settled {
             if let Some((sender, _)) = waiting.get(&command_id) {
                 sender.send_if_modified(|seen| {
-                    let news = seen.is_none() || (how == Settled::Applied && *seen != Some(how));
+                    let news = seen.as_ref().is_none_or(|seen| how.rank() > seen.rank());
                     if news {
                         *seen = Some(how);
                     }
@@ -79,7 +80,7 @@ impl Wait {
     /// of it.
     pub async fn done(&mut self) -> Settled {
         match self.receiver.wait_for(Option::is_some).await {
-            Ok(seen) => seen.unwrap_or(Settled::Settled),
+            Ok(seen) => seen.clone().unwrap_or(Settled::Settled),
             // The sender lives while this registration does; were it gone, the row tells.
             Err(_) => Settled::Settled,
         }
@@ -152,5 +153,19 @@ mod tests {
         waiters.wake(other);
         waiters.wake_all([(other, Settled::Applied)]);
         assert_eq!(wait.done().await, Settled::Applied);
+    }
+
+    #[tokio::test]
+    async fn the_resource_is_kept_over_a_later_mark_and_wins_over_an_earlier_one() {
+        let waiters = Arc::new(Waiters::default());
+        let left = Settled::AppliedAs(Arc::from(r#"{"id":1}"#));
+        let (one, two) = (Uuid::now_v7(), Uuid::now_v7());
+        let mut first = waiters.register(one);
+        let mut second = waiters.register(two);
+        waiters.wake_all([(one, left.clone()), (two, Settled::Applied)]);
+        waiters.wake_all([(one, Settled::Applied), (two, left.clone())]);
+        waiters.wake(one);
+        assert_eq!(first.done().await, left);
+        assert_eq!(second.done().await, left);
     }
 }

@@ -159,3 +159,88 @@ async fn a_command_settled_while_the_listener_was_away_wakes_its_request_on_reco
     assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
     app.stop().await;
 }
+
+/// The notification that wakes a waiting request carries the resource as its command left it,
+/// and the request answers with exactly that: the same JSON as a read afterwards. A resource
+/// too large for one notification is only marked applied, and read.
+#[tokio::test]
+async fn a_waiting_write_answers_with_the_resource_its_notification_carried() {
+    use sea_orm::sqlx::postgres::PgListener;
+    use showrunner_shared::settled::{CHANNEL, Settled, parse};
+
+    let app = stack(true, false, false).await;
+    let alice = app.token("alice", Role::Member);
+    let mut listener =
+        PgListener::connect(&format!("{PG_SERVER}/{}", app.name)).await.expect("listener");
+    listener.listen(CHANNEL).await.expect("listen");
+    // What the notifications said of `command`, once one named it.
+    let mut heard = async |command: &str| -> Settled {
+        let command = uuid::Uuid::parse_str(command).expect("command id");
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let notification = tokio::time::timeout(left, listener.recv())
+                .await
+                .expect("a notification naming the command")
+                .expect("listening connection");
+            if let Some((_, how)) = parse(notification.payload()).find(|(id, _)| *id == command) {
+                return how;
+            }
+        }
+    };
+    let read = async |path: &str| {
+        let (status, body) = send(app.http.get(app.api(path)).bearer_auth(&alice)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["data"].clone()
+    };
+
+    // Commas, quotes, a line break and letters beyond ASCII: the JSON travels on one line.
+    let title = "Pilot, \"one\"\nä";
+    let (status, created) = send(
+        app.http
+            .post(app.api("/episodes"))
+            .bearer_auth(&alice)
+            .header("Prefer", WAIT)
+            .json(&json!({"title": title, "categories": ["news", "b,c"]})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let Settled::AppliedAs(json) = heard(str_of(&created, "commandId")).await else {
+        panic!("the creation's notification did not carry the episode");
+    };
+    let carried: serde_json::Value = serde_json::from_str(&json).expect("carried JSON");
+    assert_eq!(created["data"], carried);
+    assert_eq!(created["data"]["title"], title);
+    let id = str_of(&created["data"], "id").to_string();
+    assert_eq!(read(&format!("/episodes/{id}")).await, carried);
+
+    let (status, composition) = send(
+        app.http
+            .post(app.api(&format!("/episodes/{id}/compositions")))
+            .bearer_auth(&alice)
+            .header("Prefer", WAIT)
+            .json(&json!({"name": "Cut", "tracks": [{"kind": "video", "clips": []}]})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{composition}");
+    assert!(matches!(heard(str_of(&composition, "commandId")).await, Settled::AppliedAs(_)));
+    let cut = format!("/episodes/{id}/compositions/{}", str_of(&composition["data"], "id"));
+    assert_eq!(read(&cut).await, composition["data"]);
+
+    // Too long for one notification (PostgreSQL's limit is 8,000 bytes): marked, then read.
+    let description = "é".repeat(5_000);
+    let (status, updated) = send(
+        app.http
+            .patch(app.api(&format!("/episodes/{id}")))
+            .bearer_auth(&alice)
+            .header("Prefer", WAIT)
+            .json(&json!({"description": description})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{updated}");
+    assert_eq!(heard(str_of(&updated, "commandId")).await, Settled::Applied);
+    assert_eq!(updated["data"]["description"], description.as_str());
+    assert_eq!(updated["data"]["version"], 2);
+    assert_eq!(read(&format!("/episodes/{id}")).await, updated["data"]);
+    app.stop().await;
+}

@@ -77,7 +77,7 @@ async fn create(
     };
     let now = accept::now();
     let data = preview(&user, None, &command, now)?.unwrap_or_default();
-    let read = |id| read_applied(&state, episode_id, id);
+    let read = |id, left| read_applied(&state, episode_id, id, left);
     accept::answer(
         &state,
         &user,
@@ -121,7 +121,7 @@ async fn update(
         Some(current) => preview(&user, Some(current), &command, now)?.unwrap_or(known),
         None => known,
     };
-    let read = |id| read_applied(&state, episode_id, id);
+    let read = |id, left| read_applied(&state, episode_id, id, left);
     accept::answer(&state, &user, command, data, now, &fingerprint, &options, StatusCode::OK, read)
         .await
 }
@@ -138,7 +138,7 @@ async fn delete(
         format!("DELETE /episodes/{episode_id}/compositions/{id}?permanent={permanent}");
     let command = Command::DeleteComposition { episode_id, composition_id: id, permanent };
     let ids = ItemIds { id, episode_id };
-    let read = |id| read_applied(&state, episode_id, id);
+    let read = |id, left| read_applied(&state, episode_id, id, left);
     accept::delete(&state, &user, &headers, (command, permanent), ids, &fingerprint, read).await
 }
 
@@ -169,8 +169,13 @@ fn preview(
 }
 
 /// How a write that waited reads the applied composition.
-async fn read_applied(state: &AppState, episode_id: Uuid, id: Uuid) -> Result<Applied, ApiError> {
-    applied_of_episode::<Composition>(state, episode_id, id, "compositions").await
+async fn read_applied(
+    state: &AppState,
+    episode_id: Uuid,
+    id: Uuid,
+    left: Option<serde_json::Value>,
+) -> Result<Applied, ApiError> {
+    applied_of_episode::<Composition>(state, episode_id, id, "compositions", left).await
 }
 
 async fn read(

@@ -66,7 +66,7 @@ async fn create(
     };
     let now = accept::now();
     let data = preview(&user, None, &command, now)?.unwrap_or_default();
-    let read = |id| read_applied(&state, id);
+    let read = |id, left| read_applied(&state, id, left);
     accept::answer(
         &state,
         &user,
@@ -108,7 +108,7 @@ async fn update(
         Some(current) => preview(&user, Some(current), &command, now)?.unwrap_or(known),
         None => known,
     };
-    let read = |id| read_applied(&state, id);
+    let read = |id, left| read_applied(&state, id, left);
     accept::answer(&state, &user, command, data, now, &fingerprint, &options, StatusCode::OK, read)
         .await
 }
@@ -124,15 +124,23 @@ fn preview(
     accept::preview(user, current, now, |state, at| episode::apply(state, command, at))
 }
 
-/// How a write that waited reads the applied episode.
-async fn read_applied(state: &AppState, id: Uuid) -> Result<Applied, ApiError> {
-    let episode = find(state, id, true)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("episode {id} does not exist")))?;
-    Ok(Applied {
-        data: serde_json::to_value(episode).map_err(anyhow::Error::from)?,
-        location: format!("/api/v1/episodes/{id}"),
-    })
+/// How a write that waited answers with the applied episode: as the worker's notification
+/// carried it (`left`), or read.
+async fn read_applied(
+    state: &AppState,
+    id: Uuid,
+    left: Option<serde_json::Value>,
+) -> Result<Applied, ApiError> {
+    let data = match left {
+        Some(data) => data,
+        None => {
+            let episode = find(state, id, true)
+                .await?
+                .ok_or_else(|| ApiError::NotFound(format!("episode {id} does not exist")))?;
+            serde_json::to_value(episode).map_err(anyhow::Error::from)?
+        }
+    };
+    Ok(Applied { data, location: format!("/api/v1/episodes/{id}") })
 }
 
 async fn delete(
@@ -146,7 +154,7 @@ async fn delete(
     let fingerprint = format!("DELETE /episodes/{id}?permanent={permanent}");
     let command = Command::DeleteEpisode { episode_id: id, permanent };
     let ids = EpisodeIds { id };
-    let read = |id| read_applied(&state, id);
+    let read = |id, left| read_applied(&state, id, left);
     accept::delete(&state, &user, &headers, (command, permanent), ids, &fingerprint, read).await
 }
 

@@ -206,7 +206,7 @@ async fn upload(
     // Otherwise a retry with the same Idempotency-Key got the first upload's answer: this
     // upload's bytes are not needed, and the cleanup removes them.
     drop(cleanup);
-    let read = |id| read_applied(&state, episode_id, id);
+    let read = |id, left| read_applied(&state, episode_id, id, left);
     wait_applied(finish(&state, outcome, StatusCode::CREATED, read).await, &options)
 }
 
@@ -417,7 +417,7 @@ async fn delete(
     let fingerprint = format!("DELETE /episodes/{episode_id}/files/{id}?permanent={permanent}");
     let command = Command::DeleteFile { episode_id, file_id: id, permanent };
     let ids = ItemIds { id, episode_id };
-    let read = |id| read_applied(&state, episode_id, id);
+    let read = |id, left| read_applied(&state, episode_id, id, left);
     accept::delete(&state, &user, &headers, (command, permanent), ids, &fingerprint, read).await
 }
 
@@ -432,8 +432,13 @@ fn preview(
 }
 
 /// How a write that waited reads the applied file.
-async fn read_applied(state: &AppState, episode_id: Uuid, id: Uuid) -> Result<Applied, ApiError> {
-    applied_of_episode::<File>(state, episode_id, id, "files").await
+async fn read_applied(
+    state: &AppState,
+    episode_id: Uuid,
+    id: Uuid,
+    left: Option<serde_json::Value>,
+) -> Result<Applied, ApiError> {
+    applied_of_episode::<File>(state, episode_id, id, "files", left).await
 }
 
 async fn read(

@@ -104,17 +104,22 @@ pub async fn of_episode<R: Stored + Tracked>(
         .ok_or_else(|| ApiError::NotFound(format!("{} {id} does not exist", R::KIND.as_str())))
 }
 
-/// How a write that waited reads the applied `R` of an episode, which lives at
-/// `/api/v1/episodes/<episode_id>/<collection>/<id>`.
+/// How a write that waited answers with the applied `R` of an episode, which lives at
+/// `/api/v1/episodes/<episode_id>/<collection>/<id>`: as the worker's notification carried it
+/// (`left`), or read.
 pub async fn applied_of_episode<R: Stored + Tracked + Serialize>(
     state: &AppState,
     episode_id: Uuid,
     id: Uuid,
     collection: &str,
+    left: Option<serde_json::Value>,
 ) -> Result<Applied, ApiError> {
-    let found: R = of_episode(state, episode_id, id, true).await?;
-    Ok(Applied {
-        data: serde_json::to_value(found).map_err(anyhow::Error::from)?,
-        location: format!("/api/v1/episodes/{episode_id}/{collection}/{id}"),
-    })
+    let data = match left {
+        Some(data) => data,
+        None => {
+            let found: R = of_episode(state, episode_id, id, true).await?;
+            serde_json::to_value(found).map_err(anyhow::Error::from)?
+        }
+    };
+    Ok(Applied { data, location: format!("/api/v1/episodes/{episode_id}/{collection}/{id}") })
 }

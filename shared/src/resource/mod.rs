@@ -13,7 +13,7 @@ pub mod file;
 use std::collections::HashMap;
 use std::future::Future;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseTransaction, DbErr, DeriveActiveEnum, EntityTrait,
     EnumIter, QueryFilter, QueryOrder, QuerySelect,
@@ -138,7 +138,9 @@ impl<'a> At<'a> {
         Self {
             command_id: envelope.id,
             actor: &envelope.actor,
-            accepted_at: envelope.accepted_at,
+            // At the database's precision, like `now`: a row as the batch holds it is then the
+            // row as it is read back, which a write that waited is answered with (`answer`).
+            accepted_at: envelope.accepted_at.trunc_subsecs(6),
             now,
         }
     }
@@ -484,6 +486,20 @@ impl Batch {
                 result
             }
         }
+    }
+
+    /// The resource `command` names as the batch holds it now, as the JSON a write that waited
+    /// for it answers with (the api reads the same types back); `None` once it is deleted for
+    /// good.
+    pub fn answer(&self, command: &Command) -> Option<String> {
+        let (kind, id) = command.resource();
+        let json = match kind {
+            ResourceType::Episode => self.episodes.get(id).map(serde_json::to_string),
+            ResourceType::Composition => self.compositions.get(id).map(serde_json::to_string),
+            ResourceType::File => self.files.get(id).map(serde_json::to_string),
+        };
+        // Serializing plain values does not fail; were it to, the api reads the row instead.
+        json.and_then(Result::ok)
     }
 
     /// Writes what the batch changed: upserts parents before children, deletes children before

@@ -83,6 +83,7 @@ async fn apply_batch(
     let now = Utc::now().trunc_subsecs(6);
 
     let mut outcomes = Vec::new();
+    let mut answers = Vec::new();
     let mut events = Vec::new();
     let mut seen = HashSet::new();
     for incoming in batch {
@@ -92,6 +93,13 @@ async fn apply_batch(
             continue;
         }
         let outcome = state.apply(envelope, now);
+        // The resource as this command left it, for the request that waits on it.
+        let how = match &outcome {
+            Ok(_) => state
+                .answer(&envelope.command)
+                .map_or(Settled::Applied, |json| Settled::AppliedAs(std::sync::Arc::from(json))),
+            Err(_) => Settled::Settled,
+        };
         let event = match &outcome {
             Ok(event) => event.clone(),
             Err(rejection) => OutgoingEvent::new(
@@ -106,6 +114,7 @@ async fn apply_batch(
         let traceparent = showrunner_shared::trace::child_or_new(incoming.traceparent.as_deref());
         events.push(StoredEvent::from_outgoing(&event, Some(traceparent)));
         outcomes.push((envelope, outcome.err()));
+        answers.push((envelope.id, how));
     }
 
     state.write(&txn).await?;
@@ -117,16 +126,8 @@ async fn apply_batch(
     // Last: every lock this batch waits for is held by now (see `event_log`).
     event_log::record(&txn, &events).await?;
     if notify {
-        // Delivered at the commit, when every outcome above is readable; one statement, one
-        // notification per 232 commands.
-        let settled: Vec<(Uuid, Settled)> = outcomes
-            .iter()
-            .map(|(envelope, rejection)| {
-                let how = if rejection.is_none() { Settled::Applied } else { Settled::Settled };
-                (envelope.id, how)
-            })
-            .collect();
-        settled::notify(&txn, &settled).await?;
+        // Delivered at the commit, when every outcome above is readable; one statement.
+        settled::notify(&txn, &answers).await?;
     }
     txn.commit().await?;
     Ok(())
