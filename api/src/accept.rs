@@ -31,7 +31,7 @@ const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x6b1f_3c8e_4d2a_4f5b_9e7c_1
 const IDEMPOTENCY_KEY_MAX: usize = 200;
 
 /// `{data, commandId}`: a write's answer, 202 (`data` as the command will leave the resource)
-/// or 200/201 after `Prefer: wait` (`data` as the worker left it).
+/// or 200/201 after `Prefer: wait` (`data` as the command left it).
 #[derive(serde::Serialize)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
@@ -529,7 +529,7 @@ pub fn preview<R: serde::Serialize>(
 }
 
 /// Submits a create's or an update's command and answers it: 202, or after `Prefer: wait` the
-/// resource as the worker left it (`read`) with `applied_status`.
+/// resource as the command left it (`read`) with `applied_status`.
 #[allow(clippy::too_many_arguments)]
 pub async fn answer<F, Fut>(
     state: &AppState,

@@ -117,12 +117,15 @@ async fn an_exhausted_pool_answers_503_after_the_bound_and_loses_nothing() {
 async fn an_applied_write_whose_result_cannot_be_read_answers_202_not_503() {
     // The worker waits on the episodes table while the write is recorded and published.
     let (app, alice, episodes) = a_small_pool_and_a_locked_episodes_table().await;
+    // Too large for the worker's notification to carry (PostgreSQL's 8,000 bytes), so the
+    // request has to read it; a smaller one is answered 201 from the notification alone.
+    let description = "é".repeat(5_000);
     let request = app
         .http
         .post(app.api("/episodes"))
         .bearer_auth(&alice)
         .header("Prefer", "wait=20")
-        .json(&json!({"title": "Applied, unreadable"}));
+        .json(&json!({"title": "Applied, unreadable", "description": description}));
     let write = tokio::spawn(async move { request.send().await });
     wait_until("the command to be recorded", DEADLINE, || async {
         app.count("SELECT count(*) FROM commands").await == 1
