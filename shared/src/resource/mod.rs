@@ -531,6 +531,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_command_is_applied_at_the_database_precision() {
+        // A hand-published command may carry nanoseconds; the row the batch holds must be the
+        // row as read back (`Batch::answer`), so `At` keeps microseconds only.
+        let accepted_at = DateTime::from_timestamp(1_700_000_000, 123_456_789).unwrap_or_default();
+        let envelope = CommandEnvelope {
+            id: Uuid::now_v7(),
+            version: crate::contracts::COMMAND_VERSION,
+            actor: crate::contracts::Actor { id: Uuid::from_u128(1), name: "Alice".into() },
+            accepted_at,
+            command: Command::DeleteEpisode { episode_id: Uuid::now_v7(), permanent: false },
+        };
+        let at = At::of(&envelope, accepted_at.trunc_subsecs(6));
+        assert_eq!(at.accepted_at.timestamp_subsec_nanos(), 123_456_000);
+    }
+
+    #[test]
     fn stored_names_round_trip() {
         for s in CommandStatus::ALL {
             assert_eq!(CommandStatus::parse(s.as_str()), Some(s));
