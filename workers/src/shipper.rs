@@ -5,9 +5,10 @@
 //! after the last number it published and publishes it with confirms.
 //!
 //! One shipper is active at a time, fenced by a lease in `event_log_shipper`: the holder renews
-//! it at least every [`RENEW_EVERY`], before it reads anything, and a lease lasts [`LEASE`], so
-//! a shipper whose lease ran out has stopped publishing before another can take it. Publishing
-//! twice would only be wasteful (consumers drop what they have), never wrong.
+//! it at least every [`RENEW_EVERY`] (a lease lasts [`LEASE`]), and every read of the log checks
+//! in the same statement that the lease is still its own, so a shipper that lost it reads, and
+//! publishes, nothing more. Publishing twice would only be wasteful (consumers drop what they
+//! have), never wrong.
 //!
 //! `published_seq` says how far publishes were confirmed, recorded with each renewal. A shipper
 //! that takes the lease publishes again everything after it (the previous one may have died
@@ -135,7 +136,10 @@ async fn lead(
                 }
                 renewed = Instant::now();
             }
-            let rows = recorded_after(db, confirmed).await?;
+            let Some(rows) = recorded_after(db, me, confirmed).await? else {
+                tracing::warn!("log shipper lost its lease, standing by");
+                break;
+            };
             let Some(last) = rows.last().map(|r| r.seq) else {
                 tokio::select! {
                     () = cancel.cancelled() => {}
@@ -184,17 +188,51 @@ async fn standby(
     }
 }
 
-/// What committed after `published`, in order, at most [`BATCH`] rows. Every number up to the
-/// largest one seen is committed or given back (`event_log`'s doc), so nothing skipped here
-/// can appear later.
-async fn recorded_after(db: &DatabaseConnection, published: i64) -> Result<Vec<Shipped>, DbErr> {
-    Shipped::find_by_statement(sql(
-        "SELECT seq, id, routing_key, body, traceparent FROM event_log \
-         WHERE seq > $1 ORDER BY seq LIMIT $2",
-        [published.into(), BATCH.into()],
+/// What committed after `published`, in order, at most [`BATCH`] rows; `None` when the lease is
+/// no longer this shipper's (checked in the same statement, so nothing is read, and published,
+/// after another shipper took it). Every number up to the largest one seen is committed or
+/// given back (`event_log`'s doc), so nothing skipped here can appear later.
+async fn recorded_after(
+    db: &DatabaseConnection,
+    me: Uuid,
+    published: i64,
+) -> Result<Option<Vec<Shipped>>, DbErr> {
+    // One row with NULLs when the lease is held and nothing is new; none when it is not held.
+    #[derive(FromQueryResult)]
+    struct Row {
+        seq: Option<i64>,
+        id: Option<Uuid>,
+        routing_key: Option<String>,
+        body: Option<String>,
+        traceparent: Option<String>,
+    }
+    let rows = Row::find_by_statement(sql(
+        "SELECT e.seq, e.id, e.routing_key, e.body, e.traceparent FROM event_log_shipper s \
+         LEFT JOIN LATERAL ( \
+           SELECT seq, id, routing_key, body, traceparent FROM event_log \
+           WHERE seq > $2 ORDER BY seq LIMIT $3 \
+         ) e ON true \
+         WHERE s.id = 1 AND s.holder = $1 AND s.lease_until > now() ORDER BY e.seq",
+        [me.into(), published.into(), BATCH.into()],
     ))
     .all(db)
-    .await
+    .await?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(
+        rows.into_iter()
+            .filter_map(|r| {
+                Some(Shipped {
+                    seq: r.seq?,
+                    id: r.id?,
+                    routing_key: r.routing_key?,
+                    body: r.body?,
+                    traceparent: r.traceparent,
+                })
+            })
+            .collect(),
+    ))
 }
 
 /// Renews the lease, recording `confirmed`; `false` when the lease is no longer this
