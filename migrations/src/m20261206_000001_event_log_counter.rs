@@ -17,6 +17,10 @@ CREATE TABLE event_log_counter (
     id  smallint PRIMARY KEY CHECK (id = 1),
     top bigint NOT NULL
 );
+-- One row updated by every producer transaction (in place: `top` is not indexed): room on the
+-- page for those updates, vacuum by count alone, unthrottled, like the shipper's lease row.
+ALTER TABLE event_log_counter SET (fillfactor = 50, autovacuum_vacuum_scale_factor = 0,
+    autovacuum_vacuum_threshold = 100, autovacuum_vacuum_cost_delay = 0);
 -- Numbering and counting under this lock: an older shipper numbering at the same moment waits.
 LOCK TABLE event_log IN SHARE ROW EXCLUSIVE MODE;
 WITH top AS (SELECT COALESCE(max(seq), 0) AS top FROM event_log),
