@@ -156,16 +156,15 @@ impl BrokerLink {
                     let delivery = ended(delivery)?;
                     match live_frame(&delivery, &rules) {
                         Ok((event, frame)) => {
-                            // Numbers are dense (`event_log`'s doc): a jump means something was not
+                            // The shipper numbers without gaps: a jump means something was not
                             // heard (a publish that failed and comes again later, a shipper
                             // that took over and publishes again): read it from the log first,
                             // so clients get every event in order.
                             if frame.seq > self.last_seq.load(Ordering::Relaxed) + 1 {
                                 self.catch_up(db, waiters, hub).await?;
                                 if frame.seq > self.last_seq.load(Ordering::Relaxed) {
-                                    // Not in the log after all: a number is committed before
-                                    // the shipper can read and publish it, so this frame is not
-                                    // its own.
+                                    // Not in the log after all: the shipper commits a number
+                                    // before it publishes it, so this frame is not its own.
                                     let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                                     tracing::warn!(seq = frame.seq, dropped, topic = %delivery.routing_key, "event beyond the event log dropped");
                                     continue;

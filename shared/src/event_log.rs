@@ -1,22 +1,15 @@
 //! The event log: every event, written by the transaction that makes it true, in one total
-//! order (`seq`) that the insert itself gives it.
+//! order (`seq`) that the log shipper gives it when it ships it to the broker.
 //!
 //! A producer (a command batch, a job transition, a notification, the api's job routes and
 //! presence) calls [`record`] inside its own transaction: the event's `event_log` row and its
 //! `activity_log` row commit with the change or not at all, so nothing is published that did
-//! not happen and nothing that happened goes unpublished. The insert takes its numbers from the
-//! one-row `event_log_counter`, whose row lock it then holds until the transaction ends: the
-//! next producer's insert waits for that commit (or rollback) and numbers after it. So numbers
-//! are handed out in commit order, a rolled-back transaction gives its numbers back, and what a
-//! reader sees committed is always every number up to the largest it sees: the log shipper
-//! (`workers/src/shipper.rs`) and the notification worker read it in `seq` order and can never
-//! pass over a row that commits later. Numbers are dense but for a row another transaction
-//! recorded with the same id at the same moment (its place stays empty).
-//!
-//! The insert must therefore be the last statement of the transaction that can wait: for a
-//! lock (two producers would otherwise deadlock on the counter) or for anything outside the
-//! database (every producer would wait with it). Of two transactions that touched the same
-//! row, the one that waited records after the other committed, so it is numbered after it.
+//! not happen and nothing that happened goes unpublished. The row waits with `seq` NULL; its
+//! `ord` (a sequence, taken by this insert) orders the rows the shipper finds together. The
+//! insert must be the last statement of the transaction that can wait for a lock: then of two
+//! transactions that touched the same row, the one that waited has the larger `ord`, and it
+//! commits later, so it is never shipped first. The shipper (`workers/src/shipper.rs`) numbers
+//! what has committed, in `ord` order, one number after the other, and publishes it.
 
 pub mod activity;
 
@@ -55,26 +48,15 @@ impl StoredEvent {
     }
 }
 
-/// The statement of [`record`]: the events ($1-$4) in the given order, numbered from the
-/// counter (those not recorded already), and in a data-modifying CTE their activity rows
-/// ($5-$13), so both commit together.
+/// The statement of [`record`]: the events ($1-$4) in the given order, and in a data-modifying
+/// CTE their activity rows ($5-$13), so both commit together.
 static STATEMENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
-        "WITH recorded AS ({}), \
-         fresh AS ( \
-           SELECT t.* FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[]) \
-           WITH ORDINALITY AS t(id, key, body, trace, n) \
-           WHERE NOT EXISTS (SELECT 1 FROM event_log e WHERE e.id = t.id) \
-         ), \
-         counter AS ( \
-           UPDATE event_log_counter SET top = top + (SELECT count(*) FROM fresh) \
-           WHERE id = 1 AND EXISTS (SELECT 1 FROM fresh) \
-           RETURNING top - (SELECT count(*) FROM fresh) AS base \
-         ) \
-         INSERT INTO event_log (seq, id, routing_key, body, traceparent) \
-         SELECT counter.base + row_number() OVER (ORDER BY fresh.n), fresh.id, fresh.key, \
-         fresh.body, NULLIF(fresh.trace, '') \
-         FROM fresh, counter ORDER BY fresh.n \
+        "WITH recorded AS ({}) \
+         INSERT INTO event_log (id, routing_key, body, traceparent) \
+         SELECT id, key, body, NULLIF(trace, '') \
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[]) \
+         WITH ORDINALITY AS t(id, key, body, trace, n) ORDER BY n \
          ON CONFLICT (id) DO NOTHING",
         activity::insert(5)
     )
@@ -82,8 +64,7 @@ static STATEMENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 
 /// Writes `events` into the event log, with their activity rows, inside the caller's
 /// transaction (one statement). An event already recorded (same id) is left as it is. Call it
-/// last, right before the commit: from here until the transaction ends every other producer
-/// waits (see the module's doc).
+/// after every statement of the transaction that may wait for a lock (see the module's doc).
 pub async fn record(conn: &impl ConnectionTrait, events: &[StoredEvent]) -> Result<(), DbErr> {
     if events.is_empty() {
         return Ok(());
@@ -106,8 +87,7 @@ pub async fn record(conn: &impl ConnectionTrait, events: &[StoredEvent]) -> Resu
     Ok(())
 }
 
-/// A recorded event as read back in `seq` order: its place in the total order and what to
-/// publish.
+/// An event the shipper numbered: its place in the total order and what to publish.
 #[derive(Debug, Clone, FromQueryResult)]
 pub struct Shipped {
     pub seq: i64,

@@ -406,20 +406,16 @@ pub async fn encode_database(db: &DatabaseConnection) -> String {
     let mut out = String::new();
     let query = async {
         let outbox =
-            // The event log's rows committed after the last number the shipper recorded as
-            // published (it records that once a second), rows an older version left
-            // unnumbered, and what an older version left in the outbox (the name stays for
-            // dashboards that graph it).
+            // The event log's rows not numbered by the shipper yet, and what an older version
+            // left in the outbox (the name stays for dashboards that graph it).
             Count::find_by_statement(sql(
-                "SELECT GREATEST(COALESCE((SELECT max(seq) FROM event_log), 0) \
-                 - (SELECT published_seq FROM event_log_shipper WHERE id = 1), 0) \
-                 + (SELECT count(*) FROM event_log WHERE seq IS NULL) \
+                "SELECT (SELECT count(*) FROM event_log WHERE seq IS NULL) \
                  + (SELECT count(*) FROM outbox) AS n",
                 [],
             ))
             .one(db)
             .await?;
-        // Recorded events the notification worker has not read yet (numbers are dense, so a
+        // Shipped events the notification worker has not read yet (numbers are dense, so a
         // difference of numbers: the queue depth it had when it had a queue).
         let unread = Count::find_by_statement(sql(
             "SELECT GREATEST(COALESCE((SELECT max(seq) FROM event_log), 0) \

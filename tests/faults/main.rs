@@ -563,12 +563,6 @@ async fn count(db: &DatabaseConnection, query: &str) -> i64 {
         .map_or(-1, |r| r.n)
 }
 
-/// Events recorded after what the log shipper recorded as published (it records that once a
-/// second while it runs), and rows an older version left unnumbered.
-const UNPUBLISHED: &str = "SELECT GREATEST(COALESCE((SELECT max(seq) FROM event_log), 0) \
-     - (SELECT published_seq FROM event_log_shipper WHERE id = 1), 0) \
-     + (SELECT count(*) FROM event_log WHERE seq IS NULL)";
-
 /// Waits until nothing is pending: no pending command, every event shipped (and none left in
 /// an older version's outbox), every job finished, and the activity log and event log no
 /// longer growing. `true` if it got there.
@@ -579,7 +573,8 @@ async fn wait_quiet(db: &DatabaseConnection, jobs: &load::JobReport, limit: Dura
     let _ = jobs;
     while start.elapsed() < limit {
         let pending = count(db, "SELECT count(*) FROM commands WHERE status = 'pending'").await;
-        let outbox = count(db, "SELECT count(*) FROM outbox").await + count(db, UNPUBLISHED).await;
+        let outbox = count(db, "SELECT count(*) FROM outbox").await
+            + count(db, "SELECT count(*) FROM event_log WHERE seq IS NULL").await;
         let unfinished = count(
             db,
             "SELECT count(*) FROM jobs WHERE status NOT IN ('succeeded', 'failed', 'cancelled')",
@@ -1066,12 +1061,12 @@ async fn check(
 
     // Nothing poisoned on the way.
     note("outbox rows left", count(db, "SELECT count(*) FROM outbox").await.to_string());
-    let unshipped = count(db, UNPUBLISHED).await;
+    let unshipped = count(db, "SELECT count(*) FROM event_log WHERE seq IS NULL").await;
     note("event log rows not shipped", unshipped.to_string());
     if unshipped != 0 {
         violations.push(format!("{unshipped} events in the event log were never shipped"));
     }
-    // Producers number without gaps: every number from the first to the last is a row.
+    // The shipper numbers without gaps: every number from the first to the last is a row.
     let gaps =
         count(db, "SELECT COALESCE(max(seq) - min(seq) + 1 - count(seq), 0) FROM event_log").await;
     if gaps != 0 {

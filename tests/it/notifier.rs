@@ -31,10 +31,11 @@ async fn notified(app: &TestApp, event: Uuid) -> i64 {
     app.count(&format!("SELECT count(*) FROM notifications WHERE event_id = '{event}'")).await
 }
 
-/// Where the notification worker is once it has read every recorded event.
+/// Where the notification worker is once it has read every shipped event.
 async fn caught_up(app: &TestApp) -> bool {
-    app.count("SELECT position AS n FROM notification_cursor").await
-        == app.count("SELECT COALESCE(max(seq), 0) AS n FROM event_log").await
+    app.count("SELECT count(*) FROM event_log WHERE seq IS NULL").await == 0
+        && app.count("SELECT position AS n FROM notification_cursor").await
+            == app.count("SELECT COALESCE(max(seq), 0) AS n FROM event_log").await
 }
 
 /// Only the holder of an unexpired lease notifies; when it gives the lease up a standby takes
@@ -68,8 +69,11 @@ async fn only_the_lease_holder_notifies_and_contending_workers_notify_each_event
         .expect("lease taken");
     let held_back = creation();
     event_log::record(&app.db, std::slice::from_ref(&held_back)).await.expect("record");
-    // Recorded (and numbered), then watched for three times the standby's poll: nobody
-    // notifies it.
+    // Shipped, then watched for three times the standby's poll: nobody notifies it.
+    wait_until("the event shipped", DEADLINE, || async {
+        app.count("SELECT count(*) FROM event_log WHERE seq IS NULL").await == 0
+    })
+    .await;
     let watch = tokio::time::Instant::now();
     while watch.elapsed() < Duration::from_millis(1500) {
         assert_eq!(notified(&app, held_back.id).await, 0, "notified without the lease");

@@ -89,10 +89,9 @@ async fn each_sweep_removes_what_it_should_and_nothing_else() {
         .await;
     }
 
-    // Event log: published rows older than the retention (24 h) that the notification worker
-    // has read go; an unnumbered row (an older version's) stays however old, so does one the
-    // notification worker has not read yet (after its position, 2 here), and so does a recent
-    // one.
+    // Event log: shipped rows older than the retention (24 h) that the notification worker has
+    // read go; an unshipped row stays however old, so does one the notification worker has not
+    // read yet (after its position, 2 here), and so does a recent one.
     let (old_shipped, old_unshipped, new_shipped) =
         (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
     let not_notified = Uuid::now_v7();
@@ -111,10 +110,8 @@ async fn each_sweep_removes_what_it_should_and_nothing_else() {
         .await;
     }
 
-    // No notification worker or shipper runs here: their positions say how far one read and
-    // how far one published.
+    // No notification worker runs here: its position says how far one read.
     exec(&app, "UPDATE notification_cursor SET position = 2", vec![]).await;
-    exec(&app, "UPDATE event_log_shipper SET published_seq = 3", vec![]).await;
 
     // Jobs: finished more than 30 days ago go (their activity rows stay); running or recent
     // ones stay.

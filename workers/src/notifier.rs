@@ -4,9 +4,9 @@
 //!
 //! It reads the event log itself, in `seq` order, rather than a queue of its own: an event
 //! then crosses the broker once, to the relays, and the quorum enqueue, delivery and ack a
-//! queue of its own cost on every event are gone (issue 14). Rows appear in `seq` order (each
-//! producer's insert numbers after the previous producer's commit: `event_log`'s doc), so
-//! "everything after `position`" never skips a row that commits later.
+//! queue of its own cost on every event are gone (issue 14). Numbered rows appear in `seq`
+//! order (the shipper numbers one transaction after the other, each number after the last),
+//! so "everything after `position`" never skips a row that commits later.
 //!
 //! One notification worker is active at a time, fenced by a lease in `notification_cursor`
 //! like the log shipper's: every batch's transaction moves `position` from where this worker

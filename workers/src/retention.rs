@@ -13,9 +13,8 @@
 //!   least 24 h: the row is the Idempotency-Key record). A pending command stays: the
 //!   republish sweeper still owns it.
 //! - `event_log`: shipped rows older than `realtime.event_log_retention_secs` (how far a
-//!   resume reaches back). A row not published yet (after the shipper's `published_seq`, or
-//!   left unnumbered by an older version) is never deleted, nor one the notification worker
-//!   has not read yet (after its `notification_cursor` position).
+//!   resume reaches back). An unshipped row (`seq` NULL) is never deleted, nor one the
+//!   notification worker has not read yet (after its `notification_cursor` position).
 //! - `jobs`: succeeded, failed and cancelled jobs `retention.jobs_secs` after they finished.
 //!   Their activity rows stay (history).
 //! - `notifications`: read ones `retention.read_notifications_secs` after they were read.
@@ -159,7 +158,6 @@ const RULES: [Rule; 5] = [
         table: "event_log",
         delete: "DELETE FROM event_log WHERE seq IN (SELECT seq FROM event_log \
              WHERE seq <= (SELECT position FROM notification_cursor WHERE id = 1) \
-             AND seq <= (SELECT published_seq FROM event_log_shipper WHERE id = 1) \
              AND logged_at < now() - make_interval(secs => $1) \
              ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED)",
         age_secs: |s| s.realtime.event_log_retention_secs,

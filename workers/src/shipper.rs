@@ -1,27 +1,26 @@
-//! The log shipper: publishes the events producers recorded in the event log, in their order
-//! (`seq`, which the producers' own inserts gave them, in commit order: `event_log`'s doc), with
-//! that number, to the live exchange, where every api's relay queue hears them. Each event
-//! crosses the broker once, and the shipper writes nothing per event: it reads what committed
-//! after the last number it published and publishes it with confirms.
+//! The log shipper: gives the events producers recorded in the event log their place in the one
+//! total order (`seq`), and publishes them, with that number, to the live exchange, where every
+//! api's relay queue and the notification worker's queue hear them. Each event crosses the
+//! broker once.
 //!
-//! One shipper is active at a time, fenced by a lease in `event_log_shipper`: the holder renews
-//! it at least every [`RENEW_EVERY`] (a lease lasts [`LEASE`]), and every read of the log checks
-//! in the same statement that the lease is still its own, so a shipper that lost it reads, and
-//! publishes, nothing more. Publishing twice would only be wasteful (consumers drop what they
-//! have), never wrong.
+//! One shipper is active at a time, fenced by a lease in `event_log_shipper`: every numbering
+//! transaction first renews the lease (holder = this shipper, not expired) and locks its row, so
+//! a shipper whose lease ran out numbers nothing, and two shippers never number at once. Rows are
+//! numbered in what they look like at that moment: those committed and not numbered yet, in
+//! `ord` order, each one after the largest `seq` so far (numbers are dense: a relay that sees a
+//! jump knows it missed something and reads it from the log). A row committed later is numbered
+//! later, so `seq` order is the order in which the shipper found the rows committed, and two
+//! transactions that touched the same row are in their commit order (`event_log`'s doc).
 //!
-//! `published_seq` says how far publishes were confirmed, recorded with each renewal. A shipper
-//! that takes the lease publishes again everything after it (the previous one may have died
-//! between its confirms and its next renewal): consumers drop what they have (relays by `seq`).
-//!
-//! Rows an older version's producers left unnumbered (`seq` NULL, during a rolling upgrade) are
-//! numbered by the renewal, from the producers' counter, so they are shipped after what was
-//! committed before them.
+//! `published_seq` says how far publishes were confirmed. A shipper that takes the lease
+//! publishes again everything numbered after it (the previous one may have died between its
+//! numbering and its confirms): consumers drop what they have (relays by `seq`, notifications by
+//! their unique key).
 
 use std::time::{Duration, Instant};
 
 use lapin::types::{AMQPValue, FieldTable};
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, FromQueryResult};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, FromQueryResult, TransactionTrait};
 use showrunner_shared::broker::topology::LIVE_EXCHANGE;
 use showrunner_shared::broker::{Outgoing, Publisher, publisher_json_properties};
 use showrunner_shared::db::sql;
@@ -43,7 +42,7 @@ const STANDBY_POLL: Duration = Duration::from_millis(500);
 /// idle up to [`IDLE_POLL_MAX`]: under load it looks again at once, when idle at most this late.
 const IDLE_POLL_MIN: Duration = Duration::from_millis(1);
 const IDLE_POLL_MAX: Duration = Duration::from_millis(8);
-/// Most rows published in one confirmed batch.
+/// Most rows numbered (and published in one confirmed batch) at a time.
 const BATCH: i64 = 2_000;
 
 /// The log shipper as a part of the activity role (`crate::role`), active or standing by.
@@ -77,8 +76,8 @@ impl Part for Shipper {
         loop {
             match lead(&s.ctx.db, &s.ctx.publisher, s.conn, self.me, s.cancel).await {
                 Ok(()) => return Ok(()),
-                // The database failed under us: take the lease again, which publishes again
-                // from the last number recorded as confirmed.
+                // The database failed under us: what was numbered may not be published, so
+                // take the lease again (which publishes from the last confirmed number on).
                 Err(ShipError::Db(error)) if s.ctx.publisher.is_open() => {
                     tracing::warn!(%error, "log shipper: database error, starting over");
                     tokio::select! {
@@ -117,8 +116,9 @@ async fn lead(
 ) -> Result<(), ShipError> {
     loop {
         let Some(published) = standby(db, conn, me, cancel).await? else { return Ok(()) };
-        tracing::info!(published, "log shipper active, publishing from there");
-        let mut confirmed = published;
+        tracing::info!(published, "log shipper active");
+        let mut confirmed = catch_up(db, publisher, published).await?;
+        let mut recorded = published;
         let mut renewed = Instant::now();
         let mut idle = IDLE_POLL_MIN;
         loop {
@@ -129,28 +129,26 @@ async fn lead(
             if !publisher.is_open() || !conn.status().connected() {
                 return Err(ShipError::Closed);
             }
-            if renewed.elapsed() >= RENEW_EVERY {
-                if !renew(db, me, confirmed).await? {
-                    tracing::warn!("log shipper lost its lease, standing by");
-                    break;
-                }
-                renewed = Instant::now();
-            }
-            let Some(rows) = recorded_after(db, me, confirmed).await? else {
-                tracing::warn!("log shipper lost its lease, standing by");
-                break;
-            };
-            let Some(last) = rows.last().map(|r| r.seq) else {
+            let due = renewed.elapsed() >= RENEW_EVERY || confirmed > recorded;
+            if !due && !unshipped(db).await? {
                 tokio::select! {
                     () = cancel.cancelled() => {}
                     () = tokio::time::sleep(idle) => {}
                 }
                 idle = (idle * 2).min(IDLE_POLL_MAX);
                 continue;
+            }
+            let Some(rows) = number(db, me, confirmed).await? else {
+                tracing::warn!("log shipper lost its lease, standing by");
+                break;
             };
-            idle = IDLE_POLL_MIN;
-            publish(publisher, &rows).await?;
-            confirmed = last;
+            (recorded, renewed) = (confirmed, Instant::now());
+            if let Some(last) = rows.last() {
+                idle = IDLE_POLL_MIN;
+                let last = last.seq;
+                publish(publisher, &rows).await?;
+                confirmed = last;
+            }
         }
     }
 }
@@ -188,97 +186,76 @@ async fn standby(
     }
 }
 
-/// What committed after `published`, in order, at most [`BATCH`] rows; `None` when the lease is
-/// no longer this shipper's (checked in the same statement, so nothing is read, and published,
-/// after another shipper took it). Every number up to the largest one seen is committed or
-/// given back (`event_log`'s doc), so nothing skipped here can appear later.
-async fn recorded_after(
+/// Publishes again what was numbered after `published` (confirmed or not, by whoever held the
+/// lease before); the last number published.
+async fn catch_up(
     db: &DatabaseConnection,
-    me: Uuid,
-    published: i64,
-) -> Result<Option<Vec<Shipped>>, DbErr> {
-    // One row with NULLs when the lease is held and nothing is new; none when it is not held.
-    #[derive(FromQueryResult)]
-    struct Row {
-        seq: Option<i64>,
-        id: Option<Uuid>,
-        routing_key: Option<String>,
-        body: Option<String>,
-        traceparent: Option<String>,
+    publisher: &Publisher,
+    mut published: i64,
+) -> Result<i64, ShipError> {
+    loop {
+        let rows = Shipped::find_by_statement(sql(
+            "SELECT seq, id, routing_key, body, traceparent FROM event_log \
+             WHERE seq > $1 ORDER BY seq LIMIT $2",
+            [published.into(), BATCH.into()],
+        ))
+        .all(db)
+        .await?;
+        let Some(last) = rows.last().map(|r| r.seq) else { return Ok(published) };
+        publish(publisher, &rows).await?;
+        tracing::info!(count = rows.len(), through = last, "log shipper published again");
+        published = last;
     }
-    let rows = Row::find_by_statement(sql(
-        "SELECT e.seq, e.id, e.routing_key, e.body, e.traceparent FROM event_log_shipper s \
-         LEFT JOIN LATERAL ( \
-           SELECT seq, id, routing_key, body, traceparent FROM event_log \
-           WHERE seq > $2 ORDER BY seq LIMIT $3 \
-         ) e ON true \
-         WHERE s.id = 1 AND s.holder = $1 AND s.lease_until > now() ORDER BY e.seq",
-        [me.into(), published.into(), BATCH.into()],
-    ))
-    .all(db)
-    .await?;
-    if rows.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(
-        rows.into_iter()
-            .filter_map(|r| {
-                Some(Shipped {
-                    seq: r.seq?,
-                    id: r.id?,
-                    routing_key: r.routing_key?,
-                    body: r.body?,
-                    traceparent: r.traceparent,
-                })
-            })
-            .collect(),
-    ))
 }
 
-/// Renews the lease, recording `confirmed`; `false` when the lease is no longer this
-/// shipper's. Then numbers the rows an older version left unnumbered, if there are any.
-async fn renew(db: &DatabaseConnection, me: Uuid, confirmed: i64) -> Result<bool, DbErr> {
-    #[derive(FromQueryResult)]
-    struct Renewed {
-        strays: bool,
+/// Whether something waits to be numbered (an index-only look at the partial index).
+async fn unshipped(db: &DatabaseConnection) -> Result<bool, DbErr> {
+    let row =
+        db.query_one_raw(sql("SELECT 1 FROM event_log WHERE seq IS NULL LIMIT 1", [])).await?;
+    Ok(row.is_some())
+}
+
+/// Renews the lease (recording `confirmed`) and numbers what has committed, in one
+/// transaction; `None` when the lease is no longer this shipper's.
+async fn number(
+    db: &DatabaseConnection,
+    me: Uuid,
+    confirmed: i64,
+) -> Result<Option<Vec<Shipped>>, DbErr> {
+    let txn = db.begin().await?;
+    // The lease row stays locked until the commit: this is the fence.
+    let held = txn
+        .execute_raw(sql(
+            "UPDATE event_log_shipper SET lease_until = now() + make_interval(secs => $2), \
+             published_seq = GREATEST(published_seq, $3) \
+             WHERE id = 1 AND holder = $1 AND lease_until > now()",
+            [me.into(), LEASE.as_secs_f64().into(), confirmed.into()],
+        ))
+        .await?;
+    if held.rows_affected() == 0 {
+        txn.rollback().await?;
+        return Ok(None);
     }
-    let renewed = Renewed::find_by_statement(sql(
-        "UPDATE event_log_shipper SET lease_until = now() + make_interval(secs => $2), \
-         published_seq = GREATEST(published_seq, $3) \
-         WHERE id = 1 AND holder = $1 AND lease_until > now() \
-         RETURNING EXISTS (SELECT 1 FROM event_log WHERE seq IS NULL) AS strays",
-        [me.into(), LEASE.as_secs_f64().into(), confirmed.into()],
+    // The rows are locked before they are counted, so the numbers are dense even when a row
+    // goes away meanwhile (the api deletes the unshipped event of a job it could not publish).
+    // This statement's snapshot is taken after the lease row was locked, so it sees every
+    // number the previous holder committed.
+    let mut rows = Shipped::find_by_statement(sql(
+        "WITH next AS ( \
+           SELECT id, ord FROM event_log WHERE seq IS NULL ORDER BY ord LIMIT $1 FOR UPDATE \
+         ), top AS (SELECT COALESCE(max(seq), 0) AS top FROM event_log), \
+         numbered AS ( \
+           SELECT next.id, top.top + row_number() OVER (ORDER BY next.ord) AS seq FROM next, top \
+         ) \
+         UPDATE event_log e SET seq = numbered.seq FROM numbered WHERE e.id = numbered.id \
+         RETURNING e.seq, e.id, e.routing_key, e.body, e.traceparent",
+        [BATCH.into()],
     ))
-    .one(db)
+    .all(&txn)
     .await?;
-    let Some(renewed) = renewed else { return Ok(false) };
-    if renewed.strays {
-        // The producers' counter, so the strays take the next numbers after every commit
-        // before this one (the row locks of `FOR UPDATE` first: the same order as an older
-        // shipper's, never the reverse of a producer's).
-        let numbered = db
-            .execute_raw(sql(
-                "WITH stray AS ( \
-                   SELECT id, ord FROM event_log WHERE seq IS NULL ORDER BY ord LIMIT $1 \
-                   FOR UPDATE \
-                 ), counter AS ( \
-                   UPDATE event_log_counter SET top = top + (SELECT count(*) FROM stray) \
-                   WHERE id = 1 AND EXISTS (SELECT 1 FROM stray) \
-                   RETURNING top - (SELECT count(*) FROM stray) AS base \
-                 ), numbered AS ( \
-                   SELECT stray.id, counter.base + row_number() OVER (ORDER BY stray.ord, stray.id) \
-                   AS seq FROM stray, counter \
-                 ) \
-                 UPDATE event_log e SET seq = numbered.seq FROM numbered WHERE e.id = numbered.id",
-                [BATCH.into()],
-            ))
-            .await?;
-        tracing::info!(
-            count = numbered.rows_affected(),
-            "log shipper numbered rows an older version left"
-        );
-    }
-    Ok(true)
+    txn.commit().await?;
+    rows.sort_by_key(|r| r.seq);
+    Ok(Some(rows))
 }
 
 /// Publishes `rows` in order, with their `seq`, and waits for the confirms.

@@ -300,7 +300,7 @@ async fn create(
         tracing::warn!(%error, job_id = %job.id, "job publish failed");
         if idempotency_id.is_none() {
             // Not confirmed, so not accepted: forget it, the client may retry.
-            forget(&state, &job).await?;
+            forget(&state, &job, &events).await?;
         }
         // A keyed job stays: the client's retry with the key publishes it again (and, if
         // nobody retries, the job workers' sweeper does), as keyed commands do.
@@ -309,26 +309,44 @@ async fn create(
     Ok(accepted(job))
 }
 
-/// Ends a job whose request was not confirmed. Its `job_queued` was committed with the row and
-/// numbered in the event log at once, so it may have been shipped already: the job is
-/// cancelled (with `job_cancelled`), so whoever heard it queued hears it end.
-async fn forget(state: &AppState, job: &JobRow) -> Result<(), ApiError> {
+/// Forgets a job whose request was not confirmed. Its `job_queued` was committed with the row
+/// and may have been shipped already: if it was not, both go and nobody hears of the job; if
+/// it was, the job is cancelled instead (with `job_cancelled`), so whoever heard it queued
+/// hears it end.
+async fn forget(state: &AppState, job: &JobRow, events: &[StoredEvent]) -> Result<(), ApiError> {
     let txn = state.db.begin().await?;
-    let cancelled = txn
+    let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
+    // Waits for a shipper numbering these rows right now, then sees their `seq`.
+    let unshipped = txn
         .execute_raw(sql(
-            "UPDATE jobs SET status = 'cancelled', completed_at = now(), updated_at = now() \
-             WHERE id = $1 AND status IN ('queued', 'scheduled')",
+            "DELETE FROM event_log WHERE id = ANY($1) AND seq IS NULL",
+            [ids.clone().into()],
+        ))
+        .await?;
+    if unshipped.rows_affected() == ids.len() as u64 {
+        txn.execute_raw(sql("DELETE FROM activity_log WHERE id = ANY($1)", [ids.into()])).await?;
+        txn.execute_raw(sql(
+            "DELETE FROM jobs WHERE id = $1 AND status IN ('queued', 'scheduled')",
             [job.id.into()],
         ))
         .await?;
-    if cancelled.rows_affected() > 0 {
-        let data = JobCancelled {
-            job_id: job.id,
-            cancelled_by: creator(job),
-            previous_status: job.status,
-            timestamp: Utc::now(),
-        };
-        event_log::record(&txn, &[job_event(job, &data)]).await?;
+    } else {
+        let cancelled = txn
+            .execute_raw(sql(
+                "UPDATE jobs SET status = 'cancelled', completed_at = now(), updated_at = now() \
+                 WHERE id = $1 AND status IN ('queued', 'scheduled')",
+                [job.id.into()],
+            ))
+            .await?;
+        if cancelled.rows_affected() > 0 {
+            let data = JobCancelled {
+                job_id: job.id,
+                cancelled_by: creator(job),
+                previous_status: job.status,
+                timestamp: Utc::now(),
+            };
+            event_log::record(&txn, &[job_event(job, &data)]).await?;
+        }
     }
     txn.commit().await?;
     Ok(())
@@ -518,14 +536,13 @@ async fn retry(
             timestamp: Utc::now(),
         },
     )];
+    event_log::record(&txn, &events).await?;
     // The row stays locked until the publish is confirmed: a worker that gets the request
     // first waits for the commit and then finds the new dispatch id.
     if let Err(error) = publish_request(&publisher, &request).await {
         tracing::warn!(%error, job_id = %id, "job retry publish failed");
         return Err(unavailable());
     }
-    // Last: from here to the commit every producer waits (`event_log`'s doc).
-    event_log::record(&txn, &events).await?;
     txn.commit().await?;
     Ok((StatusCode::ACCEPTED, Json(Data { data: JobView::from(job) })).into_response())
 }

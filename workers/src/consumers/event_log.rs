@@ -2,7 +2,7 @@
 //! outside a producer's transaction (what a version before issue 14 left in its outbox or in
 //! this queue during an upgrade, and events an operator or another system publishes there).
 //! They are recorded like every event, with their activity rows (`event_log::record`), and the
-//! log shipper publishes them. Producers of this version write the log directly and
+//! log shipper numbers and publishes them. Producers of this version write the log directly and
 //! never come through here.
 
 use std::collections::HashSet;

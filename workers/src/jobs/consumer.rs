@@ -21,7 +21,7 @@ use showrunner_shared::broker::checked_routing_key;
 use showrunner_shared::broker::topology::{JOBS_KEY, JOBS_QUEUE, job_delay_tier};
 use showrunner_shared::contracts::JobRequest;
 use showrunner_shared::inbound::{self, Rules};
-use showrunner_shared::{event_log, jobs, metrics, trace};
+use showrunner_shared::{jobs, metrics, trace};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -395,7 +395,7 @@ async fn record(
     held: &Held,
 ) -> anyhow::Result<()> {
     let ctx = &runner.ctx;
-    let Some((txn, events)) = store::finish(&ctx.db, job, outcome).await? else {
+    let Some((txn, _recorded)) = store::finish(&ctx.db, job, outcome).await? else {
         tracing::warn!(job_id = %job.id, "attempt outlived its lease; its outcome is dropped");
         return Ok(());
     };
@@ -414,8 +414,6 @@ async fn record(
             tracing::warn!(job_id = %job.id, attempt = job.attempts, %error, "job failed for good, parked");
         }
     }
-    // After the publish: from here to the commit every producer waits (`event_log`'s doc).
-    event_log::record(&txn, &events).await?;
     txn.commit().await?;
     Ok(())
 }

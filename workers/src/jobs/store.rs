@@ -284,9 +284,9 @@ pub enum Outcome {
     Failed(String),
 }
 
-/// Records the outcome of `job`'s failed attempt in an open transaction and returns its event.
-/// The caller publishes what must be durable first (the delayed retry, the parked copy), then
-/// records the event in the event log and commits. `None`: the attempt is no longer this worker's (its lease expired and
+/// Records the outcome of `job`'s failed attempt in an open transaction, with its event in the
+/// event log. The caller publishes what must be durable first (the delayed retry, the parked
+/// copy), then commits. `None`: the attempt is no longer this worker's (its lease expired and
 /// another worker took the job), so nothing is recorded.
 pub async fn finish(
     db: &DatabaseConnection,
@@ -336,8 +336,9 @@ pub async fn finish(
     if txn.execute_raw(statement).await?.rows_affected() == 0 {
         return Ok(None);
     }
-    // Recorded by the caller, after its publish and right before the commit (`record`'s rule).
-    Ok(Some((txn, vec![event])))
+    let events = vec![event];
+    event_log::record(&txn, &events).await?;
+    Ok(Some((txn, events)))
 }
 
 /// Ends a running attempt that was asked to stop: `cancelled`, with `job_cancelled` naming who
