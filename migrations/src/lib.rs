@@ -13,6 +13,7 @@ mod m20261203_000002_files;
 mod m20261204_000001_partitioned_activity;
 mod m20261204_000002_lifecycle;
 mod m20261205_000001_notification_cursor;
+mod m20261206_000001_event_log_time_unindexed;
 
 pub struct Migrator;
 
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000001_partitioned_activity::Migration),
             Box::new(m20261204_000002_lifecycle::Migration),
             Box::new(m20261205_000001_notification_cursor::Migration),
+            Box::new(m20261206_000001_event_log_time_unindexed::Migration),
         ]
     }
 }

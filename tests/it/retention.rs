@@ -331,6 +331,20 @@ async fn plan(app: &TestApp, query: &str) -> String {
         .join("\n")
 }
 
+/// The event log's sweep reads the oldest rows by `seq`, through its index, now that
+/// `logged_at` has none (every event paid for it at its insert and again at its numbering).
+#[tokio::test]
+async fn the_event_log_sweep_reads_the_seq_index() {
+    let app = quiet_stack().await;
+    let indexed = "SELECT count(*) FROM pg_indexes WHERE indexname = 'event_log_logged'";
+    assert_eq!(app.count(indexed).await, 0, "event_log_logged is still there");
+    let delete = retention::statement("event_log").expect("the event log's rule");
+    let sweep = plan(&app, &delete.replace("$1", "86400").replace("$2", "500")).await;
+    assert!(sweep.contains("event_log_seq"), "{sweep}");
+    assert!(!sweep.contains("Seq Scan on event_log"), "{sweep}");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn activity_queries_use_indexes_and_the_cursor_prunes_partitions() {
     let app = quiet_stack().await;

@@ -142,6 +142,12 @@ struct Rule {
     count: fn(&mut Swept) -> &mut u64,
 }
 
+/// The delete statement of `table`'s rule (`$1` the age in seconds, `$2` the batch size), for
+/// tests that look at its plan.
+pub fn statement(table: &str) -> Option<&'static str> {
+    RULES.iter().find(|rule| rule.table == table).map(|rule| rule.delete)
+}
+
 /// Every table swept by age, in the order of the module's list above. Each subquery picks the
 /// oldest rows by the column its index orders (so a batch reads an index range, not the
 /// table), and `SKIP LOCKED` lets two sweeping processes share the work.
@@ -156,10 +162,15 @@ const RULES: [Rule; 5] = [
     },
     Rule {
         table: "event_log",
-        delete: "DELETE FROM event_log WHERE seq IN (SELECT seq FROM event_log \
+        // The oldest rows by `seq`, then those of them past the window: `logged_at` has no
+        // index (every event would pay for it twice), and `seq` order is logging order but for
+        // a few milliseconds, so a row logged a little earlier than the one before it goes
+        // with the next sweep.
+        delete: "DELETE FROM event_log WHERE seq IN (SELECT seq FROM ( \
+             SELECT seq, logged_at FROM event_log \
              WHERE seq <= (SELECT position FROM notification_cursor WHERE id = 1) \
-             AND logged_at < now() - make_interval(secs => $1) \
-             ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED)",
+             ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED) oldest \
+             WHERE logged_at < now() - make_interval(secs => $1))",
         age_secs: |s| s.realtime.event_log_retention_secs,
         count: |w| &mut w.event_log,
     },
