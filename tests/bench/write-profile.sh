@@ -3,7 +3,7 @@
 # database and vhost, rate limits lifted, warn logs), drives POST /api/v1/episodes with the kit's
 # wrk script, and prints wrk's result, the CPU each process used while wrk ran (user + system from
 # /proc, in 1/100 s ticks: Showrunner, RabbitMQ's beam.smp, every postgres process), the database's
-# counters (pg_stat_database) and the api's /metrics (batch handler seconds by queue).
+# counters (pg_stat_database), the server's WAL (pg_stat_wal) and the api's /metrics (batch handler seconds by queue).
 #
 #   bash tests/bench/write-profile.sh [wait|202] [SECONDS] [CONNECTIONS]
 #
@@ -42,9 +42,11 @@ token=$("$BIN/showrunner" token --user bench-user --role member | tail -n 1)
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 group() { local t=0 p; for p in $(pgrep -f "$1"); do t=$((t + $(ticks "$p"))); done; echo "$t"; }
 snapshot() { echo "showrunner=$(ticks "$pid") rabbitmq=$(group beam.smp) postgres=$(group postgres)"; }
-pgstat() {
+pgstat() { # this database's counters, and the server's WAL (pg_stat_wal: every database's)
   psql "$PG/$db" -Atc "select 'commits=' || xact_commit || ' inserted=' || tup_inserted || \
-    ' updated=' || tup_updated from pg_stat_database where datname = current_database()"
+    ' updated=' || tup_updated || ' wal_records=' || (select wal_records from pg_stat_wal) || \
+    ' wal_bytes=' || (select wal_bytes from pg_stat_wal) \
+    from pg_stat_database where datname = current_database()"
 }
 
 before="$(snapshot) $(pgstat)"
