@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
-use sea_orm::{DatabaseConnection, FromQueryResult};
+use sea_orm::{ConnectionTrait, DatabaseConnection, FromQueryResult};
 use showrunner_shared::broker::{self, Nodes, Publisher, topology};
 use showrunner_shared::config::Settings;
 use showrunner_shared::contracts::EventEnvelope;
@@ -133,7 +133,7 @@ impl BrokerLink {
             })??;
         // The queue is bound: everything sequenced from now on arrives on it. What was
         // sequenced while this instance had no queue comes from the event log.
-        self.catch_up(db, waiters, hub).await?;
+        self.catch_up(db, waiters, hub, None).await?;
         self.set(Some(publisher.clone()));
         tracing::info!(%node, "RabbitMQ link up");
         let rules = Rules::from_settings(settings);
@@ -155,20 +155,24 @@ impl BrokerLink {
                 delivery = live.next() => {
                     let delivery = ended(delivery)?;
                     match live_frame(&delivery, &rules) {
-                        Ok((event, frame)) => {
-                            // The shipper numbers without gaps: a jump means something was not
-                            // heard (a publish that failed and comes again later, a shipper
-                            // that took over and publishes again): read it from the log first,
-                            // so clients get every event in order.
-                            if frame.seq > self.last_seq.load(Ordering::Relaxed) + 1 {
-                                self.catch_up(db, waiters, hub).await?;
-                                if frame.seq > self.last_seq.load(Ordering::Relaxed) {
-                                    // Not in the log after all: the shipper commits a number
-                                    // before it publishes it, so this frame is not its own.
+                        Ok((event, frame, prev)) => {
+                            // Each event names the number published before it: one above what
+                            // this link has means something was not heard (a publish that
+                            // failed and comes again later, a shipper that took over and
+                            // publishes again, the time before this queue existed): it is read
+                            // from the log first, so clients get every event in order.
+                            if prev > self.last_seq.load(Ordering::Relaxed) {
+                                // An event that is not in the log was not published by the
+                                // shipper: its numbers must not move this link.
+                                if !logged(db, frame.seq, event.id).await? {
                                     let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                                     tracing::warn!(seq = frame.seq, dropped, topic = %delivery.routing_key, "event beyond the event log dropped");
                                     continue;
                                 }
+                                self.catch_up(db, waiters, hub, Some(prev)).await?;
+                                // Everything up to `prev` is handed out now: what is missing
+                                // below it are holes.
+                                self.last_seq.fetch_max(prev, Ordering::Relaxed);
                             }
                             if let Some(command_id) = event.correlation_id {
                                 waiters.wake(command_id);
@@ -197,26 +201,34 @@ impl BrokerLink {
         struct Max {
             seq: Option<i64>,
         }
-        let max = Max::find_by_statement(sql("SELECT max(seq) AS seq FROM event_log", []))
-            .one(db)
-            .await?;
+        // As far as the shipper published: numbers above may still be preceded by one that
+        // has not committed yet.
+        let max = Max::find_by_statement(sql(
+            "SELECT published_seq AS seq FROM event_log_shipper WHERE id = 1",
+            [],
+        ))
+        .one(db)
+        .await?;
         self.last_seq.fetch_max(max.and_then(|m| m.seq).unwrap_or(0), Ordering::Relaxed);
         self.positioned.store(true, Ordering::Relaxed);
         Ok(())
     }
 
-    /// Hands the hub, in order, the events sequenced after `last_seq`.
+    /// Hands the hub, in order, the events sequenced after `last_seq`, up to `through` (a
+    /// number the shipper published, so nothing below it is still to come) or, without it, as
+    /// far as the shipper recorded publishing.
     async fn catch_up(
         &self,
         db: &DatabaseConnection,
         waiters: &Waiters,
         hub: &Hub,
+        through: Option<i64>,
     ) -> anyhow::Result<()> {
         const PAGE: i64 = 1000;
         let mut from = self.last_seq.load(Ordering::Relaxed);
         let mut sent = 0usize;
         loop {
-            let rows = crate::relay::logged_between(db, from, i64::MAX, PAGE).await?;
+            let rows = crate::relay::logged_between(db, from, through, PAGE).await?;
             let n = rows.len();
             for row in rows {
                 from = row.seq;
@@ -250,6 +262,17 @@ impl BrokerLink {
         }
         Ok(())
     }
+}
+
+/// Whether the event log holds the event `id` at `seq`.
+async fn logged(db: &DatabaseConnection, seq: i64, id: uuid::Uuid) -> anyhow::Result<bool> {
+    let row = db
+        .query_one_raw(sql(
+            "SELECT 1 FROM event_log WHERE seq = $1 AND id = $2",
+            [seq.into(), id.into()],
+        ))
+        .await?;
+    Ok(row.is_some())
 }
 
 fn ended(
@@ -295,7 +318,7 @@ async fn own_queue(
 fn live_frame(
     delivery: &lapin::message::Delivery,
     rules: &Rules,
-) -> Result<(EventEnvelope, Frame), String> {
+) -> Result<(EventEnvelope, Frame, i64), String> {
     // The fan-out is timed from here: the event's arrival at the relay.
     let arrived = Instant::now();
     let headers = delivery.properties.headers().as_ref();
@@ -303,6 +326,11 @@ fn live_frame(
         Some(AMQPValue::LongLongInt(n)) if *n > 0 => *n,
         Some(AMQPValue::LongInt(n)) if *n > 0 => i64::from(*n),
         _ => return Err("no positive x-seq header".into()),
+    };
+    let prev = match headers.and_then(|h| h.inner().get("x-prev-seq")) {
+        Some(AMQPValue::LongLongInt(n)) if (0..seq).contains(n) => *n,
+        Some(AMQPValue::LongInt(n)) if (0..seq).contains(&i64::from(*n)) => i64::from(*n),
+        _ => return Err("no x-prev-seq header below its x-seq".into()),
     };
     let traceparent = match headers.and_then(|h| h.inner().get("traceparent")) {
         Some(AMQPValue::LongString(s)) => std::str::from_utf8(s.as_bytes()).ok(),
@@ -314,5 +342,5 @@ fn live_frame(
     let text = frame_of(&envelope, topic, traceparent);
     let audience = Audience::of(topic, envelope.actor.as_ref().map(|a| a.id));
     let frame = FrameData::new(seq, topic.to_string(), audience, &text, arrived);
-    Ok((envelope, Arc::new(frame)))
+    Ok((envelope, Arc::new(frame), prev))
 }

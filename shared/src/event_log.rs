@@ -1,15 +1,16 @@
 //! The event log: every event, written by the transaction that makes it true, in one total
-//! order (`seq`) that the log shipper gives it when it ships it to the broker.
+//! order (`seq`), which the insert itself takes from a sequence.
 //!
 //! A producer (a command batch, a job transition, a notification, the api's job routes and
 //! presence) calls [`record`] inside its own transaction: the event's `event_log` row and its
 //! `activity_log` row commit with the change or not at all, so nothing is published that did
-//! not happen and nothing that happened goes unpublished. The row waits with `seq` NULL; its
-//! `ord` (a sequence, taken by this insert) orders the rows the shipper finds together. The
-//! insert must be the last statement of the transaction that can wait for a lock: then of two
-//! transactions that touched the same row, the one that waited has the larger `ord`, and it
-//! commits later, so it is never shipped first. The shipper (`workers/src/shipper.rs`) numbers
-//! what has committed, in `ord` order, one number after the other, and publishes it.
+//! not happen and nothing that happened goes unpublished. The insert must be the last statement
+//! of the transaction that can wait for a lock: then of two transactions that touched the same
+//! row, the one that waited takes the larger `seq`, and it commits later. Numbers are taken in
+//! the order producers reach their insert, not in commit order, and a producer that rolls back
+//! leaves a hole: the shipper (`workers/src/shipper.rs`) publishes a number only once nothing
+//! below it can still commit, which needs every producer to hold its transaction id before it
+//! takes a number (the statement asks for it first).
 
 pub mod activity;
 
@@ -49,14 +50,17 @@ impl StoredEvent {
 }
 
 /// The statement of [`record`]: the events ($1-$4) in the given order, and in a data-modifying
-/// CTE their activity rows ($5-$13), so both commit together.
+/// CTE their activity rows ($5-$13), so both commit together. The transaction's id is taken
+/// (`xact`, materialized, and every row joined to it) before the first `seq` is: a producer
+/// whose transaction had no id yet when it took its number could commit after the shipper
+/// judged that number final (the shipper's `Horizon`).
 static STATEMENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
-        "WITH recorded AS ({}) \
+        "WITH xact AS MATERIALIZED (SELECT pg_current_xact_id() AS xid), recorded AS ({}) \
          INSERT INTO event_log (id, routing_key, body, traceparent) \
          SELECT id, key, body, NULLIF(trace, '') \
-         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[]) \
-         WITH ORDINALITY AS t(id, key, body, trace, n) ORDER BY n \
+         FROM xact, UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[]) \
+         WITH ORDINALITY AS t(id, key, body, trace, n) WHERE xact.xid IS NOT NULL ORDER BY n \
          ON CONFLICT (id) DO NOTHING",
         activity::insert(5)
     )
@@ -87,7 +91,7 @@ pub async fn record(conn: &impl ConnectionTrait, events: &[StoredEvent]) -> Resu
     Ok(())
 }
 
-/// An event the shipper numbered: its place in the total order and what to publish.
+/// An event as the shipper publishes it: its place in the total order and what to publish.
 #[derive(Debug, Clone, FromQueryResult)]
 pub struct Shipped {
     pub seq: i64,

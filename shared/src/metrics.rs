@@ -406,20 +406,23 @@ pub async fn encode_database(db: &DatabaseConnection) -> String {
     let mut out = String::new();
     let query = async {
         let outbox =
-            // The event log's rows not numbered by the shipper yet, and what an older version
+            // The event log's rows the shipper has not published yet, and what an older version
             // left in the outbox (the name stays for dashboards that graph it).
             Count::find_by_statement(sql(
-                "SELECT (SELECT count(*) FROM event_log WHERE seq IS NULL) \
+                "SELECT (SELECT count(*) FROM event_log WHERE seq > \
+                   (SELECT published_seq FROM event_log_shipper WHERE id = 1)) \
                  + (SELECT count(*) FROM outbox) AS n",
                 [],
             ))
             .one(db)
             .await?;
-        // Shipped events the notification worker has not read yet (numbers are dense, so a
-        // difference of numbers: the queue depth it had when it had a queue).
+        // Shipped events the notification worker has not read yet (the queue depth it had
+        // when it had a queue; numbers have holes where a producer rolled back, so this counts
+        // rows).
         let unread = Count::find_by_statement(sql(
-            "SELECT GREATEST(COALESCE((SELECT max(seq) FROM event_log), 0) \
-             - (SELECT position FROM notification_cursor WHERE id = 1), 0) AS n",
+            "SELECT count(*) AS n FROM event_log WHERE seq > \
+               (SELECT position FROM notification_cursor WHERE id = 1) \
+             AND seq <= (SELECT published_seq FROM event_log_shipper WHERE id = 1)",
             [],
         ))
         .one(db)

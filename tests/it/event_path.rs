@@ -1,5 +1,6 @@
-//! One hop per event (issue 14): producers write the event log in their own transaction, and the
-//! log shipper numbers what has committed and publishes it. These tests take the producers'
+//! One hop per event (issue 14): producers write the event log, numbered, in their own
+//! transaction, and the log shipper publishes each number once nothing below it can still
+//! commit. These tests take the producers'
 //! place with `event_log::record` in transactions they control, to commit in the orders that
 //! matter.
 
@@ -48,8 +49,33 @@ async fn next_event(socket: &mut Socket) -> Value {
     next_where(socket, |f| f["op"] == "event").await.0
 }
 
+/// The time of the shipper's lease, which it renews once a second while active: once it has
+/// moved twice after some moment, the shipper has looked at the log since.
+async fn shipper_looked_since(app: &TestApp) {
+    let at = || async {
+        Number::find_by_statement(sql(
+            "SELECT (extract(epoch FROM lease_until) * 1000000)::bigint AS n \
+             FROM event_log_shipper WHERE id = 1",
+            [],
+        ))
+        .one(&app.db)
+        .await
+        .expect("lease")
+        .and_then(|r| r.n)
+        .unwrap_or_default()
+    };
+    let start = at().await;
+    wait_until("the shipper renewing its lease", DEADLINE, || async { at().await > start }).await;
+    let next = at().await;
+    wait_until("the shipper renewing its lease again", DEADLINE, || async { at().await > next })
+        .await;
+}
+
+/// Producers take their numbers when they record, and commit in another order: a number is
+/// shipped only once nothing below it can still commit, so clients get the events in number
+/// order, whatever the commit order, and a resume replays them with no gap and no duplicate.
 #[tokio::test]
-async fn two_producers_committing_out_of_order_are_shipped_in_commit_order_and_resumed_without_a_gap()
+async fn two_producers_committing_out_of_order_are_shipped_in_number_order_and_resumed_without_a_gap()
  {
     let app = TestApp::spawn().await;
     let bob = app.token("bob", Role::Member);
@@ -59,36 +85,55 @@ async fn two_producers_committing_out_of_order_are_shipped_in_commit_order_and_r
     let (seen, first, second) = (creation(), creation(), creation());
     event_log::record(&app.db, std::slice::from_ref(&seen)).await.expect("record");
     assert_eq!(next_event(&mut live).await["id"], seen.id.to_string());
+    let mut resumed = connect(&app, 0, &bob).await;
 
-    // `first` takes its place among the producers (`ord`) before `second`, and commits after it.
+    // `first` takes its number before `second`, and commits after it.
     let early = app.db.begin().await.expect("begin");
     event_log::record(&early, std::slice::from_ref(&first)).await.expect("record");
     let late = app.db.begin().await.expect("begin");
     event_log::record(&late, std::slice::from_ref(&second)).await.expect("record");
-    let ord = "SELECT ord AS n FROM event_log WHERE id = $1";
-    assert!(number(&early, ord, first.id).await < number(&late, ord, second.id).await);
+    let seq = "SELECT seq AS n FROM event_log WHERE id = $1";
+    assert!(number(&early, seq, first.id).await < number(&late, seq, second.id).await);
     late.commit().await.expect("commit");
-    assert_eq!(next_event(&mut live).await["id"], second.id.to_string());
-
-    // A client that saw `second` disconnects; `first` commits meanwhile.
-    drop(live);
+    // The shipper looks at the log (twice) while `first` is still open: `second` waits.
+    shipper_looked_since(&app).await;
+    let published = app.count("SELECT published_seq FROM event_log_shipper WHERE id = 1").await;
+    assert!(published < seq_of(&app, second.id).await, "shipped past an open producer");
     early.commit().await.expect("commit");
-    assert!(seq_of(&app, second.id).await < seq_of(&app, first.id).await, "commit order");
+    assert_eq!(next_event(&mut live).await["id"], first.id.to_string(), "number order");
+    assert_eq!(next_event(&mut live).await["id"], second.id.to_string(), "number order");
 
-    // Resuming from `second` replays `first`, then nothing else: no gap, no duplicate.
-    let mut resumed = connect(&app, 0, &bob).await;
+    // A client that saw only `seen` resumes: `first`, then `second`, then nothing else.
     say(
         &mut resumed,
-        json!({"op": "resume", "lastEventId": second.id, "topics": ["episode.*.created"]}),
+        json!({"op": "resume", "lastEventId": seen.id, "topics": ["episode.*.created"]}),
     )
     .await;
     let (reply, replayed) = next_where(&mut resumed, |f| f["op"] == "resumed").await;
     let replayed: Vec<&Value> =
         replayed.iter().filter(|f| f["op"] == "event").map(|f| &f["id"]).collect();
-    assert_eq!(replayed, [&json!(first.id.to_string())], "{reply}");
+    assert_eq!(replayed, [&json!(first.id.to_string()), &json!(second.id.to_string())], "{reply}");
     let after = creation();
     event_log::record(&app.db, std::slice::from_ref(&after)).await.expect("record");
     assert_eq!(next_event(&mut resumed).await["id"], after.id.to_string(), "nothing in between");
+    app.stop().await;
+}
+
+/// A producer that rolls back leaves a hole in the numbers: the shipper passes it once the
+/// producer has ended, and the events after it reach clients.
+#[tokio::test]
+async fn a_rolled_back_producer_leaves_a_hole_that_holds_nothing_up() {
+    let app = TestApp::spawn().await;
+    let mut live = connect(&app, 0, &app.token("bob", Role::Member)).await;
+    subscribe(&mut live, &["episode.*.created"]).await;
+    let (lost, kept) = (creation(), creation());
+    let gone = app.db.begin().await.expect("begin");
+    event_log::record(&gone, std::slice::from_ref(&lost)).await.expect("record");
+    let hole = number(&gone, "SELECT seq AS n FROM event_log WHERE id = $1", lost.id).await;
+    event_log::record(&app.db, std::slice::from_ref(&kept)).await.expect("record");
+    gone.rollback().await.expect("rollback");
+    assert_eq!(next_event(&mut live).await["id"], kept.id.to_string());
+    assert!(hole.expect("a number") < seq_of(&app, kept.id).await);
     app.stop().await;
 }
 
@@ -144,11 +189,11 @@ async fn a_transaction_that_waited_for_a_row_is_shipped_after_the_one_it_waited_
     app.stop().await;
 }
 
-/// Only the holder of an unexpired lease numbers rows; when it gives the lease up a standby
-/// shipper takes over. With three shippers contending, every event reaches a client once, in
-/// the log's order, and the numbers have no gap.
+/// Only the holder of an unexpired lease ships; when it gives the lease up a standby shipper
+/// takes over. With three shippers contending, every event reaches a client once, in the log's
+/// order.
 #[tokio::test]
-async fn only_the_lease_holder_ships_and_contending_shippers_keep_one_gapless_order() {
+async fn only_the_lease_holder_ships_and_contending_shippers_keep_one_order() {
     let app = TestApp::spawn().await;
     let alice = app.token("alice", Role::Member);
     // Bob watches Alice's creations (a client also gets its own notifications).
@@ -166,13 +211,9 @@ async fn only_the_lease_holder_ships_and_contending_shippers_keep_one_gapless_or
         .expect("lease taken");
     let held_back = creation();
     event_log::record(&app.db, std::slice::from_ref(&held_back)).await.expect("record");
-    // Watched for three times the standby's poll: nobody else numbers it.
-    let watch = tokio::time::Instant::now();
-    while watch.elapsed() < Duration::from_millis(1500) {
-        let seq = number(&app.db, "SELECT seq AS n FROM event_log WHERE id = $1", held_back.id);
-        assert_eq!(seq.await, None, "numbered without the lease");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // Watched for three times the standby's poll: nobody else publishes it.
+    let quiet = tokio::time::timeout(Duration::from_millis(1500), next_event(&mut live)).await;
+    assert!(quiet.is_err(), "shipped without the lease: {quiet:?}");
     app.db
         .execute_unprepared("UPDATE event_log_shipper SET lease_until = '-infinity'")
         .await
@@ -236,12 +277,14 @@ async fn only_the_lease_holder_ships_and_contending_shippers_keep_one_gapless_or
     .map(|r| r.id.to_string())
     .collect();
     assert_eq!(seen, logged[1..], "every event once, in the log's order");
-    // The notifications of those creations are still being shipped; then the numbers run from
-    // 1 to the number of rows.
-    wait_until("every event shipped, numbered without a gap", DEADLINE, || async {
-        app.count("SELECT count(*) FROM event_log WHERE seq IS NULL").await == 0
-            && app.count("SELECT count(*) FROM event_log").await
-                == app.count("SELECT COALESCE(max(seq), 0) FROM event_log").await
+    // The notifications of those creations are still being shipped; then all of it is.
+    wait_until("every event shipped", DEADLINE, || async {
+        app.count(
+            "SELECT count(*) FROM event_log \
+             WHERE seq > (SELECT published_seq FROM event_log_shipper WHERE id = 1)",
+        )
+        .await
+            == 0
     })
     .await;
     cancel.cancel();

@@ -354,9 +354,11 @@ async fn next_event(socket: &mut Socket) -> Value {
     }
 }
 
+/// The shipper's headers: the event's number and the one published before it.
 fn seq(n: i64) -> FieldTable {
     let mut headers = FieldTable::default();
     headers.insert("x-seq".into(), AMQPValue::LongLongInt(n));
+    headers.insert("x-prev-seq".into(), AMQPValue::LongLongInt(n - 1));
     headers
 }
 
@@ -387,9 +389,14 @@ async fn hostile_sequenced_events_are_dropped_and_the_relay_goes_on() {
         .await;
     publish(&channel, LIVE_EXCHANGE, "t.hostile", &[0xff, 0x00], seq(1_000_002)).await;
     publish(&channel, LIVE_EXCHANGE, "t.hostile", &huge(), seq(1_000_003)).await;
-    // A well-formed frame whose number the event log does not hold is not the shipper's.
+    // A well-formed frame whose number the event log does not hold is not the shipper's, and
+    // one without the number published before it is not either.
     let beyond = envelope("test_ping");
     publish(&channel, LIVE_EXCHANGE, "t.hostile", &json_bytes(&beyond), seq(1_000_004)).await;
+    let mut unchained = FieldTable::default();
+    unchained.insert("x-seq".into(), AMQPValue::LongLongInt(1_000_005));
+    let unchained_event = envelope("test_ping");
+    publish(&channel, LIVE_EXCHANGE, "t.hostile", &json_bytes(&unchained_event), unchained).await;
     // What the shipper publishes gets through.
     let good = envelope("test_ping");
     let event = StoredEvent {

@@ -97,7 +97,7 @@ async fn each_sweep_removes_what_it_should_and_nothing_else() {
     let not_notified = Uuid::now_v7();
     for (id, seq, age) in [
         (old_shipped, Some(1_i64), Age::hours(25)),
-        (old_unshipped, None, Age::hours(25)),
+        (old_unshipped, Some(4), Age::hours(25)),
         (new_shipped, Some(2), Age::hours(23)),
         (not_notified, Some(3), Age::hours(25)),
     ] {
@@ -110,8 +110,10 @@ async fn each_sweep_removes_what_it_should_and_nothing_else() {
         .await;
     }
 
-    // No notification worker runs here: its position says how far one read.
+    // No notification worker runs here: its position says how far one read; no shipper either:
+    // it published up to 3 (4 is not shipped yet).
     exec(&app, "UPDATE notification_cursor SET position = 2", vec![]).await;
+    exec(&app, "UPDATE event_log_shipper SET published_seq = 3", vec![]).await;
 
     // Jobs: finished more than 30 days ago go (their activity rows stay); running or recent
     // ones stay.

@@ -4,9 +4,10 @@
 //!
 //! It reads the event log itself, in `seq` order, rather than a queue of its own: an event
 //! then crosses the broker once, to the relays, and the quorum enqueue, delivery and ack a
-//! queue of its own cost on every event are gone (issue 14). Numbered rows appear in `seq`
-//! order (the shipper numbers one transaction after the other, each number after the last),
-//! so "everything after `position`" never skips a row that commits later.
+//! queue of its own cost on every event are gone (issue 14). It reads no further than the
+//! shipper recorded publishing (`published_seq`): numbers become visible out of order, and the
+//! shipper publishes one only once nothing below it can still commit, so "everything after
+//! `position`, up to there" never skips a row that commits later.
 //!
 //! One notification worker is active at a time, fenced by a lease in `notification_cursor`
 //! like the log shipper's: every batch's transaction moves `position` from where this worker
@@ -145,7 +146,9 @@ async fn lead(
             }
             let rows = Shipped::find_by_statement(sql(
                 "SELECT seq, id, routing_key, body, traceparent FROM event_log \
-                 WHERE seq > $1 ORDER BY seq LIMIT $2",
+                 WHERE seq > $1 \
+                 AND seq <= (SELECT published_seq FROM event_log_shipper WHERE id = 1) \
+                 ORDER BY seq LIMIT $2",
                 [read.into(), BATCH.into()],
             ))
             .all(db)

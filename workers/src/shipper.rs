@@ -1,26 +1,24 @@
-//! The log shipper: gives the events producers recorded in the event log their place in the one
-//! total order (`seq`), and publishes them, with that number, to the live exchange, where every
-//! api's relay queue and the notification worker's queue hear them. Each event crosses the
-//! broker once.
+//! The log shipper: publishes the events producers recorded in the event log to the live
+//! exchange, in their one total order (`seq`), where every api's relay queue hears them. Each
+//! event crosses the broker once, and the shipper writes nothing per event: a producer's insert
+//! numbered it.
 //!
-//! One shipper is active at a time, fenced by a lease in `event_log_shipper`: every numbering
-//! transaction first renews the lease (holder = this shipper, not expired) and locks its row, so
-//! a shipper whose lease ran out numbers nothing, and two shippers never number at once. Rows are
-//! numbered in what they look like at that moment: those committed and not numbered yet, in
-//! `ord` order, each one after the largest `seq` so far (numbers are dense: a relay that sees a
-//! jump knows it missed something and reads it from the log). A row committed later is numbered
-//! later, so `seq` order is the order in which the shipper found the rows committed, and two
-//! transactions that touched the same row are in their commit order (`event_log`'s doc).
+//! One shipper is active at a time, fenced by a lease in `event_log_shipper`: every look at the
+//! log checks the lease in the same statement (and renews it once a second, or after a batch),
+//! so a shipper whose lease was taken reads nothing more to publish. Numbers become visible out
+//! of order and may have holes ([`Horizon`] says which can be shipped); every message carries
+//! its number (`x-seq`) and the one published before it (`x-prev-seq`): a relay whose last
+//! number is below that knows it missed something and reads it from the log.
 //!
-//! `published_seq` says how far publishes were confirmed. A shipper that takes the lease
-//! publishes again everything numbered after it (the previous one may have died between its
-//! numbering and its confirms): consumers drop what they have (relays by `seq`, notifications by
-//! their unique key).
+//! `published_seq` says how far publishes were confirmed; the notification worker, the relays'
+//! catch-up and `resume` read the log no further. A shipper that takes the lease publishes again
+//! everything after it (the previous one may have died between its confirms and recording
+//! them): consumers drop what they have (relays by `seq`, notifications by their unique key).
 
 use std::time::{Duration, Instant};
 
 use lapin::types::{AMQPValue, FieldTable};
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, FromQueryResult, TransactionTrait};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, FromQueryResult};
 use showrunner_shared::broker::topology::LIVE_EXCHANGE;
 use showrunner_shared::broker::{Outgoing, Publisher, publisher_json_properties};
 use showrunner_shared::db::sql;
@@ -117,20 +115,30 @@ async fn lead(
     loop {
         let Some(published) = standby(db, conn, me, cancel).await? else { return Ok(()) };
         tracing::info!(published, "log shipper active");
-        let mut confirmed = catch_up(db, publisher, published).await?;
+        // Everything after `published` is shipped again: the previous holder may have died
+        // between its publish and recording it.
+        let mut log = Horizon::new(published);
         let mut recorded = published;
         let mut renewed = Instant::now();
         let mut idle = IDLE_POLL_MIN;
         loop {
             if cancel.is_cancelled() {
-                release_with(db, me, confirmed).await;
+                release_with(db, me, log.position).await;
                 return Ok(());
             }
             if !publisher.is_open() || !conn.status().connected() {
                 return Err(ShipError::Closed);
             }
-            let due = renewed.elapsed() >= RENEW_EVERY || confirmed > recorded;
-            if !due && !unshipped(db).await? {
+            let renew = renewed.elapsed() >= RENEW_EVERY || log.position > recorded;
+            let Some(seen) = look(db, me, log.position, renew).await? else {
+                tracing::warn!("log shipper lost its lease, standing by");
+                break;
+            };
+            if renew {
+                (recorded, renewed) = (log.position, Instant::now());
+            }
+            let rows = log.take(seen);
+            if rows.is_empty() {
                 tokio::select! {
                     () = cancel.cancelled() => {}
                     () = tokio::time::sleep(idle) => {}
@@ -138,17 +146,8 @@ async fn lead(
                 idle = (idle * 2).min(IDLE_POLL_MAX);
                 continue;
             }
-            let Some(rows) = number(db, me, confirmed).await? else {
-                tracing::warn!("log shipper lost its lease, standing by");
-                break;
-            };
-            (recorded, renewed) = (confirmed, Instant::now());
-            if let Some(last) = rows.last() {
-                idle = IDLE_POLL_MIN;
-                let last = last.seq;
-                publish(publisher, &rows).await?;
-                confirmed = last;
-            }
+            idle = IDLE_POLL_MIN;
+            publish(publisher, &rows).await?;
         }
     }
 }
@@ -186,87 +185,181 @@ async fn standby(
     }
 }
 
-/// Publishes again what was numbered after `published` (confirmed or not, by whoever held the
-/// lease before); the last number published.
-async fn catch_up(
-    db: &DatabaseConnection,
-    publisher: &Publisher,
-    mut published: i64,
-) -> Result<i64, ShipError> {
-    loop {
-        let rows = Shipped::find_by_statement(sql(
-            "SELECT seq, id, routing_key, body, traceparent FROM event_log \
-             WHERE seq > $1 ORDER BY seq LIMIT $2",
-            [published.into(), BATCH.into()],
-        ))
-        .all(db)
-        .await?;
-        let Some(last) = rows.last().map(|r| r.seq) else { return Ok(published) };
-        publish(publisher, &rows).await?;
-        tracing::info!(count = rows.len(), through = last, "log shipper published again");
-        published = last;
-    }
+/// One look at the log: the rows after `after` and, from the same snapshot, what says which of
+/// them can be shipped (see [`Horizon`]).
+#[derive(Debug, Default)]
+pub(crate) struct Seen {
+    /// The oldest transaction still running (`pg_snapshot_xmin`).
+    pub xmin: i64,
+    /// The first transaction id not yet given out (`pg_snapshot_xmax`).
+    pub xmax: i64,
+    /// The largest number visible.
+    pub top: i64,
+    /// The rows after `after`, in `seq` order, at most [`BATCH`].
+    pub rows: Vec<Shipped>,
 }
 
-/// Whether something waits to be numbered (an index-only look at the partial index).
-async fn unshipped(db: &DatabaseConnection) -> Result<bool, DbErr> {
-    let row =
-        db.query_one_raw(sql("SELECT 1 FROM event_log WHERE seq IS NULL LIMIT 1", [])).await?;
-    Ok(row.is_some())
+#[derive(FromQueryResult)]
+struct SeenRow {
+    held: bool,
+    xmin: i64,
+    xmax: i64,
+    top: i64,
+    seq: Option<i64>,
+    id: Option<Uuid>,
+    routing_key: Option<String>,
+    body: Option<String>,
+    traceparent: Option<String>,
 }
 
-/// Renews the lease (recording `confirmed`) and numbers what has committed, in one
-/// transaction; `None` when the lease is no longer this shipper's.
-async fn number(
+/// Looks at the log after `after` if this shipper still holds the lease (checked in the same
+/// statement, so a shipper whose lease was taken reads nothing to publish); with `renew`, also
+/// renews the lease and records `after` as published. `None`: the lease is gone.
+async fn look(
     db: &DatabaseConnection,
     me: Uuid,
-    confirmed: i64,
-) -> Result<Option<Vec<Shipped>>, DbErr> {
-    let txn = db.begin().await?;
-    // The lease row stays locked until the commit: this is the fence.
-    let held = txn
-        .execute_raw(sql(
-            "UPDATE event_log_shipper SET lease_until = now() + make_interval(secs => $2), \
-             published_seq = GREATEST(published_seq, $3) \
-             WHERE id = 1 AND holder = $1 AND lease_until > now()",
-            [me.into(), LEASE.as_secs_f64().into(), confirmed.into()],
-        ))
-        .await?;
-    if held.rows_affected() == 0 {
-        txn.rollback().await?;
+    after: i64,
+    renew: bool,
+) -> Result<Option<Seen>, DbErr> {
+    // Renewing writes the lease row; a look that does not renew only reads it, so an idle
+    // shipper writes once a second.
+    let lease = if renew {
+        "UPDATE event_log_shipper SET lease_until = now() + make_interval(secs => $4), \
+         published_seq = GREATEST(published_seq, $2) \
+         WHERE id = 1 AND holder = $1 AND lease_until > now() RETURNING 1"
+    } else {
+        "SELECT 1 FROM event_log_shipper WHERE id = 1 AND holder = $1 AND lease_until > now() \
+         AND $4::float8 IS NOT NULL"
+    };
+    let statement = format!(
+        "WITH lease AS ({lease}), \
+         snap AS (SELECT EXISTS (SELECT 1 FROM lease) AS held, \
+           pg_snapshot_xmin(pg_current_snapshot())::text::int8 AS xmin, \
+           pg_snapshot_xmax(pg_current_snapshot())::text::int8 AS xmax, \
+           (SELECT COALESCE(max(seq), 0) FROM event_log) AS top) \
+         SELECT snap.held, snap.xmin, snap.xmax, snap.top, \
+           r.seq, r.id, r.routing_key, r.body, r.traceparent \
+         FROM snap LEFT JOIN LATERAL ( \
+           SELECT seq, id, routing_key, body, traceparent FROM event_log \
+           WHERE snap.held AND seq > $2 ORDER BY seq LIMIT $3) r ON true \
+         ORDER BY r.seq"
+    );
+    let found = SeenRow::find_by_statement(sql(
+        &statement,
+        [me.into(), after.into(), BATCH.into(), LEASE.as_secs_f64().into()],
+    ))
+    .all(db)
+    .await?;
+    let Some(first) = found.first() else { return Ok(None) };
+    if !first.held {
         return Ok(None);
     }
-    // The rows are locked before they are counted, so the numbers are dense even when a row
-    // goes away meanwhile (the api deletes the unshipped event of a job it could not publish).
-    // This statement's snapshot is taken after the lease row was locked, so it sees every
-    // number the previous holder committed.
-    let mut rows = Shipped::find_by_statement(sql(
-        "WITH next AS ( \
-           SELECT id, ord FROM event_log WHERE seq IS NULL ORDER BY ord LIMIT $1 FOR UPDATE \
-         ), top AS (SELECT COALESCE(max(seq), 0) AS top FROM event_log), \
-         numbered AS ( \
-           SELECT next.id, top.top + row_number() OVER (ORDER BY next.ord) AS seq FROM next, top \
-         ) \
-         UPDATE event_log e SET seq = numbered.seq FROM numbered WHERE e.id = numbered.id \
-         RETURNING e.seq, e.id, e.routing_key, e.body, e.traceparent",
-        [BATCH.into()],
-    ))
-    .all(&txn)
-    .await?;
-    txn.commit().await?;
-    rows.sort_by_key(|r| r.seq);
-    Ok(Some(rows))
+    let mut seen = Seen { xmin: first.xmin, xmax: first.xmax, top: first.top, rows: Vec::new() };
+    for row in found {
+        if let (Some(seq), Some(id), Some(routing_key), Some(body)) =
+            (row.seq, row.id, row.routing_key, row.body)
+        {
+            seen.rows.push(Shipped { seq, id, routing_key, body, traceparent: row.traceparent });
+        }
+    }
+    Ok(Some(seen))
 }
 
-/// Publishes `rows` in order, with their `seq`, and waits for the confirms.
-async fn publish(publisher: &Publisher, rows: &[Shipped]) -> Result<(), ShipError> {
-    let ids: Vec<String> = rows.iter().map(|r| r.id.to_string()).collect();
+/// Which numbers can be shipped. A producer's insert takes its `seq` from a sequence, after its
+/// transaction has an id (`event_log::record`), and it commits later: numbers become visible
+/// out of order, and a producer that rolls back leaves a hole. A visible row is shipped once
+/// nothing below it can still appear:
+///
+/// - the next number after the last one shipped: nothing lies between;
+/// - or a number at or below a *final* bound. A look's snapshot S sees `top` as the largest
+///   number; every smaller number was taken before, by a transaction that had its id before,
+///   so below `xmax(S)`. Once a later look's `xmin` has reached `xmax(S)`, each of them has
+///   committed (and is visible) or rolled back (and never will be): `top` is final. A look
+///   whose own `xmin` equals its `xmax` (nothing running) makes its own `top` final at once.
+///
+/// Holes are rare (a rollback, an event recorded twice, a job request the api could not
+/// publish), so the shipper almost always ships by the first rule, without waiting for the
+/// horizon; a long transaction elsewhere on the server only delays the numbers after a hole.
+#[derive(Debug)]
+pub(crate) struct Horizon {
+    /// Every number up to here is published or will never exist.
+    pub position: i64,
+    /// The last number published (the header `x-prev-seq` of the next message).
+    prev: i64,
+    /// Every number up to here is visible or will never exist.
+    settled: i64,
+    /// Looks waiting for the horizon: (`xmax`, `top`), oldest first.
+    waiting: std::collections::VecDeque<(i64, i64)>,
+}
+
+/// Looks kept waiting for the horizon at most; later ones merge into the last (which only
+/// makes it wait for a later `xmax`).
+const WAITING_MAX: usize = 64;
+
+/// A row to publish, and the number published before it.
+pub(crate) struct Outbound {
+    pub row: Shipped,
+    pub prev: i64,
+}
+
+impl Horizon {
+    pub(crate) fn new(published: i64) -> Self {
+        Self {
+            position: published,
+            prev: published,
+            settled: published,
+            waiting: Default::default(),
+        }
+    }
+
+    /// The rows of `seen` that can be shipped now, in order, each with the number before it.
+    pub(crate) fn take(&mut self, seen: Seen) -> Vec<Outbound> {
+        if seen.top > self.settled {
+            let full = self.waiting.len() >= WAITING_MAX;
+            match self.waiting.back_mut() {
+                Some(last) if full => *last = (seen.xmax, seen.top),
+                Some(last) if last.1 == seen.top => {}
+                _ => self.waiting.push_back((seen.xmax, seen.top)),
+            }
+        }
+        while let Some(&(xmax, top)) = self.waiting.front() {
+            if seen.xmin < xmax {
+                break;
+            }
+            self.settled = self.settled.max(top);
+            self.waiting.pop_front();
+        }
+        let complete = (seen.rows.len() as i64) < BATCH;
+        let mut out = Vec::new();
+        for row in seen.rows {
+            if row.seq <= self.position {
+                continue;
+            }
+            if row.seq != self.position + 1 && row.seq > self.settled {
+                break;
+            }
+            self.position = row.seq;
+            out.push(Outbound { prev: std::mem::replace(&mut self.prev, row.seq), row });
+        }
+        // Every visible row up to `settled` was in `seen`: what is left below it are holes.
+        if complete && self.position < self.settled {
+            self.position = self.settled;
+        }
+        out
+    }
+}
+
+/// Publishes `rows` in order, with their `seq` and the number published before each, and
+/// waits for the confirms.
+async fn publish(publisher: &Publisher, rows: &[Outbound]) -> Result<(), ShipError> {
+    let ids: Vec<String> = rows.iter().map(|r| r.row.id.to_string()).collect();
     let messages = rows
         .iter()
         .zip(&ids)
-        .map(|(row, id)| {
+        .map(|(Outbound { row, prev }, id)| {
             let mut headers = FieldTable::default();
             headers.insert("x-seq".into(), AMQPValue::LongLongInt(row.seq));
+            headers.insert("x-prev-seq".into(), AMQPValue::LongLongInt(*prev));
             if let Some(tp) = &row.traceparent {
                 headers.insert("traceparent".into(), AMQPValue::LongString(tp.as_str().into()));
             }
@@ -300,4 +393,91 @@ async fn release_with(db: &DatabaseConnection, me: Uuid, confirmed: i64) {
 
 async fn release(db: &DatabaseConnection, me: Uuid) {
     release_with(db, me, 0).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(seq: i64) -> Shipped {
+        Shipped {
+            seq,
+            id: Uuid::from_u128(seq as u128),
+            routing_key: "episode.x.created".into(),
+            body: "{}".into(),
+            traceparent: None,
+        }
+    }
+
+    fn seen(xmin: i64, xmax: i64, top: i64, seqs: &[i64]) -> Seen {
+        Seen { xmin, xmax, top, rows: seqs.iter().copied().map(row).collect() }
+    }
+
+    fn shipped(out: &[Outbound]) -> Vec<(i64, i64)> {
+        out.iter().map(|o| (o.prev, o.row.seq)).collect()
+    }
+
+    #[test]
+    fn the_next_number_ships_at_once_and_names_the_one_before() {
+        let mut log = Horizon::new(10);
+        // Transaction 100 still runs: nothing is final, but 11 and 12 follow 10.
+        assert_eq!(shipped(&log.take(seen(100, 105, 14, &[11, 12, 14]))), [(10, 11), (11, 12)]);
+        assert_eq!(log.position, 12);
+    }
+
+    #[test]
+    fn a_hole_waits_until_every_transaction_that_could_fill_it_has_ended() {
+        let mut log = Horizon::new(10);
+        // 11 is not visible (its producer, below xmax 105, may still commit).
+        assert!(log.take(seen(100, 105, 12, &[12])).is_empty());
+        // Transactions below 105 are still running: 11 may still come.
+        assert!(log.take(seen(104, 110, 12, &[12])).is_empty());
+        // It came: both ship, in order.
+        assert_eq!(shipped(&log.take(seen(104, 110, 12, &[11, 12]))), [(10, 11), (11, 12)]);
+    }
+
+    #[test]
+    fn a_hole_whose_producer_ended_is_passed_over() {
+        let mut log = Horizon::new(10);
+        assert!(log.take(seen(100, 105, 12, &[12])).is_empty());
+        // Every transaction below 105 has ended and 11 never appeared: a rollback.
+        assert_eq!(shipped(&log.take(seen(105, 120, 12, &[12]))), [(10, 12)]);
+        assert_eq!(log.position, 12);
+    }
+
+    #[test]
+    fn a_look_with_nothing_running_settles_its_own_numbers_and_trailing_holes() {
+        let mut log = Horizon::new(10);
+        assert_eq!(shipped(&log.take(seen(200, 200, 15, &[12, 13]))), [(10, 12), (12, 13)]);
+        // 14 and 15 were rolled back: the position passes them, the next event names 13.
+        assert_eq!(log.position, 15);
+        assert_eq!(shipped(&log.take(seen(200, 201, 16, &[16]))), [(13, 16)]);
+    }
+
+    #[test]
+    fn a_full_batch_does_not_pass_holes_beyond_what_it_read() {
+        let mut log = Horizon::new(0);
+        let rows: Vec<i64> = (1..=BATCH).map(|n| n * 2).collect();
+        let out = log.take(seen(50, 50, BATCH * 3, &rows));
+        assert_eq!(out.len(), BATCH as usize);
+        assert_eq!(log.position, BATCH * 2, "rows after the batch were not read yet");
+    }
+
+    #[test]
+    fn a_number_at_or_below_the_position_is_not_shipped_twice() {
+        let mut log = Horizon::new(10);
+        assert_eq!(shipped(&log.take(seen(100, 105, 11, &[9, 10, 11]))), [(10, 11)]);
+    }
+
+    #[test]
+    fn waiting_looks_are_bounded() {
+        let mut log = Horizon::new(0);
+        for top in 1..1_000 {
+            assert!(log.take(seen(1, 2 + top, top + 1, &[top + 1])).is_empty());
+        }
+        assert!(log.waiting.len() <= WAITING_MAX);
+        // Once the last one settles, everything does.
+        assert_eq!(log.take(seen(10_000, 10_000, 1_000, &[1_000])).len(), 1);
+        assert_eq!(log.position, 1_000);
+    }
 }

@@ -39,17 +39,21 @@ pub struct Logged {
     pub traceparent: Option<String>,
 }
 
-/// Up to `limit` events sequenced after `after` and before `before`, in order.
+/// Up to `limit` events sequenced after `after` and up to `through`, in order; without
+/// `through`, up to where the shipper recorded publishing (a number above it may still be
+/// preceded by one that has not committed: the live stream brings those).
 pub async fn logged_between(
     db: &DatabaseConnection,
     after: i64,
-    before: i64,
+    through: Option<i64>,
     limit: i64,
 ) -> Result<Vec<Logged>, DbErr> {
     Logged::find_by_statement(sql(
         "SELECT seq, routing_key, body, traceparent FROM event_log \
-         WHERE seq > $1 AND seq < $2 ORDER BY seq LIMIT $3",
-        [after.into(), before.into(), limit.into()],
+         WHERE seq > $1 AND seq <= COALESCE($2, \
+           (SELECT published_seq FROM event_log_shipper WHERE id = 1)) \
+         ORDER BY seq LIMIT $3",
+        [after.into(), through.into(), limit.into()],
     ))
     .all(db)
     .await

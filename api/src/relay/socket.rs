@@ -347,7 +347,7 @@ impl Session {
         }
         let db = &self.state.db;
         let found = Seq::find_by_statement(sql(
-            "SELECT seq FROM event_log WHERE id = $1 AND seq IS NOT NULL",
+            "SELECT seq FROM event_log WHERE id = $1",
             [last_event_id.into()],
         ))
         .one(db)
@@ -370,7 +370,10 @@ impl Session {
         };
         let max = self.state.settings.realtime.max_replay;
         let limit = i64::try_from(max.saturating_add(1)).unwrap_or(i64::MAX);
-        let rows = super::logged_between(db, from, until, limit).await;
+        // Live delivery covers everything from `until` on; what the shipper has not recorded
+        // as published yet comes live too.
+        let through = (until < i64::MAX).then(|| until - 1);
+        let rows = super::logged_between(db, from, through, limit).await;
         let rows = match rows {
             Ok(rows) if rows.len() as u64 > max => {
                 return (0, error("resume_too_far", "too many events were missed: reload instead"));

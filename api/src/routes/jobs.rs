@@ -300,7 +300,7 @@ async fn create(
         tracing::warn!(%error, job_id = %job.id, "job publish failed");
         if idempotency_id.is_none() {
             // Not confirmed, so not accepted: forget it, the client may retry.
-            forget(&state, &job, &events).await?;
+            forget(&state, &job).await?;
         }
         // A keyed job stays: the client's retry with the key publishes it again (and, if
         // nobody retries, the job workers' sweeper does), as keyed commands do.
@@ -309,44 +309,26 @@ async fn create(
     Ok(accepted(job))
 }
 
-/// Forgets a job whose request was not confirmed. Its `job_queued` was committed with the row
-/// and may have been shipped already: if it was not, both go and nobody hears of the job; if
-/// it was, the job is cancelled instead (with `job_cancelled`), so whoever heard it queued
-/// hears it end.
-async fn forget(state: &AppState, job: &JobRow, events: &[StoredEvent]) -> Result<(), ApiError> {
+/// Forgets a job whose request was not confirmed: it is cancelled, with `job_cancelled`. Its
+/// `job_queued` was committed with the row and the shipper may be publishing it right now (it
+/// writes nothing that would tell), so whoever heard it queued hears it end.
+async fn forget(state: &AppState, job: &JobRow) -> Result<(), ApiError> {
     let txn = state.db.begin().await?;
-    let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
-    // Waits for a shipper numbering these rows right now, then sees their `seq`.
-    let unshipped = txn
+    let cancelled = txn
         .execute_raw(sql(
-            "DELETE FROM event_log WHERE id = ANY($1) AND seq IS NULL",
-            [ids.clone().into()],
-        ))
-        .await?;
-    if unshipped.rows_affected() == ids.len() as u64 {
-        txn.execute_raw(sql("DELETE FROM activity_log WHERE id = ANY($1)", [ids.into()])).await?;
-        txn.execute_raw(sql(
-            "DELETE FROM jobs WHERE id = $1 AND status IN ('queued', 'scheduled')",
+            "UPDATE jobs SET status = 'cancelled', completed_at = now(), updated_at = now() \
+             WHERE id = $1 AND status IN ('queued', 'scheduled')",
             [job.id.into()],
         ))
         .await?;
-    } else {
-        let cancelled = txn
-            .execute_raw(sql(
-                "UPDATE jobs SET status = 'cancelled', completed_at = now(), updated_at = now() \
-                 WHERE id = $1 AND status IN ('queued', 'scheduled')",
-                [job.id.into()],
-            ))
-            .await?;
-        if cancelled.rows_affected() > 0 {
-            let data = JobCancelled {
-                job_id: job.id,
-                cancelled_by: creator(job),
-                previous_status: job.status,
-                timestamp: Utc::now(),
-            };
-            event_log::record(&txn, &[job_event(job, &data)]).await?;
-        }
+    if cancelled.rows_affected() > 0 {
+        let data = JobCancelled {
+            job_id: job.id,
+            cancelled_by: creator(job),
+            previous_status: job.status,
+            timestamp: Utc::now(),
+        };
+        event_log::record(&txn, &[job_event(job, &data)]).await?;
     }
     txn.commit().await?;
     Ok(())

@@ -18,7 +18,8 @@ pub const COMMANDS_EXCHANGE: &str = "showrunner.commands";
 pub const EVENTS_EXCHANGE: &str = "showrunner.events";
 /// Direct exchange of the parking lot; routing key = the queue a message was parked from.
 pub const PARKED_EXCHANGE: &str = "showrunner.parked";
-/// Topic exchange of the shipped events (header `x-seq`, their place in the event log): the
+/// Topic exchange of the shipped events (headers `x-seq`, their place in the event log, and
+/// `x-prev-seq`, the number published before it: numbers have holes): the
 /// WebSocket relays consume it (the notification worker reads the event log itself).
 pub const LIVE_EXCHANGE: &str = "showrunner.live";
 /// Every event of the events exchange, for the importer that records it in the event log.
