@@ -1066,12 +1066,12 @@ async fn check(
     if unshipped != 0 {
         violations.push(format!("{unshipped} events in the event log were never shipped"));
     }
-    // The shipper numbers without gaps: every number from the first to the last is a row.
-    let gaps =
+    // Numbers have holes where a producer rolled back (a batch the database failed under, say):
+    // counted, not a violation; the WebSocket client's missed, twice and out-of-order counts
+    // above say whether the shipper passed them correctly.
+    let holes =
         count(db, "SELECT COALESCE(max(seq) - min(seq) + 1 - count(seq), 0) FROM event_log").await;
-    if gaps != 0 {
-        violations.push(format!("the event log's numbers have {gaps} gaps"));
-    }
+    note("holes in the event log's numbers (producers that rolled back)", holes.to_string());
 
     println!("\n== what the suite did ({:.0} s)", log.start.elapsed().as_secs_f64());
     let mut kinds: Vec<_> = faults.iter().collect();
