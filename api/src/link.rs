@@ -47,6 +47,12 @@ impl BrokerLink {
         guard.as_ref().filter(|p| p.is_open()).cloned()
     }
 
+    /// The highest number this link handed to the hub: every number up to it is final (the
+    /// shipper published it, or something after it).
+    pub fn last_seq(&self) -> i64 {
+        self.last_seq.load(Ordering::Relaxed)
+    }
+
     /// How many sequenced events this link dropped as hostile or broken since it started.
     pub fn dropped_events(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
@@ -215,8 +221,8 @@ impl BrokerLink {
     }
 
     /// Hands the hub, in order, the events sequenced after `last_seq`, up to `through` (a
-    /// number the shipper published, so nothing below it is still to come) or, without it, as
-    /// far as the shipper recorded publishing.
+    /// number the shipper published, so nothing below it is still to come) or as far as the
+    /// shipper recorded publishing, whichever is further.
     async fn catch_up(
         &self,
         db: &DatabaseConnection,
@@ -228,7 +234,8 @@ impl BrokerLink {
         let mut from = self.last_seq.load(Ordering::Relaxed);
         let mut sent = 0usize;
         loop {
-            let rows = crate::relay::logged_between(db, from, through, PAGE).await?;
+            let rows =
+                crate::relay::logged_between(db, from, through.unwrap_or(from), true, PAGE).await?;
             let n = rows.len();
             for row in rows {
                 from = row.seq;

@@ -39,21 +39,23 @@ pub struct Logged {
     pub traceparent: Option<String>,
 }
 
-/// Up to `limit` events sequenced after `after` and up to `through`, in order; without
-/// `through`, up to where the shipper recorded publishing (a number above it may still be
-/// preceded by one that has not committed: the live stream brings those).
+/// Up to `limit` events sequenced after `after`, in order, up to `through` (a number the caller
+/// knows to be final) or, with `or_published`, up to where the shipper recorded publishing if
+/// that is further. Every number up to there is final; beyond it a number may still be
+/// preceded by one that has not committed: the live stream brings those.
 pub async fn logged_between(
     db: &DatabaseConnection,
     after: i64,
-    through: Option<i64>,
+    through: i64,
+    or_published: bool,
     limit: i64,
 ) -> Result<Vec<Logged>, DbErr> {
     Logged::find_by_statement(sql(
         "SELECT seq, routing_key, body, traceparent FROM event_log \
-         WHERE seq > $1 AND seq <= COALESCE($2, \
-           (SELECT published_seq FROM event_log_shipper WHERE id = 1)) \
-         ORDER BY seq LIMIT $3",
-        [after.into(), through.into(), limit.into()],
+         WHERE seq > $1 AND seq <= CASE WHEN $3 THEN GREATEST($2, \
+           (SELECT published_seq FROM event_log_shipper WHERE id = 1)) ELSE $2 END \
+         ORDER BY seq LIMIT $4",
+        [after.into(), through.into(), or_published.into(), limit.into()],
     ))
     .all(db)
     .await

@@ -370,10 +370,16 @@ impl Session {
         };
         let max = self.state.settings.realtime.max_replay;
         let limit = i64::try_from(max.saturating_add(1)).unwrap_or(i64::MAX);
-        // Live delivery covers everything from `until` on; what the shipper has not recorded
-        // as published yet comes live too.
-        let through = (until < i64::MAX).then(|| until - 1);
-        let rows = super::logged_between(db, from, through, limit).await;
+        // Live delivery sent this socket everything from `until` on. Without a live frame yet,
+        // the replay goes as far as the relay has handed out (held frames it covers are dropped
+        // at the release), or the shipper recorded publishing: every number up to either is
+        // final. Not less: the hub may have handed out numbers the shipper has not recorded
+        // yet, before this socket held its frames, and the replay must cover them.
+        let rows = if until < i64::MAX {
+            super::logged_between(db, from, until - 1, false, limit).await
+        } else {
+            super::logged_between(db, from, self.state.broker.last_seq(), true, limit).await
+        };
         let rows = match rows {
             Ok(rows) if rows.len() as u64 > max => {
                 return (0, error("resume_too_far", "too many events were missed: reload instead"));
