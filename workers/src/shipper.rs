@@ -130,7 +130,7 @@ async fn lead(
                 return Err(ShipError::Closed);
             }
             let renew = renewed.elapsed() >= RENEW_EVERY || log.position > recorded;
-            let Some(seen) = look(db, me, log.position, renew).await? else {
+            let Some(seen) = look(db, me, log.position, renew, log.waits()).await? else {
                 tracing::warn!("log shipper lost its lease, standing by");
                 break;
             };
@@ -191,8 +191,9 @@ async fn standby(
 pub(crate) struct Seen {
     /// The oldest transaction still running (`pg_snapshot_xmin`).
     pub xmin: i64,
-    /// The first transaction id not yet given out (`pg_snapshot_xmax`).
-    pub xmax: i64,
+    /// When asked for (a hole waits): a transaction id given out after the snapshot was taken,
+    /// so above every id given out before it (`pg_current_xact_id()` of the look itself).
+    pub bound: Option<i64>,
     /// The largest number visible.
     pub top: i64,
     /// The rows after `after`, in `seq` order, at most [`BATCH`].
@@ -203,7 +204,7 @@ pub(crate) struct Seen {
 struct SeenRow {
     held: bool,
     xmin: i64,
-    xmax: i64,
+    bound: Option<i64>,
     top: i64,
     seq: Option<i64>,
     id: Option<Uuid>,
@@ -220,6 +221,7 @@ async fn look(
     me: Uuid,
     after: i64,
     renew: bool,
+    bound: bool,
 ) -> Result<Option<Seen>, DbErr> {
     // Renewing writes the lease row; a look that does not renew only reads it, so an idle
     // shipper writes once a second.
@@ -235,9 +237,9 @@ async fn look(
         "WITH lease AS ({lease}), \
          snap AS (SELECT EXISTS (SELECT 1 FROM lease) AS held, \
            pg_snapshot_xmin(pg_current_snapshot())::text::int8 AS xmin, \
-           pg_snapshot_xmax(pg_current_snapshot())::text::int8 AS xmax, \
+           CASE WHEN $5 THEN pg_current_xact_id()::text::int8 END AS bound, \
            (SELECT COALESCE(max(seq), 0) FROM event_log) AS top) \
-         SELECT snap.held, snap.xmin, snap.xmax, snap.top, \
+         SELECT snap.held, snap.xmin, snap.bound, snap.top, \
            r.seq, r.id, r.routing_key, r.body, r.traceparent \
          FROM snap LEFT JOIN LATERAL ( \
            SELECT seq, id, routing_key, body, traceparent FROM event_log \
@@ -246,7 +248,7 @@ async fn look(
     );
     let found = SeenRow::find_by_statement(sql(
         &statement,
-        [me.into(), after.into(), BATCH.into(), LEASE.as_secs_f64().into()],
+        [me.into(), after.into(), BATCH.into(), LEASE.as_secs_f64().into(), bound.into()],
     ))
     .all(db)
     .await?;
@@ -254,7 +256,7 @@ async fn look(
     if !first.held {
         return Ok(None);
     }
-    let mut seen = Seen { xmin: first.xmin, xmax: first.xmax, top: first.top, rows: Vec::new() };
+    let mut seen = Seen { xmin: first.xmin, bound: first.bound, top: first.top, rows: Vec::new() };
     for row in found {
         if let (Some(seq), Some(id), Some(routing_key), Some(body)) =
             (row.seq, row.id, row.routing_key, row.body)
@@ -272,10 +274,13 @@ async fn look(
 ///
 /// - the next number after the last one shipped: nothing lies between;
 /// - or a number at or below a *final* bound. A look's snapshot S sees `top` as the largest
-///   number; every smaller number was taken before, by a transaction that had its id before,
-///   so below `xmax(S)`. Once a later look's `xmin` has reached `xmax(S)`, each of them has
-///   committed (and is visible) or rolled back (and never will be): `top` is final. A look
-///   whose own `xmin` equals its `xmax` (nothing running) makes its own `top` final at once.
+///   number; every smaller number was taken before, by a transaction that had its id before.
+///   While a hole waits, the look also takes a transaction id of its own, `bound`, after S:
+///   above every id given out before S. Once a later look's `xmin` has reached `bound`, each
+///   of those transactions has committed (and is visible) or rolled back (and never will be):
+///   `top` is final. Not the snapshot's own `xmax`: that is one past the last *completed* id,
+///   and a transaction given its id after that one and still running is below no `xmax` (the
+///   fault suite caught a number passed over that way).
 ///
 /// Holes are rare (a rollback, an event recorded twice, a job request the api could not
 /// publish), so the shipper almost always ships by the first rule, without waiting for the
@@ -288,12 +293,14 @@ pub(crate) struct Horizon {
     prev: i64,
     /// Every number up to here is visible or will never exist.
     settled: i64,
-    /// Looks waiting for the horizon: (`xmax`, `top`), oldest first.
+    /// Looks waiting for the horizon: (`bound`, `top`), oldest first.
     waiting: std::collections::VecDeque<(i64, i64)>,
+    /// The last look stopped at a hole below what it could see.
+    hole: bool,
 }
 
 /// Looks kept waiting for the horizon at most; later ones merge into the last (which only
-/// makes it wait for a later `xmax`).
+/// makes it wait for a later `bound`).
 const WAITING_MAX: usize = 64;
 
 /// A row to publish, and the number published before it.
@@ -309,33 +316,43 @@ impl Horizon {
             prev: published,
             settled: published,
             waiting: Default::default(),
+            hole: false,
         }
+    }
+
+    /// Whether the next look must take a `bound`: a hole waits, or looks wait for the horizon.
+    pub(crate) fn waits(&self) -> bool {
+        self.hole || !self.waiting.is_empty()
     }
 
     /// The rows of `seen` that can be shipped now, in order, each with the number before it.
     pub(crate) fn take(&mut self, seen: Seen) -> Vec<Outbound> {
-        if seen.top > self.settled {
+        if let Some(bound) = seen.bound
+            && seen.top > self.settled
+        {
             let full = self.waiting.len() >= WAITING_MAX;
             match self.waiting.back_mut() {
-                Some(last) if full => *last = (seen.xmax, seen.top),
+                Some(last) if full => *last = (bound, seen.top),
                 Some(last) if last.1 == seen.top => {}
-                _ => self.waiting.push_back((seen.xmax, seen.top)),
+                _ => self.waiting.push_back((bound, seen.top)),
             }
         }
-        while let Some(&(xmax, top)) = self.waiting.front() {
-            if seen.xmin < xmax {
+        while let Some(&(bound, top)) = self.waiting.front() {
+            if seen.xmin < bound {
                 break;
             }
             self.settled = self.settled.max(top);
             self.waiting.pop_front();
         }
         let complete = (seen.rows.len() as i64) < BATCH;
+        self.hole = false;
         let mut out = Vec::new();
         for row in seen.rows {
             if row.seq <= self.position {
                 continue;
             }
             if row.seq != self.position + 1 && row.seq > self.settled {
+                self.hole = true;
                 break;
             }
             self.position = row.seq;
@@ -409,28 +426,34 @@ mod tests {
         }
     }
 
-    fn seen(xmin: i64, xmax: i64, top: i64, seqs: &[i64]) -> Seen {
-        Seen { xmin, xmax, top, rows: seqs.iter().copied().map(row).collect() }
+    fn seen(xmin: i64, bound: i64, top: i64, seqs: &[i64]) -> Seen {
+        let bound = (bound > 0).then_some(bound);
+        Seen { xmin, bound, top, rows: seqs.iter().copied().map(row).collect() }
     }
 
     fn shipped(out: &[Outbound]) -> Vec<(i64, i64)> {
         out.iter().map(|o| (o.prev, o.row.seq)).collect()
     }
 
+    // `seen(xmin, bound, top, rows)`: a bound of 0 is a look that took none.
+
     #[test]
     fn the_next_number_ships_at_once_and_names_the_one_before() {
         let mut log = Horizon::new(10);
         // Transaction 100 still runs: nothing is final, but 11 and 12 follow 10.
-        assert_eq!(shipped(&log.take(seen(100, 105, 14, &[11, 12, 14]))), [(10, 11), (11, 12)]);
+        assert_eq!(shipped(&log.take(seen(100, 0, 14, &[11, 12, 14]))), [(10, 11), (11, 12)]);
         assert_eq!(log.position, 12);
+        assert!(log.waits(), "13 is a hole: the next look takes a bound");
     }
 
     #[test]
     fn a_hole_waits_until_every_transaction_that_could_fill_it_has_ended() {
         let mut log = Horizon::new(10);
-        // 11 is not visible (its producer, below xmax 105, may still commit).
+        // 11 is not visible (its producer may still commit).
+        assert!(log.take(seen(100, 0, 12, &[12])).is_empty());
+        assert!(log.waits());
+        // Transactions below the bound 105 are still running: 11 may still come.
         assert!(log.take(seen(100, 105, 12, &[12])).is_empty());
-        // Transactions below 105 are still running: 11 may still come.
         assert!(log.take(seen(104, 110, 12, &[12])).is_empty());
         // It came: both ship, in order.
         assert_eq!(shipped(&log.take(seen(104, 110, 12, &[11, 12]))), [(10, 11), (11, 12)]);
@@ -439,25 +462,40 @@ mod tests {
     #[test]
     fn a_hole_whose_producer_ended_is_passed_over() {
         let mut log = Horizon::new(10);
+        assert!(log.take(seen(100, 0, 12, &[12])).is_empty());
         assert!(log.take(seen(100, 105, 12, &[12])).is_empty());
         // Every transaction below 105 has ended and 11 never appeared: a rollback.
-        assert_eq!(shipped(&log.take(seen(105, 120, 12, &[12]))), [(10, 12)]);
+        assert_eq!(shipped(&log.take(seen(105, 0, 12, &[12]))), [(10, 12)]);
         assert_eq!(log.position, 12);
+        assert!(!log.waits());
     }
 
     #[test]
-    fn a_look_with_nothing_running_settles_its_own_numbers_and_trailing_holes() {
+    fn without_a_bound_of_its_own_no_look_passes_a_hole() {
+        // A snapshot's xmin can be high while a transaction given its id after the last
+        // completed one still runs: only a bound taken by the shipper settles anything.
         let mut log = Horizon::new(10);
+        for xmin in [100, 1_000, 1_000_000] {
+            assert!(log.take(seen(xmin, 0, 12, &[12])).is_empty());
+        }
+        assert_eq!(log.position, 10);
+    }
+
+    #[test]
+    fn a_settled_look_passes_trailing_holes() {
+        let mut log = Horizon::new(10);
+        assert!(log.take(seen(200, 0, 15, &[12, 13])).is_empty());
+        // Nothing below the bound runs: 11, 14 and 15 were rolled back.
         assert_eq!(shipped(&log.take(seen(200, 200, 15, &[12, 13]))), [(10, 12), (12, 13)]);
-        // 14 and 15 were rolled back: the position passes them, the next event names 13.
         assert_eq!(log.position, 15);
-        assert_eq!(shipped(&log.take(seen(200, 201, 16, &[16]))), [(13, 16)]);
+        assert_eq!(shipped(&log.take(seen(200, 0, 16, &[16]))), [(13, 16)]);
     }
 
     #[test]
     fn a_full_batch_does_not_pass_holes_beyond_what_it_read() {
         let mut log = Horizon::new(0);
         let rows: Vec<i64> = (1..=BATCH).map(|n| n * 2).collect();
+        assert!(log.take(seen(50, 0, BATCH * 3, &rows)).is_empty());
         let out = log.take(seen(50, 50, BATCH * 3, &rows));
         assert_eq!(out.len(), BATCH as usize);
         assert_eq!(log.position, BATCH * 2, "rows after the batch were not read yet");
@@ -466,7 +504,7 @@ mod tests {
     #[test]
     fn a_number_at_or_below_the_position_is_not_shipped_twice() {
         let mut log = Horizon::new(10);
-        assert_eq!(shipped(&log.take(seen(100, 105, 11, &[9, 10, 11]))), [(10, 11)]);
+        assert_eq!(shipped(&log.take(seen(100, 0, 11, &[9, 10, 11]))), [(10, 11)]);
     }
 
     #[test]
