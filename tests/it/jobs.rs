@@ -377,10 +377,11 @@ async fn a_failed_job_waits_for_a_parking_lot_that_refuses_copies_then_lands_the
         async move { lines.iter().any(|l| l.contains("parking not confirmed, trying again")) }
     })
     .await;
-    // Nothing is settled while the copy is refused: the outcome is not committed and the
-    // delivery is still held by the worker.
-    let running = job(&app, &alice, &id).await;
-    assert_eq!(running["status"], "running", "{running}");
+    // The failure is committed first, with its copy still owed; the delivery is held by the
+    // worker until the copy is in.
+    let failed = job(&app, &alice, &id).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert!(park_pending(&app, &id).await, "the copy is owed");
     wait_until("the delivery held unacked", DEADLINE, || async {
         showrunner_tests::queue_info(&app.name, JOBS_QUEUE)
             .await
@@ -425,11 +426,132 @@ async fn a_failed_job_waits_for_a_parking_lot_that_refuses_copies_then_lands_the
     }
     assert_eq!(copies.len(), 1, "{copies:?}");
     assert_eq!(copies[0]["jobId"], id.as_str(), "{copies:?}");
+    wait_until("the copy recorded as parked", DEADLINE, || async {
+        !park_pending(&app, &id).await
+    })
+    .await;
     let lines = capture.lines();
     assert!(
         !lines.iter().any(|l| l.contains("handing the message to the queue's dead-letter")),
         "DLX used"
     );
+    let _ = conn.close(200, "done".into()).await;
+    app.stop().await;
+}
+
+/// Whether the failed job `id` still owes its copy to the parking lot.
+async fn park_pending(app: &TestApp, id: &str) -> bool {
+    let row = app
+        .db
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT park_pending FROM jobs WHERE id = $1::uuid",
+            [id.into()],
+        ))
+        .await
+        .expect("query")
+        .expect("the job's row");
+    row.try_get("", "park_pending").expect("park_pending")
+}
+
+/// How many messages `queue` holds, once the management API has seen `want` there.
+async fn messages_in(app: &TestApp, queue: &str, want: i64) {
+    wait_until(&format!("{want} messages in {queue}"), DEADLINE, || async {
+        showrunner_tests::queue_info(&app.name, queue).await.and_then(|i| i["messages"].as_i64())
+            == Some(want)
+    })
+    .await;
+}
+
+/// A worker that committed a job's failure and stopped before its copy reached the parking lot
+/// (killed, or PostgreSQL answered the commit no more) leaves the request unacked; when it comes
+/// back, it is parked then, and only that once: a copy of the same request after that is
+/// skipped. (Before, the copy went first and the commit after; when the commit did not happen,
+/// the job ran again after its lease and was parked a second time.)
+#[tokio::test]
+async fn a_failed_job_owed_to_the_parking_lot_is_parked_by_its_request_coming_back_once() {
+    // The job worker's log shows when the last copy is skipped.
+    let capture = Capture::default();
+    let _logs = capture.install();
+    let app = spawn(&Switch::default()).await;
+    let alice = app.token("alice", Role::Member);
+    let parking = parked_queue(JOBS_QUEUE);
+    let created =
+        submit(&app, &alice, json!({"type": "test.permanent", "payload": null, "maxAttempts": 1}))
+            .await;
+    let id = str_of(&created, "id").to_string();
+    job_with_status(&app, &alice, &id, "failed").await;
+    messages_in(&app, &parking, 1).await;
+    wait_until("the copy recorded as parked", DEADLINE, || async {
+        !park_pending(&app, &id).await
+    })
+    .await;
+
+    // As the worker that stopped would have left it: failed, its copy owed and not there.
+    let conn = app.amqp().await;
+    let channel = conn.create_channel().await.expect("channel");
+    channel.confirm_select(ConfirmSelectOptions::default()).await.expect("confirms");
+    let first = channel
+        .basic_get(parking.as_str().into(), BasicGetOptions { no_ack: true })
+        .await
+        .expect("basic.get")
+        .expect("the first copy");
+    let request: Value = serde_json::from_slice(&first.delivery.data).expect("json");
+    assert_eq!(request["jobId"], id.as_str());
+    app.db
+        .execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "UPDATE jobs SET park_pending = true WHERE id = $1::uuid",
+            [id.clone().into()],
+        ))
+        .await
+        .expect("owe the copy");
+    let publish = |body: Vec<u8>| {
+        let channel = channel.clone();
+        async move {
+            let confirm = channel
+                .basic_publish(
+                    JOBS_EXCHANGE.into(),
+                    JOBS_KEY.into(),
+                    BasicPublishOptions { mandatory: true, ..Default::default() },
+                    &body,
+                    BasicProperties::default().with_delivery_mode(2),
+                )
+                .await
+                .expect("publish");
+            assert!(confirm.await.expect("confirm").is_ack());
+        }
+    };
+    // The request comes back: parked now, and recorded.
+    publish(first.delivery.data.clone()).await;
+    wait_until("the copy recorded as parked", DEADLINE, || async {
+        !park_pending(&app, &id).await
+    })
+    .await;
+    messages_in(&app, &parking, 1).await;
+    // Another copy of it: skipped, nothing more goes to the parking lot.
+    publish(first.delivery.data.clone()).await;
+    wait_until("the last copy skipped", DEADLINE, || {
+        let lines = capture.lines();
+        let id = id.clone();
+        async move {
+            lines.iter().any(|l| l.contains("job request skipped") && l.contains(&id))
+        }
+    })
+    .await;
+    let mut copies = Vec::new();
+    while let Some(copy) = channel
+        .basic_get(parking.as_str().into(), BasicGetOptions { no_ack: true })
+        .await
+        .expect("basic.get")
+    {
+        copies.push(serde_json::from_slice::<Value>(&copy.delivery.data).expect("json"));
+    }
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    assert_eq!(copies[0]["jobId"], id.as_str());
+    let still = job(&app, &alice, &id).await;
+    assert_eq!(still["status"], "failed", "{still}");
+    assert_eq!(still["attempts"], 1, "{still}");
     let _ = conn.close(200, "done".into()).await;
     app.stop().await;
 }

@@ -267,6 +267,21 @@ async fn claim(runner: &Runner, due: Vec<Due>) {
                     }
                 });
             }
+            Claim::Park(reason) => {
+                let ctx = runner.ctx.clone();
+                tokio::spawn(async move {
+                    let (job_id, dispatch_id) = (d.request.job_id, d.request.dispatch_id);
+                    tracing::warn!(%job_id, %reason, "failed job's copy parked late");
+                    match park_failed(&ctx, job_id, dispatch_id, &d.held, &reason).await {
+                        Ok(()) if d.held.rejected() => d.held.settled(),
+                        Ok(()) => d.held.ack().await,
+                        Err(error) => {
+                            tracing::warn!(%error, "job request failed, trying again later");
+                            d.held.later(&ctx.publisher).await
+                        }
+                    }
+                });
+            }
             Claim::Skip(reason) => {
                 tracing::debug!(job_id = %d.request.job_id, %reason, "job request skipped");
                 skipped.push(d.held);
@@ -386,8 +401,9 @@ async fn run(
     (result, signals.stopped())
 }
 
-/// Records a failed attempt; the retry or the parked copy is confirmed by the broker before the
-/// row's transaction commits (and so before the ack).
+/// Records a failed attempt. A retry is confirmed by the broker before the row's transaction
+/// commits; a failure for good is committed first and its copy parked after (see
+/// [`park_failed`]). Either way the delivery is acked only once both are done.
 async fn record(
     runner: &Runner,
     job: &ClaimedJob,
@@ -409,11 +425,36 @@ async fn record(
             tracing::info!(job_id = %job.id, attempt = job.attempts, ?delay, %error, "job failed, retry scheduled");
         }
         Outcome::Failed(error) => {
-            crate::runtime::park(ctx, JOBS_QUEUE, &held.delivery, &format!("job failed: {error}"))
+            txn.commit().await?;
+            park_failed(ctx, job.id, job.dispatch_id, held, &format!("job failed: {error}"))
                 .await?;
             tracing::warn!(job_id = %job.id, attempt = job.attempts, %error, "job failed for good, parked");
+            return Ok(());
         }
     }
     txn.commit().await?;
+    Ok(())
+}
+
+/// Parks the copy of a job whose failure is committed (with `park_pending`), then records that
+/// it is parked. The copy goes after the commit, never before: a copy confirmed before a commit
+/// that then failed (PostgreSQL stopped, the worker was killed) left the job running, and it
+/// ran, failed and was parked again after its lease. Now what can go wrong in between leaves
+/// `park_pending` set and the delivery unacked, and the copy that comes back parks it
+/// ([`store::Claim::Park`]). A second copy only when the worker dies between the broker's
+/// confirmation and the flag's update.
+async fn park_failed(
+    ctx: &Context,
+    job_id: Uuid,
+    dispatch_id: Uuid,
+    held: &Held,
+    reason: &str,
+) -> Result<(), ConsumeError> {
+    crate::runtime::park(ctx, JOBS_QUEUE, &held.delivery, reason).await?;
+    if let Err(error) = store::parked(&ctx.db, job_id, dispatch_id).await {
+        // The copy is parked; the flag only matters to a copy of this request coming back,
+        // and once acked, none does.
+        tracing::warn!(%job_id, %error, "parked, but could not record it");
+    }
     Ok(())
 }

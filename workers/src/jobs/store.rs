@@ -70,6 +70,9 @@ pub enum Claim {
     Run(ClaimedJob),
     /// Another worker holds the attempt until then (this copy is a redelivery): look again later.
     Held(DateTime<Utc>),
+    /// The job failed for good with this copy's dispatch, and its copy has not reached the
+    /// parking lot yet (the worker that failed it stopped before): park it, with this reason.
+    Park(String),
     /// Nothing to do: the job finished, was cancelled, or this copy is stale.
     Skip(String),
 }
@@ -82,6 +85,8 @@ struct RowState {
     locked_until: Option<DateTime<Utc>>,
     lease_expired: bool,
     cancel_requested: bool,
+    park_pending: bool,
+    last_error: Option<String>,
 }
 
 /// Claims the attempts `requests` stand for, in one transaction (the job worker groups the
@@ -103,7 +108,7 @@ pub async fn claim_many(
     let states = RowState::find_by_statement(sql(
         "SELECT id, status, dispatch_id, locked_until, \
          COALESCE(locked_until < now(), true) AS lease_expired, \
-         cancel_requested_at IS NOT NULL AS cancel_requested \
+         cancel_requested_at IS NOT NULL AS cancel_requested, park_pending, last_error \
          FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE",
         [ids.into()],
     ))
@@ -113,6 +118,8 @@ pub async fn claim_many(
     let mut runnable: Vec<Uuid> = Vec::new();
     // Running jobs whose worker died after someone asked them to stop: they end here.
     let mut abandoned: Vec<Uuid> = Vec::new();
+    // Failed jobs whose copy this batch parks (one copy each).
+    let mut parking: Vec<Uuid> = Vec::new();
     for request in &requests {
         let state = states.iter().find(|s| s.id == request.job_id);
         let answer = match state {
@@ -122,9 +129,16 @@ pub async fn claim_many(
             }
             // A duplicate of a request already claimed in this batch.
             Some(_)
-                if runnable.contains(&request.job_id) || abandoned.contains(&request.job_id) =>
+                if runnable.contains(&request.job_id)
+                    || abandoned.contains(&request.job_id)
+                    || parking.contains(&request.job_id) =>
             {
                 Some(Claim::Skip("duplicate copy".into()))
+            }
+            Some(s) if s.status == JobStatus::Failed && s.park_pending => {
+                parking.push(request.job_id);
+                let error = s.last_error.as_deref().unwrap_or_default();
+                Some(Claim::Park(format!("job failed: {error}")))
             }
             Some(s) if s.status == JobStatus::Running && s.lease_expired && s.cancel_requested => {
                 abandoned.push(request.job_id);
@@ -285,9 +299,11 @@ pub enum Outcome {
 }
 
 /// Records the outcome of `job`'s failed attempt in an open transaction, with its event in the
-/// event log. The caller publishes what must be durable first (the delayed retry, the parked
-/// copy), then commits. `None`: the attempt is no longer this worker's (its lease expired and
-/// another worker took the job), so nothing is recorded.
+/// event log. A retry is published before the commit (the row stays locked until it is
+/// confirmed, so a copy that comes back at once finds the new dispatch id); a failure for good
+/// is committed first, with `park_pending`, and its copy parked after (see [`parked`]).
+/// `None`: the attempt is no longer this worker's (its lease expired and another worker took
+/// the job), so nothing is recorded.
 pub async fn finish(
     db: &DatabaseConnection,
     job: &ClaimedJob,
@@ -321,7 +337,7 @@ pub async fn finish(
         Outcome::Failed(error) => (
             sql(
                 "UPDATE jobs SET status = 'failed', last_error = $3, locked_until = NULL, \
-                 completed_at = now(), updated_at = now() \
+                 park_pending = true, completed_at = now(), updated_at = now() \
                  WHERE id = $1 AND dispatch_id = $2 AND attempts = $4 AND status = 'running'",
                 [job.id.into(), job.dispatch_id.into(), error.clone().into(), job.attempts.into()],
             ),
@@ -339,6 +355,20 @@ pub async fn finish(
     let events = vec![event];
     event_log::record(&txn, &events).await?;
     Ok(Some((txn, events)))
+}
+
+/// The copy of the failed job `id` (failed with `dispatch_id`) is in the parking lot: no copy
+/// of that request parks it again. Whoever parks does this after the broker confirmed the
+/// copy; if it never gets here (it died, PostgreSQL stopped), a copy of the request that comes
+/// back parks the job again: a second copy rather than none.
+pub async fn parked(db: &DatabaseConnection, id: Uuid, dispatch_id: Uuid) -> Result<(), DbErr> {
+    db.execute_raw(sql(
+        "UPDATE jobs SET park_pending = false \
+         WHERE id = $1 AND dispatch_id = $2 AND status = 'failed' AND park_pending",
+        [id.into(), dispatch_id.into()],
+    ))
+    .await?;
+    Ok(())
 }
 
 /// Ends a running attempt that was asked to stop: `cancelled`, with `job_cancelled` naming who
