@@ -944,9 +944,15 @@ async fn check(
             let stray = distinct.difference(&failed).count();
             let twice = copies.len() - distinct.len();
             if unparked + stray + twice > 0 {
+                // The jobs themselves, to look for in the kept logs (`--keep`).
+                let mut seen = HashSet::new();
+                let again: Vec<String> =
+                    copies.iter().filter(|id| !seen.insert(**id)).map(Uuid::to_string).collect();
+                let missing: Vec<String> =
+                    failed.difference(&distinct).map(Uuid::to_string).collect();
                 violations.push(format!(
-                    "parking lot: {unparked} failed jobs missing, {stray} jobs that did not fail, \
-                     {twice} copies more than once"
+                    "parking lot: {unparked} failed jobs missing {missing:?}, {stray} jobs that \
+                     did not fail, {twice} copies more than once {again:?}"
                 ));
             }
         }

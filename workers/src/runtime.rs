@@ -198,7 +198,7 @@ pub async fn process_batch<H: BatchHandler>(
 
 /// How long [`park`] keeps trying a parking lot that does not confirm (a quorum queue electing
 /// a new leader after a node stopped takes seconds) before it gives the delivery back.
-const PARK_PATIENCE: Duration = Duration::from_secs(60);
+pub const PARK_PATIENCE: Duration = Duration::from_secs(60);
 
 /// Parks `delivery` in the parking lot of `queue`, the queue it was consumed from.
 ///

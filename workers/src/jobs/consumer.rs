@@ -271,10 +271,13 @@ async fn claim(runner: &Runner, due: Vec<Due>) {
                 let ctx = runner.ctx.clone();
                 tokio::spawn(async move {
                     let (job_id, dispatch_id) = (d.request.job_id, d.request.dispatch_id);
-                    tracing::warn!(%job_id, %reason, "failed job's copy parked late");
                     match park_failed(&ctx, job_id, dispatch_id, &d.held, &reason).await {
-                        Ok(()) if d.held.rejected() => d.held.settled(),
-                        Ok(()) => d.held.ack().await,
+                        Ok(parked) => {
+                            if parked {
+                                tracing::warn!(%job_id, %reason, "failed job's copy parked late");
+                            }
+                            if d.held.rejected() { d.held.settled() } else { d.held.ack().await }
+                        }
                         Err(error) => {
                             tracing::warn!(%error, "job request failed, trying again later");
                             d.held.later(&ctx.publisher).await
@@ -426,6 +429,7 @@ async fn record(
         }
         Outcome::Failed(error) => {
             txn.commit().await?;
+            // Nothing owed (false) only if the job was replayed meanwhile: then nothing to park.
             park_failed(ctx, job.id, job.dispatch_id, held, &format!("job failed: {error}"))
                 .await?;
             tracing::warn!(job_id = %job.id, attempt = job.attempts, %error, "job failed for good, parked");
@@ -439,22 +443,41 @@ async fn record(
 /// Parks the copy of a job whose failure is committed (with `park_pending`), then records that
 /// it is parked. The copy goes after the commit, never before: a copy confirmed before a commit
 /// that then failed (PostgreSQL stopped, the worker was killed) left the job running, and it
-/// ran, failed and was parked again after its lease. Now what can go wrong in between leaves
+/// ran, failed and was parked again after its lease. Now what goes wrong in between leaves
 /// `park_pending` set and the delivery unacked, and the copy that comes back parks it
-/// ([`store::Claim::Park`]). A second copy only when the worker dies between the broker's
-/// confirmation and the flag's update.
+/// ([`store::Claim::Park`]). The row is locked from the check to the flag's update, so two
+/// copies never park the same job; a second copy is left only if the worker dies between the
+/// broker's confirmation and that commit. False: nothing was owed (another copy parked it).
 async fn park_failed(
     ctx: &Context,
     job_id: Uuid,
     dispatch_id: Uuid,
     held: &Held,
     reason: &str,
-) -> Result<(), ConsumeError> {
+) -> anyhow::Result<bool> {
+    let Some(txn) = store::owed_park(&ctx.db, job_id, dispatch_id).await? else {
+        tracing::debug!(%job_id, "failed job's copy parked already");
+        return Ok(false);
+    };
     crate::runtime::park(ctx, JOBS_QUEUE, &held.delivery, reason).await?;
-    if let Err(error) = store::parked(&ctx.db, job_id, dispatch_id).await {
-        // The copy is parked; the flag only matters to a copy of this request coming back,
-        // and once acked, none does.
-        tracing::warn!(%job_id, %error, "parked, but could not record it");
+    // Parked: from here on, the delivery is acked whatever happens. The flag is what keeps a
+    // copy of the request coming back from parking the job again, so its update is tried for
+    // as long as a parking attempt would be (PostgreSQL restarting).
+    let mut txn = Some(txn);
+    let deadline = tokio::time::Instant::now() + crate::runtime::PARK_PATIENCE;
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match store::parked(&ctx.db, txn.take(), job_id, dispatch_id).await {
+            Ok(()) => return Ok(true),
+            Err(error) if tokio::time::Instant::now() + delay > deadline => {
+                tracing::warn!(%job_id, %error, "parked, but could not record it");
+                return Ok(true);
+            }
+            Err(error) => {
+                tracing::warn!(%job_id, %error, ?delay, "parked; recording it failed, trying again");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
     }
-    Ok(())
 }

@@ -357,18 +357,48 @@ pub async fn finish(
     Ok(Some((txn, events)))
 }
 
-/// The copy of the failed job `id` (failed with `dispatch_id`) is in the parking lot: no copy
-/// of that request parks it again. Whoever parks does this after the broker confirmed the
-/// copy; if it never gets here (it died, PostgreSQL stopped), a copy of the request that comes
-/// back parks the job again: a second copy rather than none.
-pub async fn parked(db: &DatabaseConnection, id: Uuid, dispatch_id: Uuid) -> Result<(), DbErr> {
-    db.execute_raw(sql(
+/// Takes the park of the failed job `id` (failed with `dispatch_id`) while its copy is still
+/// owed (`park_pending`): `Some` holds the row locked until [`parked`] commits, so two copies of
+/// the request that come back at once (a redelivery and the sweeper's copy) never both park it:
+/// the second waits here and finds nothing owed. `None`: nothing owed (parked already, or the
+/// job was replayed since).
+pub async fn owed_park(
+    db: &DatabaseConnection,
+    id: Uuid,
+    dispatch_id: Uuid,
+) -> Result<Option<DatabaseTransaction>, DbErr> {
+    let txn = db.begin().await?;
+    let owed = txn
+        .query_one_raw(sql(
+            "SELECT 1 FROM jobs WHERE id = $1 AND dispatch_id = $2 AND status = 'failed' \
+             AND park_pending FOR UPDATE",
+            [id.into(), dispatch_id.into()],
+        ))
+        .await?
+        .is_some();
+    Ok(owed.then_some(txn))
+}
+
+/// The copy the caller parked is confirmed: nothing is owed any more. `txn`: the one
+/// [`owed_park`] returned; without it (its commit failed, the caller tries again), on its own.
+pub async fn parked(
+    db: &DatabaseConnection,
+    txn: Option<DatabaseTransaction>,
+    id: Uuid,
+    dispatch_id: Uuid,
+) -> Result<(), DbErr> {
+    let statement = sql(
         "UPDATE jobs SET park_pending = false \
          WHERE id = $1 AND dispatch_id = $2 AND status = 'failed' AND park_pending",
         [id.into(), dispatch_id.into()],
-    ))
-    .await?;
-    Ok(())
+    );
+    match txn {
+        Some(txn) => {
+            txn.execute_raw(statement).await?;
+            txn.commit().await
+        }
+        None => db.execute_raw(statement).await.map(drop),
+    }
 }
 
 /// Ends a running attempt that was asked to stop: `cancelled`, with `job_cancelled` naming who
