@@ -26,6 +26,9 @@ use crate::waiters::Waiters;
 
 /// Longest connect, topology declaration, publisher and relay queue opening, together.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long after its queue is bound the link reads the event log once more (see `session`): more
+/// than the shipper takes from a publish to recording it.
+const RECHECK_AFTER_BIND: Duration = Duration::from_secs(2);
 
 #[derive(Default)]
 pub struct BrokerLink {
@@ -145,8 +148,19 @@ impl BrokerLink {
         let rules = Rules::from_settings(settings);
         showrunner_shared::metrics::BROKER_RECONNECTS.inc(&["api"]);
         let mut health = tokio::time::interval(Duration::from_secs(1));
+        // An event published just before the queue was bound, whose number the shipper had not
+        // recorded as published when the catch-up above read, reached neither: it would come
+        // only with the next event's `x-prev-seq`, however long that takes. The shipper records
+        // after each batch, so one more catch-up a moment later finds it.
+        let recheck = tokio::time::sleep(RECHECK_AFTER_BIND);
+        tokio::pin!(recheck);
+        let mut rechecked = false;
         loop {
             tokio::select! {
+                () = &mut recheck, if !rechecked => {
+                    rechecked = true;
+                    self.catch_up(db, waiters, hub, None).await?;
+                }
                 _ = health.tick() => {
                     // A channel the broker closed leaves the connection up: start over.
                     if !publisher.is_open() || !conn.status().connected() {
