@@ -158,8 +158,15 @@ impl BrokerLink {
         loop {
             tokio::select! {
                 () = &mut recheck, if !rechecked => {
-                    rechecked = true;
-                    self.catch_up(db, waiters, hub, None).await?;
+                    // The link stays up without it (PostgreSQL away): only this read waits.
+                    match self.catch_up(db, waiters, hub, None).await {
+                        Ok(()) => rechecked = true,
+                        Err(error) => {
+                            tracing::warn!(%error, "relay's catch-up after the bind failed, trying again");
+                            let again = tokio::time::Instant::now() + RECHECK_AFTER_BIND;
+                            recheck.as_mut().reset(again);
+                        }
+                    }
                 }
                 _ = health.tick() => {
                     // A channel the broker closed leaves the connection up: start over.

@@ -315,11 +315,19 @@ async fn a_resume_beyond_max_replay_is_refused_and_one_within_it_replays() {
     .await;
     let alice = app.token("alice", Role::Member);
     let bob = app.token("bob", Role::Member);
+    // Shipped, not only logged: `resume` reads no further than the shipper has published
+    // (a client resumes from an event it saw), so counting unshipped rows raced it.
     let logged = |n: i64| {
         let app = &app;
         async move {
-            wait_until(&format!("{n} events in the event log"), DEADLINE, || async {
-                app.count("SELECT count(*) FROM event_log").await == n
+            wait_until(&format!("{n} events in the event log, shipped"), DEADLINE, || async {
+                app.count(
+                    "SELECT count(*) FROM event_log \
+                     WHERE seq <= (SELECT published_seq FROM event_log_shipper WHERE id = 1)",
+                )
+                .await
+                    == n
+                    && app.count("SELECT count(*) FROM event_log").await == n
             })
             .await
         }
