@@ -202,10 +202,11 @@ pub const PARK_PATIENCE: Duration = Duration::from_secs(60);
 
 /// Parks `delivery` in the parking lot of `queue`, the queue it was consumed from.
 ///
-/// A copy the broker did not confirm (a nack, no confirm in time, a publish error on a channel
-/// that is still open) is the broker's trouble, not the parking lot's: the publish is tried again
-/// with backoff for up to [`PARK_PATIENCE`], and if it still fails the error goes up, nothing is
-/// acked and the broker redelivers. The queue's own dead-letter exchange is not used for that:
+/// A copy the broker refused (a nack, a publish error on a channel that is still open) is the
+/// broker's trouble, not the parking lot's: the publish is tried again with backoff for up to
+/// [`PARK_PATIENCE`], and if it still fails the error goes up, nothing is acked and the broker
+/// redelivers. A confirm is waited for as long as that patience lasts, never given up on and
+/// published again: a late confirm is not a lost copy. The queue's own dead-letter exchange is not used for that:
 /// at-least-once dead-lettering resends what its target did not confirm only minutes later, so a
 /// message handed to it during a node failure reached the parking lot late or, as seen on 3.10,
 /// not at all (the cluster fault suite, "failed jobs missing").
@@ -228,7 +229,13 @@ pub async fn park(
         .without_max_times()
         .build();
     let error = loop {
-        match ctx.publisher.park(queue, delivery, reason).await {
+        // Each try waits for its confirm as long as patience lasts: after a confirm timeout the
+        // copy may still land (the parking queue was electing a leader), and a second try
+        // would land beside it (the cluster fault suite found a failed job parked twice).
+        // Only a definite refusal (a nack) is tried again.
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let publisher = ctx.publisher.patient(remaining.max(Duration::from_secs(1)));
+        match publisher.park(queue, delivery, reason).await {
             Ok(()) => return Ok(()),
             Err(error @ PublishError::Unroutable { .. }) => break error,
             Err(error) => {

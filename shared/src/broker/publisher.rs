@@ -63,6 +63,13 @@ impl Publisher {
         Ok(Self { channel, confirm_timeout })
     }
 
+    /// The same channel, waiting up to `confirm_timeout` for each confirm. For a publish that
+    /// must not be sent twice: a confirm that comes late (a quorum queue electing a leader) is
+    /// not a lost one, and publishing again after a timeout would leave two copies.
+    pub fn patient(&self, confirm_timeout: Duration) -> Self {
+        Self { channel: self.channel.clone(), confirm_timeout }
+    }
+
     pub fn is_open(&self) -> bool {
         self.channel.status().connected()
     }
