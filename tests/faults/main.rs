@@ -1061,7 +1061,21 @@ async fn check(
         violations.push(format!("the WebSocket client saw {dupes} events more than once"));
     }
     if out_of_order > 0 {
-        violations.push(format!("the WebSocket client saw {out_of_order} events out of order"));
+        // The pairs, with their places in the log (None: not an event the log holds).
+        let pos: HashMap<Uuid, usize> =
+            watched.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+        let pairs: Vec<String> = ws
+            .received
+            .windows(2)
+            .filter(|w| pos.get(&w[0]) >= pos.get(&w[1]))
+            .take(5)
+            .map(|w| {
+                format!("{} ({:?}) then {} ({:?})", w[0], pos.get(&w[0]), w[1], pos.get(&w[1]))
+            })
+            .collect();
+        violations.push(format!(
+            "the WebSocket client saw {out_of_order} events out of order: {pairs:?}"
+        ));
     }
     violations.extend(ws.errors.iter().map(|e| format!("WebSocket: {e}")));
 
