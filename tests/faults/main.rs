@@ -487,6 +487,7 @@ async fn suite(args: &Args, stack: &mut Stack) -> anyhow::Result<usize> {
     stack.procs.clear();
 
     let parked = parked_jobs(amqp_url.split(',').next().unwrap_or_default()).await;
+    let unconfirmed = unconfirmed_parks(&logs);
     log.act(format!("seed was {}", args.seed));
     let violations = check(
         &db,
@@ -500,6 +501,7 @@ async fn suite(args: &Args, stack: &mut Stack) -> anyhow::Result<usize> {
         &faults,
         quiet,
         parked,
+        &unconfirmed,
     )
     .await?;
     if !cluster_violations.is_empty() {
@@ -654,6 +656,7 @@ async fn check(
     faults: &HashMap<&str, u32>,
     quiet: bool,
     parked: Option<Vec<Uuid>>,
+    unconfirmed: &HashSet<Uuid>,
 ) -> anyhow::Result<usize> {
     let mut violations: Vec<String> = Vec::new();
     let mut counts: Vec<(String, String)> = Vec::new();
@@ -942,12 +945,22 @@ async fn check(
             );
             let unparked = failed.difference(&distinct).count();
             let stray = distinct.difference(&failed).count();
-            let twice = copies.len() - distinct.len();
+            // A second copy is expected of a job whose first copy's publish ended without the
+            // broker's answer (its channel died with its node): the worker said so with the
+            // job's id. Any other second copy is a violation.
+            let mut seen = HashSet::new();
+            let (explained, again): (Vec<Uuid>, Vec<Uuid>) = copies
+                .iter()
+                .filter(|id| !seen.insert(**id))
+                .partition(|id| unconfirmed.contains(*id));
+            note(
+                "second copies after a publish left unconfirmed (the worker logged it)",
+                format!("{}", explained.len()),
+            );
+            let twice = again.len();
             if unparked + stray + twice > 0 {
                 // The jobs themselves, to look for in the kept logs (`--keep`).
-                let mut seen = HashSet::new();
-                let again: Vec<String> =
-                    copies.iter().filter(|id| !seen.insert(**id)).map(Uuid::to_string).collect();
+                let again: Vec<String> = again.iter().map(Uuid::to_string).collect();
                 let missing: Vec<String> =
                     failed.difference(&distinct).map(Uuid::to_string).collect();
                 violations.push(format!(
@@ -1111,6 +1124,26 @@ async fn check(
     Ok(violations.len())
 }
 
+/// The jobs whose parked copy a job worker published without the broker's answer (see
+/// `showrunner_workers::jobs::consumer::PARKED_COPY_UNCONFIRMED`), from the processes' logs.
+fn unconfirmed_parks(logs: &Path) -> HashSet<Uuid> {
+    use showrunner_workers::jobs::consumer::PARKED_COPY_UNCONFIRMED;
+    let mut jobs = HashSet::new();
+    let Ok(entries) = std::fs::read_dir(logs) else { return jobs };
+    for entry in entries.flatten() {
+        let Ok(text) = std::fs::read_to_string(entry.path()) else { continue };
+        for line in text.lines().filter(|l| l.contains(PARKED_COPY_UNCONFIRMED)) {
+            // The first id after the `job_id` field's name (a span's trace id comes before it).
+            let Some((_, after)) = line.split_once("job_id") else { continue };
+            let id = after
+                .split(|c: char| !(c.is_ascii_hexdigit() || c == '-'))
+                .find_map(|word| Uuid::try_parse(word).ok().filter(|_| word.len() == 36));
+            jobs.extend(id);
+        }
+    }
+    jobs
+}
+
 fn print_log_tails(logs: &Path) {
     let Ok(entries) = std::fs::read_dir(logs) else { return };
     let mut errors = 0;
@@ -1122,5 +1155,29 @@ fn print_log_tails(logs: &Path) {
             }
             errors += 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unconfirmed_park_is_read_by_its_job_id_not_the_span_before_it() {
+        use showrunner_workers::jobs::consumer::PARKED_COPY_UNCONFIRMED;
+        let dir = std::env::temp_dir().join(format!("srfaults-parse-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let job = "01a24122-2a52-71e3-a710-6507bae2cab7";
+        let other = "01a24122-2a52-71e3-a710-6507bae2cab8";
+        let text = format!(
+            "2026-12-04T12:57:01Z \u{1b}[33m WARN\u{1b}[0m job{{trace_id=20068b1461e87c4a491c60f79b5aea05}}: \
+             showrunner_workers::jobs::consumer: {PARKED_COPY_UNCONFIRMED} \u{1b}[3mjob_id\u{1b}[0m\u{1b}[2m=\u{1b}[0m{job} \
+             \u{1b}[3merror\u{1b}[0m=consumer ended\n\
+             {{\"level\":\"WARN\",\"message\":\"job failed for good, parked\",\"job_id\":\"{other}\"}}\n"
+        );
+        std::fs::write(dir.join("job-worker-7.log"), text).expect("write");
+        let found = unconfirmed_parks(&dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(found, HashSet::from([Uuid::parse_str(job).expect("uuid")]));
     }
 }

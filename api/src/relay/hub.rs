@@ -508,6 +508,27 @@ mod tests {
         assert_eq!(seqs(&mut client).await, Vec::<i64>::new());
     }
 
+    /// A resume with topics: the subscribe holds live frames and leaves them held, the resume
+    /// holds on (keeping them), replays the older events, and only then the held one follows.
+    #[tokio::test]
+    async fn a_frame_held_by_a_resumes_subscribe_follows_the_replay() {
+        let hub = Hub::with_shards(1);
+        let (outlet, mut client) = socket(8).await;
+        let id = hub.register(member(Uuid::from_u128(1)), outlet.clone());
+        assert_eq!(outlet.hold(), None);
+        hub.subscribe(id, "#");
+        let live = frame("episode.1.updated", 5);
+        hub.dispatch(&live).await;
+        settled(&[&live]).await;
+        // The resume's own hold: nothing was sent live, so the replay is not cut short.
+        assert_eq!(outlet.hold(), None);
+        for seq in [3, 4] {
+            outlet.push(frame("episode.1.updated", seq).wire.clone());
+        }
+        outlet.release(4);
+        assert_eq!(seqs(&mut client).await, [3, 4, 5]);
+    }
+
     #[test]
     fn user_topics_belong_to_their_owner() {
         let me = Uuid::from_u128(7);

@@ -214,10 +214,11 @@ impl Outlet {
     }
 
     /// Holds live frames back while a resume replays the log (or a subscribe is answered);
-    /// returns the seq of the first live event sent, where a replay stops.
+    /// returns the seq of the first live event sent, where a replay stops. A hold already on
+    /// (a resume's subscribe) goes on with what it holds.
     pub fn hold(&self) -> Option<i64> {
         let mut state = self.lock();
-        if !state.closed {
+        if !state.closed && state.held.is_none() {
             state.held = Some(Vec::new());
         }
         state.first_live

@@ -258,7 +258,7 @@ impl Session {
         };
         match request {
             Request::Ping => Some(serde_json::json!({ "op": "pong" }).to_string()),
-            Request::Subscribe { topics } => self.subscribe(&topics).await.err(),
+            Request::Subscribe { topics } => self.subscribe(&topics, true).await.err(),
             Request::Unsubscribe { topics } => {
                 for pattern in &topics {
                     if self.state.hub.unsubscribe(self.id, pattern)
@@ -272,8 +272,12 @@ impl Session {
                 Some(serde_json::json!({ "op": "unsubscribed", "topics": topics }).to_string())
             }
             Request::Resume { last_event_id, topics } => {
+                // The live frames of the new patterns stay held through the replay: released
+                // after the `subscribed` reply, one that came meanwhile went out before the
+                // replay of older events (the fault suite's WebSocket client saw one out of
+                // order), and it made the replay stop short of it.
                 if !topics.is_empty()
-                    && let Err(reply) = self.subscribe(&topics).await
+                    && let Err(reply) = self.subscribe(&topics, false).await
                 {
                     return Some(reply);
                 }
@@ -283,10 +287,11 @@ impl Session {
     }
 
     /// Subscribes to `patterns`, all or none, and queues the `subscribed` reply; `Err` holds the
-    /// error reply. Live frames are held from before the first pattern reaches the hub until
-    /// the reply is queued, so the reply precedes every event the new patterns deliver, and it
-    /// still follows the presence join (a client that has it is a viewer).
-    async fn subscribe(&mut self, patterns: &[String]) -> Result<(), String> {
+    /// error reply (nothing held then). Live frames are held from before the first pattern
+    /// reaches the hub until the reply is queued, so the reply precedes every event the new
+    /// patterns deliver, and it still follows the presence join (a client that has it is a
+    /// viewer). `release: false` leaves them held for a replay that follows.
+    async fn subscribe(&mut self, patterns: &[String], release: bool) -> Result<(), String> {
         let max = self.state.settings.realtime.max_subscriptions;
         for pattern in patterns {
             if let Err(e) = topics::validate(pattern) {
@@ -316,8 +321,10 @@ impl Session {
         }
         let reply = serde_json::json!({ "op": "subscribed", "topics": patterns });
         self.outlet.push(text_frame(&reply.to_string()));
-        // No replay: every held frame follows the reply, in the order it came.
-        self.outlet.release(0);
+        if release {
+            // No replay: every held frame follows the reply, in the order it came.
+            self.outlet.release(0);
+        }
         Ok(())
     }
 
@@ -325,8 +332,6 @@ impl Session {
         self.state.hub.patterns(self.id).iter().any(|p| watched_episode(p) == Some(episode))
     }
 
-    /// Sends, in order, the events after `last_event_id` that this client may see and that
-    /// live delivery has not sent yet; `None` when all went well.
     /// Sends, in order, the events after `last_event_id` that this client may see and that
     /// live delivery has not sent yet, then the reply; live events wait meanwhile, and those the
     /// replay covered are not sent again.

@@ -440,6 +440,10 @@ async fn record(
     Ok(())
 }
 
+/// The log line of a failed job's copy whose publish ended without the broker's answer.
+pub const PARKED_COPY_UNCONFIRMED: &str =
+    "failed job's parked copy unconfirmed: if it landed, a second copy follows";
+
 /// Parks the copy of a job whose failure is committed (with `park_pending`), then records that
 /// it is parked. The copy goes after the commit, never before: a copy confirmed before a commit
 /// that then failed (PostgreSQL stopped, the worker was killed) left the job running, and it
@@ -459,7 +463,14 @@ async fn park_failed(
         tracing::debug!(%job_id, "failed job's copy parked already");
         return Ok(false);
     };
-    crate::runtime::park(ctx, JOBS_QUEUE, &held.delivery, reason).await?;
+    if let Err(error) = crate::runtime::park(ctx, JOBS_QUEUE, &held.delivery, reason).await {
+        // Its channel died, or the broker never answered: the copy may have landed all the
+        // same. The request comes back and parks the job again, so the parking lot may then
+        // hold it twice (never not at all). Said with the job id, for the operator and for the
+        // fault suite, which tells such a copy from one that should not be there.
+        tracing::warn!(%job_id, %error, "{PARKED_COPY_UNCONFIRMED}");
+        return Err(error.into());
+    }
     // Parked: from here on, the delivery is acked whatever happens. The flag is what keeps a
     // copy of the request coming back from parking the job again, so its update is tried for
     // as long as a parking attempt would be (PostgreSQL restarting).
