@@ -1045,11 +1045,11 @@ async fn check(
         Some(i) => watched[i..].iter().filter(|id| !received.contains_key(id)).count(),
         None => watched.len(),
     };
-    let out_of_order = {
-        let pos: HashMap<Uuid, usize> =
-            watched.iter().enumerate().map(|(i, id)| (*id, i)).collect();
-        ws.received.windows(2).filter(|w| pos.get(&w[0]) >= pos.get(&w[1])).count()
-    };
+    // Each watched event's place in the log; a pair received in another order (or an event
+    // the log does not hold) is out of order.
+    let pos: HashMap<Uuid, usize> = watched.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+    let disordered = || ws.received.windows(2).filter(|w| pos.get(&w[0]) >= pos.get(&w[1]));
+    let out_of_order = disordered().count();
     note(
         "WebSocket: connections / resumes (retried: log unreadable) / events seen / missed / twice / out of order",
         format!(
@@ -1075,12 +1075,7 @@ async fn check(
     }
     if out_of_order > 0 {
         // The pairs, with their places in the log (None: not an event the log holds).
-        let pos: HashMap<Uuid, usize> =
-            watched.iter().enumerate().map(|(i, id)| (*id, i)).collect();
-        let pairs: Vec<String> = ws
-            .received
-            .windows(2)
-            .filter(|w| pos.get(&w[0]) >= pos.get(&w[1]))
+        let pairs: Vec<String> = disordered()
             .take(5)
             .map(|w| {
                 format!("{} ({:?}) then {} ({:?})", w[0], pos.get(&w[0]), w[1], pos.get(&w[1]))

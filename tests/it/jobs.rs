@@ -407,23 +407,10 @@ async fn a_failed_job_waits_for_a_parking_lot_that_refuses_copies_then_lands_the
             == Some(1)
     })
     .await;
-    wait_until("the jobs queue settled", DEADLINE, || async {
-        showrunner_tests::queue_info(&app.name, JOBS_QUEUE)
-            .await
-            .and_then(|i| i["messages"].as_i64())
-            == Some(0)
-    })
-    .await;
+    messages_in(&app, JOBS_QUEUE, 0).await;
     let deleted = management(reqwest::Method::DELETE, &policy, None).await;
     assert!(deleted.status().is_success(), "{}", deleted.status());
-    let mut copies = Vec::new();
-    while let Some(copy) = channel
-        .basic_get(parking.as_str().into(), BasicGetOptions { no_ack: true })
-        .await
-        .expect("basic.get")
-    {
-        copies.push(serde_json::from_slice::<Value>(&copy.delivery.data).expect("json"));
-    }
+    let copies = take_all(&channel, &parking).await;
     assert_eq!(copies.len(), 1, "{copies:?}");
     assert_eq!(copies[0]["jobId"], id.as_str(), "{copies:?}");
     wait_until("the copy recorded as parked", DEADLINE, || async {
@@ -454,7 +441,18 @@ async fn park_pending(app: &TestApp, id: &str) -> bool {
     row.try_get("", "park_pending").expect("park_pending")
 }
 
-/// How many messages `queue` holds, once the management API has seen `want` there.
+/// Takes every message `queue` holds, as JSON.
+async fn take_all(channel: &lapin::Channel, queue: &str) -> Vec<Value> {
+    let mut bodies = Vec::new();
+    while let Some(message) =
+        channel.basic_get(queue.into(), BasicGetOptions { no_ack: true }).await.expect("basic.get")
+    {
+        bodies.push(serde_json::from_slice::<Value>(&message.delivery.data).expect("json"));
+    }
+    bodies
+}
+
+/// Waits until the management API has seen `want` messages in `queue`.
 async fn messages_in(app: &TestApp, queue: &str, want: i64) {
     wait_until(&format!("{want} messages in {queue}"), DEADLINE, || async {
         showrunner_tests::queue_info(&app.name, queue).await.and_then(|i| i["messages"].as_i64())
@@ -545,14 +543,7 @@ async fn a_failed_job_owed_to_the_parking_lot_is_parked_by_its_request_coming_ba
     // Another copy of it later: skipped, nothing more goes to the parking lot.
     publish(first.delivery.data.clone()).await;
     wait_until("the last copy dealt with", DEADLINE, || async { handled() == 3 }).await;
-    let mut copies = Vec::new();
-    while let Some(copy) = channel
-        .basic_get(parking.as_str().into(), BasicGetOptions { no_ack: true })
-        .await
-        .expect("basic.get")
-    {
-        copies.push(serde_json::from_slice::<Value>(&copy.delivery.data).expect("json"));
-    }
+    let copies = take_all(&channel, &parking).await;
     assert_eq!(copies.len(), 1, "{copies:?}");
     assert_eq!(copies[0]["jobId"], id.as_str());
     let still = job(&app, &alice, &id).await;

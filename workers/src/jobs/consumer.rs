@@ -11,6 +11,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::Utc;
 use futures_util::{FutureExt, StreamExt};
 use lapin::Channel;
@@ -181,8 +182,7 @@ fn admit(runner: &Runner, held: Held) -> Option<Due> {
                 let reason = format!("job request refused: {refused}");
                 tracing::warn!(queue = JOBS_QUEUE, %reason, "refused message parked");
                 match crate::runtime::park(&ctx, JOBS_QUEUE, &held.delivery, &reason).await {
-                    Ok(()) if held.rejected() => held.settled(),
-                    Ok(()) => held.ack().await,
+                    Ok(()) => held.done().await,
                     Err(error) => {
                         tracing::warn!(%error, "job request failed, trying again later");
                         held.later(&ctx.publisher).await
@@ -276,7 +276,7 @@ async fn claim(runner: &Runner, due: Vec<Due>) {
                             if parked {
                                 tracing::warn!(%job_id, %reason, "failed job's copy parked late");
                             }
-                            if d.held.rejected() { d.held.settled() } else { d.held.ack().await }
+                            d.held.done().await
                         }
                         Err(error) => {
                             tracing::warn!(%error, "job request failed, trying again later");
@@ -340,9 +340,7 @@ async fn run_job(runner: Runner, held: Held, job: ClaimedJob) {
         Err(error) => Outcome::Failed(error.to_string()),
     };
     match record(&runner, &job, &outcome, &held).await {
-        // Parked by rejecting it (its parking queue refused the copy): settled already.
-        Ok(()) if held.rejected() => held.settled(),
-        Ok(()) => held.ack().await,
+        Ok(()) => held.done().await,
         Err(error) => {
             tracing::warn!(%error, "job request failed, trying again later");
             held.later(&ctx.publisher).await
@@ -429,7 +427,8 @@ async fn record(
         }
         Outcome::Failed(error) => {
             txn.commit().await?;
-            // Nothing owed (false) only if the job was replayed meanwhile: then nothing to park.
+            // Nothing owed (false): another copy of the request parked it, or the job was
+            // replayed meanwhile; either way nothing is left to park.
             park_failed(ctx, job.id, job.dispatch_id, held, &format!("job failed: {error}"))
                 .await?;
             tracing::warn!(job_id = %job.id, attempt = job.attempts, %error, "job failed for good, parked");
@@ -476,18 +475,23 @@ async fn park_failed(
     // as long as a parking attempt would be (PostgreSQL restarting).
     let mut txn = Some(txn);
     let deadline = tokio::time::Instant::now() + crate::runtime::PARK_PATIENCE;
-    let mut delay = Duration::from_millis(200);
+    let mut delays = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times()
+        .build();
     loop {
         match store::parked(&ctx.db, txn.take(), job_id, dispatch_id).await {
             Ok(()) => return Ok(true),
-            Err(error) if tokio::time::Instant::now() + delay > deadline => {
-                tracing::warn!(%job_id, %error, "parked, but could not record it");
-                return Ok(true);
-            }
             Err(error) => {
+                let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                if tokio::time::Instant::now() + delay > deadline {
+                    tracing::warn!(%job_id, %error, "parked, but could not record it");
+                    return Ok(true);
+                }
                 tracing::warn!(%job_id, %error, ?delay, "parked; recording it failed, trying again");
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
     }

@@ -176,6 +176,12 @@ impl Held {
         !self.delivery.acker.usable() && !self.delivery.acker.poisoned()
     }
 
+    /// What it led to is durable, a parked copy perhaps: acked, unless parking rejected it into
+    /// the dead-letter exchange (then it is settled already).
+    pub async fn done(self) {
+        if self.rejected() { self.settled() } else { self.ack().await }
+    }
+
     /// The request could not be handled now (the database or the broker failed): it goes
     /// through the delay tiers to be looked at again in a moment, then is acked; if the broker
     /// does not take that either, it is handed back to the queue.
