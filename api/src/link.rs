@@ -17,6 +17,7 @@ use showrunner_shared::config::Settings;
 use showrunner_shared::contracts::EventEnvelope;
 use showrunner_shared::db::sql;
 use showrunner_shared::inbound::{self, Rules};
+use showrunner_shared::live;
 use showrunner_shared::retry::reconnect_delays;
 use tokio_util::sync::CancellationToken;
 
@@ -181,42 +182,56 @@ impl BrokerLink {
                 }
                 delivery = live.next() => {
                     let delivery = ended(delivery)?;
-                    match live_frame(&delivery, &rules) {
-                        Ok((event, frame, prev)) => {
-                            // Each event names the number published before it: one above what
-                            // this link has means something was not heard (a publish that
-                            // failed and comes again later, a shipper that took over and
-                            // publishes again, the time before this queue existed): it is read
-                            // from the log first, so clients get every event in order.
-                            if prev > self.last_seq.load(Ordering::Relaxed) {
-                                // An event that is not in the log was not published by the
-                                // shipper: its numbers must not move this link.
-                                if !logged(db, frame.seq, event.id).await? {
-                                    let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                                    tracing::warn!(seq = frame.seq, dropped, topic = %delivery.routing_key, "event beyond the event log dropped");
-                                    continue;
-                                }
-                                self.catch_up(db, waiters, hub, Some(prev)).await?;
-                                // Everything up to `prev` is handed out now: what is missing
-                                // below it are holes.
-                                self.last_seq.fetch_max(prev, Ordering::Relaxed);
+                    for shipped in live_frames(&delivery, &rules) {
+                        match shipped {
+                            Ok((event, frame, prev)) => {
+                                self.hand_out(db, waiters, hub, &event, &frame, prev).await?;
                             }
-                            if let Some(command_id) = event.correlation_id {
-                                waiters.wake(command_id);
+                            Err(reason) => {
+                                let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                                tracing::warn!(%reason, dropped, key = %delivery.routing_key, "sequenced event dropped");
                             }
-                            // At or below `last_seq`: the catch-up sent it already.
-                            if self.last_seq.fetch_max(frame.seq, Ordering::Relaxed) < frame.seq {
-                                hub.dispatch(&frame).await;
-                            }
-                        }
-                        Err(reason) => {
-                            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                            tracing::warn!(%reason, dropped, topic = %delivery.routing_key, "sequenced event dropped");
                         }
                     }
                 }
             }
         }
+    }
+
+    /// Hands one shipped event to the hub, after what its `prev` says this link missed.
+    async fn hand_out(
+        &self,
+        db: &DatabaseConnection,
+        waiters: &Waiters,
+        hub: &Hub,
+        event: &EventEnvelope,
+        frame: &Frame,
+        prev: i64,
+    ) -> anyhow::Result<()> {
+        // Each event names the number published before it: one above what this link has means
+        // something was not heard (a publish that failed and comes again later, a shipper that
+        // took over and publishes again, the time before this queue existed): it is read from
+        // the log first, so clients get every event in order.
+        if prev > self.last_seq.load(Ordering::Relaxed) {
+            // An event that is not in the log was not published by the shipper: its numbers
+            // must not move this link.
+            if !logged(db, frame.seq, event.id).await? {
+                let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::warn!(seq = frame.seq, dropped, topic = %frame.topic, "event beyond the event log dropped");
+                return Ok(());
+            }
+            self.catch_up(db, waiters, hub, Some(prev)).await?;
+            // Everything up to `prev` is handed out now: what is missing below it are holes.
+            self.last_seq.fetch_max(prev, Ordering::Relaxed);
+        }
+        if let Some(command_id) = event.correlation_id {
+            waiters.wake(command_id);
+        }
+        // At or below `last_seq`: the catch-up sent it already.
+        if self.last_seq.fetch_max(frame.seq, Ordering::Relaxed) < frame.seq {
+            hub.dispatch(frame).await;
+        }
+        Ok(())
     }
 }
 
@@ -341,25 +356,75 @@ async fn own_queue(
         .await?)
 }
 
-/// A sequenced event, and its frame as the relay hands it out; or why it is dropped. The event
-/// passes the checks every worker applies (`inbound`), so a forged one reaches no client.
-fn live_frame(
-    delivery: &lapin::message::Delivery,
-    rules: &Rules,
-) -> Result<(EventEnvelope, Frame, i64), String> {
+/// A shipped event: its envelope, its frame as the relay hands it out, and the number
+/// published before it.
+type Shipped = (EventEnvelope, Frame, i64);
+
+/// The events of a delivery from the shipper, in order (a batch, `showrunner_shared::live`, or
+/// one event as shippers before it published them); or why one, or the whole message, is
+/// dropped. Every event passes the checks every worker applies (`inbound`), so a forged one
+/// reaches no client; one dropped from the middle of a batch still counts as published before
+/// the next, whose catch-up then reads it from the log if the log has it.
+fn live_frames(delivery: &lapin::message::Delivery, rules: &Rules) -> Vec<Result<Shipped, String>> {
     // The fan-out is timed from here: the event's arrival at the relay.
     let arrived = Instant::now();
     let headers = delivery.properties.headers().as_ref();
-    let seq = match headers.and_then(|h| h.inner().get("x-seq")) {
-        Some(AMQPValue::LongLongInt(n)) if *n > 0 => *n,
-        Some(AMQPValue::LongInt(n)) if *n > 0 => i64::from(*n),
-        _ => return Err("no positive x-seq header".into()),
+    let number = |name: &str| match headers.and_then(|h| h.inner().get(name)) {
+        Some(AMQPValue::LongLongInt(n)) => Some(*n),
+        Some(AMQPValue::LongInt(n)) => Some(i64::from(*n)),
+        _ => None,
     };
-    let prev = match headers.and_then(|h| h.inner().get("x-prev-seq")) {
-        Some(AMQPValue::LongLongInt(n)) if (0..seq).contains(n) => *n,
-        Some(AMQPValue::LongInt(n)) if (0..seq).contains(&i64::from(*n)) => i64::from(*n),
-        _ => return Err("no x-prev-seq header below its x-seq".into()),
+    let kind = delivery.properties.kind().as_ref().map(|k| k.as_str());
+    if kind != Some(live::BATCH_TYPE) {
+        return vec![live_frame(delivery, rules, number("x-seq"), number("x-prev-seq"), arrived)];
+    }
+    if delivery.data.len() > rules.max_bytes {
+        return vec![Err(format!(
+            "a batch of {} bytes (at most {})",
+            delivery.data.len(),
+            rules.max_bytes
+        ))];
+    }
+    let items = match live::decode(&delivery.data) {
+        Ok(items) => items,
+        Err(reason) => return vec![Err(format!("not a batch of events: {reason}"))],
     };
+    let Some(mut prev) = number("x-prev-seq").filter(|p| (0..items[0].seq).contains(p)) else {
+        return vec![Err("no x-prev-seq header below the batch's first number".into())];
+    };
+    let now = chrono::Utc::now();
+    items
+        .into_iter()
+        .map(|item| {
+            let before = std::mem::replace(&mut prev, item.seq);
+            let topic = item.topic.as_ref();
+            let envelope: EventEnvelope =
+                inbound::decode(item.event.get().as_bytes(), topic, rules, now)
+                    .map_err(|r| format!("{topic} #{}: {r}", item.seq))?;
+            let text = frame_of(&envelope, topic, item.traceparent.as_deref());
+            let audience = Audience::of(topic, envelope.actor.as_ref().map(|a| a.id));
+            let frame = FrameData::new(item.seq, topic.to_string(), audience, &text, arrived);
+            Ok((envelope, Arc::new(frame), before))
+        })
+        .collect()
+}
+
+/// One event as its own message (type `event`, routing key its topic, headers `x-seq` and
+/// `x-prev-seq`), as shippers before batches published it.
+fn live_frame(
+    delivery: &lapin::message::Delivery,
+    rules: &Rules,
+    seq: Option<i64>,
+    prev: Option<i64>,
+    arrived: Instant,
+) -> Result<Shipped, String> {
+    let Some(seq) = seq.filter(|n| *n > 0) else {
+        return Err("no positive x-seq header".into());
+    };
+    let Some(prev) = prev.filter(|n| (0..seq).contains(n)) else {
+        return Err("no x-prev-seq header below its x-seq".into());
+    };
+    let headers = delivery.properties.headers().as_ref();
     let traceparent = match headers.and_then(|h| h.inner().get("traceparent")) {
         Some(AMQPValue::LongString(s)) => std::str::from_utf8(s.as_bytes()).ok(),
         _ => None,

@@ -14,6 +14,7 @@ pub mod event;
 pub mod event_log;
 pub mod inbound;
 pub mod jobs;
+pub mod live;
 pub mod metrics;
 pub mod outbox;
 pub mod process;

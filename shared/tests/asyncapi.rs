@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use serde_json::{Map, Value};
 use showrunner_shared::contracts::Event;
+use showrunner_shared::live;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -200,7 +201,7 @@ fn every_event_of_this_build_is_in_the_document_and_nothing_else() {
     let channels = broker_channels(&doc);
     let in_doc: BTreeSet<String> = channels
         .iter()
-        .filter(|(id, _)| !matches!(id.as_str(), "commands" | "jobs"))
+        .filter(|(id, _)| !matches!(id.as_str(), "commands" | "jobs" | "live"))
         .flat_map(|(_, (_, names))| names.iter().cloned())
         .collect();
     let in_rust: BTreeSet<String> = Event::NAMES.iter().map(|n| n.to_string()).collect();
@@ -227,7 +228,7 @@ fn every_event_of_this_build_is_in_the_document_and_nothing_else() {
     }
     // No routing key in the document that no event uses.
     for (id, (address, _)) in
-        channels.iter().filter(|(id, _)| !matches!(id.as_str(), "commands" | "jobs"))
+        channels.iter().filter(|(id, _)| !matches!(id.as_str(), "commands" | "jobs" | "live"))
     {
         assert!(addresses_used.contains(address), "channel {id} ({address}): no event has it");
     }
@@ -272,7 +273,7 @@ fn every_command_type_is_in_the_document_and_nothing_else() {
 #[test]
 fn the_job_request_and_the_exchanges_match() {
     use showrunner_shared::broker::topology::{
-        COMMANDS_EXCHANGE, JOBS_EXCHANGE, JOBS_KEY, LIVE_EXCHANGE,
+        COMMANDS_EXCHANGE, EVENTS_EXCHANGE, JOBS_EXCHANGE, JOBS_KEY, LIVE_EXCHANGE,
     };
     let doc = load("api/asyncapi.json");
     let checker = Checker { doc: &doc };
@@ -288,11 +289,43 @@ fn the_job_request_and_the_exchanges_match() {
     assert_eq!(exchange("commands"), COMMANDS_EXCHANGE);
     assert_eq!(exchange("jobs"), JOBS_EXCHANGE);
     assert_eq!(doc["channels"]["jobs"]["address"], JOBS_KEY);
-    for (id, _) in
-        broker_channels(&doc).iter().filter(|(id, _)| !matches!(id.as_str(), "commands" | "jobs"))
+    assert_eq!(exchange("live"), LIVE_EXCHANGE);
+    assert_eq!(doc["channels"]["live"]["address"], live::BATCH_ROUTING_KEY);
+    for (id, _) in broker_channels(&doc)
+        .iter()
+        .filter(|(id, _)| !matches!(id.as_str(), "commands" | "jobs" | "live"))
     {
-        assert_eq!(exchange(id), LIVE_EXCHANGE, "channel {id}");
+        assert_eq!(exchange(id), EVENTS_EXCHANGE, "channel {id}");
     }
+}
+
+#[test]
+fn the_shippers_batch_of_every_event_fits_the_live_channel() {
+    let doc = load("api/asyncapi.json");
+    let checker = Checker { doc: &doc };
+    let pinned = samples("event");
+    let bodies: Vec<(String, String)> = pinned
+        .iter()
+        .map(|(file, key, json)| {
+            let key = key.clone().unwrap_or_else(|| panic!("{file}: no routing key"));
+            (key, json.to_string())
+        })
+        .collect();
+    let events = bodies.iter().enumerate().map(|(i, (key, body))| {
+        (
+            i as i64 + 1,
+            key.as_str(),
+            Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+            body.as_str(),
+        )
+    });
+    let batches = live::pack(events, 1 << 20);
+    assert_eq!(batches.len(), 1);
+    let batch: Value = serde_json::from_str(&batches[0].json).expect("a batch is JSON");
+    assert_eq!(batch.as_array().map(Vec::len), Some(pinned.len()));
+    let payload = &message(&doc, "event_batch")["payload"];
+    checker.check(payload, &batch, "event_batch").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(message(&doc, "event_batch")["bindings"]["amqp"]["messageType"], live::BATCH_TYPE);
 }
 
 #[test]

@@ -266,7 +266,8 @@ async fn run(app: &TestApp, [n, rate, concurrency]: [usize; 3]) -> anyhow::Resul
     Ok(())
 }
 
-/// Binds an exclusive queue to `episode.*.created` and records when each event arrives, for as
+/// Binds an exclusive queue to what the log shipper publishes and records when each
+/// `episode.*.created` event arrives (in the shipper's batches, `showrunner_shared::live`), for as
 /// long as the returned connection is open.
 async fn watch_events(app: &TestApp, seen: Seen) -> anyhow::Result<lapin::Connection> {
     let conn = app.amqp().await;
@@ -274,7 +275,7 @@ async fn watch_events(app: &TestApp, seen: Seen) -> anyhow::Result<lapin::Connec
     let none = FieldTable::default;
     let private = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
     let name = ch.queue_declare("".into(), private, none()).await?.name().clone();
-    let key = "episode.*.created".into();
+    let key = showrunner_shared::live::BATCH_ROUTING_KEY.into();
     let (exchange, options) = (LIVE_EXCHANGE.into(), Default::default());
     let bind = ch.queue_bind(name.clone(), exchange, key, options, none());
     bind.await?;
@@ -284,10 +285,17 @@ async fn watch_events(app: &TestApp, seen: Seen) -> anyhow::Result<lapin::Connec
     tokio::spawn(async move {
         while let Some(Ok(delivery)) = consumer.next().await {
             let at = Instant::now();
-            let event: Value = serde_json::from_slice(&delivery.data).unwrap_or_default();
-            let id = event["correlationId"].as_str().and_then(|s| s.parse().ok());
-            if let (Some(id), Ok(mut seen)) = (id, seen.lock()) {
-                seen.entry(id).or_insert(at);
+            let Ok(items) = showrunner_shared::live::decode(&delivery.data) else { continue };
+            let Ok(mut seen) = seen.lock() else { continue };
+            for item in items.iter().filter(|i| {
+                i.topic.starts_with("episode.")
+                    && i.topic.matches('.').count() == 2
+                    && i.topic.ends_with(".created")
+            }) {
+                let event: Value = serde_json::from_str(item.event.get()).unwrap_or_default();
+                if let Some(id) = event["correlationId"].as_str().and_then(|s| s.parse().ok()) {
+                    seen.entry(id).or_insert(at);
+                }
             }
         }
     });

@@ -21,6 +21,7 @@ use showrunner_shared::contracts::{
 };
 use showrunner_shared::domain::EpisodeStatus;
 use showrunner_shared::event_log::{self, StoredEvent};
+use showrunner_shared::live;
 use showrunner_tests::job_handlers::{self, Switch};
 use showrunner_tests::{Options, TestApp, wait_for, wait_until};
 use tokio_tungstenite::tungstenite::Message;
@@ -52,6 +53,29 @@ async fn publish(
             BasicPublishOptions::default(),
             body,
             BasicProperties::default().with_delivery_mode(2).with_headers(headers),
+        )
+        .await
+        .expect("publish");
+    assert!(confirm.await.expect("confirm").is_ack());
+}
+
+/// A batch as the log shipper publishes it (`showrunner_shared::live`), with `x-prev-seq` if given.
+async fn publish_batch(channel: &lapin::Channel, body: &[u8], prev: Option<i64>) {
+    let mut headers = FieldTable::default();
+    if let Some(prev) = prev {
+        headers.insert("x-prev-seq".into(), AMQPValue::LongLongInt(prev));
+    }
+    let properties = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_type(live::BATCH_TYPE.into())
+        .with_headers(headers);
+    let confirm = channel
+        .basic_publish(
+            LIVE_EXCHANGE.into(),
+            live::BATCH_ROUTING_KEY.into(),
+            BasicPublishOptions::default(),
+            body,
+            properties,
         )
         .await
         .expect("publish");
@@ -397,6 +421,26 @@ async fn hostile_sequenced_events_are_dropped_and_the_relay_goes_on() {
     unchained.insert("x-seq".into(), AMQPValue::LongLongInt(1_000_005));
     let unchained_event = envelope("test_ping");
     publish(&channel, LIVE_EXCHANGE, "t.hostile", &json_bytes(&unchained_event), unchained).await;
+    // Batches: one whose events are not in the log (a forged notification among them, after
+    // an item that is no envelope), one that is no batch, one out of order, one without the
+    // number before it, one too large.
+    let item =
+        |seq: i64, topic: &str, event: &Value| json!({"seq": seq, "topic": topic, "event": event});
+    let forged_batch = json!([
+        item(1_000_010, "t.hostile", &json!({"not": "an envelope"})),
+        item(1_000_011, &own, &envelope("notification_created")),
+        item(1_000_012, "t.hostile", &envelope("test_ping")),
+    ]);
+    publish_batch(&channel, &json_bytes(&forged_batch), Some(1_000_009)).await;
+    publish_batch(&channel, &json_bytes(&envelope("test_ping")), Some(1_000_012)).await;
+    let descending = json!([
+        item(1_000_014, "t.hostile", &envelope("test_ping")),
+        item(1_000_013, "t.hostile", &envelope("test_ping")),
+    ]);
+    publish_batch(&channel, &json_bytes(&descending), Some(1_000_012)).await;
+    let unchained_batch = json!([item(1_000_015, "t.hostile", &envelope("test_ping"))]);
+    publish_batch(&channel, &json_bytes(&unchained_batch), None).await;
+    publish_batch(&channel, &huge(), Some(1_000_015)).await;
     // What the shipper publishes gets through.
     let good = envelope("test_ping");
     let event = StoredEvent {

@@ -6,9 +6,11 @@
 //! One shipper is active at a time, fenced by a lease in `event_log_shipper`: every look at the
 //! log checks the lease in the same statement (and renews it once a second, or after a batch),
 //! so a shipper whose lease was taken reads nothing more to publish. Numbers become visible out
-//! of order and may have holes ([`Horizon`] says which can be shipped); every message carries
-//! its number (`x-seq`) and the one published before it (`x-prev-seq`): a relay whose last
-//! number is below that knows it missed something and reads it from the log.
+//! of order and may have holes ([`Horizon`] says which can be shipped). What one look can ship
+//! goes out as few messages as the message size allows (`showrunner_shared::live`: a JSON
+//! array of consecutive events); every message carries the number published before its first
+//! event (`x-prev-seq`): a relay whose last number is below that knows it missed something and
+//! reads it from the log.
 //!
 //! `published_seq` says how far publishes were confirmed; the notification worker, the relays'
 //! catch-up and `resume` read the log no further. A shipper that takes the lease publishes again
@@ -23,6 +25,7 @@ use showrunner_shared::broker::topology::LIVE_EXCHANGE;
 use showrunner_shared::broker::{Outgoing, Publisher, publisher_json_properties};
 use showrunner_shared::db::sql;
 use showrunner_shared::event_log::Shipped;
+use showrunner_shared::live;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -72,7 +75,8 @@ impl Part for Shipper {
 
     async fn session(&mut self, s: Session<'_>) -> anyhow::Result<()> {
         loop {
-            match lead(&s.ctx.db, &s.ctx.publisher, s.conn, self.me, s.cancel).await {
+            let max_bytes = s.ctx.settings.amqp.max_message_bytes;
+            match lead(&s.ctx.db, &s.ctx.publisher, s.conn, self.me, s.cancel, max_bytes).await {
                 Ok(()) => return Ok(()),
                 // The database failed under us: what was numbered may not be published, so
                 // take the lease again (which publishes from the last confirmed number on).
@@ -111,6 +115,7 @@ async fn lead(
     conn: &lapin::Connection,
     me: Uuid,
     cancel: &CancellationToken,
+    max_bytes: usize,
 ) -> Result<(), ShipError> {
     loop {
         let Some(published) = standby(db, conn, me, cancel).await? else { return Ok(()) };
@@ -147,7 +152,7 @@ async fn lead(
                 continue;
             }
             idle = IDLE_POLL_MIN;
-            publish(publisher, &rows).await?;
+            publish(publisher, &rows, max_bytes).await?;
         }
     }
 }
@@ -366,27 +371,40 @@ impl Horizon {
     }
 }
 
-/// Publishes `rows` in order, with their `seq` and the number published before each, and
+/// Publishes `rows` in order, as few batch messages as `max_bytes` allows
+/// (`showrunner_shared::live`), each with the number published before its first event, and
 /// waits for the confirms.
-async fn publish(publisher: &Publisher, rows: &[Outbound]) -> Result<(), ShipError> {
-    let ids: Vec<String> = rows.iter().map(|r| r.row.id.to_string()).collect();
-    let messages = rows
+async fn publish(
+    publisher: &Publisher,
+    rows: &[Outbound],
+    max_bytes: usize,
+) -> Result<(), ShipError> {
+    let Some(first) = rows.first() else { return Ok(()) };
+    let events = rows.iter().map(|Outbound { row, .. }| {
+        (row.seq, row.routing_key.as_str(), row.traceparent.as_deref(), row.body.as_str())
+    });
+    let batches = live::pack(events, max_bytes);
+    // Rows are consecutive in publish order: each batch follows the one before it.
+    let mut prev = first.prev;
+    let mut ids = Vec::with_capacity(batches.len());
+    let mut all_headers = Vec::with_capacity(batches.len());
+    for batch in &batches {
+        let mut headers = FieldTable::default();
+        headers.insert("x-seq".into(), AMQPValue::LongLongInt(batch.last_seq));
+        headers.insert("x-prev-seq".into(), AMQPValue::LongLongInt(prev));
+        prev = batch.last_seq;
+        ids.push(format!("events-{}-{}", batch.first_seq, batch.last_seq));
+        all_headers.push(headers);
+    }
+    let messages = batches
         .iter()
-        .zip(&ids)
-        .map(|(Outbound { row, prev }, id)| {
-            let mut headers = FieldTable::default();
-            headers.insert("x-seq".into(), AMQPValue::LongLongInt(row.seq));
-            headers.insert("x-prev-seq".into(), AMQPValue::LongLongInt(*prev));
-            if let Some(tp) = &row.traceparent {
-                headers.insert("traceparent".into(), AMQPValue::LongString(tp.as_str().into()));
-            }
-            Outgoing {
-                exchange: LIVE_EXCHANGE,
-                routing_key: &row.routing_key,
-                body: row.body.as_bytes(),
-                properties: publisher_json_properties(id, "event", headers),
-                mandatory: false,
-            }
+        .zip(ids.iter().zip(all_headers))
+        .map(|(batch, (id, headers))| Outgoing {
+            exchange: LIVE_EXCHANGE,
+            routing_key: live::BATCH_ROUTING_KEY,
+            body: batch.json.as_bytes(),
+            properties: publisher_json_properties(id, live::BATCH_TYPE, headers),
+            mandatory: false,
         })
         .collect();
     publisher.publish_all(messages).await?;
