@@ -116,7 +116,7 @@ pub async fn run_with(
     let recorder = recorder::Recorder::start(db.clone());
     let verifier = Arc::new(showrunner_shared::auth::Verifier::new(&settings.auth));
     let openapi = routes::jobs::openapi(routes::health::OPENAPI, &job_types).into();
-    let state = AppState {
+    let state = AppState::new(state::Shared {
         settings: settings.clone(),
         db,
         broker,
@@ -128,7 +128,7 @@ pub async fn run_with(
         openapi,
         storage,
         shutdown: cancel.clone(),
-    };
+    });
     let expiry = tokio::spawn(relay::presence::expire_forever(state.clone(), cancel.clone()));
     tracing::info!(addr = %listener.local_addr()?, "api listening");
     edge::serve(listener, app(state), &settings.http, cancel.clone()).await?;

@@ -182,11 +182,12 @@ impl BrokerLink {
                 }
                 delivery = live.next() => {
                     let delivery = ended(delivery)?;
-                    for shipped in live_frames(&delivery, &rules) {
+                    // No socket connected: nobody to frame the events for (a socket that
+                    // connects now gets what it missed by `resume`, as any new socket does).
+                    let framed = hub.connections() > 0;
+                    for shipped in live_frames(&delivery, &rules, framed) {
                         match shipped {
-                            Ok((event, frame, prev)) => {
-                                self.hand_out(db, waiters, hub, &event, &frame, prev).await?;
-                            }
+                            Ok(shipped) => self.hand_out(db, waiters, hub, &shipped).await?,
                             Err(reason) => {
                                 let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                                 tracing::warn!(%reason, dropped, key = %delivery.routing_key, "sequenced event dropped");
@@ -204,10 +205,10 @@ impl BrokerLink {
         db: &DatabaseConnection,
         waiters: &Waiters,
         hub: &Hub,
-        event: &EventEnvelope,
-        frame: &Frame,
-        prev: i64,
+        shipped: &Shipped,
     ) -> anyhow::Result<()> {
+        let Shipped { envelope: event, seq, prev, frame } = shipped;
+        let (seq, prev) = (*seq, *prev);
         // Each event names the number published before it: one above what this link has means
         // something was not heard (a publish that failed and comes again later, a shipper that
         // took over and publishes again, the time before this queue existed): it is read from
@@ -215,9 +216,14 @@ impl BrokerLink {
         if prev > self.last_seq.load(Ordering::Relaxed) {
             // An event that is not in the log was not published by the shipper: its numbers
             // must not move this link.
-            if !logged(db, frame.seq, event.id).await? {
+            if !logged(db, seq, event.id).await? {
                 let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                tracing::warn!(seq = frame.seq, dropped, topic = %frame.topic, "event beyond the event log dropped");
+                tracing::warn!(
+                    seq,
+                    dropped,
+                    event = event.event.name(),
+                    "event beyond the event log dropped"
+                );
                 return Ok(());
             }
             self.catch_up(db, waiters, hub, Some(prev)).await?;
@@ -228,7 +234,9 @@ impl BrokerLink {
             waiters.wake(command_id);
         }
         // At or below `last_seq`: the catch-up sent it already.
-        if self.last_seq.fetch_max(frame.seq, Ordering::Relaxed) < frame.seq {
+        if self.last_seq.fetch_max(seq, Ordering::Relaxed) < seq
+            && let Some(frame) = frame
+        {
             hub.dispatch(frame).await;
         }
         Ok(())
@@ -356,16 +364,41 @@ async fn own_queue(
         .await?)
 }
 
-/// A shipped event: its envelope, its frame as the relay hands it out, and the number
-/// published before it.
-type Shipped = (EventEnvelope, Frame, i64);
+/// A shipped event, checked: its envelope, its number, the number published before it, and
+/// its frame as the relay hands it out (`None` when it was not framed: no socket connected).
+struct Shipped {
+    envelope: EventEnvelope,
+    seq: i64,
+    prev: i64,
+    frame: Option<Frame>,
+}
+
+/// The frame of `envelope` if `framed`.
+fn framing(
+    framed: bool,
+    envelope: &EventEnvelope,
+    seq: i64,
+    topic: &str,
+    traceparent: Option<&str>,
+    arrived: Instant,
+) -> Option<Frame> {
+    framed.then(|| {
+        let text = frame_of(envelope, topic, traceparent);
+        let audience = Audience::of(topic, envelope.actor.as_ref().map(|a| a.id));
+        Arc::new(FrameData::new(seq, topic.to_string(), audience, &text, arrived))
+    })
+}
 
 /// The events of a delivery from the shipper, in order (a batch, `showrunner_shared::live`, or
 /// one event as shippers before it published them); or why one, or the whole message, is
 /// dropped. Every event passes the checks every worker applies (`inbound`), so a forged one
 /// reaches no client; one dropped from the middle of a batch still counts as published before
 /// the next, whose catch-up then reads it from the log if the log has it.
-fn live_frames(delivery: &lapin::message::Delivery, rules: &Rules) -> Vec<Result<Shipped, String>> {
+fn live_frames(
+    delivery: &lapin::message::Delivery,
+    rules: &Rules,
+    framed: bool,
+) -> Vec<Result<Shipped, String>> {
     // The fan-out is timed from here: the event's arrival at the relay.
     let arrived = Instant::now();
     let headers = delivery.properties.headers().as_ref();
@@ -376,7 +409,8 @@ fn live_frames(delivery: &lapin::message::Delivery, rules: &Rules) -> Vec<Result
     };
     let kind = delivery.properties.kind().as_ref().map(|k| k.as_str());
     if kind != Some(live::BATCH_TYPE) {
-        return vec![live_frame(delivery, rules, number("x-seq"), number("x-prev-seq"), arrived)];
+        let (seq, prev) = (number("x-seq"), number("x-prev-seq"));
+        return vec![live_frame(delivery, rules, seq, prev, framed, arrived)];
     }
     if delivery.data.len() > rules.max_bytes {
         return vec![Err(format!(
@@ -401,10 +435,9 @@ fn live_frames(delivery: &lapin::message::Delivery, rules: &Rules) -> Vec<Result
             let envelope: EventEnvelope =
                 inbound::decode(item.event.get().as_bytes(), topic, rules, now)
                     .map_err(|r| format!("{topic} #{}: {r}", item.seq))?;
-            let text = frame_of(&envelope, topic, item.traceparent.as_deref());
-            let audience = Audience::of(topic, envelope.actor.as_ref().map(|a| a.id));
-            let frame = FrameData::new(item.seq, topic.to_string(), audience, &text, arrived);
-            Ok((envelope, Arc::new(frame), before))
+            let tp = item.traceparent.as_deref();
+            let frame = framing(framed, &envelope, item.seq, topic, tp, arrived);
+            Ok(Shipped { envelope, seq: item.seq, prev: before, frame })
         })
         .collect()
 }
@@ -416,6 +449,7 @@ fn live_frame(
     rules: &Rules,
     seq: Option<i64>,
     prev: Option<i64>,
+    framed: bool,
     arrived: Instant,
 ) -> Result<Shipped, String> {
     let Some(seq) = seq.filter(|n| *n > 0) else {
@@ -432,8 +466,6 @@ fn live_frame(
     let topic = delivery.routing_key.as_str();
     let envelope: EventEnvelope = inbound::decode(&delivery.data, topic, rules, chrono::Utc::now())
         .map_err(|r| r.to_string())?;
-    let text = frame_of(&envelope, topic, traceparent);
-    let audience = Audience::of(topic, envelope.actor.as_ref().map(|a| a.id));
-    let frame = FrameData::new(seq, topic.to_string(), audience, &text, arrived);
-    Ok((envelope, Arc::new(frame), prev))
+    let frame = framing(framed, &envelope, seq, topic, traceparent, arrived);
+    Ok(Shipped { envelope, seq, prev, frame })
 }
