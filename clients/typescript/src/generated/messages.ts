@@ -151,6 +151,52 @@ export type ServerFrame = EventFrame | SubscribedFrame | UnsubscribedFrame | Res
  */
 export type Uuid = string;
 /**
+ * Consecutive events of the event log in ascending `seq` (holes are numbers no event will ever have). A batch is at most `amqp.max_message_bytes` long; an event alone larger than that is left to `resume`.
+ *
+ * @minItems 1
+ *
+ * This interface was referenced by `Messages`'s JSON-Schema
+ * via the `definition` "EventBatch".
+ */
+export type EventBatch = [
+  {
+    /**
+     * The event's place in the event log.
+     */
+    seq: number;
+    /**
+     * The event's routing key, which is its WebSocket topic (the channels on `showrunner.events` list them).
+     */
+    topic: string;
+    /**
+     * W3C trace context of the request that caused it.
+     */
+    traceparent?: string;
+    /**
+     * The event envelope, as the message of its topic's channel describes it.
+     */
+    event: {};
+  },
+  ...{
+    /**
+     * The event's place in the event log.
+     */
+    seq: number;
+    /**
+     * The event's routing key, which is its WebSocket topic (the channels on `showrunner.events` list them).
+     */
+    topic: string;
+    /**
+     * W3C trace context of the request that caused it.
+     */
+    traceparent?: string;
+    /**
+     * The event envelope, as the message of its topic's channel describes it.
+     */
+    event: {};
+  }[]
+];
+/**
  * Every event envelope, tagged by `event`.
  *
  * This interface was referenced by `Messages`'s JSON-Schema
@@ -1064,10 +1110,6 @@ export interface EventHeaders {
    * W3C trace context of the request that caused it.
    */
   traceparent: string;
-  /**
-   * On `showrunner.live` only: the event's place in the event log.
-   */
-  "x-seq"?: number;
 }
 /**
  * `file_deleted`: A file was deleted. The envelope every event travels in, with its payload in `data`.
@@ -1376,6 +1418,20 @@ export interface ViewerLeftEvent {
   correlationId: string | null;
   causationId: string | null;
   data: ViewerLeftData;
+}
+/**
+ * This interface was referenced by `Messages`'s JSON-Schema
+ * via the `definition` "EventBatchHeaders".
+ */
+export interface EventBatchHeaders {
+  /**
+   * The number of the batch's last event.
+   */
+  "x-seq": number;
+  /**
+   * The number the shipper published before the batch's first event: a relay whose last number is below it missed something and reads it from the event log.
+   */
+  "x-prev-seq": number;
 }
 
 /** Every event name of the contract. */
