@@ -214,8 +214,8 @@ fn admit(runner: &Runner, held: Held) -> Option<Due> {
                 }
                 return;
             }
-            // Less than the shortest tier remains: waited out here (at most 25 ms), so a
-            // scheduled job or a retry never starts before its time.
+            // Less than `JOB_WAIT_IN_WORKER_MS` remains: waited out here (the slot stays
+            // taken meanwhile), so a scheduled job or a retry never starts before its time.
             tokio::time::sleep(Duration::from_millis(remaining)).await;
             claim(&runner, vec![Due { request, traceparent, held }]).await;
         }
