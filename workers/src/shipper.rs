@@ -386,25 +386,21 @@ async fn publish(
     let batches = live::pack(events, max_bytes);
     // Rows are consecutive in publish order: each batch follows the one before it.
     let mut prev = first.prev;
-    let mut ids = Vec::with_capacity(batches.len());
-    let mut all_headers = Vec::with_capacity(batches.len());
-    for batch in &batches {
-        let mut headers = FieldTable::default();
-        headers.insert("x-seq".into(), AMQPValue::LongLongInt(batch.last_seq));
-        headers.insert("x-prev-seq".into(), AMQPValue::LongLongInt(prev));
-        prev = batch.last_seq;
-        ids.push(format!("events-{}-{}", batch.first_seq, batch.last_seq));
-        all_headers.push(headers);
-    }
     let messages = batches
         .iter()
-        .zip(ids.iter().zip(all_headers))
-        .map(|(batch, (id, headers))| Outgoing {
-            exchange: LIVE_EXCHANGE,
-            routing_key: live::BATCH_ROUTING_KEY,
-            body: batch.json.as_bytes(),
-            properties: publisher_json_properties(id, live::BATCH_TYPE, headers),
-            mandatory: false,
+        .map(|batch| {
+            let mut headers = FieldTable::default();
+            headers.insert("x-seq".into(), AMQPValue::LongLongInt(batch.last_seq));
+            let before = std::mem::replace(&mut prev, batch.last_seq);
+            headers.insert("x-prev-seq".into(), AMQPValue::LongLongInt(before));
+            let id = format!("events-{}-{}", batch.first_seq, batch.last_seq);
+            Outgoing {
+                exchange: LIVE_EXCHANGE,
+                routing_key: live::BATCH_ROUTING_KEY,
+                body: batch.json.as_bytes(),
+                properties: publisher_json_properties(&id, live::BATCH_TYPE, headers),
+                mandatory: false,
+            }
         })
         .collect();
     publisher.publish_all(messages).await?;

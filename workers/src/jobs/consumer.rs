@@ -11,7 +11,6 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::Utc;
 use futures_util::{FutureExt, StreamExt};
 use lapin::Channel;
@@ -475,12 +474,7 @@ async fn park_failed(
     // as long as a parking attempt would be (PostgreSQL restarting).
     let mut txn = Some(txn);
     let deadline = tokio::time::Instant::now() + crate::runtime::PARK_PATIENCE;
-    let mut delays = ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(5))
-        .with_jitter()
-        .without_max_times()
-        .build();
+    let mut delays = crate::runtime::park_delays();
     loop {
         match store::parked(&ctx.db, txn.take(), job_id, dispatch_id).await {
             Ok(()) => return Ok(true),
