@@ -16,6 +16,7 @@ mod m20261205_000001_notification_cursor;
 mod m20261206_000001_event_log_time_unindexed;
 mod m20261207_000001_event_log_numbered_at_insert;
 mod m20261208_000001_jobs_park_pending;
+mod m20261209_000001_jobs_unsettled_index;
 
 pub struct Migrator;
 
@@ -36,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000001_event_log_time_unindexed::Migration),
             Box::new(m20261207_000001_event_log_numbered_at_insert::Migration),
             Box::new(m20261208_000001_jobs_park_pending::Migration),
+            Box::new(m20261209_000001_jobs_unsettled_index::Migration),
         ]
     }
 }
