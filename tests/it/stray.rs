@@ -361,9 +361,12 @@ async fn partitions_moving_under_load_apply_every_command_once_and_in_order() {
     // Rounds of one update per episode: within an episode each is accepted after the last.
     let rounds = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
+    // The first update the api did not accept, with its answer: the waits below fail with it at
+    // once, rather than after their deadline with only "more rounds accepted" to go on.
+    let refused = Arc::new(std::sync::Mutex::new(None::<String>));
     let load = {
         let (app, alice, episodes) = (app.clone(), alice.clone(), episodes.clone());
-        let (rounds, stop) = (rounds.clone(), stop.clone());
+        let (rounds, stop, refused) = (rounds.clone(), stop.clone(), refused.clone());
         tokio::spawn(async move {
             let mut round = 0;
             while !stop.load(Ordering::SeqCst) && round < 400 {
@@ -371,28 +374,45 @@ async fn partitions_moving_under_load_apply_every_command_once_and_in_order() {
                 let updates = episodes.iter().enumerate().map(|(i, id)| {
                     let (app, alice) = (&app, &alice);
                     async move {
-                        let response = app
+                        let sent = app
                             .http
                             .patch(app.api(&format!("/episodes/{id}")))
                             .bearer_auth(alice)
                             .json(&json!({"title": format!("E{i} r{round}")}))
+                            // An update that hangs is reported before the waits run out.
+                            .timeout(DEADLINE / 2)
                             .send()
-                            .await
-                            .expect("update");
-                        assert_eq!(response.status(), StatusCode::ACCEPTED);
+                            .await;
+                        match sent {
+                            Ok(r) if r.status() == StatusCode::ACCEPTED => None,
+                            Ok(r) => Some(format!(
+                                "{}: {}",
+                                r.status(),
+                                r.text().await.unwrap_or_default()
+                            )),
+                            Err(error) => Some(format!("no answer: {error}")),
+                        }
+                        .map(|answer| format!("update of episode {i} in round {round}: {answer}"))
                     }
                 });
-                futures_util::future::join_all(updates).await;
+                let failed = futures_util::future::join_all(updates).await.into_iter().flatten();
+                if let Some(first) = failed.into_iter().next() {
+                    *refused.lock().unwrap_or_else(|e| e.into_inner()) = Some(first);
+                    break;
+                }
                 rounds.store(round, Ordering::SeqCst);
             }
             round
         })
     };
     let after_more_rounds = |n: usize| {
-        let rounds = rounds.clone();
+        let (rounds, refused) = (rounds.clone(), refused.clone());
         let target = rounds.load(Ordering::SeqCst) + n;
         async move {
             wait_until("more rounds accepted", DEADLINE, || async {
+                if let Some(answer) = refused.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                    panic!("the load stopped: {answer}");
+                }
                 rounds.load(Ordering::SeqCst) >= target
             })
             .await;
@@ -418,6 +438,9 @@ async fn partitions_moving_under_load_apply_every_command_once_and_in_order() {
     after_more_rounds(5).await;
     stop.store(true, Ordering::SeqCst);
     let last = load.await.expect("load");
+    if let Some(answer) = refused.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        panic!("the load stopped: {answer}");
+    }
     assert!(last < 400, "the load ran out before the partitions moved");
 
     let total = i64::try_from(episodes.len() * (last + 1)).unwrap_or(i64::MAX);
