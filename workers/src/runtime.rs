@@ -7,7 +7,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use lapin::Channel;
 use lapin::message::Delivery;
 use lapin::options::{BasicConsumeOptions, BasicQosOptions, BasicRejectOptions};
@@ -200,17 +199,6 @@ pub async fn process_batch<H: BatchHandler>(
 /// a new leader after a node stopped takes seconds) before it gives the delivery back.
 pub const PARK_PATIENCE: Duration = Duration::from_secs(60);
 
-/// The pauses between tries of parking a copy, or of recording one as parked: 200 ms doubling
-/// to 5 s, with jitter, for as long as the caller's [`PARK_PATIENCE`] lasts.
-pub fn park_delays() -> impl Iterator<Item = Duration> {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(5))
-        .with_jitter()
-        .without_max_times()
-        .build()
-}
-
 /// Parks `delivery` in the parking lot of `queue`, the queue it was consumed from.
 ///
 /// A copy the broker refused (a nack, a publish error on a channel that is still open) is the
@@ -233,7 +221,7 @@ pub async fn park(
 ) -> Result<(), ConsumeError> {
     use showrunner_shared::broker::PublishError;
     let deadline = tokio::time::Instant::now() + PARK_PATIENCE;
-    let mut delays = park_delays();
+    let mut delays = showrunner_shared::retry::park_delays();
     let error = loop {
         // Each try waits for its confirm as long as patience lasts: after a confirm timeout the
         // copy may still land (the parking queue was electing a leader), and a second try
@@ -278,12 +266,7 @@ async fn apply_with_retry<H: BatchHandler>(
     attempts: usize,
     cancel: &CancellationToken,
 ) -> Option<anyhow::Result<()>> {
-    let mut delays = ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(5))
-        .with_jitter()
-        .without_max_times()
-        .build();
+    let mut delays = showrunner_shared::retry::apply_delays();
     let mut failures = 0;
     loop {
         match handler.handle(ctx, messages).await {

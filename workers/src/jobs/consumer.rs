@@ -474,7 +474,7 @@ async fn park_failed(
     // as long as a parking attempt would be (PostgreSQL restarting).
     let mut txn = Some(txn);
     let deadline = tokio::time::Instant::now() + crate::runtime::PARK_PATIENCE;
-    let mut delays = crate::runtime::park_delays();
+    let mut delays = showrunner_shared::retry::park_delays();
     loop {
         match store::parked(&ctx.db, txn.take(), job_id, dispatch_id).await {
             Ok(()) => return Ok(true),
