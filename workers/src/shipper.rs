@@ -43,8 +43,13 @@ const STANDBY_POLL: Duration = Duration::from_millis(500);
 /// idle up to [`IDLE_POLL_MAX`]: under load it looks again at once, when idle at most this late.
 const IDLE_POLL_MIN: Duration = Duration::from_millis(1);
 const IDLE_POLL_MAX: Duration = Duration::from_millis(8);
-/// Most rows numbered (and published in one confirmed batch) at a time.
-const BATCH: i64 = 2_000;
+/// Most rows one look reads, and so most events in one message on `showrunner.live`. A relay
+/// frames a message's events for a socket at once, before the client can read any of them, so
+/// one message must fit in a client's send buffer (`realtime.send_buffer`, 1,024 frames by
+/// default) with room to spare: at 2,000, a catch-up after a fault (the shipper reconnecting
+/// while producers went on) closed the fault suite's watcher with 4008 although it missed
+/// nothing. Under load a look finds a few dozen rows, so the bound only shapes catch-ups.
+const BATCH: i64 = 500;
 
 /// The log shipper as a part of the activity role (`crate::role`), active or standing by.
 pub struct Shipper {
