@@ -85,8 +85,13 @@ pub async fn run_with(
     listener: TcpListener,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    let Some(db) =
-        showrunner_shared::db::connect_waiting(&settings.database, "api", true, &cancel).await?
+    let Some(db) = showrunner_shared::db::connect_waiting(
+        &settings.database,
+        "api",
+        showrunner_shared::db::PoolMode::API,
+        &cancel,
+    )
+    .await?
     else {
         return Ok(());
     };

@@ -13,20 +13,50 @@ pub use crate::resource::episode::EpisodeRow;
 
 use crate::config::DatabaseSettings;
 
-/// The pool of `role` (its size: [`DatabaseSettings::pool_size_for`]).
-pub async fn connect(settings: &DatabaseSettings, role: &str) -> Result<DatabaseConnection, DbErr> {
-    connect_with(settings, role, true).await
+/// How a pool's connections behave.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolMode {
+    /// Ping a connection each time the pool hands it out. Without the ping (the job worker,
+    /// whose statements are short and many) a connection broken by a database restart fails
+    /// one statement instead, which the caller must retry.
+    pub ping_on_acquire: bool,
+    /// `plan_cache_mode = force_generic_plan` on every connection: each prepared statement is
+    /// planned once per connection instead of at every execution. PostgreSQL's default keeps
+    /// planning a statement anew each time when a plan for the actual values looks cheaper than
+    /// the generic one, which it always does for the workers' `UNNEST` batches (a generic plan
+    /// assumes ten rows per array): the job benchmark spent about a sixth of PostgreSQL's CPU
+    /// planning (README, "Jobs, side by side"). For the workers only: every statement of theirs
+    /// has one good plan whatever its values (keys, `= ANY`, `UNNEST`, index ranges in index
+    /// order with a `LIMIT`); the api's searches may need a plan for their values.
+    pub generic_plans: bool,
 }
 
-/// [`connect`], choosing whether the pool pings a connection each time it hands one out.
-/// Without the ping (the job worker, whose statements are short and many) a connection broken
-/// by a database restart fails one statement instead, which the caller must retry.
+impl PoolMode {
+    /// The api's pool (and the default): pings, plans per execution as PostgreSQL chooses.
+    pub const API: Self = Self { ping_on_acquire: true, generic_plans: false };
+
+    /// A worker's pool.
+    pub const fn worker(ping_on_acquire: bool) -> Self {
+        Self { ping_on_acquire, generic_plans: true }
+    }
+}
+
+/// The pool of `role` (its size: [`DatabaseSettings::pool_size_for`]).
+pub async fn connect(settings: &DatabaseSettings, role: &str) -> Result<DatabaseConnection, DbErr> {
+    connect_with(settings, role, PoolMode::API).await
+}
+
+/// [`connect`], its connections behaving as `mode` says.
 pub async fn connect_with(
     settings: &DatabaseSettings,
     role: &str,
-    ping_on_acquire: bool,
+    mode: PoolMode,
 ) -> Result<DatabaseConnection, DbErr> {
     let mut options = ConnectOptions::new(settings.url.clone());
+    if mode.generic_plans {
+        // A startup parameter: no statement more per connection.
+        options.map_sqlx_postgres_opts(|o| o.options([("plan_cache_mode", "force_generic_plan")]));
+    }
     options
         .max_connections(settings.pool_size_for(role))
         .min_connections(1)
@@ -36,7 +66,7 @@ pub async fn connect_with(
         .acquire_timeout(Duration::from_secs(settings.acquire_timeout_secs))
         .connect_timeout(Duration::from_secs(5))
         .set_application_name(format!("showrunner-{role}"))
-        .test_before_acquire(ping_on_acquire)
+        .test_before_acquire(mode.ping_on_acquire)
         .sqlx_logging(false);
     Database::connect(options).await
 }
@@ -64,12 +94,12 @@ pub fn unreachable(error: &DbErr) -> bool {
 pub async fn connect_waiting(
     settings: &DatabaseSettings,
     role: &str,
-    ping_on_acquire: bool,
+    mode: PoolMode,
     cancel: &CancellationToken,
 ) -> Result<Option<DatabaseConnection>, DbErr> {
     let mut delays = crate::retry::reconnect_delays();
     loop {
-        match connect_with(settings, role, ping_on_acquire).await {
+        match connect_with(settings, role, mode).await {
             Ok(db) => return Ok(Some(db)),
             Err(error) if unreachable(&error) => {
                 let delay = delays.next().unwrap_or(Duration::from_secs(10));

@@ -117,6 +117,10 @@ fn main() -> ExitCode {
 struct RunResult {
     enqueue: Duration,
     wall: Duration,
+    /// Worker start -> first peer_done row (by the database's clock).
+    first_done: Duration,
+    /// First -> last peer_done row (the peers' `drain`).
+    drain: Duration,
     status: Duration,
     activity: Duration,
     retried: i64,
@@ -151,13 +155,17 @@ async fn drive() -> anyhow::Result<()> {
             let r = one_run(&app, &publisher, n, workers, fail_once).await?;
             println!(
                 "showrunner procs={workers} scenario={scenario} run={run} n={n} enqueue_jobs_s={:.0} \
-                 wall_jobs_s={:.0} (wall {:.2}s from worker start) status_jobs_s={:.0} \
+                 wall_jobs_s={:.0} (wall {:.2}s from worker start) drain_jobs_s={:.0} \
+                 (first->last DB write {:.2}s, first {:.2}s after worker start) status_jobs_s={:.0} \
                  activity_jobs_s={:.0} retried={} cpu_s: {} cpu_us_per_job: {} \
                  pg_per_job: commits={:.2} inserted={:.2} updated={:.2} wal_records={:.1} \
                  wal_bytes={:.0}",
                 n as f64 / r.enqueue.as_secs_f64(),
                 n as f64 / r.wall.as_secs_f64(),
                 r.wall.as_secs_f64(),
+                n as f64 / r.drain.as_secs_f64(),
+                r.drain.as_secs_f64(),
+                r.first_done.as_secs_f64(),
                 n as f64 / r.status.as_secs_f64(),
                 n as f64 / r.activity.as_secs_f64(),
                 r.retried,
@@ -215,6 +223,9 @@ async fn one_run(
     let mut children = Workers(Vec::new());
     let cpu_before = cpu_snapshot(&[]);
     let pg_before = pg_counters(app).await?;
+    // The database's clock at the workers' start: the first and last `done_at` are read against
+    // it (the peers print the same drain, first -> last write).
+    let db_t0 = app.count("(extract(epoch FROM clock_timestamp()) * 1e6)::bigint").await;
     let t0 = Instant::now();
     for i in 0..workers {
         let log = std::fs::File::create(logs.join(format!("job-worker-{i}.log")))?;
@@ -257,6 +268,15 @@ async fn one_run(
     // The statistics collector publishes a backend's counts up to a second late.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let pg = pg_counters(app).await?.since(&pg_before, n);
+    let micros = |what: &str| {
+        format!(
+            "SELECT (extract(epoch FROM {what}(done_at)) * 1e6)::bigint FROM peer_done WHERE run_id = '{run}'"
+        )
+    };
+    let first = app.count(&micros("min")).await;
+    let last = app.count(&micros("max")).await;
+    let first_done = Duration::from_micros(u64::try_from(first - db_t0).unwrap_or(0));
+    let drain = Duration::from_micros(u64::try_from(last - first).unwrap_or(0));
     let retried = app
         .count(&format!("SELECT count(*) FROM peer_done WHERE run_id = '{run}' AND attempt > 0"))
         .await;
@@ -296,7 +316,7 @@ async fn one_run(
         expect("job activity rows in all", settled_count(app, all).await, events);
     }
     anyhow::ensure!(wrong.is_empty(), "the run's counts are wrong: {}", wrong.join("; "));
-    Ok(RunResult { enqueue, wall, status, activity, retried, cpu, pg })
+    Ok(RunResult { enqueue, wall, first_done, drain, status, activity, retried, cpu, pg })
 }
 
 /// PostgreSQL's counters of the benchmark's database (`pg_stat_database`): everyone's

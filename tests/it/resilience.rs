@@ -93,7 +93,12 @@ async fn a_process_started_before_its_database_waits_for_it() {
     let missing = format!("{PG_SERVER}/sr_test_missing_{}", uuid::Uuid::now_v7().simple());
     let settings = Settings::with_overrides(&[("database.url", &missing)]).expect("settings");
     let never = tokio_util::sync::CancellationToken::new();
-    let error = showrunner_shared::db::connect_waiting(&settings.database, "test", true, &never);
+    let error = showrunner_shared::db::connect_waiting(
+        &settings.database,
+        "test",
+        showrunner_shared::db::PoolMode::API,
+        &never,
+    );
     let error = tokio::time::timeout(DEADLINE, error).await.expect("fails fast");
     assert!(error.is_err(), "a missing database must not be waited for");
 }

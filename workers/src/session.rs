@@ -9,7 +9,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, FromQueryResult};
 use showrunner_shared::broker::{self, Nodes, Publisher, topology};
 use showrunner_shared::config::Settings;
 use showrunner_shared::contracts::CommandEnvelope;
-use showrunner_shared::db::sql;
+use showrunner_shared::db::{PoolMode, sql};
 use showrunner_shared::outbox;
 use showrunner_shared::retry::reconnect_delays;
 use tokio_util::sync::CancellationToken;
@@ -33,9 +33,13 @@ pub async fn database_with(
     ping_on_acquire: bool,
     cancel: &CancellationToken,
 ) -> anyhow::Result<Option<DatabaseConnection>> {
-    let db =
-        showrunner_shared::db::connect_waiting(&settings.database, role, ping_on_acquire, cancel)
-            .await?;
+    let db = showrunner_shared::db::connect_waiting(
+        &settings.database,
+        role,
+        PoolMode::worker(ping_on_acquire),
+        cancel,
+    )
+    .await?;
     let Some(db) = db else { return Ok(None) };
     showrunner_migrations::ensure_current(&db).await?;
     Ok(Some(db))
