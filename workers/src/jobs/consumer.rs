@@ -1,9 +1,10 @@
 //! The job consume loop. Each delivery is one job request, held (at most
 //! `jobs.max_in_flight` at once, `jobs.prefetch` fetched) until what comes next is durable:
 //! the deliveries that arrived together are claimed in one transaction, each claimed job runs
-//! in its own task under `jobs.timeout_secs`, its success goes to the committer (which acks
-//! once the row is committed), a failure is recorded with its retry or its parked copy
-//! confirmed by the broker first. The delivery is held while the job runs, so a worker that
+//! in its own task under `jobs.timeout_secs`, its success or its retry goes to the committer
+//! (which acks once the row is committed, a retry's request confirmed by the broker first), a
+//! failure for good is committed and its parked copy confirmed before the ack. A request that
+//! came back a few milliseconds early waits them out and is claimed with the next batch. The delivery is held while the job runs, so a worker that
 //! dies loses nothing: the broker hands the job to another worker, which waits out the dead
 //! worker's lease and runs it.
 
@@ -22,7 +23,7 @@ use showrunner_shared::broker::topology::{JOBS_KEY, JOBS_QUEUE, job_delay_tier};
 use showrunner_shared::contracts::JobRequest;
 use showrunner_shared::inbound::{self, Rules};
 use showrunner_shared::{jobs, metrics, trace};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -30,7 +31,7 @@ use uuid::Uuid;
 use super::committer::Committer;
 use super::schedule::{RetryPolicy, retries_left};
 use super::settle::{Acks, Held};
-use super::store::{self, Claim, ClaimedJob, Outcome};
+use super::store::{self, Claim, ClaimedJob};
 use super::tracker::{Stop, Tracker};
 use super::{JobContext, JobError, Registry};
 use crate::runtime::{ConsumeError, Context};
@@ -119,27 +120,30 @@ pub async fn consume(
             }
         }
     });
+    // Requests that waited out their last milliseconds here (`admit`): claimed with the next
+    // batch instead of one transaction each.
+    let (ripe_tx, mut ripe_rx) = mpsc::unbounded_channel::<Due>();
     let result = loop {
-        // Wait for one delivery, then take whatever else is there (with a free slot each):
-        // what arrived while the last batch was claimed is claimed together.
-        let permit = tokio::select! {
+        // Wait for one delivery (with a free slot) or one ripe request, then take whatever else
+        // is there (a delivery with a free slot each; a ripe request has its slot already): what
+        // arrived while the last batch was claimed is claimed together.
+        let mut due: Vec<Due> = Vec::new();
+        let mut taken = Vec::new();
+        let next = async {
+            let permit = slots.clone().acquire_owned().await;
+            (permit, consumer.next().await)
+        };
+        tokio::select! {
             biased;
             () = cancel.cancelled() => break Ok(()),
-            permit = slots.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break Ok(()),
+            Some(ripe) = ripe_rx.recv() => due.push(ripe),
+            (permit, next) = next => match (permit, next) {
+                (Err(_), _) => break Ok(()),
+                (_, None) => break Err(ConsumeError::Ended),
+                (_, Some(Err(error))) => break Err(error.into()),
+                (Ok(permit), Some(Ok(delivery))) => taken.push(acks.hold(delivery, permit)),
             },
-        };
-        let first = tokio::select! {
-            biased;
-            () = cancel.cancelled() => break Ok(()),
-            next = consumer.next() => next,
-        };
-        let mut taken = match first {
-            None => break Err(ConsumeError::Ended),
-            Some(Err(error)) => break Err(error.into()),
-            Some(Ok(delivery)) => vec![acks.hold(delivery, permit)],
-        };
+        }
         while taken.len() < CLAIM_MAX {
             let Ok(permit) = slots.clone().try_acquire_owned() else { break };
             match consumer.next().now_or_never() {
@@ -148,10 +152,22 @@ pub async fn consume(
                 _ => break,
             }
         }
+        while due.len() < CLAIM_MAX {
+            let Ok(ripe) = ripe_rx.try_recv() else { break };
+            due.push(ripe);
+        }
         metrics::MESSAGES_CONSUMED.inc_by(&[JOBS_QUEUE], taken.len() as u64);
-        let due: Vec<Due> = taken.into_iter().filter_map(|held| admit(runner, held)).collect();
+        due.extend(taken.into_iter().filter_map(|held| admit(runner, held, &ripe_tx)));
         claim(runner, due).await;
     };
+    // Ripe requests still to come are claimed by their own tasks from here on; those already
+    // sent are claimed now (each holds a slot, which the drain below waits for).
+    ripe_rx.close();
+    let mut left = Vec::new();
+    while let Ok(ripe) = ripe_rx.try_recv() {
+        left.push(ripe);
+    }
+    claim(runner, left).await;
     // Drain: jobs already running finish and are acked (each holds its slot until then);
     // unstarted deliveries go back on close.
     let all = u32::try_from(jobs.max_in_flight).unwrap_or(u32::MAX);
@@ -162,9 +178,10 @@ pub async fn consume(
 }
 
 /// Decodes the request of `held`: `Some` when it is due now; otherwise it is dealt with in a
-/// task of its own (parked when refused, sent on through the delay tiers, or claimed alone
-/// once its last few milliseconds have passed).
-fn admit(runner: &Runner, held: Held) -> Option<Due> {
+/// task of its own (parked when refused, sent on through the delay tiers, or, once its last
+/// few milliseconds have passed, sent to `ripe` to be claimed with the consume loop's next
+/// batch; claimed alone if the loop has ended).
+fn admit(runner: &Runner, held: Held, ripe: &mpsc::UnboundedSender<Due>) -> Option<Due> {
     let ctx = &runner.ctx;
     let now = Utc::now();
     let rules = Rules::from_settings(&ctx.settings);
@@ -198,6 +215,7 @@ fn admit(runner: &Runner, held: Held) -> Option<Due> {
         return Some(Due { request, traceparent, held });
     }
     let runner = runner.clone();
+    let ripe = ripe.clone();
     let span = crate::observe::job_span(&held.delivery);
     tokio::spawn(
         async move {
@@ -216,7 +234,10 @@ fn admit(runner: &Runner, held: Held) -> Option<Due> {
             // Less than `JOB_WAIT_IN_WORKER_MS` remains: waited out here (the slot stays
             // taken meanwhile), so a scheduled job or a retry never starts before its time.
             tokio::time::sleep(Duration::from_millis(remaining)).await;
-            claim(&runner, vec![Due { request, traceparent, held }]).await;
+            if let Err(mpsc::error::SendError(due)) = ripe.send(Due { request, traceparent, held })
+            {
+                claim(&runner, vec![due]).await;
+            }
         }
         .instrument(span),
     );
@@ -324,7 +345,7 @@ async fn run_job(runner: Runner, held: Held, job: ClaimedJob) {
         }
         None => {}
     }
-    let outcome = match ran {
+    let error = match ran {
         Ok(result) => return runner.committer.succeed(job, result, held),
         Err(error) if error.is_retryable() && retries_left(job.attempts, job.max_attempts) => {
             let policy = RetryPolicy::from_settings(&ctx.settings.jobs);
@@ -334,11 +355,12 @@ async fn run_job(runner: Runner, held: Held, job: ClaimedJob) {
                 dispatch_id: Uuid::now_v7(),
                 not_before: Some(Utc::now() + delay),
             };
-            Outcome::Retrying { next, delay, error: error.to_string() }
+            let retry = store::Retry { job, next, delay, error: error.to_string() };
+            return runner.committer.retry(retry, held);
         }
-        Err(error) => Outcome::Failed(error.to_string()),
+        Err(error) => error.to_string(),
     };
-    match record(&runner, &job, &outcome, &held).await {
+    match fail(&runner, &job, &error, &held).await {
         Ok(()) => held.done().await,
         Err(error) => {
             tracing::warn!(%error, "job request failed, trying again later");
@@ -401,40 +423,20 @@ async fn run(
     (result, signals.stopped())
 }
 
-/// Records a failed attempt. A retry is confirmed by the broker before the row's transaction
-/// commits; a failure for good is committed first and its copy parked after (see
-/// [`park_failed`]). Either way the delivery is acked only once both are done.
-async fn record(
-    runner: &Runner,
-    job: &ClaimedJob,
-    outcome: &Outcome,
-    held: &Held,
-) -> anyhow::Result<()> {
+/// Records an attempt that failed for good: committed first, its copy parked after (see
+/// [`park_failed`]); the delivery is acked only once both are done. (A failed attempt that is
+/// retried goes to the committer, `Committer::retry`.)
+async fn fail(runner: &Runner, job: &ClaimedJob, error: &str, held: &Held) -> anyhow::Result<()> {
     let ctx = &runner.ctx;
-    let Some((txn, _recorded)) = store::finish(&ctx.db, job, outcome).await? else {
+    let Some((txn, _recorded)) = store::fail(&ctx.db, job, error).await? else {
         tracing::warn!(job_id = %job.id, "attempt outlived its lease; its outcome is dropped");
         return Ok(());
     };
-    match outcome {
-        Outcome::Retrying { next, delay, error } => {
-            // The row stays locked by `txn` until the retry is confirmed, so a retry that comes
-            // back at once waits for the commit and finds the new dispatch id.
-            jobs::publish_traced(&ctx.publisher, next, Utc::now(), job.traceparent.as_deref())
-                .await?;
-            metrics::MESSAGES_RETRIED.inc(&[JOBS_QUEUE]);
-            tracing::info!(job_id = %job.id, attempt = job.attempts, ?delay, %error, "job failed, retry scheduled");
-        }
-        Outcome::Failed(error) => {
-            txn.commit().await?;
-            // Nothing owed (false): another copy of the request parked it, or the job was
-            // replayed meanwhile; either way nothing is left to park.
-            park_failed(ctx, job.id, job.dispatch_id, held, &format!("job failed: {error}"))
-                .await?;
-            tracing::warn!(job_id = %job.id, attempt = job.attempts, %error, "job failed for good, parked");
-            return Ok(());
-        }
-    }
     txn.commit().await?;
+    // Nothing owed (false): another copy of the request parked it, or the job was replayed
+    // meanwhile; either way nothing is left to park.
+    park_failed(ctx, job.id, job.dispatch_id, held, &format!("job failed: {error}")).await?;
+    tracing::warn!(job_id = %job.id, attempt = job.attempts, %error, "job failed for good, parked");
     Ok(())
 }
 

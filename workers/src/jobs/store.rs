@@ -291,68 +291,99 @@ pub async fn succeed_many(
     Ok((flags, events))
 }
 
-/// Where a failed attempt leads.
+/// A failed attempt that runs again: its next request and why.
 #[derive(Debug)]
-pub enum Outcome {
-    Retrying { next: JobRequest, delay: Duration, error: String },
-    Failed(String),
+pub struct Retry {
+    pub job: ClaimedJob,
+    /// The next attempt's request (a new dispatch id, `notBefore` after the delay).
+    pub next: JobRequest,
+    pub delay: Duration,
+    pub error: String,
 }
 
-/// Records the outcome of `job`'s failed attempt in an open transaction, with its event in the
-/// event log. A retry is published before the commit (the row stays locked until it is
-/// confirmed, so a copy that comes back at once finds the new dispatch id); a failure for good
-/// is committed first, with `park_pending`, and its copy parked after (see [`parked`]).
-/// `None`: the attempt is no longer this worker's (its lease expired and another worker took
-/// the job), so nothing is recorded.
-pub async fn finish(
+/// Records several failed attempts as `retrying` (each with its next request's dispatch id and
+/// time) and their `job_retry` events, in a transaction left open: the caller publishes the
+/// retries and then commits, so a retry that comes back at once waits for the commit (the rows
+/// stay locked) and finds its new dispatch id. One flag per attempt: false when it was no
+/// longer this worker's (nothing recorded, nothing to publish).
+pub async fn retry_many(
     db: &DatabaseConnection,
-    job: &ClaimedJob,
-    outcome: &Outcome,
-) -> Result<Option<(DatabaseTransaction, Vec<StoredEvent>)>, DbErr> {
+    retries: &[Retry],
+) -> Result<(DatabaseTransaction, Vec<bool>, Vec<StoredEvent>), DbErr> {
+    #[derive(FromQueryResult)]
+    struct Updated {
+        id: Uuid,
+    }
     let txn = db.begin().await?;
+    // In id order, like the success batch: the heartbeat locks these rows too.
+    lock_in_order(&txn, retries.iter().map(|r| r.job.id).collect()).await?;
+    let updated = Updated::find_by_statement(sql(
+        "UPDATE jobs AS j SET status = 'retrying', dispatch_id = t.next, last_error = t.error, \
+         next_attempt_at = t.due, locked_until = NULL, updated_at = now() \
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::int[], $4::uuid[], $5::text[], \
+           $6::timestamptz[]) AS t(id, dispatch, attempt, next, error, due) \
+         WHERE j.id = t.id AND j.dispatch_id = t.dispatch AND j.attempts = t.attempt \
+         AND j.status = 'running' RETURNING j.id",
+        [
+            retries.iter().map(|r| r.job.id).collect::<Vec<_>>().into(),
+            retries.iter().map(|r| r.job.dispatch_id).collect::<Vec<_>>().into(),
+            retries.iter().map(|r| r.job.attempts).collect::<Vec<_>>().into(),
+            retries.iter().map(|r| r.next.dispatch_id).collect::<Vec<_>>().into(),
+            retries.iter().map(|r| r.error.clone()).collect::<Vec<_>>().into(),
+            retries
+                .iter()
+                .map(|r| r.next.not_before.unwrap_or_else(Utc::now))
+                .collect::<Vec<_>>()
+                .into(),
+        ],
+    ))
+    .all(&txn)
+    .await?;
     let now = Utc::now();
-    let (statement, event) = match outcome {
-        Outcome::Retrying { next, delay, error } => (
-            sql(
-                "UPDATE jobs SET status = 'retrying', dispatch_id = $3, last_error = $4, \
-                 next_attempt_at = $5, locked_until = NULL, updated_at = now() \
-                 WHERE id = $1 AND dispatch_id = $2 AND attempts = $6 AND status = 'running'",
-                [
-                    job.id.into(),
-                    job.dispatch_id.into(),
-                    next.dispatch_id.into(),
-                    error.clone().into(),
-                    next.not_before.into(),
-                    job.attempts.into(),
-                ],
-            ),
-            job.event(&JobRetry {
+    let mut flags = Vec::with_capacity(retries.len());
+    let mut events = Vec::new();
+    for Retry { job, delay, error, .. } in retries {
+        let ok = updated.iter().any(|u| u.id == job.id);
+        if ok {
+            events.push(job.event(&JobRetry {
                 job_id: job.id,
                 retry_count: job.attempts,
                 delay: delay.as_millis() as u64,
                 error: error.clone(),
                 timestamp: now,
-            }),
-        ),
-        Outcome::Failed(error) => (
-            sql(
-                "UPDATE jobs SET status = 'failed', last_error = $3, locked_until = NULL, \
-                 park_pending = true, completed_at = now(), updated_at = now() \
-                 WHERE id = $1 AND dispatch_id = $2 AND attempts = $4 AND status = 'running'",
-                [job.id.into(), job.dispatch_id.into(), error.clone().into(), job.attempts.into()],
-            ),
-            job.event(&JobFailed {
-                job_id: job.id,
-                error: error.clone(),
-                retries_exhausted: true,
-                timestamp: now,
-            }),
-        ),
-    };
+            }));
+        }
+        flags.push(ok);
+    }
+    event_log::record(&txn, &events).await?;
+    Ok((txn, flags, events))
+}
+
+/// Records that `job`'s attempt failed for good, in an open transaction, with its `job_failed`
+/// in the event log: the caller commits it first, with `park_pending`, and parks its copy after
+/// (see [`parked`]). `None`: the attempt is no longer this worker's (its lease expired and
+/// another worker took the job), so nothing is recorded.
+pub async fn fail(
+    db: &DatabaseConnection,
+    job: &ClaimedJob,
+    error: &str,
+) -> Result<Option<(DatabaseTransaction, Vec<StoredEvent>)>, DbErr> {
+    let txn = db.begin().await?;
+    let statement = sql(
+        "UPDATE jobs SET status = 'failed', last_error = $3, locked_until = NULL, \
+         park_pending = true, completed_at = now(), updated_at = now() \
+         WHERE id = $1 AND dispatch_id = $2 AND attempts = $4 AND status = 'running'",
+        [job.id.into(), job.dispatch_id.into(), error.into(), job.attempts.into()],
+    );
     if txn.execute_raw(statement).await?.rows_affected() == 0 {
         return Ok(None);
     }
-    let events = vec![event];
+    let events = vec![job.event(&JobFailed {
+        job_id: job.id,
+        error: error.to_string(),
+        retries_exhausted: true,
+        timestamp: Utc::now(),
+    })];
     event_log::record(&txn, &events).await?;
     Ok(Some((txn, events)))
 }
