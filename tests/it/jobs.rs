@@ -212,6 +212,54 @@ async fn a_job_failing_twice_retries_with_growing_delays_then_completes() {
     app.stop().await;
 }
 
+/// Jobs that fail together are retried together: their failed attempts are written by the
+/// committer in few transactions (the `job_retry` activity rows share their inserting
+/// transaction), and each job still runs exactly twice with one of each event.
+#[tokio::test]
+async fn jobs_failing_together_are_retried_in_few_transactions_each_once() {
+    const JOBS: usize = 40;
+    let mut app = spawn_with(&Switch::default(), 0, &[]).await;
+    let conn = app.amqp().await;
+    let publisher = showrunner_shared::broker::Publisher::open(&conn, Duration::from_secs(30))
+        .await
+        .expect("a publisher with confirms");
+    // Queued before a worker runs, so that the worker claims them together and they fail at
+    // once.
+    let payloads = (0..JOBS).map(|_| json!({"failures": 1}).to_string()).collect();
+    showrunner_tests::queue_jobs(&app.db, &publisher, "test.flaky", 3, "alice", payloads)
+        .await
+        .expect("the jobs queued");
+    app.start_job_worker();
+    wait_until(&format!("{JOBS} jobs to succeed"), DEADLINE, || async {
+        app.count("SELECT count(*) FROM jobs WHERE status = 'succeeded'").await == JOBS as i64
+    })
+    .await;
+    assert_eq!(app.count("SELECT count(*) FROM jobs WHERE attempts <> 2").await, 0);
+    let activity = |event: &str| {
+        format!(
+            "SELECT count(*) FROM activity_log WHERE resource_type = 'job' AND event = '{event}'"
+        )
+    };
+    wait_until("every job's job_completed", DEADLINE, || async {
+        app.count(&activity("job_completed")).await == JOBS as i64
+    })
+    .await;
+    assert_eq!(app.count(&activity("job_retry")).await, JOBS as i64);
+    assert_eq!(app.count(&activity("job_started")).await, 2 * JOBS as i64);
+    // One retry per job, each with its own attempt's error.
+    let distinct = "SELECT count(DISTINCT resource_id) FROM activity_log \
+         WHERE event = 'job_retry' AND data->>'error' = 'attempt 1 fails'";
+    assert_eq!(app.count(distinct).await, JOBS as i64);
+    // Written in batches, not one transaction per failed attempt (two, typically): the jobs
+    // were claimed in a batch or two and failed at once, so their retries wait for the
+    // committer together.
+    let transactions = app
+        .count("SELECT count(DISTINCT xmin::text) FROM activity_log WHERE event = 'job_retry'")
+        .await;
+    assert!((1..=JOBS as i64 / 2).contains(&transactions), "{transactions} retry transactions");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn a_webhook_retries_a_5xx_and_fails_at_once_on_a_4xx() {
     let app = spawn(&Switch::default()).await;
