@@ -4,9 +4,9 @@
 //! in its own task under `jobs.timeout_secs`, its success or its retry goes to the committer
 //! (which acks once the row is committed, a retry's request confirmed by the broker first), a
 //! failure for good is committed and its parked copy confirmed before the ack. A request that
-//! came back a few milliseconds early waits them out and is claimed with the next batch. The delivery is held while the job runs, so a worker that
-//! dies loses nothing: the broker hands the job to another worker, which waits out the dead
-//! worker's lease and runs it.
+//! came back a few milliseconds early waits them out and is claimed with the next batch. The
+//! delivery is held while the job runs, so a worker that dies loses nothing: the broker hands
+//! the job to another worker, which waits out the dead worker's lease and runs it.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
