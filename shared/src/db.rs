@@ -23,9 +23,10 @@ pub struct PoolMode {
     /// `plan_cache_mode = force_generic_plan` on every connection: each prepared statement is
     /// planned once per connection instead of at every execution. PostgreSQL's default keeps
     /// planning a statement anew each time when a plan for the actual values looks cheaper than
-    /// the generic one, which it always does for the workers' `UNNEST` batches (a generic plan
-    /// assumes ten rows per array): the job benchmark spent about a sixth of PostgreSQL's CPU
-    /// planning (README, "Jobs, side by side"). For the workers only: every statement of theirs
+    /// the generic one, which is likely always for the workers' `UNNEST` batches (a generic
+    /// plan assumes ten rows per array): with this, PostgreSQL's CPU per job in the job
+    /// benchmark fell by about a sixth (README, "Jobs, side by side"; planning time itself was
+    /// not measured). For the workers only: every statement of theirs
     /// has one good plan whatever its values (keys, `= ANY`, `UNNEST`, index ranges in index
     /// order with a `LIMIT`); the api's searches may need a plan for their values.
     pub generic_plans: bool,
