@@ -121,22 +121,16 @@ async fn write_successes(
 ) {
     let (done, held): (Vec<(ClaimedJob, serde_json::Value)>, Vec<Held>) =
         successes.into_iter().unzip();
-    match store::succeed_many(db, &done).await {
-        Ok((flags, _recorded)) => {
-            for ((job, _), ok) in done.iter().zip(flags) {
-                if ok {
-                    tracing::debug!(job_id = %job.id, job_type = %job.job_type, attempt = job.attempts, "job succeeded");
-                } else {
-                    tracing::warn!(job_id = %job.id, "attempt outlived its lease; its outcome is dropped");
-                }
+    let written = store::succeed_many(db, &done).await.map(|(flags, _recorded)| {
+        for ((job, _), ok) in done.iter().zip(flags) {
+            if ok {
+                tracing::debug!(job_id = %job.id, job_type = %job.job_type, attempt = job.attempts, "job succeeded");
+            } else {
+                dropped(job);
             }
-            ack_all(held).await;
         }
-        Err(error) => {
-            tracing::warn!(%error, count = held.len(), "job batch write failed, trying again later");
-            later_all(publisher, held);
-        }
-    }
+    });
+    settle(publisher, held, written, "job batch write").await;
 }
 
 /// The retries of a batch: rows and events in one transaction, every retry request confirmed
@@ -161,35 +155,43 @@ async fn write_retries(
         txn.commit().await?;
         anyhow::Ok(flags)
     };
-    match written.await {
-        Ok(flags) => {
-            for (retry, ok) in retries.iter().zip(flags) {
-                let Retry { job, delay, error, .. } = retry;
-                if ok {
-                    metrics::MESSAGES_RETRIED.inc(&[JOBS_QUEUE]);
-                    tracing::info!(job_id = %job.id, attempt = job.attempts, ?delay, %error, "job failed, retry scheduled");
-                } else {
-                    tracing::warn!(job_id = %job.id, "attempt outlived its lease; its outcome is dropped");
-                }
+    let written = written.await.map(|flags| {
+        for (Retry { job, delay, error, .. }, ok) in retries.iter().zip(flags) {
+            if ok {
+                metrics::MESSAGES_RETRIED.inc(&[JOBS_QUEUE]);
+                tracing::info!(job_id = %job.id, attempt = job.attempts, ?delay, %error, "job failed, retry scheduled");
+            } else {
+                dropped(job);
             }
-            ack_all(held).await;
+        }
+    });
+    settle(publisher, held, written, "job retry write").await;
+}
+
+fn dropped(job: &ClaimedJob) {
+    tracing::warn!(job_id = %job.id, "attempt outlived its lease; its outcome is dropped");
+}
+
+/// Acks the deliveries of a written batch; those of a batch that could not be written go
+/// through the delay tiers, each in a task of its own.
+async fn settle<E: std::fmt::Display>(
+    publisher: &Publisher,
+    held: Vec<Held>,
+    written: Result<(), E>,
+    what: &str,
+) {
+    match written {
+        Ok(()) => {
+            if let Some(acks) = held.first().map(|h| h.acks().clone()) {
+                acks.ack(held).await;
+            }
         }
         Err(error) => {
-            tracing::warn!(%error, count = held.len(), "job retry write failed, trying again later");
-            later_all(publisher, held);
+            tracing::warn!(%error, count = held.len(), "{what} failed, trying again later");
+            for held in held {
+                let publisher = publisher.clone();
+                tokio::spawn(async move { held.later(&publisher).await });
+            }
         }
-    }
-}
-
-async fn ack_all(held: Vec<Held>) {
-    if let Some(acks) = held.first().map(|h| h.acks().clone()) {
-        acks.ack(held).await;
-    }
-}
-
-fn later_all(publisher: &Publisher, held: Vec<Held>) {
-    for held in held {
-        let publisher = publisher.clone();
-        tokio::spawn(async move { held.later(&publisher).await });
     }
 }
