@@ -334,6 +334,11 @@ pub static RELAY_SOCKET_SECONDS: TimeHistogram = TimeHistogram::new(
     "Per frame and socket: from the event's arrival at the relay to its frame written to that WebSocket.",
     FANOUT_BUCKETS,
 );
+pub static RELAY_CAUGHT_UP: CounterVec = CounterVec::new(
+    "showrunner_relay_caught_up_events_total",
+    "Events read from the event log for WebSockets whose resume (or subscribe) held more live frames than realtime.send_buffer: they reach those sockets from there.",
+    &[],
+);
 pub static BROKER_RECONNECTS: CounterVec = CounterVec::new(
     "showrunner_broker_connects_total",
     "RabbitMQ connections opened (the first one, then one per reconnect), by role.",
@@ -373,6 +378,7 @@ pub fn encode() -> String {
         &MESSAGES_RETRIED,
         &HTTP_REQUESTS,
         &BROKER_RECONNECTS,
+        &RELAY_CAUGHT_UP,
         &RETENTION_DELETED,
         &RETENTION_ERRORS,
     ] {

@@ -1,5 +1,7 @@
 //! The WebSocket relay with a real client against running api instances and workers.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -305,6 +307,94 @@ async fn resume_after_a_disconnect_during_a_burst_loses_nothing_and_repeats_noth
     app.stop().await;
 }
 
+/// Live events that come while a resume replays are held back; past `realtime.send_buffer` of
+/// them (here 2) the relay lets them go and sends them from the event log after the replay. A
+/// client that reads, resuming again and again from 200 events back during a burst, gets every
+/// creation once, in order, and is never closed as too slow.
+#[tokio::test]
+async fn a_burst_during_replays_reaches_a_reading_client_from_the_log_once_and_in_order() {
+    let app = TestApp::spawn_with(Options {
+        extra: vec![
+            ("realtime.send_buffer".into(), "2".into()),
+            ("limits.requests_per_sec".into(), "100000".into()),
+            ("limits.request_burst".into(), "100000".into()),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let alice = app.token("alice", Role::Member);
+    let bob = app.token("bob", Role::Member);
+    let caught_up = || showrunner_shared::metrics::RELAY_CAUGHT_UP.get(&[]);
+    let before = caught_up();
+    let topics = ["episode.*.created"];
+    let mut socket = connect(&app, 0, &bob).await;
+    subscribe(&mut socket, &topics).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let burst = {
+        let (http, url, token, stop) =
+            (app.http.clone(), app.api("/episodes"), alice.clone(), stop.clone());
+        tokio::spawn(async move {
+            let created = AtomicUsize::new(0);
+            let writer = || async {
+                while !stop.load(Ordering::Relaxed) {
+                    let n = created.fetch_add(1, Ordering::Relaxed);
+                    let request = http
+                        .post(&url)
+                        .bearer_auth(&token)
+                        .json(&json!({"title": format!("B{n}")}));
+                    let (status, body) = send(request).await;
+                    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+                }
+            };
+            futures_util::future::join_all((0..4).map(|_| writer())).await;
+            created.into_inner()
+        })
+    };
+    let mut seen: Vec<String> = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut resumes = 0;
+    // Until the relay has sent some socket events from the log, and a few resumes more.
+    while resumes < 5 || caught_up() == before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no hold outgrew the buffer in {resumes} resumes during the burst"
+        );
+        let read_until = tokio::time::Instant::now() + Duration::from_millis(300);
+        while tokio::time::Instant::now() < read_until || seen.is_empty() {
+            let frame = next(&mut socket).await;
+            match frame["op"].as_str() {
+                Some("event") => seen.push(str_of(&frame, "id").to_string()),
+                Some("subscribed" | "resumed") => {}
+                _ => panic!("unexpected frame {frame}"),
+            }
+        }
+        // A client that lost what it had of the last 200 events: its replay is long, and the
+        // burst goes on meanwhile.
+        seen.truncate(seen.len().saturating_sub(200).max(1));
+        let from = seen.last().cloned().unwrap_or_default();
+        socket = connect(&app, 0, &bob).await;
+        say(&mut socket, json!({"op": "resume", "lastEventId": from, "topics": topics})).await;
+        resumes += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let created = burst.await.expect("burst");
+    wait_until("every creation logged", DEADLINE, || async {
+        logged_creations(&app).await.len() == created
+    })
+    .await;
+    while seen.len() < created {
+        let frame = next(&mut socket).await;
+        match frame["op"].as_str() {
+            Some("event") => seen.push(str_of(&frame, "id").to_string()),
+            Some("subscribed" | "resumed") => {}
+            _ => panic!("unexpected frame {frame}"),
+        }
+    }
+    // Every creation once, in the event log's order.
+    assert_eq!(seen, logged_creations(&app).await, "what the client saw, against the event log");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn a_resume_beyond_max_replay_is_refused_and_one_within_it_replays() {
     // Every creation logs two events (the creation, and its creator's notification).
@@ -523,6 +613,88 @@ async fn a_client_that_reads_too_slowly_is_closed_with_4008_while_a_fast_one_kee
     let (code, reason) = close.expect("a close frame with a code");
     assert_eq!(code, 4008, "{reason}");
     assert!(reason.contains("send buffer overflow"), "{reason}");
+    app.stop().await;
+}
+
+/// A client that stops reading in the middle of a replay holds no session forever: with no
+/// live event to fill its queue, taking nothing for three heartbeats closes it with 4008.
+#[tokio::test]
+async fn a_client_that_stops_reading_during_a_replay_is_closed_with_4008() {
+    let app = TestApp::spawn_with(Options {
+        extra: vec![
+            ("realtime.heartbeat_secs".into(), "1".into()),
+            ("limits.requests_per_sec".into(), "100000".into()),
+            ("limits.request_burst".into(), "100000".into()),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let alice = app.token("alice", Role::Member);
+    let bob = app.token("bob", Role::Member);
+    let (_, first) = create_episode(&app, &alice, json!({"title": "First"}), true).await;
+    let description = "x".repeat(10_000);
+    let creates = (0..600).map(|i| {
+        let (app, alice, description) = (&app, &alice, &description);
+        async move {
+            let body = json!({"title": format!("Big {i}"), "description": description});
+            let (status, body) = create_episode(app, alice, body, true).await;
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+        }
+    });
+    futures_util::stream::iter(creates).buffer_unordered(8).collect::<Vec<()>>().await;
+    // All of it shipped before Bob connects: none of it comes live.
+    wait_until("every event shipped", DEADLINE, || async {
+        app.count(
+            "SELECT count(*) FROM event_log \
+             WHERE seq <= (SELECT published_seq FROM event_log_shipper WHERE id = 1)",
+        )
+        .await
+            == app.count("SELECT count(*) FROM event_log").await
+    })
+    .await;
+    let first_event = wait_for("the first creation logged", DEADLINE, || async {
+        logged_creations(&app).await.into_iter().next()
+    })
+    .await;
+    assert!(first["data"]["id"].is_string(), "{first}");
+    // 6 MB to replay: more than the kernel holds for the socket (4 MB at most for the server's
+    // send buffer on Linux, 4 KiB for this client's receive buffer, which nobody reads).
+    let tcp = tokio::net::TcpSocket::new_v4().expect("socket");
+    tcp.set_recv_buffer_size(4096).expect("rcvbuf");
+    let stream = tcp.connect(app.addr).await.expect("connect");
+    let (mut stuck, _) = tokio_tungstenite::client_async(
+        app.ws_url(0, &bob),
+        tokio_tungstenite::MaybeTlsStream::Plain(stream),
+    )
+    .await
+    .expect("websocket");
+    say(
+        &mut stuck,
+        json!({"op": "resume", "lastEventId": first_event, "topics": ["episode.*.created"]}),
+    )
+    .await;
+    // Three heartbeats without taking a byte, then the close; read only after that (the server
+    // waits ten seconds for a slow client to take its close frame).
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut received = 0;
+    // The server pings a connection that lives: the wait for the close is bounded as a whole.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let close = loop {
+        let frame = tokio::time::timeout_at(deadline, stuck.next()).await;
+        match frame {
+            Ok(Some(Ok(Message::Text(_)))) => received += 1,
+            Ok(Some(Ok(Message::Close(frame)))) => {
+                break frame.map(|f| (u16::from(f.code), f.reason.to_string()));
+            }
+            Ok(Some(Ok(_))) => {}
+            other => {
+                panic!("no close frame within {DEADLINE:?} after {received} frames: {other:?}")
+            }
+        }
+    };
+    assert!(received < 600, "the stuck client got the whole replay ({received})");
+    let (code, reason) = close.expect("a close frame with a code");
+    assert_eq!(code, 4008, "{reason}");
     app.stop().await;
 }
 

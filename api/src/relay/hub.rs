@@ -500,7 +500,7 @@ mod tests {
         }
         assert_eq!(seqs(&mut client).await, [1]);
         // The replay covered 2 and 3: only 4 follows.
-        outlet.release(3);
+        assert_eq!(outlet.release(3), None);
         assert_eq!(seqs(&mut client).await, [4]);
         let again = frame("episode.1.updated", 4);
         hub.dispatch(&again).await;
@@ -525,8 +525,43 @@ mod tests {
         for seq in [3, 4] {
             outlet.push(frame("episode.1.updated", seq).wire.clone());
         }
-        outlet.release(4);
+        assert_eq!(outlet.release(4), None);
         assert_eq!(seqs(&mut client).await, [3, 4, 5]);
+    }
+
+    /// A burst while a replay runs is the server's wait, not a slow client: past the buffer,
+    /// the hold lets the frames go and hands their range to the replay, and the connection lives.
+    #[tokio::test]
+    async fn a_hold_that_outgrows_the_buffer_hands_its_frames_to_the_log() {
+        let hub = Hub::with_shards(1);
+        let (outlet, mut client) = socket(4).await;
+        let id = hub.register(member(Uuid::from_u128(1)), outlet.clone());
+        hub.subscribe(id, "#");
+        assert_eq!(outlet.hold(), None);
+        // Four fit; the fifth lets them all go, the sixth is held again.
+        let burst: Vec<Frame> = (11..=16).map(|seq| frame("episode.1.updated", seq)).collect();
+        for frame in &burst {
+            hub.dispatch(frame).await;
+        }
+        settled(&burst.iter().collect::<Vec<_>>()).await;
+        assert!(!outlet.overflow.is_cancelled(), "a held burst closed the client");
+        assert_eq!(seqs(&mut client).await, Vec::<i64>::new());
+        // The replay went through 12: the log must replay 13..=15 next, still held meanwhile.
+        assert_eq!(outlet.release(12), Some((12, 15)));
+        // Another burst during that replay lets go again, from the held 16 on.
+        let more: Vec<Frame> = (17..=21).map(|seq| frame("episode.1.updated", seq)).collect();
+        for frame in &more {
+            hub.dispatch(frame).await;
+        }
+        settled(&more.iter().collect::<Vec<_>>()).await;
+        assert_eq!(outlet.release(15), Some((15, 20)));
+        for seq in 13..=20 {
+            outlet.push(frame("episode.1.updated", seq).wire.clone());
+        }
+        // Caught up: the one still held follows, once.
+        assert_eq!(outlet.release(20), None);
+        assert_eq!(seqs(&mut client).await, (13..=21).collect::<Vec<_>>());
+        assert!(!outlet.overflow.is_cancelled());
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! per-delivery channel or task wake-up; what the kernel does not take at once waits here, at
 //! most `realtime.send_buffer` frames, and the session's task writes it when the socket is
 //! writable again. One more than that closes the client (4008): nobody else waits for it.
+//! Live frames held while a resume replays the log are the server's wait, not the client's: a
+//! hold that outgrows the buffer lets them go and the session replays them from the log.
 
 use std::any::Any;
 use std::collections::VecDeque;
@@ -46,6 +48,9 @@ struct State {
     /// Live frames kept back while a resume replays the log or a subscribe is answered (`Some`
     /// meanwhile).
     held: Option<Vec<Frame>>,
+    /// Live frames a hold let go of, as the seqs `(after, through]`: the log has them, and the
+    /// release hands the range to the session to replay.
+    spilled: Option<(i64, i64)>,
     /// Seq of the last event sent: a live frame at or below it was sent by a replay.
     last_seq: i64,
     /// Seq of the first live event sent: a resume replays only what came before it.
@@ -81,14 +86,23 @@ impl Outlet {
         if state.closed || frame.seq <= state.last_seq {
             return false;
         }
+        let state = &mut *state;
         if let Some(held) = &mut state.held {
-            held.push(frame.clone());
-            if held.len() + state.pending.len() > self.limit {
-                self.overflowed(&mut state);
+            if held.len() < self.limit {
+                held.push(frame.clone());
+            } else {
+                // A burst during a long replay (the shipper catching up after an outage): the
+                // client is not behind, the replay is. Every held frame and this one are in the
+                // log (the shipper ships only what it read there), so they need no memory here.
+                let after = state
+                    .spilled
+                    .map_or_else(|| held.first().map_or(frame.seq, |f| f.seq) - 1, |(a, _)| a);
+                held.clear();
+                state.spilled = Some((after, frame.seq));
             }
             return true;
         }
-        self.accept(&mut state, frame, true);
+        self.accept(state, frame, true);
         true
     }
 
@@ -137,6 +151,7 @@ impl Outlet {
     fn overflowed(&self, state: &mut State) {
         state.closed = true;
         state.held = None;
+        state.spilled = None;
         let keep = usize::from(state.offset > 0);
         state.pending.truncate(keep);
         self.overflow.cancel();
@@ -225,11 +240,20 @@ impl Outlet {
     }
 
     /// Ends a hold whose replay went through `replayed_through` (0: none): the frames held
-    /// meanwhile follow, those the replay covered left out.
-    pub fn release(&self, replayed_through: i64) {
+    /// meanwhile follow, those the replay covered left out. A hold that let frames go stays on
+    /// and returns their range `(after, through]` instead: the caller replays it from the log
+    /// and calls again with how far that went.
+    #[must_use]
+    pub fn release(&self, replayed_through: i64) -> Option<(i64, i64)> {
         let mut state = self.lock();
         state.last_seq = state.last_seq.max(replayed_through);
-        let Some(held) = state.held.take() else { return };
+        if let Some((after, through)) = state.spilled.take()
+            && !state.closed
+            && through > state.last_seq
+        {
+            return Some((after.max(state.last_seq), through));
+        }
+        let held = state.held.take()?;
         for frame in held {
             if state.closed {
                 break;
@@ -238,5 +262,13 @@ impl Outlet {
                 self.accept(&mut state, &frame, false);
             }
         }
+        None
+    }
+
+    /// Marks the client as too slow (its session closes it with 4008) when it took nothing of
+    /// a replay for longer than it may.
+    pub fn give_up(&self) {
+        let mut state = self.lock();
+        self.overflowed(&mut state);
     }
 }

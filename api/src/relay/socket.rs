@@ -12,6 +12,7 @@ use sea_orm::FromQueryResult;
 use serde::Deserialize;
 use showrunner_shared::contracts::Actor;
 use showrunner_shared::db::sql;
+use showrunner_shared::metrics;
 use showrunner_shared::topics;
 use tokio::net::TcpStream;
 use uuid::Uuid;
@@ -31,6 +32,8 @@ pub const CLOSE_TOO_BIG: u16 = 1009;
 /// RFC 6455 "policy violation": no frame within `http.ws_first_frame_secs` of the handshake.
 pub const CLOSE_SILENT: u16 = 1008;
 const CLOSE_NORMAL: u16 = 1000;
+/// RFC 6455 "try again later": the server could not go on with this connection for now.
+const CLOSE_TRY_AGAIN: u16 = 1013;
 
 /// Replayed frames written with one flush at most.
 const REPLAY_BATCH: usize = 64;
@@ -62,6 +65,8 @@ struct Session {
     session: String,
     outlet: Arc<Outlet>,
     watching: BTreeSet<Uuid>,
+    /// Set when a request ended the connection (a catch-up from the log that failed).
+    ending: Option<End>,
 }
 
 /// How a connection ends: with a close frame of ours, or without (the client left, or broke
@@ -96,6 +101,7 @@ pub async fn run(
         session: Uuid::now_v7().to_string(),
         outlet: outlet.clone(),
         watching: BTreeSet::new(),
+        ending: None,
         state: state.clone(),
     };
     state.hub.subscribe(session.id, &format!("user.{}.#", user.id()));
@@ -148,6 +154,9 @@ pub async fn run(
             };
             if let Some(reply) = reply {
                 outlet.push(text_frame(&reply));
+            }
+            if let Some(end) = session.ending.take() {
+                break 'session end;
             }
         }
         tokio::select! {
@@ -323,7 +332,7 @@ impl Session {
         self.outlet.push(text_frame(&reply.to_string()));
         if release {
             // No replay: every held frame follows the reply, in the order it came.
-            self.outlet.release(0);
+            self.release(0).await;
         }
         Ok(())
     }
@@ -340,8 +349,42 @@ impl Session {
         let until = self.outlet.hold().unwrap_or(i64::MAX);
         let (replayed_through, reply) = self.replay(last_event_id, until).await;
         self.outlet.push(text_frame(&reply));
-        self.outlet.release(replayed_through);
+        self.release(replayed_through).await;
         None
+    }
+
+    /// Ends the outlet's hold; what it let go of (a burst that outgrew the send buffer while
+    /// the replay ran) is replayed from the log first, as often as it takes. A client that
+    /// needs more than `realtime.max_replay` events of that does not keep up: closed with 4008.
+    async fn release(&mut self, mut through: i64) {
+        let mut budget = self.state.settings.realtime.max_replay;
+        while let Some((after, until)) = self.outlet.release(through) {
+            let limit = i64::try_from(budget.saturating_add(1)).unwrap_or(i64::MAX);
+            match super::logged_between(&self.state.db, after, until, false, limit).await {
+                Ok(rows) if rows.len() as u64 > budget => {
+                    self.outlet.give_up();
+                    return;
+                }
+                Ok(rows) => {
+                    budget -= rows.len() as u64;
+                    metrics::RELAY_CAUGHT_UP.inc_by(&[], rows.len() as u64);
+                    if !self.send_logged(rows).await {
+                        return;
+                    }
+                    through = until;
+                }
+                Err(e) => {
+                    // Without those events the client would miss them: it reconnects and
+                    // resumes instead.
+                    tracing::warn!(error = %e, "catch-up from the event log failed");
+                    self.ending = Some(End::Close(
+                        CLOSE_TRY_AGAIN,
+                        "cannot read the event log now: reconnect and resume".into(),
+                    ));
+                    return;
+                }
+            }
+        }
     }
 
     /// The replay of [`Self::resume`]: how far it went (0: nowhere) and the reply.
@@ -396,7 +439,17 @@ impl Session {
             }
         };
         let replayed_through = rows.last().map_or(from, |r| r.seq);
+        self.send_logged(rows).await;
+        let reply = serde_json::json!({ "op": "resumed", "lastEventId": last_event_id });
+        (replayed_through, reply.to_string())
+    }
+
+    /// Sends the logged events this client subscribes to and may see; `false` if it was closed
+    /// meanwhile as too slow, or the server is shutting down (the rest not sent).
+    async fn send_logged(&self, rows: Vec<super::Logged>) -> bool {
         let patterns = self.state.hub.patterns(self.id);
+        // A client that takes nothing for this long is not reading.
+        let stalled = Duration::from_secs(self.state.settings.realtime.heartbeat_secs * 3);
         let mut sent = 0;
         for row in rows {
             if !patterns.iter().any(|p| topics::matches(p, &row.routing_key)) {
@@ -412,17 +465,22 @@ impl Session {
             }
             self.outlet.push(wire::frame(wire::TEXT, text.as_bytes()));
             sent += 1;
-            // A client that does not read fills its queue with live events meanwhile: it is
-            // then closed, and the replay stops.
+            // Live events wait in the hold meanwhile (or in the log, past the buffer), so only
+            // the client's reading bounds this: one that stops is closed, and the replay stops.
             if sent % REPLAY_BATCH == 0 {
                 tokio::select! {
                     _ = self.outlet.flush() => {}
-                    () = self.outlet.overflow.cancelled() => break,
+                    () = self.outlet.overflow.cancelled() => return false,
+                    // The session ends with the server's close frame, as when idle.
+                    () = self.state.shutdown.cancelled() => return false,
+                    () = tokio::time::sleep(stalled) => {
+                        self.outlet.give_up();
+                        return false;
+                    }
                 }
             }
         }
-        let reply = serde_json::json!({ "op": "resumed", "lastEventId": last_event_id });
-        (replayed_through, reply.to_string())
+        !self.outlet.overflow.is_cancelled()
     }
 }
 
