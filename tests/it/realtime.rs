@@ -65,6 +65,78 @@ pub(crate) async fn subscribe(socket: &mut Socket, topics: &[&str]) {
     assert_eq!(reply["op"], "subscribed", "{reply}");
 }
 
+/// A stack whose per-user request rate does not slow a test's burst, with `extra` settings.
+fn unlimited(extra: &[(&str, &str)]) -> Options {
+    let lifted = [("limits.requests_per_sec", "100000"), ("limits.request_burst", "100000")];
+    Options {
+        extra: extra.iter().chain(&lifted).map(|(k, v)| ((*k).into(), (*v).into())).collect(),
+        ..Default::default()
+    }
+}
+
+/// A WebSocket with a 4 KiB receive buffer, so the network holds little of what the server
+/// sends a client that does not read.
+async fn connect_unread(app: &TestApp, token: &str) -> Socket {
+    let tcp = tokio::net::TcpSocket::new_v4().expect("socket");
+    tcp.set_recv_buffer_size(4096).expect("rcvbuf");
+    let stream = tcp.connect(app.addr).await.expect("connect");
+    let (socket, _) = tokio_tungstenite::client_async(
+        app.ws_url(0, token),
+        tokio_tungstenite::MaybeTlsStream::Plain(stream),
+    )
+    .await
+    .expect("websocket");
+    socket
+}
+
+/// Reads everything up to the close frame: how many text frames came first, and the close's
+/// code and reason. The wait is bounded as a whole (a server that pings would keep a per-frame
+/// timeout from ever firing).
+async fn read_to_close(socket: &mut Socket) -> (usize, Option<(u16, String)>) {
+    let mut received = 0;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        match tokio::time::timeout_at(deadline, socket.next()).await {
+            Ok(Some(Ok(Message::Text(_)))) => received += 1,
+            Ok(Some(Ok(Message::Close(frame)))) => {
+                return (received, frame.map(|f| (u16::from(f.code), f.reason.to_string())));
+            }
+            Ok(Some(Ok(_))) => {}
+            other => {
+                panic!("no close frame within {DEADLINE:?} after {received} frames: {other:?}")
+            }
+        }
+    }
+}
+
+/// The id of the next event, past the replies to `subscribe` and `resume`.
+async fn next_event_id(socket: &mut Socket) -> String {
+    loop {
+        let frame = next(socket).await;
+        match frame["op"].as_str() {
+            Some("event") => return str_of(&frame, "id").to_string(),
+            Some("subscribed" | "resumed") => {}
+            _ => panic!("unexpected frame {frame}"),
+        }
+    }
+}
+
+/// Alice creates `n` episodes with 10,000-character descriptions, 8 at a time (`wait`: each
+/// applied before its answer).
+async fn create_big_episodes(app: &TestApp, token: &str, n: usize, wait: bool) {
+    let description = "x".repeat(10_000);
+    let expected = if wait { StatusCode::CREATED } else { StatusCode::ACCEPTED };
+    let creates = (0..n).map(|i| {
+        let description = &description;
+        async move {
+            let body = json!({"title": format!("Big {i}"), "description": description});
+            let (status, body) = create_episode(app, token, body, wait).await;
+            assert_eq!(status, expected, "{body}");
+        }
+    });
+    futures_util::stream::iter(creates).buffer_unordered(8).collect::<Vec<()>>().await;
+}
+
 fn is_event(name: &str) -> impl Fn(&Value) -> bool + '_ {
     move |f: &Value| f["op"] == "event" && f["event"] == name
 }
@@ -280,12 +352,7 @@ async fn resume_after_a_disconnect_during_a_burst_loses_nothing_and_repeats_noth
     burst.await.expect("burst");
     // Exactly `total` events: a duplicate at the seam would take the place of the last one.
     while seen.len() < total {
-        let frame = next(&mut socket).await;
-        match frame["op"].as_str() {
-            Some("event") => seen.push(str_of(&frame, "id").to_string()),
-            Some("subscribed" | "resumed") => {}
-            _ => panic!("unexpected frame {frame}"),
-        }
+        seen.push(next_event_id(&mut socket).await);
     }
     // One more event proves nothing else was queued behind: no duplicate arrives first.
     let (_, marker) = create_episode(&app, &alice, json!({"title": "After"}), false).await;
@@ -313,15 +380,7 @@ async fn resume_after_a_disconnect_during_a_burst_loses_nothing_and_repeats_noth
 /// creation once, in order, and is never closed as too slow.
 #[tokio::test]
 async fn a_burst_during_replays_reaches_a_reading_client_from_the_log_once_and_in_order() {
-    let app = TestApp::spawn_with(Options {
-        extra: vec![
-            ("realtime.send_buffer".into(), "2".into()),
-            ("limits.requests_per_sec".into(), "100000".into()),
-            ("limits.request_burst".into(), "100000".into()),
-        ],
-        ..Default::default()
-    })
-    .await;
+    let app = TestApp::spawn_with(unlimited(&[("realtime.send_buffer", "2")])).await;
     let alice = app.token("alice", Role::Member);
     let bob = app.token("bob", Role::Member);
     let caught_up = || showrunner_shared::metrics::RELAY_CAUGHT_UP.get(&[]);
@@ -361,12 +420,7 @@ async fn a_burst_during_replays_reaches_a_reading_client_from_the_log_once_and_i
         );
         let read_until = tokio::time::Instant::now() + Duration::from_millis(300);
         while tokio::time::Instant::now() < read_until || seen.is_empty() {
-            let frame = next(&mut socket).await;
-            match frame["op"].as_str() {
-                Some("event") => seen.push(str_of(&frame, "id").to_string()),
-                Some("subscribed" | "resumed") => {}
-                _ => panic!("unexpected frame {frame}"),
-            }
+            seen.push(next_event_id(&mut socket).await);
         }
         // A client that lost what it had of the last 200 events: its replay is long, and the
         // burst goes on meanwhile.
@@ -383,12 +437,7 @@ async fn a_burst_during_replays_reaches_a_reading_client_from_the_log_once_and_i
     })
     .await;
     while seen.len() < created {
-        let frame = next(&mut socket).await;
-        match frame["op"].as_str() {
-            Some("event") => seen.push(str_of(&frame, "id").to_string()),
-            Some("subscribed" | "resumed") => {}
-            _ => panic!("unexpected frame {frame}"),
-        }
+        seen.push(next_event_id(&mut socket).await);
     }
     // Every creation once, in the event log's order.
     assert_eq!(seen, logged_creations(&app).await, "what the client saw, against the event log");
@@ -545,50 +594,27 @@ async fn a_client_silent_for_three_heartbeats_is_closed_and_a_reading_one_is_not
 
 #[tokio::test]
 async fn a_client_that_reads_too_slowly_is_closed_with_4008_while_a_fast_one_keeps_up() {
-    let app = TestApp::spawn_with(Options {
-        extra: vec![
-            ("realtime.send_buffer".into(), "64".into()),
-            // No pings: the slow client's answer to one could meet the closed connection.
-            ("realtime.heartbeat_secs".into(), "3600".into()),
-            // 600 writes as fast as the api takes them: over the default per-user rate.
-            ("limits.requests_per_sec".into(), "100000".into()),
-            ("limits.request_burst".into(), "100000".into()),
-        ],
-        ..Default::default()
-    })
+    // No pings: the slow client's answer to one could meet the closed connection. Writes as fast
+    // as the api takes them: over the default per-user rate.
+    let app = TestApp::spawn_with(unlimited(&[
+        ("realtime.send_buffer", "64"),
+        ("realtime.heartbeat_secs", "3600"),
+    ]))
     .await;
     let alice = app.token("alice", Role::Member);
     let bob = app.token("bob", Role::Member);
-    // A tiny receive buffer, so the network holds little of what the server sends it.
-    let tcp = tokio::net::TcpSocket::new_v4().expect("socket");
-    tcp.set_recv_buffer_size(4096).expect("rcvbuf");
-    let stream = tcp.connect(app.addr).await.expect("connect");
-    let (mut slow, _) = tokio_tungstenite::client_async(
-        app.ws_url(0, &bob),
-        tokio_tungstenite::MaybeTlsStream::Plain(stream),
-    )
-    .await
-    .expect("websocket");
+    let mut slow = connect_unread(&app, &bob).await;
     let mut fast = connect(&app, 0, &bob).await;
     subscribe(&mut slow, &["episode.*.created"]).await;
     subscribe(&mut fast, &["episode.*.created"]).await;
     let total = 400;
-    let description = "x".repeat(10_000);
     let reader = tokio::spawn(async move {
         for _ in 0..total {
             let frame = next(&mut fast).await;
             assert_eq!(frame["event"], "episode_created");
         }
     });
-    let creates = (0..total).map(|i| {
-        let (app, alice, description) = (&app, &alice, &description);
-        async move {
-            let body = json!({"title": format!("Big {i}"), "description": description});
-            let (status, _) = create_episode(app, alice, body, false).await;
-            assert_eq!(status, StatusCode::ACCEPTED);
-        }
-    });
-    futures_util::stream::iter(creates).buffer_unordered(8).collect::<Vec<()>>().await;
+    create_big_episodes(&app, &alice, total, false).await;
     tokio::time::timeout(Duration::from_secs(120), reader)
         .await
         .expect("the fast client kept up")
@@ -596,19 +622,7 @@ async fn a_client_that_reads_too_slowly_is_closed_with_4008_while_a_fast_one_kee
     // The slow client reads only now, at full speed: what the network held for it (a few hundred
     // of these frames, not all 400: its queue overflowed), then the close frame, which the server
     // waits ten seconds for it to take.
-    let mut received = 0;
-    let close = loop {
-        match tokio::time::timeout(DEADLINE, slow.next()).await {
-            Ok(Some(Ok(Message::Text(_)))) => received += 1,
-            Ok(Some(Ok(Message::Close(frame)))) => {
-                break frame.map(|f| (u16::from(f.code), f.reason.to_string()));
-            }
-            Ok(Some(Ok(_))) => {}
-            other => panic!(
-                "the slow client's socket ended without a close frame after {received} frames: {other:?}"
-            ),
-        }
-    };
+    let (received, close) = read_to_close(&mut slow).await;
     assert!(received < total, "the slow client got everything ({received})");
     let (code, reason) = close.expect("a close frame with a code");
     assert_eq!(code, 4008, "{reason}");
@@ -620,28 +634,13 @@ async fn a_client_that_reads_too_slowly_is_closed_with_4008_while_a_fast_one_kee
 /// live event to fill its queue, taking nothing for three heartbeats closes it with 4008.
 #[tokio::test]
 async fn a_client_that_stops_reading_during_a_replay_is_closed_with_4008() {
-    let app = TestApp::spawn_with(Options {
-        extra: vec![
-            ("realtime.heartbeat_secs".into(), "1".into()),
-            ("limits.requests_per_sec".into(), "100000".into()),
-            ("limits.request_burst".into(), "100000".into()),
-        ],
-        ..Default::default()
-    })
-    .await;
+    let app = TestApp::spawn_with(unlimited(&[("realtime.heartbeat_secs", "1")])).await;
     let alice = app.token("alice", Role::Member);
     let bob = app.token("bob", Role::Member);
-    let (_, first) = create_episode(&app, &alice, json!({"title": "First"}), true).await;
-    let description = "x".repeat(10_000);
-    let creates = (0..600).map(|i| {
-        let (app, alice, description) = (&app, &alice, &description);
-        async move {
-            let body = json!({"title": format!("Big {i}"), "description": description});
-            let (status, body) = create_episode(app, alice, body, true).await;
-            assert_eq!(status, StatusCode::CREATED, "{body}");
-        }
-    });
-    futures_util::stream::iter(creates).buffer_unordered(8).collect::<Vec<()>>().await;
+    // The first creation is where the client resumes from; the 600 after it are its replay.
+    let (status, first) = create_episode(&app, &alice, json!({"title": "First"}), true).await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    create_big_episodes(&app, &alice, 600, true).await;
     // All of it shipped before Bob connects: none of it comes live.
     wait_until("every event shipped", DEADLINE, || async {
         app.count(
@@ -656,18 +655,9 @@ async fn a_client_that_stops_reading_during_a_replay_is_closed_with_4008() {
         logged_creations(&app).await.into_iter().next()
     })
     .await;
-    assert!(first["data"]["id"].is_string(), "{first}");
     // 6 MB to replay: more than the kernel holds for the socket (4 MB at most for the server's
     // send buffer on Linux, 4 KiB for this client's receive buffer, which nobody reads).
-    let tcp = tokio::net::TcpSocket::new_v4().expect("socket");
-    tcp.set_recv_buffer_size(4096).expect("rcvbuf");
-    let stream = tcp.connect(app.addr).await.expect("connect");
-    let (mut stuck, _) = tokio_tungstenite::client_async(
-        app.ws_url(0, &bob),
-        tokio_tungstenite::MaybeTlsStream::Plain(stream),
-    )
-    .await
-    .expect("websocket");
+    let mut stuck = connect_unread(&app, &bob).await;
     say(
         &mut stuck,
         json!({"op": "resume", "lastEventId": first_event, "topics": ["episode.*.created"]}),
@@ -676,22 +666,7 @@ async fn a_client_that_stops_reading_during_a_replay_is_closed_with_4008() {
     // Three heartbeats without taking a byte, then the close; read only after that (the server
     // waits ten seconds for a slow client to take its close frame).
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let mut received = 0;
-    // The server pings a connection that lives: the wait for the close is bounded as a whole.
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    let close = loop {
-        let frame = tokio::time::timeout_at(deadline, stuck.next()).await;
-        match frame {
-            Ok(Some(Ok(Message::Text(_)))) => received += 1,
-            Ok(Some(Ok(Message::Close(frame)))) => {
-                break frame.map(|f| (u16::from(f.code), f.reason.to_string()));
-            }
-            Ok(Some(Ok(_))) => {}
-            other => {
-                panic!("no close frame within {DEADLINE:?} after {received} frames: {other:?}")
-            }
-        }
-    };
+    let (received, close) = read_to_close(&mut stuck).await;
     assert!(received < 600, "the stuck client got the whole replay ({received})");
     let (code, reason) = close.expect("a close frame with a code");
     assert_eq!(code, 4008, "{reason}");

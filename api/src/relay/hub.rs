@@ -386,6 +386,14 @@ mod tests {
         }
     }
 
+    /// Dispatches `frames` in order and waits until the shards are done with them.
+    async fn deliver(hub: &Hub, frames: &[&Frame]) {
+        for frame in frames {
+            hub.dispatch(frame).await;
+        }
+        settled(frames).await;
+    }
+
     /// The seqs of the event frames the client has received.
     async fn seqs(client: &mut TcpStream) -> Vec<i64> {
         let mut bytes = Vec::new();
@@ -419,9 +427,7 @@ mod tests {
         hub.subscribe(b_id, "#");
         let (created, private) =
             (frame("episode.9.created", 1), frame(&format!("user.{alice}.notification"), 2));
-        hub.dispatch(&created).await;
-        hub.dispatch(&private).await;
-        settled(&[&created, &private]).await;
+        deliver(&hub, &[&created, &private]).await;
         assert_eq!(seqs(&mut a).await, [1]);
         // Bob's `#` reaches the episode but not Alice's own topic.
         assert_eq!(seqs(&mut b).await, [1]);
@@ -479,8 +485,7 @@ mod tests {
         settled(&frames.iter().collect::<Vec<_>>()).await;
         // An event nobody matches reaches no one.
         let unheard = frame("user.x.notification", 21);
-        hub.dispatch(&unheard).await;
-        settled(&[&unheard]).await;
+        deliver(&hub, &[&unheard]).await;
         assert!(!unheard.reached.load(Ordering::Relaxed));
     }
 
@@ -491,8 +496,7 @@ mod tests {
         let id = hub.register(member(Uuid::from_u128(1)), outlet.clone());
         hub.subscribe(id, "#");
         let first = frame("episode.1.updated", 1);
-        hub.dispatch(&first).await;
-        settled(&[&first]).await;
+        deliver(&hub, &[&first]).await;
         assert_eq!(outlet.hold(), Some(1));
         let held: Vec<Frame> = (2..=4).map(|seq| frame("episode.1.updated", seq)).collect();
         for frame in &held {
@@ -503,8 +507,7 @@ mod tests {
         assert_eq!(outlet.release(3), None);
         assert_eq!(seqs(&mut client).await, [4]);
         let again = frame("episode.1.updated", 4);
-        hub.dispatch(&again).await;
-        settled(&[&again]).await;
+        deliver(&hub, &[&again]).await;
         assert_eq!(seqs(&mut client).await, Vec::<i64>::new());
     }
 
@@ -518,8 +521,7 @@ mod tests {
         assert_eq!(outlet.hold(), None);
         hub.subscribe(id, "#");
         let live = frame("episode.1.updated", 5);
-        hub.dispatch(&live).await;
-        settled(&[&live]).await;
+        deliver(&hub, &[&live]).await;
         // The resume's own hold: nothing was sent live, so the replay is not cut short.
         assert_eq!(outlet.hold(), None);
         for seq in [3, 4] {
@@ -540,20 +542,14 @@ mod tests {
         assert_eq!(outlet.hold(), None);
         // Four fit; the fifth lets them all go, the sixth is held again.
         let burst: Vec<Frame> = (11..=16).map(|seq| frame("episode.1.updated", seq)).collect();
-        for frame in &burst {
-            hub.dispatch(frame).await;
-        }
-        settled(&burst.iter().collect::<Vec<_>>()).await;
+        deliver(&hub, &burst.iter().collect::<Vec<_>>()).await;
         assert!(!outlet.overflow.is_cancelled(), "a held burst closed the client");
         assert_eq!(seqs(&mut client).await, Vec::<i64>::new());
         // The replay went through 12: the log must replay 13..=15 next, still held meanwhile.
         assert_eq!(outlet.release(12), Some((12, 15)));
         // Another burst during that replay lets go again, from the held 16 on.
         let more: Vec<Frame> = (17..=21).map(|seq| frame("episode.1.updated", seq)).collect();
-        for frame in &more {
-            hub.dispatch(frame).await;
-        }
-        settled(&more.iter().collect::<Vec<_>>()).await;
+        deliver(&hub, &more.iter().collect::<Vec<_>>()).await;
         assert_eq!(outlet.release(15), Some((15, 20)));
         for seq in 13..=20 {
             outlet.push(frame("episode.1.updated", seq).wire.clone());
@@ -596,9 +592,7 @@ mod tests {
             framed("job.5.completed", 1, Some(alice), ""),
             framed("job.6.completed", 2, Some(bob), ""),
         );
-        hub.dispatch(&alices).await;
-        hub.dispatch(&bobs).await;
-        settled(&[&alices, &bobs]).await;
+        deliver(&hub, &[&alices, &bobs]).await;
         assert_eq!(seqs(&mut client).await, [2]);
     }
 
