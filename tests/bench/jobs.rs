@@ -7,6 +7,7 @@
 //! as in production: the activity and notification workers run in this process.
 //!
 //! `wall_jobs_s` = N / (worker start -> last peer_done row), the peers' figure. Also printed:
+//! when 25, 50, 75, 90 and 99 % of the jobs were done (`done_by_s`, from the workers' start);
 //! when every job row said `succeeded` and when the activity log held every job event, and
 //! the CPU seconds each party used (job workers, RabbitMQ, PostgreSQL, this process), in all
 //! and per job, and PostgreSQL's commits, rows inserted and rows updated per job in the
@@ -18,7 +19,9 @@
 //! `BENCH_WORKERS` (2), `BENCH_IN_FLIGHT` (512), `BENCH_PREFETCH` (1024), `BENCH_DB_POOL` (24),
 //! `BENCH_POLL_MS` (50, how often the driver counts what is done; the peers' harness: 50);
 //! to see what costs what: `BENCH_ACTIVITY_WORKERS=0` (events published, no activity log
-//! written) and `BENCH_QUEUE_TYPE=classic` (classic instead of quorum queues).
+//! written) and `BENCH_QUEUE_TYPE=classic` (classic instead of quorum queues);
+//! `BENCH_WORKER_LOG` (`warn`): the job workers' log filter (their logs are in
+//! `$TMPDIR/showrunner-bench-logs/`; `info` shows when each started, connected and consumed).
 //! `bench-jobs --worker` is one job worker process with the benchmark job type (the driver
 //! starts it; configured like any worker through `SHOWRUNNER__*`).
 
@@ -86,6 +89,9 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS peer_done (
   PRIMARY KEY (run_id, job_id)
 )";
 
+/// The shares of the jobs whose time of completion `bench-jobs` prints.
+const DONE_BY: [f64; 5] = [0.25, 0.5, 0.75, 0.9, 0.99];
+
 fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
     std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
@@ -121,6 +127,8 @@ struct RunResult {
     first_done: Duration,
     /// First -> last peer_done row (the peers' `drain`).
     drain: Duration,
+    /// When each share of [`DONE_BY`] of the jobs was done (worker start -> that `done_at`).
+    done_by: Vec<Duration>,
     status: Duration,
     activity: Duration,
     retried: i64,
@@ -156,7 +164,8 @@ async fn drive() -> anyhow::Result<()> {
             println!(
                 "showrunner procs={workers} scenario={scenario} run={run} n={n} enqueue_jobs_s={:.0} \
                  wall_jobs_s={:.0} (wall {:.2}s from worker start) drain_jobs_s={:.0} \
-                 (first->last DB write {:.2}s, first {:.2}s after worker start) status_jobs_s={:.0} \
+                 (first->last DB write {:.2}s, first {:.2}s after worker start) done_by_s: {} \
+                 status_jobs_s={:.0} \
                  activity_jobs_s={:.0} retried={} cpu_s: {} cpu_us_per_job: {} \
                  pg_per_job: commits={:.2} inserted={:.2} updated={:.2} wal_records={:.1} \
                  wal_bytes={:.0}",
@@ -166,6 +175,12 @@ async fn drive() -> anyhow::Result<()> {
                 n as f64 / r.drain.as_secs_f64(),
                 r.drain.as_secs_f64(),
                 r.first_done.as_secs_f64(),
+                DONE_BY
+                    .iter()
+                    .zip(&r.done_by)
+                    .map(|(share, at)| format!("{:.0}%={:.2}", share * 100.0, at.as_secs_f64()))
+                    .collect::<Vec<_>>()
+                    .join(" "),
                 n as f64 / r.status.as_secs_f64(),
                 n as f64 / r.activity.as_secs_f64(),
                 r.retried,
@@ -237,7 +252,10 @@ async fn one_run(
             .env("SHOWRUNNER__JOBS__MAX_IN_FLIGHT", env_or("BENCH_IN_FLIGHT", 512).to_string())
             .env("SHOWRUNNER__JOBS__PREFETCH", env_or("BENCH_PREFETCH", 1024).to_string())
             .env("SHOWRUNNER__DATABASE__MAX_CONNECTIONS", env_or("BENCH_DB_POOL", 24).to_string())
-            .env("SHOWRUNNER__LOG__FILTER", "warn")
+            .env(
+                "SHOWRUNNER__LOG__FILTER",
+                std::env::var("BENCH_WORKER_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
@@ -275,6 +293,18 @@ async fn one_run(
     };
     let first = app.count(&micros("min")).await;
     let last = app.count(&micros("max")).await;
+    // When each share of the jobs was done, from the workers' start: a slow start or a long
+    // tail (one worker still busy while the other has nothing left) shows here.
+    let mut done_by = Vec::new();
+    for share in DONE_BY {
+        let at = app
+            .count(&format!(
+                "SELECT (extract(epoch FROM percentile_disc({share}) WITHIN GROUP \
+                 (ORDER BY done_at)) * 1e6)::bigint FROM peer_done WHERE run_id = '{run}'"
+            ))
+            .await;
+        done_by.push(Duration::from_micros(u64::try_from(at - db_t0).unwrap_or(0)));
+    }
     let first_done = Duration::from_micros(u64::try_from(first - db_t0).unwrap_or(0));
     let drain = Duration::from_micros(u64::try_from(last - first).unwrap_or(0));
     let retried = app
@@ -316,7 +346,7 @@ async fn one_run(
         expect("job activity rows in all", settled_count(app, all).await, events);
     }
     anyhow::ensure!(wrong.is_empty(), "the run's counts are wrong: {}", wrong.join("; "));
-    Ok(RunResult { enqueue, wall, first_done, drain, status, activity, retried, cpu, pg })
+    Ok(RunResult { enqueue, wall, first_done, drain, done_by, status, activity, retried, cpu, pg })
 }
 
 /// PostgreSQL's counters of the benchmark's database (`pg_stat_database`): everyone's
