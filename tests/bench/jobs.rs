@@ -286,26 +286,23 @@ async fn one_run(
     // The statistics collector publishes a backend's counts up to a second late.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let pg = pg_counters(app).await?.since(&pg_before, n);
-    let micros = |what: &str| {
+    // `done_at` by an aggregate over the run's rows, in µs since the epoch.
+    let micros = |aggregate: &str| {
         format!(
-            "SELECT (extract(epoch FROM {what}(done_at)) * 1e6)::bigint FROM peer_done WHERE run_id = '{run}'"
+            "SELECT (extract(epoch FROM {aggregate}) * 1e6)::bigint FROM peer_done WHERE run_id = '{run}'"
         )
     };
-    let first = app.count(&micros("min")).await;
-    let last = app.count(&micros("max")).await;
+    let since_start = |at: i64| Duration::from_micros(u64::try_from(at - db_t0).unwrap_or(0));
+    let first = app.count(&micros("min(done_at)")).await;
+    let last = app.count(&micros("max(done_at)")).await;
     // When each share of the jobs was done, from the workers' start: a slow start or a long
     // tail (one worker still busy while the other has nothing left) shows here.
     let mut done_by = Vec::new();
     for share in DONE_BY {
-        let at = app
-            .count(&format!(
-                "SELECT (extract(epoch FROM percentile_disc({share}) WITHIN GROUP \
-                 (ORDER BY done_at)) * 1e6)::bigint FROM peer_done WHERE run_id = '{run}'"
-            ))
-            .await;
-        done_by.push(Duration::from_micros(u64::try_from(at - db_t0).unwrap_or(0)));
+        let at = micros(&format!("percentile_disc({share}) WITHIN GROUP (ORDER BY done_at)"));
+        done_by.push(since_start(app.count(&at).await));
     }
-    let first_done = Duration::from_micros(u64::try_from(first - db_t0).unwrap_or(0));
+    let first_done = since_start(first);
     let drain = Duration::from_micros(u64::try_from(last - first).unwrap_or(0));
     let retried = app
         .count(&format!("SELECT count(*) FROM peer_done WHERE run_id = '{run}' AND attempt > 0"))
