@@ -430,7 +430,7 @@ async fn enqueue(
                     StoredEvent::from_outgoing(&event, None)
                 })
                 .collect();
-            event_log::record(&app.db, &events).await?;
+            event_log::record_new(&app.db, &events).await?;
         }
     }
     Ok(())

@@ -460,7 +460,7 @@ async fn write(
             StoredEvent::from_outgoing(&event, traceparent)
         })
         .collect();
-    event_log::record(txn, &events).await
+    event_log::record_new(txn, &events).await
 }
 
 #[cfg(test)]

@@ -293,7 +293,7 @@ async fn create(
             timestamp: now,
         },
     )];
-    event_log::record(&txn, &events).await?;
+    event_log::record_new(&txn, &events).await?;
     // Committed before the publish: a worker that gets the request at once finds the row.
     txn.commit().await?;
     if !held_by_row && let Err(error) = publish_request(&publisher, &request).await {
@@ -328,7 +328,7 @@ async fn forget(state: &AppState, job: &JobRow) -> Result<(), ApiError> {
             previous_status: job.status,
             timestamp: Utc::now(),
         };
-        event_log::record(&txn, &[job_event(job, &data)]).await?;
+        event_log::record_new(&txn, &[job_event(job, &data)]).await?;
     }
     txn.commit().await?;
     Ok(())
@@ -518,7 +518,7 @@ async fn retry(
             timestamp: Utc::now(),
         },
     )];
-    event_log::record(&txn, &events).await?;
+    event_log::record_new(&txn, &events).await?;
     // The row stays locked until the publish is confirmed: a worker that gets the request
     // first waits for the commit and then finds the new dispatch id.
     if let Err(error) = publish_request(&publisher, &request).await {
@@ -569,7 +569,7 @@ async fn cancel(
                     timestamp: Utc::now(),
                 },
             )];
-            event_log::record(&txn, &events).await?;
+            event_log::record_new(&txn, &events).await?;
             txn.commit().await?;
             Ok(Json(Data { data: JobView::from(job) }).into_response())
         }

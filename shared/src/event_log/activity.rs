@@ -64,8 +64,9 @@ impl Rows {
     }
 }
 
-/// The insert of [`Rows`] whose parameters start at `$first` (to sit in a larger statement).
-pub fn insert(first: usize) -> String {
+/// The insert of [`Rows`] whose parameters start at `$first` (to sit in a larger statement);
+/// `dedupe`: a row whose id is already there is skipped.
+pub fn insert(first: usize, dedupe: bool) -> String {
     const TYPES: [&str; 9] =
         ["uuid", "text", "text", "uuid", "uuid", "text", "uuid", "text", "timestamptz"];
     let arrays: Vec<String> =
@@ -76,9 +77,9 @@ pub fn insert(first: usize) -> String {
          SELECT id, event, rtype, NULLIF(rid, '00000000-0000-0000-0000-000000000000'), \
          NULLIF(aid, '00000000-0000-0000-0000-000000000000'), NULLIF(aname, ''), \
          NULLIF(cid, '00000000-0000-0000-0000-000000000000'), data::jsonb, occurred \
-         FROM UNNEST({}) AS t(id, event, rtype, rid, aid, aname, cid, data, occurred) \
-         ON CONFLICT (id) DO NOTHING",
-        arrays.join(", ")
+         FROM UNNEST({}) AS t(id, event, rtype, rid, aid, aname, cid, data, occurred){}",
+        arrays.join(", "),
+        if dedupe { " ON CONFLICT (id) DO NOTHING" } else { "" }
     )
 }
 
@@ -161,8 +162,14 @@ mod tests {
 
     #[test]
     fn parameters_are_numbered_from_the_first() {
-        let sql = insert(5);
+        let sql = insert(5, true);
         assert!(sql.contains("UNNEST($5::uuid[]") && sql.contains("$13::timestamptz[]"));
         assert!(!sql.contains("$4:") && !sql.contains("$14"));
+    }
+
+    #[test]
+    fn only_the_deduplicating_insert_skips_known_ids() {
+        assert!(insert(5, true).ends_with("ON CONFLICT (id) DO NOTHING"));
+        assert!(!insert(5, false).contains("ON CONFLICT"));
     }
 }

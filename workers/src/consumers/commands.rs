@@ -124,7 +124,7 @@ async fn apply_batch(
         return Err(BatchError::HandledElsewhere(outcomes.len() - recorded));
     }
     // Last: every lock this batch waits for is held by now (see `event_log`).
-    event_log::record(&txn, &events).await?;
+    event_log::record_new(&txn, &events).await?;
     if notify {
         // Delivered at the commit, when every outcome above is readable; one statement.
         settled::notify(&txn, &answers).await?;

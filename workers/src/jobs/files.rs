@@ -78,7 +78,7 @@ pub async fn store(
     let event = OutgoingEvent::new(&episode_id, &data, Some(creator), Some(ctx.job_id), now);
     let events = [StoredEvent::from_outgoing(&event, None)];
     // The event log's row, in this transaction: the log shipper publishes it once committed.
-    event_log::record(&txn, &events).await.map_err(JobError::retryable)?;
+    event_log::record_new(&txn, &events).await.map_err(JobError::retryable)?;
     txn.commit().await.map_err(JobError::retryable)?;
     Ok(file)
 }

@@ -183,7 +183,7 @@ pub async fn claim_many(
     if !abandoned.is_empty() {
         events.extend(cancel_abandoned(&txn, &abandoned).await?);
     }
-    event_log::record(&txn, &events).await?;
+    event_log::record_new(&txn, &events).await?;
     txn.commit().await?;
     let claims = requests
         .iter()
@@ -286,7 +286,7 @@ pub async fn succeed_many(
         }
         flags.push(ok);
     }
-    event_log::record(&txn, &events).await?;
+    event_log::record_new(&txn, &events).await?;
     txn.commit().await?;
     Ok((flags, events))
 }
@@ -355,7 +355,7 @@ pub async fn retry_many(
         }
         flags.push(ok);
     }
-    event_log::record(&txn, &events).await?;
+    event_log::record_new(&txn, &events).await?;
     Ok((txn, flags, events))
 }
 
@@ -384,7 +384,7 @@ pub async fn fail(
         retries_exhausted: true,
         timestamp: Utc::now(),
     })];
-    event_log::record(&txn, &events).await?;
+    event_log::record_new(&txn, &events).await?;
     Ok(Some((txn, events)))
 }
 
@@ -465,7 +465,7 @@ pub async fn cancel_running(
         previous_status: JobStatus::Running,
         timestamp: Utc::now(),
     })];
-    event_log::record(&txn, &events).await?;
+    event_log::record_new(&txn, &events).await?;
     txn.commit().await?;
     Ok(Some(events))
 }

@@ -273,7 +273,7 @@ async fn write_progress(
             })
         })
         .collect();
-    event_log::record(&txn, &events).await?;
+    event_log::record_new(&txn, &events).await?;
     txn.commit().await?;
     Ok(events)
 }
