@@ -1,6 +1,7 @@
 //! The connection budget: what a request and a worker do when their role's PostgreSQL pool has
 //! no free connection. A request waits up to `database.acquire_timeout_secs`, then answers 503
-//! problem+json with `Retry-After`; the workers wait; nothing accepted is lost.
+//! problem+json with `Retry-After`; the workers wait; nothing accepted is lost. And what the
+//! patched pool (`vendor/README.md`) must still do when it takes a connection back.
 
 use std::time::{Duration, Instant};
 
@@ -171,5 +172,31 @@ async fn an_applied_write_whose_result_cannot_be_read_answers_202_not_503() {
     for reader in readers {
         assert_eq!(reader.await.expect("join").expect("answer"), StatusCode::OK);
     }
+    app.stop().await;
+}
+
+/// Every pool takes a connection back without sqlx's ping unless something waits in its write
+/// buffer (the patched `sqlx-core`, `vendor/README.md`). A transaction dropped without its commit
+/// leaves its `ROLLBACK` there: it must still reach PostgreSQL as the connection goes back, so
+/// its locks go at once and not whenever the connection is next used.
+#[tokio::test]
+async fn a_transaction_dropped_uncommitted_lets_go_of_its_locks_at_once() {
+    let app = TestApp::spawn().await;
+    // A pool of its own, which nothing uses after the drop: only taking the connection back can
+    // send the `ROLLBACK`.
+    let pool = sea_orm::Database::connect(&app.settings.database.url).await.expect("pool");
+    let txn = pool.begin().await.expect("begin");
+    txn.execute_unprepared("LOCK TABLE episodes IN ACCESS EXCLUSIVE MODE").await.expect("lock");
+    drop(txn);
+    wait_until("the dropped transaction's lock gone", DEADLINE, || async {
+        let Ok(probe) = app.db.begin().await else { return false };
+        let read = probe
+            .execute_unprepared("SET LOCAL lock_timeout = '200ms'; SELECT count(*) FROM episodes")
+            .await;
+        let _ = probe.rollback().await;
+        read.is_ok()
+    })
+    .await;
+    pool.close().await.expect("close");
     app.stop().await;
 }
