@@ -2,16 +2,16 @@
 //! order (`seq`), which the insert itself takes from a sequence.
 //!
 //! A producer (a command batch, a job transition, a notification, the api's job routes and
-//! presence) calls [`record_new`] (or [`record`], for events that may arrive twice) inside its
-//! own transaction: the event's `event_log` row and its `activity_log` row commit with the
-//! change or not at all, so nothing is published that did not happen and nothing that
-//! happened goes unpublished. The insert must be the last statement
-//! of the transaction that can wait for a lock: then of two transactions that touched the same
-//! row, the one that waited takes the larger `seq`, and it commits later. Numbers are taken in
-//! the order producers reach their insert, not in commit order, and a producer that rolls back
-//! leaves a hole: the shipper (`workers/src/shipper.rs`) publishes a number only once nothing
-//! below it can still commit, which needs every producer to hold its transaction id before it
-//! takes a number (the statement asks for it first).
+//! presence) calls [`record_new`] (the importer, whose events may arrive twice, [`record`])
+//! inside its own transaction: the event's `event_log` row and its `activity_log` row commit
+//! with the change or not at all, so nothing is published that did not happen and nothing that
+//! happened goes unpublished. The insert must be the last statement of the transaction that can
+//! wait for a lock: then of two transactions that touched the same row, the one that waited
+//! takes the larger `seq`, and it commits later. Numbers are taken in the order producers reach
+//! their insert, not in commit order, and a producer that rolls back leaves a hole: the shipper
+//! (`workers/src/shipper.rs`) publishes a number only once nothing below it can still commit,
+//! which needs every producer to hold its transaction id before it takes a number (the
+//! statement asks for it first).
 
 pub mod activity;
 

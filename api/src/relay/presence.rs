@@ -160,7 +160,8 @@ async fn announce(state: &AppState, episode_id: Uuid, user: &Actor, joined: bool
         OutgoingEvent::new(&episode_id, &ViewerLeft(presence), Some(user.clone()), None, now)
     };
     debug_assert_eq!(event.routing_key, ViewerJoined::routing_key(&episode_id));
-    let result = event_log::record(&state.db, &[StoredEvent::from_outgoing(&event, None)]).await;
+    let result =
+        event_log::record_new(&state.db, &[StoredEvent::from_outgoing(&event, None)]).await;
     if let Err(error) = result {
         tracing::warn!(%error, "presence event not recorded");
     }

@@ -119,7 +119,7 @@ async fn announce(ctx: &Context, instance: &str) {
         chrono::Utc::now(),
     );
     let events = [StoredEvent::from_outgoing(&event, None)];
-    if let Err(error) = event_log::record(&ctx.db, &events).await {
+    if let Err(error) = event_log::record_new(&ctx.db, &events).await {
         tracing::warn!(%error, "could not announce the job worker");
     }
 }
