@@ -28,6 +28,10 @@ pub struct StoredEvent {
     pub routing_key: String,
     pub body: String,
     pub traceparent: Option<String>,
+    /// Its activity row, when it was made from its envelope here (`None` also for an event
+    /// read back or made by hand: its body is parsed when it is recorded).
+    #[sea_orm(skip)]
+    pub activity: Option<activity::Row>,
 }
 
 impl StoredEvent {
@@ -46,6 +50,7 @@ impl StoredEvent {
             // Serializing an envelope of plain values cannot fail.
             body: serde_json::to_string(envelope).unwrap_or_default(),
             traceparent,
+            activity: activity::Row::of(routing_key, envelope),
         }
     }
 }
@@ -97,10 +102,16 @@ async fn insert(
         return Ok(());
     }
     let mut rows = activity::Rows::default();
-    for event in events.iter().filter(|e| activity::records(&e.routing_key)) {
-        // Our own bodies always parse; one that does not (hand-made) just has no activity row.
-        if let Ok(envelope) = serde_json::from_str::<EventEnvelope>(&event.body) {
-            rows.push(&event.routing_key, &envelope);
+    for event in events {
+        if let Some(row) = &event.activity {
+            rows.push(row.clone());
+        } else if activity::records(&event.routing_key) {
+            // Our own bodies always parse; one that does not (hand-made) just has no activity
+            // row.
+            let parsed = serde_json::from_str::<EventEnvelope>(&event.body);
+            if let Some(row) = parsed.ok().and_then(|e| activity::Row::of(&event.routing_key, &e)) {
+                rows.push(row);
+            }
         }
     }
     let mut values: Vec<sea_orm::Value> = vec![

@@ -448,6 +448,7 @@ async fn hostile_sequenced_events_are_dropped_and_the_relay_goes_on() {
         routing_key: "t.hostile".into(),
         body: good.to_string(),
         traceparent: None,
+        activity: None,
     };
     event_log::record(&app.db, &[event]).await.expect("recorded");
 

@@ -7,7 +7,9 @@
 //! The bug they guard against (found by the job benchmark's exact counts): each statement is an
 //! `UPDATE ... FROM UNNEST` that locks rows in the order its join yields them; a batch and a
 //! renewal over the same rows in different orders deadlocked, PostgreSQL failed the batch, and
-//! its jobs ran again once their leases ran out. `store::lock_in_order` locks by id first.
+//! its jobs ran again once their leases ran out. Now the renewal never waits: it takes only
+//! the rows no other transaction holds (`store::lock_free`, `FOR UPDATE SKIP LOCKED`) and tries
+//! the others at its next beat.
 
 use std::time::Duration;
 
@@ -93,8 +95,8 @@ async fn a_success_batch_and_a_lease_renewal_locking_the_same_rows_both_commit()
     app.db.execute_unprepared("ANALYZE jobs").await.expect("analyze");
     let (a, gate, b) = (jobs[0].clone(), jobs[1].clone(), jobs[2].clone());
 
-    // Another transaction holds `gate`: the success batch over [a, gate, b] locks `a` and
-    // waits there.
+    // Another transaction holds `gate`: the success batch over [b, gate, a] takes its rows in
+    // id order, so it locks `a` and waits there (`b` is still free).
     let blocker = app.db.begin().await.expect("begin");
     blocker
         .execute_raw(sql("SELECT id FROM jobs WHERE id = $1 FOR UPDATE", [gate.id.into()]))
@@ -102,40 +104,37 @@ async fn a_success_batch_and_a_lease_renewal_locking_the_same_rows_both_commit()
         .expect("lock the gate");
     let db = app.db.clone();
     let done: Vec<(ClaimedJob, serde_json::Value)> =
-        [&a, &gate, &b].into_iter().map(|j| (j.clone(), json!({"attempt": 1}))).collect();
+        [&b, &gate, &a].into_iter().map(|j| (j.clone(), json!({"attempt": 1}))).collect();
     let batch = tokio::spawn(async move { store::succeed_many(&db, &done).await });
     wait_until("the success batch to wait for the gate", DEADLINE, || async {
         waiting_for_locks(&app).await == 1
     })
     .await;
-    // The renewal over [b, a] (a heartbeat's snapshot comes in any order): without the fix it
-    // locks `b`, then waits for `a`; with it, it waits for `a` holding nothing.
-    let db = app.db.clone();
+    // The renewal over [b, a] (a heartbeat's snapshot comes in any order) ends at once: it
+    // takes the free row `b` and leaves `a`, which the batch holds, for its next beat. (When it
+    // waited for `a` holding `b`, the batch, once through the gate, waited for `b`: deadlock.)
     let held: Vec<(ClaimedJob, Signals)> =
         [&b, &a].into_iter().map(|j| (j.clone(), Signals::default())).collect();
-    let renew = async move { tracker::renew_leases(&db, &held, Duration::from_secs(10)).await };
-    let renewal = tokio::spawn(renew);
-    wait_until("the renewal to wait as well", DEADLINE, || async {
-        waiting_for_locks(&app).await == 2
-    })
-    .await;
-    // The gate opens: the batch takes it and goes on to `b`, which, without the fix, the
-    // renewal holds while it waits for the batch's `a`.
+    let beat = tokio::time::timeout(
+        DEADLINE,
+        tracker::renew_leases(&app.db, &held, Duration::from_secs(10)),
+    )
+    .await
+    .expect("the renewal does not wait for the batch's rows")
+    .expect("the renewal commits");
+    let renewed: Vec<Uuid> = beat.renewed.iter().map(|r| r.id).collect();
+    assert_eq!(renewed, vec![b.id], "the free row is renewed");
+    assert_eq!(beat.busy, vec![a.id], "the held row is busy, not lost");
+    assert_eq!(waiting_for_locks(&app).await, 1, "the batch still waits for the gate");
+    // The gate opens: the batch takes it and goes on to `b`.
     blocker.rollback().await.expect("release the gate");
     let batch = tokio::time::timeout(DEADLINE, batch)
         .await
         .expect("the success batch ends")
         .expect("the success batch's task");
-    let renewal = tokio::time::timeout(DEADLINE, renewal)
-        .await
-        .expect("the renewal ends")
-        .expect("the renewal's task");
     let (flags, events) = batch.expect("the success batch commits (no deadlock)");
     assert_eq!(flags, vec![true, true, true]);
     assert_eq!(events.len(), 3, "one job_completed each");
-    // The renewal got the rows once the batch had committed: they are no longer running.
-    let renewed = renewal.expect("the renewal commits (no deadlock)");
-    assert_eq!(renewed.len(), 0, "{renewed:?}");
     let succeeded = app
         .count(&format!(
             "SELECT count(*) FROM jobs WHERE status = 'succeeded' AND attempts = 1 \
@@ -162,8 +161,9 @@ async fn many_short_jobs_beside_a_fast_lease_renewal_each_run_exactly_once() {
         ("jobs.prefetch", LOAD_IN_FLIGHT),
         ("jobs.lease_secs", "3"),
         // The renewal back to back instead of once a second: each one is a chance to meet a
-        // success batch over the same rows. Without `lock_in_order` this test went red in about
-        // four runs of ten (README "Jobs"); the step-by-step test above always does.
+        // success batch over the same rows. When the renewal and the batch each locked in
+        // their join's order this test went red in about four runs of ten (README "Jobs"); the
+        // step-by-step test above always does.
         ("jobs.lease_renew_ms", "1"),
     ];
     // The workers' warnings, where a write that PostgreSQL failed is logged.

@@ -31,21 +31,54 @@ pub struct Rows {
     occurred: Vec<chrono::DateTime<chrono::Utc>>,
 }
 
-impl Rows {
-    /// Adds the row of the event `e` sent with `routing_key` (arrays cannot hold SQL NULL
-    /// through the driver here, so absent ids travel as nil and the statement turns them back
-    /// into NULL).
-    pub fn push(&mut self, routing_key: &str, e: &EventEnvelope) {
+/// One event's activity row, made where the event is (`StoredEvent::from_envelope`), so
+/// recording it needs no parse of the event's body.
+#[derive(Debug, Clone)]
+pub struct Row {
+    id: Uuid,
+    event: String,
+    resource_type: String,
+    resource_id: Option<Uuid>,
+    actor: Option<(Uuid, String)>,
+    correlation: Option<Uuid>,
+    data: String,
+    occurred: chrono::DateTime<chrono::Utc>,
+}
+
+impl Row {
+    /// The row of the event `e` sent with `routing_key`, if the activity log records it.
+    pub fn of(routing_key: &str, e: &EventEnvelope) -> Option<Self> {
+        if !records(routing_key) {
+            return None;
+        }
         let (resource_type, resource_id) = resource_of(routing_key, &e.event);
-        self.ids.push(e.id);
-        self.events.push(e.event.name().to_string());
-        self.resource_types.push(resource_type);
-        self.resource_ids.push(resource_id.unwrap_or_default());
-        self.actor_ids.push(e.actor.as_ref().map(|a| a.id).unwrap_or_default());
-        self.actor_names.push(e.actor.as_ref().map(|a| a.name.clone()).unwrap_or_default());
-        self.correlations.push(e.correlation_id.unwrap_or_default());
-        self.data.push(serde_json::to_string(&e.event.data()).unwrap_or_default());
-        self.occurred.push(e.occurred_at);
+        Some(Self {
+            id: e.id,
+            event: e.event.name().to_string(),
+            resource_type,
+            resource_id,
+            actor: e.actor.as_ref().map(|a| (a.id, a.name.clone())),
+            correlation: e.correlation_id,
+            data: serde_json::to_string(&e.event.data()).unwrap_or_default(),
+            occurred: e.occurred_at,
+        })
+    }
+}
+
+impl Rows {
+    /// Adds `row` (arrays cannot hold SQL NULL through the driver here, so absent ids travel
+    /// as nil and the statement turns them back into NULL).
+    pub fn push(&mut self, row: Row) {
+        let (actor_id, actor_name) = row.actor.unwrap_or_default();
+        self.ids.push(row.id);
+        self.events.push(row.event);
+        self.resource_types.push(row.resource_type);
+        self.resource_ids.push(row.resource_id.unwrap_or_default());
+        self.actor_ids.push(actor_id);
+        self.actor_names.push(actor_name);
+        self.correlations.push(row.correlation.unwrap_or_default());
+        self.data.push(row.data);
+        self.occurred.push(row.occurred);
     }
 
     /// The nine array parameters, in the order [`insert`] numbers them.

@@ -48,19 +48,29 @@ impl ClaimedJob {
     }
 }
 
-/// Locks the job rows of `ids` in id order, in `txn`. Every transaction that updates several
-/// running jobs' rows at once (a success batch, the lease heartbeat, the progress
-/// writes) takes its locks this way first: an `UPDATE ... FROM UNNEST` locks in whatever order
-/// its join yields, and a success batch and the heartbeat of the same worker, each holding some
-/// of the other's rows, deadlocked under load; PostgreSQL then failed the batch and its jobs
-/// ran again after their leases (the job benchmark's exact counts caught it).
-pub(crate) async fn lock_in_order(txn: &DatabaseTransaction, ids: Vec<Uuid>) -> Result<(), DbErr> {
-    txn.execute_raw(sql(
-        "SELECT id FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+/// Locks, in `txn` and in id order, the rows of `ids` no other transaction holds, and returns
+/// their ids: the lease heartbeat and the progress writes take their rows this way, so they
+/// never wait for a lock. A success or retry batch updates its rows without locking them first
+/// (sorted by id, so its join takes them in that order) and may wait for them; a heartbeat that
+/// waited too, holding rows the batch needed next, deadlocked with it under load once
+/// (PostgreSQL failed the batch and its jobs ran again after their leases; the job benchmark's
+/// exact counts caught it, `it/jobs_locks.rs` replays it). A row skipped here is busy, not
+/// lost: the next beat tries it again.
+pub(crate) async fn lock_free(
+    txn: &DatabaseTransaction,
+    ids: Vec<Uuid>,
+) -> Result<Vec<Uuid>, DbErr> {
+    #[derive(FromQueryResult)]
+    struct Locked {
+        id: Uuid,
+    }
+    let locked = Locked::find_by_statement(sql(
+        "SELECT id FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE SKIP LOCKED",
         [ids.into()],
     ))
+    .all(txn)
     .await?;
-    Ok(())
+    Ok(locked.into_iter().map(|l| l.id).collect())
 }
 
 /// What a job request found.
@@ -93,34 +103,132 @@ struct RowState {
 /// requests of its concurrent jobs). A running job whose lease expired (its worker died) may
 /// be claimed again by the same copy, redelivered. One answer per request, in order. Each
 /// request comes with its `traceparent`, which the claimed job keeps.
+///
+/// Two steps. First one guarded `UPDATE` claims every request whose job waits for exactly
+/// that dispatch: the usual case, one statement and no row lock of its own (a `FOR UPDATE`
+/// before the update cost a WAL record and a visit of each row more). What it did not claim
+/// (a redelivered copy, a stale one, a job whose new dispatch is not committed yet) is looked
+/// at row by row under `FOR UPDATE` ([`claim_rest`]).
 pub async fn claim_many(
     db: &DatabaseConnection,
     traced: &[(JobRequest, Option<String>)],
     lease: Duration,
 ) -> Result<(Vec<Claim>, Vec<StoredEvent>), DbErr> {
-    let requests: Vec<&JobRequest> = traced.iter().map(|(r, _)| r).collect();
     let txn = db.begin().await?;
-    let ids: Vec<Uuid> = requests.iter().map(|r| r.job_id).collect();
-    // Lock by id alone first (in id order, so two workers never deadlock). Whoever publishes a
-    // new dispatch (a retry, a replay) holds the row locked until its publish is confirmed and
-    // committed; a guarded UPDATE would judge the old row version and skip the new request,
-    // this waits for the commit and sees it.
-    let states = RowState::find_by_statement(sql(
-        "SELECT id, status, dispatch_id, locked_until, \
-         COALESCE(locked_until < now(), true) AS lease_expired, \
-         cancel_requested_at IS NOT NULL AS cancel_requested, park_pending, last_error \
-         FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE",
-        [ids.into()],
+    // In id order: the join takes rows, and so their locks, in the arrays' order.
+    let mut wanted: Vec<(Uuid, Uuid)> =
+        traced.iter().map(|(r, _)| (r.job_id, r.dispatch_id)).collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    // The guard is judged on the committed row: a job whose new dispatch (a retry, a replay)
+    // is not committed yet does not match here and waits for that commit in `claim_rest`. A
+    // row that matches but is locked is waited for and judged again on its new version.
+    let mut claimed = ClaimedJob::find_by_statement(sql(
+        "UPDATE jobs AS j SET status = 'running', attempts = j.attempts + 1, \
+         locked_until = now() + make_interval(secs => $3), next_attempt_at = NULL, \
+         updated_at = now() \
+         FROM UNNEST($1::uuid[], $2::uuid[]) AS t(id, dispatch) \
+         WHERE j.id = t.id AND j.dispatch_id = t.dispatch \
+         AND j.status IN ('queued', 'scheduled', 'retrying') \
+         RETURNING j.id, j.type AS job_type, j.payload, j.attempts, j.max_attempts, \
+         j.dispatch_id, j.created_by, j.created_by_name, NULL::text AS traceparent",
+        [
+            wanted.iter().map(|(id, _)| *id).collect::<Vec<_>>().into(),
+            wanted.iter().map(|(_, dispatch)| *dispatch).collect::<Vec<_>>().into(),
+            lease.as_secs_f64().into(),
+        ],
     ))
     .all(&txn)
     .await?;
-    let mut answers: Vec<Option<Claim>> = Vec::with_capacity(requests.len());
+    let (answers, abandoned) = if claimed.len() == traced.len() {
+        (std::iter::repeat_with(|| None).take(traced.len()).collect(), Vec::new())
+    } else {
+        claim_rest(&txn, traced, &mut claimed, lease).await?
+    };
+    for job in &mut claimed {
+        job.traceparent =
+            traced.iter().find(|(r, _)| r.job_id == job.id).and_then(|(_, t)| t.clone());
+    }
+    let now = Utc::now();
+    let mut events: Vec<StoredEvent> = claimed
+        .iter()
+        .map(|job| job.event(&JobStarted { job_id: job.id, attempt: job.attempts, timestamp: now }))
+        .collect();
+    if !abandoned.is_empty() {
+        events.extend(cancel_abandoned(&txn, &abandoned).await?);
+    }
+    event_log::record_new(&txn, &events).await?;
+    txn.commit().await?;
+    // A request answered by the first step (or a second copy of it) runs once: the first
+    // request of each claimed job runs it, any other copy is skipped.
+    let mut started: Vec<Uuid> = Vec::with_capacity(claimed.len());
+    let claims = traced
+        .iter()
+        .zip(answers)
+        .map(|((request, _), answer)| {
+            answer.unwrap_or_else(|| {
+                let job = claimed
+                    .iter()
+                    .find(|j| j.id == request.job_id && j.dispatch_id == request.dispatch_id);
+                match job {
+                    Some(_) if started.contains(&request.job_id) => {
+                        Claim::Skip("duplicate copy".into())
+                    }
+                    Some(job) => {
+                        started.push(job.id);
+                        Claim::Run(job.clone())
+                    }
+                    None => Claim::Skip("vanished".into()),
+                }
+            })
+        })
+        .collect();
+    Ok((claims, events))
+}
+
+/// The second step of [`claim_many`]: the requests the guarded update left, judged on their
+/// rows locked by id (in id order, so two workers never deadlock). Whoever publishes a new
+/// dispatch (a retry, a replay) holds the row locked until its publish is confirmed and
+/// committed; this waits for that commit and sees it. Claims what is runnable (adding to
+/// `claimed`); returns an answer for each request (`None`: see `claimed`) and the running jobs
+/// whose worker died after someone asked them to stop (they end here).
+async fn claim_rest(
+    txn: &DatabaseTransaction,
+    traced: &[(JobRequest, Option<String>)],
+    claimed: &mut Vec<ClaimedJob>,
+    lease: Duration,
+) -> Result<(Vec<Option<Claim>>, Vec<Uuid>), DbErr> {
+    let first: Vec<Uuid> = claimed.iter().map(|j| j.id).collect();
+    let rest: Vec<Uuid> =
+        traced.iter().map(|(r, _)| r.job_id).filter(|id| !first.contains(id)).collect();
+    let states = if rest.is_empty() {
+        Vec::new()
+    } else {
+        RowState::find_by_statement(sql(
+            "SELECT id, status, dispatch_id, locked_until, \
+             COALESCE(locked_until < now(), true) AS lease_expired, \
+             cancel_requested_at IS NOT NULL AS cancel_requested, park_pending, last_error \
+             FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+            [rest.into()],
+        ))
+        .all(txn)
+        .await?
+    };
+    let mut answers: Vec<Option<Claim>> = Vec::with_capacity(traced.len());
     let mut runnable: Vec<Uuid> = Vec::new();
-    // Running jobs whose worker died after someone asked them to stop: they end here.
     let mut abandoned: Vec<Uuid> = Vec::new();
     // Failed jobs whose copy this batch parks (one copy each).
     let mut parking: Vec<Uuid> = Vec::new();
-    for request in &requests {
+    for (request, _) in traced {
+        if first.contains(&request.job_id) {
+            // Claimed by the guarded update (this copy, or another one, which is skipped).
+            let same = |j: &ClaimedJob| j.dispatch_id == request.dispatch_id;
+            answers.push(match claimed.iter().find(|j| j.id == request.job_id) {
+                Some(j) if same(j) => None,
+                _ => Some(Claim::Skip("stale copy (job is running)".into())),
+            });
+            continue;
+        }
         let state = states.iter().find(|s| s.id == request.job_id);
         let answer = match state {
             None => Some(Claim::Skip("no such job".into())),
@@ -157,47 +265,21 @@ pub async fn claim_many(
         };
         answers.push(answer);
     }
-    let mut claimed = if runnable.is_empty() {
-        Vec::new()
-    } else {
-        ClaimedJob::find_by_statement(sql(
-            "UPDATE jobs SET status = 'running', attempts = attempts + 1, \
-             locked_until = now() + make_interval(secs => $2), next_attempt_at = NULL, \
-             updated_at = now() WHERE id = ANY($1) \
-             RETURNING id, type AS job_type, payload, attempts, max_attempts, dispatch_id, \
-             created_by, created_by_name, NULL::text AS traceparent",
-            [runnable.into(), lease.as_secs_f64().into()],
-        ))
-        .all(&txn)
-        .await?
-    };
-    for job in &mut claimed {
-        job.traceparent =
-            traced.iter().find(|(r, _)| r.job_id == job.id).and_then(|(_, t)| t.clone());
+    if !runnable.is_empty() {
+        claimed.extend(
+            ClaimedJob::find_by_statement(sql(
+                "UPDATE jobs SET status = 'running', attempts = attempts + 1, \
+                 locked_until = now() + make_interval(secs => $2), next_attempt_at = NULL, \
+                 updated_at = now() WHERE id = ANY($1) \
+                 RETURNING id, type AS job_type, payload, attempts, max_attempts, dispatch_id, \
+                 created_by, created_by_name, NULL::text AS traceparent",
+                [runnable.into(), lease.as_secs_f64().into()],
+            ))
+            .all(txn)
+            .await?,
+        );
     }
-    let now = Utc::now();
-    let mut events: Vec<StoredEvent> = claimed
-        .iter()
-        .map(|job| job.event(&JobStarted { job_id: job.id, attempt: job.attempts, timestamp: now }))
-        .collect();
-    if !abandoned.is_empty() {
-        events.extend(cancel_abandoned(&txn, &abandoned).await?);
-    }
-    event_log::record_new(&txn, &events).await?;
-    txn.commit().await?;
-    let claims = requests
-        .iter()
-        .zip(answers)
-        .map(|(request, answer)| {
-            answer.unwrap_or_else(|| {
-                claimed
-                    .iter()
-                    .find(|j| j.id == request.job_id)
-                    .map_or_else(|| Claim::Skip("vanished".into()), |j| Claim::Run(j.clone()))
-            })
-        })
-        .collect();
-    Ok((claims, events))
+    Ok((answers, abandoned))
 }
 
 /// Ends `cancelled` the running jobs of `ids` (asked to stop, their worker gone), with their
@@ -254,8 +336,11 @@ pub async fn succeed_many(
     struct Updated {
         id: Uuid,
     }
+    // In id order: the join takes the rows, and so their locks, in the arrays' order (see
+    // [`lock_free`]).
+    let mut order: Vec<&(ClaimedJob, serde_json::Value)> = done.iter().collect();
+    order.sort_unstable_by_key(|(j, _)| j.id);
     let txn = db.begin().await?;
-    lock_in_order(&txn, done.iter().map(|(j, _)| j.id).collect()).await?;
     let updated = Updated::find_by_statement(sql(
         "UPDATE jobs AS j SET status = 'succeeded', result = t.result::jsonb, last_error = NULL, \
          locked_until = NULL, completed_at = now(), updated_at = now() \
@@ -264,10 +349,10 @@ pub async fn succeed_many(
          WHERE j.id = t.id AND j.dispatch_id = t.dispatch AND j.attempts = t.attempt \
          AND j.status = 'running' RETURNING j.id",
         [
-            done.iter().map(|(j, _)| j.id).collect::<Vec<_>>().into(),
-            done.iter().map(|(j, _)| j.dispatch_id).collect::<Vec<_>>().into(),
-            done.iter().map(|(_, r)| r.to_string()).collect::<Vec<_>>().into(),
-            done.iter().map(|(j, _)| j.attempts).collect::<Vec<_>>().into(),
+            order.iter().map(|(j, _)| j.id).collect::<Vec<_>>().into(),
+            order.iter().map(|(j, _)| j.dispatch_id).collect::<Vec<_>>().into(),
+            order.iter().map(|(_, r)| r.to_string()).collect::<Vec<_>>().into(),
+            order.iter().map(|(j, _)| j.attempts).collect::<Vec<_>>().into(),
         ],
     ))
     .all(&txn)
@@ -314,9 +399,10 @@ pub async fn retry_many(
     struct Updated {
         id: Uuid,
     }
+    // In id order, like the success batch.
+    let mut order: Vec<&Retry> = retries.iter().collect();
+    order.sort_unstable_by_key(|r| r.job.id);
     let txn = db.begin().await?;
-    // In id order, like the success batch: the heartbeat locks these rows too.
-    lock_in_order(&txn, retries.iter().map(|r| r.job.id).collect()).await?;
     let updated = Updated::find_by_statement(sql(
         "UPDATE jobs AS j SET status = 'retrying', dispatch_id = t.next, last_error = t.error, \
          next_attempt_at = t.due, locked_until = NULL, updated_at = now() \
@@ -325,12 +411,12 @@ pub async fn retry_many(
          WHERE j.id = t.id AND j.dispatch_id = t.dispatch AND j.attempts = t.attempt \
          AND j.status = 'running' RETURNING j.id",
         [
-            retries.iter().map(|r| r.job.id).collect::<Vec<_>>().into(),
-            retries.iter().map(|r| r.job.dispatch_id).collect::<Vec<_>>().into(),
-            retries.iter().map(|r| r.job.attempts).collect::<Vec<_>>().into(),
-            retries.iter().map(|r| r.next.dispatch_id).collect::<Vec<_>>().into(),
-            retries.iter().map(|r| r.error.clone()).collect::<Vec<_>>().into(),
-            retries
+            order.iter().map(|r| r.job.id).collect::<Vec<_>>().into(),
+            order.iter().map(|r| r.job.dispatch_id).collect::<Vec<_>>().into(),
+            order.iter().map(|r| r.job.attempts).collect::<Vec<_>>().into(),
+            order.iter().map(|r| r.next.dispatch_id).collect::<Vec<_>>().into(),
+            order.iter().map(|r| r.error.clone()).collect::<Vec<_>>().into(),
+            order
                 .iter()
                 .map(|r| r.next.not_before.unwrap_or_else(Utc::now))
                 .collect::<Vec<_>>()

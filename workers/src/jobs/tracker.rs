@@ -12,7 +12,7 @@
 //! - **progress**: what handlers report (`JobContext::progress`) is written, the latest per job,
 //!   every `jobs.progress_interval_ms` at most, with one `job_progress` event each.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -78,6 +78,11 @@ impl Signals {
 
     fn take_report(&self) -> Option<Report> {
         self.report.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+
+    /// Puts back a report that could not be written, unless a newer one came meanwhile.
+    fn put_back(&self, report: Report) {
+        self.report.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(report);
     }
 }
 
@@ -152,11 +157,12 @@ async fn heartbeat(
                 continue;
             }
             match renew_leases(&db, &held, lease).await {
-                Ok(renewed) => {
+                Ok(beat) => {
                     for (job, signals) in &held {
-                        match renewed.iter().find(|r| r.id == job.id) {
+                        match beat.renewed.iter().find(|r| r.id == job.id) {
                             Some(row) if row.cancel_requested => signals.stop(Stop::Cancelled),
                             Some(_) => {}
+                            None if beat.busy.contains(&job.id) => {}
                             None => signals.stop(Stop::Lost),
                         }
                     }
@@ -166,19 +172,30 @@ async fn heartbeat(
                 Err(error) => tracing::warn!(%error, "job lease renewal failed"),
             }
         } else {
-            let reports: Vec<(ClaimedJob, Report)> = {
+            let (reports, signals): (Vec<(ClaimedJob, Report)>, Vec<Signals>) = {
                 let table = table.lock().unwrap_or_else(PoisonError::into_inner);
                 table
                     .values()
-                    .filter_map(|r| r.signals.take_report().map(|report| (r.job.clone(), report)))
-                    .collect()
+                    .filter_map(|r| {
+                        let report = r.signals.take_report()?;
+                        Some(((r.job.clone(), report), r.signals.clone()))
+                    })
+                    .unzip()
             };
             drop(table);
             if reports.is_empty() {
                 continue;
             }
-            if let Err(error) = write_progress(&db, &reports).await {
-                tracing::warn!(%error, "job progress write failed");
+            match write_progress(&db, &reports).await {
+                // Rows another transaction held: their reports wait for the next write.
+                Ok((_recorded, busy)) => {
+                    for ((job, report), signals) in reports.into_iter().zip(signals) {
+                        if busy.contains(&job.id) {
+                            signals.put_back(report);
+                        }
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "job progress write failed"),
             }
         }
     }
@@ -202,16 +219,37 @@ pub struct Renewed {
     pub cancel_requested: bool,
 }
 
-/// One statement for every attempt held: renews what is still this worker's (same dispatch,
-/// same attempt, still running) and says which of them were asked to stop. Public for the
+/// What one lease renewal found.
+#[derive(Debug, Default)]
+pub struct Beat {
+    /// The attempts still this worker's, renewed.
+    pub renewed: Vec<Renewed>,
+    /// Those whose row another transaction held (a batch writing their outcome, a copy of
+    /// their request being looked at): left alone, tried again at the next beat.
+    pub busy: Vec<Uuid>,
+}
+
+/// One statement for every attempt held whose row is free: renews what is still this
+/// worker's (same dispatch, same attempt, still running) and says which of them were asked to
+/// stop. An attempt in neither list of the answer is no longer this worker's. Public for the
 /// test that runs it against a success batch over the same rows (`tests/it/jobs_locks.rs`).
 pub async fn renew_leases(
     db: &DatabaseConnection,
     held: &[(ClaimedJob, Signals)],
     lease: Duration,
-) -> Result<Vec<Renewed>, DbErr> {
+) -> Result<Beat, DbErr> {
     let txn = db.begin().await?;
-    super::store::lock_in_order(&txn, held.iter().map(|(j, _)| j.id).collect()).await?;
+    let free: HashSet<Uuid> =
+        super::store::lock_free(&txn, held.iter().map(|(j, _)| j.id).collect())
+            .await?
+            .into_iter()
+            .collect();
+    let busy: Vec<Uuid> = held.iter().map(|(j, _)| j.id).filter(|id| !free.contains(id)).collect();
+    let held: Vec<&ClaimedJob> =
+        held.iter().map(|(j, _)| j).filter(|j| free.contains(&j.id)).collect();
+    if held.is_empty() {
+        return Ok(Beat { renewed: Vec::new(), busy });
+    }
     let renewed = Renewed::find_by_statement(sql(
         "UPDATE jobs AS j SET locked_until = now() + make_interval(secs => $4) \
          FROM UNNEST($1::uuid[], $2::uuid[], $3::int[]) AS t(id, dispatch, attempt) \
@@ -219,29 +257,41 @@ pub async fn renew_leases(
          AND j.status = 'running' \
          RETURNING j.id, j.cancel_requested_at IS NOT NULL AS cancel_requested",
         [
-            held.iter().map(|(j, _)| j.id).collect::<Vec<_>>().into(),
-            held.iter().map(|(j, _)| j.dispatch_id).collect::<Vec<_>>().into(),
-            held.iter().map(|(j, _)| j.attempts).collect::<Vec<_>>().into(),
+            held.iter().map(|j| j.id).collect::<Vec<_>>().into(),
+            held.iter().map(|j| j.dispatch_id).collect::<Vec<_>>().into(),
+            held.iter().map(|j| j.attempts).collect::<Vec<_>>().into(),
             lease.as_secs_f64().into(),
         ],
     ))
     .all(&txn)
     .await?;
     txn.commit().await?;
-    Ok(renewed)
+    Ok(Beat { renewed, busy })
 }
 
-/// Writes the latest report of each job and its `job_progress`, in one transaction.
+/// Writes the latest report of each job whose row is free and its `job_progress`, in one
+/// transaction; also returns the jobs whose row another transaction held (not written).
 async fn write_progress(
     db: &DatabaseConnection,
     reports: &[(ClaimedJob, Report)],
-) -> Result<Vec<StoredEvent>, DbErr> {
+) -> Result<(Vec<StoredEvent>, Vec<Uuid>), DbErr> {
     #[derive(FromQueryResult)]
     struct Updated {
         id: Uuid,
     }
     let txn = db.begin().await?;
-    super::store::lock_in_order(&txn, reports.iter().map(|(j, _)| j.id).collect()).await?;
+    let free: HashSet<Uuid> =
+        super::store::lock_free(&txn, reports.iter().map(|(j, _)| j.id).collect())
+            .await?
+            .into_iter()
+            .collect();
+    let busy: Vec<Uuid> =
+        reports.iter().map(|(j, _)| j.id).filter(|id| !free.contains(id)).collect();
+    let reports: Vec<&(ClaimedJob, Report)> =
+        reports.iter().filter(|(j, _)| free.contains(&j.id)).collect();
+    if reports.is_empty() {
+        return Ok((Vec::new(), busy));
+    }
     let updated = Updated::find_by_statement(sql(
         "UPDATE jobs AS j SET progress_percent = t.percent, progress_message = t.message, \
          progress_at = now() \
@@ -275,7 +325,7 @@ async fn write_progress(
         .collect();
     event_log::record_new(&txn, &events).await?;
     txn.commit().await?;
-    Ok(events)
+    Ok((events, busy))
 }
 
 #[cfg(test)]
