@@ -13,6 +13,7 @@ mod files;
 mod hostile;
 mod jobs;
 mod jobs_locks;
+mod jobs_plans;
 mod jobs_prod;
 mod limits;
 mod nodes;

@@ -73,6 +73,32 @@ pub(crate) async fn lock_free(
     Ok(locked.into_iter().map(|l| l.id).collect())
 }
 
+/// The claim's first step ([`claim_many`]): `$1` the job ids (sorted), `$2` their requests'
+/// dispatch ids, `$3` the lease in seconds. Public for the test of its plan (`it/jobs_plans.rs`).
+///
+/// Each id is looked up by itself in the primary key (the `LATERAL` subquery, which `LIMIT 1`
+/// keeps from being merged into a join), and the row found is updated by its place (`ctid`).
+/// Written as a join of `jobs` with the batch and a `status` condition, the planner chose by
+/// its estimate of how many rows have that status; with none (a table never analyzed:
+/// autovacuum off, a fresh deployment) or a stale one (a burst of jobs queued since the last
+/// analyze) it took every queued row from `jobs_status` and `jobs_unsettled` and hashed them,
+/// so each claim read the whole queue: 20,000 rows to claim 150 in the job benchmark. The
+/// price: a row that another transaction changed after the statement's snapshot is not
+/// updated at all (the update waits for that transaction, then finds a newer version at
+/// another place), and [`claim_rest`] judges it again.
+pub const CLAIM_SQL: &str = "WITH target AS MATERIALIZED ( \
+    SELECT r.tid, r.status, t.dispatch \
+    FROM UNNEST($1::uuid[], $2::uuid[]) AS t(id, dispatch) \
+    CROSS JOIN LATERAL (SELECT ctid AS tid, status, dispatch_id FROM jobs \
+      WHERE id = t.id LIMIT 1) AS r \
+    WHERE r.dispatch_id = t.dispatch AND r.status IN ('queued', 'scheduled', 'retrying')) \
+  UPDATE jobs AS j SET status = 'running', attempts = j.attempts + 1, \
+  locked_until = now() + make_interval(secs => $3), next_attempt_at = NULL, updated_at = now() \
+  FROM target \
+  WHERE j.ctid = target.tid AND j.status = target.status AND j.dispatch_id = target.dispatch \
+  RETURNING j.id, j.type AS job_type, j.payload, j.attempts, j.max_attempts, j.dispatch_id, \
+  j.created_by, j.created_by_name, NULL::text AS traceparent";
+
 /// What a job request found.
 #[derive(Debug)]
 pub enum Claim {
@@ -107,31 +133,25 @@ struct RowState {
 /// Two steps. First one guarded `UPDATE` claims every request whose job waits for exactly
 /// that dispatch: the usual case, one statement and no row lock of its own (a `FOR UPDATE`
 /// before the update cost a WAL record and a visit of each row more). What it did not claim
-/// (a redelivered copy, a stale one, a job whose new dispatch is not committed yet) is looked
-/// at row by row under `FOR UPDATE` ([`claim_rest`]).
+/// (a redelivered copy, a stale one, a job whose new dispatch is not committed yet, a row
+/// another transaction changed meanwhile) is looked at row by row under `FOR UPDATE`
+/// ([`claim_rest`]).
 pub async fn claim_many(
     db: &DatabaseConnection,
     traced: &[(JobRequest, Option<String>)],
     lease: Duration,
 ) -> Result<(Vec<Claim>, Vec<StoredEvent>), DbErr> {
     let txn = db.begin().await?;
-    // In id order: the join takes rows, and so their locks, in the arrays' order.
+    // In id order: the update takes rows, and so their locks, in the arrays' order.
     let mut wanted: Vec<(Uuid, Uuid)> =
         traced.iter().map(|(r, _)| (r.job_id, r.dispatch_id)).collect();
     wanted.sort_unstable();
     wanted.dedup();
     // The guard is judged on the committed row: a job whose new dispatch (a retry, a replay)
-    // is not committed yet does not match here and waits for that commit in `claim_rest`. A
-    // row that matches but is locked is waited for and judged again on its new version.
+    // is not committed yet does not match here and waits for that commit in `claim_rest`; so
+    // does a row that another transaction changed meanwhile (see [`CLAIM_SQL`]).
     let mut claimed = ClaimedJob::find_by_statement(sql(
-        "UPDATE jobs AS j SET status = 'running', attempts = j.attempts + 1, \
-         locked_until = now() + make_interval(secs => $3), next_attempt_at = NULL, \
-         updated_at = now() \
-         FROM UNNEST($1::uuid[], $2::uuid[]) AS t(id, dispatch) \
-         WHERE j.id = t.id AND j.dispatch_id = t.dispatch \
-         AND j.status IN ('queued', 'scheduled', 'retrying') \
-         RETURNING j.id, j.type AS job_type, j.payload, j.attempts, j.max_attempts, \
-         j.dispatch_id, j.created_by, j.created_by_name, NULL::text AS traceparent",
+        CLAIM_SQL,
         [
             wanted.iter().map(|(id, _)| *id).collect::<Vec<_>>().into(),
             wanted.iter().map(|(_, dispatch)| *dispatch).collect::<Vec<_>>().into(),
