@@ -4,13 +4,21 @@
 //! autovacuum off) or stale ones (a burst queued since the last analyze): each claim of a few
 //! jobs then read the whole queue, and claiming a backlog cost its length squared (found with
 //! `pg_stat_statements` in the job benchmark: a third of PostgreSQL's time went to the claim).
+//! The claim now updates each row it found by its place (`ctid`), which leaves alone a row
+//! another transaction changed meanwhile: the second test shows such a row is claimed all the
+//! same, by the claim's second step.
+
+use std::time::Duration;
 
 use sea_orm::{ConnectionTrait, FromQueryResult, TransactionTrait};
 use serde_json::Value;
+use showrunner_shared::contracts::JobRequest;
 use showrunner_shared::db::sql;
-use showrunner_tests::{Options, TestApp};
-use showrunner_workers::jobs::store::CLAIM_SQL;
+use showrunner_tests::{Options, TestApp, wait_until};
+use showrunner_workers::jobs::store::{self, CLAIM_SQL, Claim};
 use uuid::Uuid;
+
+use crate::support::DEADLINE;
 
 /// Rows the scans of `jobs` in an `EXPLAIN (ANALYZE, FORMAT JSON)` plan returned, summed over
 /// their loops (the update node itself, which returns what it updated, left out).
@@ -92,5 +100,64 @@ async fn a_claim_reads_the_rows_it_claims_not_the_queue_without_statistics() {
         read <= 2.0 * batch as f64,
         "the claim of {batch} jobs read {read} rows of jobs (the queue holds {queued}): {plan:#}"
     );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_queued_row_changed_while_the_claim_waits_for_it_is_claimed_once() {
+    let app = TestApp::spawn_with(Options {
+        episode_workers: 0,
+        activity_workers: 0,
+        notification_workers: 0,
+        ..Options::default()
+    })
+    .await;
+    let (job_id, dispatch_id) = (Uuid::now_v7(), Uuid::now_v7());
+    app.db
+        .execute_raw(sql(
+            "INSERT INTO jobs (id, type, payload, status, max_attempts, created_by, dispatch_id) \
+             VALUES ($1, 'test.count', '{}', 'queued', 5, $2, $3)",
+            [job_id.into(), TestApp::user_id("alice").into(), dispatch_id.into()],
+        ))
+        .await
+        .expect("queue the job");
+    // Another transaction changes the row (still queued, same dispatch) and holds it.
+    let blocker = app.db.begin().await.expect("begin");
+    blocker
+        .execute_raw(sql("UPDATE jobs SET updated_at = now() WHERE id = $1", [job_id.into()]))
+        .await
+        .expect("change the row");
+    let db = app.db.clone();
+    let request = JobRequest { job_id, dispatch_id, not_before: None };
+    let claim = tokio::spawn(async move {
+        store::claim_many(&db, &[(request, None)], Duration::from_secs(30)).await
+    });
+    wait_until("the claim to wait for the changed row", DEADLINE, || async {
+        app.count(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .await
+            == 1
+    })
+    .await;
+    blocker.commit().await.expect("commit the change");
+    let (claims, events) = tokio::time::timeout(DEADLINE, claim)
+        .await
+        .expect("the claim ends")
+        .expect("the claim's task")
+        .expect("the claim commits");
+    assert_eq!(claims.len(), 1);
+    match &claims[0] {
+        Claim::Run(job) => assert_eq!((job.id, job.attempts), (job_id, 1)),
+        other => panic!("the job is claimed, not {other:?}"),
+    }
+    assert_eq!(events.len(), 1, "one job_started");
+    let running = app
+        .count(&format!(
+            "SELECT count(*) FROM jobs WHERE id = '{job_id}' AND status = 'running' AND attempts = 1"
+        ))
+        .await;
+    assert_eq!(running, 1, "claimed once");
     app.stop().await;
 }
