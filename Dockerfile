@@ -38,6 +38,10 @@ COPY --from=builder /out/showrunner-notification-worker /usr/local/bin/showrunne
 COPY --from=builder /out/showrunner-job-worker /usr/local/bin/showrunner-job-worker
 USER showrunner:showrunner
 ENV SHOWRUNNER__HTTP__ADDR=0.0.0.0:8080
+# No transparent huge pages in these processes, also where the host's THP setting is `always`
+# (the build's mimalloc `no_thp` only stops mimalloc asking for them; README, session 24: with
+# them a job worker spent a fifth of its CPU zeroing huge pages).
+ENV MIMALLOC_ALLOW_THP=0
 EXPOSE 8080
 # The processes stop gracefully on SIGTERM (what `docker stop` sends).
 STOPSIGNAL SIGTERM

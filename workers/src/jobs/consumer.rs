@@ -90,7 +90,7 @@ struct Due {
 /// Consumes the jobs queue until `cancel` (then lets in-flight jobs finish) or until the
 /// consumer ends (the caller reconnects).
 pub async fn consume(
-    runner: &Runner,
+    runner: &Arc<Runner>,
     channel: &Channel,
     consumer_tag: &str,
     cancel: &CancellationToken,
@@ -181,7 +181,7 @@ pub async fn consume(
 /// task of its own (parked when refused, sent on through the delay tiers, or, once its last
 /// few milliseconds have passed, sent to `ripe` to be claimed with the consume loop's next
 /// batch; claimed alone if the loop has ended).
-fn admit(runner: &Runner, held: Held, ripe: &mpsc::UnboundedSender<Due>) -> Option<Due> {
+fn admit(runner: &Arc<Runner>, held: Held, ripe: &mpsc::UnboundedSender<Due>) -> Option<Due> {
     let ctx = &runner.ctx;
     let now = Utc::now();
     let rules = Rules::from_settings(&ctx.settings);
@@ -246,7 +246,7 @@ fn admit(runner: &Runner, held: Held, ripe: &mpsc::UnboundedSender<Due>) -> Opti
 
 /// Claims the attempts of `due` in one transaction; each claimed job runs in a task of its
 /// own, the rest are settled.
-async fn claim(runner: &Runner, due: Vec<Due>) {
+async fn claim(runner: &Arc<Runner>, due: Vec<Due>) {
     if due.is_empty() {
         return;
     }
@@ -318,7 +318,7 @@ async fn claim(runner: &Runner, due: Vec<Due>) {
 
 /// Runs a claimed job and settles its delivery: a success through the committer (acked once
 /// committed), anything else here.
-async fn run_job(runner: Runner, held: Held, job: ClaimedJob) {
+async fn run_job(runner: Arc<Runner>, held: Held, job: ClaimedJob) {
     let ctx = &runner.ctx;
     let started = std::time::Instant::now();
     let (ran, stopped) = run(&runner, &job).await;

@@ -62,15 +62,20 @@ impl Part for Worker {
             anyhow::bail!("no channel");
         };
         announce(&s.ctx, &self.tag).await;
-        let runner = super::consumer::Runner::new(
+        // Shared by every job task (one `Arc` each: a clone of the runner itself copied the job
+        // type registry and a dozen handles per job).
+        let runner = std::sync::Arc::new(super::consumer::Runner::new(
             s.ctx,
             self.registry.clone(),
             self.http.clone(),
             self.storage.clone(),
-        );
+        ));
         let result = super::consumer::consume(&runner, &channel, &self.tag, s.cancel).await;
-        // What the finished jobs handed the committer is written before the connection closes.
-        runner.committer.flush(Duration::from_secs(5)).await;
+        // What the finished jobs handed the committer is written before the connection closes
+        // (the flush waits until every handle, the job tasks' included, is gone).
+        let committer = runner.committer.clone();
+        drop(runner);
+        committer.flush(Duration::from_secs(5)).await;
         let _ = close_bounded(channel.close(200, "stopping".into())).await;
         Ok(result?)
     }
