@@ -8,10 +8,13 @@
 # The systems take turns, one run each per round (Dramatiq, Showrunner, Celery; BENCH_RUNS
 # rounds per scenario), so a host whose speed drifts over minutes (this one's CPU time per job
 # moved by half within twenty minutes) slows every system alike instead of whichever ran
-# last. Each round's Showrunner / Dramatiq ratio is printed as well as the medians'.
+# last. Each round's Showrunner / Dramatiq ratio is printed as well as the medians'. Five
+# rounds, not three: a Showrunner run lasts about 3 s, and this host's speed changes from one
+# run to the next by a fifth (CPU per job 264-323 us within one batch of runs of one build), so
+# with three rounds one slow run could decide the median (session 24).
 #
 # Needs python3 with venv (the peers' venv is created on first use from PyPI), createdb/psql.
-# Environment: BENCH_N (20000), BENCH_RUNS (3), PEERS_DIR, PEER_VENV (/tmp/peer-venv),
+# Environment: BENCH_N (20000), BENCH_RUNS (5), PEERS_DIR, PEER_VENV (/tmp/peer-venv),
 # CARGO_TARGET_DIR (target), SKIP_PEERS=1 to run Showrunner's side only, SKIP_CELERY=1 to
 # leave Celery out (it takes four times as long as the others).
 set -euo pipefail
@@ -22,7 +25,7 @@ PEER_VENV=${PEER_VENV:-/tmp/peer-venv}
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 OUT=${BENCH_OUT:-/tmp/jobs-vs-peers}
 N=${BENCH_N:-20000}
-RUNS=${BENCH_RUNS:-3}
+RUNS=${BENCH_RUNS:-5}
 export BENCH_N=$N
 mkdir -p "$OUT"
 : > "$OUT/peers.txt"
