@@ -201,13 +201,7 @@ fn from(block: u8, n: usize) -> Ipv4Addr {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let scale: usize = std::env::var("DOS_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1000);
-    let app = TestApp::spawn_with(Options {
-        episode_workers: 0,
-        activity_workers: 0,
-        notification_workers: 0,
-        ..Options::default()
-    })
-    .await;
+    let app = TestApp::spawn_with(Options::no_workers()).await;
     let port = {
         let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
         probe.local_addr()?.port()

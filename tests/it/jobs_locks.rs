@@ -50,13 +50,7 @@ fn running(id: Uuid, dispatch_id: Uuid, creator: Uuid) -> ClaimedJob {
 
 #[tokio::test]
 async fn a_success_batch_and_a_lease_renewal_locking_the_same_rows_both_commit() {
-    let app = TestApp::spawn_with(Options {
-        episode_workers: 0,
-        activity_workers: 0,
-        notification_workers: 0,
-        ..Options::default()
-    })
-    .await;
+    let app = TestApp::spawn_with(Options::no_workers()).await;
     let creator = TestApp::user_id("alice");
     // A busy worker's table: many running jobs, and statistics that say so. The planner then
     // joins an `UNNEST` to `jobs` row by row in the arrays' order (a nested loop over an index),
@@ -176,12 +170,9 @@ async fn many_short_jobs_beside_a_fast_lease_renewal_each_run_exactly_once() {
             .finish(),
     );
     let mut app = TestApp::spawn_with(Options {
-        episode_workers: 0,
-        activity_workers: 0,
-        notification_workers: 0,
         job_registry: job_handlers::registry(&Switch::default()).with(count.clone()),
         extra: settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-        ..Options::default()
+        ..Options::no_workers()
     })
     .await;
     // Every job queued before a worker runs, as the job benchmark does: the workers start with

@@ -38,13 +38,7 @@ fn rows_read_from_jobs(plan: &Value) -> f64 {
 
 #[tokio::test]
 async fn a_claim_reads_the_rows_it_claims_not_the_queue_without_statistics() {
-    let app = TestApp::spawn_with(Options {
-        episode_workers: 0,
-        activity_workers: 0,
-        notification_workers: 0,
-        ..Options::default()
-    })
-    .await;
+    let app = TestApp::spawn_with(Options::no_workers()).await;
     let queued: i32 = 20_000;
     let batch: i32 = 50;
     app.db
@@ -105,13 +99,7 @@ async fn a_claim_reads_the_rows_it_claims_not_the_queue_without_statistics() {
 
 #[tokio::test]
 async fn a_queued_row_changed_while_the_claim_waits_for_it_is_claimed_once() {
-    let app = TestApp::spawn_with(Options {
-        episode_workers: 0,
-        activity_workers: 0,
-        notification_workers: 0,
-        ..Options::default()
-    })
-    .await;
+    let app = TestApp::spawn_with(Options::no_workers()).await;
     let (job_id, dispatch_id) = (Uuid::now_v7(), Uuid::now_v7());
     app.db
         .execute_raw(sql(

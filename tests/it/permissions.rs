@@ -99,14 +99,7 @@ fn refused(result: Result<impl std::fmt::Debug, lapin::Error>) -> bool {
 async fn every_role_works_with_only_its_permissions_and_no_more() {
     // The stack's own api (user guest) declares the topology, as a first deploy would; no
     // worker runs as guest: every worker below runs with its role's user.
-    let app = TestApp::spawn_with(Options {
-        episode_workers: 0,
-        activity_workers: 0,
-        notification_workers: 0,
-        job_workers: 0,
-        ..Options::default()
-    })
-    .await;
+    let app = TestApp::spawn_with(Options::no_workers()).await;
     let sets: Value = serde_json::from_str(PERMISSIONS).expect("permissions.json is JSON");
     let mut users = Users { vhost: app.name.clone(), names: Vec::new() };
 

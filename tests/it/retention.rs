@@ -21,16 +21,12 @@ use crate::support::{create_episode, expect_problem, settled_command, str_of};
 /// batching loop runs).
 async fn quiet_stack() -> TestApp {
     TestApp::spawn_with(Options {
-        episode_workers: 0,
-        activity_workers: 0,
-        notification_workers: 0,
-        job_workers: 0,
         extra: vec![
             ("retention.batch_size".into(), "2".into()),
             ("http.presence_ttl_secs".into(), "600".into()),
             ("retention.presence_grace_secs".into(), "600".into()),
         ],
-        ..Default::default()
+        ..Options::no_workers()
     })
     .await
 }
@@ -258,14 +254,11 @@ fn v7_at(at: chrono::DateTime<Utc>) -> Uuid {
 #[tokio::test]
 async fn activity_partitions_are_made_ahead_and_dropped_when_old() {
     let app = TestApp::spawn_with(Options {
-        episode_workers: 0,
-        activity_workers: 0,
-        notification_workers: 0,
         extra: vec![
             ("retention.activity_months".into(), "3".into()),
             ("retention.activity_months_ahead".into(), "2".into()),
         ],
-        ..Default::default()
+        ..Options::no_workers()
     })
     .await;
     let first = Utc::now().date_naive().with_day(1).unwrap_or_default();

@@ -40,6 +40,20 @@ pub struct Options {
     pub extra: Vec<(String, String)>,
 }
 
+impl Options {
+    /// The api alone: no episode, activity, notification or job worker (a test starts the
+    /// parts it needs, or calls the workers' code directly).
+    pub fn no_workers() -> Self {
+        Self {
+            episode_workers: 0,
+            activity_workers: 0,
+            notification_workers: 0,
+            job_workers: 0,
+            ..Self::default()
+        }
+    }
+}
+
 impl Default for Options {
     fn default() -> Self {
         Self {

@@ -42,8 +42,7 @@ pub const LEASE_GRACE: Duration = Duration::from_secs(2);
 /// Most requests claimed in one transaction.
 const CLAIM_MAX: usize = 256;
 
-/// What every job task shares.
-#[derive(Clone)]
+/// What every job task shares, through one `Arc` (`jobs/worker.rs`).
 pub struct Runner {
     pub ctx: Context,
     pub registry: Registry,
